@@ -1,0 +1,189 @@
+"""``methtrader``: the command line.
+
+Every ``--json`` output is JSON alone on stdout; logs go to stderr and ``<state>/logs``.
+Exit codes: 0 success, 1 runtime failure, 2 bad input (config, arguments).
+
+While ``run`` is up it alone touches DuckDB; the other commands act through the bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from appliance.config import Config, ConfigError, build_config, config_as_toml
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '2h', '14d', '500ms', '1.5h' → seconds; a bare number is seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use a number with a unit, e.g. 90s, 15m, 2h, 14d")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", help="state directory (default ~/.local/state/methtrader; "
+                   "env METHTRADER_STATE_DIR)")
+    p.add_argument("--config", help="TOML config file")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="methtrader", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the appliance (default: the simulated market)")
+    _add_common(p)
+    p.add_argument("--exchange", choices=("sim", "replay", "bybit"))
+    p.add_argument("--speed", type=float, help="virtual seconds per real second (sim; "
+                   "default 60)")
+    p.add_argument("--for", dest="for_", type=parse_duration, metavar="DURATION",
+                   help="stop cleanly after this much real time, e.g. 90s")
+    p.add_argument("--until", type=parse_duration, metavar="DURATION",
+                   help="stop cleanly once this much market time has passed, e.g. 14d")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port on 127.0.0.1 "
+                   "(default 9108; 0 disables)")
+
+    p = sub.add_parser("status", help="what the appliance is doing (running or not)")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("kill", help="kill switch: set maintenance_mode (no new orders)")
+    _add_common(p)
+    p.add_argument("--reason", default="operator kill switch")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("resume", help="clear maintenance_mode")
+    _add_common(p)
+    p.add_argument("--reason", default="operator resume")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    c = csub.add_parser("check", help="validate a config and print the effective config")
+    c.add_argument("file", nargs="?", help="TOML file (default: none, i.e. the defaults)")
+    c.add_argument("--state-dir")
+    c.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
+    p.add_argument("suite", choices=("supervisor",))
+    p.add_argument("--json", action="store_true")
+    return ap
+
+
+def load_config(args: argparse.Namespace, **general: Any) -> Config:
+    overrides = {"general": {"state_dir": getattr(args, "state_dir", None), **general}}
+    return build_config(getattr(args, "config", None), overrides=overrides)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, default=str))
+    else:
+        print(text)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.logs import setup_logging
+    from appliance.supervisor import RunLimits, run_sync
+
+    cfg = load_config(args, exchange=args.exchange, speed=args.speed,
+                      metrics_port=args.metrics_port)
+    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    setup_logging(cfg.state_path, cfg.general.log_level)
+    return run_sync(cfg, RunLimits(for_s=args.for_, until_s=args.until))
+
+
+def _fmt_ts(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from appliance.status import gather_status
+
+    cfg = load_config(args)
+    st = gather_status(cfg.state_path, cfg.supervisor.stale_after_s)
+    lines = []
+    age = st["heartbeat_age_s"]
+    lines.append(("RUNNING" if st["running"] else "NOT RUNNING") + (
+        f" (heartbeat {age:.1f}s ago, pid {st['pid']})" if age is not None else
+        " (never started in this state dir)"))
+    if st["market_time"]:
+        lines.append(f"market time  {_fmt_ts(int(st['market_time'] * 1000))} UTC  "
+                     f"exchange {st['exchange']}")
+    lines.append(f"maintenance_mode {'ON' if st['maintenance_mode'] else 'off'}   "
+                 f"deploys_frozen {'ON' if st['deploys_frozen'] else 'off'}")
+    for name, s in sorted(st["services"].items()):
+        err = f"  last error: {s['last_error']}" if s.get("last_error") else ""
+        lines.append(f"  {name:<12} {s['state']:<9} restarts {s['restarts']}{err}")
+    lines.append(f"candles {st['candles']} in {len(st['symbols'])} symbols")
+    for sym in st["symbols"]:
+        lines.append(f"  {sym:<12} latest {_fmt_ts(st['latest'].get(sym))}")
+    m = st["models"]
+    lines.append(f"models prod {m['prod']} shadow {m['shadow']} candidate {m['candidate']} "
+                 f"archived {m['archived']}   trades {st['trades']}   equity {st['equity']:.2f}")
+    _emit(args, st, "\n".join(lines))
+    return 0
+
+
+def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
+    from appliance.bus import MAINTENANCE_MODE, Bus, operator_name
+
+    cfg = load_config(args)
+    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+        entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
+                               reason=args.reason, source="cli")
+    word = "ON: no new orders" if value else "off: trading may resume"
+    _emit(args, {"maintenance_mode": value, "audit": entry},
+          f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = build_config(args.file, overrides={"general": {"state_dir": args.state_dir}})
+    _emit(args, cfg.to_dict(), config_as_toml(cfg).rstrip())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import supervisor as bench_supervisor
+
+    suites: dict[str, Callable[[], dict[str, Any]]] = {"supervisor": bench_supervisor.run}
+    figures = suites[args.suite]()
+    _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "kill": lambda a: _set_maintenance(a, True),
+    "resume": lambda a: _set_maintenance(a, False),
+    "config": cmd_config,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"methtrader: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The market clock: the only source of market time for services.
+
+Two clocks share one small interface (``now()``, ``sleep_until(t)``, ``sleep(dt)``), in seconds
+since the Unix epoch:
+
+* :class:`RealClock` follows the wall clock (bybit mode, fake Bybit).
+* :class:`VirtualClock` runs ``speed`` virtual seconds per second of trio's own clock. In the
+  appliance trio's clock is the normal monotonic one, so ``--speed 600`` makes ten market
+  minutes pass each real second; in tests trio's ``MockClock(autojump_threshold=0)`` makes
+  virtual days pass instantly and deterministically.
+
+trio itself keeps its normal clock, so network timeouts, shutdown bounds and heartbeats stay in
+wall time. The virtual clock's position is saved to the state dir (``clock.json``) and resumes
+after a restart, so a 7-day shadow period survives a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+MINUTE_MS = 60_000
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep_until(self, t: float) -> None: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+def now_ms(clock: Clock) -> int:
+    return int(clock.now() * 1000)
+
+
+def floor_minute_ms(ms: int) -> int:
+    return ms - ms % MINUTE_MS
+
+
+class RealClock:
+    """Market time is wall time."""
+
+    speed = 1.0
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(self, t: float) -> None:
+        await trio.sleep(max(0.0, t - time.time()))
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(max(0.0, seconds))
+
+
+class VirtualClock:
+    """Market time that runs ``speed`` times faster than trio's clock.
+
+    ``start`` is the market time at the moment the clock is anchored (first call to ``now`` or
+    ``sleep_until`` inside trio, or construction when trio is not running).
+    """
+
+    def __init__(self, start: float, speed: float) -> None:
+        if speed <= 0 or not math.isfinite(speed):
+            raise ValueError(f"speed must be a positive number, got {speed!r}")
+        self.speed = float(speed)
+        self._start = float(start)
+        self._anchor: float | None = None
+
+    def _trio_now(self) -> float:
+        now = trio.current_time()
+        if self._anchor is None:
+            self._anchor = now
+        return now
+
+    def now(self) -> float:
+        try:
+            t = self._trio_now()
+        except RuntimeError:  # outside trio: the clock has not started running
+            return self._start
+        return self._start + (t - self._anchor) * self.speed  # type: ignore[operator]
+
+    async def sleep_until(self, t: float) -> None:
+        now = self._trio_now()
+        target = self._anchor + (t - self._start) / self.speed  # type: ignore[operator]
+        await trio.sleep_until(max(now, target))
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self.now() + max(0.0, seconds))
+
+
+def _clock_file(state_dir: Path) -> Path:
+    return state_dir / "clock.json"
+
+
+def load_virtual_clock(state_dir: Path, speed: float, default_start: float) -> VirtualClock:
+    """Resume the saved virtual time, or start at ``default_start`` on a fresh state dir."""
+    path = _clock_file(state_dir)
+    start = default_start
+    try:
+        start = float(json.loads(path.read_text())["market_time"])
+    except FileNotFoundError:
+        pass
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc}); delete it to restart the virtual clock "
+                         "at the current time") from None
+    return VirtualClock(start, speed)
+
+
+def save_virtual_clock(state_dir: Path, clock: Clock) -> None:
+    """Write the market time crash-safely (temp file, fsync, rename)."""
+    path = _clock_file(state_dir)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        json.dump({"market_time": clock.now(), "saved_at": time.time()}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

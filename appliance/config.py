@@ -1,0 +1,277 @@
+"""The one typed, frozen configuration object.
+
+It is built once, in this order of precedence (later wins): defaults, a TOML file, the
+environment (``METHTRADER_*``), then command-line flags. Every service receives the same
+``Config`` and no module reads the environment on its own.
+
+Bad input never starts anything: an unknown key, a wrong type, a value out of range or an
+unreadable file raises :class:`ConfigError`, whose message names the key (and the TOML line when
+there is one) and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+DEFAULT_STATE_DIR = "~/.local/state/methtrader"
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message says what and where."""
+
+
+def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None, secret: bool = False, doc: str = "") -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices,
+                                            "secret": secret, "doc": doc})
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    state_dir: str = _f(DEFAULT_STATE_DIR, doc="where DuckDB, the lake, the bus and logs live")
+    exchange: str = _f("sim", choices=("sim", "replay", "bybit"))
+    speed: float = _f(60.0, lo=0.001, hi=1_000_000.0,
+                      doc="virtual seconds per real second (sim and replay)")
+    metrics_port: int = _f(9108, lo=0, hi=65535, doc="Prometheus port on 127.0.0.1; 0 disables")
+    log_level: str = _f("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int = _f(7, lo=0, hi=2**31 - 1)
+    history_days: int = _f(120, lo=1, hi=3650, doc="days of history before the clock's start")
+    slippage_bps: float = _f(2.0, lo=0.0, hi=500.0)
+    taker_fee: float = _f(0.00055, lo=0.0, hi=0.01)
+    starting_balance: float = _f(100_000.0, lo=0.0, hi=1e12)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    backoff_initial_s: float = _f(0.2, lo=0.0, hi=60.0)
+    backoff_max_s: float = _f(30.0, lo=0.0, hi=3600.0)
+    backoff_jitter: float = _f(0.25, lo=0.0, hi=1.0, doc="fraction of the delay added at random")
+    max_crashes: int = _f(5, lo=1, hi=1000, doc="crashes within failure_window_s mark it failed")
+    failure_window_s: float = _f(300.0, lo=1.0, hi=86400.0)
+    heartbeat_interval_s: float = _f(1.0, lo=0.05, hi=60.0)
+    stale_after_s: float = _f(10.0, lo=1.0, hi=3600.0, doc="a heartbeat older than this is stale")
+    shutdown_timeout_s: float = _f(4.0, lo=0.5, hi=60.0)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    interval: str = _f("1m", choices=("1m",))
+    min_turnover_usd: float = _f(10_000_000.0, lo=0.0, hi=1e13,
+                                 doc="24h turnover bar for the tradable set")
+    warmup_minutes: int = _f(60, lo=0, hi=100_000, doc="candles fetched on first start")
+    max_catchup_minutes: int = _f(1440, lo=1, hi=1_000_000)
+    hot_window_days: int = _f(14, lo=1, hi=3650, doc="candles kept in DuckDB; older live in the lake")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    events_maxlen: int = _f(10_000, lo=100, hi=10_000_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.general.state_dir).expanduser()
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
+        """The effective configuration as plain data; secrets are masked."""
+        out: dict[str, dict[str, Any]] = {}
+        for sec in fields(self):
+            section = getattr(self, sec.name)
+            out[sec.name] = {}
+            for f in fields(section):
+                value = getattr(section, f.name)
+                if mask_secrets and f.metadata.get("secret") and value:
+                    value = "****"
+                out[sec.name][f.name] = value
+        return out
+
+
+# -- building -------------------------------------------------------------------------------
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """Best-effort TOML line number of ``key`` inside ``[section]`` (tomllib keeps none)."""
+    current = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        m = re.match(r"^\[([^\]]+)\]", s)
+        if m:
+            current = m.group(1).strip()
+            if not key and current == section:
+                return n
+            continue
+        if key and current == section and re.match(rf"^{re.escape(key)}\s*=", s):
+            return n
+    return None
+
+
+def _where(source: str, text: str | None, section: str, key: str) -> str:
+    name = f"{section}.{key}" if key else section
+    if text is not None:
+        line = _line_of(text, section, key)
+        if line:
+            return f"'{name}' ({source}, line {line})"
+    return f"'{name}' ({source})"
+
+
+def _coerce(value: Any, typ: type, meta: Mapping[str, Any], where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{where}: {value!r} is out of range [{lo}, {hi}]")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _section_types(cls: type) -> dict[str, type]:
+    return get_type_hints(cls)
+
+
+def _apply(cfg: Config, data: Mapping[str, Any], source: str, text: str | None = None) -> Config:
+    sections = {f.name: f for f in fields(Config)}
+    new_sections: dict[str, Any] = {}
+    for sec_name, values in data.items():
+        if sec_name not in sections:
+            raise ConfigError(f"unknown section {_where(source, text, sec_name, '')}; "
+                              f"known sections: {', '.join(sections)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{_where(source, text, sec_name, '')}: expected a table")
+        section = new_sections.get(sec_name, getattr(cfg, sec_name))
+        types = _section_types(type(section))
+        sec_fields = {f.name: f for f in fields(section)}
+        changes = {}
+        for key, value in values.items():
+            where = _where(source, text, sec_name, key)
+            if key not in sec_fields:
+                raise ConfigError(f"unknown key {where}; known keys in [{sec_name}]: "
+                                  f"{', '.join(sec_fields)}")
+            changes[key] = _coerce(value, types[key], sec_fields[key].metadata, where)
+        new_sections[sec_name] = replace(section, **changes)
+    return replace(cfg, **new_sections)
+
+
+def load_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+# Environment: METHTRADER_STATE_DIR etc. for the common general keys, and
+# METHTRADER__<SECTION>__<KEY> for any key.
+_ENV_SHORTCUTS = {
+    "METHTRADER_STATE_DIR": ("general", "state_dir"),
+    "METHTRADER_EXCHANGE": ("general", "exchange"),
+    "METHTRADER_SPEED": ("general", "speed"),
+    "METHTRADER_METRICS_PORT": ("general", "metrics_port"),
+    "METHTRADER_LOG_LEVEL": ("general", "log_level"),
+}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if name in _ENV_SHORTCUTS:
+            sec, key = _ENV_SHORTCUTS[name]
+        elif name.startswith("METHTRADER__"):
+            parts = name[len("METHTRADER__"):].lower().split("__")
+            if len(parts) != 2:
+                raise ConfigError(f"environment variable {name}: expected "
+                                  "METHTRADER__<SECTION>__<KEY>")
+            sec, key = parts
+        else:
+            continue
+        out.setdefault(sec, {})[key] = value
+    return out
+
+
+def build_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Defaults < TOML file < environment < flags (``overrides``), validated at each step."""
+    cfg = Config()
+    if path is not None:
+        data, text = load_toml(Path(path))
+        cfg = _apply(cfg, data, str(path), text)
+    cfg = _apply(cfg, _from_env(os.environ if env is None else env), "environment")
+    if overrides:
+        clean = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
+        cfg = _apply(cfg, {s: kv for s, kv in clean.items() if kv}, "command line")
+    return cfg
+
+
+def read_secret_file(path: Path) -> str:
+    """Read a secret from a file only the owner can read (mode 0600 or stricter)."""
+    st = path.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path} is readable by group or others (mode "
+                          f"{stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def config_as_toml(cfg: Config) -> str:
+    """The effective config as TOML text (secrets masked), for ``config check``."""
+    lines: list[str] = []
+    for sec, values in cfg.to_dict().items():
+        lines.append(f"[{sec}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                rendered = "true" if value else "false"
+            elif isinstance(value, (int, float)):
+                rendered = repr(value)
+            else:
+                rendered = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            lines.append(f"{key} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)
+

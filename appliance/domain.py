@@ -1,0 +1,94 @@
+"""Frozen records that flow between layers: exchange → candles → orders → fills → equity.
+
+Money and quantities that must add up exactly (positions, balances) are ``Decimal``; prices and
+volumes of market data are floats, as every exchange sends them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    symbol: str
+    interval: str
+    open_time: int  # ms since the epoch, UTC; the candle covers [open_time, open_time + interval)
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float  # base units
+    turnover: float  # quote units (USDT)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    symbol: str
+    status: str  # Trading, PreLaunch, Closed, ...
+    base_coin: str
+    quote_coin: str
+    tick_size: Decimal
+    qty_step: Decimal
+    min_order_qty: Decimal
+    launch_time: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    symbol: str
+    last_price: float
+    turnover_24h: float
+    volume_24h: float
+
+
+class Side(str, Enum):
+    BUY = "Buy"
+    SELL = "Sell"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    symbol: str
+    side: Side
+    qty: Decimal
+    reduce_only: bool = False
+    model_id: str | None = None
+    order_link_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    ts: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: str
+    qty: Decimal  # signed: long > 0, short < 0
+    avg_price: Decimal
+    realized_pnl: Decimal = Decimal(0)
+
+
+class TradingState(str, Enum):
+    """NautilusTrader's states: ACTIVE trades, REDUCING only closes, HALTED sends nothing."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    coin: str
+    wallet: Decimal
+    equity: Decimal
+    positions: tuple[Position, ...] = field(default_factory=tuple)

@@ -1,0 +1,78 @@
+"""The ``sim`` exchange: the synthetic market on the injected clock, with paper fills.
+
+Market data is computed, not fetched: a kline request for minutes that have not closed on the
+clock yet returns nothing, so no service can see the future.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import trio
+
+from appliance.clock import Clock, now_ms
+from appliance.config import SimConfig
+from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
+from appliance.exchange.base import ExchangeError
+from appliance.exchange.paper import PaperBroker
+from appliance.exchange.simmarket import MINUTE_MS, SimMarket, symbol_spec
+
+
+class SimExchange:
+    name = "sim"
+
+    def __init__(self, clock: Clock, cfg: SimConfig, market: SimMarket | None = None) -> None:
+        self.clock = clock
+        self.market = market or SimMarket(cfg.seed)
+        self.broker = PaperBroker(
+            self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
+            starting_balance=cfg.starting_balance,
+            tick_of=lambda s: Decimal(symbol_spec(s).tick),
+            step_of=lambda s: Decimal(symbol_spec(s).qty_step))
+        # The market is CPU work (numpy); one thread at a time keeps its caches simple.
+        self._limiter = trio.CapacityLimiter(1)
+
+    def _closed_before(self) -> int:
+        t = now_ms(self.clock)
+        return t - t % MINUTE_MS
+
+    def _last_price(self, symbol: str) -> float | None:
+        return self.market.last_price(symbol, now_ms(self.clock))
+
+    async def _run(self, fn, *args):
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def server_time_ms(self) -> int:
+        return now_ms(self.clock)
+
+    async def instruments(self) -> list[Instrument]:
+        return self.market.instruments(now_ms(self.clock))
+
+    async def tickers(self) -> list[Ticker]:
+        return await self._run(self.market.tickers, now_ms(self.clock))
+
+    async def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
+        if interval != "1m":
+            raise ExchangeError(f"sim serves 1m candles; {interval} is derived by resampling")
+        end = min(end_ms, self._closed_before())
+        return await self._run(self.market.candle_records, symbol, start_ms, end)
+
+    async def klines_array(self, symbol: str, start_ms: int, end_ms: int):
+        """Fast path for the feed: the same candles as a numpy array (n, 7)."""
+        end = min(end_ms, self._closed_before())
+        return await self._run(self.market.candles, symbol, start_ms, end)
+
+    async def place_order(self, intent: OrderIntent) -> Fill:
+        return await self._run(self.broker.fill, intent, now_ms(self.clock))
+
+    async def cancel_order(self, symbol: str, order_id: str) -> None:
+        raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
+
+    async def positions(self) -> list[Position]:
+        return [p for p in self.broker.positions.values() if p.qty]
+
+    async def balance(self) -> Balance:
+        return await self._run(self.broker.balance)
+
+    def rate_limit_usage(self) -> float:
+        return 0.0

@@ -1,0 +1,72 @@
+"""Heartbeats and status snapshots on the bus, in wall-clock time.
+
+Every ``heartbeat_interval_s`` the appliance writes its heartbeat (pid, market time, each
+service's state and restart count) and refreshes the metrics that mirror the bus. Every few
+seconds it also refreshes the ``status`` snapshot from DuckDB, so ``methtrader status`` and the
+TUI can answer while ``run`` holds the DuckDB file. It saves the virtual clock as it goes, so a
+crash loses at most one interval of market time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+
+from appliance.clock import VirtualClock, save_virtual_clock
+from appliance.context import ServiceContext
+from appliance.store import Store
+
+NAME = "heartbeat"
+SNAPSHOT_EVERY_S = 2.0
+
+
+def status_snapshot(store: Store) -> dict[str, Any]:
+    """The DuckDB half of ``methtrader status`` (runs in the store's thread)."""
+    latest = store.latest_open_times("1m")
+    return {
+        "candles": store.candle_count(),
+        "symbols": sorted(latest),
+        "latest": latest,
+        "models": store.model_counts(),
+        "trades": store.trade_count(),
+        "equity": store.last_equity(),
+    }
+
+
+def heartbeat_payload(ctx: ServiceContext, services: dict[str, dict[str, object]],
+                      started_at: float, *, final: bool = False) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "pid": os.getpid(), "market_time": ctx.clock.now(), "started_at": started_at,
+        "exchange": ctx.exchange.name, "speed": getattr(ctx.clock, "speed", 1.0),
+        "services": services, "stopped": final,
+        "service_beats": {k: round(now - v, 3) for k, v in ctx.beats.items()},
+    }
+
+
+async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, object]]],
+              state_dir: Path, started_at: float) -> None:
+    last_snapshot = 0.0
+    while True:
+        ctx.beat(NAME)
+        states = services()
+        ctx.bus.beat(heartbeat_payload(ctx, states, started_at))
+        ctx.metrics.maintenance_mode.set(1 if ctx.bus.maintenance_mode else 0)
+        ctx.metrics.deploys_frozen.set(1 if ctx.bus.deploys_frozen else 0)
+        ctx.metrics.market_time_seconds.set(ctx.clock.now())
+        now = time.time()
+        for name, st in states.items():
+            ctx.metrics.service_up.labels(name).set(1 if st["state"] == "running" else 0)
+            if name in ctx.beats:
+                ctx.metrics.heartbeat_age_seconds.labels(name).set(now - ctx.beats[name])
+        if isinstance(ctx.clock, VirtualClock):
+            await trio.to_thread.run_sync(save_virtual_clock, state_dir, ctx.clock)
+        if now - last_snapshot >= SNAPSHOT_EVERY_S:
+            snap = await ctx.store.run(status_snapshot, ctx.store.store)
+            ctx.bus.put_snapshot("status", snap)
+            last_snapshot = now
+        await trio.sleep(ctx.cfg.supervisor.heartbeat_interval_s)

@@ -1,0 +1,256 @@
+"""The DuckDB file: schema, forward migrations and the few writes the appliance makes.
+
+Only ``methtrader run`` opens this file read-write (DuckDB lets no second process in while it
+does). Everything here is synchronous; services call it through :class:`StoreRunner`, which
+keeps one thread at a time on the connection (several threads on one connection have crashed
+for others).
+
+Migrations are append-only: each entry of ``MIGRATIONS`` moves the schema from version ``i`` to
+``i + 1`` inside one transaction, and ``schema_version`` records where a file stands. Never edit
+a released migration; add the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import trio
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # v1: market data, incidents and the audit log
+    """
+    CREATE TABLE candles (
+        symbol VARCHAR NOT NULL, interval VARCHAR NOT NULL, open_time BIGINT NOT NULL,
+        open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+        volume DOUBLE NOT NULL,
+        PRIMARY KEY (symbol, interval, open_time));
+    CREATE SEQUENCE incident_id;
+    CREATE TABLE incidents (
+        id BIGINT PRIMARY KEY DEFAULT nextval('incident_id'), ts DOUBLE NOT NULL,
+        service VARCHAR NOT NULL, kind VARCHAR NOT NULL, message VARCHAR NOT NULL,
+        traceback VARCHAR, resolved_ts DOUBLE);
+    CREATE SEQUENCE audit_id;
+    CREATE TABLE audit_log (
+        id BIGINT PRIMARY KEY DEFAULT nextval('audit_id'), ts DOUBLE NOT NULL,
+        actor VARCHAR NOT NULL, action VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+        details JSON, bus_seq BIGINT UNIQUE);
+    """,
+    # v2: turnover on candles; the tables later layers fill (start minimal, grow by migration)
+    """
+    ALTER TABLE candles ADD COLUMN turnover DOUBLE DEFAULT 0;
+    CREATE TABLE pairs (
+        symbol VARCHAR PRIMARY KEY, status VARCHAR, turnover_24h DOUBLE, tradable BOOLEAN,
+        first_seen DOUBLE, updated DOUBLE);
+    CREATE TABLE pair_events (ts DOUBLE NOT NULL, symbol VARCHAR NOT NULL, event VARCHAR NOT NULL,
+        turnover_24h DOUBLE);
+    CREATE TABLE datasets (dataset_id VARCHAR PRIMARY KEY, symbol VARCHAR, interval VARCHAR,
+        start_time BIGINT, end_time BIGINT, rows BIGINT, sha256 VARCHAR, created_at DOUBLE);
+    CREATE TABLE training_runs (run_id VARCHAR PRIMARY KEY, kind VARCHAR, grp VARCHAR,
+        params JSON, metrics JSON, tags JSON, dataset_sha256 VARCHAR, feature_set VARCHAR,
+        parent_run_id VARCHAR, status VARCHAR, started DOUBLE, ended DOUBLE, loss_curve JSON);
+    CREATE TABLE ml_models (model_id VARCHAR PRIMARY KEY, run_id VARCHAR, grp VARCHAR,
+        symbols JSON, timeframe VARCHAR, kind VARCHAR, mode VARCHAR, onnx_path VARCHAR,
+        onnx_sha256 VARCHAR, created DOUBLE, shadow_started DOUBLE, promoted DOUBLE,
+        archived DOUBLE, metrics JSON, pinned BOOLEAN DEFAULT false);
+    CREATE TABLE orders (order_id VARCHAR PRIMARY KEY, ts BIGINT, symbol VARCHAR, side VARCHAR,
+        qty DECIMAL(38, 12), model_id VARCHAR, mode VARCHAR, status VARCHAR, reason VARCHAR);
+    CREATE TABLE fills (order_id VARCHAR, ts BIGINT, symbol VARCHAR, side VARCHAR,
+        qty DECIMAL(38, 12), price DECIMAL(38, 12), fee DECIMAL(38, 12), model_id VARCHAR,
+        mode VARCHAR);
+    CREATE TABLE positions (symbol VARCHAR, mode VARCHAR, model_id VARCHAR,
+        qty DECIMAL(38, 12), avg_price DECIMAL(38, 12), realized_pnl DECIMAL(38, 12),
+        updated BIGINT, PRIMARY KEY (symbol, mode, model_id));
+    CREATE TABLE equity (ts BIGINT PRIMARY KEY, equity DOUBLE, wallet DOUBLE);
+    CREATE TABLE drift (ts BIGINT, symbol VARCHAR, kl DOUBLE, zscore DOUBLE);
+    CREATE TABLE feature_reference (model_id VARCHAR, feature VARCHAR, stats JSON);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+CANDLE_COLUMNS = ("symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
+                  "turnover")
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise StoreError(f"{path} is open in another process (is `methtrader run` "
+                             "running?)") from None
+        raise
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute("SELECT count(*) FROM information_schema.tables "
+                     "WHERE table_name = 'schema_version'").fetchone()[0]
+    if not exists:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(con: duckdb.DuckDBPyConnection, upto: int = SCHEMA_VERSION) -> int:
+    """Apply the forward migrations the file lacks; returns the version reached."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at DOUBLE)")
+    current = schema_version(con)
+    if current > SCHEMA_VERSION:
+        raise StoreError(f"the database is at schema version {current}, newer than this "
+                         f"methtrader ({SCHEMA_VERSION}); upgrade methtrader")
+    for version in range(current + 1, upto + 1):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(MIGRATIONS[version - 1])
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, time.time()])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return max(current, upto)
+
+
+class Store:
+    """The appliance's DuckDB file (synchronous; use from one thread at a time)."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.con = connect(self.path, read_only=read_only)
+        if not read_only:
+            migrate(self.con)
+        elif (version := schema_version(self.con)) != SCHEMA_VERSION:
+            self.con.close()
+            raise StoreError(f"{self.path} is at schema version {version}, this methtrader "
+                             f"expects {SCHEMA_VERSION}; start `methtrader run` once to migrate")
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- candles -----------------------------------------------------------------------------
+
+    def upsert_candles(self, symbol: str, interval: str, rows: np.ndarray) -> int:
+        """Insert or update candles; ``rows`` is (n, 7): open_time, o, h, l, c, volume,
+        turnover. Idempotent on (symbol, interval, open_time)."""
+        if len(rows) == 0:
+            return 0
+        table = pa.table({
+            "symbol": pa.array([symbol] * len(rows)),
+            "interval": pa.array([interval] * len(rows)),
+            "open_time": pa.array(rows[:, 0].astype(np.int64)),
+            **{name: pa.array(rows[:, i + 1]) for i, name in
+               enumerate(("open", "high", "low", "close", "volume", "turnover"))},
+        })
+        return self.upsert_candle_table(table)
+
+    def upsert_candle_table(self, table: pa.Table) -> int:
+        self.con.register("_incoming", table)
+        try:
+            self.con.execute(
+                "INSERT INTO candles (symbol, interval, open_time, open, high, low, close, "
+                "volume, turnover) SELECT symbol, interval, open_time, open, high, low, close, "
+                "volume, turnover FROM _incoming ON CONFLICT (symbol, interval, open_time) DO "
+                "UPDATE SET open = excluded.open, high = excluded.high, low = excluded.low, "
+                "close = excluded.close, volume = excluded.volume, turnover = excluded.turnover")
+        finally:
+            self.con.unregister("_incoming")
+        return table.num_rows
+
+    def latest_open_times(self, interval: str = "1m") -> dict[str, int]:
+        rows = self.con.execute("SELECT symbol, max(open_time) FROM candles WHERE interval = ? "
+                                "GROUP BY symbol ORDER BY symbol", [interval]).fetchall()
+        return {s: int(t) for s, t in rows}
+
+    def candle_count(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM candles").fetchone()[0])
+
+    def prune_candles(self, before_ms: int) -> int:
+        """Drop candles older than the hot window (the lake keeps the history)."""
+        n = self.con.execute("SELECT count(*) FROM candles WHERE open_time < ?",
+                             [before_ms]).fetchone()[0]
+        if n:
+            self.con.execute("DELETE FROM candles WHERE open_time < ?", [before_ms])
+        return int(n)
+
+    # -- incidents and audit -----------------------------------------------------------------
+
+    def record_incident(self, service: str, kind: str, message: str,
+                        traceback: str | None = None, ts: float | None = None) -> int:
+        return int(self.con.execute(
+            "INSERT INTO incidents (ts, service, kind, message, traceback) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            [ts or time.time(), service, kind, message, traceback]).fetchone()[0])
+
+    def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._dicts("SELECT id, ts, service, kind, message, traceback FROM incidents "
+                           "ORDER BY id DESC LIMIT ?", [limit])
+
+    def copy_audit(self, entries: Iterable[dict[str, Any]]) -> int:
+        """Copy bus audit-journal entries; idempotent on their bus sequence number."""
+        n = 0
+        for e in entries:
+            n += len(self.con.execute(
+                "INSERT INTO audit_log (ts, actor, action, reason, details, bus_seq) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bus_seq) DO NOTHING RETURNING id",
+                [e["ts"], e["actor"], e["action"], e["reason"], json.dumps(e.get("details")),
+                 e["seq"]]).fetchall())
+        return n
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._dicts("SELECT id, ts, actor, action, reason, details, bus_seq "
+                           "FROM audit_log ORDER BY id DESC LIMIT ?", [limit])
+
+    def max_audit_seq(self) -> int:
+        return int(self.con.execute("SELECT coalesce(max(bus_seq), 0) FROM audit_log").fetchone()[0])
+
+    # -- status ------------------------------------------------------------------------------
+
+    def model_counts(self) -> dict[str, int]:
+        counts = {"prod": 0, "shadow": 0, "candidate": 0, "archived": 0}
+        for mode, n in self.con.execute("SELECT mode, count(*) FROM ml_models GROUP BY mode"
+                                    ).fetchall():
+            counts[mode] = int(n)
+        return counts
+
+    def trade_count(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM fills WHERE mode = 'prod'").fetchone()[0])
+
+    def last_equity(self) -> float | None:
+        row = self.con.execute("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
+    def _dicts(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        cur = self.con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+class StoreRunner:
+    """Runs store calls in a worker thread, one at a time, from trio.
+
+    Writes are shielded from cancellation: once a batch is handed to DuckDB it completes and
+    its result is kept, so a shutdown in the middle of a write loses nothing acknowledged.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with trio.CancelScope(shield=True):
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await self.run(getattr(self.store, method), *args)

@@ -1,0 +1,125 @@
+"""Restarting crashed services: the loop trio does not ship.
+
+A service is an async function that runs until cancelled. When it raises, the supervisor
+records the crash (with the traceback) as an incident, waits an exponential backoff with jitter
+(capped) and starts it again. A service that crashes ``max_crashes`` times within
+``failure_window_s`` is marked *failed* and left down, so one poisoned service cannot spin the
+CPU; the others keep running.
+
+All waiting here uses trio's clock (wall time in the appliance), never the market clock:
+recovery time is a real-time promise (a crashed service is healthy again in < 2 s).
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import trio
+
+from appliance.config import SupervisorConfig
+from appliance.logs import service_logger
+
+ServiceFn = Callable[[], Awaitable[None]]
+
+STARTING, RUNNING, BACKOFF, FAILED, STOPPED = "starting", "running", "backoff", "failed", "stopped"
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float,
+                  u: float) -> float:
+    """Delay before restart number ``attempt + 1`` (attempt 0 = the first restart).
+
+    ``initial * 2**attempt`` plus up to ``jitter`` of it at random (``u`` in [0, 1)), never more
+    than ``maximum``. Jitter keeps services that crashed together from restarting in lockstep.
+    """
+    base = initial * (2.0 ** min(attempt, 60))
+    return min(maximum, base * (1.0 + jitter * u))
+
+
+@dataclass
+class ServiceState:
+    name: str
+    state: str = STARTING
+    restarts: int = 0
+    last_error: str | None = None
+    crash_times: deque[float] = field(default_factory=deque)
+    last_crash_at: float | None = None
+    recovered_in_s: float | None = None  # last crash → running again, trio time
+
+    def as_dict(self) -> dict[str, object]:
+        return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error,
+                "recovered_in_s": self.recovered_in_s}
+
+
+IncidentFn = Callable[[str, str, str, str | None], Awaitable[None]]
+
+
+class Supervisor:
+    def __init__(self, cfg: SupervisorConfig, *, on_incident: IncidentFn | None = None,
+                 on_restart: Callable[[str], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.states: dict[str, ServiceState] = {}
+        self._on_incident = on_incident
+        self._on_restart = on_restart
+        self._rng = rng or random.Random()
+        self._log = service_logger("supervisor")
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        return {name: st.as_dict() for name, st in self.states.items()}
+
+    async def _incident(self, service: str, kind: str, message: str, tb: str | None) -> None:
+        if self._on_incident is None:
+            return
+        try:
+            await self._on_incident(service, kind, message, tb)
+        except Exception:  # recording must never take the supervisor down
+            self._log.exception("could not record incident", service_name=service)
+
+    async def supervise(self, name: str, fn: ServiceFn,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run ``fn`` until it returns or is cancelled, restarting it after crashes."""
+        st = self.states.setdefault(name, ServiceState(name))
+        task_status.started()
+        while True:
+            st.state = RUNNING
+            if st.last_crash_at is not None:
+                st.recovered_in_s = trio.current_time() - st.last_crash_at
+            try:
+                await fn()
+            except Exception as exc:  # Cancelled is a BaseException and passes through
+                now = trio.current_time()
+                tb = "".join(traceback.format_exception(exc))
+                st.last_error = f"{type(exc).__name__}: {exc}"
+                st.last_crash_at = now
+                st.crash_times.append(now)
+                while st.crash_times and st.crash_times[0] < now - self.cfg.failure_window_s:
+                    st.crash_times.popleft()
+                self._log.error("service crashed", service_name=name, error=st.last_error)
+                await self._incident(name, "crash", st.last_error, tb)
+                if len(st.crash_times) >= self.cfg.max_crashes:
+                    st.state = FAILED
+                    msg = (f"{name} crashed {len(st.crash_times)} times within "
+                           f"{self.cfg.failure_window_s:g}s; marked failed and left down")
+                    self._log.error(msg, service_name=name)
+                    await self._incident(name, "failed", msg, None)
+                    return
+                st.state = BACKOFF
+                delay = backoff_delay(len(st.crash_times) - 1, self.cfg.backoff_initial_s,
+                                      self.cfg.backoff_max_s, self.cfg.backoff_jitter,
+                                      self._rng.random())
+                await trio.sleep(delay)
+                st.restarts += 1
+                if self._on_restart is not None:
+                    self._on_restart(name)
+                await self._incident(name, "restart", f"restart #{st.restarts} after "
+                                     f"{delay:.2f}s backoff", None)
+                continue
+            except BaseException:
+                st.state = STOPPED
+                raise
+            st.state = STOPPED
+            return

@@ -1,0 +1,176 @@
+"""The composition root: builds everything once and runs the services under supervision.
+
+Task tree of ``methtrader run``::
+
+    run_appliance                      signals, --for / --until, clean shutdown
+     └─ nursery
+         ├─ metrics endpoint           prometheus-client HTTP thread on 127.0.0.1
+         ├─ supervise("heartbeat")     bus heartbeat, status snapshot, virtual clock saved
+         ├─ supervise("operator")      bus commands → handlers; audit journal → audit_log
+         └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
+
+Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
+in ``appliance/services/`` that runs until cancelled. ``run`` is the only process that opens
+the DuckDB file read-write.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import trio
+from prometheus_client import start_http_server
+
+from appliance.bus import Bus
+from appliance.clock import Clock, RealClock, VirtualClock, load_virtual_clock, save_virtual_clock
+from appliance.config import Config
+from appliance.context import ServiceContext
+from appliance.exchange.base import Exchange
+from appliance.exchange.sim import SimExchange
+from appliance.logs import service_logger
+from appliance.metrics import Metrics
+from appliance.services import feed, heartbeat, operator
+from appliance.store import Store, StoreRunner
+from appliance.supervision import Supervisor
+
+log = service_logger("supervisor")
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """When to stop by itself: after ``for_s`` real seconds or ``until_s`` market seconds."""
+
+    for_s: float | None = None
+    until_s: float | None = None
+
+
+def make_clock(cfg: Config) -> Clock:
+    if cfg.general.exchange in ("sim", "replay"):
+        start = math.floor(time.time() / 60) * 60.0
+        return load_virtual_clock(cfg.state_path, cfg.general.speed, start)
+    return RealClock()
+
+
+def make_exchange(cfg: Config, clock: Clock) -> Exchange:
+    if cfg.general.exchange == "sim":
+        return SimExchange(clock, cfg.sim)
+    raise ValueError(f"exchange {cfg.general.exchange!r} is not available yet; use "
+                     "--exchange sim")
+
+
+def build_services(ctx: ServiceContext, supervisor: Supervisor, started_at: float
+                   ) -> dict[str, Callable[[], Awaitable[None]]]:
+    state_dir = ctx.cfg.state_path
+    return {
+        heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
+                                          started_at),
+        operator.NAME: functools.partial(operator.run, ctx, {}),
+        feed.NAME: functools.partial(feed.run, ctx),
+    }
+
+
+def start_metrics_server(port: int, metrics: Metrics):
+    if port == 0:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    except OSError as exc:
+        raise RuntimeError(f"cannot listen on 127.0.0.1:{port} for metrics ({exc.strerror}); "
+                           "pick another --metrics-port or 0 to disable") from None
+    log.info("metrics endpoint up", url=f"http://127.0.0.1:{port}/metrics")
+    return server
+
+
+async def _watch_stop(cancel: trio.CancelScope, clock: Clock, limits: RunLimits) -> None:
+    start_market = clock.now()
+    deadline = None if limits.for_s is None else trio.current_time() + limits.for_s
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async def on_signal() -> None:
+            async for signum in signals:
+                log.info("stopping on signal", signal=signal.Signals(signum).name)
+                cancel.cancel()
+                return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(on_signal)
+            while True:
+                if deadline is not None and trio.current_time() >= deadline:
+                    log.info("stopping: --for elapsed", seconds=limits.for_s)
+                    break
+                if limits.until_s is not None and clock.now() - start_market >= limits.until_s:
+                    log.info("stopping: --until reached", market_seconds=limits.until_s)
+                    break
+                await trio.sleep(0.05)
+            cancel.cancel()
+            nursery.cancel_scope.cancel()
+
+
+async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
+    state_dir = cfg.state_path
+    state_dir.mkdir(parents=True, exist_ok=True)
+    clock = make_clock(cfg)
+    bus = Bus(state_dir / "bus", events_maxlen=cfg.bus.events_maxlen)
+    store = Store(state_dir / "methtrader.duckdb")
+    metrics = Metrics()
+    exchange = make_exchange(cfg, clock)
+    ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store),
+                         exchange=exchange, metrics=metrics)
+    started_at = time.time()
+
+    async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
+        await ctx.store.call("record_incident", service, kind, message, tb)
+        bus.publish("incident", {"service": service, "kind": kind, "message": message},
+                    service="supervisor", market_ts=clock.now())
+
+    supervisor = Supervisor(cfg.supervisor, on_incident=on_incident,
+                            on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
+    server = start_metrics_server(cfg.general.metrics_port, metrics)
+    bus.audit(actor="appliance", action="run:start", reason="",
+              details={"pid": os.getpid(), "exchange": exchange.name,
+                       "speed": cfg.general.speed, "market_time": clock.now()})
+    log.info("appliance starting", state_dir=str(state_dir), exchange=exchange.name,
+             speed=cfg.general.speed, market_time=clock.now())
+    try:
+        async with trio.open_nursery() as nursery:
+            for name, fn in build_services(ctx, supervisor, started_at).items():
+                await nursery.start(supervisor.supervise, name, fn)
+            nursery.start_soon(_watch_stop, nursery.cancel_scope, clock, limits)
+    finally:
+        with trio.move_on_after(cfg.supervisor.shutdown_timeout_s) as scope:
+            scope.shield = True
+            await _shutdown(ctx, supervisor, started_at)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        store.close()
+        bus.close()
+    log.info("appliance stopped")
+    return 0
+
+
+async def _shutdown(ctx: ServiceContext, supervisor: Supervisor, started_at: float) -> None:
+    """Flush what the services left: the clock, the audit journal, a final snapshot."""
+    if isinstance(ctx.clock, VirtualClock):
+        save_virtual_clock(ctx.cfg.state_path, ctx.clock)
+    ctx.bus.audit(actor="appliance", action="run:stop", reason="",
+                  details={"market_time": ctx.clock.now()})
+    await operator.sync_audit(ctx)
+    snap = await ctx.store.run(heartbeat.status_snapshot, ctx.store.store)
+    ctx.bus.put_snapshot("status", snap)
+    await ctx.store.run(lambda: ctx.store.store.con.execute("CHECKPOINT"))
+    states = supervisor.snapshot()
+    for st in states.values():
+        if st["state"] != "failed":
+            st["state"] = "stopped"
+    ctx.bus.beat(heartbeat.heartbeat_payload(ctx, states, started_at, final=True))
+
+
+def run_sync(cfg: Config, limits: RunLimits) -> int:
+    return trio.run(run_appliance, cfg, limits)
+
