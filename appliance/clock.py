@@ -62,8 +62,8 @@ class RealClock:
 class VirtualClock:
     """Market time that runs ``speed`` times faster than trio's clock.
 
-    ``start`` is the market time at the moment the clock is anchored (first call to ``now`` or
-    ``sleep_until`` inside trio, or construction when trio is not running).
+    ``start`` is the market time at the moment the clock is anchored to trio's clock: at
+    construction inside trio, else at its first use inside trio.
     """
 
     def __init__(self, start: float, speed: float) -> None:
@@ -72,6 +72,10 @@ class VirtualClock:
         self.speed = float(speed)
         self._start = float(start)
         self._anchor: float | None = None
+        try:
+            self._anchor = trio.current_time()
+        except RuntimeError:  # built outside trio; anchored on first use
+            pass
 
     def _trio_now(self) -> float:
         now = trio.current_time()

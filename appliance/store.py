@@ -83,6 +83,13 @@ class StoreError(RuntimeError):
     pass
 
 
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+            ) -> list[tuple[Any, ...]]:
+    """Execute and drain: DuckDB 2 streams results, and an undrained one blocks the
+    connection for the next statement."""
+    return con.execute(sql, params or []).fetchall()
+
+
 def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
@@ -94,30 +101,29 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    exists = con.execute("SELECT count(*) FROM information_schema.tables "
-                     "WHERE table_name = 'schema_version'").fetchone()[0]
+    exists = run_sql(con, "SELECT count(*) FROM information_schema.tables "
+                     "WHERE table_name = 'schema_version'")[0][0]
     if not exists:
         return 0
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    return int(row[0] or 0)
+    return int(run_sql(con, "SELECT max(version) FROM schema_version")[0][0] or 0)
 
 
 def migrate(con: duckdb.DuckDBPyConnection, upto: int = SCHEMA_VERSION) -> int:
     """Apply the forward migrations the file lacks; returns the version reached."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, applied_at DOUBLE)")
+    run_sql(con, "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at DOUBLE)")
     current = schema_version(con)
     if current > SCHEMA_VERSION:
         raise StoreError(f"the database is at schema version {current}, newer than this "
                          f"methtrader ({SCHEMA_VERSION}); upgrade methtrader")
     for version in range(current + 1, upto + 1):
-        con.execute("BEGIN TRANSACTION")
+        run_sql(con, "BEGIN TRANSACTION")
         try:
-            con.execute(MIGRATIONS[version - 1])
-            con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, time.time()])
-            con.execute("COMMIT")
+            run_sql(con, MIGRATIONS[version - 1])
+            run_sql(con, "INSERT INTO schema_version VALUES (?, ?)", [version, time.time()])
+            run_sql(con, "COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            run_sql(con, "ROLLBACK")
             raise
     return max(current, upto)
 
@@ -155,10 +161,21 @@ class Store:
         })
         return self.upsert_candle_table(table)
 
+    def upsert_candle_batches(self, interval: str, batches: dict[str, np.ndarray]) -> int:
+        """Several symbols' candles in one transaction: all are written or none."""
+        self.sql("BEGIN TRANSACTION")
+        try:
+            n = sum(self.upsert_candles(symbol, interval, rows) for symbol, rows in batches.items())
+            self.sql("COMMIT")
+        except Exception:
+            self.sql("ROLLBACK")
+            raise
+        return n
+
     def upsert_candle_table(self, table: pa.Table) -> int:
         self.con.register("_incoming", table)
         try:
-            self.con.execute(
+            self.sql(
                 "INSERT INTO candles (symbol, interval, open_time, open, high, low, close, "
                 "volume, turnover) SELECT symbol, interval, open_time, open, high, low, close, "
                 "volume, turnover FROM _incoming ON CONFLICT (symbol, interval, open_time) DO "
@@ -169,29 +186,28 @@ class Store:
         return table.num_rows
 
     def latest_open_times(self, interval: str = "1m") -> dict[str, int]:
-        rows = self.con.execute("SELECT symbol, max(open_time) FROM candles WHERE interval = ? "
-                                "GROUP BY symbol ORDER BY symbol", [interval]).fetchall()
+        rows = self.sql("SELECT symbol, max(open_time) FROM candles WHERE interval = ? "
+                        "GROUP BY symbol ORDER BY symbol", [interval])
         return {s: int(t) for s, t in rows}
 
     def candle_count(self) -> int:
-        return int(self.con.execute("SELECT count(*) FROM candles").fetchone()[0])
+        return int(self.sql("SELECT count(*) FROM candles")[0][0])
 
     def prune_candles(self, before_ms: int) -> int:
         """Drop candles older than the hot window (the lake keeps the history)."""
-        n = self.con.execute("SELECT count(*) FROM candles WHERE open_time < ?",
-                             [before_ms]).fetchone()[0]
+        n = self.sql("SELECT count(*) FROM candles WHERE open_time < ?", [before_ms])[0][0]
         if n:
-            self.con.execute("DELETE FROM candles WHERE open_time < ?", [before_ms])
+            self.sql("DELETE FROM candles WHERE open_time < ?", [before_ms])
         return int(n)
 
     # -- incidents and audit -----------------------------------------------------------------
 
     def record_incident(self, service: str, kind: str, message: str,
                         traceback: str | None = None, ts: float | None = None) -> int:
-        return int(self.con.execute(
+        return int(self.sql(
             "INSERT INTO incidents (ts, service, kind, message, traceback) "
             "VALUES (?, ?, ?, ?, ?) RETURNING id",
-            [ts or time.time(), service, kind, message, traceback]).fetchone()[0])
+            [ts or time.time(), service, kind, message, traceback])[0][0])
 
     def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._dicts("SELECT id, ts, service, kind, message, traceback FROM incidents "
@@ -201,11 +217,11 @@ class Store:
         """Copy bus audit-journal entries; idempotent on their bus sequence number."""
         n = 0
         for e in entries:
-            n += len(self.con.execute(
+            n += len(self.sql(
                 "INSERT INTO audit_log (ts, actor, action, reason, details, bus_seq) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bus_seq) DO NOTHING RETURNING id",
                 [e["ts"], e["actor"], e["action"], e["reason"], json.dumps(e.get("details")),
-                 e["seq"]]).fetchall())
+                 e["seq"]]))
         return n
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -213,23 +229,25 @@ class Store:
                            "FROM audit_log ORDER BY id DESC LIMIT ?", [limit])
 
     def max_audit_seq(self) -> int:
-        return int(self.con.execute("SELECT coalesce(max(bus_seq), 0) FROM audit_log").fetchone()[0])
+        return int(self.sql("SELECT coalesce(max(bus_seq), 0) FROM audit_log")[0][0])
 
     # -- status ------------------------------------------------------------------------------
 
     def model_counts(self) -> dict[str, int]:
         counts = {"prod": 0, "shadow": 0, "candidate": 0, "archived": 0}
-        for mode, n in self.con.execute("SELECT mode, count(*) FROM ml_models GROUP BY mode"
-                                    ).fetchall():
+        for mode, n in self.sql("SELECT mode, count(*) FROM ml_models GROUP BY mode"):
             counts[mode] = int(n)
         return counts
 
     def trade_count(self) -> int:
-        return int(self.con.execute("SELECT count(*) FROM fills WHERE mode = 'prod'").fetchone()[0])
+        return int(self.sql("SELECT count(*) FROM fills WHERE mode = 'prod'")[0][0])
 
     def last_equity(self) -> float | None:
-        row = self.con.execute("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1").fetchone()
-        return None if row is None else float(row[0])
+        rows = self.sql("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1")
+        return float(rows[0][0]) if rows else None
+
+    def sql(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        return run_sql(self.con, sql, params)
 
     def _dicts(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(sql, params or [])
@@ -242,13 +260,20 @@ class StoreRunner:
 
     Writes are shielded from cancellation: once a batch is handed to DuckDB it completes and
     its result is kept, so a shutdown in the middle of a write loses nothing acknowledged.
+
+    ``inline=True`` runs the calls on the event loop instead: tests under trio's autojump clock
+    use it, because that clock may jump while a worker thread is still busy.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, inline: bool = False) -> None:
         self.store = store
+        self.inline = inline
         self._limiter = trio.CapacityLimiter(1)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.inline:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
         with trio.CancelScope(shield=True):
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 

@@ -163,7 +163,7 @@ async def _shutdown(ctx: ServiceContext, supervisor: Supervisor, started_at: flo
     await operator.sync_audit(ctx)
     snap = await ctx.store.run(heartbeat.status_snapshot, ctx.store.store)
     ctx.bus.put_snapshot("status", snap)
-    await ctx.store.run(lambda: ctx.store.store.con.execute("CHECKPOINT"))
+    await ctx.store.call("sql", "CHECKPOINT")
     states = supervisor.snapshot()
     for st in states.values():
         if st["state"] != "failed":

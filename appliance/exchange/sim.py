@@ -21,8 +21,11 @@ from appliance.exchange.simmarket import MINUTE_MS, SimMarket, symbol_spec
 class SimExchange:
     name = "sim"
 
-    def __init__(self, clock: Clock, cfg: SimConfig, market: SimMarket | None = None) -> None:
+    def __init__(self, clock: Clock, cfg: SimConfig, market: SimMarket | None = None, *,
+                 inline: bool = False) -> None:
+        """``inline=True`` computes on the event loop (tests on trio's autojump clock)."""
         self.clock = clock
+        self.inline = inline
         self.market = market or SimMarket(cfg.seed)
         self.broker = PaperBroker(
             self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
@@ -40,6 +43,9 @@ class SimExchange:
         return self.market.last_price(symbol, now_ms(self.clock))
 
     async def _run(self, fn, *args):
+        if self.inline:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     async def server_time_ms(self) -> int:

@@ -236,7 +236,9 @@ class SimMarket:
         """1m candles with open_time in [start_ms, end_ms), oldest first, as an (n, 7) array
         of open_time, open, high, low, close, volume, turnover. Minutes when the symbol was not
         listed are absent."""
-        idx = _INDEX[symbol]
+        idx = _INDEX.get(symbol)
+        if idx is None:
+            raise KeyError(f"unknown sim symbol {symbol!r}")
         start = max(start_ms - start_ms % MINUTE_MS, EPOCH_MS)
         if start % MINUTE_MS:
             start += MINUTE_MS - start % MINUTE_MS

@@ -88,7 +88,7 @@ async def run(ctx: ServiceContext) -> None:
             for symbol in symbols:
                 nursery.start_soon(one, symbol)
         if batches:
-            await ctx.store.run(_write_batches, ctx.store.store, batches)
+            await ctx.store.call("upsert_candle_batches", "1m", batches)
             total = 0
             for symbol, rows in batches.items():
                 latest[symbol] = int(rows[-1, 0])
@@ -108,13 +108,3 @@ async def run(ctx: ServiceContext) -> None:
         # wake just after the next minute closes
         await ctx.clock.sleep_until((closed_end + MINUTE_MS) / 1000 + 0.5)
 
-
-def _write_batches(store, batches: dict[str, np.ndarray]) -> None:
-    store.con.execute("BEGIN TRANSACTION")
-    try:
-        for symbol, rows in batches.items():
-            store.upsert_candles(symbol, "1m", rows)
-        store.con.execute("COMMIT")
-    except Exception:
-        store.con.execute("ROLLBACK")
-        raise

@@ -1,0 +1,344 @@
+"""The Bybit v5 wire format: signing, query strings and validation of every payload we accept.
+
+Pure functions, no I/O: the adapter (:mod:`appliance.exchange.bybit`) and the fake server
+(:mod:`appliance.exchange.fake_bybit`) share one definition of the wire, and tests feed the
+parsers hostile input directly. Facts and sources: ``shared/ref/bybit_v5.md``.
+
+Every parser raises :class:`ValidationError` on anything it does not fully understand, so a
+malformed or out-of-order payload can never reach storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from appliance.domain import Instrument, Position, Ticker
+from appliance.exchange.base import ExchangeError
+
+MINUTE_MS = 60_000
+
+#: domain interval → (wire interval, length in ms). Bybit's W and M are not fixed-length.
+INTERVALS: dict[str, tuple[str, int]] = {
+    "1m": ("1", MINUTE_MS), "3m": ("3", 3 * MINUTE_MS), "5m": ("5", 5 * MINUTE_MS),
+    "15m": ("15", 15 * MINUTE_MS), "30m": ("30", 30 * MINUTE_MS), "1h": ("60", 60 * MINUTE_MS),
+    "2h": ("120", 120 * MINUTE_MS), "4h": ("240", 240 * MINUTE_MS),
+    "6h": ("360", 360 * MINUTE_MS), "12h": ("720", 720 * MINUTE_MS),
+    "1d": ("D", 1440 * MINUTE_MS),
+}
+#: wire interval → minutes
+WIRE_MINUTES: dict[str, int] = {wire: ms // MINUTE_MS for wire, ms in INTERVALS.values()}
+
+#: order states after which nothing more will fill
+TERMINAL_ORDER_STATES = frozenset(
+    {"Filled", "Cancelled", "PartiallyFilledCanceled", "Rejected", "Deactivated"})
+
+
+class ValidationError(ExchangeError):
+    """A payload broke the v5 contract (shape, types, ordering or price sanity)."""
+
+
+class MalformedResponse(ValidationError):
+    """The body is not a v5 envelope at all (bad JSON, truncated): worth retrying."""
+
+
+class BybitApiError(ExchangeError):
+    """Bybit answered with a non-zero ``retCode``."""
+
+    def __init__(self, path: str, ret_code: int, ret_msg: str) -> None:
+        super().__init__(f"{path}: retCode {ret_code}: {ret_msg}")
+        self.path = path
+        self.ret_code = ret_code
+        self.ret_msg = ret_msg
+
+
+# -- signing -----------------------------------------------------------------------------------
+
+def sign(secret: str, timestamp: str, api_key: str, recv_window: str, payload: str) -> str:
+    """Lower-case hex HMAC-SHA256 of ``timestamp + api_key + recv_window + payload``."""
+    message = f"{timestamp}{api_key}{recv_window}{payload}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def query_string(params: Mapping[str, object]) -> str:
+    """Sorted, percent-encoded ``k=v&...`` with ``None`` dropped.
+
+    Build it once, sign it and send exactly this string (httpx's ``params=`` would re-encode).
+    """
+    parts = []
+    for key in sorted(params):
+        value = params[key]
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        parts.append(f"{quote(str(key), safe='')}={quote(str(value), safe='')}")
+    return "&".join(parts)
+
+
+def json_body(params: Mapping[str, object]) -> str:
+    return json.dumps({k: v for k, v in params.items() if v is not None}, separators=(",", ":"))
+
+
+# -- primitives --------------------------------------------------------------------------------
+
+def _field(obj: Mapping[str, Any], key: str, what: str) -> Any:
+    if not isinstance(obj, Mapping):
+        raise ValidationError(f"{what}: expected an object, got {type(obj).__name__}")
+    if key not in obj:
+        raise ValidationError(f"{what}: missing field {key!r}")
+    return obj[key]
+
+
+def to_float(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValidationError(f"{what}: expected a number, got {value!r}")
+    try:
+        out = float(value)
+    except ValueError:
+        raise ValidationError(f"{what}: not a number: {value!r}") from None
+    if not math.isfinite(out):
+        raise ValidationError(f"{what}: not finite: {value!r}")
+    return out
+
+
+def to_int(value: object, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValidationError(f"{what}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValidationError(f"{what}: expected an integer, got {value!r}")
+
+
+def to_decimal(value: object, what: str, *, allow_empty: bool = False) -> Decimal:
+    if allow_empty and value in ("", None):
+        return Decimal(0)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValidationError(f"{what}: expected a decimal string, got {value!r}")
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation:
+        raise ValidationError(f"{what}: not a decimal: {value!r}") from None
+    if not out.is_finite():
+        raise ValidationError(f"{what}: not finite: {value!r}")
+    return out
+
+
+def _list(result: Mapping[str, Any], what: str) -> list[Any]:
+    rows = _field(result, "list", what)
+    if not isinstance(rows, list):
+        raise ValidationError(f"{what}: 'list' is {type(rows).__name__}, expected a list")
+    return rows
+
+
+# -- envelope ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    ret_code: int
+    ret_msg: str
+    result: Any
+    time_ms: int | None
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """Decode ``{"retCode","retMsg","result","retExtInfo","time"}``; raise MalformedResponse."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedResponse(f"response is not JSON ({exc}); first bytes {body[:60]!r}") from None
+    if not isinstance(data, dict):
+        raise MalformedResponse(f"response is {type(data).__name__}, expected an object")
+    code = data.get("retCode")
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise MalformedResponse(f"retCode missing or not an integer: {code!r}")
+    msg = data.get("retMsg", "")
+    if not isinstance(msg, str):
+        raise MalformedResponse(f"retMsg is not a string: {msg!r}")
+    result = data.get("result", {})
+    if code == 0 and not isinstance(result, dict):
+        raise MalformedResponse(f"result is {type(result).__name__}, expected an object")
+    t = data.get("time")
+    time_ms = t if isinstance(t, int) and not isinstance(t, bool) else None
+    return Envelope(code, msg, result, time_ms)
+
+
+# -- market data -------------------------------------------------------------------------------
+
+KlineRow = tuple[int, float, float, float, float, float, float]
+
+
+def parse_klines(result: Mapping[str, Any], symbol: str, interval_ms: int,
+                 lo_ms: int, hi_ms: int) -> list[KlineRow]:
+    """Validate one kline page for the window [lo_ms, hi_ms] (inclusive, as sent).
+
+    The page must be newest first with strictly decreasing open times, each aligned to the
+    interval and inside the window, with sane OHLC. Returns the rows oldest first.
+    """
+    what = f"kline {symbol}"
+    got = result.get("symbol") if isinstance(result, Mapping) else None
+    if got not in (None, "", symbol):
+        raise ValidationError(f"{what}: page is for symbol {got!r}")
+    rows = _list(result, what)
+    out: list[KlineRow] = []
+    prev: int | None = None
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or len(row) < 7:
+            raise ValidationError(f"{what}: row {i} is not a 7-field list: {row!r}")
+        ts = to_int(row[0], f"{what} row {i} startTime")
+        o, h, lo, c, v, t = (to_float(x, f"{what} row {i}") for x in row[1:7])
+        if ts % interval_ms:
+            raise ValidationError(f"{what}: row {i} startTime {ts} is not on the interval grid")
+        if not lo_ms <= ts <= hi_ms:
+            raise ValidationError(f"{what}: row {i} startTime {ts} is outside [{lo_ms}, {hi_ms}]")
+        if prev is not None and ts >= prev:
+            kind = "duplicate" if ts == prev else "out-of-order (not newest first)"
+            raise ValidationError(f"{what}: row {i} startTime {ts} is {kind}")
+        if lo <= 0 or h < lo or h < max(o, c) or lo > min(o, c):
+            raise ValidationError(f"{what}: row {i} has impossible prices o={o} h={h} l={lo} c={c}")
+        if v < 0 or t < 0:
+            raise ValidationError(f"{what}: row {i} has negative volume/turnover")
+        prev = ts
+        out.append((ts, o, h, lo, c, v, t))
+    out.reverse()
+    return out
+
+
+def parse_server_time(result: Mapping[str, Any]) -> int:
+    nano = result.get("timeNano") if isinstance(result, Mapping) else None
+    if nano not in (None, ""):
+        return to_int(nano, "market time timeNano") // 1_000_000
+    return to_int(_field(result, "timeSecond", "market time"), "market time timeSecond") * 1000
+
+
+def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]:
+    """One instruments-info page and its ``nextPageCursor`` ("" on the last page)."""
+    out = []
+    for i, item in enumerate(_list(result, "instruments")):
+        what = f"instrument {i}"
+        symbol = _field(item, "symbol", what)
+        if not isinstance(symbol, str) or not symbol:
+            raise ValidationError(f"{what}: bad symbol {symbol!r}")
+        what = f"instrument {symbol}"
+        price_filter = _field(item, "priceFilter", what)
+        lot = _field(item, "lotSizeFilter", what)
+        tick = to_decimal(_field(price_filter, "tickSize", what), f"{what} tickSize")
+        step = to_decimal(_field(lot, "qtyStep", what), f"{what} qtyStep")
+        min_qty = to_decimal(_field(lot, "minOrderQty", what), f"{what} minOrderQty")
+        if tick <= 0 or step <= 0 or min_qty <= 0:
+            raise ValidationError(f"{what}: tick/step/min qty must be positive")
+        out.append(Instrument(
+            symbol=symbol, status=str(_field(item, "status", what)),
+            base_coin=str(_field(item, "baseCoin", what)),
+            quote_coin=str(_field(item, "quoteCoin", what)),
+            tick_size=tick, qty_step=step, min_order_qty=min_qty,
+            launch_time=to_int(_field(item, "launchTime", what), f"{what} launchTime")))
+    cursor = result.get("nextPageCursor", "") or ""
+    if not isinstance(cursor, str):
+        raise ValidationError(f"instruments: nextPageCursor is not a string: {cursor!r}")
+    return out, cursor
+
+
+def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:
+    out = []
+    for i, item in enumerate(_list(result, "tickers")):
+        symbol = _field(item, "symbol", f"ticker {i}")
+        what = f"ticker {symbol}"
+        last = to_float(_field(item, "lastPrice", what), f"{what} lastPrice")
+        if last <= 0:
+            raise ValidationError(f"{what}: lastPrice {last} is not positive")
+        turnover = to_float(_field(item, "turnover24h", what), f"{what} turnover24h")
+        volume = to_float(_field(item, "volume24h", what), f"{what} volume24h")
+        if turnover < 0 or volume < 0:
+            raise ValidationError(f"{what}: negative 24h volume/turnover")
+        out.append(Ticker(str(symbol), last, turnover, volume))
+    return out
+
+
+# -- trading and account -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    order_id: str
+    order_link_id: str
+    symbol: str
+    side: str
+    status: str
+    cum_qty: Decimal
+    avg_price: Decimal
+    fee: Decimal
+    updated_ms: int
+    reject_reason: str
+
+
+def parse_order_ack(result: Mapping[str, Any]) -> str:
+    order_id = _field(result, "orderId", "order ack")
+    if not isinstance(order_id, str) or not order_id:
+        raise ValidationError(f"order ack: bad orderId {order_id!r}")
+    return order_id
+
+
+def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
+    out = []
+    for i, item in enumerate(_list(result, "orders")):
+        what = f"order {i}"
+        out.append(OrderState(
+            order_id=str(_field(item, "orderId", what)),
+            order_link_id=str(item.get("orderLinkId", "")),
+            symbol=str(_field(item, "symbol", what)),
+            side=str(_field(item, "side", what)),
+            status=str(_field(item, "orderStatus", what)),
+            cum_qty=to_decimal(_field(item, "cumExecQty", what), f"{what} cumExecQty",
+                               allow_empty=True),
+            avg_price=to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice",
+                                 allow_empty=True),
+            fee=to_decimal(_field(item, "cumExecFee", what), f"{what} cumExecFee",
+                           allow_empty=True),
+            updated_ms=to_int(_field(item, "updatedTime", what), f"{what} updatedTime"),
+            reject_reason=str(item.get("rejectReason", ""))))
+    return out
+
+
+def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
+    out = []
+    for i, item in enumerate(_list(result, "positions")):
+        symbol = str(_field(item, "symbol", f"position {i}"))
+        what = f"position {symbol}"
+        size = to_decimal(_field(item, "size", what), f"{what} size")
+        side = _field(item, "side", what)
+        if size < 0 or side not in ("Buy", "Sell", "", "None"):
+            raise ValidationError(f"{what}: bad side/size {side!r}/{size}")
+        if size == 0:
+            continue
+        qty = size if side == "Buy" else -size
+        out.append(Position(
+            symbol, qty,
+            to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice"),
+            to_decimal(item.get("cumRealisedPnl", ""), f"{what} cumRealisedPnl",
+                       allow_empty=True)))
+    cursor = result.get("nextPageCursor", "") or ""
+    return out, str(cursor)
+
+
+def parse_wallet(result: Mapping[str, Any], coin: str) -> tuple[Decimal, Decimal]:
+    """(wallet balance, equity) of ``coin`` in the first account of a wallet-balance result."""
+    accounts = _list(result, "wallet")
+    if not accounts:
+        raise ValidationError("wallet: no account in the result")
+    coins = _field(accounts[0], "coin", "wallet")
+    if not isinstance(coins, list):
+        raise ValidationError("wallet: 'coin' is not a list")
+    for item in coins:
+        if isinstance(item, Mapping) and item.get("coin") == coin:
+            return (to_decimal(_field(item, "walletBalance", f"wallet {coin}"),
+                               f"wallet {coin} walletBalance"),
+                    to_decimal(_field(item, "equity", f"wallet {coin}"), f"wallet {coin} equity"))
+    return Decimal(0), Decimal(0)

@@ -1,0 +1,211 @@
+"""Fake Bybit: a loopback HTTP/1.1 server (trio + h11) that speaks the v5 REST wire format.
+
+Backed by :class:`~appliance.exchange.simmarket.SimMarket` on the real UTC clock by default
+(inject ``clock`` in tests), so its klines equal the sim market's candles to the last digit.
+Endpoints, limits, auth and faults are described in :mod:`appliance.exchange.fake_bybit_app`;
+this module owns sockets, keep-alive, the latency and dropped-socket faults and the entry
+points::
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_fake_bybit, 0, 7)
+
+    run_fake_bybit(18080, 7, Faults(error_ratio=0.05), {"fake-key": "fake-secret"})  # CLI
+
+Faults can be changed while running: ``POST /admin/faults`` with a JSON object of knobs
+(``latency_ms``, ``error_ratio``, ``rate_limit_storm``, ``drop_ratio``, ``malformed_ratio``);
+``GET /admin/faults`` and ``GET /admin/stats`` report. The admin routes answer loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from functools import partial
+from typing import Callable, Mapping, Sequence
+
+import h11
+import trio
+
+from appliance.exchange.fake_bybit_app import (DEFAULT_API_KEYS, FakeBybitApp, FakeLimits,
+                                               FakeRequest, FakeResponse, Faults)
+
+__all__ = ["FakeBybitApp", "FakeLimits", "Faults", "FakeBybitServer", "serve_fake_bybit",
+           "run_fake_bybit", "main_fake_bybit", "add_fake_bybit_args", "faults_from_args"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+IDLE_TIMEOUT_S = 60.0
+SERVER_HEADER = ("Server", "fake-bybit")
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class FakeBybitServer:
+    """Sockets and HTTP framing around one :class:`FakeBybitApp`."""
+
+    def __init__(self, app: FakeBybitApp) -> None:
+        self.app = app
+        # The app is synchronous (numpy for the market, dicts for state); one worker thread at
+        # a time keeps its state consistent and big kline requests off the event loop.
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def serve(self, port: int = 0, host: str = "127.0.0.1", *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            task_status.started(bound)
+            await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        try:
+            client = stream.socket.getpeername()[0]
+        except OSError:
+            client = "?"
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            async with stream:
+                while True:
+                    with trio.move_on_after(IDLE_TIMEOUT_S):
+                        req = await self._read_request(conn, stream, client)
+                    if req is None:
+                        return
+                    resp = await trio.to_thread.run_sync(self.app.handle, req,
+                                                         limiter=self._limiter)
+                    if resp.latency_ms:
+                        await trio.sleep(resp.latency_ms / 1000)
+                    if resp.drop:
+                        return
+                    await self._send(conn, stream, resp)
+                    if h11.MUST_CLOSE in (conn.our_state, conn.their_state):
+                        return
+                    conn.start_next_cycle()
+        except _BadRequest as exc:
+            await self._reject(conn, stream, str(exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            return
+        except Exception:
+            log.exception("fake-bybit: connection handler failed")
+
+    async def _read_request(self, conn: h11.Connection, stream: trio.SocketStream,
+                            client: str) -> FakeRequest | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _BadRequest(str(exc)) from None
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise _BadRequest("request body too large")
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                target = head.target.decode("latin-1")
+                path, _, query = target.partition("?")
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                           for k, v in head.headers}
+                return FakeRequest(head.method.decode("ascii"), path, query, headers,
+                                   bytes(body), client)
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+
+    async def _send(self, conn: h11.Connection, stream: trio.SocketStream,
+                    resp: FakeResponse) -> None:
+        headers = [SERVER_HEADER, ("Content-Type", resp.content_type),
+                   ("Content-Length", str(len(resp.body))), *resp.headers]
+        out = conn.send(h11.Response(status_code=resp.status, headers=headers))
+        out += conn.send(h11.Data(data=resp.body))
+        out += conn.send(h11.EndOfMessage())
+        await stream.send_all(out)
+
+    async def _reject(self, conn: h11.Connection, stream: trio.SocketStream, why: str) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f"400 Bad Request: {why}".encode()
+        try:
+            await stream.send_all(conn.send(h11.Response(
+                status_code=400, headers=[SERVER_HEADER, ("Content-Type", "text/plain"),
+                                          ("Content-Length", str(len(body))),
+                                          ("Connection", "close")]))
+                + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass
+
+
+async def serve_fake_bybit(port: int, seed: int, *, host: str = "127.0.0.1",
+                           faults: Faults = Faults(), api_keys: Mapping[str, str] | None = None,
+                           clock: Callable[[], float] | None = None,
+                           limits: FakeLimits = FakeLimits(), fault_seed: int | None = None,
+                           task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; ``nursery.start`` gets the bound port (``port=0``: ephemeral)."""
+    app = FakeBybitApp(seed, faults=faults, api_keys=api_keys, clock=clock, limits=limits,
+                       fault_seed=fault_seed)
+    await FakeBybitServer(app).serve(port, host, task_status=task_status)
+
+
+def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str],
+                   host: str = "127.0.0.1") -> None:
+    """Block running the fake server; print the listening line; stop on Ctrl-C / SIGTERM."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(partial(serve_fake_bybit, port, seed, host=host,
+                                                faults=faults, api_keys=api_keys))
+            print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+
+
+def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
+    d = Faults()
+    parser.add_argument("--port", type=int, default=18080, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--seed", type=int, default=7, help="sim market and fault RNG seed")
+    parser.add_argument("--latency-ms", type=float, default=d.latency_ms)
+    parser.add_argument("--error-ratio", type=float, default=d.error_ratio,
+                        help="fraction of requests answered HTTP 503")
+    parser.add_argument("--rate-limit-storm", action="store_true",
+                        help="answer every API request with retCode 10006")
+    parser.add_argument("--drop-ratio", type=float, default=d.drop_ratio,
+                        help="fraction of requests whose socket closes unanswered")
+    parser.add_argument("--malformed-ratio", type=float, default=d.malformed_ratio,
+                        help="fraction of answers with truncated JSON")
+    parser.add_argument("--api-key", default=next(iter(DEFAULT_API_KEYS)))
+    parser.add_argument("--api-secret", default=next(iter(DEFAULT_API_KEYS.values())))
+
+
+def faults_from_args(ns: argparse.Namespace) -> Faults:
+    return Faults(latency_ms=ns.latency_ms, error_ratio=ns.error_ratio,
+                  rate_limit_storm=ns.rate_limit_storm, drop_ratio=ns.drop_ratio,
+                  malformed_ratio=ns.malformed_ratio)
+
+
+def main_fake_bybit(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="methtrader fake-bybit",
+                                     description="Loopback fake of the Bybit v5 REST API.")
+    add_fake_bybit_args(parser)
+    ns = parser.parse_args(argv)
+    try:
+        faults = faults_from_args(ns)
+    except ValueError as exc:
+        parser.error(str(exc))
+    run_fake_bybit(ns.port, ns.seed, faults, {ns.api_key: ns.api_secret}, host=ns.host)
+    return 0

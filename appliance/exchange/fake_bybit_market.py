@@ -1,0 +1,215 @@
+"""Market-data endpoints of the fake Bybit: SimMarket answers in v5 shapes.
+
+Each function takes the parsed query parameters and the server's "now" (ms) and returns the
+``result`` object, or raises :class:`ApiFault` with the retCode Bybit would send. Numbers are
+strings, printed with the shortest decimal form that round-trips (no exponent), so a client
+that parses them gets exactly SimMarket's floats.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
+
+import numpy as np
+
+from appliance.exchange.bybit_wire import WIRE_MINUTES
+from appliance.exchange.simmarket import (DAY_MS, MINUTE_MS, UNIVERSE, SimMarket,
+                                          symbol_spec)
+
+
+class ApiFault(Exception):
+    """A business error answered as HTTP 200 with this retCode."""
+
+    def __init__(self, ret_code: int, ret_msg: str) -> None:
+        super().__init__(ret_msg)
+        self.ret_code = ret_code
+        self.ret_msg = ret_msg
+
+
+def num(x: float) -> str:
+    return np.format_float_positional(float(x), unique=True, trim="-")
+
+
+def dec(x: Decimal) -> str:
+    return format(x, "f")
+
+
+def int_param(params: Mapping[str, str], key: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = params.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiFault(10001, f"params error: {key} invalid") from None
+    if not lo <= value <= hi:
+        raise ApiFault(10001, f"params error: {key} must be in [{lo}, {hi}]")
+    return value
+
+
+def require_linear(params: Mapping[str, str], *, required: bool = True) -> None:
+    category = params.get("category")
+    if category in (None, "") and not required:
+        return
+    if category != "linear":
+        raise ApiFault(10001, f"params error: category {category!r} invalid "
+                              "(the fake serves linear only)")
+
+
+def require_symbol(params: Mapping[str, str]) -> str:
+    symbol = params.get("symbol", "")
+    try:
+        symbol_spec(symbol)
+    except KeyError:
+        raise ApiFault(10001, "params error: symbol invalid") from None
+    return symbol
+
+
+def server_time(now_ms: int) -> dict[str, Any]:
+    return {"timeSecond": str(now_ms // 1000), "timeNano": str(now_ms * 1_000_000)}
+
+
+# -- klines -----------------------------------------------------------------------------------
+
+def _minutes_with_open_stub(market: SimMarket, symbol: str, lo: int, hi: int,
+                            now_ms: int) -> np.ndarray:
+    """1m rows in [lo, hi); the minute still open at ``now_ms`` is a stub o=h=l=c=open, no
+    volume, so nothing from the future leaks."""
+    current = now_ms - now_ms % MINUTE_MS
+    arr = market.candles(symbol, lo, min(hi, current + MINUTE_MS))
+    if len(arr) and int(arr[-1, 0]) == current:
+        arr = arr.copy()
+        arr[-1, 2:5] = arr[-1, 1]
+        arr[-1, 5:7] = 0.0
+    return arr
+
+
+def _resample(arr: np.ndarray, bucket_ms: int) -> np.ndarray:
+    if bucket_ms == MINUTE_MS or not len(arr):
+        return arr
+    buckets = (arr[:, 0].astype(np.int64) // bucket_ms) * bucket_ms
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[starts[1:], len(arr)] - 1
+    return np.column_stack([
+        buckets[starts].astype(np.float64), arr[starts, 1],
+        np.maximum.reduceat(arr[:, 2], starts), np.minimum.reduceat(arr[:, 3], starts),
+        arr[ends, 4], np.add.reduceat(arr[:, 5], starts), np.add.reduceat(arr[:, 6], starts)])
+
+
+def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[str, Any]:
+    """Rows with startTime in [start, end], newest first, at most ``limit``.
+
+    With ``end`` (or neither), the newest ``limit`` rows up to ``end``/now; with only
+    ``start``, the first ``limit`` rows from ``start``. Minutes when the symbol was delisted
+    are absent, so such a window can hold fewer rows.
+    """
+    require_linear(params, required=False)
+    symbol = require_symbol(params)
+    interval = params.get("interval", "")
+    if interval not in WIRE_MINUTES:
+        raise ApiFault(10001, "params error: intervalTime is invalid")
+    bucket = WIRE_MINUTES[interval] * MINUTE_MS
+    limit = int_param(params, "limit", 200, 1, 1000)
+    start = int_param(params, "start", None, 0, 2**62)
+    end = int_param(params, "end", None, 0, 2**62)
+    assert limit is not None
+    if start is not None and end is not None and end < start:
+        raise ApiFault(10001, "params error: end must not be before start")
+    if end is not None or start is None:
+        hi = min(end if end is not None else now_ms, now_ms)
+        hi_bucket = hi - hi % bucket
+        lo_bucket = hi_bucket - (limit - 1) * bucket
+        if start is not None:
+            lo_bucket = max(lo_bucket, start + (-start) % bucket)
+    else:
+        lo_bucket = start + (-start) % bucket
+        hi_bucket = min(lo_bucket + (limit - 1) * bucket, now_ms - now_ms % bucket)
+    rows: list[list[str]] = []
+    if hi_bucket >= lo_bucket:
+        arr = _resample(_minutes_with_open_stub(market, symbol, lo_bucket, hi_bucket + bucket,
+                                                now_ms), bucket)
+        rows = [[str(int(r[0])), *(num(x) for x in r[1:7])] for r in arr[::-1]][:limit]
+    return {"symbol": symbol, "category": "linear", "list": rows}
+
+
+# -- instruments and tickers ------------------------------------------------------------------
+
+def _instrument_item(market: SimMarket, symbol: str, status: str, launch: int) -> dict[str, Any]:
+    spec = symbol_spec(symbol)
+    tick, step = Decimal(spec.tick), Decimal(spec.qty_step)
+    return {
+        "symbol": symbol, "contractType": "LinearPerpetual", "status": status,
+        "baseCoin": symbol[:-4], "quoteCoin": "USDT", "settleCoin": "USDT",
+        "launchTime": str(launch), "deliveryTime": "0", "deliveryFeeRate": "",
+        "priceScale": str(max(0, -tick.as_tuple().exponent)),  # type: ignore[operator]
+        "leverageFilter": {"minLeverage": "1", "maxLeverage": "50.00", "leverageStep": "0.01"},
+        "priceFilter": {"minPrice": dec(tick), "maxPrice": dec(tick * 10**7), "tickSize": dec(tick)},
+        "lotSizeFilter": {"maxOrderQty": dec(step * 10**6), "minOrderQty": dec(step),
+                          "qtyStep": dec(step), "postOnlyMaxOrderQty": dec(step * 10**6),
+                          "maxMktOrderQty": dec(step * 10**5), "minNotionalValue": "5"},
+        "unifiedMarginTrade": True, "fundingInterval": 480, "copyTrading": "both",
+        "upperFundingRate": "0.005", "lowerFundingRate": "-0.005", "isPreListing": False,
+        "preListingInfo": None,
+        "riskParameters": {"priceLimitRatioX": "0.05", "priceLimitRatioY": "0.1"},
+        "displayName": "", "forbidUplWithdrawal": False, "symbolType": "",
+    }
+
+
+def instruments(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[str, Any]:
+    require_linear(params)
+    limit = int_param(params, "limit", 500, 1, 1000)
+    assert limit is not None
+    status = params.get("status") or "Trading"
+    wanted = params.get("symbol")
+    items = [i for i in market.instruments(now_ms)
+             if i.status == status and (not wanted or i.symbol == wanted)]
+    cursor = params.get("cursor") or ""
+    offset = 0
+    if cursor:
+        if not (cursor.startswith("p") and cursor[1:].isdigit()):
+            raise ApiFault(10001, "params error: cursor invalid")
+        offset = int(cursor[1:])
+    page = items[offset:offset + limit]
+    nxt = f"p{offset + limit}" if offset + limit < len(items) else ""
+    return {"category": "linear", "nextPageCursor": nxt,
+            "list": [_instrument_item(market, i.symbol, i.status, i.launch_time) for i in page]}
+
+
+def ticker_item(market: SimMarket, symbol: str, now_ms: int) -> dict[str, Any] | None:
+    end = now_ms - now_ms % MINUTE_MS
+    arr = market.candles(symbol, end - DAY_MS, end)
+    if not len(arr):
+        return None
+    spec = symbol_spec(symbol)
+    tick = float(spec.tick)
+    last, prev = float(arr[-1, 4]), float(arr[0, 1])
+    hour = arr[arr[:, 0] >= end - 60 * MINUTE_MS]
+    funding_period = 8 * 3600 * 1000
+    return {
+        "symbol": symbol, "lastPrice": num(last), "indexPrice": num(last), "markPrice": num(last),
+        "prevPrice24h": num(prev), "price24hPcnt": f"{last / prev - 1:.4f}",
+        "highPrice24h": num(arr[:, 2].max()), "lowPrice24h": num(arr[:, 3].min()),
+        "prevPrice1h": num(hour[0, 1] if len(hour) else last),
+        "openInterest": num(round(float(arr[:, 5].sum()) * 0.1, 3)),
+        "openInterestValue": num(round(float(arr[:, 6].sum()) * 0.1, 2)),
+        "turnover24h": num(arr[:, 6].sum()), "volume24h": num(arr[:, 5].sum()),
+        "fundingRate": "0.0001", "nextFundingTime": str(now_ms - now_ms % funding_period
+                                                        + funding_period),
+        "predictedDeliveryPrice": "", "basisRate": "", "basis": "", "deliveryFeeRate": "",
+        "deliveryTime": "0", "bid1Price": num(round(last - tick, 10)), "bid1Size": "10",
+        "ask1Price": num(round(last + tick, 10)), "ask1Size": "10", "preOpenPrice": "",
+        "preQty": "", "curPreListingPhase": "", "fundingIntervalHour": "8", "fundingCap": "0.005",
+        "basisRateYear": "",
+    }
+
+
+def tickers(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[str, Any]:
+    require_linear(params)
+    wanted = params.get("symbol")
+    if wanted:
+        symbols = [require_symbol(params)]
+    else:
+        symbols = [s.symbol for s in UNIVERSE]
+    items = [ticker_item(market, s, now_ms) for s in symbols if market.listed(s, now_ms)]
+    return {"category": "linear", "list": [i for i in items if i is not None]}

@@ -1,0 +1,87 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from appliance.config import ConfigError, build_config, config_as_toml, read_secret_file
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "methtrader.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_work_with_no_file_and_no_env():
+    cfg = build_config(env={})
+    assert cfg.general.exchange == "sim"
+    assert cfg.general.speed == 60.0
+    assert cfg.general.metrics_port == 9108
+    assert str(cfg.state_path).endswith(".local/state/methtrader")
+
+
+def test_precedence_toml_then_env_then_flags(tmp_path):
+    path = write(tmp_path, "[general]\nspeed = 10\nmetrics_port = 9200\nstate_dir = '/a'\n")
+    cfg = build_config(path, env={"METHTRADER_SPEED": "20", "METHTRADER_STATE_DIR": "/b"},
+                       overrides={"general": {"speed": 30.0, "state_dir": None}})
+    assert cfg.general.metrics_port == 9200  # toml
+    assert cfg.general.state_dir == "/b"  # env beats toml; a None flag changes nothing
+    assert cfg.general.speed == 30.0  # flag beats env
+
+
+def test_generic_env_variable_sets_any_key():
+    cfg = build_config(env={"METHTRADER__SUPERVISOR__MAX_CRASHES": "9"})
+    assert cfg.supervisor.max_crashes == 9
+
+
+def test_config_is_frozen():
+    cfg = build_config(env={})
+    with pytest.raises(Exception):
+        cfg.general.speed = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[general]\nspede = 3\n", "unknown key 'general.spede'"),
+    ("[genral]\nspeed = 3\n", "unknown section 'genral'"),
+    ("[general]\nspeed = 'fast'\n", "'general.speed'"),
+    ("[general]\nmetrics_port = 70000\n", "out of range"),
+    ("[general]\nexchange = 'binance'\n", "not one of sim, replay, bybit"),
+    ("[supervisor]\nmax_crashes = 2.5\n", "expected an integer"),
+    ("[general\nspeed = 3\n", "not valid TOML"),
+])
+def test_bad_input_names_the_key(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("'", "'")):
+        build_config(write(tmp_path, text), env={})
+
+
+def test_error_gives_the_line(tmp_path):
+    path = write(tmp_path, "# comment\n[general]\nspeed = 2\n\n[feed]\nwarmup_minutes = -5\n")
+    with pytest.raises(ConfigError) as err:
+        build_config(path, env={})
+    assert "'feed.warmup_minutes'" in str(err.value) and "line 6" in str(err.value)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        build_config(tmp_path / "missing.toml", env={})
+
+
+def test_bad_env_value_is_an_error():
+    with pytest.raises(ConfigError, match="environment"):
+        build_config(env={"METHTRADER_SPEED": "-1"})
+
+
+def test_effective_config_round_trips_as_toml(tmp_path):
+    cfg = build_config(env={"METHTRADER_SPEED": "42"})
+    again = build_config(write(tmp_path, config_as_toml(cfg)), env={})
+    assert again == cfg
+
+
+def test_secret_file_must_be_private(tmp_path):
+    p = tmp_path / "key"
+    p.write_text("s3cret\n")
+    os.chmod(p, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret_file(p)
+    os.chmod(p, 0o600)
+    assert read_secret_file(p) == "s3cret"
