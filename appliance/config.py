@@ -74,6 +74,14 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    workers: int = _f(1, lo=1, hi=64, doc="huey worker processes")
+    stop_grace_s: float = _f(2.0, lo=0.0, hi=60.0,
+                             doc="on stop, time a running job gets before it is interrupted "
+                                 "(and re-queued)")
+
+
+@dataclass(frozen=True)
 class BusConfig:
     events_maxlen: int = _f(10_000, lo=100, hi=10_000_000)
 
@@ -85,6 +93,7 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property
     def state_path(self) -> Path:

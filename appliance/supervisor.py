@@ -7,6 +7,7 @@ Task tree of ``methtrader run``::
          ├─ metrics endpoint           prometheus-client HTTP thread on 127.0.0.1
          ├─ supervise("heartbeat")     bus heartbeat, status snapshot, virtual clock saved
          ├─ supervise("operator")      bus commands → handlers; audit journal → audit_log
+         ├─ supervise("huey")          the job consumer child process (queue.db)
          └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
@@ -35,7 +36,8 @@ from appliance.exchange.base import Exchange
 from appliance.exchange.sim import SimExchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
-from appliance.services import feed, heartbeat, operator
+from appliance.jobs import Jobs
+from appliance.services import consumer, feed, heartbeat, operator
 from appliance.store import Store, StoreRunner
 from appliance.supervision import Supervisor
 
@@ -64,10 +66,12 @@ def make_exchange(cfg: Config, clock: Clock) -> Exchange:
                      "--exchange sim")
 
 
-def build_services(ctx: ServiceContext, supervisor: Supervisor, started_at: float
-                   ) -> dict[str, Callable[[], Awaitable[None]]]:
+def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
+                   started_at: float) -> dict[str, Callable[[], Awaitable[None]]]:
     state_dir = ctx.cfg.state_path
     return {
+        consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
+                                         ctx.cfg.jobs.stop_grace_s),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
                                           started_at),
         operator.NAME: functools.partial(operator.run, ctx, {}),
@@ -122,6 +126,7 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
     ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store),
                          exchange=exchange, metrics=metrics)
     started_at = time.time()
+    jobs = Jobs(state_dir)
 
     async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
         await ctx.store.call("record_incident", service, kind, message, tb)
@@ -138,7 +143,7 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
              speed=cfg.general.speed, market_time=clock.now())
     try:
         async with trio.open_nursery() as nursery:
-            for name, fn in build_services(ctx, supervisor, started_at).items():
+            for name, fn in build_services(ctx, supervisor, jobs, started_at).items():
                 await nursery.start(supervisor.supervise, name, fn)
             nursery.start_soon(_watch_stop, nursery.cancel_scope, clock, limits)
     finally:
@@ -149,6 +154,7 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
             server.shutdown()
             server.server_close()
         store.close()
+        jobs.close()
         bus.close()
     log.info("appliance stopped")
     return 0

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import subprocess
@@ -75,6 +76,9 @@ def idle_appliance(seconds: float = 20.0, warmup: float = 8.0) -> dict[str, Any]
 
 
 def run() -> dict[str, Any]:
+    quiet = logging.getLogger("methtrader")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
     recovered = trio.run(_mttr, 5)
     figures: dict[str, Any] = {
         "mttr_crashed_service_s_median": round(statistics.median(recovered), 3),

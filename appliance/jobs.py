@@ -1,0 +1,153 @@
+"""The job queue: huey on SQLite (``<state>/queue.db``), consumed by a child process.
+
+Heavy work (training, AutoML, distillation, heavy backfill) runs as huey jobs so that the trio
+process stays responsive. The consumer cannot live inside trio (it installs signal handlers), so
+``run`` starts it as ``python -m appliance.jobs --state-dir DIR`` and restarts it when it dies.
+
+Nothing queued is lost: huey keeps pending jobs in SQLite, and every job notes itself in a
+journal on the bus while it runs (``job:running:<id>``). A job interrupted by a stop or a crash
+leaves its note behind, and the next start of the consumer service puts it back on the queue.
+Jobs must therefore be idempotent (they are keyed by run id).
+
+Jobs get 3 attempts with exponential backoff (huey's ``retries``/``retry_backoff``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from huey import SqliteHuey
+
+from appliance.bus import Bus
+
+RUNNING_PREFIX = "job:running:"
+RETRIES = 2  # 3 attempts in all
+RETRY_DELAY_S = 5
+
+
+def make_huey(state_dir: Path) -> SqliteHuey:
+    return SqliteHuey(name="methtrader", filename=str(Path(state_dir) / "queue.db"),
+                      results=True, utc=True)
+
+
+class Jobs:
+    """The task registry bound to one state dir; the same object on both sides of the queue."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.huey = make_huey(self.state_dir)
+        self._bus: Bus | None = None
+        self.tasks: dict[str, Any] = {}
+        self.register("selftest", selftest)
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:  # opened lazily: in the consumer, after the fork
+            self._bus = Bus(self.state_dir / "bus")
+        return self._bus
+
+    def register(self, name: str, fn: Callable[..., Any], *, retries: int = RETRIES,
+                 retry_delay: float = RETRY_DELAY_S) -> Any:
+        """Register ``fn`` as a journalled huey task called ``name``."""
+
+        @functools.wraps(fn)
+        def journalled(*args: Any, task: Any = None, **kwargs: Any) -> Any:
+            key = f"{RUNNING_PREFIX}{task.id}"
+            self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
+                                     "started": time.time(), "pid": os.getpid()})
+            try:
+                return fn(self.state_dir, *args, **kwargs)
+            finally:
+                self.bus.cache.delete(key)
+
+        # huey names a task by module and name; pin the module so the name is the same in the
+        # appliance and in the consumer (where this module runs as __main__)
+        journalled.__module__ = "methtrader.jobs"
+        task = self.huey.task(retries=retries, retry_delay=retry_delay, retry_backoff=2,
+                              context=True, name=name)(journalled)
+        self.tasks[name] = task
+        return task
+
+    def enqueue(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name not in self.tasks:
+            raise KeyError(f"unknown job {name!r}; known jobs: {', '.join(sorted(self.tasks))}")
+        return self.tasks[name](*args, **kwargs)
+
+    def running(self) -> list[dict[str, Any]]:
+        cache = self.bus.cache
+        return [cache.get(k) for k in cache.iterkeys() if str(k).startswith(RUNNING_PREFIX)]
+
+    def requeue_interrupted(self) -> int:
+        """Put back every job whose note outlived its consumer; call before a consumer starts."""
+        cache = self.bus.cache
+        n = 0
+        for key in [k for k in cache.iterkeys() if str(k).startswith(RUNNING_PREFIX)]:
+            note = cache.get(key)
+            if note is not None and note["name"] in self.tasks:
+                self.enqueue(note["name"], *note["args"], **note["kwargs"])
+                n += 1
+            cache.delete(key)
+        return n
+
+    def pending(self) -> int:
+        return self.huey.pending_count()
+
+    def close(self) -> None:
+        if self._bus is not None:
+            self._bus.close()
+
+
+def selftest(state_dir: Path, seconds: float, marker: str) -> int:
+    """A queue health check: sleeps ``seconds``, then writes ``marker`` (a file name inside the
+    state dir's ``jobs/``) with the worker's pid. Proves a job runs, survives interruption and
+    completes exactly once."""
+    time.sleep(seconds)
+    out = Path(state_dir) / "jobs" / marker
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return os.getpid()
+
+
+def _exit_with_parent() -> None:
+    """If ``run`` dies (even by SIGKILL), take the consumer and its workers down with it, so
+    the next ``run`` re-queues their jobs instead of racing an orphan that finishes them."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def consumer_main(argv: list[str] | None = None) -> int:
+    """Entry of the consumer child process (``python -m appliance.jobs``)."""
+    ap = argparse.ArgumentParser(prog="methtrader-jobs")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format='{"ts": %(created).3f, "level": "%(levelname)s", '
+                               '"service": "huey", "msg": "%(message)s"}')
+    _exit_with_parent()
+    jobs = Jobs(Path(args.state_dir))
+    consumer = jobs.huey.create_consumer(workers=args.workers, worker_type="process",
+                                         periodic=False, initial_delay=0.05, max_delay=0.5,
+                                         check_worker_health=True)
+    consumer.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(consumer_main())

@@ -1,0 +1,59 @@
+"""The ``huey`` service: keeps the job consumer process running.
+
+Before each start it re-queues jobs that a previous consumer left unfinished (see
+:mod:`appliance.jobs`). On stop it asks the consumer to finish gracefully (SIGINT), and after
+``grace_s`` interrupts it (SIGTERM, then SIGKILL): a job cut short stays in the journal and is
+re-queued next time, so nothing is lost and shutdown stays within its bound. If the consumer
+exits by itself, this service raises and the supervisor restarts it with backoff.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from appliance.context import ServiceContext
+from appliance.jobs import Jobs
+from appliance.logs import service_logger
+
+NAME = "huey"
+
+
+def _signal_group(proc: trio.Process, sig: signal.Signals) -> None:
+    """Signal the consumer and its worker processes (they share its process group)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+async def stop_consumer(proc: trio.Process, grace_s: float) -> None:
+    log = service_logger(NAME)
+    _signal_group(proc, signal.SIGINT)
+    with trio.move_on_after(grace_s):
+        await proc.wait()
+        return
+    log.warning("consumer still busy; interrupting its jobs (they will be re-queued)")
+    _signal_group(proc, signal.SIGKILL)
+    await proc.wait()
+
+
+async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> None:
+    log = service_logger(NAME)
+    requeued = await trio.to_thread.run_sync(jobs.requeue_interrupted)
+    if requeued:
+        log.info("re-queued interrupted jobs", jobs=requeued)
+        ctx.bus.publish("jobs_requeued", {"count": requeued}, service=NAME)
+    cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
+           "--workers", str(workers)]
+    ctx.beat(NAME)
+    # its own session: a terminal's Ctrl-C reaches only `run`, which stops the consumer itself
+    proc = await trio.run_process(cmd, check=False, start_new_session=True,
+                                  deliver_cancel=functools.partial(stop_consumer,
+                                                                   grace_s=grace_s))
+    raise RuntimeError(f"job consumer exited with code {proc.returncode}")

@@ -1,0 +1,262 @@
+"""The fake Bybit server over real TCP: wire shapes, limits, auth, faults, pybit compatibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import trio
+from pybit.exceptions import InvalidRequestError
+from pybit.unified_trading import HTTP
+
+from appliance.exchange.bybit_wire import sign
+from appliance.exchange.fake_bybit import FakeBybitApp, FakeLimits, Faults
+from appliance.exchange.fake_bybit_app import FakeRequest
+from appliance.exchange.simmarket import SimMarket
+
+from bybit_fixtures import KEY, SECRET, T0, fake_bybit, frozen
+
+pytestmark = pytest.mark.timeout(30)
+
+MIN = 60_000
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def get(url: str, path: str, **params) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url) as client:
+        return await client.get(path, params=params)
+
+
+def resample(arr: np.ndarray, minutes: int) -> list[list[float]]:
+    """Independent reference: aggregate 1m rows into buckets, oldest first."""
+    out: dict[int, list[float]] = {}
+    for t, o, h, lo, c, v, q in arr:
+        b = int(t) // (minutes * MIN) * minutes * MIN
+        if b not in out:
+            out[b] = [b, o, h, lo, c, v, q]
+        else:
+            row = out[b]
+            row[2], row[3], row[4] = max(row[2], h), min(row[3], lo), c
+            row[5] += v
+            row[6] += q
+    return [out[k] for k in sorted(out)]
+
+
+@pytest.mark.trio
+async def test_envelope_and_server_time():
+    now = T0 + 123_456
+    async with fake_bybit(clock=frozen(now)) as (_, url):
+        resp = await get(url, "/v5/market/time")
+    body = resp.json()
+    assert set(body) == {"retCode", "retMsg", "result", "retExtInfo", "time"}
+    assert body["retCode"] == 0 and body["time"] == now
+    assert body["result"] == {"timeSecond": str(now // 1000), "timeNano": str(now * 10**6)}
+    assert resp.headers["Timenow"] == str(now)
+
+
+@pytest.mark.trio
+async def test_kline_newest_first_limits_and_resampling():
+    now = T0 + 2 * 86_400_000
+    market = SimMarket(7)
+    async with fake_bybit(clock=frozen(now)) as (_, url):
+        one = (await get(url, "/v5/market/kline", category="linear", symbol="ETHUSDT",
+                         interval="1", end=T0 + 999 * MIN)).json()["result"]["list"]
+        five = (await get(url, "/v5/market/kline", category="linear", symbol="ETHUSDT",
+                          interval="5", start=T0, end=T0 + 600 * MIN - 1,
+                          limit=1000)).json()["result"]["list"]
+        too_many = (await get(url, "/v5/market/kline", symbol="ETHUSDT", interval="1",
+                              limit=1001)).json()
+        bad_interval = (await get(url, "/v5/market/kline", symbol="ETHUSDT",
+                                  interval="7")).json()
+        bad_symbol = (await get(url, "/v5/market/kline", symbol="NOPEUSDT",
+                                interval="1")).json()
+    assert len(one) == 200  # the default limit
+    times = [int(r[0]) for r in one]
+    assert times == sorted(times, reverse=True) and times[0] == T0 + 999 * MIN
+    assert all(isinstance(x, str) for r in one for x in r) and all(len(r) == 7 for r in one)
+    expected = resample(market.candles("ETHUSDT", T0, T0 + 600 * MIN), 5)
+    got = [[float(x) for x in r] for r in reversed(five)]
+    assert len(got) == 120
+    np.testing.assert_allclose(np.array(got), np.array(expected), rtol=1e-12)
+    assert too_many["retCode"] == 10001 and bad_interval["retCode"] == 10001
+    assert bad_symbol["retCode"] == 10001 and bad_symbol["retMsg"] == "params error: symbol invalid"
+
+
+@pytest.mark.trio
+async def test_open_candle_is_a_stub_without_future_data():
+    now = T0 + 10 * MIN + 30_000
+    async with fake_bybit(clock=frozen(now)) as (_, url):
+        rows = (await get(url, "/v5/market/kline", symbol="BTCUSDT", interval="1",
+                          limit=2)).json()["result"]["list"]
+    newest, closed = rows
+    assert int(newest[0]) == T0 + 10 * MIN
+    assert newest[1] == newest[2] == newest[3] == newest[4] and newest[5] == "0"
+    ref = SimMarket(7).candles("BTCUSDT", T0 + 9 * MIN, T0 + 10 * MIN)[0]
+    assert [float(x) for x in closed] == list(ref)
+
+
+@pytest.mark.trio
+async def test_instruments_cursor_pagination_and_tickers():
+    now = T0 + 5 * MIN
+    market = SimMarket(7)
+    trading = {i.symbol for i in market.instruments(now) if i.status == "Trading"}
+    seen: list[str] = []
+    async with fake_bybit(clock=frozen(now)) as (_, url):
+        cursor, pages = "", 0
+        for _ in range(20):
+            result = (await get(url, "/v5/market/instruments-info", category="linear", limit=5,
+                                **({"cursor": cursor} if cursor else {}))).json()["result"]
+            pages += 1
+            seen += [i["symbol"] for i in result["list"]]
+            cursor = result["nextPageCursor"]
+            if not cursor:
+                break
+        tick = (await get(url, "/v5/market/tickers", category="linear",
+                          symbol="SOLUSDT")).json()["result"]["list"]
+        every = (await get(url, "/v5/market/tickers", category="linear")).json()["result"]["list"]
+        bad_cursor = (await get(url, "/v5/market/instruments-info", category="linear",
+                                cursor="zzz")).json()
+    assert len(seen) == len(set(seen)) and set(seen) == trading
+    assert pages == -(-len(trading) // 5)
+    assert float(tick[0]["lastPrice"]) == market.last_price("SOLUSDT", now)
+    assert {t["symbol"] for t in every} == {s for s in market.symbols() if market.listed(s, now)}
+    assert bad_cursor["retCode"] == 10001
+
+
+@pytest.mark.trio
+async def test_rate_limit_headers_then_10006_with_future_reset():
+    now = T0 + 250  # frozen: the 1 s window cannot roll during the test
+    limits = FakeLimits(endpoint_limits={"/v5/market/time": 3})
+    async with fake_bybit(clock=frozen(now), limits=limits) as (app, url):
+        answers = [await get(url, "/v5/market/time") for _ in range(4)]
+    statuses = [int(r.headers["X-Bapi-Limit-Status"]) for r in answers]
+    assert [r.headers["X-Bapi-Limit"] for r in answers] == ["3"] * 4
+    assert statuses == [2, 1, 0, 0]
+    assert [r.json()["retCode"] for r in answers] == [0, 0, 0, 10006]
+    assert answers[3].json()["retMsg"] == "Too many visits!"
+    assert all(int(r.headers["X-Bapi-Limit-Reset-Timestamp"]) > now for r in answers)
+    assert app.stats.ret_codes[10006] == 1
+
+
+@pytest.mark.trio
+async def test_ip_limit_answers_http_403():
+    limits = FakeLimits(ip_limit=5, ip_window_ms=5000)
+    async with fake_bybit(clock=frozen(T0), limits=limits) as (app, url):
+        codes = [(await get(url, "/v5/market/time")).status_code for _ in range(7)]
+    assert codes == [200] * 5 + [403, 403]
+    assert app.stats.http_status[403] == 2
+
+
+@pytest.mark.trio
+async def test_pybit_wire_compatibility_public_and_private():
+    market = SimMarket(7)
+    async with fake_bybit() as (app, url):
+        def with_pybit():
+            session = HTTP(testnet=True, api_key=KEY, api_secret=SECRET, max_retries=1)
+            session.endpoint = url
+            kl = session.get_kline(category="linear", symbol="BTCUSDT", interval="1",
+                                   start=T0, end=T0 + 299 * MIN, limit=1000)
+            ack = session.place_order(category="linear", symbol="BTCUSDT", side="Buy",
+                                      orderType="Market", qty="0.002", orderLinkId="t-1")
+            pos = session.get_positions(category="linear", symbol="BTCUSDT")
+            wallet = session.get_wallet_balance(accountType="UNIFIED", coin="USDT")
+            return kl, ack, pos, wallet
+
+        kl, ack, pos, wallet = await trio.to_thread.run_sync(with_pybit)
+    rows = [[float(x) for x in r] for r in reversed(kl["result"]["list"])]
+    assert rows == market.candles("BTCUSDT", T0, T0 + 300 * MIN).tolist()
+    order_id = ack["result"]["orderId"]
+    assert app.account(KEY).orders[order_id].status == "Filled"
+    assert pos["result"]["list"][0]["size"] == "0.002"
+    assert pos["result"]["list"][0]["side"] == "Buy"
+    coin = wallet["result"]["list"][0]["coin"][0]
+    assert coin["coin"] == "USDT" and float(coin["walletBalance"]) < 100_000
+
+
+@pytest.mark.trio
+async def test_signature_checks_10004_10003_10002():
+    async with fake_bybit() as (_, url):
+        def call(key: str, secret: str):
+            session = HTTP(testnet=True, api_key=key, api_secret=secret, max_retries=1)
+            session.endpoint = url
+            with pytest.raises(InvalidRequestError) as info:
+                session.get_positions(category="linear", settleCoin="USDT")
+            return info.value.status_code
+
+        assert await trio.to_thread.run_sync(call, KEY, "wrong-secret") == 10004
+        assert await trio.to_thread.run_sync(call, "nobody", SECRET) == 10003
+        stale = str(int(time.time() * 1000) - 60_000)
+        query = "category=linear&settleCoin=USDT"
+        headers = {"X-BAPI-API-KEY": KEY, "X-BAPI-TIMESTAMP": stale,
+                   "X-BAPI-RECV-WINDOW": "5000",
+                   "X-BAPI-SIGN": sign(SECRET, stale, KEY, "5000", query)}
+        async with httpx.AsyncClient(base_url=url) as client:
+            resp = await client.get(f"/v5/position/list?{query}", headers=headers)
+    assert resp.json()["retCode"] == 10002
+
+
+@pytest.mark.trio
+async def test_fault_knobs_and_admin_endpoint():
+    async with fake_bybit() as (app, url):
+        async with httpx.AsyncClient(base_url=url) as client:
+            r = await client.post("/admin/faults", json={"error_ratio": 1.0})
+            assert r.status_code == 200 and r.json()["error_ratio"] == 1.0
+            assert (await client.get("/v5/market/time")).status_code == 503
+            await client.post("/admin/faults", json={"error_ratio": 0.0, "malformed_ratio": 1.0})
+            with pytest.raises(json.JSONDecodeError):
+                json.loads((await client.get("/v5/market/time")).content)
+            await client.post("/admin/faults", json={"malformed_ratio": 0.0,
+                                                     "rate_limit_storm": True})
+            storm = await client.get("/v5/market/time")
+            assert storm.json()["retCode"] == 10006
+            assert int(storm.headers["X-Bapi-Limit-Reset-Timestamp"]) > int(storm.headers["Timenow"])
+            await client.post("/admin/faults", json={"rate_limit_storm": False, "drop_ratio": 1.0})
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/v5/market/time")
+            bad = await client.post("/admin/faults", json={"nonsense": 1})
+            assert bad.status_code == 400 and "nonsense" in bad.json()["error"]
+            bad = await client.post("/admin/faults", json={"error_ratio": 2})
+            assert bad.status_code == 400
+            stats = (await client.get("/admin/stats")).json()
+    assert stats["faults"] == {"5xx": 1, "malformed": 1, "storm": 1, "drop": 1}
+    assert app.faults == Faults(drop_ratio=1.0)
+
+
+def test_fault_sequence_is_deterministic_per_seed():
+    def run(seed: int) -> list[tuple[int, bool]]:
+        app = FakeBybitApp(7, faults=Faults(error_ratio=0.3, drop_ratio=0.3), fault_seed=seed,
+                           clock=frozen(T0))
+        req = FakeRequest("GET", "/v5/market/time", "", {}, b"", "127.0.0.1")
+        return [(r.status, r.drop) for r in (app.handle(req) for _ in range(40))]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+    assert {s for s, _ in run(3)} == {200, 503} and any(d for _, d in run(3))
+
+
+def test_cli_entry_prints_listening_line_and_stops_on_ctrl_c():
+    code = ("import sys; from appliance.exchange.fake_bybit import main_fake_bybit; "
+            "sys.exit(main_fake_bybit(['--port', '0', '--seed', '3', '--error-ratio', '0.1']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("fake-bybit listening on http://127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1])
+        faults = httpx.get(f"http://127.0.0.1:{port}/admin/faults").json()
+        assert faults["error_ratio"] == 0.1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,114 @@
+"""The "APPLIANCE NOT RUNNING" banner (stale or missing heartbeat) on every screen, the kill
+switch still working then, and screens that show "—" for missing or malformed data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.bus import Bus
+from tests.tui.conftest import make_app, run_scenario, wait_for
+from tests.tui.helpers import rows, text
+from tui.client import STALE_AFTER_S
+from tui.dialogs.confirm import ConfirmDialog
+
+pytestmark = pytest.mark.timeout(60)
+SCREENS = ("dashboard", "trades", "training", "pipeline", "models", "incidents")
+
+
+async def visit_all(app, pilot, check) -> None:
+    for key, mode in enumerate(SCREENS, start=1):
+        await pilot.press(str(key))
+        await wait_for(lambda: app.current_mode == mode and app.screen.shown_version > 0)
+        check(mode)
+
+
+def test_stale_heartbeat_shows_the_banner_everywhere_and_kill_still_works(bus_state: Path) -> None:
+    app = make_app(bus_state, now=lambda: time.time() + STALE_AFTER_S + 50)
+
+    def banner_shown(mode: str) -> None:
+        banner = app.screen.query_one("#banner")
+        assert banner.display, mode
+        assert text(app, "#banner").startswith("APPLIANCE NOT RUNNING — last heartbeat 6"), mode
+        assert "○ NOT RUNNING" in text(app, "#statusbar"), mode
+
+    async def scenario(pilot) -> None:
+        assert not app.state.running
+        await visit_all(app, pilot, banner_shown)
+        assert text(app, "#incidents-summary").startswith("crashes 1")
+        await pilot.press("k")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(lambda: app.state.maintenance_mode)
+
+    run_scenario(app, scenario)
+    with Bus(bus_state / "bus") as bus:
+        assert bus.maintenance_mode
+
+
+def test_banner_goes_away_when_the_heartbeat_comes_back(bus_state: Path) -> None:
+    offset = [STALE_AFTER_S + 5]
+    app = make_app(bus_state, now=lambda: time.time() + offset[0])
+
+    async def scenario(pilot) -> None:
+        assert app.screen.query_one("#banner").display
+        offset[0] = 0.0
+        await wait_for(lambda: not app.screen.query_one("#banner").display)
+        assert app.state.running
+
+    run_scenario(app, scenario)
+
+
+def test_empty_bus_shows_dashes_and_no_heartbeat(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "state")
+
+    def empty(mode: str) -> None:
+        assert text(app, "#banner").startswith("APPLIANCE NOT RUNNING — no heartbeat on the bus")
+
+    async def scenario(pilot) -> None:
+        await visit_all(app, pilot, empty)
+        await pilot.press("1")
+        await wait_for(lambda: app.current_mode == "dashboard")
+        assert text(app, "#equity .missing") == "—"
+        assert app.screen.query_one("#equity .missing").display
+        assert text(app, "#models .value") == "prod —   shadow —"
+        assert "pid — · — ×— · market — UTC" in text(app, "#statusbar")
+
+    run_scenario(app, scenario)
+
+
+def test_malformed_snapshots_render_as_dashes_without_crashing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with Bus(state / "bus") as bus:
+        bus.beat({"pid": "x", "services": {"feed": None, "risk": {"state": 3, "restarts": "?"}}})
+        bus.put_snapshot("status", {"equity": "lots", "sharpe": float("nan"), "models": [1],
+                                    "sources": {"ws": None, "rest": {"lag_s": "slow"}},
+                                    "symbols": "BTC"})
+        bus.put_snapshot("models", [None, 3, {"model_id": "m1", "mode": "prod", "sharpe": "?"},
+                                    {"model_id": "m1", "mode": "shadow"}])
+        bus.put_snapshot("training", {"not": "a list"})
+        bus.put_snapshot("pipeline", {"backfill": [1, 2], "missing": None,
+                                      "discovery": [None, {"event": "listed"}]})
+        bus.put_snapshot("incidents", [{"kind": "chaos", "mttr_s": "fast"}, "boom"])
+        bus.publish("trade", {"symbol": None, "pnl": "?"})
+        bus.publish("trade", "not a dict")  # type: ignore[arg-type]
+        bus.publish("training_progress", {"run_id": "r1", "epoch": "one", "loss": None})
+    app = make_app(state)
+
+    async def scenario(pilot) -> None:
+        await visit_all(app, pilot, lambda mode: None)
+        assert rows(app, "#incidents") == [["—", "—", "chaos", "—", "—"]]
+        await pilot.press("1")
+        await wait_for(lambda: app.current_mode == "dashboard")
+        assert text(app, "#equity .missing") == "—" and text(app, "#sharpe .missing") == "—"
+        assert rows(app, "#sources") == [["rest", "—", "—", "—", "—"], ["ws", "—", "—", "—", "—"]]
+        await pilot.press("2")
+        await wait_for(lambda: app.current_mode == "trades")
+        assert rows(app, "#blotter") == [["—"] * 5 + ["—", "—", "—"]] * 2
+        await pilot.press("5")
+        await wait_for(lambda: app.current_mode == "models")
+        assert [r[0] for r in rows(app, "#leaderboard")] == ["m1", "m1"]
+
+    run_scenario(app, scenario)

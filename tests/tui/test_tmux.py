@@ -1,0 +1,84 @@
+"""The real app in a real terminal (tmux), as an operator gets it over `ssh -t`: start it,
+switch screens, pull the kill switch, quit. Skipped where tmux is not installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.bus import Bus
+
+ROOT = Path(__file__).resolve().parents[2]
+TMUX = shutil.which("tmux")
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(TMUX is None, reason="tmux is not installed (install.sh --dev installs "
+                                            "it; or apt-get install tmux)"),
+]
+
+
+class Terminal:
+    """A detached 120x40 tmux session on a private server socket."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(TMUX), "-L", self.socket, *args], capture_output=True,
+                              text=True, timeout=20, check=check)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "tui").stdout
+
+    def alive(self) -> bool:
+        return self.tmux("has-session", "-t", "tui", check=False).returncode == 0
+
+    def wait_for(self, needle: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if needle in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} not on screen after {timeout} s:\n{self.screen()}")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "tui", *keys)
+
+
+def test_mission_control_in_a_plain_terminal(bus_state: Path) -> None:
+    term = Terminal(f"methtrader-test-{os.getpid()}")
+    # Textual draws on stderr, so it is not redirected; a crash shows in the pane.
+    command = f"cd {ROOT} && exec {sys.executable} -m tui.app --state-dir {bus_state}"
+    term.tmux("-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "120", "-y", "40",
+              "-e", "TERM=xterm-256color", command)
+    try:
+        screen = term.wait_for("Portfolio value")
+        assert "1 Dashboard" in screen and "APPLIANCE NOT RUNNING" not in screen
+        term.keys("2")
+        screen = term.wait_for("Time (UTC)")
+        assert "AVAXUSDT" in screen and "2024-06-01 12:59:00" in screen
+        term.keys("k")
+        term.wait_for("KILL SWITCH")
+        term.keys("y")
+        deadline = time.monotonic() + 20
+        with Bus(bus_state / "bus") as bus:
+            while not bus.maintenance_mode and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert bus.maintenance_mode, term.screen()
+            assert bus.switch_meta("maintenance_mode")["source"] == "tui"
+        term.wait_for("MAINTENANCE ON")
+        term.keys("q")
+        deadline = time.monotonic() + 20
+        while term.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not term.alive(), term.screen()
+    finally:
+        term.tmux("kill-server", check=False)
