@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.config import Config, ConfigError, build_config, config_as_toml
+from appliance.store import StoreError
+from appliance.supervisor import StartupError
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -181,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"methtrader: config error: {exc}", file=sys.stderr)
         return 2
+    except (StartupError, StoreError) as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

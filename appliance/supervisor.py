@@ -44,6 +44,10 @@ from appliance.supervision import Supervisor
 log = service_logger("supervisor")
 
 
+class StartupError(RuntimeError):
+    """The appliance cannot start; the message says why and what to do."""
+
+
 @dataclass(frozen=True)
 class RunLimits:
     """When to stop by itself: after ``for_s`` real seconds or ``until_s`` market seconds."""
@@ -62,8 +66,8 @@ def make_clock(cfg: Config) -> Clock:
 def make_exchange(cfg: Config, clock: Clock) -> Exchange:
     if cfg.general.exchange == "sim":
         return SimExchange(clock, cfg.sim)
-    raise ValueError(f"exchange {cfg.general.exchange!r} is not available yet; use "
-                     "--exchange sim")
+    raise StartupError(f"exchange {cfg.general.exchange!r} is not available yet; use "
+                       "--exchange sim")
 
 
 def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
@@ -85,7 +89,7 @@ def start_metrics_server(port: int, metrics: Metrics):
     try:
         server, _thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
     except OSError as exc:
-        raise RuntimeError(f"cannot listen on 127.0.0.1:{port} for metrics ({exc.strerror}); "
+        raise StartupError(f"cannot listen on 127.0.0.1:{port} for metrics ({exc.strerror}); "
                            "pick another --metrics-port or 0 to disable") from None
     log.info("metrics endpoint up", url=f"http://127.0.0.1:{port}/metrics")
     return server

@@ -93,6 +93,8 @@ def test_sigterm_stops_cleanly_and_the_clock_resumes(tmp_path, run_proc):
     state = tmp_path / "state"
     proc = run_proc(state, "--speed", "60", "--metrics-port", "0")
     wait_for(lambda: status_json(state)["candles"] > 0, 20, "first candles")
+    second = methtrader("run", "--state-dir", str(state), "--metrics-port", "0", check=False)
+    assert second.returncode == 1 and "open in another process" in second.stderr
     proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     assert proc.wait(timeout=10) == 0

@@ -59,6 +59,7 @@ def test_mission_control_in_a_plain_terminal(bus_state: Path) -> None:
     command = f"cd {ROOT} && exec {sys.executable} -m tui.app --state-dir {bus_state}"
     term.tmux("-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "120", "-y", "40",
               "-e", "TERM=xterm-256color", command)
+    term.tmux("resize-window", "-t", "tui", "-x", "120", "-y", "40")
     try:
         screen = term.wait_for("Portfolio value")
         assert "1 Dashboard" in screen and "APPLIANCE NOT RUNNING" not in screen

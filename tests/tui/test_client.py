@@ -1,0 +1,71 @@
+"""The bus reader: change detection per section, live events over snapshots, read errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.bus import Bus
+from tests.tui.conftest import fill_bus, heartbeat, make_app, run_scenario, trade, wait_for
+from tests.tui.helpers import text
+from tui.client import SECTIONS, BusReader
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_reader_reports_only_the_sections_that_changed(tmp_path: Path) -> None:
+    with Bus(tmp_path / "bus") as bus:
+        fill_bus(bus)
+        reader = BusReader(bus)
+        first = reader.read()
+        assert first is not None and first.version == 1 and first.changed == SECTIONS
+        assert len(first.trades) == 50 and first.trades[0] == trade(59)
+        bus.beat(heartbeat())  # a new wall_ts only
+        assert reader.read() is None
+        bus.publish("trade", trade(60))
+        second = reader.read()
+        assert second is not None and second.version == 2 and second.changed == {"trades"}
+        assert second.trades[0] == trade(60) and len(second.trades) == 50
+
+
+def test_progress_events_move_runs_until_a_newer_snapshot_replaces_them(tmp_path: Path) -> None:
+    with Bus(tmp_path / "bus") as bus:
+        fill_bus(bus)
+        reader = BusReader(bus)
+        reader.read()
+        bus.publish("training_progress", {"run_id": "r-new", "kind": "mlp", "epoch": 1,
+                                          "loss": 0.9, "percent": 10.0, "status": "running"})
+        bus.publish("training_progress", {"run_id": "r-new", "kind": "mlp", "epoch": 2,
+                                          "loss": 0.8, "percent": 20.0, "status": "running"})
+        state = reader.read()
+        assert state is not None and state.changed == {"training"}
+        run = next(r for r in state.training if r["run_id"] == "r-new")
+        assert (run["percent"], run["loss_curve"]) == (20.0, [0.9, 0.8])
+        bus.put_snapshot("training", [{"run_id": "r-new", "status": "completed", "percent": 100,
+                                       "epoch": 2, "loss_curve": [0.9, 0.8]}])
+        state = reader.read()
+        assert state is not None
+        assert [(r["run_id"], r["status"]) for r in state.training] == [("r-new", "completed")]
+
+
+def test_a_bus_read_error_shows_in_the_banner_and_clears(bus_state: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = [True]
+    real = Bus.heartbeat
+
+    def heartbeat_or_fail(self: Bus):
+        if broken[0]:
+            raise OSError("disk I/O error")
+        return real(self)
+
+    monkeypatch.setattr(Bus, "heartbeat", heartbeat_or_fail)
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        assert "BUS ERROR: OSError('disk I/O error')" in text(app, "#banner")
+        broken[0] = False
+        await wait_for(lambda: app.state.error is None and app.state.running)
+        assert not app.screen.query_one("#banner").display
+
+    run_scenario(app, scenario)
