@@ -66,11 +66,23 @@ class SupervisorConfig:
 @dataclass(frozen=True)
 class FeedConfig:
     interval: str = _f("1m", choices=("1m",))
-    min_turnover_usd: float = _f(10_000_000.0, lo=0.0, hi=1e13,
-                                 doc="24h turnover bar for the tradable set")
     warmup_minutes: int = _f(60, lo=0, hi=100_000, doc="candles fetched on first start")
     max_catchup_minutes: int = _f(1440, lo=1, hi=1_000_000)
     hot_window_days: int = _f(14, lo=1, hi=3650, doc="candles kept in DuckDB; older live in the lake")
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    interval_s: float = _f(3600.0, lo=10.0, hi=86400.0, doc="full instruments refresh")
+    ticker_interval_s: float = _f(30.0, lo=1.0, hi=3600.0,
+                                  doc="turnover check; a pair crossing the bar is tradable "
+                                      "within this much market time")
+    min_turnover_usd: float = _f(10_000_000.0, lo=0.0, hi=1e13,
+                                 doc="24h turnover bar for the tradable set")
+    quote: str = _f("USDT")
+    throttle_usage: float = _f(0.9, lo=0.0, hi=1.0)
+    throttle_window_s: float = _f(300.0, lo=1.0, hi=86400.0)
+    throttle_factor: float = _f(4.0, lo=1.0, hi=100.0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property

@@ -200,6 +200,40 @@ class Store:
             self.sql("DELETE FROM candles WHERE open_time < ?", [before_ms])
         return int(n)
 
+    # -- pairs -------------------------------------------------------------------------------
+
+    def save_pairs(self, rows: list[Any], events: list[Any], ts: float) -> None:
+        """Upsert the discovered pairs and append their change events, in one transaction."""
+        pairs = pa.table({
+            "symbol": [r.symbol for r in rows], "status": [r.status for r in rows],
+            "turnover_24h": pa.array([float(r.turnover_24h) for r in rows], pa.float64()),
+            "tradable": pa.array([bool(r.tradable) for r in rows], pa.bool_()),
+            "ts": pa.array([ts] * len(rows), pa.float64())})
+        self.sql("BEGIN TRANSACTION")
+        try:
+            self.con.register("_pairs", pairs)
+            self.sql("INSERT INTO pairs SELECT symbol, status, turnover_24h, tradable, ts, ts "
+                     "FROM _pairs ON CONFLICT (symbol) DO UPDATE SET status = excluded.status, "
+                     "turnover_24h = excluded.turnover_24h, tradable = excluded.tradable, "
+                     "updated = excluded.updated")
+            for e in events:
+                self.sql("INSERT INTO pair_events VALUES (?, ?, ?, ?)",
+                         [ts, e.symbol, e.event, e.turnover_24h])
+            self.sql("COMMIT")
+        except Exception:
+            self.sql("ROLLBACK")
+            raise
+        finally:
+            self.con.unregister("_pairs")
+
+    def load_pairs(self) -> list[tuple[str, str, float, bool]]:
+        return [(s, st, float(t or 0), bool(tr)) for s, st, t, tr in self.sql(
+            "SELECT symbol, status, turnover_24h, tradable FROM pairs ORDER BY symbol")]
+
+    def pair_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._dicts("SELECT ts, symbol, event, turnover_24h FROM pair_events "
+                           "ORDER BY ts DESC, symbol LIMIT ?", [limit])
+
     # -- incidents and audit -----------------------------------------------------------------
 
     def record_incident(self, service: str, kind: str, message: str,

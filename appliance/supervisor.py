@@ -8,6 +8,7 @@ Task tree of ``methtrader run``::
          ├─ supervise("heartbeat")     bus heartbeat, status snapshot, virtual clock saved
          ├─ supervise("operator")      bus commands → handlers; audit journal → audit_log
          ├─ supervise("huey")          the job consumer child process (queue.db)
+         ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
          └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
@@ -37,7 +38,7 @@ from appliance.exchange.sim import SimExchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
 from appliance.jobs import Jobs
-from appliance.services import consumer, feed, heartbeat, operator
+from appliance.services import consumer, discovery, feed, heartbeat, operator
 from appliance.store import Store, StoreRunner
 from appliance.supervision import Supervisor
 
@@ -79,6 +80,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
                                           started_at),
         operator.NAME: functools.partial(operator.run, ctx, {}),
+        discovery.NAME: functools.partial(discovery.run, ctx),
         feed.NAME: functools.partial(feed.run, ctx),
     }
 

@@ -49,7 +49,7 @@ async def select_tradable(ctx: ServiceContext) -> list[str]:
     pairs = ctx.bus.tradable_pairs()
     if pairs is not None:
         return pairs
-    bar = ctx.cfg.feed.min_turnover_usd
+    bar = ctx.cfg.discovery.min_turnover_usd
     listed = {i.symbol for i in await ctx.exchange.instruments() if i.status == "Trading"}
     return sorted(t.symbol for t in await ctx.exchange.tickers()
                   if t.symbol in listed and t.turnover_24h > bar)

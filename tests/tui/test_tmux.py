@@ -57,12 +57,15 @@ def test_mission_control_in_a_plain_terminal(bus_state: Path) -> None:
     term = Terminal(f"methtrader-test-{os.getpid()}")
     # Textual draws on stderr, so it is not redirected; a crash shows in the pane.
     command = f"cd {ROOT} && exec {sys.executable} -m tui.app --state-dir {bus_state}"
-    term.tmux("-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "120", "-y", "40",
+    term.tmux("-f", "/dev/null", "start-server", ";", "set-option", "-g", "default-size", "120x40",
+              ";", "new-session", "-d", "-s", "tui", "-x", "120", "-y", "40",
               "-e", "TERM=xterm-256color", command)
-    term.tmux("resize-window", "-t", "tui", "-x", "120", "-y", "40")
     try:
-        screen = term.wait_for("Portfolio value")
-        assert "1 Dashboard" in screen and "APPLIANCE NOT RUNNING" not in screen
+        assert term.tmux("display", "-p", "-t", "tui", "#{window_width}x#{window_height}"
+                         ).stdout.strip() == "120x40"
+        screen = term.wait_for("bybit-rest")  # the first bus update has arrived
+        assert "Portfolio value" in screen and "● RUNNING" in screen
+        assert "APPLIANCE NOT RUNNING" not in screen
         term.keys("2")
         screen = term.wait_for("Time (UTC)")
         assert "AVAXUSDT" in screen and "2024-06-01 12:59:00" in screen

@@ -1,0 +1,93 @@
+"""Layer 1, pair discovery: which USDT perpetuals are liquid enough to trade.
+
+Every ``ticker_interval_s`` of market time it re-reads the tickers and applies the pairlist
+filters (status Trading, quote USDT, 24h turnover above the bar), so a pair that crosses the bar
+is tradable within that interval; the instrument list itself is refreshed every ``interval_s``
+(hourly). The tradable set goes to the bus (``tradable_pairs``), every change is a
+``pair_events`` row and a ``pair_event`` on the bus, and ``pairs_total`` follows the set.
+
+While the exchange's rate-limit usage has stayed above 90% for 5 minutes, both intervals are
+multiplied by ``throttle_factor`` (×4) and an event says so: discovery yields to trading.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from appliance.config import DiscoveryConfig
+from appliance.context import ServiceContext
+from appliance.domain import Instrument, Ticker
+from appliance.exchange.base import Exchange
+from appliance.logs import service_logger
+from appliance.pairlist import PairChange, PairFilter, PairRow, candidates, changes, select
+from appliance.pairlist.quote import QuoteFilter
+from appliance.pairlist.status import StatusFilter
+from appliance.pairlist.turnover import TurnoverFilter
+from appliance.risk import sustained_above
+
+NAME = "discovery"
+
+
+def filters_for(exchange: Exchange, cfg: DiscoveryConfig) -> list[PairFilter]:
+    """Replay data comes in many quote currencies, so it skips the quote and volume bar."""
+    chain: list[PairFilter] = [StatusFilter()]
+    if getattr(exchange, "applies_volume_bar", True):
+        chain += [QuoteFilter(cfg.quote), TurnoverFilter(cfg.min_turnover_usd)]
+    return chain
+
+
+def evaluate(instruments: list[Instrument], tickers: list[Ticker],
+             chain: list[PairFilter]) -> list[PairRow]:
+    return select(candidates(instruments, tickers), chain)
+
+
+async def discover_once(exchange: Exchange, cfg: DiscoveryConfig) -> list[PairRow]:
+    """One discovery pass without side effects (``methtrader discover``)."""
+    return evaluate(await exchange.instruments(), await exchange.tickers(),
+                    filters_for(exchange, cfg))
+
+
+async def run(ctx: ServiceContext) -> None:
+    log = service_logger(NAME)
+    cfg = ctx.cfg.discovery
+    chain = filters_for(ctx.exchange, cfg)
+    previous = {s: PairRow(s, st, "USDT", t, tr) for s, st, t, tr in
+                await ctx.store.call("load_pairs")}
+    instruments: list[Instrument] | None = None
+    instruments_at = float("-inf")
+    usage: deque[tuple[float, float]] = deque()
+    throttled = False
+    while True:
+        ctx.beat(NAME)
+        now = ctx.clock.now()
+        usage.append((now, ctx.exchange.rate_limit_usage()))
+        while len(usage) > 2 and usage[1][0] < now - cfg.throttle_window_s:
+            usage.popleft()
+        now_throttled = sustained_above(list(usage), now, cfg.throttle_usage,
+                                        cfg.throttle_window_s)
+        if now_throttled != throttled:
+            throttled = now_throttled
+            ctx.bus.publish("discovery_throttled", {"throttled": throttled,
+                                                    "factor": cfg.throttle_factor},
+                            service=NAME, market_ts=now)
+            log.warning("discovery throttled" if throttled else "discovery unthrottled",
+                        usage=usage[-1][1])
+        factor = cfg.throttle_factor if throttled else 1.0
+        if instruments is None or now - instruments_at >= cfg.interval_s * factor:
+            instruments, instruments_at = await ctx.exchange.instruments(), now
+        rows = evaluate(instruments, await ctx.exchange.tickers(), chain)
+        found = changes(previous, rows)
+        await ctx.store.call("save_pairs", rows, found, now)
+        tradable = [r.symbol for r in rows if r.tradable]
+        ctx.bus.set_tradable_pairs(tradable)
+        ctx.metrics.pairs_total.set(len(tradable))
+        for change in found:
+            _announce(ctx, change, now)
+        previous = {r.symbol: r for r in rows}
+        await ctx.clock.sleep_until(now + cfg.ticker_interval_s * factor)
+
+
+def _announce(ctx: ServiceContext, change: PairChange, now: float) -> None:
+    ctx.bus.publish("pair_event", {"symbol": change.symbol, "event": change.event,
+                                   "turnover_24h": change.turnover_24h},
+                    service=NAME, market_ts=now)

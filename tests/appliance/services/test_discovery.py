@@ -1,0 +1,76 @@
+import pytest
+import trio
+
+from appliance.exchange.sim import SimExchange
+from appliance.exchange.simmarket import DAY_MS, EPOCH_MS
+from appliance.services import discovery
+
+# SEIUSDT trades 45 days, pauses 15 (a 60-day cycle): day 825 after the epoch it is delisted.
+BEFORE_DELISTING = (EPOCH_MS + 824 * DAY_MS + 23 * 3_600_000) / 1000
+BEFORE_RELISTING = (EPOCH_MS + 839 * DAY_MS + 23 * 3_600_000) / 1000
+
+
+def events(ctx, kind="pair_event"):
+    return [(e["data"]["symbol"], e["data"]["event"]) for e in ctx.bus.events_since(0, [kind])]
+
+
+@pytest.mark.trio
+async def test_discovery_publishes_the_tradable_set_and_records_changes(make_ctx, autojump_clock):
+    ctx = make_ctx(speed=600, start=BEFORE_DELISTING)
+    with trio.move_on_after(2 * 3600 / 600):  # two market hours
+        await discovery.run(ctx)
+    tradable = ctx.bus.tradable_pairs()
+    assert "BTCUSDT" in tradable and "XLMUSDT" not in tradable  # XLM is under the $10M bar
+    assert ctx.metrics.pairs_total._value.get() == len(tradable)
+    assert ("SEIUSDT", "delisted") in events(ctx)
+    assert ("BTCUSDT", "listed") in events(ctx)  # first discovery lists what it sees
+    rows = ctx.store.store.sql("SELECT symbol, event FROM pair_events")
+    assert ("SEIUSDT", "delisted") in rows
+    pairs = dict(ctx.store.store.sql("SELECT symbol, tradable FROM pairs"))
+    assert pairs["BTCUSDT"] is True and pairs["XLMUSDT"] is False
+
+
+@pytest.mark.trio
+async def test_relisting_is_seen_within_the_ticker_interval(make_ctx, autojump_clock):
+    ctx = make_ctx(speed=600, start=BEFORE_RELISTING)
+    with trio.move_on_after(3600 / 600 + 2):  # the relisting happens after 1 market hour
+        await discovery.run(ctx)
+    listed = [e for e in ctx.bus.events_since(0, ["pair_event"])
+              if e["data"] == {**e["data"], "symbol": "SEIUSDT", "event": "listed"}]
+    assert len(listed) == 1
+    relist_at = (EPOCH_MS + 840 * DAY_MS) / 1000
+    assert relist_at <= listed[0]["market_ts"] < relist_at + ctx.cfg.discovery.ticker_interval_s
+
+
+class BusyExchange(SimExchange):
+    """The sim market with a rate-limit reading the test controls."""
+
+    usage = 0.0
+
+    def rate_limit_usage(self) -> float:
+        return self.usage
+
+
+@pytest.mark.trio
+async def test_sustained_rate_limit_usage_throttles_discovery(make_ctx, autojump_clock):
+    ctx = make_ctx(speed=60, start=BEFORE_DELISTING)
+    ctx.exchange = BusyExchange(ctx.clock, ctx.cfg.sim, inline=True)
+    calls = []
+    real_tickers = ctx.exchange.tickers
+
+    async def counted():
+        calls.append(ctx.clock.now())
+        return await real_tickers()
+
+    ctx.exchange.tickers = counted
+    ctx.exchange.usage = 0.97
+    with trio.move_on_after(15 * 60 / 60):  # 15 market minutes
+        await discovery.run(ctx)
+    flips = [e["data"]["throttled"] for e in ctx.bus.events_since(0, ["discovery_throttled"])]
+    assert flips == [True]
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    base = ctx.cfg.discovery.ticker_interval_s
+    assert gaps[0] == pytest.approx(base, abs=1)
+    assert gaps[-1] == pytest.approx(base * ctx.cfg.discovery.throttle_factor, abs=1)
+    assert all(g == pytest.approx(base, abs=1) for g in gaps
+               if calls[gaps.index(g)] < calls[0] + 300)
