@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 from appliance.config import Config, ConfigError, build_config, config_as_toml
 from appliance.store import StoreError
-from appliance.supervisor import StartupError
+from appliance.exchange.factory import StartupError
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -38,13 +39,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file")
 
 
+def _add_exchange(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exchange", choices=("sim", "replay", "bybit"),
+                   help="the market (default sim: no network, no keys)")
+    p.add_argument("--base-url", help="bybit: API host, e.g. http://127.0.0.1:PORT for "
+                   "methtrader fake-bybit")
+    p.add_argument("--replay-folder", help="replay: folder of candle files")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="methtrader", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the appliance (default: the simulated market)")
     _add_common(p)
-    p.add_argument("--exchange", choices=("sim", "replay", "bybit"))
+    _add_exchange(p)
     p.add_argument("--speed", type=float, help="virtual seconds per real second (sim; "
                    "default 60)")
     p.add_argument("--for", dest="for_", type=parse_duration, metavar="DURATION",
@@ -68,6 +77,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="operator resume")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("discover", help="run pair discovery once and print the table")
+    _add_common(p)
+    _add_exchange(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("backfill", help="backfill candle history into the lake")
+    _add_common(p)
+    _add_exchange(p)
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL",
+                   help="default: the tradable set (discovered first when none is known)")
+    p.add_argument("--days", type=int, default=None, help="days of history (default 90)")
+    p.add_argument("--interval", default="1m",
+                   help="only 1m is fetched; 5m and 1h are derived from it")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("fake-bybit", help="a loopback Bybit v5 server backed by the sim market")
+    from appliance.exchange.fake_bybit import add_fake_bybit_args
+
+    add_fake_bybit_args(p)
+
+    p = sub.add_parser("tui", help="mission control (Textual) for a running appliance")
+    _add_common(p)
+
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     c = csub.add_parser("check", help="validate a config and print the effective config")
@@ -82,7 +114,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace, **general: Any) -> Config:
-    overrides = {"general": {"state_dir": getattr(args, "state_dir", None), **general}}
+    overrides: dict[str, dict[str, Any]] = {
+        "general": {"state_dir": getattr(args, "state_dir", None),
+                    "exchange": getattr(args, "exchange", None), **general},
+        "bybit": {"base_url": getattr(args, "base_url", None)},
+        "replay": {"folder": getattr(args, "replay_folder", None)},
+    }
     return build_config(getattr(args, "config", None), overrides=overrides)
 
 
@@ -97,8 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.logs import setup_logging
     from appliance.supervisor import RunLimits, run_sync
 
-    cfg = load_config(args, exchange=args.exchange, speed=args.speed,
-                      metrics_port=args.metrics_port)
+    cfg = load_config(args, speed=args.speed, metrics_port=args.metrics_port)
     cfg.state_path.mkdir(parents=True, exist_ok=True)
     setup_logging(cfg.state_path, cfg.general.log_level)
     return run_sync(cfg, RunLimits(for_s=args.for_, until_s=args.until))
@@ -166,7 +202,67 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from appliance.commands import discover
+
+    cfg = load_config(args)
+    rows = discover(cfg)
+    data = [{"symbol": r.symbol, "turnover24h": r.turnover_24h, "tradable": r.tradable,
+             "status": r.status, "dropped_by": r.dropped_by} for r in rows]
+    lines = [f"{'symbol':<14}{'24h turnover':>18}  tradable"]
+    for r in rows:
+        why = "yes" if r.tradable else f"no ({r.dropped_by})"
+        lines.append(f"{r.symbol:<14}{r.turnover_24h:>18,.0f}  {why}")
+    lines.append(f"{sum(r.tradable for r in rows)} tradable of {len(rows)} "
+                 f"(bar: 24h turnover > {cfg.discovery.min_turnover_usd:,.0f})")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from appliance.commands import backfill
+
+    if args.interval != "1m":
+        raise ConfigError(f"--interval {args.interval}: only 1m is fetched; 5m and 1h are "
+                          "derived from it in the lake")
+    overrides = {} if args.days is None else {"days": args.days}
+    cfg = load_config(args)
+    if overrides:
+        cfg = build_config(args.config, overrides={
+            "general": {"state_dir": args.state_dir, "exchange": args.exchange},
+            "bybit": {"base_url": args.base_url}, "replay": {"folder": args.replay_folder},
+            "datasets": overrides})
+    results = backfill(cfg, args.symbols, show_progress=not args.json)
+    _emit(args, results, "\n".join(
+        f"{r['symbol']:<14} rows {r['rows']:>8}  missing {r['missing']:>6}  days written "
+        f"{r['days_written']:>3} skipped {r['days_skipped']:>3}  sha256 {r['sha256'][:16]}"
+        for r in results))
+    return 0
+
+
+def cmd_fake_bybit(args: argparse.Namespace) -> int:
+    from appliance.exchange.fake_bybit import faults_from_args, run_fake_bybit
+
+    try:
+        faults = faults_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    run_fake_bybit(args.port, args.seed, faults, {args.api_key: args.api_secret},
+                   host=args.host)
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import run_tui
+
+    return run_tui(load_config(args).state_path)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "discover": cmd_discover,
+    "backfill": cmd_backfill,
+    "fake-bybit": cmd_fake_bybit,
+    "tui": cmd_tui,
     "run": cmd_run,
     "status": cmd_status,
     "kill": lambda a: _set_maintenance(a, True),
@@ -177,6 +273,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `methtrader status | head` ends quietly
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

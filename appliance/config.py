@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
        choices: tuple[str, ...] | None = None, secret: bool = False, doc: str = "") -> Any:
-    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices,
+    return field(default=default, repr=not secret, metadata={"lo": lo, "hi": hi, "choices": choices,
                                             "secret": secret, "doc": doc})
 
 
@@ -86,6 +86,34 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class DatasetsConfig:
+    days: int = _f(90, lo=1, hi=3650, doc="history backfilled for a new pair")
+    concurrency: int = _f(4, lo=1, hi=64, doc="pairs backfilled at once")
+    check_interval_s: float = _f(60.0, lo=1.0, hi=86400.0)
+    refresh_interval_s: float = _f(86400.0, lo=60.0, hi=30 * 86400.0,
+                                   doc="top up every dataset to the present this often")
+
+
+@dataclass(frozen=True)
+class BybitConfig:
+    network: str = _f("testnet", choices=("mainnet", "testnet", "demo"))
+    base_url: str = _f("", doc="overrides the network's host, e.g. http://127.0.0.1:PORT "
+                               "for the fake server")
+    paper: bool = _f(True, doc="live prices, fills by the local paper engine")
+    key_file: str = _f("", doc="file (mode 0600) holding the API key and secret, one a line")
+    api_key: str = _f("", secret=True, doc="from BYBIT_API_KEY or key_file only")
+    api_secret: str = _f("", secret=True, doc="from BYBIT_API_SECRET or key_file only")
+    recv_window_ms: int = _f(5000, lo=100, hi=60000)
+    max_retries: int = _f(5, lo=0, hi=20)
+    backfill_concurrency: int = _f(4, lo=1, hi=64)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    folder: str = _f("", doc="folder of candle files (Parquet/CSV/JSON) played on the clock")
+
+
+@dataclass(frozen=True)
 class JobsConfig:
     workers: int = _f(1, lo=1, hi=64, doc="huey worker processes")
     stop_grace_s: float = _f(2.0, lo=0.0, hi=60.0,
@@ -106,6 +134,9 @@ class Config:
     feed: FeedConfig = field(default_factory=FeedConfig)
     bus: BusConfig = field(default_factory=BusConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
+    bybit: BybitConfig = field(default_factory=BybitConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property
@@ -258,18 +289,52 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _refuse_secrets(data: Mapping[str, Any], source: str, text: str | None) -> None:
+    defaults = Config()
+    for sec in fields(Config):
+        for f in fields(getattr(defaults, sec.name)):
+            if f.metadata.get("secret") and f.name in data.get(sec.name, {}):
+                raise ConfigError(f"{_where(source, text, sec.name, f.name)} is a secret: it "
+                                  "is never read from a config file or flag; set "
+                                  f"BYBIT_{f.name.upper()} or use bybit.key_file (mode 0600)")
+
+
+def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
+    """API keys from BYBIT_API_KEY / BYBIT_API_SECRET, else from the 0600 key file."""
+    key, secret = env.get("BYBIT_API_KEY", ""), env.get("BYBIT_API_SECRET", "")
+    if not (key and secret) and cfg.bybit.key_file:
+        path = Path(cfg.bybit.key_file).expanduser()
+        try:
+            lines = read_secret_file(path).splitlines()
+        except OSError as exc:
+            raise ConfigError(f"'bybit.key_file': cannot read {path}: "
+                              f"{exc.strerror or exc}") from None
+        if len(lines) < 2:
+            raise ConfigError(f"'bybit.key_file': {path} must hold the API key on the first "
+                              "line and the secret on the second")
+        key, secret = lines[0].strip(), lines[1].strip()
+    return replace(cfg, bybit=replace(cfg.bybit, api_key=key, api_secret=secret))
+
+
 def build_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
-    """Defaults < TOML file < environment < flags (``overrides``), validated at each step."""
+    """Defaults < TOML file < environment < flags (``overrides``), validated at each step.
+
+    Secrets never come from the file or flags: only from the environment or a 0600 key file.
+    """
+    env = os.environ if env is None else env
     cfg = Config()
     if path is not None:
         data, text = load_toml(Path(path))
+        _refuse_secrets(data, str(path), text)
         cfg = _apply(cfg, data, str(path), text)
-    cfg = _apply(cfg, _from_env(os.environ if env is None else env), "environment")
+    from_env = _from_env(env)
+    _refuse_secrets(from_env, "environment", None)
+    cfg = _apply(cfg, from_env, "environment")
     if overrides:
         clean = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
         cfg = _apply(cfg, {s: kv for s, kv in clean.items() if kv}, "command line")
-    return cfg
+    return _secrets(cfg, env)
 
 
 def read_secret_file(path: Path) -> str:
@@ -284,9 +349,15 @@ def read_secret_file(path: Path) -> str:
 def config_as_toml(cfg: Config) -> str:
     """The effective config as TOML text (secrets masked), for ``config check``."""
     lines: list[str] = []
+    secret = {(sec.name, f.name) for sec in fields(cfg) for f in fields(getattr(cfg, sec.name))
+              if f.metadata.get("secret")}
     for sec, values in cfg.to_dict().items():
         lines.append(f"[{sec}]")
         for key, value in values.items():
+            if (sec, key) in secret:
+                lines.append(f"# {key} = {'set (****)' if value else 'not set'}, from the "
+                             "environment or key_file only")
+                continue
             if isinstance(value, bool):
                 rendered = "true" if value else "false"
             elif isinstance(value, (int, float)):

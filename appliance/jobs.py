@@ -48,6 +48,7 @@ class Jobs:
         self._bus: Bus | None = None
         self.tasks: dict[str, Any] = {}
         self.register("selftest", selftest)
+        self.register("features", _build_features)
 
     @property
     def bus(self) -> Bus:
@@ -129,6 +130,12 @@ def _exit_with_parent() -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _build_features(state_dir: Path, symbol: str) -> int:
+    from data.feature_job import build_features  # heavy imports stay in the worker
+
+    return build_features(state_dir, symbol)
 
 
 def consumer_main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE drift (ts BIGINT, symbol VARCHAR, kl DOUBLE, zscore DOUBLE);
     CREATE TABLE feature_reference (model_id VARCHAR, feature VARCHAR, stats JSON);
     """,
+    # v3: datasets say how complete they are
+    """
+    ALTER TABLE datasets ADD COLUMN missing BIGINT DEFAULT 0;
+    ALTER TABLE datasets ADD COLUMN files INTEGER DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -233,6 +238,23 @@ class Store:
     def pair_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._dicts("SELECT ts, symbol, event, turnover_24h FROM pair_events "
                            "ORDER BY ts DESC, symbol LIMIT ?", [limit])
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    def save_dataset(self, m: Any) -> None:
+        """Upsert a dataset manifest row (see data.lake.Manifest)."""
+        self.sql("INSERT INTO datasets (dataset_id, symbol, interval, start_time, end_time, rows, "
+                 "sha256, created_at, missing, files) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT (dataset_id) DO UPDATE SET start_time = excluded.start_time, "
+                 "end_time = excluded.end_time, rows = excluded.rows, sha256 = excluded.sha256, "
+                 "created_at = excluded.created_at, missing = excluded.missing, "
+                 "files = excluded.files",
+                 [m.dataset_id, m.symbol, m.interval, m.start_time, m.end_time, m.rows,
+                  m.sha256, m.created_at, m.missing, m.files])
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._dicts("SELECT dataset_id, symbol, interval, start_time, end_time, rows, "
+                           "missing, files, sha256, created_at FROM datasets ORDER BY 1")
 
     # -- incidents and audit -----------------------------------------------------------------
 

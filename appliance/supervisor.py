@@ -9,6 +9,7 @@ Task tree of ``methtrader run``::
          ├─ supervise("operator")      bus commands → handlers; audit journal → audit_log
          ├─ supervise("huey")          the job consumer child process (queue.db)
          ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
+         ├─ supervise("datasets")      new pair → 90-day backfill → lake + manifest → feature job
          └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
@@ -19,7 +20,6 @@ the DuckDB file read-write.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import signal
 import time
@@ -30,23 +30,18 @@ import trio
 from prometheus_client import start_http_server
 
 from appliance.bus import Bus
-from appliance.clock import Clock, RealClock, VirtualClock, load_virtual_clock, save_virtual_clock
+from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
 from appliance.context import ServiceContext
-from appliance.exchange.base import Exchange
-from appliance.exchange.sim import SimExchange
+from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
 from appliance.jobs import Jobs
-from appliance.services import consumer, discovery, feed, heartbeat, operator
+from appliance.services import consumer, datasets, discovery, feed, heartbeat, operator
 from appliance.store import Store, StoreRunner
 from appliance.supervision import Supervisor
 
 log = service_logger("supervisor")
-
-
-class StartupError(RuntimeError):
-    """The appliance cannot start; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -55,20 +50,6 @@ class RunLimits:
 
     for_s: float | None = None
     until_s: float | None = None
-
-
-def make_clock(cfg: Config) -> Clock:
-    if cfg.general.exchange in ("sim", "replay"):
-        start = math.floor(time.time() / 60) * 60.0
-        return load_virtual_clock(cfg.state_path, cfg.general.speed, start)
-    return RealClock()
-
-
-def make_exchange(cfg: Config, clock: Clock) -> Exchange:
-    if cfg.general.exchange == "sim":
-        return SimExchange(clock, cfg.sim)
-    raise StartupError(f"exchange {cfg.general.exchange!r} is not available yet; use "
-                       "--exchange sim")
 
 
 def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
@@ -81,6 +62,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
                                           started_at),
         operator.NAME: functools.partial(operator.run, ctx, {}),
         discovery.NAME: functools.partial(discovery.run, ctx),
+        datasets.NAME: functools.partial(datasets.run, ctx, jobs),
         feed.NAME: functools.partial(feed.run, ctx),
     }
 
@@ -128,7 +110,8 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
     bus = Bus(state_dir / "bus", events_maxlen=cfg.bus.events_maxlen)
     store = Store(state_dir / "methtrader.duckdb")
     metrics = Metrics()
-    exchange = make_exchange(cfg, clock)
+    exchange = make_exchange(
+        cfg, clock, lambda ep, used: metrics.exchange_rate_limit_usage.labels(ep).set(used))
     ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store),
                          exchange=exchange, metrics=metrics)
     started_at = time.time()
@@ -156,6 +139,9 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
         with trio.move_on_after(cfg.supervisor.shutdown_timeout_s) as scope:
             scope.shield = True
             await _shutdown(ctx, supervisor, started_at)
+            aclose = getattr(exchange, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if server is not None:
             server.shutdown()
             server.server_close()

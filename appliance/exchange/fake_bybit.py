@@ -159,19 +159,16 @@ def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str
     """Block running the fake server; print the listening line; stop on Ctrl-C / SIGTERM."""
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(partial(serve_fake_bybit, port, seed, host=host,
-                                                faults=faults, api_keys=api_keys))
-            print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
-            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(partial(serve_fake_bybit, port, seed, host=host,
+                                                    faults=faults, api_keys=api_keys))
+                print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     return
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        pass
+    trio.run(main)
 
 
 def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:

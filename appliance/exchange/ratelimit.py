@@ -113,12 +113,12 @@ class RateLimiter:
         if endpoint == SHARED:
             return self.shared_usage(now)
         st = self._endpoints.get(endpoint)
-        if st is None or st.limit <= 0:
-            return 0.0
-        if now >= st.blocked_until and now >= st.reset_at:
+        if st is None:
             return 0.0
         if now < st.blocked_until:
             return 1.0
+        if st.limit <= 0 or now >= st.reset_at:
+            return 0.0
         return min(1.0, max(0.0, (st.limit - st.remaining) / st.limit))
 
     def usages(self, now: float | None = None) -> dict[str, float]:

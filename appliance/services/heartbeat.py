@@ -37,6 +37,18 @@ def status_snapshot(store: Store) -> dict[str, Any]:
     }
 
 
+def pipeline_snapshot(store: Store, backfill: dict[str, float] | None) -> dict[str, Any]:
+    """The Data pipeline screen's figures: backfill progress, missing candles, discoveries."""
+    return {
+        "backfill": backfill or {},
+        "missing": {d["symbol"]: int(d["missing"] or 0) for d in store.datasets()
+                    if d["interval"] == "1m"},
+        "cache_hit_rate": None,
+        "discovery": [{"ts": e["ts"], "symbol": e["symbol"], "event": e["event"]}
+                      for e in store.pair_events(50)],
+    }
+
+
 def heartbeat_payload(ctx: ServiceContext, services: dict[str, dict[str, object]],
                       started_at: float, *, final: bool = False) -> dict[str, Any]:
     now = time.time()
@@ -68,5 +80,8 @@ async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, ob
         if now - last_snapshot >= SNAPSHOT_EVERY_S:
             snap = await ctx.store.run(status_snapshot, ctx.store.store)
             ctx.bus.put_snapshot("status", snap)
+            pipeline = await ctx.store.run(pipeline_snapshot, ctx.store.store,
+                                           ctx.bus.snapshot("backfill"))
+            ctx.bus.put_snapshot("pipeline", pipeline)
             last_snapshot = now
         await trio.sleep(ctx.cfg.supervisor.heartbeat_interval_s)

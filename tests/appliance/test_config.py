@@ -85,3 +85,27 @@ def test_secret_file_must_be_private(tmp_path):
         read_secret_file(p)
     os.chmod(p, 0o600)
     assert read_secret_file(p) == "s3cret"
+
+
+def test_api_keys_come_from_the_environment_and_never_show(tmp_path):
+    cfg = build_config(env={"BYBIT_API_KEY": "AKEY123", "BYBIT_API_SECRET": "SSECRET456"})
+    assert cfg.bybit.api_key == "AKEY123" and cfg.bybit.api_secret == "SSECRET456"
+    shown = repr(cfg) + str(cfg.to_dict()) + config_as_toml(cfg)
+    assert "AKEY123" not in shown and "SSECRET456" not in shown and "****" in shown
+
+
+def test_api_keys_in_a_config_file_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is a secret"):
+        build_config(write(tmp_path, "[bybit]\napi_secret = 'oops'\n"), env={})
+
+
+def test_api_keys_from_a_private_key_file(tmp_path):
+    keys = tmp_path / "bybit.keys"
+    keys.write_text("KFILE\nSFILE\n")
+    keys.chmod(0o640)
+    path = write(tmp_path, f"[bybit]\nkey_file = '{keys}'\n")
+    with pytest.raises(ConfigError, match="chmod 600"):
+        build_config(path, env={})
+    keys.chmod(0o600)
+    cfg = build_config(path, env={})
+    assert (cfg.bybit.api_key, cfg.bybit.api_secret) == ("KFILE", "SFILE")

@@ -1,0 +1,124 @@
+"""One-shot commands that talk to the exchange without a running appliance.
+
+``discover`` prints the pair table; ``backfill`` fills the lake. Both build the same exchange
+``run`` would (sim on the state dir's virtual time, replay, or bybit), and neither needs the
+DuckDB file: a backfill registers its datasets there when it can, and otherwise leaves the
+manifests in the lake for the appliance to register on its next pass.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import trio
+
+from appliance.backfill import backfill_symbol
+from appliance.bus import Bus
+from appliance.clock import floor_minute_ms, now_ms
+from appliance.config import Config
+from appliance.exchange.base import Exchange
+from appliance.exchange.factory import make_clock, make_exchange
+from appliance.pairlist import PairRow
+from appliance.services.discovery import discover_once
+from appliance.store import Store, StoreError
+from data.lake import DAY_MS, Lake
+
+
+async def _with_exchange(cfg: Config, fn):
+    clock = make_clock(cfg)
+    exchange = make_exchange(cfg, clock)
+    try:
+        return await fn(exchange, clock)
+    finally:
+        aclose = getattr(exchange, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def discover(cfg: Config) -> list[PairRow]:
+    async def go(exchange: Exchange, clock) -> list[PairRow]:
+        return await discover_once(exchange, cfg.discovery)
+
+    return trio.run(_with_exchange, cfg, go)
+
+
+def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
+             ) -> list[dict[str, Any]]:
+    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    lake = Lake(cfg.state_path / "lake")
+
+    async def go(exchange: Exchange, clock) -> list[dict[str, Any]]:
+        wanted = list(symbols)
+        if not wanted:
+            with Bus(cfg.state_path / "bus") as bus:
+                wanted = bus.tradable_pairs() or []
+            if not wanted:
+                rows = await discover_once(exchange, cfg.discovery)
+                wanted = [r.symbol for r in rows if r.tradable]
+        end = floor_minute_ms(now_ms(clock))  # fixed once: a re-run asks for the same range
+        start = end - cfg.datasets.days * DAY_MS
+        results = []
+        with _progress(show_progress) as bar:
+            for symbol in wanted:
+                task = bar.add_task(symbol, total=None) if bar else None
+
+                def report(sym: str, done: int, total: int, task=task) -> None:
+                    if bar:
+                        bar.update(task, completed=done, total=total)
+
+                r = await backfill_symbol(exchange, lake, symbol, start, end, report)
+                await trio.to_thread.run_sync(lake.resample, symbol)
+                manifests = [m for iv in ("1m", "5m", "1h")
+                             if (m := await trio.to_thread.run_sync(lake.manifest, symbol, iv))]
+                for m in manifests:
+                    await trio.to_thread.run_sync(lake.save_manifest, m)
+                m = manifests[0] if manifests else None
+                results.append({"symbol": symbol, "rows": m.rows if m else 0,
+                                "missing": r.missing, "days_written": r.days_written,
+                                "days_skipped": r.days_skipped,
+                                "sha256": m.sha256 if m else "",
+                                "start_time": m.start_time if m else None,
+                                "end_time": m.end_time if m else None})
+        _register(cfg, lake)
+        return results
+
+    return trio.run(_with_exchange, cfg, go)
+
+
+def _register(cfg: Config, lake: Lake) -> bool:
+    """Record the lake's manifests in DuckDB unless ``run`` holds it (it does that itself)."""
+    try:
+        store = Store(cfg.state_path / "methtrader.duckdb")
+    except StoreError:
+        return False
+    try:
+        for m in lake.manifests():
+            store.save_dataset(m)
+    finally:
+        store.close()
+    return True
+
+
+class _progress:
+    """A rich progress bar on stderr (so ``--json`` stdout stays clean), or nothing."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self.bar = None
+
+    def __enter__(self):
+        if not self.show:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(TextColumn("{task.description:<12}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("days"),
+                            console=Console(file=sys.stderr))
+        self.bar.__enter__()
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

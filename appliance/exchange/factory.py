@@ -1,0 +1,71 @@
+"""Build the clock and the exchange the config asks for (sim, replay or bybit)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from appliance.clock import Clock, RealClock, load_virtual_clock
+from appliance.config import Config
+from appliance.exchange.base import Exchange
+
+
+class StartupError(RuntimeError):
+    """The appliance (or a command) cannot start; the message says why and what to do."""
+
+
+def make_clock(cfg: Config) -> Clock:
+    """sim and replay run on a virtual clock saved in the state dir; bybit on the wall clock."""
+    if cfg.general.exchange == "sim":
+        start = math.floor(time.time() / 60) * 60.0
+        return load_virtual_clock(cfg.state_path, cfg.general.speed, start)
+    if cfg.general.exchange == "replay":
+        from appliance.exchange.replay import replay_start_ms
+
+        folder = _replay_folder(cfg)
+        return load_virtual_clock(cfg.state_path, cfg.general.speed,
+                                  replay_start_ms(folder) / 1000)
+    return RealClock()
+
+
+def _replay_folder(cfg: Config):
+    from pathlib import Path
+
+    if not cfg.replay.folder:
+        raise StartupError("replay needs a folder of candle files: set replay.folder in the "
+                           "config or --replay-folder DIR")
+    folder = Path(cfg.replay.folder).expanduser()
+    if not folder.is_dir():
+        raise StartupError(f"replay folder {folder} does not exist")
+    return folder
+
+
+def make_exchange(cfg: Config, clock: Clock,
+                  on_usage: Callable[[str, float], None] | None = None) -> Exchange:
+    """``on_usage(endpoint, fraction)`` receives rate-limit readings (bybit only)."""
+    kind = cfg.general.exchange
+    if kind == "sim":
+        from appliance.exchange.sim import SimExchange
+
+        return SimExchange(clock, cfg.sim)
+    if kind == "replay":
+        from appliance.exchange.replay import ReplayExchange
+
+        return ReplayExchange(clock, _replay_folder(cfg), taker_fee=cfg.sim.taker_fee,
+                              slippage_bps=cfg.sim.slippage_bps,
+                              starting_balance=cfg.sim.starting_balance)
+    from appliance.exchange.bybit import BybitExchange, BybitSettings
+
+    b = cfg.bybit
+    try:
+        settings = BybitSettings(
+            network=b.network, base_url=b.base_url or None, paper=b.paper,
+            api_key=b.api_key or None, api_secret=b.api_secret or None,
+            recv_window_ms=b.recv_window_ms, max_retries=b.max_retries,
+            backfill_concurrency=b.backfill_concurrency, paper_taker_fee=cfg.sim.taker_fee,
+            paper_slippage_bps=cfg.sim.slippage_bps,
+            paper_starting_balance=cfg.sim.starting_balance)
+        return BybitExchange(settings, on_usage=on_usage)
+    except ValueError as exc:
+        raise StartupError(f"bybit: {exc}") from None

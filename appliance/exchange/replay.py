@@ -1,0 +1,338 @@
+"""The ``replay`` exchange: real candle files (``data.loaders``) played on the market clock.
+
+Market time *is* the files' own timeline: the appliance starts its virtual clock at
+:func:`replay_start_ms` (the folder's earliest candle, or a configured start) and every answer
+depends only on ``clock.now()``. A candle is visible once it has closed on the clock
+(``open_time + interval <= now``), so no service can see the future; a resampled candle is
+visible once its whole bucket has closed.
+
+Instruments: every loaded symbol, ``PreLaunch`` before its first candle, ``Trading`` while its
+data lasts and ``Closed`` after its last candle has closed. A symbol found in several markets
+(Lean's BTCUSDT on Bybit spot, Bybit perpetual and Binance spot) is listed once per market as
+``SYMBOL.market`` (``BTCUSDT.bybit-perp``); a symbol from one market keeps its plain name. Its
+files' intervals are all served (XRPETH from a 1m and a 5m file serves both), and any fixed
+interval up to 1d that a native interval divides is resampled from the finest such one.
+
+Tickers give the last visible close and the turnover of the candles that closed in the last 24
+hours of the series that closed most recently. The volume bar (24h turnover > $10M) is not
+applied in replay (``applies_volume_bar = False``): the files quote in USDT, USD, BUSD, BTC or
+ETH, and inverse contracts count volume in USD contracts, so their turnovers do not compare.
+
+Orders fill on the paper engine at the last visible close, with the taker fee and slippage of
+the given costs (``SimConfig`` works), rounded to a tick size read from the prices; lot sizes are
+powers of ten worth about ten quote units at the first price.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import trio
+
+from appliance.clock import Clock, now_ms
+from appliance.config import SimConfig
+from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
+from appliance.exchange.base import ExchangeError
+from appliance.exchange.paper import PaperBroker
+from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
+from data.loaders import CandleSeries, load_folder
+
+
+class FillCosts(Protocol):
+    taker_fee: float
+    slippage_bps: float
+    starting_balance: float
+
+
+@dataclass(frozen=True, eq=False)
+class _Track:
+    """One native interval of one instrument: rows with their open and close times."""
+
+    interval: str
+    rows: np.ndarray
+    open_ms: np.ndarray
+    close_ms: np.ndarray
+
+    @property
+    def step_ms(self) -> int | None:
+        return INTERVAL_MS.get(self.interval)
+
+
+@dataclass(frozen=True, eq=False)
+class _Listing:
+    instrument: Instrument
+    tracks: tuple[_Track, ...]  # finest interval first
+    last_close: int
+
+
+def instrument_names(series: Sequence[CandleSeries]) -> list[str]:
+    """The replay symbol of each series: plain, or ``SYMBOL.market`` where markets collide.
+
+    A series whose file names no market takes its folder's name as the market.
+    """
+    def market(s: CandleSeries) -> str:
+        return s.market or (s.sources[0].parent.name if s.sources else "") or "file"
+
+    markets: dict[str, set[str]] = {}
+    for s in series:
+        markets.setdefault(s.symbol, set()).add(market(s))
+    return [s.symbol if len(markets[s.symbol]) == 1 else f"{s.symbol}.{market(s)}"
+            for s in series]
+
+
+def replay_start_ms(source: str | Path | Sequence[CandleSeries],
+                    start_ms: int | None = None) -> int:
+    """Where the replay's clock starts: ``start_ms`` if given, else the earliest candle.
+
+    A given start must come before the data's last candle closes.
+    """
+    series = load_folder(source)[0] if isinstance(source, (str, Path)) else list(source)
+    if not series:
+        raise ExchangeError(f"replay: no candle series in {source}")
+    if start_ms is None:
+        return min(int(s.rows[0, 0]) for s in series)
+    end = max(int(s.close_ms[-1]) for s in series)
+    if start_ms >= end:
+        raise ExchangeError(f"replay: start {fmt_ms(start_ms)} is after the data ends "
+                            f"({fmt_ms(end)})")
+    return int(start_ms)
+
+
+def infer_tick(prices: np.ndarray, finest: int = 10) -> Decimal:
+    """The coarsest power-of-ten tick on which all prices lie (down to 1e-``finest``)."""
+    for k in range(finest + 1):
+        scaled = prices * 10.0 ** k
+        if np.all(np.abs(scaled - np.round(scaled)) < 1e-6):
+            return Decimal(1).scaleb(-k)
+    return Decimal(1).scaleb(-finest)
+
+
+def infer_qty_step(price: float) -> Decimal:
+    """A power-of-ten lot worth about ten quote units or less (1e-6 to 1)."""
+    exponent = math.floor(math.log10(10.0 / price))
+    return Decimal(1).scaleb(min(0, max(-6, exponent)))
+
+
+def resample(rows: np.ndarray, step_ms: int, start_ms: int, end_ms: int,
+             now: int) -> np.ndarray:
+    """Aggregate visible candles into ``step_ms`` buckets with open time in [start, end).
+
+    Only buckets that have closed by ``now`` are returned; a bucket with missing source
+    candles (an illiquid minute) is made of the candles it has.
+    """
+    first = -(-start_ms // step_ms) * step_ms
+    opens = rows[:, 0].astype(np.int64)
+    buckets = opens - opens % step_ms
+    keep = (buckets >= first) & (buckets < end_ms) & (buckets + step_ms <= now)
+    rows, buckets = rows[keep], buckets[keep]
+    if not len(rows):
+        return np.zeros((0, 7))
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[starts[1:], len(rows)] - 1
+    return np.column_stack([
+        buckets[starts].astype(np.float64), rows[starts, 1],
+        np.maximum.reduceat(rows[:, 2], starts), np.minimum.reduceat(rows[:, 3], starts),
+        rows[ends, 4], np.add.reduceat(rows[:, 5], starts), np.add.reduceat(rows[:, 6], starts)])
+
+
+def _listings(series: Sequence[CandleSeries]) -> dict[str, _Listing]:
+    grouped: dict[str, list[CandleSeries]] = {}
+    for name, s in zip(instrument_names(series), series):
+        grouped.setdefault(name, []).append(s)
+    out = {}
+    for name, group in sorted(grouped.items()):
+        tracks = []
+        for s in group:
+            rows = np.array(s.rows, dtype=np.float64)
+            rows.setflags(write=False)
+            tracks.append(_Track(s.interval, rows, s.open_ms, s.close_ms))
+        tracks.sort(key=lambda t: t.step_ms or 31 * DAY_MS)
+        first = min(tracks, key=lambda t: t.open_ms[0])
+        prices = np.concatenate([t.rows[:, 1:5].ravel() for t in tracks])
+        step = infer_qty_step(float(first.rows[0, 4]))
+        head = group[0]
+        out[name] = _Listing(
+            Instrument(symbol=name, status="Trading", base_coin=head.base,
+                       quote_coin=head.quote, tick_size=infer_tick(prices), qty_step=step,
+                       min_order_qty=step, launch_time=int(first.open_ms[0])),
+            tuple(tracks), max(int(t.close_ms[-1]) for t in tracks))
+    return out
+
+
+class ReplayExchange:
+    """The Exchange protocol over real candle files; see the module docstring."""
+
+    name = "replay"
+    applies_volume_bar = False
+
+    def __init__(self, clock: Clock, folder: str | Path | None, cfg: FillCosts | None = None,
+                 *, inline: bool = False,
+                 loaded: tuple[Sequence[CandleSeries], Sequence[tuple[Path, str]]] | None = None
+                 ) -> None:
+        """Load ``folder`` (or take ``loaded = (series, refused)`` already loaded).
+
+        ``inline=True`` computes on the event loop (tests on trio's autojump clock).
+        """
+        if loaded is None:
+            if folder is None:
+                raise ExchangeError("replay needs a folder of candle files")
+            loaded = load_folder(folder)
+        series, refused = loaded
+        self.refused: list[tuple[Path, str]] = list(refused)
+        if not series:
+            why = "; ".join(f"{p.name}: {r}" for p, r in self.refused[:5])
+            raise ExchangeError(f"replay: no usable candle files in {folder}"
+                                + (f" ({why})" if why else ""))
+        self.clock = clock
+        self.inline = inline
+        self._listings = _listings(series)
+        costs = cfg or SimConfig()
+        # The paper book is shared state: one computation at a time keeps it consistent.
+        self._limiter = trio.CapacityLimiter(1)
+        self.broker = PaperBroker(
+            self.last_price, taker_fee=costs.taker_fee, slippage_bps=costs.slippage_bps,
+            starting_balance=costs.starting_balance,
+            tick_of=lambda s: self._listing(s).instrument.tick_size,
+            step_of=lambda s: self._listing(s).instrument.qty_step)
+
+    # -- the market at the clock's time --------------------------------------------------------
+
+    def symbols(self) -> list[str]:
+        return list(self._listings)
+
+    def intervals(self, symbol: str) -> tuple[str, ...]:
+        """The native intervals of a symbol's files, finest first."""
+        return tuple(t.interval for t in self._listing(symbol).tracks)
+
+    def _listing(self, symbol: str) -> _Listing:
+        try:
+            return self._listings[symbol]
+        except KeyError:
+            raise ExchangeError(f"replay: unknown symbol {symbol!r}") from None
+
+    def _status(self, listing: _Listing, now: int) -> str:
+        if now < listing.instrument.launch_time:
+            return "PreLaunch"
+        return "Trading" if now < listing.last_close else "Closed"
+
+    @staticmethod
+    def _visible(track: _Track, now: int) -> int:
+        return int(np.searchsorted(track.close_ms, now, side="right"))
+
+    def _latest(self, listing: _Listing, now: int) -> tuple[_Track, int] | None:
+        """The track whose visible candles closed last (finest on a tie), and their count."""
+        best: tuple[_Track, int] | None = None
+        for track in listing.tracks:
+            n = self._visible(track, now)
+            if n and (best is None or track.close_ms[n - 1] > best[0].close_ms[best[1] - 1]):
+                best = (track, n)
+        return best
+
+    def last_price(self, symbol: str) -> float | None:
+        """Close of the last candle that has closed on the clock."""
+        latest = self._latest(self._listing(symbol), now_ms(self.clock))
+        return None if latest is None else float(latest[0].rows[latest[1] - 1, 4])
+
+    def fill(self, intent: OrderIntent, now: int) -> Fill:
+        """A paper fill at the last visible close; only reducing orders once data has ended."""
+        listing = self._listing(intent.symbol)
+        status = self._status(listing, now)
+        if status != "Trading" and not intent.reduce_only:
+            raise ExchangeError(f"replay: {intent.symbol} is {status} at {fmt_ms(now)} (its "
+                                f"data covers {fmt_ms(listing.instrument.launch_time)} to "
+                                f"{fmt_ms(listing.last_close)})")
+        return self.broker.fill(intent, now)
+
+    def _instruments(self, now: int) -> list[Instrument]:
+        out = []
+        for listing in self._listings.values():
+            inst = listing.instrument
+            out.append(Instrument(inst.symbol, self._status(listing, now), inst.base_coin,
+                                  inst.quote_coin, inst.tick_size, inst.qty_step,
+                                  inst.min_order_qty, inst.launch_time))
+        return out
+
+    def _tickers(self, now: int) -> list[Ticker]:
+        out = []
+        for name, listing in self._listings.items():
+            if self._status(listing, now) != "Trading":
+                continue
+            latest = self._latest(listing, now)
+            if latest is None:
+                continue
+            track, n = latest
+            lo = int(np.searchsorted(track.close_ms, now - DAY_MS, side="right"))
+            day = track.rows[lo:n]
+            out.append(Ticker(name, float(track.rows[n - 1, 4]), float(day[:, 6].sum()),
+                              float(day[:, 5].sum())))
+        return out
+
+    def candles(self, symbol: str, interval: str, start_ms: int, end_ms: int,
+                now: int) -> np.ndarray:
+        """Candles visible at ``now`` with open time in [start, end), as an (n, 7) array."""
+        listing = self._listing(symbol)
+        for track in listing.tracks:
+            if track.interval == interval:
+                lo = int(np.searchsorted(track.open_ms, start_ms, side="left"))
+                hi = min(int(np.searchsorted(track.open_ms, end_ms, side="left")),
+                         self._visible(track, now))
+                return track.rows[lo:max(lo, hi)]
+        step = INTERVAL_MS.get(interval)
+        sources = [t for t in listing.tracks if step is not None and step <= DAY_MS
+                   and t.step_ms is not None and t.step_ms < step and step % t.step_ms == 0]
+        if not sources:
+            raise ExchangeError(f"replay: {symbol} has {', '.join(self.intervals(symbol))} "
+                                f"candles; {interval} is neither one of them nor resampled "
+                                "from them")
+        src = sources[0]
+        lo = int(np.searchsorted(src.open_ms, start_ms - step, side="left"))
+        hi = min(int(np.searchsorted(src.open_ms, end_ms + step, side="left")),
+                 self._visible(src, now))
+        return resample(src.rows[lo:max(lo, hi)], step, start_ms, end_ms, now)
+
+    # -- the Exchange protocol ---------------------------------------------------------------
+
+    async def _run(self, fn: Callable, *args):
+        if self.inline:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def server_time_ms(self) -> int:
+        return now_ms(self.clock)
+
+    async def instruments(self) -> list[Instrument]:
+        return self._instruments(now_ms(self.clock))
+
+    async def tickers(self) -> list[Ticker]:
+        return await self._run(self._tickers, now_ms(self.clock))
+
+    async def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
+        arr = await self.klines_array(symbol, start_ms, end_ms, interval)
+        return [Candle(symbol, interval, int(r[0]), *map(float, r[1:])) for r in arr]
+
+    async def klines_array(self, symbol: str, start_ms: int, end_ms: int,
+                           interval: str = "1m") -> np.ndarray:
+        """Fast path for the feed: the same candles as a read-only numpy array (n, 7)."""
+        return await self._run(self.candles, symbol, interval, start_ms, end_ms,
+                               now_ms(self.clock))
+
+    async def place_order(self, intent: OrderIntent) -> Fill:
+        return await self._run(self.fill, intent, now_ms(self.clock))
+
+    async def cancel_order(self, symbol: str, order_id: str) -> None:
+        raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
+
+    async def positions(self) -> list[Position]:
+        return [p for p in self.broker.positions.values() if p.qty]
+
+    async def balance(self) -> Balance:
+        return await self._run(self.broker.balance)
+
+    def rate_limit_usage(self) -> float:
+        return 0.0

@@ -1,0 +1,94 @@
+"""Layer 2, the dataset builder: every tradable pair gets its history in the lake.
+
+For each pair that becomes tradable it backfills ``datasets.days`` (90) days of 1m candles into
+the Parquet lake (resumable, gap-refilled; see :mod:`appliance.backfill`), derives 5m and 1h,
+records a manifest (rows, time range, sha256) in the lake and in DuckDB's ``datasets``, counts
+``datasets_built_total`` and enqueues the feature job on the huey queue. Progress goes to the
+bus as ``data_source_update`` events with a percent, and as the ``backfill`` snapshot.
+
+Once a market day it tops up every dataset to the present, so training always sees fresh data.
+Pairs are backfilled a few at a time; through the Bybit adapter backfill requests run at the
+lowest priority but discovery's, so they never starve the trading path.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from appliance.backfill import backfill_symbol, run_io
+from appliance.clock import floor_minute_ms, now_ms
+from appliance.context import ServiceContext
+from appliance.jobs import Jobs
+from appliance.logs import service_logger
+from data.lake import DAY_MS, Lake, Manifest
+
+NAME = "datasets"
+
+
+async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symbol: str,
+                        days: int, progress: dict[str, float], *, inline: bool = False
+                        ) -> Manifest | None:
+    end = floor_minute_ms(now_ms(ctx.clock))
+
+    async def report(sym: str, done: int, total: int) -> None:
+        progress[sym] = round(100.0 * done / total, 1)
+        ctx.bus.put_snapshot("backfill", dict(progress))
+        ctx.bus.publish("data_source_update", {"source": "backfill", "symbol": sym,
+                                               "percent": progress[sym]},
+                        service=NAME, market_ts=ctx.clock.now())
+
+    result = await backfill_symbol(ctx.exchange, lake, symbol, end - days * DAY_MS, end,
+                                   report, inline=inline)
+    await run_io(inline, lake.resample, symbol)
+    manifests = []
+    for interval in ("1m", "5m", "1h"):
+        m = await run_io(inline, lake.manifest, symbol, interval)
+        if m is not None:
+            await run_io(inline, lake.save_manifest, m)
+            await ctx.store.call("save_dataset", m)
+            manifests.append(m)
+    if not manifests:
+        return None
+    if jobs is not None:
+        await run_io(inline, jobs.enqueue, "features", symbol)
+    service_logger(NAME).info("dataset built", symbol=symbol, rows=manifests[0].rows,
+                              days_written=result.days_written, missing=result.missing,
+                              sha256=manifests[0].sha256)
+    return manifests[0]
+
+
+async def run(ctx: ServiceContext, jobs: Jobs | None, *, inline: bool = False) -> None:
+    cfg = ctx.cfg.datasets
+    lake = Lake(ctx.cfg.state_path / "lake")
+    known = {d["dataset_id"] for d in await ctx.store.call("datasets")}
+    for m in await run_io(inline, lake.manifests):  # written by `methtrader backfill` meanwhile
+        if m.dataset_id not in known:
+            await ctx.store.call("save_dataset", m)
+    built = {d["symbol"]: d for d in await ctx.store.call("datasets") if d["interval"] == "1m"}
+    refreshed_at: dict[str, float] = {}
+    progress: dict[str, float] = {}
+    limiter = trio.CapacityLimiter(cfg.concurrency)
+
+    async def one(symbol: str, refresh: bool) -> None:
+        async with limiter:
+            days = 2 if refresh else cfg.days
+            m = await build_dataset(ctx, lake, jobs, symbol, days, progress, inline=inline)
+            if m is not None:
+                if not refresh:
+                    ctx.metrics.datasets_built_total.inc()
+                built[symbol] = {"symbol": symbol}
+                refreshed_at[symbol] = ctx.clock.now()
+
+    while True:
+        ctx.beat(NAME)
+        now = ctx.clock.now()
+        tradable = ctx.bus.tradable_pairs() or []
+        new = [s for s in tradable if s not in built]
+        stale = [s for s in tradable if s in built
+                 and now - refreshed_at.setdefault(s, now) >= cfg.refresh_interval_s]
+        async with trio.open_nursery() as nursery:
+            for symbol in new:
+                nursery.start_soon(one, symbol, False)
+            for symbol in stale:
+                nursery.start_soon(one, symbol, True)
+        await ctx.clock.sleep_until(now + cfg.check_interval_s)

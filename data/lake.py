@@ -1,0 +1,195 @@
+"""The Parquet lake: ``<state>/lake/candles/interval=<1m|5m|1h>/symbol=<SYMBOL>/*.parquet``.
+
+1m candles are stored one file per UTC day (``day=YYYYMMDD.parquet``), which is also the unit of
+resumption: a backfill that dies keeps every day it finished, and a day file is only ever
+replaced whole (temp file, fsync, rename). A day file carries in its metadata whether the day
+was complete when written (it had fully closed); an incomplete one (today's) is refetched.
+
+5m and 1h are derived from the 1m files by resampling in DuckDB, so the three always agree.
+Columns: open_time (int64 ms UTC), open, high, low, close, volume, turnover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DAY_MS = 86_400_000
+COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
+SCHEMA = pa.schema([("open_time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
+RESAMPLED = {"5m": 300_000, "1h": 3_600_000}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    symbol: str
+    interval: str
+    start_time: int  # first open_time, ms
+    end_time: int  # last open_time, ms
+    rows: int
+    missing: int  # minutes of the range the exchange had no candle for
+    sha256: str  # over the files, in name order
+    files: int
+    created_at: float
+
+    @property
+    def dataset_id(self) -> str:
+        return f"{self.symbol}-{self.interval}"
+
+
+def day_name(day_start_ms: int) -> str:
+    return "day=" + time.strftime("%Y%m%d", time.gmtime(day_start_ms / 1000)) + ".parquet"
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def dir(self, interval: str, symbol: str) -> Path:
+        return self.root / "candles" / f"interval={interval}" / f"symbol={symbol}"
+
+    def day_path(self, symbol: str, day_start_ms: int) -> Path:
+        return self.dir("1m", symbol) / day_name(day_start_ms)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write_day(self, symbol: str, day_start_ms: int, rows: np.ndarray, *, complete: bool,
+                  missing: int) -> Path:
+        """Write one day of 1m candles crash-safely; ``rows`` is (n, 7), sorted."""
+        table = to_table(rows)
+        meta = {b"methtrader": json.dumps({"complete": complete, "missing": missing}).encode()}
+        table = table.replace_schema_metadata(meta)
+        return write_table_atomic(table, self.day_path(symbol, day_start_ms))
+
+    def day_status(self, symbol: str, day_start_ms: int) -> tuple[bool, int] | None:
+        """(complete, missing) of a stored day, or None when it is not stored."""
+        path = self.day_path(symbol, day_start_ms)
+        if not path.exists():
+            return None
+        meta = pq.read_schema(path).metadata or {}
+        info = json.loads(meta.get(b"methtrader", b'{"complete": false, "missing": 0}'))
+        return bool(info["complete"]), int(info["missing"])
+
+    # -- reading and deriving ----------------------------------------------------------------
+
+    def files(self, interval: str, symbol: str) -> list[Path]:
+        d = self.dir(interval, symbol)
+        return sorted(d.glob("*.parquet")) if d.exists() else []
+
+    def symbols(self, interval: str = "1m") -> list[str]:
+        d = self.root / "candles" / f"interval={interval}"
+        if not d.exists():
+            return []
+        return sorted(p.name.split("=", 1)[1] for p in d.iterdir() if p.name.startswith("symbol="))
+
+    def read(self, interval: str, symbol: str, start_ms: int | None = None,
+             end_ms: int | None = None) -> np.ndarray:
+        """Candles as an (n, 7) array, oldest first, open_time in [start_ms, end_ms)."""
+        files = self.files(interval, symbol)
+        if not files:
+            return np.zeros((0, 7))
+        table = pq.read_table(files, schema=SCHEMA)
+        arr = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in COLUMNS])
+        arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        if start_ms is not None:
+            arr = arr[arr[:, 0] >= start_ms]
+        if end_ms is not None:
+            arr = arr[arr[:, 0] < end_ms]
+        return arr
+
+    def resample(self, symbol: str) -> dict[str, int]:
+        """Derive 5m and 1h from the 1m files (DuckDB, in memory); returns rows per interval."""
+        files = self.files("1m", symbol)
+        out: dict[str, int] = {}
+        if not files:
+            return out
+        con = duckdb.connect()
+        try:
+            src = "[" + ", ".join(f"'{f}'" for f in files) + "]"
+            for interval, ms in RESAMPLED.items():
+                table = con.sql(
+                    f"SELECT (open_time // {ms}) * {ms} AS open_time, "
+                    "arg_min(open, open_time) AS open, max(high) AS high, min(low) AS low, "
+                    "arg_max(close, open_time) AS close, sum(volume) AS volume, "
+                    f"sum(turnover) AS turnover FROM read_parquet({src}) "
+                    "GROUP BY 1 ORDER BY 1").to_arrow_table()
+                table = table.cast(SCHEMA)
+                write_table_atomic(table, self.dir(interval, symbol) / "data.parquet")
+                out[interval] = table.num_rows
+        finally:
+            con.close()
+        return out
+
+    def manifest(self, symbol: str, interval: str = "1m") -> Manifest | None:
+        files = self.files(interval, symbol)
+        if not files:
+            return None
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.name.encode())
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+        arr = self.read(interval, symbol)
+        missing = 0
+        if interval == "1m":
+            for f in files:
+                info = json.loads((pq.read_schema(f).metadata or {}).get(
+                    b"methtrader", b'{"missing": 0}'))
+                missing += int(info.get("missing", 0))
+        return Manifest(symbol, interval, int(arr[0, 0]) if len(arr) else 0,
+                        int(arr[-1, 0]) if len(arr) else 0, len(arr), missing,
+                        digest.hexdigest(), len(files), time.time())
+
+    def save_manifest(self, m: Manifest) -> Path:
+        path = self.root / "manifests" / f"{m.dataset_id}.json"
+        return write_bytes_atomic(path, json.dumps(m.__dict__, sort_keys=True).encode())
+
+    def manifests(self) -> list[Manifest]:
+        d = self.root / "manifests"
+        if not d.exists():
+            return []
+        return [Manifest(**json.loads(p.read_text())) for p in sorted(d.glob("*.json"))]
+
+
+def to_table(rows: np.ndarray) -> pa.Table:
+    return pa.table([pa.array(rows[:, 0].astype(np.int64))] +
+                    [pa.array(rows[:, i], pa.float64()) for i in range(1, 7)], schema=SCHEMA)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path

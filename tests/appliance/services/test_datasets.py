@@ -1,0 +1,41 @@
+from dataclasses import replace
+
+import pytest
+import trio
+
+from appliance.jobs import Jobs
+from appliance.services import datasets
+from data.lake import Lake
+
+
+@pytest.mark.trio
+async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, state_dir,
+                                                                    autojump_clock):
+    ctx = make_ctx(speed=60)
+    ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, days=3))
+    ctx.bus.set_tradable_pairs(["BTCUSDT", "ETHUSDT"])
+    jobs = Jobs(state_dir)
+    try:
+        with trio.move_on_after(120):  # two market hours
+            await datasets.run(ctx, jobs, inline=True)
+        rows = {(d["symbol"], d["interval"]): d for d in await ctx.store.call("datasets")}
+        assert set(rows) == {(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "5m", "1h")}
+        btc = rows[("BTCUSDT", "1m")]
+        assert btc["rows"] >= 3 * 1440 and btc["missing"] == 0 and len(btc["sha256"]) == 64
+        assert rows[("BTCUSDT", "5m")]["rows"] == -(-btc["rows"] // 5)
+        lake = Lake(state_dir / "lake")
+        assert lake.manifest("BTCUSDT").sha256 == btc["sha256"]
+        assert {m.dataset_id for m in lake.manifests()} >= {"BTCUSDT-1m", "ETHUSDT-1h"}
+        assert ctx.metrics.datasets_built_total._value.get() == 2
+        assert jobs.pending() == 2  # one feature job per new dataset
+        assert ctx.bus.snapshot("backfill") == {"BTCUSDT": 100.0, "ETHUSDT": 100.0}
+        percents = [e["data"]["percent"] for e in ctx.bus.events_since(0, ["data_source_update"])
+                    if e["data"].get("symbol") == "BTCUSDT"]
+        assert percents == sorted(percents) and percents[-1] == 100.0 and len(percents) >= 3
+
+        ctx.bus.set_tradable_pairs(["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+        with trio.move_on_after(120):
+            await datasets.run(ctx, jobs, inline=True)
+        assert ctx.metrics.datasets_built_total._value.get() == 3  # only the new pair
+    finally:
+        jobs.close()

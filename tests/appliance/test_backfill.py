@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import trio
+
+from appliance.backfill import backfill_symbol
+from appliance.clock import VirtualClock
+from appliance.config import SimConfig
+from appliance.exchange.sim import SimExchange
+from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, MINUTE_MS
+from data.lake import Lake
+
+# SEIUSDT is delisted on day 825 and relisted on day 840 (a 60-day cycle)
+END = EPOCH_MS + 842 * DAY_MS
+
+
+def sim(end_ms=END):
+    return SimExchange(VirtualClock(end_ms / 1000, 1.0), SimConfig(), inline=True)
+
+
+@pytest.mark.trio
+async def test_every_minute_of_the_range_is_stored_once(tmp_path):
+    lake = Lake(tmp_path)
+    r = await backfill_symbol(sim(), lake, "BTCUSDT", END - 5 * DAY_MS, END, inline=True)
+    assert (r.days_written, r.days_skipped, r.missing) == (5, 0, 0)
+    rows = lake.read("1m", "BTCUSDT")
+    assert len(rows) == 5 * 1440
+    assert np.array_equal(rows[:, 0], np.arange(END - 5 * DAY_MS, END, MINUTE_MS))
+    truth = sim().market.candles("BTCUSDT", END - 5 * DAY_MS, END)
+    assert np.array_equal(rows, truth)
+
+
+@pytest.mark.trio
+async def test_rerun_writes_nothing_and_keeps_the_hash(tmp_path):
+    lake = Lake(tmp_path)
+    await backfill_symbol(sim(), lake, "ETHUSDT", END - 3 * DAY_MS, END, inline=True)
+    before = lake.manifest("ETHUSDT")
+    again = await backfill_symbol(sim(), lake, "ETHUSDT", END - 3 * DAY_MS, END, inline=True)
+    assert (again.days_written, again.days_skipped) == (0, 3)
+    assert lake.manifest("ETHUSDT").sha256 == before.sha256
+
+
+@pytest.mark.trio
+async def test_days_the_exchange_lacks_are_counted_missing(tmp_path):
+    lake = Lake(tmp_path)
+    r = await backfill_symbol(sim(), lake, "SEIUSDT", EPOCH_MS + 823 * DAY_MS,
+                              EPOCH_MS + 827 * DAY_MS, inline=True)
+    assert r.missing == 2 * 1440  # days 825 and 826: delisted
+    assert len(lake.read("1m", "SEIUSDT")) == 2 * 1440
+    assert lake.manifest("SEIUSDT").missing == 2 * 1440
+
+
+@pytest.mark.trio
+async def test_the_unfinished_day_is_refetched_next_time(tmp_path, autojump_clock):
+    lake = Lake(tmp_path)
+    clock = VirtualClock((END + 6 * 3_600_000) / 1000, 60.0)  # six hours into a day
+    ex = SimExchange(clock, SimConfig(), inline=True)
+    r = await backfill_symbol(ex, lake, "BTCUSDT", END - DAY_MS, END + 6 * 3_600_000,
+                              inline=True)
+    assert r.days_written == 2 and lake.day_status("BTCUSDT", END) == (False, 0)
+    await trio.sleep(60)  # one market hour later
+    r = await backfill_symbol(ex, lake, "BTCUSDT", END - DAY_MS, END + 7 * 3_600_000,
+                              inline=True)
+    assert (r.days_written, r.days_skipped) == (1, 1)
+    assert len(lake.read("1m", "BTCUSDT")) == 1440 + 7 * 60
+
+
+class GappyExchange(SimExchange):
+    """Drops some minutes on the first ask, as a flaky venue does; sends them when asked again."""
+
+    asked: list[tuple[int, int]] = []
+
+    async def klines_array(self, symbol, start_ms, end_ms):
+        rows = await super().klines_array(symbol, start_ms, end_ms)
+        self.asked.append((start_ms, end_ms))
+        if len(self.asked) == 1:
+            return np.delete(rows, [10, 11, 12, 500], axis=0)
+        return rows
+
+
+@pytest.mark.trio
+async def test_gaps_are_detected_and_refilled(tmp_path):
+    lake = Lake(tmp_path)
+    ex = GappyExchange(VirtualClock(END / 1000, 1.0), SimConfig(), inline=True)
+    r = await backfill_symbol(ex, lake, "BTCUSDT", END - DAY_MS, END, inline=True)
+    assert r.missing == 0 and len(lake.read("1m", "BTCUSDT")) == 1440
+    day = END - DAY_MS
+    assert ex.asked[1:] == [(day + 10 * MINUTE_MS, day + 13 * MINUTE_MS),
+                            (day + 500 * MINUTE_MS, day + 501 * MINUTE_MS)]
