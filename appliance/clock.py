@@ -72,16 +72,19 @@ class VirtualClock:
         self.speed = float(speed)
         self._start = float(start)
         self._anchor: float | None = None
+        self._trio_clock: trio.abc.Clock | None = None
         try:
-            self._anchor = trio.current_time()
+            self._trio_now()
         except RuntimeError:  # built outside trio; anchored on first use
             pass
 
     def _trio_now(self) -> float:
-        now = trio.current_time()
-        if self._anchor is None:
-            self._anchor = now
-        return now
+        """trio's time; also from worker threads, through the clock object kept at anchoring
+        (``trio.current_time()`` works only on the event loop's thread)."""
+        if self._trio_clock is None:
+            self._trio_clock = trio.lowlevel.current_clock()
+            self._anchor = self._trio_clock.current_time()
+        return self._trio_clock.current_time()
 
     def now(self) -> float:
         try:

@@ -111,6 +111,7 @@ class BybitConfig:
 @dataclass(frozen=True)
 class ReplayConfig:
     folder: str = _f("", doc="folder of candle files (Parquet/CSV/JSON) played on the clock")
+    start: str = _f("", doc="market time to start at (YYYY-MM-DD UTC); default the first candle")
 
 
 @dataclass(frozen=True)

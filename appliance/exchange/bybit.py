@@ -347,8 +347,8 @@ class BybitExchange:
             raise failure[0]
         rows = {r[0]: r for page in pages for r in page}
         out = [Candle(symbol, interval, ts, *rows[ts][1:]) for ts in sorted(rows)]
-        if out:
-            self._prices[symbol] = (out[-1].close, trio.current_time())
+        if out and out[-1].open_time + 2 * step >= self._timestamp_ms():
+            self._prices[symbol] = (out[-1].close, trio.current_time())  # only a recent close
         return out
 
     async def _kline_page(self, symbol: str, wire: str, step: int, lo: int, hi: int,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
+import functools
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 from appliance.clock import Clock, RealClock, load_virtual_clock
@@ -21,24 +24,44 @@ def make_clock(cfg: Config) -> Clock:
         start = math.floor(time.time() / 60) * 60.0
         return load_virtual_clock(cfg.state_path, cfg.general.speed, start)
     if cfg.general.exchange == "replay":
+        from appliance.exchange.base import ExchangeError
         from appliance.exchange.replay import replay_start_ms
 
-        folder = _replay_folder(cfg)
-        return load_virtual_clock(cfg.state_path, cfg.general.speed,
-                                  replay_start_ms(folder) / 1000)
+        start = _parse_date(cfg.replay.start) if cfg.replay.start else None
+        try:
+            first = replay_start_ms(_replay_data(cfg)[0], start)
+        except ExchangeError as exc:
+            raise StartupError(str(exc)) from None
+        return load_virtual_clock(cfg.state_path, cfg.general.speed, first / 1000)
     return RealClock()
 
 
-def _replay_folder(cfg: Config):
-    from pathlib import Path
+def _parse_date(text: str) -> int:
+    for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return int(calendar.timegm(time.strptime(text, fmt)) * 1000)
+        except ValueError:
+            continue
+    raise StartupError(f"replay.start {text!r} is not a date; use YYYY-MM-DD or "
+                       "'YYYY-MM-DD HH:MM' (UTC)")
 
+
+@functools.lru_cache(maxsize=4)
+def _load_replay(folder: str):
+    from data.loaders import load_folder
+
+    return load_folder(Path(folder))
+
+
+def _replay_data(cfg: Config):
+    """The folder's candle series and refused files, loaded once per process."""
     if not cfg.replay.folder:
         raise StartupError("replay needs a folder of candle files: set replay.folder in the "
                            "config or --replay-folder DIR")
-    folder = Path(cfg.replay.folder).expanduser()
+    folder = Path(cfg.replay.folder).expanduser().resolve()
     if not folder.is_dir():
         raise StartupError(f"replay folder {folder} does not exist")
-    return folder
+    return _load_replay(str(folder))
 
 
 def make_exchange(cfg: Config, clock: Clock,
@@ -52,9 +75,20 @@ def make_exchange(cfg: Config, clock: Clock,
     if kind == "replay":
         from appliance.exchange.replay import ReplayExchange
 
-        return ReplayExchange(clock, _replay_folder(cfg), taker_fee=cfg.sim.taker_fee,
-                              slippage_bps=cfg.sim.slippage_bps,
-                              starting_balance=cfg.sim.starting_balance)
+        from appliance.exchange.base import ExchangeError
+        from appliance.logs import service_logger
+
+        series, refused = _replay_data(cfg)
+        log = service_logger("exchange")
+        for path, reason in refused:
+            log.warning("replay file skipped", file=str(path), reason=reason)
+        try:
+            return ReplayExchange(clock, cfg.replay.folder, taker_fee=cfg.sim.taker_fee,
+                                  slippage_bps=cfg.sim.slippage_bps,
+                                  starting_balance=cfg.sim.starting_balance,
+                                  loaded=(series, refused))
+        except ExchangeError as exc:
+            raise StartupError(str(exc)) from None
     from appliance.exchange.bybit import BybitExchange, BybitSettings
 
     b = cfg.bybit

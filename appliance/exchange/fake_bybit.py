@@ -67,29 +67,34 @@ class FakeBybitServer:
         except OSError:
             client = "?"
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        try:
-            async with stream:
-                while True:
-                    with trio.move_on_after(IDLE_TIMEOUT_S):
-                        req = await self._read_request(conn, stream, client)
-                    if req is None:
-                        return
-                    resp = await trio.to_thread.run_sync(self.app.handle, req,
-                                                         limiter=self._limiter)
-                    if resp.latency_ms:
-                        await trio.sleep(resp.latency_ms / 1000)
-                    if resp.drop:
-                        return
-                    await self._send(conn, stream, resp)
-                    if h11.MUST_CLOSE in (conn.our_state, conn.their_state):
-                        return
-                    conn.start_next_cycle()
-        except _BadRequest as exc:
-            await self._reject(conn, stream, str(exc))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            return
-        except Exception:
-            log.exception("fake-bybit: connection handler failed")
+        async with stream:
+            try:
+                await self._serve_requests(conn, stream, client)
+            except _BadRequest as exc:
+                await self._reject(conn, stream, str(exc))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+                return
+            except Exception:
+                log.exception("fake-bybit: connection handler failed")
+
+    async def _serve_requests(self, conn: h11.Connection, stream: trio.SocketStream,
+                              client: str) -> None:
+        """Keep-alive loop; ends when the client closes, idles or must be closed."""
+        while True:
+            req: FakeRequest | None = None
+            with trio.move_on_after(IDLE_TIMEOUT_S):
+                req = await self._read_request(conn, stream, client)
+            if req is None:
+                return
+            resp = await trio.to_thread.run_sync(self.app.handle, req, limiter=self._limiter)
+            if resp.latency_ms:
+                await trio.sleep(resp.latency_ms / 1000)
+            if resp.drop:
+                return
+            await self._send(conn, stream, resp)
+            if h11.MUST_CLOSE in (conn.our_state, conn.their_state):
+                return
+            conn.start_next_cycle()
 
     async def _read_request(self, conn: h11.Connection, stream: trio.SocketStream,
                             client: str) -> FakeRequest | None:

@@ -28,7 +28,10 @@ class ApiFault(Exception):
 
 
 def num(x: float) -> str:
-    return np.format_float_positional(float(x), unique=True, trim="-")
+    text = repr(float(x))  # shortest round-trip form; exponent only for tiny or huge values
+    if "e" in text or "n" in text:
+        return np.format_float_positional(float(x), unique=True, trim="-")
+    return text[:-2] if text.endswith(".0") else text
 
 
 def dec(x: Decimal) -> str:
@@ -129,7 +132,7 @@ def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[st
     if hi_bucket >= lo_bucket:
         arr = _resample(_minutes_with_open_stub(market, symbol, lo_bucket, hi_bucket + bucket,
                                                 now_ms), bucket)
-        rows = [[str(int(r[0])), *(num(x) for x in r[1:7])] for r in arr[::-1]][:limit]
+        rows = [[str(int(r[0])), *map(num, r[1:7])] for r in arr[::-1].tolist()][:limit]
     return {"symbol": symbol, "category": "linear", "list": rows}
 
 

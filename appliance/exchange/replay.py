@@ -18,9 +18,10 @@ hours of the series that closed most recently. The volume bar (24h turnover > $1
 applied in replay (``applies_volume_bar = False``): the files quote in USDT, USD, BUSD, BTC or
 ETH, and inverse contracts count volume in USD contracts, so their turnovers do not compare.
 
-Orders fill on the paper engine at the last visible close, with the taker fee and slippage of
-the given costs (``SimConfig`` works), rounded to a tick size read from the prices; lot sizes are
-powers of ten worth about ten quote units at the first price.
+Orders fill on the paper engine at the last visible close, with the taker fee (Bybit's 0.055%)
+and slippage, rounded to a tick size read from the prices; lot sizes are powers of ten worth
+about ten quote units at the first price. Once a symbol's data has ended only reducing orders
+are accepted.
 """
 
 from __future__ import annotations
@@ -29,24 +30,17 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import trio
 
 from appliance.clock import Clock, now_ms
-from appliance.config import SimConfig
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
 from appliance.exchange.base import ExchangeError
 from appliance.exchange.paper import PaperBroker
 from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
 from data.loaders import CandleSeries, load_folder
-
-
-class FillCosts(Protocol):
-    taker_fee: float
-    slippage_bps: float
-    starting_balance: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,11 +164,12 @@ class ReplayExchange:
     name = "replay"
     applies_volume_bar = False
 
-    def __init__(self, clock: Clock, folder: str | Path | None, cfg: FillCosts | None = None,
-                 *, inline: bool = False,
+    def __init__(self, clock: Clock, folder: str | Path | None, *, taker_fee: float = 0.00055,
+                 slippage_bps: float = 2.0, starting_balance: float = 100_000.0,
+                 inline: bool = False,
                  loaded: tuple[Sequence[CandleSeries], Sequence[tuple[Path, str]]] | None = None
                  ) -> None:
-        """Load ``folder`` (or take ``loaded = (series, refused)`` already loaded).
+        """Load ``folder`` (or take ``loaded = (series, refused)`` from :func:`load_folder`).
 
         ``inline=True`` computes on the event loop (tests on trio's autojump clock).
         """
@@ -191,12 +186,9 @@ class ReplayExchange:
         self.clock = clock
         self.inline = inline
         self._listings = _listings(series)
-        costs = cfg or SimConfig()
-        # The paper book is shared state: one computation at a time keeps it consistent.
-        self._limiter = trio.CapacityLimiter(1)
         self.broker = PaperBroker(
-            self.last_price, taker_fee=costs.taker_fee, slippage_bps=costs.slippage_bps,
-            starting_balance=costs.starting_balance,
+            self.last_price, taker_fee=taker_fee, slippage_bps=slippage_bps,
+            starting_balance=starting_balance,
             tick_of=lambda s: self._listing(s).instrument.tick_size,
             step_of=lambda s: self._listing(s).instrument.qty_step)
 
@@ -208,6 +200,22 @@ class ReplayExchange:
     def intervals(self, symbol: str) -> tuple[str, ...]:
         """The native intervals of a symbol's files, finest first."""
         return tuple(t.interval for t in self._listing(symbol).tracks)
+
+    def serves(self, symbol: str, interval: str) -> bool:
+        """Whether ``klines(symbol, interval, ...)`` is answered (natively or resampled)."""
+        return self._source(self._listing(symbol), interval) is not None
+
+    @staticmethod
+    def _source(listing: _Listing, interval: str) -> _Track | None:
+        """The native track of ``interval``, else the finest one that resamples into it."""
+        for track in listing.tracks:
+            if track.interval == interval:
+                return track
+        step = INTERVAL_MS.get(interval)
+        if step is None or step > DAY_MS:
+            return None
+        return next((t for t in listing.tracks if t.step_ms is not None and t.step_ms < step
+                     and step % t.step_ms == 0), None)
 
     def _listing(self, symbol: str) -> _Listing:
         try:
@@ -276,20 +284,17 @@ class ReplayExchange:
                 now: int) -> np.ndarray:
         """Candles visible at ``now`` with open time in [start, end), as an (n, 7) array."""
         listing = self._listing(symbol)
-        for track in listing.tracks:
-            if track.interval == interval:
-                lo = int(np.searchsorted(track.open_ms, start_ms, side="left"))
-                hi = min(int(np.searchsorted(track.open_ms, end_ms, side="left")),
-                         self._visible(track, now))
-                return track.rows[lo:max(lo, hi)]
-        step = INTERVAL_MS.get(interval)
-        sources = [t for t in listing.tracks if step is not None and step <= DAY_MS
-                   and t.step_ms is not None and t.step_ms < step and step % t.step_ms == 0]
-        if not sources:
+        src = self._source(listing, interval)
+        if src is None:
             raise ExchangeError(f"replay: {symbol} has {', '.join(self.intervals(symbol))} "
                                 f"candles; {interval} is neither one of them nor resampled "
                                 "from them")
-        src = sources[0]
+        if src.interval == interval:
+            lo = int(np.searchsorted(src.open_ms, start_ms, side="left"))
+            hi = min(int(np.searchsorted(src.open_ms, end_ms, side="left")),
+                     self._visible(src, now))
+            return src.rows[lo:max(lo, hi)]
+        step = INTERVAL_MS[interval]
         lo = int(np.searchsorted(src.open_ms, start_ms - step, side="left"))
         hi = min(int(np.searchsorted(src.open_ms, end_ms + step, side="left")),
                  self._visible(src, now))
@@ -298,10 +303,11 @@ class ReplayExchange:
     # -- the Exchange protocol ---------------------------------------------------------------
 
     async def _run(self, fn: Callable, *args):
+        """Array work (read-only data, ``now`` passed in) in a worker thread unless inline."""
         if self.inline:
             await trio.lowlevel.checkpoint()
             return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await trio.to_thread.run_sync(fn, *args)
 
     async def server_time_ms(self) -> int:
         return now_ms(self.clock)
@@ -322,8 +328,12 @@ class ReplayExchange:
         return await self._run(self.candles, symbol, interval, start_ms, end_ms,
                                now_ms(self.clock))
 
+    # The paper book prices through the clock, which reads trio's time: it only works on the
+    # event loop (a worker thread would see the clock's start), and fills are cheap.
+
     async def place_order(self, intent: OrderIntent) -> Fill:
-        return await self._run(self.fill, intent, now_ms(self.clock))
+        await trio.lowlevel.checkpoint()
+        return self.fill(intent, now_ms(self.clock))
 
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
@@ -332,7 +342,8 @@ class ReplayExchange:
         return [p for p in self.broker.positions.values() if p.qty]
 
     async def balance(self) -> Balance:
-        return await self._run(self.broker.balance)
+        await trio.lowlevel.checkpoint()
+        return self.broker.balance()
 
     def rate_limit_usage(self) -> float:
         return 0.0

@@ -20,6 +20,7 @@ from appliance.clock import floor_minute_ms, now_ms
 from appliance.context import ServiceContext
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
+from appliance.services.feed import serves_1m
 from data.lake import DAY_MS, Lake, Manifest
 
 NAME = "datasets"
@@ -82,7 +83,7 @@ async def run(ctx: ServiceContext, jobs: Jobs | None, *, inline: bool = False) -
     while True:
         ctx.beat(NAME)
         now = ctx.clock.now()
-        tradable = ctx.bus.tradable_pairs() or []
+        tradable = serves_1m(ctx.exchange, ctx.bus.tradable_pairs() or [])
         new = [s for s in tradable if s not in built]
         stale = [s for s in tradable if s in built
                  and now - refreshed_at.setdefault(s, now) >= cfg.refresh_interval_s]

@@ -45,14 +45,20 @@ def minutes_to_fetch(last_stored: int | None, closed_end: int, warmup_minutes: i
     return (start, closed_end) if start < closed_end else None
 
 
+def serves_1m(exchange, symbols: list[str]) -> list[str]:
+    """Replay folders mix intervals; only symbols with 1m data feed the 1m pipeline."""
+    serves = getattr(exchange, "serves", None)
+    return symbols if serves is None else [s for s in symbols if serves(s, "1m")]
+
+
 async def select_tradable(ctx: ServiceContext) -> list[str]:
     pairs = ctx.bus.tradable_pairs()
     if pairs is not None:
-        return pairs
+        return serves_1m(ctx.exchange, pairs)
     bar = ctx.cfg.discovery.min_turnover_usd
     listed = {i.symbol for i in await ctx.exchange.instruments() if i.status == "Trading"}
-    return sorted(t.symbol for t in await ctx.exchange.tickers()
-                  if t.symbol in listed and t.turnover_24h > bar)
+    return serves_1m(ctx.exchange, sorted(t.symbol for t in await ctx.exchange.tickers()
+                                          if t.symbol in listed and t.turnover_24h > bar))
 
 
 async def fetch(ctx: ServiceContext, symbol: str, start: int, end: int) -> np.ndarray:

@@ -40,3 +40,11 @@ async def test_saved_time_resumes_after_restart(tmp_path, autojump_clock):
     (tmp_path / "clock.json").write_text(json.dumps({"oops": 1}))
     with pytest.raises(ValueError, match="damaged"):
         load_virtual_clock(tmp_path, speed=60, default_start=0.0)
+
+
+@pytest.mark.trio
+async def test_worker_threads_see_the_same_market_time(autojump_clock):
+    clock = VirtualClock(start=1_000_000.0, speed=600)
+    await trio.sleep(1)
+    in_thread = await trio.to_thread.run_sync(clock.now)
+    assert in_thread == pytest.approx(clock.now()) == pytest.approx(1_000_600.0)

@@ -28,17 +28,30 @@ def status_json(state_dir: Path) -> dict:
     return json.loads(out.stdout)  # JSON alone on stdout
 
 
-def start_run(state_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*METHTRADER, "run", "--state-dir", str(state_dir), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_run(state_dir: Path, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen:
+    """``methtrader run`` in the background; its stderr goes to a file (a pipe nobody reads
+    could fill up and stall it): read it with :func:`stderr_of`."""
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
+    err_path = state_dir.parent / f"run-{len(list(state_dir.parent.glob('run-*.err')))}.err"
+    proc = subprocess.Popen([*METHTRADER, "run", "--state-dir", str(state_dir), *args],
+                            stdout=subprocess.DEVNULL, stderr=open(err_path, "w"),
+                            env={**os.environ, **(env or {})})
+    proc.err_path = err_path  # type: ignore[attr-defined]
+    return proc
+
+
+def stderr_of(proc: subprocess.Popen) -> str:
+    return Path(proc.err_path).read_text()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def run_proc():
     procs: list[subprocess.Popen] = []
 
-    def start(state_dir: Path, *args: str) -> subprocess.Popen:
-        p = start_run(state_dir, *args)
+    def start(state_dir: Path, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen:
+        p = start_run(state_dir, *args, env=env)
         procs.append(p)
         return p
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.conftest import methtrader, status_json
+from tests.e2e.conftest import methtrader, status_json, stderr_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -52,7 +52,7 @@ def test_run_for_20s_writes_candles_serves_metrics_and_takes_the_kill_switch(
     methtrader("kill", "--reason", "e2e drill", "--state-dir", str(state))
     assert status_json(state)["maintenance_mode"] is True
 
-    assert proc.wait(timeout=40) == 0, proc.stderr.read()[-3000:]
+    assert proc.wait(timeout=40) == 0, stderr_of(proc)[-3000:]
     after = status_json(state)
     assert after["running"] is False and after["source"] == "duckdb"
     assert after["candles"] > 0 and len(after["symbols"]) >= 10
@@ -73,7 +73,7 @@ def test_run_for_20s_writes_candles_serves_metrics_and_takes_the_kill_switch(
 def test_run_until_two_market_hours_stops_on_market_time(tmp_path, run_proc):
     state = tmp_path / "state"
     proc = run_proc(state, "--until", "2h", "--speed", "3600", "--metrics-port", "0")
-    assert proc.wait(timeout=60) == 0, proc.stderr.read()[-3000:]
+    assert proc.wait(timeout=60) == 0, stderr_of(proc)[-3000:]
     st = status_json(state)
     assert st["candles"] > 0 and len(st["symbols"]) >= 10
     assert not any(s["state"] == "failed" for s in st["services"].values())

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from appliance.clock import VirtualClock
-from appliance.config import SimConfig
 from appliance.domain import OrderIntent, Side
 from appliance.exchange.base import Exchange, ExchangeError
 from appliance.exchange.replay import ReplayExchange, replay_start_ms, resample
@@ -88,6 +87,7 @@ async def test_resampled_candles_appear_when_their_whole_bucket_has_closed(folde
     await at(clock, DAY0 + 60 * MIN + 500)
     hour = await ex.klines("BTCUSDT", "1h", DAY0, DAY0 + 86_400_000)
     assert len(hour) == 1 and hour[0].close == rows[59, 4] and hour[0].high == rows[:60, 2].max()
+    assert ex.serves("BTCUSDT", "4h") and not ex.serves("BTCUSDT", "2m")
     with pytest.raises(ExchangeError, match="BTCUSDT has 1m candles; 2m is neither"):
         await ex.klines("BTCUSDT", "2m", DAY0, DAY0 + MIN)
     with pytest.raises(ExchangeError, match="1M is neither"):
@@ -111,11 +111,12 @@ async def test_a_symbol_serves_each_native_interval_of_its_files(folder, autojum
     np.testing.assert_array_equal(five, file_five[:288])  # the 5m file, not a resample
     fifteen = await ex.klines_array("XRPETH", XRPETH0, XRPETH0 + 86_400_000, "15m")
     np.testing.assert_array_equal(fifteen, resample(one, 15 * MIN, XRPETH0, 2**50, 2**50))
-    await at(clock, XRPETH0 + 86_400_000 + 7 * MIN + 500)
+    await at(clock, XRPETH0 + 86_400_000 + MIN + 500)
     # the price is the close of whichever file's candle closed last: here the 1m file's
     latest = await ex.klines_array("XRPETH", XRPETH0, 2**50, "1m")
     latest_five = await ex.klines_array("XRPETH", XRPETH0, 2**50, "5m")
-    assert latest[-1, 0] == XRPETH0 + 1446 * MIN and latest[-1, 4] != latest_five[-1, 4]
+    assert latest[-1, 0] == XRPETH0 + 1440 * MIN and latest_five[-1, 0] == XRPETH0 + 1435 * MIN
+    assert latest[-1, 4] != latest_five[-1, 4]
     assert ex.last_price("XRPETH") == latest[-1, 4]
 
 
@@ -164,8 +165,7 @@ async def test_tickers_show_the_last_close_and_skip_no_volume_bar(folder, autoju
 async def test_orders_fill_at_the_last_visible_close_with_the_fee(folder, autojump_clock):
     rows = perp_rows()
     clock = VirtualClock(DAY0 / 1000, speed=60)
-    ex = ReplayExchange(clock, folder, SimConfig(slippage_bps=0.0, starting_balance=10_000.0),
-                        inline=True)
+    ex = ReplayExchange(clock, folder, slippage_bps=0.0, starting_balance=10_000.0, inline=True)
     with pytest.raises(ExchangeError, match="no price"):
         await ex.place_order(OrderIntent("BTCUSDT", Side.BUY, D("0.01")))
     await at(clock, DAY0 + 5 * MIN + 500)
@@ -190,7 +190,7 @@ async def test_orders_fill_at_the_last_visible_close_with_the_fee(folder, autoju
 async def test_slippage_and_the_end_of_the_data(folder, autojump_clock):
     rows = perp_rows()
     clock = VirtualClock(DAY0 / 1000, speed=60)
-    ex = ReplayExchange(clock, folder, SimConfig(slippage_bps=2.0), inline=True)
+    ex = ReplayExchange(clock, folder, slippage_bps=2.0, inline=True)
     await at(clock, DAY0 + 2 * MIN + 500)
     fill = await ex.place_order(OrderIntent("BTCUSDT", Side.BUY, D("0.1")))
     expected = (D(str(rows[1, 4])) * D("1.0002") / D("0.1")).quantize(D(1)) * D("0.1")
@@ -216,11 +216,16 @@ async def test_the_whole_real_folder_replays_from_its_first_candle(autojump_cloc
     assert {"BTCUSDT.bybit-perp", "BTCUSDT.bybit-spot", "BTCUSDT.binance-spot",
             "BTCUSD.backtesting_py", "XRPUSDT", "ETHBTC", "XRPETH"} <= set(names)
     assert ex.intervals("BTCUSD.coinbase-spot") == ("1m", "1d")
+    assert ex.serves("ETHBTC", "1h") and not ex.serves("ETHBTC", "1m")  # a 5m-only file
     await at(clock, DAY0 + 3 * MIN + 500)
     got = await ex.klines_array("BTCUSDT.bybit-perp", DAY0, DAY0 + 86_400_000)
     np.testing.assert_array_equal(got, perp_rows()[:3])
     trading = {t.symbol for t in await ex.tickers()}
     assert "BTCUSDT.bybit-perp" in trading and "ETHBTC" not in trading
+    fill = await ex.place_order(OrderIntent("BTCUSDT.bybit-perp", Side.BUY, D("0.001")))
+    close = D(str(perp_rows()[2, 4]))
+    assert fill.price == (close * D("1.0002") / D("0.1")).quantize(D(1)) * D("0.1")
+    assert (await ex.balance()).wallet == D(100_000) - fill.fee
     with pytest.raises(ExchangeError, match="after the data ends"):
         replay_start_ms(REAL, 4_000_000_000_000)
     assert replay_start_ms(REAL, DAY0) == DAY0
