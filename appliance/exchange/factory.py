@@ -89,6 +89,7 @@ def make_exchange(cfg: Config, clock: Clock,
                                   loaded=(series, refused))
         except ExchangeError as exc:
             raise StartupError(str(exc)) from None
+    from appliance.exchange.base import ExchangeError
     from appliance.exchange.bybit import BybitExchange, BybitSettings
 
     b = cfg.bybit
@@ -101,5 +102,5 @@ def make_exchange(cfg: Config, clock: Clock,
             paper_slippage_bps=cfg.sim.slippage_bps,
             paper_starting_balance=cfg.sim.starting_balance)
         return BybitExchange(settings, on_usage=on_usage)
-    except ValueError as exc:
+    except (ValueError, ExchangeError) as exc:
         raise StartupError(f"bybit: {exc}") from None

@@ -140,3 +140,10 @@ def run_scenario(app: MissionControl, scenario: Callable[[Any], Awaitable[None]]
             await scenario(pilot)
 
     asyncio.run(main())
+
+
+async def switch_to(app: MissionControl, pilot: Any, key: str, mode: str) -> None:
+    """Press ``key`` and wait until the screen of ``mode`` is up and has drawn a state."""
+    await pilot.press(key)
+    await wait_for(lambda: getattr(app.screen, "MODE", None) == mode
+                   and app.screen.shown_version > 0)

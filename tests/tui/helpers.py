@@ -9,15 +9,24 @@ from textual.app import App
 from textual.widgets import DataTable, Static
 
 from appliance.bus import Bus
+from tui.widgets.blotter import Blotter
 
 
 def rows(app: App, selector: str) -> list[list[str]]:
-    table = app.screen.query_one(selector, DataTable)
+    """The cells of a DataTable or a Blotter, as plain strings."""
+    table = app.screen.query_one(selector)
+    if isinstance(table, Blotter):
+        return [[cell.plain for cell in table.cells(i)] for i in range(table.row_count)]
+    assert isinstance(table, DataTable)
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 def cell(app: App, selector: str, row: int, column: int) -> Any:
-    return app.screen.query_one(selector, DataTable).get_row_at(row)[column]
+    table = app.screen.query_one(selector)
+    if isinstance(table, Blotter):
+        return table.cells(row)[column]
+    assert isinstance(table, DataTable)
+    return table.get_row_at(row)[column]
 
 
 def text(app: App, selector: str) -> str:

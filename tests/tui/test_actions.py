@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bus import MAINTENANCE_MODE, Bus, operator_name
-from tests.tui.conftest import make_app, run_scenario, wait_for
+from tests.tui.conftest import make_app, run_scenario, switch_to, wait_for
 from tui.app import MissionControl
 from tui.dialogs.confirm import ConfirmDialog
 from tui.dialogs.help import HelpDialog
@@ -117,8 +117,7 @@ def test_promote_and_demote_send_audited_commands(bus_state: Path) -> None:
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
-        await pilot.press("5")
-        await wait_for(lambda: app.current_mode == "models")
+        await switch_to(app, pilot, "5", "models")
         await pilot.press("p")  # m000 is prod: promote does not apply, no dialog
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmDialog)

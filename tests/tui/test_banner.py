@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bus import Bus
-from tests.tui.conftest import make_app, run_scenario, wait_for
+from tests.tui.conftest import make_app, run_scenario, switch_to, wait_for
 from tests.tui.helpers import rows, text
 from tui.client import STALE_AFTER_S
 from tui.dialogs.confirm import ConfirmDialog
@@ -20,8 +20,7 @@ SCREENS = ("dashboard", "trades", "training", "pipeline", "models", "incidents")
 
 async def visit_all(app, pilot, check) -> None:
     for key, mode in enumerate(SCREENS, start=1):
-        await pilot.press(str(key))
-        await wait_for(lambda: app.current_mode == mode and app.screen.shown_version > 0)
+        await switch_to(app, pilot, str(key), mode)
         check(mode)
 
 
@@ -69,8 +68,7 @@ def test_empty_bus_shows_dashes_and_no_heartbeat(tmp_path: Path) -> None:
 
     async def scenario(pilot) -> None:
         await visit_all(app, pilot, empty)
-        await pilot.press("1")
-        await wait_for(lambda: app.current_mode == "dashboard")
+        await switch_to(app, pilot, "1", "dashboard")
         assert text(app, "#equity .missing") == "—"
         assert app.screen.query_one("#equity .missing").display
         assert text(app, "#models .value") == "prod —   shadow —"
@@ -100,15 +98,12 @@ def test_malformed_snapshots_render_as_dashes_without_crashing(tmp_path: Path) -
     async def scenario(pilot) -> None:
         await visit_all(app, pilot, lambda mode: None)
         assert rows(app, "#incidents") == [["—", "—", "chaos", "—", "—"]]
-        await pilot.press("1")
-        await wait_for(lambda: app.current_mode == "dashboard")
+        await switch_to(app, pilot, "1", "dashboard")
         assert text(app, "#equity .missing") == "—" and text(app, "#sharpe .missing") == "—"
         assert rows(app, "#sources") == [["rest", "—", "—", "—", "—"], ["ws", "—", "—", "—", "—"]]
-        await pilot.press("2")
-        await wait_for(lambda: app.current_mode == "trades")
+        await switch_to(app, pilot, "2", "trades")
         assert rows(app, "#blotter") == [["—"] * 5 + ["—", "—", "—"]] * 2
-        await pilot.press("5")
-        await wait_for(lambda: app.current_mode == "models")
+        await switch_to(app, pilot, "5", "models")
         assert [r[0] for r in rows(app, "#leaderboard")] == ["m1", "m1"]
 
     run_scenario(app, scenario)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from appliance.bus import Bus
-from tests.tui.conftest import fill_bus, heartbeat, make_app, run_scenario, trade, wait_for
+from tests.tui.conftest import (fill_bus, heartbeat, make_app, run_scenario, trade,
+                                wait_for)
 from tests.tui.helpers import text
 from tui.client import SECTIONS, BusReader
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import Digits, Sparkline
 
-from tests.tui.conftest import MARKET_T0, TRADES, make_app, run_scenario, trade, wait_for
+from tests.tui.conftest import (MARKET_T0, TRADES, make_app, run_scenario, switch_to, trade,
+                                wait_for)
 from tests.tui.helpers import cell, publish, rows, text
 from tui.screens.dashboard import DashboardScreen
-from tui.screens.training import TrainingScreen, compute_device
+from tui.screens.training import compute_device
 from tui.widgets.cards import NumberCard, TextCard
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,8 +69,7 @@ def test_trade_feed_is_a_50_row_blotter_newest_first_with_coloured_pnl(bus_state
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
-        await pilot.press("2")
-        await wait_for(lambda: app.current_mode == "trades")
+        await switch_to(app, pilot, "2", "trades")
         blotter = rows(app, "#blotter")
         assert len(blotter) == 50
         newest = trade(TRADES - 1)
@@ -98,8 +98,7 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
-        await pilot.press("3")
-        await wait_for(lambda: isinstance(app.screen, TrainingScreen))
+        await switch_to(app, pilot, "3", "training")
         runs = rows(app, "#runs")
         assert [r[0] for r in runs] == ["r-lstm-btc", "r-ens-all", "r-mlp-xrp", "r-ddqn-sol",
                                         "r-rf-eth"]
@@ -133,8 +132,7 @@ def test_pipeline_shows_sources_backfill_discovery_and_health(bus_state: Path) -
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
-        await pilot.press("4")
-        await wait_for(lambda: app.current_mode == "pipeline")
+        await switch_to(app, pilot, "4", "pipeline")
         assert text(app, "#pipeline-health").startswith(" DEGRADED — lake ")
         assert "missing candles 12 · cache hit rate 91%" in text(app, "#pipeline-health")
         assert rows(app, "#pipe-sources")[2] == ["lake", "75.0 s", "12", "81%", "DEGRADED"]
@@ -161,8 +159,7 @@ def test_models_leaderboard_puts_prod_then_shadow_and_hides_archived(bus_state: 
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
-        await pilot.press("5")
-        await wait_for(lambda: app.current_mode == "models")
+        await switch_to(app, pilot, "5", "models")
         board = rows(app, "#leaderboard")
         assert [r[0] for r in board] == ["m000", "m001", "m002", "m003", "m004"]
         assert board[0] == ["m000", "BTCUSDT", "LSTM", "prod", "1.92", "+812.50", "7.0", "412",
@@ -178,8 +175,7 @@ def test_incidents_show_crashes_chaos_mttr_and_kill_switch_history(bus_state: Pa
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
-        await pilot.press("6")
-        await wait_for(lambda: app.current_mode == "incidents")
+        await switch_to(app, pilot, "6", "incidents")
         assert text(app, "#incidents-summary") == (
             "crashes 1 · restarts 1 · failed 0 · chaos 2 (MTTR mean 1.2 s, max 1.6 s)")
         incidents = rows(app, "#incidents")

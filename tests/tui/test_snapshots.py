@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bus import Bus
-from tests.tui.conftest import make_app, run_scenario, wait_for
+from tests.tui.conftest import fill_bus, make_app, run_scenario, switch_to
 
 pytestmark = pytest.mark.timeout(60)
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -28,8 +28,7 @@ def screenshot(state_dir: Path, key: str, mode: str) -> str:
     shots: list[str] = []
 
     async def scenario(pilot) -> None:
-        await pilot.press(key)
-        await wait_for(lambda: app.current_mode == mode and app.screen.shown_version > 0)
+        await switch_to(app, pilot, key, mode)
         await pilot.pause()
         shots.append(app.export_screenshot(title="methtrader mission control"))
 
@@ -65,7 +64,6 @@ def test_trade_feed_snapshot(bus_state: Path, tmp_path: Path) -> None:
 
 def test_screenshots_do_not_depend_on_the_run(bus_state: Path, tmp_path_factory) -> None:
     """Two apps over two separately filled buses draw the same picture."""
-    from tests.tui.conftest import fill_bus
 
     other = tmp_path_factory.mktemp("other") / "state"
     with Bus(other / "bus") as bus:

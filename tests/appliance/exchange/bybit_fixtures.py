@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -28,3 +29,10 @@ async def fake_bybit(**kwargs: Any) -> AsyncIterator[tuple[FakeBybitApp, str]]:
 def frozen(ms: int):
     """A server clock stopped at ``ms``: rate-limit windows never roll, answers are fixed."""
     return lambda: ms / 1000
+
+
+def at_window_start():
+    """The real clock shifted so that "now" is 1 ms into a fresh 1 s rate-limit window."""
+    now = time.time()
+    shift = (1.001 - now % 1.0) % 1.0
+    return lambda: time.time() + shift

@@ -22,12 +22,12 @@ from appliance.exchange.fake_bybit import FakeBybitApp, FakeLimits, Faults
 from appliance.exchange.fake_bybit_app import FakeRequest
 from appliance.exchange.simmarket import SimMarket
 
-from bybit_fixtures import KEY, SECRET, T0, fake_bybit, frozen
+from tests.appliance.exchange.bybit_fixtures import KEY, SECRET, T0, fake_bybit, frozen
 
 pytestmark = pytest.mark.timeout(30)
 
 MIN = 60_000
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 async def get(url: str, path: str, **params) -> httpx.Response:
@@ -238,8 +238,22 @@ def test_fault_sequence_is_deterministic_per_seed():
         return [(r.status, r.drop) for r in (app.handle(req) for _ in range(40))]
 
     assert run(3) == run(3)
+    slow = FakeBybitApp(7, faults=Faults(latency_ms=250), clock=frozen(T0))
+    assert slow.handle(FakeRequest("GET", "/v5/market/time", "", {}, b"", "::1")).latency_ms == 250
     assert run(3) != run(4)
     assert {s for s, _ in run(3)} == {200, 503} and any(d for _, d in run(3))
+
+
+@pytest.mark.trio
+async def test_garbage_http_gets_400_and_the_server_keeps_serving():
+    async with fake_bybit() as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
+            reply = await stream.receive_some(4096)
+        assert reply.startswith(b"HTTP/1.1 400")
+        assert (await get(url, "/v5/market/time")).status_code == 200
 
 
 def test_cli_entry_prints_listening_line_and_stops_on_ctrl_c():
