@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
-    p.add_argument("suite", choices=("supervisor", "backtest"))
+    p.add_argument("suite", choices=("supervisor", "backtest", "backfill"))
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -194,11 +194,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import backfill as bench_backfill
     from benchmarks import backtest as bench_backtest
     from benchmarks import supervisor as bench_supervisor
 
     suites: dict[str, Callable[[], dict[str, Any]]] = {"supervisor": bench_supervisor.run,
-                                                       "backtest": bench_backtest.run}
+                                                       "backtest": bench_backtest.run,
+                                                       "backfill": bench_backfill.run}
     figures = suites[args.suite]()
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0

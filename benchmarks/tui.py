@@ -132,8 +132,10 @@ async def _until(predicate: Any, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.001)
 
 
-async def _cpu_window(app: MissionControl, publisher: Publisher, seconds: float) -> dict[str, float]:
-    wall0, cpu0, pub0, v0 = time.monotonic(), time.process_time(), publisher.cpu_s, app.state.version
+async def _cpu_window(app: MissionControl, publisher: Publisher,
+                      seconds: float) -> dict[str, float]:
+    wall0, cpu0, pub0 = time.monotonic(), time.process_time(), publisher.cpu_s
+    v0 = app.state.version
     await asyncio.sleep(seconds)
     wall = time.monotonic() - wall0
     process = time.process_time() - cpu0

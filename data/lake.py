@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,17 @@ DAY_MS = 86_400_000
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
 SCHEMA = pa.schema([("open_time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
 RESAMPLED = {"5m": 300_000, "1h": 3_600_000}
+
+
+COMPRESSION = "snappy"  # 2x faster to write than zstd; the lake favours ingest speed
+
+
+@dataclass(frozen=True)
+class DayBatch:
+    day_start_ms: int
+    rows: np.ndarray  # (n, 7), sorted by open_time
+    complete: bool  # the day had fully closed when fetched
+    missing: int  # minutes the exchange had no candle for
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,40 @@ class Lake:
     def write_day(self, symbol: str, day_start_ms: int, rows: np.ndarray, *, complete: bool,
                   missing: int) -> Path:
         """Write one day of 1m candles crash-safely; ``rows`` is (n, 7), sorted."""
-        table = to_table(rows)
-        meta = {b"methtrader": json.dumps({"complete": complete, "missing": missing}).encode()}
-        table = table.replace_schema_metadata(meta)
-        return write_table_atomic(table, self.day_path(symbol, day_start_ms))
+        return self.write_days(symbol, [DayBatch(day_start_ms, rows, complete, missing)])[0]
+
+    def write_days(self, symbol: str, days: list["DayBatch"]) -> list[Path]:
+        """Write several day files crash-safely, encoding them in parallel.
+
+        Each file is written under a temporary name and fsynced, then all are renamed and the
+        directory is fsynced once: a crash leaves either the old file or the new one, never
+        half of one. Parquet encoding releases the GIL, so a small thread pool uses the cores.
+        """
+        targets = [self.day_path(symbol, d.day_start_ms) for d in days]
+        if not targets:
+            return []
+        targets[0].parent.mkdir(parents=True, exist_ok=True)
+
+        def encode(i: int) -> Path:
+            d = days[i]
+            meta = {b"methtrader": json.dumps({"complete": d.complete,
+                                               "missing": d.missing}).encode()}
+            tmp = targets[i].with_name(f".{targets[i].name}.tmp")
+            pq.write_table(to_table(d.rows).replace_schema_metadata(meta), tmp,
+                           compression=COMPRESSION, use_dictionary=False)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return tmp
+
+        with ThreadPoolExecutor(max_workers=min(len(days), os.cpu_count() or 1)) as pool:
+            temps = list(pool.map(encode, range(len(days))))
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+        _fsync_dir(targets[0].parent)
+        return targets
 
     def day_status(self, symbol: str, day_start_ms: int) -> tuple[bool, int] | None:
         """(complete, missing) of a stored day, or None when it is not stored."""
@@ -175,7 +217,7 @@ def _fsync_dir(path: Path) -> None:
 def write_table_atomic(table: pa.Table, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=False)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)

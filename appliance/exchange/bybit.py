@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 import httpx
+import numpy as np
 import trio
 
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
@@ -307,7 +308,16 @@ class BybitExchange:
 
     async def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
                      priority: Priority | None = None) -> list[Candle]:
-        """Closed candles with open_time in [start_ms, end_ms), oldest first.
+        """Closed candles with open_time in [start_ms, end_ms), oldest first (see
+        :meth:`klines_array`)."""
+        rows = await self.klines_array(symbol, start_ms, end_ms, interval, priority=priority)
+        return [Candle(symbol, interval, int(r[0]), *map(float, r[1:])) for r in rows]
+
+    async def klines_array(self, symbol: str, start_ms: int, end_ms: int,
+                           interval: str = "1m", *, priority: Priority | None = None
+                           ) -> np.ndarray:
+        """Closed candles with open_time in [start_ms, end_ms) as an (n, 7) array, oldest
+        first.
 
         The range is cut into windows of at most 1000 candles, newest first, fetched
         concurrently (``backfill_concurrency``), each validated; the still-open candle is
@@ -319,7 +329,7 @@ class BybitExchange:
         wire, step = INTERVALS[interval]
         first = start_ms + (-start_ms) % step
         if end_ms <= first:
-            return []
+            return np.zeros((0, 7))
         count = -(-(end_ms - first) // step)
         last = first + (count - 1) * step
         prio = priority or (Priority.LIVE if count <= LIVE_MAX_CANDLES else Priority.BACKFILL)
@@ -329,7 +339,7 @@ class BybitExchange:
             lo = max(first, hi - (PAGE - 1) * step)
             windows.append((lo, hi))
             hi = lo - step
-        pages: list[list[tuple]] = [[] for _ in windows]
+        pages: list[np.ndarray] = [np.zeros((0, 7)) for _ in windows]
         failure: list[ExchangeError] = []
 
         async def fetch(i: int, lo: int, hi: int) -> None:
@@ -345,21 +355,22 @@ class BybitExchange:
                 nursery.start_soon(fetch, i, lo, hi)
         if failure:
             raise failure[0]
-        rows = {r[0]: r for page in pages for r in page}
-        out = [Candle(symbol, interval, ts, *rows[ts][1:]) for ts in sorted(rows)]
-        if out and out[-1].open_time + 2 * step >= self._timestamp_ms():
-            self._prices[symbol] = (out[-1].close, trio.current_time())  # only a recent close
-        return out
+        rows = np.concatenate(pages[::-1])  # windows run newest first, pages oldest first
+        _, keep = np.unique(rows[:, 0], return_index=True)
+        rows = rows[keep]
+        if len(rows) and rows[-1, 0] + 2 * step >= self._timestamp_ms():
+            self._prices[symbol] = (float(rows[-1, 4]), trio.current_time())  # a recent close
+        return rows
 
     async def _kline_page(self, symbol: str, wire: str, step: int, lo: int, hi: int,
-                          priority: Priority) -> list[tuple]:
+                          priority: Priority) -> np.ndarray:
         path = "/v5/market/kline"
         env = await self._call("GET", path, {"category": "linear", "symbol": symbol,
                                              "interval": wire, "start": lo, "end": hi,
                                              "limit": PAGE}, priority=priority)
         rows = self._parse(path, parse_klines, env.result, symbol, step, lo, hi)
         now = env.time_ms if env.time_ms is not None else self._timestamp_ms()
-        return [r for r in rows if r[0] + step <= now]
+        return rows[rows[:, 0] + step <= now]
 
     # -- orders and account ----------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 from urllib.parse import quote
 
+import numpy as np
+
 from appliance.domain import Instrument, Position, Ticker
 from appliance.exchange.base import ExchangeError
 
@@ -173,43 +175,47 @@ def parse_envelope(body: bytes) -> Envelope:
 
 # -- market data -------------------------------------------------------------------------------
 
-KlineRow = tuple[int, float, float, float, float, float, float]
-
-
 def parse_klines(result: Mapping[str, Any], symbol: str, interval_ms: int,
-                 lo_ms: int, hi_ms: int) -> list[KlineRow]:
+                 lo_ms: int, hi_ms: int) -> np.ndarray:
     """Validate one kline page for the window [lo_ms, hi_ms] (inclusive, as sent).
 
     The page must be newest first with strictly decreasing open times, each aligned to the
-    interval and inside the window, with sane OHLC. Returns the rows oldest first.
+    interval and inside the window, with sane OHLC. Returns an (n, 7) array oldest first:
+    open_time, open, high, low, close, volume, turnover. Checked with numpy, a column at a
+    time: a 1000-row page costs well under a millisecond, so parsing never paces a backfill.
     """
     what = f"kline {symbol}"
     got = result.get("symbol") if isinstance(result, Mapping) else None
     if got not in (None, "", symbol):
         raise ValidationError(f"{what}: page is for symbol {got!r}")
     rows = _list(result, what)
-    out: list[KlineRow] = []
-    prev: int | None = None
-    for i, row in enumerate(rows):
-        if not isinstance(row, (list, tuple)) or len(row) < 7:
-            raise ValidationError(f"{what}: row {i} is not a 7-field list: {row!r}")
-        ts = to_int(row[0], f"{what} row {i} startTime")
-        o, h, lo, c, v, t = (to_float(x, f"{what} row {i}") for x in row[1:7])
-        if ts % interval_ms:
-            raise ValidationError(f"{what}: row {i} startTime {ts} is not on the interval grid")
-        if not lo_ms <= ts <= hi_ms:
-            raise ValidationError(f"{what}: row {i} startTime {ts} is outside [{lo_ms}, {hi_ms}]")
-        if prev is not None and ts >= prev:
-            kind = "duplicate" if ts == prev else "out-of-order (not newest first)"
-            raise ValidationError(f"{what}: row {i} startTime {ts} is {kind}")
-        if lo <= 0 or h < lo or h < max(o, c) or lo > min(o, c):
-            raise ValidationError(f"{what}: row {i} has impossible prices o={o} h={h} l={lo} c={c}")
-        if v < 0 or t < 0:
-            raise ValidationError(f"{what}: row {i} has negative volume/turnover")
-        prev = ts
-        out.append((ts, o, h, lo, c, v, t))
-    out.reverse()
-    return out
+    if not rows:
+        return np.zeros((0, 7))
+    if any(not isinstance(r, (list, tuple)) or len(r) < 7 for r in rows):
+        i = next(i for i, r in enumerate(rows) if not isinstance(r, (list, tuple)) or len(r) < 7)
+        raise ValidationError(f"{what}: row {i} is not a 7-field list: {rows[i]!r}")
+    try:
+        arr = np.array([r[:7] for r in rows], dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"{what}: a row holds a non-numeric field ({exc})") from None
+
+    def first(mask: np.ndarray, message: str) -> None:
+        if mask.any():
+            i = int(np.argmax(mask))
+            raise ValidationError(f"{what}: row {i} {message}: {rows[i]!r}")
+
+    first(~np.isfinite(arr).all(axis=1), "has a missing or non-finite field")
+    ts, o, h, lo, c, v, t = arr.T
+    first(ts != np.floor(ts), "startTime is not an integer")
+    first(ts % interval_ms != 0, "startTime is not on the interval grid")
+    first((ts < lo_ms) | (ts > hi_ms), f"startTime is outside [{lo_ms}, {hi_ms}]")
+    step = np.diff(ts)
+    first(np.concatenate([[False], step == 0]), "startTime is a duplicate")
+    first(np.concatenate([[False], step > 0]), "startTime is out-of-order (not newest first)")
+    first((lo <= 0) | (h < lo) | (h < np.maximum(o, c)) | (lo > np.minimum(o, c)),
+          "has impossible prices")
+    first((v < 0) | (t < 0), "has negative volume/turnover")
+    return arr[::-1].copy()
 
 
 def parse_server_time(result: Mapping[str, Any]) -> int:

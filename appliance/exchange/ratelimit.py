@@ -2,11 +2,13 @@
 
 Three sources of limits are combined before any request leaves:
 
-* **The shared budget** — a sliding window of permits (by default 500 per 5 s, under Bybit's
-  600 per 5 s per IP). Each priority may only take a permit while the window is below its
-  *ceiling*: ORDER 100 %, LIVE 85 %, BACKFILL 60 %, DISCOVERY 40 %. A backfill can therefore
-  never use the headroom the trading path needs, and a lower priority also defers to any
-  higher-priority task already waiting for the shared budget.
+* **The shared budget** — a sliding window of permits (by default 600 per 5 s, Bybit's limit
+  per IP). Each priority may only take a permit while the window is below its *ceiling*:
+  ORDER 100 %, LIVE 98 %, BACKFILL 93 %, DISCOVERY 90 %. A backfill can therefore never use
+  the last 7 % (42 requests per 5 s) that the trading path keeps for itself, and a lower
+  priority also defers to any higher-priority task already waiting for the shared budget.
+  The ceilings are high on purpose: a 90-day backfill of 50 pairs is bound by this budget,
+  and each point of ceiling given away is a point of backfill time.
 * **Per-endpoint server feedback** — ``X-Bapi-Limit`` / ``-Status`` / ``-Reset-Timestamp``
   give each endpoint's used fraction; the same ceilings apply to it until its reset.
 * **Back-off** — ``retCode 10006`` blocks one endpoint, HTTP 403/429 pause everything, until
@@ -39,7 +41,7 @@ class Priority(IntEnum):
 
 
 DEFAULT_CEILINGS: Mapping[Priority, float] = {
-    Priority.ORDER: 1.0, Priority.LIVE: 0.85, Priority.BACKFILL: 0.6, Priority.DISCOVERY: 0.4}
+    Priority.ORDER: 1.0, Priority.LIVE: 0.98, Priority.BACKFILL: 0.93, Priority.DISCOVERY: 0.9}
 
 #: how long server-reported usage is assumed to hold when the reset timestamp is ~now
 #: (Bybit's per-UID windows roll over 1 s)
@@ -73,7 +75,7 @@ def parse_limit_headers(headers: Mapping[str, str]) -> LimitHeaders | None:
 
 
 class RateLimiter:
-    def __init__(self, capacity: int = 500, window_s: float = 5.0, *,
+    def __init__(self, capacity: int = 600, window_s: float = 5.0, *,
                  ceilings: Mapping[Priority, float] | None = None,
                  max_backoff_s: float = 120.0,
                  on_usage: Callable[[str, float], None] | None = None) -> None:

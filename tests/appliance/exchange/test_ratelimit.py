@@ -12,6 +12,10 @@ pytestmark = pytest.mark.timeout(30)
 
 EP = "/v5/market/kline"
 
+# wide gaps between the ceilings make each rule visible in a small window
+CEILINGS = {Priority.ORDER: 1.0, Priority.LIVE: 0.85, Priority.BACKFILL: 0.6,
+            Priority.DISCOVERY: 0.4}
+
 
 async def grant_times(limiter: RateLimiter, priority: Priority, n: int,
                       endpoint: str = EP) -> list[float]:
@@ -41,7 +45,7 @@ async def test_shared_window_blocks_until_oldest_permit_expires(autojump_clock):
 
 @pytest.mark.trio
 async def test_ceilings_keep_headroom_for_orders(autojump_clock):
-    limiter = RateLimiter(capacity=10, window_s=1.0)
+    limiter = RateLimiter(capacity=10, window_s=1.0, ceilings=CEILINGS)
     t0 = trio.current_time()
     backfill = await grant_times(limiter, Priority.BACKFILL, 7)
     assert [round(t - t0, 9) for t in backfill] == [0.0] * 6 + [1.0]
@@ -56,7 +60,7 @@ async def test_ceilings_keep_headroom_for_orders(autojump_clock):
 
 @pytest.mark.trio
 async def test_backfill_flood_does_not_delay_an_order(autojump_clock):
-    limiter = RateLimiter(capacity=10, window_s=1.0)
+    limiter = RateLimiter(capacity=10, window_s=1.0, ceilings=CEILINGS)
     grants: list[tuple[str, float]] = []
     t0 = trio.current_time()
 
@@ -98,7 +102,7 @@ async def test_lower_priority_defers_to_a_waiting_higher_one(autojump_clock):
 @pytest.mark.trio
 async def test_server_reported_usage_gates_lower_priorities(autojump_clock):
     seen: list[tuple[str, float]] = []
-    limiter = RateLimiter(capacity=100, window_s=1.0, on_usage=lambda e, f: seen.append((e, f)))
+    limiter = RateLimiter(capacity=100, window_s=1.0, ceilings=CEILINGS, on_usage=lambda e, f: seen.append((e, f)))
     t0 = trio.current_time()
     # 7 of 10 used, the window resets 0.4 s from the reference time
     limiter.observe(EP, LimitHeaders(10, 3, reset_ms=5_400), reference_ms=5_000)

@@ -31,7 +31,7 @@ async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, st
         assert ctx.bus.snapshot("backfill") == {"BTCUSDT": 100.0, "ETHUSDT": 100.0}
         percents = [e["data"]["percent"] for e in ctx.bus.events_since(0, ["data_source_update"])
                     if e["data"].get("symbol") == "BTCUSDT"]
-        assert percents == sorted(percents) and percents[-1] == 100.0 and len(percents) >= 3
+        assert percents == sorted(percents) and percents[0] == 0.0 and percents[-1] == 100.0
 
         ctx.bus.set_tradable_pairs(["BTCUSDT", "ETHUSDT", "SOLUSDT"])
         with trio.move_on_after(120):
