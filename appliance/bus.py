@@ -106,6 +106,13 @@ class Bus:
         entry = self.cache.get(f"snapshot:{name}")
         return None if entry is None else entry["data"]
 
+    def snapshot_with_age(self, name: str) -> tuple[Any, float | None]:
+        """A snapshot and its age in seconds, read together (None, None when absent)."""
+        entry = self.cache.get(f"snapshot:{name}")
+        if entry is None:
+            return None, None
+        return entry["data"], time.time() - entry["ts"]
+
     def snapshot_age(self, name: str) -> float | None:
         entry = self.cache.get(f"snapshot:{name}")
         return None if entry is None else time.time() - entry["ts"]
@@ -191,6 +198,9 @@ class Bus:
                      "reason": reason, "details": details or {}}
             self._audit.append(entry)
         return entry
+
+    def last_audit_seq(self) -> int:
+        return int(self.cache.get("audit_seq", 0))
 
     def audit_entries(self, after_seq: int = 0) -> list[dict[str, Any]]:
         return [e for e in self._audit if e["seq"] > after_seq]

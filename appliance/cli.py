@@ -259,7 +259,8 @@ def cmd_fake_bybit(args: argparse.Namespace) -> int:
 def cmd_tui(args: argparse.Namespace) -> int:
     from tui.app import run_tui
 
-    return run_tui(load_config(args).state_path)
+    cfg = load_config(args)
+    return run_tui(cfg.state_path, events_maxlen=cfg.bus.events_maxlen)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

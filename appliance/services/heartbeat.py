@@ -49,6 +49,15 @@ def pipeline_snapshot(store: Store, backfill: dict[str, float] | None) -> dict[s
     }
 
 
+def source_health(latest: dict[str, int], market_now: float, missing: int) -> dict[str, Any]:
+    """Lag of the newest stored candle's close behind the market clock; healthy under 3 min."""
+    if not latest:
+        return {"lag_s": None, "missing": missing, "cache_hit_rate": None, "healthy": False}
+    lag = market_now - (max(latest.values()) + 60_000) / 1000
+    return {"lag_s": round(lag, 1), "missing": missing, "cache_hit_rate": None,
+            "healthy": lag < 180}
+
+
 def heartbeat_payload(ctx: ServiceContext, services: dict[str, dict[str, object]],
                       started_at: float, *, final: bool = False) -> dict[str, Any]:
     now = time.time()
@@ -79,9 +88,11 @@ async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, ob
             await trio.to_thread.run_sync(save_virtual_clock, state_dir, ctx.clock)
         if now - last_snapshot >= SNAPSHOT_EVERY_S:
             snap = await ctx.store.run(status_snapshot, ctx.store.store)
-            ctx.bus.put_snapshot("status", snap)
             pipeline = await ctx.store.run(pipeline_snapshot, ctx.store.store,
                                            ctx.bus.snapshot("backfill"))
+            snap["sources"] = {ctx.exchange.name: source_health(
+                snap["latest"], ctx.clock.now(), sum(pipeline["missing"].values()))}
+            ctx.bus.put_snapshot("status", snap)
             ctx.bus.put_snapshot("pipeline", pipeline)
             last_snapshot = now
         await trio.sleep(ctx.cfg.supervisor.heartbeat_interval_s)

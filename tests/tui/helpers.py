@@ -33,7 +33,8 @@ def text(app: App, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).content)
 
 
-def publish(state_dir: Path, kind: str, data: dict[str, Any], market_ts: float | None = None) -> None:
+def publish(state_dir: Path, kind: str, data: dict[str, Any],
+            market_ts: float | None = None) -> None:
     """Publish from another Bus instance, as the appliance would."""
     with Bus(state_dir / "bus") as bus:
         bus.publish(kind, data, service="test", market_ts=market_ts)

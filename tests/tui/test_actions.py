@@ -92,7 +92,8 @@ def test_kill_and_flatten_sets_the_switch_and_sends_flatten(bus_state: Path) -> 
         [command] = bus.pending_commands()
     assert (command["command"], command["args"], command["actor"], command["source"]) == \
         ("flatten", {}, "operator-test", "tui")
-    assert [e["action"] for e in audit(bus_state)[-2:]] == ["maintenance_mode=on", "command flatten"]
+    assert [e["action"] for e in audit(bus_state)[-2:]] == [
+        "maintenance_mode=on", "command flatten"]
 
 
 def test_resume_asks_first_and_enter_defaults_to_cancel(bus_state: Path) -> None:

@@ -100,7 +100,7 @@ def test_malformed_snapshots_render_as_dashes_without_crashing(tmp_path: Path) -
         assert rows(app, "#incidents") == [["—", "—", "chaos", "—", "—"]]
         await switch_to(app, pilot, "1", "dashboard")
         assert text(app, "#equity .missing") == "—" and text(app, "#sharpe .missing") == "—"
-        assert rows(app, "#sources") == [["rest", "—", "—", "—", "—"], ["ws", "—", "—", "—", "—"]]
+        assert rows(app, "#sources") == [["rest"] + ["—"] * 4, ["ws"] + ["—"] * 4]
         await switch_to(app, pilot, "2", "trades")
         assert rows(app, "#blotter") == [["—"] * 5 + ["—", "—", "—"]] * 2
         await switch_to(app, pilot, "5", "models")

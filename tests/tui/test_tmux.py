@@ -31,7 +31,7 @@ class Terminal:
         self.socket = socket
 
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(TMUX), "-L", self.socket, *args], capture_output=True,
+        return subprocess.run([str(TMUX), "-u", "-L", self.socket, *args], capture_output=True,
                               text=True, timeout=20, check=check)
 
     def screen(self) -> str:
@@ -59,16 +59,18 @@ def test_mission_control_in_a_plain_terminal(bus_state: Path) -> None:
     command = f"cd {ROOT} && exec {sys.executable} -m tui.app --state-dir {bus_state}"
     term.tmux("-f", "/dev/null", "start-server", ";", "set-option", "-g", "default-size", "120x40",
               ";", "new-session", "-d", "-s", "tui", "-x", "120", "-y", "40",
-              "-e", "TERM=xterm-256color", command)
+              "-e", "TERM=xterm-256color", "-e", "LC_ALL=C.UTF-8", command)
     try:
         assert term.tmux("display", "-p", "-t", "tui", "#{window_width}x#{window_height}"
                          ).stdout.strip() == "120x40"
-        screen = term.wait_for("bybit-rest")  # the first bus update has arrived
-        assert "Portfolio value" in screen and "● RUNNING" in screen
-        assert "APPLIANCE NOT RUNNING" not in screen
+        # Each expectation is awaited on its own: a capture can land between two writes of
+        # one frame.
+        term.wait_for("bybit-rest")  # the first bus update has arrived
+        term.wait_for("RUNNING  pid 4242")
+        assert "NOT RUNNING" not in term.wait_for("Portfolio value")
         term.keys("2")
-        screen = term.wait_for("Time (UTC)")
-        assert "AVAXUSDT" in screen and "2024-06-01 12:59:00" in screen
+        term.wait_for("Time (UTC)")
+        term.wait_for("2024-06-01 12:59:00  AVAXUSDT")
         term.keys("k")
         term.wait_for("KILL SWITCH")
         term.keys("y")

@@ -1,0 +1,80 @@
+"""Models: the prod vs shadow leaderboard, with promote/demote behind a confirmation."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from tui.client import MissionState
+from tui.screens.base import MissionScreen
+from tui.widgets import fmt
+from tui.widgets.table import fill, make_table, selected_key
+
+MODE_ORDER = {"prod": 0, "shadow": 1, "candidate": 2}
+COLUMNS = ("Model", "Group", "Kind", "Mode", "Sharpe", "P&L", "Days in shadow", "Trades", "Pinned")
+
+
+def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]]:
+    """Prod first, then shadow, then candidates; best Sharpe first within each; no archived."""
+    live = [m for m in models if m.get("mode") in MODE_ORDER]
+
+    def rank(model: Mapping[str, Any]) -> tuple[int, bool, float]:
+        sharpe = fmt.as_float(model.get("sharpe"))
+        return MODE_ORDER[str(model["mode"])], sharpe is None, -(sharpe or 0.0)
+
+    return sorted(live, key=rank)
+
+
+class ModelsScreen(MissionScreen):
+    MODE = "models"
+    BINDINGS = [Binding("p", "promote", "Promote"), Binding("d", "demote", "Demote")]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="models-summary", classes="summary")
+        yield make_table(COLUMNS, id="leaderboard", cursor=True)
+
+    def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
+        if not changed & {"models", "status"}:
+            return
+        counts = fmt.get(state.status, "models")
+        self.query_one("#models-summary", Static).update(
+            " · ".join(f"{mode} {fmt.integer(fmt.get(counts, mode))}"
+                       for mode in ("prod", "shadow", "candidate", "archived"))
+            + "   (p promote · d demote the selected model)")
+        fill(self.query_one("#leaderboard", DataTable), ((str(m.get("model_id")), (
+            fmt.text(m.get("model_id")), fmt.text(m.get("group")), fmt.kind(m.get("kind")),
+            Text(str(m["mode"]), style="bold green" if m["mode"] == "prod" else "cyan"),
+            fmt.num(m.get("sharpe")), fmt.pnl(m.get("pnl")), fmt.num(m.get("days_in_shadow"), 1),
+            fmt.integer(m.get("trades")), "yes" if m.get("pinned") else ""))
+            for m in leaderboard(state.models)))
+
+    def selected_model(self) -> Mapping[str, Any] | None:
+        key = selected_key(self.query_one("#leaderboard", DataTable))
+        return next((m for m in self.mission.state.models if str(m.get("model_id")) == key), None)
+
+    def action_promote(self) -> None:
+        self._ask("promote", ("shadow", "candidate"))
+
+    def action_demote(self) -> None:
+        self._ask("demote", ("prod",))
+
+    def _ask(self, action: str, modes: tuple[str, ...]) -> None:
+        model = self.selected_model()
+        if model is None:
+            self.notify("Select a model first.", severity="warning")
+            return
+        if model.get("mode") not in modes:
+            self.notify(f"{action} applies to {' or '.join(modes)} models, "
+                        f"not {fmt.text(model.get('mode'))}.", severity="warning")
+            return
+        model_id = str(model.get("model_id"))
+        self.mission.confirm(
+            action, f"{action.capitalize()} model {model_id}?",
+            f"{model_id}: {fmt.text(model.get('group'))} {fmt.kind(model.get('kind'))}, "
+            f"{fmt.text(model.get('mode'))}, Sharpe {fmt.num(model.get('sharpe'))}, "
+            f"P&L {fmt.signed(model.get('pnl'))}. The appliance runs the command and records it.",
+            model_id=model_id)

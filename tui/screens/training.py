@@ -1,0 +1,78 @@
+"""Training: runs with progress bars, model kind and status, the selected run's loss curve,
+and the compute device (the GPU's name, or "CPU")."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Sparkline, Static
+
+from tui.client import MissionState
+from tui.screens.base import MissionScreen
+from tui.widgets import fmt
+from tui.widgets.table import fill, make_table, selected_key
+
+STATUS_ORDER = {"running": 0, "queued": 1, "failed": 2, "completed": 3}
+COLUMNS = ("Run", "Symbols", "Kind", "Status", "Progress", "Epoch", "Loss", "Device")
+
+
+def compute_device(runs: tuple[Mapping[str, Any], ...]) -> str:
+    """The GPU name when any run reports one, else "CPU"."""
+    gpus = sorted({str(r["device"]) for r in runs
+                   if r.get("device") and str(r["device"]).lower() not in ("cpu", "none")})
+    return ", ".join(gpus) if gpus else "CPU"
+
+
+def _symbols(run: Mapping[str, Any]) -> str:
+    symbols = run.get("symbols")
+    if isinstance(symbols, (list, tuple)) and symbols:
+        shown = ",".join(map(str, symbols[:3]))
+        return shown + (f" +{len(symbols) - 3}" if len(symbols) > 3 else "")
+    return fmt.text(run.get("group"))
+
+
+class TrainingScreen(MissionScreen):
+    MODE = "training"
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="training-summary", classes="summary")
+        yield make_table(COLUMNS, id="runs", cursor=True)
+        with Vertical(id="loss-panel"):
+            yield Static(id="loss-title")
+            yield Sparkline([], id="loss-curve")
+
+    def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
+        if "training" not in changed:
+            return
+        runs = sorted(state.training, key=lambda r: STATUS_ORDER.get(str(r.get("status")), 9))
+        counts = {name: sum(r.get("status") == name for r in runs) for name in STATUS_ORDER}
+        self.query_one("#training-summary", Static).update(
+            f"Compute: {compute_device(state.training)}  ·  "
+            + " · ".join(f"{n} {name}" for name, n in counts.items()))
+        fill(self.query_one("#runs", DataTable), ((str(r.get("run_id")), (
+            fmt.text(r.get("run_id")), _symbols(r), fmt.kind(r.get("kind")),
+            fmt.status(r.get("status")), fmt.bar(r.get("percent"), 12), fmt.integer(r.get("epoch")),
+            fmt.num(r.get("loss"), 4), fmt.text(r.get("device")))) for r in runs))
+        self._show_curve()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_curve()
+
+    def _show_curve(self) -> None:
+        key = selected_key(self.query_one("#runs", DataTable))
+        run = next((r for r in self.mission.state.training if str(r.get("run_id")) == key), None)
+        raw = fmt.get(run, "loss_curve")
+        points = raw if isinstance(raw, (list, tuple)) else []
+        curve = [v for v in map(fmt.as_float, points) if v is not None]
+        title = self.query_one("#loss-title", Static)
+        if run is None:
+            title.update("Loss curve: no run selected")
+        elif not curve:
+            title.update(f"Loss curve of {key}: no points yet")
+        else:
+            title.update(f"Loss curve of {key} ({fmt.kind(run.get('kind'))}): "
+                         f"{len(curve)} epochs, first {curve[0]:.4f}, last {curve[-1]:.4f}, "
+                         f"min {min(curve):.4f}")
+        self.query_one("#loss-curve", Sparkline).data = curve
