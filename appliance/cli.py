@@ -92,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="only 1m is fetched; 5m and 1h are derived from it")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("train", help="train the symbol groups once, in the foreground")
+    _add_common(p)
+    p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
+    p.add_argument("--kind", choices=("rf", "mlp", "lstm", "ensemble"),
+                   help="default: training.kinds of the config")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("models", help="the model registry")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("fake-bybit", help="a loopback Bybit v5 server backed by the sim market")
     from appliance.exchange.fake_bybit import add_fake_bybit_args
 
@@ -108,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
-    p.add_argument("suite", choices=("supervisor", "backtest", "backfill"))
+    p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
+                                     "train", "tui"))
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -194,14 +206,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks import backfill as bench_backfill
-    from benchmarks import backtest as bench_backtest
-    from benchmarks import supervisor as bench_supervisor
+    import importlib
 
-    suites: dict[str, Callable[[], dict[str, Any]]] = {"supervisor": bench_supervisor.run,
-                                                       "backtest": bench_backtest.run,
-                                                       "backfill": bench_backfill.run}
-    figures = suites[args.suite]()
+    figures = importlib.import_module(f"benchmarks.{args.suite}").run()
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0
 
@@ -244,6 +251,39 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from appliance.commands import train_groups
+
+    cfg = load_config(args)
+    kinds = [args.kind] if args.kind else [k for k in cfg.training.kinds.split(",") if k]
+    try:
+        results = train_groups(cfg, kinds, args.groups, show_progress=not args.json)
+    except ValueError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 2
+    _emit(args, results, "\n".join(
+        f"{r['group']:<8} {r['kind']:<9} sharpe {r['metrics']['sharpe']:>7.2f}  "
+        f"trades {r['metrics']['trades']:>5}  val acc {r['metrics']['val_accuracy']:.3f}  "
+        f"{r['onnx_path']}" for r in results))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from appliance.commands import list_registry
+
+    models = list_registry(load_config(args))
+    keys = ("model_id", "run_id", "parent_run_id", "group", "symbols", "timeframe", "kind",
+            "mode", "onnx_path", "onnx_sha256", "tags", "metrics", "pinned", "created")
+    data = [{k: m.get(k) for k in keys} for m in models]
+    lines = [f"{'model':<40} {'group':<7} {'kind':<9} {'mode':<10} {'sharpe':>7}"]
+    for m in data:
+        sharpe = (m["metrics"] or {}).get("sharpe")
+        lines.append(f"{m['model_id']:<40} {m['group']:<7} {m['kind']:<9} {m['mode']:<10} "
+                     f"{sharpe if sharpe is None else round(sharpe, 2)!s:>7}")
+    _emit(args, data, "\n".join(lines) if data else "no models yet")
+    return 0
+
+
 def cmd_fake_bybit(args: argparse.Namespace) -> int:
     from appliance.exchange.fake_bybit import faults_from_args, run_fake_bybit
 
@@ -267,6 +307,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "discover": cmd_discover,
     "backfill": cmd_backfill,
     "fake-bybit": cmd_fake_bybit,
+    "train": cmd_train,
+    "models": cmd_models,
     "tui": cmd_tui,
     "run": cmd_run,
     "status": cmd_status,

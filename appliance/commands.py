@@ -113,12 +113,82 @@ class _progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.bar = Progress(TextColumn("{task.description:<12}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("days"),
-                            console=Console(file=sys.stderr))
+        self.bar = Progress(TextColumn("{task.description:<14}"), BarColumn(),
+                            MofNCompleteColumn(), console=Console(file=sys.stderr))
         self.bar.__enter__()
         return self.bar
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
+                 show_progress: bool = True) -> list[dict[str, Any]]:
+    """``methtrader train``: one run per group and kind, in the foreground, on the lake."""
+    import time as _time
+
+    from appliance.services.training import groups_from_lake
+    from models.groups import GroupingRules
+    from models.registry import register_result
+    from models.training import train_run
+
+    lake_root = cfg.state_path / "lake"
+    with Bus(cfg.state_path / "bus") as bus:
+        tradable = bus.tradable_pairs()
+    symbols = tradable if tradable else Lake(lake_root).symbols("5m")
+    groups = groups_from_lake(lake_root, symbols,
+                              GroupingRules(max_size=cfg.training.max_group_size))
+    if group_names:
+        unknown = sorted(set(group_names) - {g.name for g in groups})
+        if unknown:
+            raise ValueError(f"unknown group(s) {', '.join(unknown)}; groups of the lake: "
+                             f"{', '.join(g.name for g in groups) or 'none (backfill first)'}")
+        groups = [g for g in groups if g.name in group_names]
+    if not groups:
+        raise ValueError(f"no symbol in {lake_root} has a 5m dataset yet; run "
+                         "`methtrader backfill` first")
+    stamp = _time.strftime("%Y%m%d-%H%M%S", _time.gmtime())
+    results = []
+    with _progress(show_progress) as bar:
+        for group in groups:
+            for kind in kinds:
+                run_id = f"manual-{stamp}-{group.name}-{kind}"
+                task = bar.add_task(f"{group.name} {kind}", total=100) if bar else None
+
+                def progress(p: dict[str, Any], task=task) -> None:
+                    if bar:
+                        bar.update(task, completed=p["percent"])
+
+                results.append(train_run(cfg.state_path, run_id, group.name,
+                                         list(group.symbols), kind, tags={"trigger": "manual"},
+                                         progress=progress))
+    try:
+        store = Store(cfg.state_path / "methtrader.duckdb")
+    except StoreError:
+        return results  # run holds it; it registers the receipts itself
+    try:
+        for r in results:
+            register_result(store, r)
+    finally:
+        store.close()
+    return results
+
+
+def list_registry(cfg: Config) -> list[dict[str, Any]]:
+    """The registry from DuckDB, or from the bus snapshot while ``run`` holds the file."""
+    from models.registry import list_models
+
+    db = cfg.state_path / "methtrader.duckdb"
+    if db.exists():
+        try:
+            store = Store(db, read_only=True)
+        except StoreError:
+            pass
+        else:
+            try:
+                return list_models(store)
+            finally:
+                store.close()
+    with Bus(cfg.state_path / "bus") as bus:
+        return bus.snapshot("registry") or []

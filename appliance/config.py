@@ -27,9 +27,11 @@ class ConfigError(ValueError):
 
 
 def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
-       choices: tuple[str, ...] | None = None, secret: bool = False, doc: str = "") -> Any:
-    return field(default=default, repr=not secret, metadata={"lo": lo, "hi": hi, "choices": choices,
-                                            "secret": secret, "doc": doc})
+       choices: tuple[str, ...] | None = None, secret: bool = False, doc: str = "",
+       pattern: str | None = None, csv_choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, repr=not secret, metadata={
+        "lo": lo, "hi": hi, "choices": choices, "secret": secret, "doc": doc,
+        "pattern": pattern, "csv_choices": csv_choices})
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,19 @@ class DatasetsConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    nightly_at: str = _f("02:00", pattern=r"([01]\d|2[0-3]):[0-5]\d",
+                         doc="HH:MM UTC, market time")
+    kinds: str = _f("rf,mlp", csv_choices=("rf", "mlp", "lstm"),
+                    doc="model kinds trained nightly per group (ensembles on Sundays)")
+    max_group_size: int = _f(8, lo=1, hi=100)
+    disk_threshold: float = _f(0.8, lo=0.0, hi=1.0,
+                               doc="archive the worst models when the disk is fuller")
+    archive_fraction: float = _f(0.2, lo=0.0, hi=1.0)
+    check_interval_s: float = _f(60.0, lo=1.0, hi=86400.0)
+
+
+@dataclass(frozen=True)
 class BybitConfig:
     network: str = _f("testnet", choices=("mainnet", "testnet", "demo"))
     base_url: str = _f("", doc="overrides the network's host, e.g. http://127.0.0.1:PORT "
@@ -137,6 +152,7 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
     bybit: BybitConfig = field(default_factory=BybitConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
@@ -221,6 +237,16 @@ def _coerce(value: Any, typ: type, meta: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is out of range [{lo}, {hi}]")
     if choices and value not in choices:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    pattern = meta.get("pattern")
+    if pattern and not re.fullmatch(pattern, value):
+        raise ConfigError(f"{where}: {value!r} is not in the expected form ({meta['doc']})")
+    allowed = meta.get("csv_choices")
+    if allowed:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise ConfigError(f"{where}: {value!r}: give a comma-separated list of "
+                              f"{', '.join(allowed)}")
     return value
 
 

@@ -32,6 +32,8 @@ from appliance.bus import Bus
 RUNNING_PREFIX = "job:running:"
 RETRIES = 2  # 3 attempts in all
 RETRY_DELAY_S = 5
+TRAIN_RETRY_DELAY_S = 30
+TRAINING_PREFIX = "training:"
 
 
 def make_huey(state_dir: Path) -> SqliteHuey:
@@ -42,13 +44,16 @@ def make_huey(state_dir: Path) -> SqliteHuey:
 class Jobs:
     """The task registry bound to one state dir; the same object on both sides of the queue."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, defaults: bool = True) -> None:
+        """``defaults=False`` leaves the registry empty (a test registers its own jobs)."""
         self.state_dir = Path(state_dir)
         self.huey = make_huey(self.state_dir)
         self._bus: Bus | None = None
         self.tasks: dict[str, Any] = {}
-        self.register("selftest", selftest)
-        self.register("features", _build_features)
+        if defaults:
+            self.register("selftest", selftest)
+            self.register("features", _build_features)
+            self.register("train", _train, retry_delay=TRAIN_RETRY_DELAY_S)
 
     @property
     def bus(self) -> Bus:
@@ -138,6 +143,35 @@ def _build_features(state_dir: Path, symbol: str) -> int:
     return build_features(state_dir, symbol)
 
 
+def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: str,
+           params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+           parent_run_id: str | None = None) -> dict[str, Any]:
+    """The training job: progress goes to the bus (an event per epoch and the run's state)."""
+    import warnings
+
+    from models.training import train_run
+
+    # huey's worker processes are daemonic, so joblib runs forests on one core: say it once
+    warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
+
+    with Bus(Path(state_dir) / "bus") as bus:
+        def progress(p: dict[str, Any]) -> None:
+            bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {**p, "symbols": symbols,
+                                                         "ts": time.time()})
+            bus.publish("training_progress", p, service="huey")
+
+        progress({"run_id": run_id, "group": group, "kind": kind, "epoch": 0, "loss": None,
+                  "percent": 0.0, "status": "running"})
+        try:
+            return train_run(state_dir, run_id, group, symbols, kind, params, tags=tags,
+                             parent_run_id=parent_run_id, progress=progress)
+        except Exception as exc:
+            progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
+                      "loss": None, "percent": 0.0, "status": "failed",
+                      "error": f"{type(exc).__name__}: {exc}"})
+            raise
+
+
 def consumer_main(argv: list[str] | None = None) -> int:
     """Entry of the consumer child process (``python -m appliance.jobs``)."""
     ap = argparse.ArgumentParser(prog="methtrader-jobs")
@@ -148,12 +182,16 @@ def consumer_main(argv: list[str] | None = None) -> int:
                         format='{"ts": %(created).3f, "level": "%(levelname)s", '
                                '"service": "huey", "msg": "%(message)s"}')
     _exit_with_parent()
-    jobs = Jobs(Path(args.state_dir))
-    consumer = jobs.huey.create_consumer(workers=args.workers, worker_type="process",
+    run_consumer(Jobs(Path(args.state_dir)), args.workers)
+    return 0
+
+
+def run_consumer(jobs: Jobs, workers: int) -> None:
+    """Consume ``jobs``' queue in this process until SIGINT (graceful) or SIGTERM."""
+    consumer = jobs.huey.create_consumer(workers=workers, worker_type="process",
                                          periodic=False, initial_delay=0.05, max_delay=0.5,
                                          check_worker_health=True)
     consumer.run()
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Task tree of ``methtrader run``::
          ├─ supervise("huey")          the job consumer child process (queue.db)
          ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
          ├─ supervise("datasets")      new pair → 90-day backfill → lake + manifest → feature job
+         ├─ supervise("training")      groups → nightly/Sunday jobs → receipts → registry
          └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
@@ -37,7 +38,8 @@ from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
 from appliance.jobs import Jobs
-from appliance.services import consumer, datasets, discovery, feed, heartbeat, operator
+from appliance.services import (consumer, datasets, discovery, feed, heartbeat, operator,
+                                 training)
 from appliance.store import Store, StoreRunner
 from appliance.supervision import Supervisor
 
@@ -63,6 +65,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         operator.NAME: functools.partial(operator.run, ctx, {}),
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
+        training.NAME: functools.partial(training.run, ctx, jobs),
         feed.NAME: functools.partial(feed.run, ctx),
     }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import trio
 
-from appliance.backfill import backfill_symbol, run_io
+from appliance.backfill import backfill_symbol
 from appliance.clock import floor_minute_ms, now_ms
 from appliance.context import ServiceContext
 from appliance.jobs import Jobs
@@ -27,8 +27,7 @@ NAME = "datasets"
 
 
 async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symbol: str,
-                        days: int, progress: dict[str, float], *, inline: bool = False
-                        ) -> Manifest | None:
+                        days: int, progress: dict[str, float]) -> Manifest | None:
     end = floor_minute_ms(now_ms(ctx.clock))
 
     async def report(sym: str, done: int, total: int) -> None:
@@ -39,30 +38,30 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
                         service=NAME, market_ts=ctx.clock.now())
 
     result = await backfill_symbol(ctx.exchange, lake, symbol, end - days * DAY_MS, end,
-                                   report, inline=inline)
-    await run_io(inline, lake.resample, symbol)
+                                   report, inline=ctx.inline)
+    await ctx.io(lake.resample, symbol)
     manifests = []
     for interval in ("1m", "5m", "1h"):
-        m = await run_io(inline, lake.manifest, symbol, interval)
+        m = await ctx.io(lake.manifest, symbol, interval)
         if m is not None:
-            await run_io(inline, lake.save_manifest, m)
+            await ctx.io(lake.save_manifest, m)
             await ctx.store.call("save_dataset", m)
             manifests.append(m)
     if not manifests:
         return None
     if jobs is not None:
-        await run_io(inline, jobs.enqueue, "features", symbol)
+        await ctx.io(jobs.enqueue, "features", symbol)
     service_logger(NAME).info("dataset built", symbol=symbol, rows=manifests[0].rows,
                               days_written=result.days_written, missing=result.missing,
                               sha256=manifests[0].sha256)
     return manifests[0]
 
 
-async def run(ctx: ServiceContext, jobs: Jobs | None, *, inline: bool = False) -> None:
+async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     cfg = ctx.cfg.datasets
     lake = Lake(ctx.cfg.state_path / "lake")
     known = {d["dataset_id"] for d in await ctx.store.call("datasets")}
-    for m in await run_io(inline, lake.manifests):  # written by `methtrader backfill` meanwhile
+    for m in await ctx.io(lake.manifests):  # written by `methtrader backfill` meanwhile
         if m.dataset_id not in known:
             await ctx.store.call("save_dataset", m)
     built = {d["symbol"]: d for d in await ctx.store.call("datasets") if d["interval"] == "1m"}
@@ -73,7 +72,7 @@ async def run(ctx: ServiceContext, jobs: Jobs | None, *, inline: bool = False) -
     async def one(symbol: str, refresh: bool) -> None:
         async with limiter:
             days = 2 if refresh else cfg.days
-            m = await build_dataset(ctx, lake, jobs, symbol, days, progress, inline=inline)
+            m = await build_dataset(ctx, lake, jobs, symbol, days, progress)
             if m is not None:
                 if not refresh:
                     ctx.metrics.datasets_built_total.inc()

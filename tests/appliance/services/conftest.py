@@ -25,7 +25,7 @@ def make_ctx(cfg, state_dir):
         bus = Bus(state_dir / "bus")
         ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store, inline=True),
                              exchange=SimExchange(clock, cfg.sim, inline=True),
-                             metrics=Metrics())
+                             metrics=Metrics(), inline=True)
         made.append(ctx)
         return ctx
 

@@ -17,7 +17,7 @@ async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, st
     jobs = Jobs(state_dir)
     try:
         with trio.move_on_after(120):  # two market hours
-            await datasets.run(ctx, jobs, inline=True)
+            await datasets.run(ctx, jobs)
         rows = {(d["symbol"], d["interval"]): d for d in await ctx.store.call("datasets")}
         assert set(rows) == {(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "5m", "1h")}
         btc = rows[("BTCUSDT", "1m")]
@@ -35,7 +35,7 @@ async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, st
 
         ctx.bus.set_tradable_pairs(["BTCUSDT", "ETHUSDT", "SOLUSDT"])
         with trio.move_on_after(120):
-            await datasets.run(ctx, jobs, inline=True)
+            await datasets.run(ctx, jobs)
         assert ctx.metrics.datasets_built_total._value.get() == 3  # only the new pair
     finally:
         jobs.close()

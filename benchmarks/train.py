@@ -1,0 +1,63 @@
+"""``methtrader bench train``: time to train each kind on a nightly run's data, on two cores.
+
+Budget (issue 4): the nightly retrain of 50 symbols takes under 30 minutes. One group here is 10
+symbols x 90 days of 5-minute bars pooled (259,200 rows x 15 features); 50 symbols are five such
+groups, trained one after the other, so their time is extrapolated as 5x (training time is
+linear in rows for every kind at fixed epochs and trees). Each kind trains with its defaults
+(``KINDS[kind].defaults``), two threads. The windows are a strided view of the feature matrix,
+as the training service can pass them, so the lstm's (rows, 32, 15) windows are never copied.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from models.features import FEATURE_NAMES
+from models.kinds import KINDS, train
+
+GROUP_SYMBOLS = 10
+SYMBOLS = 50
+ROWS = GROUP_SYMBOLS * 90 * 288
+BUDGET_S = 30 * 60
+KINDS_TIMED = ("rf", "mlp", "lstm")
+
+
+def _data(rows: int, lookback: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, lookback, F) windows over one feature matrix, and noisy learnable labels."""
+    rng = np.random.default_rng(seed)
+    n_features = len(FEATURE_NAMES)
+    feats = rng.normal(size=(rows + lookback - 1, n_features)).astype(np.float32)
+    windows = sliding_window_view(feats, lookback, axis=0).transpose(0, 2, 1)
+    signal = windows[:, -1, 0] + 0.5 * windows[:, :, 1].mean(axis=1)
+    y = np.digitize(signal + rng.normal(0.0, 1.0, rows), [-0.6, 0.6])
+    return windows, y
+
+
+def run(rows: int = ROWS) -> dict[str, Any]:
+    figures: dict[str, Any] = {"train_rows_per_group": rows, "train_budget_50_symbols_s": BUDGET_S}
+    total = 0.0
+    for kind in KINDS_TIMED:
+        lookback = int(KINDS[kind].defaults["lookback"])
+        x, y = _data(rows, lookback)
+        start = time.perf_counter()
+        model = train(kind, x, y, seed=0)
+        elapsed = time.perf_counter() - start
+        group_share = elapsed * SYMBOLS / GROUP_SYMBOLS
+        total += group_share
+        figures[f"train_{kind}_group_s"] = round(elapsed, 1)
+        figures[f"train_{kind}_50_symbols_s"] = round(group_share, 1)
+        figures[f"train_{kind}_final_loss"] = round(model.loss_curve[-1], 4)
+    figures["train_all_kinds_50_symbols_s"] = round(total, 1)
+    figures["train_within_budget"] = total < BUDGET_S
+    return figures
+
+
+if __name__ == "__main__":
+    for key, value in run().items():
+        print(f"{key:<40} {value}")
+    sys.exit(0)

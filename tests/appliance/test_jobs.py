@@ -1,0 +1,75 @@
+"""The job queue with a real huey consumer process: retries with backoff, one registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import trio
+
+from appliance.backfill import backfill_symbol
+from appliance.clock import VirtualClock
+from appliance.config import SimConfig
+from appliance.exchange.sim import SimExchange
+from appliance.jobs import Jobs
+from appliance.schedule import utc
+from appliance.services.training import register_finished
+from appliance.store import Store
+from data.lake import Lake
+
+CONSUMER = """
+import sys
+from pathlib import Path
+from appliance import jobs as J
+
+state = Path(sys.argv[1])
+attempts = state / "attempts"
+
+def flaky_train(state_dir, *args, **kwargs):
+    n = int(attempts.read_text()) + 1 if attempts.exists() else 1
+    attempts.write_text(str(n))
+    if n <= 2:
+        raise RuntimeError(f"attempt {n} fails on purpose")
+    return J._train(state_dir, *args, **kwargs)
+
+jobs = J.Jobs(state, defaults=False)
+jobs.register("train", flaky_train, retry_delay=0.2)
+J.run_consumer(jobs, workers=1)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_job_failing_twice_is_retried_and_registered_once(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    lake = Lake(state / "lake")
+    end = int(utc("2026-11-28 00:00") * 1000)
+    ex = SimExchange(VirtualClock(end / 1000, 1.0), SimConfig(), inline=True)
+    for s in ("BTCUSDT", "ETHUSDT"):
+        trio.run(lambda s=s: backfill_symbol(ex, lake, s, end - 8 * 86_400_000, end,
+                                             inline=True))
+        lake.resample(s)
+    jobs = Jobs(state, defaults=False)  # the producer's task carries the retry schedule
+    jobs.register("train", lambda *a, **k: None, retry_delay=0.2)
+    consumer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CONSUMER), str(state)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        jobs.enqueue("train", "run-flaky", "t1-a", ["BTCUSDT", "ETHUSDT"], "rf", {}, {})
+        receipt = state / "artifacts" / "run-flaky" / "result.json"
+        deadline = time.monotonic() + 150
+        while not receipt.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert receipt.exists(), "the job never succeeded"
+        assert (state / "attempts").read_text() == "3"  # two failures, then success
+    finally:
+        consumer.send_signal(2)
+        consumer.wait(timeout=30)
+        jobs.close()
+    store = Store(state / "methtrader.duckdb")
+    assert [r["run_id"] for r in register_finished(store, state)] == ["run-flaky"]
+    assert register_finished(store, state) == []  # seen again: registered once
+    assert store.sql("SELECT count(*) FROM training_runs")[0][0] == 1
+    store.close()
