@@ -285,14 +285,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_bybit(args: argparse.Namespace) -> int:
-    from appliance.exchange.fake_bybit import faults_from_args, run_fake_bybit
+    from appliance.exchange.fake_bybit import FakeLimits, faults_from_args, run_fake_bybit
 
     try:
         faults = faults_from_args(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     run_fake_bybit(args.port, args.seed, faults, {args.api_key: args.api_secret},
-                   host=args.host)
+                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit))
     return 0
 
 

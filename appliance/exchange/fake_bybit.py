@@ -160,14 +160,15 @@ async def serve_fake_bybit(port: int, seed: int, *, host: str = "127.0.0.1",
 
 
 def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str],
-                   host: str = "127.0.0.1") -> None:
+                   host: str = "127.0.0.1", limits: FakeLimits = FakeLimits()) -> None:
     """Block running the fake server; print the listening line; stop on Ctrl-C / SIGTERM."""
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(partial(serve_fake_bybit, port, seed, host=host,
-                                                    faults=faults, api_keys=api_keys))
+                                                    faults=faults, api_keys=api_keys,
+                                                    limits=limits))
                 print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
@@ -190,6 +191,8 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
                         help="fraction of requests whose socket closes unanswered")
     parser.add_argument("--malformed-ratio", type=float, default=d.malformed_ratio,
                         help="fraction of answers with truncated JSON")
+    parser.add_argument("--ip-limit", type=int, default=FakeLimits().ip_limit,
+                        help="requests per 5 s per IP before HTTP 403 (Bybit: 600)")
     parser.add_argument("--api-key", default=next(iter(DEFAULT_API_KEYS)))
     parser.add_argument("--api-secret", default=next(iter(DEFAULT_API_KEYS.values())))
 
@@ -209,5 +212,6 @@ def main_fake_bybit(argv: Sequence[str] | None = None) -> int:
         faults = faults_from_args(ns)
     except ValueError as exc:
         parser.error(str(exc))
-    run_fake_bybit(ns.port, ns.seed, faults, {ns.api_key: ns.api_secret}, host=ns.host)
+    run_fake_bybit(ns.port, ns.seed, faults, {ns.api_key: ns.api_secret}, host=ns.host,
+                   limits=FakeLimits(ip_limit=ns.ip_limit))
     return 0
