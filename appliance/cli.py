@@ -18,19 +18,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.config import Config, ConfigError, build_config, config_as_toml
+from appliance.schedule import duration_s
 from appliance.store import StoreError
 from appliance.exchange.factory import StartupError
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_duration(text: str) -> float:
-    """'90s', '2h', '14d', '500ms', '1.5h' → seconds; a bare number is seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use a number with a unit, e.g. 90s, 15m, 2h, 14d")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    try:
+        return duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -70,7 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kill", help="kill switch: set maintenance_mode (no new orders)")
     _add_common(p)
     p.add_argument("--reason", default="operator kill switch")
+    p.add_argument("--flatten", action="store_true",
+                   help="also close every position with reduce-only orders")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("unfreeze", help="clear deploys_frozen (set by the drawdown guard)")
+    _add_common(p)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+
+    for name, what in (("promote", "make a model prod (archives the group's prod model)"),
+                       ("demote", "take a prod or shadow model back to candidate"),
+                       ("pin", "keep a prod model from being replaced or archived"),
+                       ("unpin", "let a pinned prod model be replaced again")):
+        p = sub.add_parser(name, help=what)
+        _add_common(p)
+        p.add_argument("model_id")
+        p.add_argument("--reason", required=name in ("promote", "demote"),
+                       default="operator")
+        p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("resume", help="clear maintenance_mode")
     _add_common(p)
@@ -190,12 +204,42 @@ def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
     from appliance.bus import MAINTENANCE_MODE, Bus, operator_name
 
     cfg = load_config(args)
+    flatten = None
     with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
         entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
                                reason=args.reason, source="cli")
+        if value and getattr(args, "flatten", False):
+            flatten = bus.send_command("flatten", {"reason": args.reason}, source="cli")
     word = "ON: no new orders" if value else "off: trading may resume"
-    _emit(args, {"maintenance_mode": value, "audit": entry},
-          f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})")
+    text = f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})"
+    if flatten:
+        text += "\nflatten queued: the appliance closes every position with reduce-only orders"
+    _emit(args, {"maintenance_mode": value, "audit": entry, "flatten_command": flatten}, text)
+    return 0
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    from appliance.bus import DEPLOYS_FROZEN, Bus, operator_name
+
+    cfg = load_config(args)
+    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+        entry = bus.set_switch(DEPLOYS_FROZEN, False, actor=operator_name(),
+                               reason=args.reason, source="cli")
+    _emit(args, {"deploys_frozen": False, "audit": entry},
+          f"deploys_frozen off (by {entry['actor']}: {entry['reason']})")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from appliance.commands import registry_command
+
+    cfg = load_config(args)
+    try:
+        result = registry_command(cfg, args.command, args.model_id, args.reason)
+    except RuntimeError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 1
+    _emit(args, result, f"{args.command} {args.model_id}: {result}")
     return 0
 
 
@@ -305,6 +349,11 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "discover": cmd_discover,
+    "unfreeze": cmd_unfreeze,
+    "promote": cmd_registry,
+    "demote": cmd_registry,
+    "pin": cmd_registry,
+    "unpin": cmd_registry,
     "backfill": cmd_backfill,
     "fake-bybit": cmd_fake_bybit,
     "train": cmd_train,

@@ -192,3 +192,44 @@ def list_registry(cfg: Config) -> list[dict[str, Any]]:
                 store.close()
     with Bus(cfg.state_path / "bus") as bus:
         return bus.snapshot("registry") or []
+
+
+def registry_command(cfg: Config, command: str, model_id: str, reason: str,
+                     wait_s: float = 15.0) -> dict[str, Any]:
+    """promote/demote/pin/unpin: through ``run`` when it is up (it owns DuckDB), else applied
+    to DuckDB here. Audited either way, with the operator's name and reason."""
+    import time as _time
+
+    from appliance.bus import operator_name
+    from appliance.operator_commands import REGISTRY_COMMANDS, REGISTRY_VERSION
+    from appliance.status import gather_status
+    from models.registry import RegistryError
+
+    args = {"model_id": model_id, "reason": reason, "actor": operator_name()}
+    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+        if gather_status(cfg.state_path, cfg.supervisor.stale_after_s)["running"]:
+            cid = bus.send_command(command, args, source="cli")
+            deadline = _time.monotonic() + wait_s
+            while _time.monotonic() < deadline:
+                result = bus.command_result(cid)
+                if result is not None:
+                    if not result.get("ok"):
+                        raise RuntimeError(result.get("error", "refused"))
+                    return result
+                _time.sleep(0.1)
+            raise RuntimeError(f"the appliance did not answer within {wait_s:g}s; the "
+                               "command stays queued")
+        try:
+            store = Store(cfg.state_path / "methtrader.duckdb")
+        except StoreError as exc:
+            raise RuntimeError(str(exc)) from None
+        try:
+            result = REGISTRY_COMMANDS[command](store, args)
+        except RegistryError as exc:
+            raise RuntimeError(str(exc)) from None
+        finally:
+            store.close()
+        bus.counter_incr(REGISTRY_VERSION)
+        bus.audit(actor=args["actor"], action=f"command:{command}", reason=reason,
+                  details={"args": args, "result": result, "source": "cli"})
+        return {"ok": True, **result}

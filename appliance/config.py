@@ -110,6 +110,43 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class TradingConfig:
+    timeframe: str = _f("5m", choices=("5m", "1h"), doc="bars the models trade (and train) on")
+    threshold: float = _f(0.1, lo=0.0, hi=1.0, doc="P(long) - P(short) needed to hold")
+    max_symbol_notional: float = _f(25_000.0, lo=0.0, hi=1e12)
+    max_gross_exposure: float = _f(100_000.0, lo=0.0, hi=1e12)
+    max_leverage: float = _f(3.0, lo=0.0, hi=100.0)
+    max_orders_per_minute: int = _f(60, lo=1, hi=100_000)
+    max_daily_loss: float = _f(5_000.0, lo=0.0, hi=1e12)
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    size_fraction: float = _f(0.01, lo=0.0001, hi=1.0, doc="shadow size vs a full-size model")
+    period: str = _f("7d", pattern=r"\d+(\.\d+)?[smhdw]", doc="e.g. 7d")
+    sharpe_margin: float = _f(0.2, lo=0.0, hi=10.0)
+    min_trades: int = _f(20, lo=0, hi=1_000_000)
+    psr_threshold: float = _f(0.95, lo=0.0, hi=1.0, doc="0 turns the PSR guard off")
+    max_shadows_per_group: int = _f(2, lo=1, hi=20)
+    nightly_at: str = _f("00:30", pattern=r"([01]\d|2[0-3]):[0-5]\d", doc="HH:MM UTC")
+    parity_bound: float = _f(0.02, lo=0.0, hi=10.0,
+                             doc="|simulated - realised| return over a day before an incident")
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    drawdown_window: str = _f("7d", pattern=r"\d+(\.\d+)?[smhdw]", doc="e.g. 7d")
+    freeze_drawdown: float = _f(0.08, lo=0.0, hi=1.0)
+    unfreeze_drawdown: float = _f(0.04, lo=0.0, hi=1.0)
+    var_limit: float = _f(0.0, lo=0.0, hi=1.0, doc="1-day VaR(95%) limit as a fraction; 0 off")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhook_url: str = _f("", secret=True, doc="Slack-compatible; from METHTRADER_WEBHOOK_URL")
+
+
+@dataclass(frozen=True)
 class BybitConfig:
     network: str = _f("testnet", choices=("mainnet", "testnet", "demo"))
     base_url: str = _f("", doc="overrides the network's host, e.g. http://127.0.0.1:PORT "
@@ -153,6 +190,10 @@ class Config:
     datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
     bybit: BybitConfig = field(default_factory=BybitConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    trading: TradingConfig = field(default_factory=TradingConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
@@ -322,8 +363,9 @@ def _refuse_secrets(data: Mapping[str, Any], source: str, text: str | None) -> N
         for f in fields(getattr(defaults, sec.name)):
             if f.metadata.get("secret") and f.name in data.get(sec.name, {}):
                 raise ConfigError(f"{_where(source, text, sec.name, f.name)} is a secret: it "
-                                  "is never read from a config file or flag; set "
-                                  f"BYBIT_{f.name.upper()} or use bybit.key_file (mode 0600)")
+                                  "is never read from a config file or flag; set it in the "
+                                  "environment (BYBIT_API_KEY, BYBIT_API_SECRET, "
+                                  "METHTRADER_WEBHOOK_URL) or use bybit.key_file (mode 0600)")
 
 
 def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
@@ -340,7 +382,9 @@ def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
             raise ConfigError(f"'bybit.key_file': {path} must hold the API key on the first "
                               "line and the secret on the second")
         key, secret = lines[0].strip(), lines[1].strip()
-    return replace(cfg, bybit=replace(cfg.bybit, api_key=key, api_secret=secret))
+    webhook = env.get("METHTRADER_WEBHOOK_URL", "")
+    return replace(cfg, bybit=replace(cfg.bybit, api_key=key, api_secret=secret),
+                   notify=replace(cfg.notify, webhook_url=webhook))
 
 
 def build_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,

@@ -41,5 +41,13 @@ class Metrics:
         self.exchange_rate_limit_usage = Gauge(
             "exchange_rate_limit_usage", "Used fraction of an endpoint's rate limit",
             ["endpoint"], registry=r)
+        self.orders_refused_total = Counter("orders_refused", "Orders refused by a risk check",
+                                            ["reason"], registry=r)
+        self.parity_divergence = Gauge("parity_divergence", "|backtest - realised| return "
+                                       "of a model over the last day", ["model_id"], registry=r)
+        self.portfolio_drawdown = Gauge("portfolio_drawdown", "Drawdown over the risk window",
+                                        registry=r)
+        self.portfolio_var_95 = Gauge("portfolio_var_95", "1-day historical VaR(95%)",
+                                      registry=r)
         self.market_time_seconds = Gauge("market_time_seconds", "The market clock (epoch s)",
                                          registry=r)

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import calendar
+import re
 import time
 
 DAY_S = 86_400
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_s(text: str) -> float:
+    """'90s', '2h', '14d', '500ms', '1.5h' → seconds; a bare number is seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration; use a number with a unit, e.g. 90s, "
+                         "15m, 2h, 14d")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
 def parse_hhmm(text: str) -> int:

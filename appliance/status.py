@@ -56,6 +56,8 @@ def gather_status(state_dir: Path, stale_after_s: float = 10.0) -> dict[str, Any
                                                "archived": 0},
             "trades": int(snap.get("trades") or 0),
             "equity": float(snap.get("equity") or 0.0),
+            "daily_pnl": snap.get("daily_pnl"),
+            "sharpe": snap.get("sharpe"),
             "source": source,
             "state_dir": str(state_dir),
         }

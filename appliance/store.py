@@ -77,6 +77,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE datasets ADD COLUMN missing BIGINT DEFAULT 0;
     ALTER TABLE datasets ADD COLUMN files INTEGER DEFAULT 0;
     """,
+    # v4: what every model did on every bar (shadow scoring and the parity audit)
+    """
+    CREATE TABLE model_bars (ts BIGINT NOT NULL, model_id VARCHAR NOT NULL,
+        symbol VARCHAR NOT NULL, mode VARCHAR NOT NULL, close DOUBLE, target DOUBLE,
+        p_short DOUBLE, p_flat DOUBLE, p_long DOUBLE,
+        PRIMARY KEY (ts, model_id, symbol));
+    CREATE TABLE model_equity (ts BIGINT NOT NULL, model_id VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL, equity DOUBLE NOT NULL, PRIMARY KEY (ts, model_id));
+    ALTER TABLE fills ADD COLUMN fill_id VARCHAR;
+    ALTER TABLE orders ADD COLUMN price DECIMAL(38, 12);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

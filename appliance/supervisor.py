@@ -11,6 +11,10 @@ Task tree of ``methtrader run``::
          ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
          ├─ supervise("datasets")      new pair → 90-day backfill → lake + manifest → feature job
          ├─ supervise("training")      groups → nightly/Sunday jobs → receipts → registry
+         ├─ supervise("trading")       closed bars → prod/shadow models → risk → orders → fills
+         ├─ supervise("shadow")        candidates → shadow (1%) → nightly promotion, parity
+         ├─ supervise("risk")          7-day drawdown → deploys_frozen; VaR
+         ├─ supervise("notify")        webhook sender (events and audit always)
          └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
@@ -38,8 +42,10 @@ from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
 from appliance.jobs import Jobs
-from appliance.services import (consumer, datasets, discovery, feed, heartbeat, operator,
-                                 training)
+from appliance.notify import Notifier
+from appliance.operator_commands import REGISTRY_COMMANDS, REGISTRY_VERSION
+from appliance.services import (consumer, datasets, discovery, feed, heartbeat, operator, risk,
+                                 shadow, trading, training)
 from appliance.store import Store, StoreRunner
 from appliance.supervision import Supervisor
 
@@ -54,19 +60,51 @@ class RunLimits:
     until_s: float | None = None
 
 
+def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
+                     notifier: Notifier) -> dict[str, operator.Handler]:
+    """Operator commands arriving through the bus (the operator service audits each)."""
+
+    async def flatten(ctx: ServiceContext, args: dict) -> dict:
+        result = await engine.flatten(args.get("reason", "operator"))
+        notifier.notify("flatten", f"closed {len(result['closed'])} positions", result)
+        return result
+
+    async def reconcile(ctx: ServiceContext, args: dict) -> dict:
+        return {"mismatched": await engine.reconcile()}
+
+    def registry(name: str) -> operator.Handler:
+        async def handler(ctx: ServiceContext, args: dict) -> dict:
+            result = await ctx.store.run(REGISTRY_COMMANDS[name], ctx.store.store, args)
+            ctx.bus.counter_incr(REGISTRY_VERSION)
+            notifier.notify(name, f"{args.get('model_id')} by {args.get('actor', 'operator')}: "
+                            f"{args.get('reason', '')}", result)
+            return result
+        return handler
+
+    return {"flatten": flatten, "reconcile": reconcile,
+            **{name: registry(name) for name in REGISTRY_COMMANDS}}
+
+
 def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
                    started_at: float) -> dict[str, Callable[[], Awaitable[None]]]:
     state_dir = ctx.cfg.state_path
+    notifier = Notifier(ctx.bus, ctx.cfg.notify.webhook_url or None)
+    engine = trading.TradingEngine(ctx)
     return {
+        "notify": notifier.run,
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
                                          ctx.cfg.jobs.stop_grace_s),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
                                           started_at),
-        operator.NAME: functools.partial(operator.run, ctx, {}),
+        operator.NAME: functools.partial(operator.run, ctx,
+                                         command_handlers(ctx, engine, notifier)),
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
         training.NAME: functools.partial(training.run, ctx, jobs),
         feed.NAME: functools.partial(feed.run, ctx),
+        trading.NAME: functools.partial(trading.run, ctx, engine),
+        shadow.NAME: functools.partial(shadow.run, ctx, notifier),
+        risk.NAME: functools.partial(risk.run, ctx, notifier),
     }
 
 

@@ -71,7 +71,7 @@ def make_exchange(cfg: Config, clock: Clock,
     if kind == "sim":
         from appliance.exchange.sim import SimExchange
 
-        return SimExchange(clock, cfg.sim)
+        return SimExchange(clock, cfg.sim, account_file=cfg.state_path / "sim_account.json")
     if kind == "replay":
         from appliance.exchange.replay import ReplayExchange
 

@@ -84,6 +84,18 @@ class PaperBroker:
                     eq += pos.qty * (Decimal(str(last)) - pos.avg_price)
         return eq
 
+    def to_dict(self) -> dict:
+        """The account as plain data (Decimals as strings), for a venue that must persist."""
+        return {"wallet": str(self.wallet), "next_id": next(self._ids),
+                "positions": {s: [str(p.qty), str(p.avg_price), str(p.realized_pnl)]
+                              for s, p in self.positions.items()}}
+
+    def restore(self, data: dict) -> None:
+        self.wallet = Decimal(data["wallet"])
+        self._ids = itertools.count(int(data["next_id"]))
+        self.positions = {s: Position(s, Decimal(q), Decimal(a), Decimal(r))
+                          for s, (q, a, r) in data["positions"].items()}
+
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),
                        tuple(p for p in self.positions.values() if p.qty))

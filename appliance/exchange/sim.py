@@ -6,7 +6,9 @@ clock yet returns nothing, so no service can see the future.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import trio
 
@@ -16,14 +18,19 @@ from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Pos
 from appliance.exchange.base import ExchangeError
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.simmarket import MINUTE_MS, SimMarket, symbol_spec
+from data.lake import write_bytes_atomic
 
 
 class SimExchange:
     name = "sim"
 
     def __init__(self, clock: Clock, cfg: SimConfig, market: SimMarket | None = None, *,
-                 inline: bool = False) -> None:
-        """``inline=True`` computes on the event loop (tests on trio's autojump clock)."""
+                 inline: bool = False, account_file: Path | None = None) -> None:
+        """``inline=True`` computes on the event loop (tests on trio's autojump clock).
+
+        ``account_file`` keeps the paper account across restarts, as a venue keeps yours, so
+        the appliance's books can be reconciled against it after a crash.
+        """
         self.clock = clock
         self.inline = inline
         self.market = market or SimMarket(cfg.seed)
@@ -32,6 +39,9 @@ class SimExchange:
             starting_balance=cfg.starting_balance,
             tick_of=lambda s: Decimal(symbol_spec(s).tick),
             step_of=lambda s: Decimal(symbol_spec(s).qty_step))
+        self.account_file = account_file
+        if account_file is not None and account_file.exists():
+            self.broker.restore(json.loads(account_file.read_text()))
         # The market is CPU work (numpy); one thread at a time keeps its caches simple.
         self._limiter = trio.CapacityLimiter(1)
 
@@ -69,7 +79,13 @@ class SimExchange:
         return await self._run(self.market.candles, symbol, start_ms, end)
 
     async def place_order(self, intent: OrderIntent) -> Fill:
-        return await self._run(self.broker.fill, intent, now_ms(self.clock))
+        return await self._run(self._fill_and_save, intent, now_ms(self.clock))
+
+    def _fill_and_save(self, intent: OrderIntent, ts: int) -> Fill:
+        fill = self.broker.fill(intent, ts)
+        if self.account_file is not None:
+            write_bytes_atomic(self.account_file, json.dumps(self.broker.to_dict()).encode())
+        return fill
 
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")

@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import trio
 
 from appliance.clock import VirtualClock, save_virtual_clock
 from appliance.context import ServiceContext
 from appliance.store import Store
+from models.metrics import periods_per_year, sharpe_ratio
 
 NAME = "heartbeat"
 SNAPSHOT_EVERY_S = 2.0
@@ -34,7 +36,23 @@ def status_snapshot(store: Store) -> dict[str, Any]:
         "models": store.model_counts(),
         "trades": store.trade_count(),
         "equity": store.last_equity(),
+        **performance(store),
     }
+
+
+def performance(store: Store) -> dict[str, Any]:
+    """Today's P&L and the annualised Sharpe of the last 7 days of per-bar equity."""
+    rows = store.sql("SELECT ts, equity FROM equity WHERE ts >= (SELECT max(ts) FROM equity) "
+                     "- 7 * 86400000 ORDER BY ts")
+    if len(rows) < 2:
+        return {"daily_pnl": 0.0 if rows else None, "sharpe": None}
+    ts = np.array([r[0] for r in rows], dtype=np.int64)
+    eq = np.array([r[1] for r in rows], dtype=float)
+    day = ts[-1] - ts[-1] % 86_400_000
+    start = eq[ts < day][-1] if np.any(ts < day) else eq[0]
+    step = int(np.median(np.diff(ts))) or 300_000
+    return {"daily_pnl": float(eq[-1] - start),
+            "sharpe": sharpe_ratio(np.diff(eq) / eq[:-1], periods_per_year(step))}
 
 
 def pipeline_snapshot(store: Store, backfill: dict[str, float] | None) -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""Pure position sizing: model probabilities → target fraction → target quantity → one order.
+
+No clock, no I/O: the trading and shadow services pass in what they measured. Quantities are
+``Decimal`` from the target quantity on, so that orders, fills and positions add up exactly; the
+model side (probabilities, volatility, the fraction) is float, as the models produce it.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Sequence
+
+from appliance.domain import Side
+
+
+def target_fraction(probs: Sequence[float], vol: float, *, threshold: float = 0.1,
+                    vol_target: float = 0.01, max_fraction: float = 0.25) -> float:
+    """Signed fraction of equity to hold, from (p_short, p_flat, p_long) and per-bar volatility.
+
+    Why this shape:
+
+    * Confidence sizing: the score ``p_long - p_short`` says which way and how sure the model is.
+      Inside ``±threshold`` the model is not sure enough to pay fees, so the book stays flat; past
+      it the size grows linearly from 0 (at the threshold) to full (at a score of ±1), so a weak
+      signal never jumps straight to a full position.
+    * Inverse volatility: full confidence aims at a per-bar risk of ``vol_target``, so the same
+      signal holds less of a wild market than of a calm one.
+    * Capped: ``max_fraction`` bounds any single position however calm the market looks (a
+      near-zero volatility estimate must not turn into a huge position).
+
+    Without a usable volatility (NaN, zero, negative) or with NaN probabilities there is no basis
+    for a size, and the answer is flat (0.0), never a division by zero.
+    """
+    if len(probs) != 3:
+        raise ValueError(f"expected (p_short, p_flat, p_long), got {len(probs)} probabilities")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    p_short, _, p_long = (float(p) for p in probs)
+    score = p_long - p_short
+    if not math.isfinite(score) or abs(score) <= threshold:
+        return 0.0
+    if not vol > 0.0 or not math.isfinite(vol):  # NaN fails the first test
+        return 0.0
+    confidence = (min(abs(score), 1.0) - threshold) / (1.0 - threshold)
+    size = min(max_fraction, confidence * vol_target / vol)
+    return math.copysign(size, score) if size > 0.0 else 0.0
+
+
+def target_qty(fraction: float, equity: Decimal, price: Decimal) -> Decimal:
+    """Signed, unrounded base quantity worth ``fraction`` of ``equity`` at ``price``.
+
+    Rounding to the lot is left to :func:`order_for`, which rounds the difference actually
+    traded (rounding the target here and again there would round twice).
+    """
+    if not math.isfinite(fraction):
+        raise ValueError(f"fraction must be finite, got {fraction}")
+    if price <= 0:
+        raise ValueError(f"price must be positive, got {price}")
+    return Decimal(str(fraction)) * equity / price
+
+
+def round_qty(qty: Decimal, step: Decimal) -> Decimal:
+    """Round ``qty`` toward zero to a whole multiple of the lot ``step`` (0.0127/0.001 → 0.012).
+
+    Toward zero, so rounding never buys or sells more than was asked (never adds risk).
+    """
+    if step <= 0:
+        raise ValueError(f"lot step must be positive, got {step}")
+    lots = (qty / step).to_integral_value(rounding=ROUND_DOWN)
+    return Decimal(0) * step if lots == 0 else lots * step  # no "-0.000"
+
+
+def round_price(price: Decimal, tick: Decimal) -> Decimal:
+    """Round ``price`` to the nearest multiple of ``tick``, halves up (as the paper broker does)."""
+    if tick <= 0:
+        raise ValueError(f"tick size must be positive, got {tick}")
+    return (price / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP) * tick
+
+
+def order_for(current: Decimal, target: Decimal, *, step: Decimal | None,
+              min_qty: Decimal) -> tuple[Side, Decimal, bool] | None:
+    """The one order that moves the signed position ``current`` to ``target``, or None.
+
+    Returns (side, positive qty, reduce_only). ``reduce_only`` is True exactly when the order
+    only shrinks the position toward flat (never past it): such orders must still pass when the
+    kill switch or the loss limit allows nothing else. A flip (long → short or back) is one
+    order, not reduce-only: half of it opens new risk.
+
+    With a lot ``step`` (real and paper-exchange orders) the difference is rounded toward zero to
+    the step, and an order smaller than ``min_qty`` (or rounded to nothing) is dropped. With
+    ``step=None`` (shadow positions: paper measurements of a model, not exchange orders) the
+    exchange's lot rules do not apply: the raw difference is traded and ``min_qty`` is ignored,
+    so only a zero difference gives None.
+    """
+    diff = target - current
+    if step is not None:
+        diff = round_qty(diff, step)
+        if abs(diff) < min_qty:
+            return None
+    if diff == 0:
+        return None
+    side = Side.BUY if diff > 0 else Side.SELL
+    reduce_only = current != 0 and (diff > 0) != (current > 0) and abs(diff) <= abs(current)
+    return side, abs(diff), reduce_only
