@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import signal
+import os
 import sys
 import time
 from pathlib import Path
@@ -150,10 +149,14 @@ def load_config(args: argparse.Namespace, **general: Any) -> Config:
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, default=str))
-    else:
-        print(text)
+    try:
+        if getattr(args, "json", False):
+            print(json.dumps(data, default=str))
+        else:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `methtrader status | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -369,7 +372,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `methtrader status | head` ends quietly
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 def fake_bybit(tmp_path):
     def start(*flags: str) -> str:
         proc = subprocess.Popen([*METHTRADER, "fake-bybit", "--port", "0", *flags],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                stdout=subprocess.PIPE, stderr=open(tmp_path / f"fake-{len(procs)}.err", "w"), text=True)
         procs.append(proc)
         line = proc.stdout.readline().strip()
         assert line.startswith("fake-bybit listening on http://127.0.0.1:"), line
