@@ -10,10 +10,11 @@ How a day is made (all vectorised with numpy, one day of all symbols at a time):
 * Day level: a common BTC-like factor and per-symbol idiosyncratic daily returns with GARCH-like
   volatility clustering, accumulated from ``EPOCH`` so each day's opening price is fixed.
 * Minute level: Student-t shocks (fat tails) scaled by a log-AR(1) stochastic volatility
-  (clustering) and a U-shaped time-of-day profile, a common factor share ``beta``, and a
-  regime per (symbol, day) with a little autocorrelation (momentum or mean reversion) — the
-  "little learnable structure". The minute path is then bridged so the day closes where the
-  day level says.
+  (clustering) and a U-shaped time-of-day profile, a common factor share ``beta``, a regime per
+  (symbol, day) with a little autocorrelation (momentum or mean reversion), and a slow drift
+  with hours of memory — the "little learnable structure", sized so that it can pay for a
+  round trip's fees at the 5m/1h horizons the models trade. The minute path is then bridged
+  so the day closes where the day level says.
 * Turnover follows absolute returns around a per-symbol base level, which spans from billions
   down to a few million dollars a day, so some symbols sit below the $10M tradable bar and a few
   cross it as their daily activity multiplier drifts.
@@ -36,6 +37,8 @@ MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 MINUTES_PER_DAY = 1440
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: the market's first day
+TREND_SHARE = 0.10  # drift std as a share of a minute's volatility
+TREND_MINUTES = 360.0  # the drift's memory
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,7 @@ class SimMarket:
             raw[i] = lfilter([1.0], [1.0, -phi[i]], raw[i])
         raw /= np.sqrt(np.mean(raw ** 2, axis=1, keepdims=True))
         sig = self._day_sigma[day][:, None] / math.sqrt(n)
-        r = raw * sig
+        r = (raw + TREND_SHARE * self._trend(day, n_sym, n)) * sig
         target = (self._levels[day + 1] - self._levels[day])[:, None]
         r += (target - r.sum(axis=1, keepdims=True)) / n  # bridge to the day's close
         logp = self._levels[day][:, None] + np.concatenate(
@@ -231,6 +234,16 @@ class SimMarket:
             self._day_cache.pop(next(iter(self._day_cache)))
         self._day_cache[day] = out
         return out
+
+    def _trend(self, day: int, n_sym: int, n: int) -> np.ndarray:
+        """A slow drift per symbol (AR(1), ~3 h memory, unit stationary std): hours-long
+        trends that recent returns reveal and that outlast a round trip's fees — the
+        learnable structure a model can find after costs."""
+        rng = _rng(self.seed, 3_000_017, day)
+        a = math.exp(-1.0 / TREND_MINUTES)
+        noise = rng.normal(0, math.sqrt(1 - a * a), (n_sym, n))
+        start = rng.normal(0, 1, (n_sym, 1))
+        return lfilter([1.0], [1.0, -a], noise, axis=1, zi=a * start)[0]
 
     def candles(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
         """1m candles with open_time in [start_ms, end_ms), oldest first, as an (n, 7) array
