@@ -157,6 +157,7 @@ class TradingEngine:
                 continue
             probs = self.sessions[model_id].predict(
                 np.stack([self._window(s, self.sessions[model_id]) for s in mine]))
+            book_equity = self.books[model_id].equity() if m["mode"] == "shadow" else None
             for symbol, p in zip(mine, probs):
                 vol = float(self.rows[symbol][-1][VOL])
                 fraction = target_fraction(p, vol, threshold=self.ctx.cfg.trading.threshold)
@@ -165,7 +166,7 @@ class TradingEngine:
                 if m["mode"] == "prod":
                     await self._trade_prod(model_id, symbol, fraction, equity, positions, t0)
                 else:
-                    self._trade_shadow(model_id, symbol, fraction, end_ms)
+                    self._trade_shadow(model_id, symbol, fraction, end_ms, book_equity)
             if m["mode"] == "shadow":
                 model_equity[model_id] = ("shadow", float(self.books[model_id].equity()))
         balance = await self.ctx.exchange.balance()
@@ -267,12 +268,14 @@ class TradingEngine:
                         pos.qty if pos else Decimal(0), pos.avg_price if pos else Decimal(0),
                         pos.realized_pnl if pos else Decimal(0), ts)
 
-    def _trade_shadow(self, model_id: str, symbol: str, fraction: float, end_ms: int) -> None:
+    def _trade_shadow(self, model_id: str, symbol: str, fraction: float, end_ms: int,
+                      book_equity: Decimal) -> None:
+        """Sized off the book's equity at the bar's start, as prod is off the account's."""
         if self.ctx.bus.switch(MAINTENANCE_MODE):
             return  # the kill switch stops every engine, paper ones too
         book = self.books[model_id]
         price = self.closes[symbol]
-        target = target_qty(fraction, book.equity(), price)
+        target = target_qty(fraction, book_equity, price)
         current = book.positions[symbol].qty if symbol in book.positions else Decimal(0)
         order = order_for(current, target, step=None, min_qty=Decimal(0))
         if order is None:
