@@ -92,6 +92,7 @@ class ShadowDesk:
         self.nightly_s = parse_hhmm(cfg.nightly_at)
         self.next_nightly = next_daily(ctx.clock.now(), self.nightly_s)
         self.log = service_logger(NAME)
+        self.parity: dict[str, float] = {}  # model_id -> last nightly divergence
 
     def _changed(self, action: str, model: dict[str, Any], reason: str, **data: Any) -> None:
         """Registry change → audit row, bus event, notification, engines reload."""
@@ -155,6 +156,24 @@ class ShadowDesk:
         await self.parity_audit(models, now)
         self.next_nightly = next_daily(now, self.nightly_s)
 
+    async def publish_live(self) -> None:
+        """Live figures of the shadow and prod models for the Models screen (bus snapshot
+        ``model_live``): Sharpe, trades and P&L of their own books, days in shadow, parity."""
+        store = self.ctx.store.store
+        now = self.ctx.clock.now()
+        live = {}
+        for m in await self.ctx.store.run(list_models, store):
+            if m["mode"] not in ("shadow", "prod"):
+                continue
+            rec = await self.ctx.store.run(self.record, m, store, now)
+            points = await self.ctx.store.run(model_equity, store, m["model_id"], 0)
+            live[m["model_id"]] = {
+                "sharpe": rec.sharpe, "trades": rec.trades,
+                "pnl": points[-1][1] - points[0][1] if points else None,
+                "days_in_shadow": rec.days_in_shadow if m["mode"] == "shadow" else None,
+                "parity": self.parity.get(m["model_id"])}
+        self.ctx.bus.put_snapshot("model_live", live)
+
     async def parity_audit(self, models: list[dict[str, Any]], now: float) -> None:
         sim = self.ctx.cfg.sim
         for m in [m for m in models if m["mode"] in ("shadow", "prod")]:
@@ -164,6 +183,7 @@ class ShadowDesk:
             if div is None:
                 continue
             self.ctx.metrics.parity_divergence.labels(m["model_id"]).set(div)
+            self.parity[m["model_id"]] = div
             if div > self.ctx.cfg.shadow.parity_bound:
                 msg = (f"{m['model_id']}: backtest and realised P&L differ by {div:.2%} over "
                        f"the last day (bound {self.ctx.cfg.shadow.parity_bound:.2%})")
@@ -179,4 +199,5 @@ async def run(ctx: ServiceContext, notifier: Notifier) -> None:
         await desk.start_shadows()
         if ctx.clock.now() >= desk.next_nightly:
             await desk.nightly()
+        await desk.publish_live()
         await ctx.clock.sleep_until(min(ctx.clock.now() + 600, desk.next_nightly))

@@ -77,15 +77,19 @@ def groups_from_lake(lake_root: Path, symbols: list[str], rules: GroupingRules) 
     return make_groups(turnovers, returns, rules)
 
 
-def models_snapshot(store: Store) -> list[dict[str, Any]]:
-    """The Models screen's leaderboard rows (validation figures until shadows trade)."""
+def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
+                    ) -> list[dict[str, Any]]:
+    """The Models screen's leaderboard rows: validation figures for candidates, the books'
+    own live figures (from the shadow desk) for shadow and prod models."""
     rows = []
     for m in list_models(store):
         metrics = m["metrics"] or {}
-        rows.append({"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
-                     "mode": m["mode"], "sharpe": metrics.get("sharpe"), "pnl": None,
-                     "days_in_shadow": None, "trades": metrics.get("trades"),
-                     "pinned": bool(m.get("pinned"))})
+        row = {"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
+               "mode": m["mode"], "sharpe": metrics.get("sharpe"), "pnl": None,
+               "days_in_shadow": None, "trades": metrics.get("trades"), "parity": None,
+               "pinned": bool(m.get("pinned"))}
+        row.update((live or {}).get(m["model_id"], {}))
+        rows.append(row)
     return rows
 
 
@@ -218,7 +222,7 @@ class Trainer:
                                         self.device)
         self.ctx.bus.put_snapshot("training", snap)
         self.ctx.bus.put_snapshot("models", await self.ctx.store.run(
-            models_snapshot, self.ctx.store.store))
+            models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot("model_live")))
         self.ctx.bus.put_snapshot("registry", await self.ctx.store.run(
             list_models, self.ctx.store.store))
 

@@ -55,7 +55,8 @@ def fill_bus(bus: Bus) -> None:
         }})
     bus.put_snapshot("models", [
         {"model_id": "m000", "group": "BTCUSDT", "kind": "lstm", "mode": "prod", "sharpe": 1.92,
-         "pnl": 812.5, "days_in_shadow": 7.0, "trades": 412, "pinned": True},
+         "pnl": 812.5, "days_in_shadow": 7.0, "trades": 412, "parity": 0.0031,
+         "pinned": True},
         {"model_id": "m001", "group": "ETHUSDT", "kind": "rf", "mode": "prod", "sharpe": 1.41,
          "pnl": 301.0, "days_in_shadow": 7.0, "trades": 390, "pinned": False},
         {"model_id": "m002", "group": "BTCUSDT", "kind": "ensemble", "mode": "shadow",

@@ -164,8 +164,8 @@ def test_models_leaderboard_puts_prod_then_shadow_and_hides_archived(bus_state: 
         board = rows(app, "#leaderboard")
         assert [r[0] for r in board] == ["m000", "m001", "m002", "m003", "m004"]
         assert board[0] == ["m000", "BTCUSDT", "LSTM", "prod", "1.92", "+812.50", "7.0", "412",
-                            "yes"]
-        assert board[4] == ["m004", "XRPUSDT", "MLP", "candidate", "—", "—", "—", "—", ""]
+                            "0.0031", "yes"]
+        assert board[4] == ["m004", "XRPUSDT", "MLP", "candidate", "—", "—", "—", "—", "—", ""]
         assert text(app, "#models-summary").startswith(
             "prod 3 · shadow 5 · candidate 2 · archived 7")
 

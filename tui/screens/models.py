@@ -15,7 +15,8 @@ from tui.widgets import fmt
 from tui.widgets.table import fill, make_table, selected_key
 
 MODE_ORDER = {"prod": 0, "shadow": 1, "candidate": 2}
-COLUMNS = ("Model", "Group", "Kind", "Mode", "Sharpe", "P&L", "Days in shadow", "Trades", "Pinned")
+COLUMNS = ("Model", "Group", "Kind", "Mode", "Sharpe", "P&L", "Days in shadow", "Trades",
+           "Parity", "Pinned")
 
 
 def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]]:
@@ -49,7 +50,8 @@ class ModelsScreen(MissionScreen):
             fmt.text(m.get("model_id")), fmt.text(m.get("group")), fmt.kind(m.get("kind")),
             Text(str(m["mode"]), style="bold green" if m["mode"] == "prod" else "cyan"),
             fmt.num(m.get("sharpe")), fmt.pnl(m.get("pnl")), fmt.num(m.get("days_in_shadow"), 1),
-            fmt.integer(m.get("trades")), "yes" if m.get("pinned") else ""))
+            fmt.integer(m.get("trades")), fmt.num(m.get("parity"), 4),
+            "yes" if m.get("pinned") else ""))
             for m in leaderboard(state.models)))
 
     def selected_model(self) -> Mapping[str, Any] | None:

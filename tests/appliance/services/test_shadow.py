@@ -66,6 +66,9 @@ async def test_a_shadow_that_earned_its_week_is_promoted_and_a_loser_rejected(ma
     assert f"promoted {winner}" in actions and f"rejected {loser}" in actions
     kinds = [e["data"]["kind"] for e in ctx.bus.events_since(0, ["notification"])]
     assert kinds.count("promoted") == 1 and kinds.count("rejected") == 1
+    await desk.publish_live()  # the Models screen's live row of the new prod model
+    live = ctx.bus.snapshot("model_live")[winner]
+    assert live["trades"] == 30 and live["pnl"] > 0 and live["sharpe"] > 0
 
 
 @pytest.mark.trio
