@@ -74,6 +74,7 @@ class TradingEngine:
         self.day_start_equity: tuple[int, Decimal] | None = None
         self.seq = int(time.time() * 1000)
         self.shadow_fills: list[tuple[Fill, str]] = []  # recorded with the bar
+        self.shadow_scale = Decimal(str(ctx.cfg.shadow.size_fraction))
 
     # -- models ---------------------------------------------------------------------------
 
@@ -277,6 +278,9 @@ class TradingEngine:
         price = self.closes[symbol]
         target = target_qty(fraction, book_equity, price)
         current = book.positions[symbol].qty if symbol in book.positions else Decimal(0)
+        inst = self.instruments.get(symbol)
+        if inst is not None and abs(target - current) < inst.qty_step * self.shadow_scale:
+            return  # below 1% of a lot: prod could not trade it either (the books stay alike)
         order = order_for(current, target, step=None, min_qty=Decimal(0))
         if order is None:
             return
