@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from appliance.bars import aggregate_buckets
 from appliance.exchange.bybit_wire import WIRE_MINUTES
 from appliance.exchange.simmarket import (DAY_MS, MINUTE_MS, UNIVERSE, SimMarket,
                                           symbol_spec)
@@ -88,18 +89,6 @@ def _minutes_with_open_stub(market: SimMarket, symbol: str, lo: int, hi: int,
     return arr
 
 
-def _resample(arr: np.ndarray, bucket_ms: int) -> np.ndarray:
-    if bucket_ms == MINUTE_MS or not len(arr):
-        return arr
-    buckets = (arr[:, 0].astype(np.int64) // bucket_ms) * bucket_ms
-    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-    ends = np.r_[starts[1:], len(arr)] - 1
-    return np.column_stack([
-        buckets[starts].astype(np.float64), arr[starts, 1],
-        np.maximum.reduceat(arr[:, 2], starts), np.minimum.reduceat(arr[:, 3], starts),
-        arr[ends, 4], np.add.reduceat(arr[:, 5], starts), np.add.reduceat(arr[:, 6], starts)])
-
-
 def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[str, Any]:
     """Rows with startTime in [start, end], newest first, at most ``limit``.
 
@@ -130,8 +119,8 @@ def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[st
         hi_bucket = min(lo_bucket + (limit - 1) * bucket, now_ms - now_ms % bucket)
     rows: list[list[str]] = []
     if hi_bucket >= lo_bucket:
-        arr = _resample(_minutes_with_open_stub(market, symbol, lo_bucket, hi_bucket + bucket,
-                                                now_ms), bucket)
+        arr = aggregate_buckets(_minutes_with_open_stub(market, symbol, lo_bucket,
+                                                        hi_bucket + bucket, now_ms), bucket)
         rows = [[str(int(r[0])), *map(num, r[1:7])] for r in arr[::-1].tolist()][:limit]
     return {"symbol": symbol, "category": "linear", "list": rows}
 

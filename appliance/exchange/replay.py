@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 import trio
 
+from appliance.bars import aggregate_buckets
 from appliance.clock import Clock, now_ms
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
 from appliance.exchange.base import ExchangeError
@@ -123,15 +124,7 @@ def resample(rows: np.ndarray, step_ms: int, start_ms: int, end_ms: int,
     opens = rows[:, 0].astype(np.int64)
     buckets = opens - opens % step_ms
     keep = (buckets >= first) & (buckets < end_ms) & (buckets + step_ms <= now)
-    rows, buckets = rows[keep], buckets[keep]
-    if not len(rows):
-        return np.zeros((0, 7))
-    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-    ends = np.r_[starts[1:], len(rows)] - 1
-    return np.column_stack([
-        buckets[starts].astype(np.float64), rows[starts, 1],
-        np.maximum.reduceat(rows[:, 2], starts), np.minimum.reduceat(rows[:, 3], starts),
-        rows[ends, 4], np.add.reduceat(rows[:, 5], starts), np.add.reduceat(rows[:, 6], starts)])
+    return aggregate_buckets(rows[keep], step_ms)
 
 
 def _listings(series: Sequence[CandleSeries]) -> dict[str, _Listing]:
