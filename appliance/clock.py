@@ -16,6 +16,7 @@ after a restart, so a 7-day shadow period survives a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -73,10 +74,8 @@ class VirtualClock:
         self._start = float(start)
         self._anchor: float | None = None
         self._trio_clock: trio.abc.Clock | None = None
-        try:
+        with contextlib.suppress(RuntimeError):  # built outside trio: anchored on first use
             self._trio_now()
-        except RuntimeError:  # built outside trio; anchored on first use
-            pass
 
     def _trio_now(self) -> float:
         """trio's time; also from worker threads, through the clock object kept at anchoring
@@ -109,11 +108,10 @@ def _clock_file(state_dir: Path) -> Path:
 def load_virtual_clock(state_dir: Path, speed: float, default_start: float) -> VirtualClock:
     """Resume the saved virtual time, or start at ``default_start`` on a fresh state dir."""
     path = _clock_file(state_dir)
-    start = default_start
     try:
         start = float(json.loads(path.read_text())["market_time"])
-    except FileNotFoundError:
-        pass
+    except FileNotFoundError:  # a fresh state dir: start at default_start
+        start = default_start
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is damaged ({exc}); delete it to restart the virtual clock "
                          "at the current time") from None

@@ -184,8 +184,8 @@ def list_registry(cfg: Config) -> list[dict[str, Any]]:
         try:
             store = Store(db, read_only=True)
         except StoreError:
-            pass
-        else:
+            store = None  # run holds the file: its bus snapshot is current
+        if store is not None:
             try:
                 return list_models(store)
             finally:

@@ -12,6 +12,7 @@ The webhook URL usually carries a secret token in its path, so logs name only sc
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import time
@@ -44,10 +45,8 @@ def retry_after_s(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable."""
     if not value:
         return None
-    try:
+    with contextlib.suppress(ValueError):  # not delta-seconds: try an HTTP date
         return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

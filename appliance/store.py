@@ -96,7 +96,7 @@ CANDLE_COLUMNS = ("symbol", "interval", "open_time", "open", "high", "low", "clo
 
 
 class StoreError(RuntimeError):
-    pass
+    """The DuckDB file cannot be used as asked (locked, or at another schema version)."""
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None

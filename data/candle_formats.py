@@ -7,6 +7,7 @@ of layout raise :class:`data.candle_checks.InvalidCandles`. No function here tou
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -222,10 +223,8 @@ def _epoch_ms(nums: np.ndarray) -> np.ndarray:
 
 def parse_times(values: list[str]) -> np.ndarray:
     """Open times (float64 ms, UTC) from epoch numbers, ISO dates or Lean's YYYYMMDD HH:MM."""
-    try:
+    with contextlib.suppress(ValueError):  # not all numbers: parse each as a date
         return _epoch_ms(np.array(values, dtype=np.float64))
-    except ValueError:
-        pass
     out = np.empty(len(values))
     for i, v in enumerate(values):
         out[i] = _parse_time(v.strip(), i)

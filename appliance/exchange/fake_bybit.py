@@ -41,7 +41,7 @@ SERVER_HEADER = ("Server", "fake-bybit")
 
 
 class _BadRequest(Exception):
-    pass
+    """The bytes on the socket are not an HTTP/1.1 request: answer 400 and close."""
 
 
 class FakeBybitServer:

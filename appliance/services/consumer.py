@@ -9,6 +9,7 @@ exits by itself, this service raises and the supervisor restarts it with backoff
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -26,10 +27,8 @@ NAME = "huey"
 
 def _signal_group(proc: trio.Process, sig: signal.Signals) -> None:
     """Signal the consumer and its worker processes (they share its process group)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 async def stop_consumer(proc: trio.Process, grace_s: float) -> None:

@@ -36,10 +36,12 @@ class MissionScreen(Screen):
         yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
-        raise NotImplementedError
+        """The screen's own widgets, between the status bar and the footer."""
+        raise TypeError(f"{type(self).__name__} must define compose_body()")
 
     def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
-        raise NotImplementedError
+        """Show ``state``; ``changed`` names the parts that changed since the last call."""
+        raise TypeError(f"{type(self).__name__} must define render_state()")
 
     def on_mount(self) -> None:
         self.show(self.mission.state)
