@@ -159,6 +159,8 @@ class TradingEngine:
             probs = self.sessions[model_id].predict(
                 np.stack([self._window(s, self.sessions[model_id]) for s in mine]))
             book_equity = self.books[model_id].equity() if m["mode"] == "shadow" else None
+            # paper books read the kill switch once a bar; prod reads it before every order
+            paused = m["mode"] == "shadow" and self.ctx.bus.switch(MAINTENANCE_MODE)
             for symbol, p in zip(mine, probs):
                 vol = float(self.rows[symbol][-1][VOL])
                 fraction = target_fraction(p, vol, threshold=self.ctx.cfg.trading.threshold)
@@ -166,7 +168,7 @@ class TradingEngine:
                                    float(self.closes[symbol]), fraction, *map(float, p)))
                 if m["mode"] == "prod":
                     await self._trade_prod(model_id, symbol, fraction, equity, positions, t0)
-                else:
+                elif not paused:  # the kill switch stops every engine, paper ones too
                     self._trade_shadow(model_id, symbol, fraction, end_ms, book_equity)
             if m["mode"] == "shadow":
                 model_equity[model_id] = ("shadow", float(self.books[model_id].equity()))
@@ -272,8 +274,6 @@ class TradingEngine:
     def _trade_shadow(self, model_id: str, symbol: str, fraction: float, end_ms: int,
                       book_equity: Decimal) -> None:
         """Sized off the book's equity at the bar's start, as prod is off the account's."""
-        if self.ctx.bus.switch(MAINTENANCE_MODE):
-            return  # the kill switch stops every engine, paper ones too
         book = self.books[model_id]
         price = self.closes[symbol]
         target = target_qty(fraction, book_equity, price)
