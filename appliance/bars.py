@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
+from data.intervals import INTERVAL_MS  # noqa: F401  (re-exported for callers)
 
 
 def aggregate_buckets(rows: np.ndarray, bucket_ms: int) -> np.ndarray:

@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
 
-    for name, what in (("promote", "make a model prod (archives the group's prod model)"),
-                       ("demote", "take a prod or shadow model back to candidate"),
+    for name, what in (("promote", "make a model prod (retires the group's prod model)"),
+                       ("demote", "take a prod model out of service (retired) or end a "
+                                  "shadow (rejected)"),
                        ("pin", "keep a prod model from being replaced or archived"),
                        ("unpin", "let a pinned prod model be replaced again")):
         p = sub.add_parser(name, help=what)
@@ -84,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--reason", required=name in ("promote", "demote"),
                        default="operator")
         p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("rollback", help="make a group's previous prod model prod again")
+    _add_common(p)
+    p.add_argument("group")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("resume", help="clear maintenance_mode")
     _add_common(p)
@@ -198,7 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"  {sym:<12} latest {_fmt_ts(st['latest'].get(sym))}")
     m = st["models"]
     lines.append(f"models prod {m['prod']} shadow {m['shadow']} candidate {m['candidate']} "
-                 f"archived {m['archived']}   trades {st['trades']}   equity {st['equity']:.2f}")
+                 f"retired {m['retired']} rejected {m['rejected']} archived {m['archived']}   "
+                 f"trades {st['trades']}   equity {st['equity']:.2f}")
     _emit(args, st, "\n".join(lines))
     return 0
 
@@ -237,12 +245,16 @@ def cmd_registry(args: argparse.Namespace) -> int:
     from appliance.commands import registry_command
 
     cfg = load_config(args)
+    target = {"group": args.group} if args.command == "rollback" else {
+        "model_id": args.model_id}
     try:
-        result = registry_command(cfg, args.command, args.model_id, args.reason)
+        result = registry_command(cfg, args.command, {**target, "reason": args.reason})
     except RuntimeError as exc:
         print(f"methtrader: {exc}", file=sys.stderr)
         return 1
-    _emit(args, result, f"{args.command} {args.model_id}: {result}")
+    moves = "; ".join(f"{t['model_id']} {t['from']} → {t['to']}"
+                      for t in result.get("transitions", [])) or str(result)
+    _emit(args, result, f"{args.command} {next(iter(target.values()))}: {moves}")
     return 0
 
 
@@ -357,6 +369,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demote": cmd_registry,
     "pin": cmd_registry,
     "unpin": cmd_registry,
+    "rollback": cmd_registry,
     "backfill": cmd_backfill,
     "fake-bybit": cmd_fake_bybit,
     "train": cmd_train,

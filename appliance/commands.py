@@ -130,7 +130,7 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
 
     from appliance.services.training import groups_from_lake
     from models.groups import GroupingRules
-    from models.registry import register_result
+    from appliance.lifecycle import register
     from models.training import train_run
 
     lake_root = cfg.state_path / "lake"
@@ -168,11 +168,22 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     except StoreError:
         return results  # run holds it; it registers the receipts itself
     try:
-        for r in results:
-            register_result(store, r)
+        with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+            life = _offline_lifecycle(cfg, store, bus)
+            for r in results:
+                life.publish(register(store, r, now=_time.time(), actor="operator"))
     finally:
         store.close()
     return results
+
+
+def _offline_lifecycle(cfg: Config, store: Store, bus: Bus):
+    """The lifecycle's effects for a CLI that holds DuckDB itself (``run`` is down): events,
+    the registry version on the bus and a bus notification (the webhook is ``run``'s job)."""
+    from appliance.lifecycle import Lifecycle
+    from appliance.notify import Notifier
+
+    return Lifecycle(None, bus, Notifier(bus, None), cfg.state_path)
 
 
 def list_registry(cfg: Config) -> list[dict[str, Any]]:
@@ -194,18 +205,19 @@ def list_registry(cfg: Config) -> list[dict[str, Any]]:
         return bus.snapshot("registry") or []
 
 
-def registry_command(cfg: Config, command: str, model_id: str, reason: str,
+def registry_command(cfg: Config, command: str, args: dict[str, Any],
                      wait_s: float = 15.0) -> dict[str, Any]:
-    """promote/demote/pin/unpin: through ``run`` when it is up (it owns DuckDB), else applied
-    to DuckDB here. Audited either way, with the operator's name and reason."""
+    """promote/demote/rollback/pin/unpin: through ``run`` when it is up (it owns DuckDB),
+    else applied to DuckDB here. Audited either way, with the operator's name and reason."""
     import time as _time
 
     from appliance.bus import operator_name
-    from appliance.operator_commands import REGISTRY_COMMANDS, REGISTRY_VERSION
+    from appliance.lifecycle import delete_archived_files
+    from appliance.operator_commands import REGISTRY_COMMANDS, summarize
     from appliance.status import gather_status
     from models.registry import RegistryError
 
-    args = {"model_id": model_id, "reason": reason, "actor": operator_name()}
+    args = {**args, "actor": operator_name(), "keep_retired": cfg.lifecycle.keep_retired}
     with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
         if gather_status(cfg.state_path, cfg.supervisor.stale_after_s)["running"]:
             cid = bus.send_command(command, args, source="cli")
@@ -224,12 +236,21 @@ def registry_command(cfg: Config, command: str, model_id: str, reason: str,
         except StoreError as exc:
             raise RuntimeError(str(exc)) from None
         try:
-            result = REGISTRY_COMMANDS[command](store, args)
+            result = REGISTRY_COMMANDS[command](store, args, _market_now(cfg))
+            if isinstance(result, list):
+                _offline_lifecycle(cfg, store, bus).publish(result)
+                delete_archived_files(store, cfg.state_path)
         except RegistryError as exc:
             raise RuntimeError(str(exc)) from None
         finally:
             store.close()
-        bus.counter_incr(REGISTRY_VERSION)
-        bus.audit(actor=args["actor"], action=f"command:{command}", reason=reason,
-                  details={"args": args, "result": result, "source": "cli"})
-        return {"ok": True, **result}
+        bus.audit(actor=args["actor"], action=f"command:{command}",
+                  reason=args.get("reason", ""),
+                  details={"args": args, "result": summarize(result), "source": "cli"})
+        return {"ok": True, **summarize(result)}
+
+
+def _market_now(cfg: Config) -> float:
+    """Market time while ``run`` is down: the saved virtual clock in sim/replay, else now."""
+    clock = make_clock(cfg)
+    return clock.now()

@@ -94,6 +94,9 @@ class DatasetsConfig:
     check_interval_s: float = _f(60.0, lo=1.0, hi=86400.0)
     refresh_interval_s: float = _f(86400.0, lo=60.0, hi=30 * 86400.0,
                                    doc="top up every dataset to the present this often")
+    retention_days: int = _f(120, lo=1, hi=36500,
+                             doc="the disk guard trims lake days older than this when the lake "
+                                 "is what fills the disk")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class TradingConfig:
     max_leverage: float = _f(3.0, lo=0.0, hi=100.0)
     max_orders_per_minute: int = _f(60, lo=1, hi=100_000)
     max_daily_loss: float = _f(5_000.0, lo=0.0, hi=1e12)
+    allocation: str = _f("equal_risk", choices=("equal_risk", "equal"),
+                         doc="how the account's capital is split across the groups' prod "
+                             "books when each opens")
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,19 @@ class ShadowConfig:
     nightly_at: str = _f("00:30", pattern=r"([01]\d|2[0-3]):[0-5]\d", doc="HH:MM UTC")
     parity_bound: float = _f(0.02, lo=0.0, hi=10.0,
                              doc="|simulated - realised| return over a day before an incident")
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    keep_retired: int = _f(3, lo=0, hi=100, doc="retired prod models kept per group for "
+                                                "rollback; older ones are archived")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    retention_days: int = _f(400, lo=1, hi=36500,
+                             doc="model_bars, fills and equity rows older than this are "
+                                 "compacted into daily aggregates")
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,8 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     trading: TradingConfig = field(default_factory=TradingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)

@@ -1,60 +1,56 @@
-"""What an operator can ask of the money path, as functions of the registry and the engine.
+"""What an operator can ask of the model registry: promote, demote, rollback, pin, unpin.
 
-The same functions serve ``run`` (commands from the CLI and the TUI through the bus, executed
-and audited by the operator service) and the CLI when ``run`` is down (applied to DuckDB
-directly). Promotion by hand follows the registry's rules: one prod model per group, a pinned
-prod model is never replaced, and ``demote`` takes a model out of service back to candidate.
+Each command is a lifecycle operation (:mod:`appliance.lifecycle`), so the same rules hold
+whoever asks: one prod model per group, a pinned prod model is never replaced, a replaced prod
+model is retired (and can be rolled back to), and every change is audited with the operator's
+name and reason. ``run`` executes them from the bus (the operator service); the CLI applies them
+to DuckDB itself when ``run`` is down.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, Callable
 
+from appliance import lifecycle
 from appliance.store import Store
-from models.registry import RegistryError, get_model, list_models, set_mode
 
-REGISTRY_VERSION = "registry_version"
-
-
-def promote(store: Store, model_id: str, now: float | None = None) -> dict[str, Any]:
-    now = now or time.time()
-    m = get_model(store, model_id)
-    if m["mode"] == "prod":
-        raise RegistryError(f"{model_id} is already prod")
-    if m["mode"] == "archived":
-        raise RegistryError(f"{model_id} is archived (its model file was deleted)")
-    prod = [p for p in list_models(store, "prod") if p["group"] == m["group"]]
-    if any(p.get("pinned") for p in prod):
-        raise RegistryError(f"group {m['group']}'s prod model {prod[0]['model_id']} is pinned; "
-                            "unpin it first")
-    for p in prod:
-        set_mode(store, p["model_id"], "archived", now)
-    set_mode(store, model_id, "prod", now)
-    return {"promoted": model_id, "archived": [p["model_id"] for p in prod]}
+RegistryCommand = Callable[[Store, dict[str, Any], float], Any]
 
 
-def demote(store: Store, model_id: str) -> dict[str, Any]:
-    m = get_model(store, model_id)
-    if m["mode"] not in ("prod", "shadow"):
-        raise RegistryError(f"{model_id} is {m['mode']}; only prod and shadow models demote")
-    if m.get("pinned"):
-        raise RegistryError(f"{model_id} is pinned; unpin it first")
-    set_mode(store, model_id, "candidate")
-    return {"demoted": model_id, "from": m["mode"]}
+def _promote(store: Store, a: dict[str, Any], now: float) -> Any:
+    return lifecycle.promote(store, a["model_id"], actor=a["actor"], reason=a["reason"], now=now,
+                             keep_retired=int(a.get("keep_retired", 3)))
 
 
-def pin(store: Store, model_id: str, pinned: bool = True) -> dict[str, Any]:
-    m = get_model(store, model_id)
-    if pinned and m["mode"] != "prod":
-        raise RegistryError(f"{model_id} is {m['mode']}; only a prod model can be pinned")
-    store.sql("UPDATE ml_models SET pinned = ? WHERE model_id = ?", [pinned, model_id])
-    return {"model_id": model_id, "pinned": pinned}
+def _demote(store: Store, a: dict[str, Any], now: float) -> Any:
+    return lifecycle.demote(store, a["model_id"], actor=a["actor"], reason=a["reason"], now=now)
 
 
-REGISTRY_COMMANDS = {
-    "promote": lambda store, a: promote(store, a["model_id"]),
-    "demote": lambda store, a: demote(store, a["model_id"]),
-    "pin": lambda store, a: pin(store, a["model_id"], True),
-    "unpin": lambda store, a: pin(store, a["model_id"], False),
+def _rollback(store: Store, a: dict[str, Any], now: float) -> Any:
+    return lifecycle.rollback(store, a["group"], actor=a["actor"], reason=a["reason"], now=now)
+
+
+def _pin(pinned: bool) -> RegistryCommand:
+    def command(store: Store, a: dict[str, Any], now: float) -> Any:
+        return lifecycle.pin(store, a["model_id"], pinned, actor=a["actor"],
+                             reason=a["reason"], now=now)
+    return command
+
+
+REGISTRY_COMMANDS: dict[str, RegistryCommand] = {
+    "promote": _promote,
+    "demote": _demote,
+    "rollback": _rollback,
+    "pin": _pin(True),
+    "unpin": _pin(False),
 }
+
+
+def summarize(result: Any) -> dict[str, Any]:
+    """A command's result as plain data: the transitions it made (or the pin state)."""
+    if isinstance(result, list):
+        return {"transitions": [{"model_id": t.model_id, "from": t.from_mode, "to": t.to_mode,
+                                 "reason": t.reason} for t in result],
+                **{t.to_mode if t.to_mode != "prod" else "promoted": t.model_id
+                   for t in result}}
+    return dict(result)

@@ -88,6 +88,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE fills ADD COLUMN fill_id VARCHAR;
     ALTER TABLE orders ADD COLUMN price DECIMAL(38, 12);
     """,
+    # v5: one model lifecycle (appliance/lifecycle.py): when each model entered its mode, every
+    # transition on record, a registry version bumped by each; at most one prod per group
+    # (a file that ever had two keeps the newest and retires the others)
+    """
+    ALTER TABLE ml_models ADD COLUMN mode_since DOUBLE;
+    ALTER TABLE ml_models ADD COLUMN retired DOUBLE;
+    UPDATE ml_models SET mode_since = coalesce(CASE mode WHEN 'prod' THEN promoted
+        WHEN 'shadow' THEN shadow_started WHEN 'archived' THEN archived END, created);
+    UPDATE ml_models SET mode = 'retired', retired = mode_since WHERE mode = 'prod'
+        AND model_id NOT IN (SELECT arg_max(model_id, coalesce(promoted, created))
+                             FROM ml_models WHERE mode = 'prod' GROUP BY grp);
+    CREATE SEQUENCE transition_id;
+    CREATE TABLE model_transitions (
+        id BIGINT PRIMARY KEY DEFAULT nextval('transition_id'), ts DOUBLE NOT NULL,
+        model_id VARCHAR NOT NULL, grp VARCHAR, from_mode VARCHAR, to_mode VARCHAR NOT NULL,
+        actor VARCHAR NOT NULL, reason VARCHAR NOT NULL, version BIGINT NOT NULL);
+    CREATE TABLE registry_version (version BIGINT NOT NULL);
+    INSERT INTO registry_version VALUES (0);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -301,7 +320,8 @@ class Store:
     # -- status ------------------------------------------------------------------------------
 
     def model_counts(self) -> dict[str, int]:
-        counts = {"prod": 0, "shadow": 0, "candidate": 0, "archived": 0}
+        counts = {"prod": 0, "shadow": 0, "candidate": 0, "retired": 0, "rejected": 0,
+                  "archived": 0}
         for mode, n in self.sql("SELECT mode, count(*) FROM ml_models GROUP BY mode"):
             counts[mode] = int(n)
         return counts

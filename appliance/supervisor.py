@@ -43,7 +43,8 @@ from appliance.logs import service_logger
 from appliance.metrics import Metrics
 from appliance.jobs import Jobs
 from appliance.notify import Notifier
-from appliance.operator_commands import REGISTRY_COMMANDS, REGISTRY_VERSION
+from appliance.lifecycle import Lifecycle
+from appliance.operator_commands import REGISTRY_COMMANDS, summarize
 from appliance.services import (consumer, datasets, discovery, feed, heartbeat, operator, risk,
                                  shadow, trading, training)
 from appliance.store import Store, StoreRunner
@@ -61,7 +62,7 @@ class RunLimits:
 
 
 def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
-                     notifier: Notifier) -> dict[str, operator.Handler]:
+                     notifier: Notifier, life: Lifecycle) -> dict[str, operator.Handler]:
     """Operator commands arriving through the bus (the operator service audits each)."""
 
     async def flatten(ctx: ServiceContext, args: dict) -> dict:
@@ -74,11 +75,10 @@ def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
 
     def registry(name: str) -> operator.Handler:
         async def handler(ctx: ServiceContext, args: dict) -> dict:
-            result = await ctx.store.run(REGISTRY_COMMANDS[name], ctx.store.store, args)
-            ctx.bus.counter_incr(REGISTRY_VERSION)
-            notifier.notify(name, f"{args.get('model_id')} by {args.get('actor', 'operator')}: "
-                            f"{args.get('reason', '')}", result)
-            return result
+            args = {"actor": "operator", "reason": "", **args,
+                    "keep_retired": ctx.cfg.lifecycle.keep_retired}
+            result = await life.apply(REGISTRY_COMMANDS[name], args, ctx.clock.now())
+            return summarize(result)
         return handler
 
     return {"flatten": flatten, "reconcile": reconcile,
@@ -89,6 +89,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
                    started_at: float) -> dict[str, Callable[[], Awaitable[None]]]:
     state_dir = ctx.cfg.state_path
     notifier = Notifier(ctx.bus, ctx.cfg.notify.webhook_url or None)
+    life = Lifecycle(ctx.store, ctx.bus, notifier, state_dir)
     engine = trading.TradingEngine(ctx)
     return {
         "notify": notifier.run,
@@ -97,13 +98,13 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
                                           started_at),
         operator.NAME: functools.partial(operator.run, ctx,
-                                         command_handlers(ctx, engine, notifier)),
+                                         command_handlers(ctx, engine, notifier, life)),
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
-        training.NAME: functools.partial(training.run, ctx, jobs),
+        training.NAME: functools.partial(training.run, ctx, jobs, life),
         feed.NAME: functools.partial(feed.run, ctx),
         trading.NAME: functools.partial(trading.run, ctx, engine),
-        shadow.NAME: functools.partial(shadow.run, ctx, notifier),
+        shadow.NAME: functools.partial(shadow.run, ctx, notifier, life),
         risk.NAME: functools.partial(risk.run, ctx, notifier),
     }
 

@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
+from data.intervals import BY_MS as _BY_MS
+from data.intervals import DAY_MS, INTERVAL_MS, MINUTE_MS
+
 MONTH = "1M"
-INTERVAL_MS: dict[str, int] = {
-    "1m": MINUTE_MS, "3m": 3 * MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS,
-    "30m": 30 * MINUTE_MS, "1h": 60 * MINUTE_MS, "2h": 120 * MINUTE_MS, "4h": 240 * MINUTE_MS,
-    "6h": 360 * MINUTE_MS, "8h": 480 * MINUTE_MS, "12h": 720 * MINUTE_MS, "1d": DAY_MS,
-    "3d": 3 * DAY_MS, "1w": 7 * DAY_MS,
-}
-_BY_MS = {ms: name for name, ms in INTERVAL_MS.items()}
 # open times outside 2009-01-01 .. 2100-01-01 are not milliseconds since the epoch
 _EARLIEST_MS, _LATEST_MS = 1_230_768_000_000, 4_102_444_800_000
 _COLUMNS = ("open time", "open", "high", "low", "close", "volume", "turnover")

@@ -11,6 +11,7 @@ Columns: open_time (int64 ms UTC), open, high, low, close, volume, turnover.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ DAY_MS = 86_400_000
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
 SCHEMA = pa.schema([("open_time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
 RESAMPLED = {"5m": 300_000, "1h": 3_600_000}
+RESAMPLED_AND_1M = ("1m", *RESAMPLED)
 
 
 COMPRESSION = "snappy"  # 2x faster to write than zstd; the lake favours ingest speed
@@ -190,6 +192,30 @@ class Lake:
                         int(arr[-1, 0]) if len(arr) else 0, len(arr), missing,
                         digest.hexdigest(), len(files), time.time())
 
+    def size_bytes(self) -> int:
+        """Bytes the lake's files take on disk."""
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+
+    def trim_days(self, before_ms: int) -> tuple[int, list[str]]:
+        """Delete every symbol's 1m day files that start before ``before_ms``, re-derive its 5m
+        and 1h files and manifests; returns (bytes freed, symbols trimmed). The disk guard's
+        last resort when market data is what fills the disk."""
+        freed, trimmed = 0, []
+        for symbol in self.symbols("1m"):
+            old = [f for f in self.files("1m", symbol) if _day_start_ms(f) < before_ms]
+            if not old:
+                continue
+            for f in old:
+                freed += f.stat().st_size
+                f.unlink()
+            _fsync_dir(self.dir("1m", symbol))
+            self.resample(symbol)
+            for interval in RESAMPLED_AND_1M:
+                if (m := self.manifest(symbol, interval)) is not None:
+                    self.save_manifest(m)
+            trimmed.append(symbol)
+        return freed, trimmed
+
     def save_manifest(self, m: Manifest) -> Path:
         path = self.root / "manifests" / f"{m.dataset_id}.json"
         return write_bytes_atomic(path, json.dumps(m.__dict__, sort_keys=True).encode())
@@ -199,6 +225,12 @@ class Lake:
         if not d.exists():
             return []
         return [Manifest(**json.loads(p.read_text())) for p in sorted(d.glob("*.json"))]
+
+
+def _day_start_ms(path: Path) -> int:
+    """The day a ``day=YYYYMMDD.parquet`` file holds, as ms since the epoch."""
+    stamp = path.name.removeprefix("day=").removesuffix(".parquet")
+    return int(calendar.timegm(time.strptime(stamp, "%Y%m%d"))) * 1000
 
 
 def to_table(rows: np.ndarray) -> pa.Table:

@@ -80,8 +80,11 @@ def finished_runs(state_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def delete_model_files(onnx_path: str) -> None:
-    """Archive: the model file goes, params/metrics/receipt stay for the record."""
+def delete_model_files(onnx_path: str | Path) -> bool:
+    """Archive: the model file goes, params/metrics/receipt stay for the record. True when a
+    file was deleted."""
     path = Path(onnx_path)
     if path.exists():
         path.unlink()
+        return True
+    return False

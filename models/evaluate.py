@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from data.intervals import INTERVAL_MS
 from models.backtest import backtest
 from models.metrics import summarize
 
-INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
 
 
 def probs_to_position(probs: np.ndarray, threshold: float = 0.1) -> np.ndarray:

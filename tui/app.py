@@ -115,11 +115,11 @@ class MissionControl(App[int]):
                      f"Recorded as {self.client.actor}.")
 
     def confirm(self, action: str, title: str, body: str, *, model_id: str | None = None,
-                focus_confirm: bool = False) -> None:
+                group: str | None = None, focus_confirm: bool = False) -> None:
         """Ask first; on "yes" the bus thread runs the action and reports an ActionDone."""
         def answered(confirmed: bool | None) -> None:
             if confirmed:
-                self.client.request(action, model_id)
+                self.client.request(action, model_id, group)
             else:
                 self.notify(f"{title.lower()}: cancelled", severity="warning")
 

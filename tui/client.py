@@ -26,7 +26,7 @@ TRADE_ROWS = 50
 HISTORY_ROWS = 200
 EVENTS_PER_READ = 2000
 OPERATOR_REASON = "operator via tui"
-ACTIONS = ("kill", "kill_flatten", "resume", "promote", "demote")
+ACTIONS = ("kill", "kill_flatten", "resume", "promote", "demote", "rollback")
 
 # Which MissionState fields belong to which section (screens re-render only changed sections).
 SECTION_FIELDS: dict[str, tuple[str, ...]] = {
@@ -91,6 +91,7 @@ class ActionDone(Message):
 class ActionRequest:
     action: str
     model_id: str | None = None
+    group: str | None = None  # rollback acts on a group
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -322,6 +323,12 @@ def execute(bus: Bus, request: ActionRequest, actor: str) -> ActionDone:
             return ActionDone(action, False, f"{action} needs a model")
         cid = _command(bus, action, {"model_id": model_id, "reason": OPERATOR_REASON}, actor)
         return ActionDone(action, True, f"{action} {model_id} sent by {actor}", cid)
+    if action == "rollback":
+        if not request.group:
+            return ActionDone(action, False, "rollback needs a group")
+        cid = _command(bus, action, {"group": request.group, "reason": OPERATOR_REASON}, actor)
+        return ActionDone(action, True, f"rollback of group {request.group} sent by {actor}",
+                          cid)
     return ActionDone(action, False, f"unknown action {action!r}")
 
 
@@ -347,10 +354,11 @@ class BusClient:
         self._requests: queue.SimpleQueue[ActionRequest | None] = queue.SimpleQueue()
         self._stop = threading.Event()
 
-    def request(self, action: str, model_id: str | None = None) -> None:
+    def request(self, action: str, model_id: str | None = None,
+                group: str | None = None) -> None:
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
-        self._requests.put(ActionRequest(action, model_id))
+        self._requests.put(ActionRequest(action, model_id, group))
 
     def stop(self) -> None:
         self._stop.set()

@@ -4,9 +4,11 @@
   ``max_shadows_per_group`` per group, none while deploys are frozen) and paper-trades at 1% size
   on the same bars as prod (the trading engine runs it).
 * Nightly (market time) each shadow's own per-bar equity gives its Sharpe, trade count and PSR;
-  once it has run ``shadow.period`` (7 days) the promotion rule decides: promote (the old prod
-  model is archived unless pinned), reject (archived), or wait. Every decision is an audit row,
-  a bus event and a notification.
+  once it has run ``shadow.period`` (7 days) the promotion rule decides: promote, reject, or
+  wait. At most one shadow of a group is promoted a night (the best by shadow Sharpe among
+  those that passed; the others that passed are rejected, named after the winner). Every mode
+  change goes through :mod:`appliance.lifecycle` (one transaction, audited, evented, notified;
+  the replaced prod model is retired, not deleted, so it can be rolled back to).
 * Parity audit, nightly: the backtester replays each model's own per-bar targets over the same
   closes and the result is compared with the P&L the model actually realised; the divergence is
   the ``parity_divergence{model_id}`` metric and above ``shadow.parity_bound`` an incident.
@@ -26,11 +28,11 @@ from appliance.logs import service_logger
 from appliance.notify import Notifier
 from appliance.promotion import PromotionRules, ShadowRecord, decide, shadow_stats
 from appliance.schedule import duration_s, next_daily, parse_hhmm
-from appliance.operator_commands import REGISTRY_VERSION
+from appliance import lifecycle
 from appliance.store import Store
 from models.backtest import backtest
 from models.metrics import periods_per_year
-from models.registry import list_models, set_mode
+from models.registry import list_models
 
 NAME = "shadow"
 BAR_MS = {"5m": 300_000, "1h": 3_600_000}
@@ -83,8 +85,9 @@ def parity_divergence(store: Store, model_id: str, since_ms: int, taker_fee: flo
 
 
 class ShadowDesk:
-    def __init__(self, ctx: ServiceContext, notifier: Notifier) -> None:
-        self.ctx, self.notifier = ctx, notifier
+    def __init__(self, ctx: ServiceContext, notifier: Notifier,
+                 life: lifecycle.Lifecycle) -> None:
+        self.ctx, self.notifier, self.life = ctx, notifier, life
         cfg = ctx.cfg.shadow
         self.rules = PromotionRules(sharpe_margin=cfg.sharpe_margin, min_trades=cfg.min_trades,
                                     psr_threshold=cfg.psr_threshold,
@@ -94,25 +97,15 @@ class ShadowDesk:
         self.log = service_logger(NAME)
         self.parity: dict[str, float] = {}  # model_id -> last nightly divergence
 
-    def _changed(self, action: str, model: dict[str, Any], reason: str, **data: Any) -> None:
-        """Registry change → audit row, bus event, notification, engines reload."""
-        self.ctx.bus.counter_incr(REGISTRY_VERSION)
-        self.ctx.bus.audit(actor=NAME, action=f"{action} {model['model_id']}", reason=reason,
-                           details={"group": model["group"], "kind": model["kind"], **data})
-        self.notifier.notify(action, f"{model['model_id']} ({model['group']}, "
-                             f"{model['kind']}): {reason}", {"model_id": model["model_id"],
-                                                             **data})
-        self.log.info(action, model_id=model["model_id"], reason=reason)
-
     async def start_shadows(self) -> None:
         if self.ctx.bus.switch(DEPLOYS_FROZEN):
             return
         models = await self.ctx.store.run(list_models, self.ctx.store.store)
         for m in pick_new_shadows(models, self.ctx.cfg.shadow.max_shadows_per_group):
-            await self.ctx.store.run(set_mode, self.ctx.store.store, m["model_id"], "shadow",
-                                     self.ctx.clock.now())
-            self._changed("shadow_started", m, "best candidate of its group",
-                          sharpe=(m["metrics"] or {}).get("sharpe"))
+            await self.life.apply(lifecycle.start_shadow, m["model_id"], actor=NAME,
+                                  reason="best candidate of its group "
+                                         f"(validation Sharpe {(m['metrics'] or {}).get('sharpe')})",
+                                  now=self.ctx.clock.now())
 
     def record(self, m: dict[str, Any], store: Store, now: float) -> ShadowRecord:
         since = int((m["shadow_started"] or now) * 1000)
@@ -129,10 +122,19 @@ class ShadowDesk:
         now = self.ctx.clock.now()
         models = await self.ctx.store.run(list_models, store)
         frozen = self.ctx.bus.switch(DEPLOYS_FROZEN)
-        for m in [m for m in models if m["mode"] == "shadow"]:
+        for group in sorted({m["group"] for m in models if m["mode"] == "shadow"}):
+            await self.judge_group(group, models, now, frozen)
+        await self.parity_audit(await self.ctx.store.run(list_models, store), now)
+        self.next_nightly = next_daily(now, self.nightly_s)
+
+    async def judge_group(self, group: str, models: list[dict[str, Any]], now: float,
+                          frozen: bool) -> None:
+        """Verdicts for one group's shadows; at most one promotion."""
+        store = self.ctx.store.store
+        prod = next((p for p in models if p["group"] == group and p["mode"] == "prod"), None)
+        verdicts = []
+        for m in [m for m in models if m["group"] == group and m["mode"] == "shadow"]:
             rec = await self.ctx.store.run(self.record, m, store, now)
-            prod = next((p for p in models if p["group"] == m["group"] and p["mode"] == "prod"),
-                        None)
             prod_sharpe = None
             if prod is not None:
                 prod_sharpe = (await self.ctx.store.run(self.record, prod, store, now)).sharpe
@@ -143,18 +145,22 @@ class ShadowDesk:
                                                   "trades": rec.trades, "psr": rec.psr,
                                                   "days": rec.days_in_shadow}, service=NAME,
                                  market_ts=now)
-            if d.action == "promote":
-                if prod is not None:
-                    await self.ctx.store.run(set_mode, store, prod["model_id"], "archived", now)
-                    self._changed("archived", prod, f"replaced by {m['model_id']}")
-                await self.ctx.store.run(set_mode, store, m["model_id"], "prod", now)
-                self._changed("promoted", m, d.reason, sharpe=rec.sharpe, trades=rec.trades,
-                              psr=rec.psr)
+            verdicts.append((m, rec, d))
+        passed = [v for v in verdicts if v[2].action == "promote"]
+        best = max(passed, key=lambda v: v[1].sharpe)[0]["model_id"] if passed else None
+        for m, rec, d in verdicts:
+            figures = {"sharpe": rec.sharpe, "trades": rec.trades, "psr": rec.psr}
+            if d.action == "promote" and m["model_id"] == best:
+                await self.life.apply(lifecycle.promote, m["model_id"], actor=NAME,
+                                      reason=d.reason, now=now, details=figures,
+                                      keep_retired=self.ctx.cfg.lifecycle.keep_retired)
+            elif d.action == "promote":
+                await self.life.apply(lifecycle.reject, m["model_id"], actor=NAME, now=now,
+                                      reason=f"passed ({d.reason}) but {best} of the same "
+                                             "group was promoted tonight", details=figures)
             elif d.action == "reject":
-                await self.ctx.store.run(set_mode, store, m["model_id"], "archived", now)
-                self._changed("rejected", m, d.reason, sharpe=rec.sharpe, trades=rec.trades)
-        await self.parity_audit(models, now)
-        self.next_nightly = next_daily(now, self.nightly_s)
+                await self.life.apply(lifecycle.reject, m["model_id"], actor=NAME,
+                                      reason=d.reason, now=now, details=figures)
 
     async def publish_live(self) -> None:
         """Live figures of the shadow and prod models for the Models screen (bus snapshot
@@ -192,8 +198,8 @@ class ShadowDesk:
                                                   "message": msg}, service=NAME)
 
 
-async def run(ctx: ServiceContext, notifier: Notifier) -> None:
-    desk = ShadowDesk(ctx, notifier)
+async def run(ctx: ServiceContext, notifier: Notifier, life: lifecycle.Lifecycle) -> None:
+    desk = ShadowDesk(ctx, notifier, life)
     while True:
         ctx.beat(NAME)
         await desk.start_shadows()

@@ -36,7 +36,7 @@ from appliance.ledger_store import (load_positions, record_equity, record_fill,
                                     record_model_bars, record_model_equity, record_order,
                                     upsert_position)
 from appliance.logs import service_logger
-from appliance.operator_commands import REGISTRY_VERSION  # bus counter: bumped on mode changes
+from appliance.lifecycle import REGISTRY_VERSION  # bus counter: bumped on mode changes
 from appliance.risk import AccountView, RiskLimits, check_order
 from appliance.sizing import order_for, round_qty, target_fraction, target_qty
 from models.features import FEATURE_NAMES, WARMUP_BARS, FeatureState, latest_features

@@ -9,9 +9,10 @@
 * Jobs run in the huey consumer (3 attempts, exponential backoff); each leaves a receipt in its
   artifacts folder, which this service registers in DuckDB as a ``candidate`` (idempotent by run
   id), counting ``models_trained_total``.
-* Disk guard: when the state dir's filesystem is fuller than ``training.disk_threshold``, the
-  worst 20% of non-prod, unpinned models by validation Sharpe are archived: their model files are
-  deleted, their rows kept, each with an audit entry.
+* Disk guard, once per nightly run (:mod:`appliance.disk_guard`): when the state dir's
+  filesystem is fuller than ``training.disk_threshold`` it archives the worst 20% of the models
+  that had their verdict (through the lifecycle), or, when the lake is what fills the disk,
+  raises an incident and trims the lake's days older than ``datasets.retention_days``.
 
 The ``training`` snapshot on the bus (run progress, loss curves, device) feeds the dashboard.
 """
@@ -26,18 +27,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from appliance import lifecycle
 from appliance.context import ServiceContext
+from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
-from models.artifacts import delete_model_files, finished_runs
+from data.lake import Lake
+from models.artifacts import finished_runs
 from models.groups import Group, GroupingRules, make_groups
-from models.registry import list_models, register_result, set_mode, worst_non_prod
+from models.registry import list_models
 
 NAME = "training"
 CATCH_UP_S = 6 * 3600
-DiskUsage = Callable[[Path], float]
+DiskUsage = Callable[[Path], tuple[int, int]]
 
 
 def training_device() -> str:
@@ -53,9 +57,10 @@ def training_device() -> str:
     return line.split(":", 1)[1].split("(")[0].strip() if ":" in line else "CPU"
 
 
-def disk_usage_fraction(path: Path) -> float:
+def filesystem_usage(path: Path) -> tuple[int, int]:
+    """(used, total) bytes of the filesystem holding ``path``."""
     usage = shutil.disk_usage(path)
-    return usage.used / usage.total
+    return usage.used, usage.total
 
 
 def groups_from_lake(lake_root: Path, symbols: list[str], rules: GroupingRules) -> list[Group]:
@@ -85,7 +90,8 @@ def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
     for m in list_models(store):
         metrics = m["metrics"] or {}
         row = {"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
-               "mode": m["mode"], "sharpe": metrics.get("sharpe"), "pnl": None,
+               "mode": m["mode"], "since": m.get("mode_since"), "sharpe": metrics.get("sharpe"),
+               "pnl": None,
                "days_in_shadow": None, "trades": metrics.get("trades"), "parity": None,
                "pinned": bool(m.get("pinned"))}
         row.update((live or {}).get(m["model_id"], {}))
@@ -93,16 +99,25 @@ def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
     return rows
 
 
-def register_finished(store: Store, state_dir: Path) -> list[dict[str, Any]]:
-    return [r for r in finished_runs(state_dir) if register_result(store, r)]
+def unregistered_runs(store: Store, state_dir: Path) -> list[dict[str, Any]]:
+    """Receipts of finished runs that the registry does not know yet."""
+    known = {r[0] for r in store.sql("SELECT run_id FROM training_runs "
+                                     "WHERE status = 'completed'")}
+    return [r for r in finished_runs(state_dir) if r["run_id"] not in known]
 
 
-def archive_worst(store: Store, fraction: float) -> list[dict[str, Any]]:
-    victims = worst_non_prod(list_models(store), fraction)
-    for m in victims:
-        set_mode(store, m["model_id"], "archived")
-        delete_model_files(m["onnx_path"])
-    return victims
+def model_files(store: Store, state_dir: Path) -> list[ModelFiles]:
+    """What each live model's files weigh (the disk guard's input)."""
+    out = []
+    for m in list_models(store):
+        if m["mode"] == "archived" or not m.get("onnx_path"):
+            continue
+        path = Path(m["onnx_path"])
+        path = path if path.is_absolute() else Path(state_dir) / path
+        size = path.stat().st_size if path.exists() else 0
+        out.append(ModelFiles(m["model_id"], m["mode"], (m["metrics"] or {}).get("sharpe"),
+                              bool(m.get("pinned")), size))
+    return out
 
 
 def training_snapshot(store: Store, progress: list[dict[str, Any]], device: str
@@ -122,8 +137,9 @@ def training_snapshot(store: Store, progress: list[dict[str, Any]], device: str
 class Trainer:
     """The service's state between passes (kept out of module globals for tests)."""
 
-    def __init__(self, ctx: ServiceContext, jobs: Jobs, disk_usage: DiskUsage) -> None:
-        self.ctx, self.jobs, self.disk_usage = ctx, jobs, disk_usage
+    def __init__(self, ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
+                 disk_usage: DiskUsage) -> None:
+        self.ctx, self.jobs, self.life, self.disk_usage = ctx, jobs, life, disk_usage
         cfg = ctx.cfg.training
         self.rules = GroupingRules(max_size=cfg.max_group_size)
         self.nightly_s = parse_hhmm(cfg.nightly_at)
@@ -186,9 +202,12 @@ class Trainer:
         self.next_nightly = next_daily(t, self.nightly_s)
 
     async def register(self) -> None:
-        new = await self.ctx.store.run(register_finished, self.ctx.store.store,
+        new = await self.ctx.store.run(unregistered_runs, self.ctx.store.store,
                                        self.ctx.cfg.state_path)
         for r in new:
+            done = await self.life.apply(lifecycle.register, r, now=self.ctx.clock.now())
+            if not done:
+                continue
             self.ctx.metrics.models_trained_total.inc()
             self.ctx.bus.publish("model_registered", {
                 "run_id": r["run_id"], "kind": r["kind"], "group": r["group"],
@@ -198,18 +217,33 @@ class Trainer:
                           group=r["group"], sharpe=r["metrics"].get("sharpe"))
 
     async def guard_disk(self) -> None:
-        cfg = self.ctx.cfg.training
-        used = self.disk_usage(self.ctx.cfg.state_path)
-        if used <= cfg.disk_threshold:
-            return
-        victims = await self.ctx.store.run(archive_worst, self.ctx.store.store,
-                                           cfg.archive_fraction)
-        for m in victims:
-            reason = f"disk {used:.0%} > {cfg.disk_threshold:.0%}: worst validation Sharpe"
-            self.ctx.bus.audit(actor="training", action=f"archive {m['model_id']}",
-                               reason=reason, details={"sharpe": m["metrics"].get("sharpe")})
-            self.ctx.bus.publish("model_archived", {"model_id": m["model_id"],
-                                                    "reason": reason}, service=NAME)
+        """Once per nightly run: free space by the disk guard's rule (appliance/disk_guard)."""
+        cfg, state = self.ctx.cfg, self.ctx.cfg.state_path
+        used_bytes, total = self.disk_usage(state)
+        used = used_bytes / total
+        files = await self.ctx.store.run(model_files, self.ctx.store.store, state)
+        lake = Lake(state / "lake")
+        decision = plan(used, cfg.training.disk_threshold, total, files,
+                        await self.ctx.io(lake.size_bytes), cfg.training.archive_fraction)
+        now = self.ctx.clock.now()
+        if decision.action == "archive":
+            for model_id in decision.archive:
+                await self.life.apply(lifecycle.archive, model_id, actor="disk_guard",
+                                      reason=decision.reason, now=now)
+        elif decision.action == "trim_lake":
+            before = int((now - cfg.datasets.retention_days * DAY_S) * 1000)
+            freed, symbols = await self.ctx.io(lake.trim_days, before)
+            message = (f"{decision.reason}; trimmed lake days older than "
+                       f"{cfg.datasets.retention_days} days: {freed:,} bytes freed in "
+                       f"{len(symbols)} symbols")
+            self.log.warning(message)
+            await self.ctx.store.call("record_incident", NAME, "disk", message, None)
+            self.ctx.bus.publish("incident", {"service": NAME, "kind": "disk",
+                                              "message": message}, service=NAME, market_ts=now)
+            self.ctx.bus.audit(actor="disk_guard", action="lake_trimmed", reason=message,
+                               details={"freed_bytes": freed, "symbols": symbols})
+            if self.life.notifier is not None:
+                self.life.notifier.notify("disk_guard", message, {"freed_bytes": freed})
 
     async def publish_snapshot(self) -> None:
         cache = self.ctx.bus.cache
@@ -227,9 +261,9 @@ class Trainer:
             list_models, self.ctx.store.store))
 
 
-async def run(ctx: ServiceContext, jobs: Jobs, disk_usage: DiskUsage = disk_usage_fraction
-              ) -> None:
-    t = Trainer(ctx, jobs, disk_usage)
+async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
+              disk_usage: DiskUsage = filesystem_usage) -> None:
+    t = Trainer(ctx, jobs, life, disk_usage)
     while True:
         ctx.beat(NAME)
         await t.refresh_groups()
@@ -237,7 +271,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, disk_usage: DiskUsage = disk_usag
         await t.bootstrap()
         if ctx.clock.now() >= t.next_nightly:
             await t.nightly()
-        await t.guard_disk()
+            await t.guard_disk()
         await t.publish_snapshot()
         await ctx.clock.sleep_until(min(ctx.clock.now() + ctx.cfg.training.check_interval_s,
                                         t.next_nightly))

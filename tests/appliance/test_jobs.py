@@ -16,7 +16,8 @@ from appliance.config import SimConfig
 from appliance.exchange.sim import SimExchange
 from appliance.jobs import Jobs
 from appliance.schedule import utc
-from appliance.services.training import register_finished
+from appliance import lifecycle
+from appliance.services.training import unregistered_runs
 from appliance.store import Store
 from data.lake import Lake
 
@@ -69,7 +70,10 @@ def test_a_job_failing_twice_is_retried_and_registered_once(tmp_path):
         consumer.wait(timeout=30)
         jobs.close()
     store = Store(state / "methtrader.duckdb")
-    assert [r["run_id"] for r in register_finished(store, state)] == ["run-flaky"]
-    assert register_finished(store, state) == []  # seen again: registered once
+    (receipt,) = unregistered_runs(store, state)
+    assert receipt["run_id"] == "run-flaky"
+    assert lifecycle.register(store, receipt, now=1.0)
+    assert unregistered_runs(store, state) == []  # seen again: registered once
+    assert lifecycle.register(store, receipt, now=2.0) == []
     assert store.sql("SELECT count(*) FROM training_runs")[0][0] == 1
     store.close()

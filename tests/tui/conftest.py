@@ -46,7 +46,8 @@ def fill_bus(bus: Bus) -> None:
     bus.put_snapshot("status", {
         "candles": 1_296_000, "symbols": list(SYMBOLS),
         "latest": {s: (MARKET_T0 + 3540) * 1000 for s in SYMBOLS},
-        "models": {"prod": 3, "shadow": 5, "candidate": 2, "archived": 7},
+        "models": {"prod": 3, "shadow": 5, "candidate": 2, "retired": 1, "rejected": 4,
+                   "archived": 7},
         "trades": 1284, "equity": 10234.56, "daily_pnl": -182.4, "sharpe": 1.87,
         "sources": {
             "bybit-rest": {"lag_s": 1.2, "missing": 0, "cache_hit_rate": 0.97, "healthy": True},

@@ -167,7 +167,7 @@ def test_models_leaderboard_puts_prod_then_shadow_and_hides_archived(bus_state: 
                             "0.0031", "yes"]
         assert board[4] == ["m004", "XRPUSDT", "MLP", "candidate", "—", "—", "—", "—", "—", ""]
         assert text(app, "#models-summary").startswith(
-            "prod 3 · shadow 5 · candidate 2 · archived 7")
+            "prod 3 · shadow 5 · candidate 2 · retired 1 · rejected 4 · archived 7")
 
     run_scenario(app, scenario)
 

@@ -1,4 +1,4 @@
-"""Models: the prod vs shadow leaderboard, with promote/demote behind a confirmation."""
+"""Models: the prod vs shadow leaderboard, with promote/demote/rollback behind a confirmation."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tui.screens.base import MissionScreen
 from tui.widgets import fmt
 from tui.widgets.table import fill, make_table, selected_key
 
-MODE_ORDER = {"prod": 0, "shadow": 1, "candidate": 2}
+MODE_ORDER = {"prod": 0, "shadow": 1, "candidate": 2, "retired": 3}
 COLUMNS = ("Model", "Group", "Kind", "Mode", "Sharpe", "P&L", "Days in shadow", "Trades",
            "Parity", "Pinned")
 
@@ -32,7 +32,8 @@ def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]
 
 class ModelsScreen(MissionScreen):
     MODE = "models"
-    BINDINGS = [Binding("p", "promote", "Promote"), Binding("d", "demote", "Demote")]
+    BINDINGS = [Binding("p", "promote", "Promote"), Binding("d", "demote", "Demote"),
+                Binding("b", "rollback", "Rollback")]
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="models-summary", classes="summary")
@@ -44,8 +45,8 @@ class ModelsScreen(MissionScreen):
         counts = fmt.get(state.status, "models")
         self.query_one("#models-summary", Static).update(
             " · ".join(f"{mode} {fmt.integer(fmt.get(counts, mode))}"
-                       for mode in ("prod", "shadow", "candidate", "archived"))
-            + "   (p promote · d demote the selected model)")
+                       for mode in ("prod", "shadow", "candidate", "retired", "rejected", "archived"))
+            + "   (p promote · d demote the selected model · b roll its group back)")
         fill(self.query_one("#leaderboard", DataTable), ((str(m.get("model_id")), (
             fmt.text(m.get("model_id")), fmt.text(m.get("group")), fmt.kind(m.get("kind")),
             Text(str(m["mode"]), style="bold green" if m["mode"] == "prod" else "cyan"),
@@ -63,6 +64,24 @@ class ModelsScreen(MissionScreen):
 
     def action_demote(self) -> None:
         self._ask("demote", ("prod",))
+
+    def action_rollback(self) -> None:
+        model = self.selected_model()
+        if model is None:
+            self.notify("Select a model of the group to roll back first.", severity="warning")
+            return
+        group = fmt.text(model.get("group"))
+        retired = [m for m in self.mission.state.models
+                   if m.get("group") == model.get("group") and m.get("mode") == "retired"]
+        if not retired:
+            self.notify(f"group {group} has no retired model to roll back to.",
+                        severity="warning")
+            return
+        back = max(retired, key=lambda m: fmt.as_float(m.get("since")) or 0.0)
+        self.mission.confirm(
+            "rollback", f"Roll group {group} back?",
+            f"{fmt.text(back.get('model_id'))} becomes prod again; the current prod model of "
+            f"{group} is retired. The appliance runs the command and records it.", group=group)
 
     def _ask(self, action: str, modes: tuple[str, ...]) -> None:
         model = self.selected_model()

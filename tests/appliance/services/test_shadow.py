@@ -5,25 +5,32 @@ from __future__ import annotations
 import pytest
 import trio
 
+from appliance import lifecycle
 from appliance.bus import DEPLOYS_FROZEN
+from appliance.lifecycle import Lifecycle
 from appliance.notify import Notifier
 from appliance.schedule import utc
 from appliance.services import risk, shadow
 from appliance.services.shadow import ShadowDesk, pick_new_shadows
-from models.artifacts import write_run
-from models.registry import get_model, list_models, register_result, set_mode
+from models.registry import get_model, list_models
+from tests.builders import fake_run
 
 START = utc("2026-11-20 00:00")
 
 
-def add_model(ctx, run_id, sharpe, group="t1-a"):
-    r = write_run(ctx.cfg.state_path, run_id, lambda p: p.write_bytes(run_id.encode()), {}, {
-        "run_id": run_id, "kind": "rf", "group": group, "symbols": ["BTCUSDT"],
-        "timeframe": "5m", "params": {}, "metrics": {"sharpe": sharpe}, "tags": {},
-        "parent_run_id": None, "feature_set": "fs1", "dataset_sha256": "d", "loss_curve": [],
-        "started": 0.0, "ended": 0.0})
-    register_result(ctx.store.store, r)
+def add_model(ctx, run_id, sharpe, group="t1-a", kind="rf"):
+    lifecycle.register(ctx.store.store, fake_run(ctx.cfg.state_path, run_id, sharpe, group, kind,
+                                                 symbols=("BTCUSDT",)), now=START - 86_400)
     return f"m-{run_id}"
+
+
+def shadow_since(ctx, model_id, since):
+    lifecycle.start_shadow(ctx.store.store, model_id, actor="test", reason="t", now=since)
+
+
+def desk_of(ctx):
+    notifier = Notifier(ctx.bus, None)
+    return ShadowDesk(ctx, notifier, Lifecycle(ctx.store, ctx.bus, notifier, ctx.cfg.state_path))
 
 
 def record_shadow_days(ctx, model_id, days, drift, trades=30):
@@ -55,14 +62,14 @@ async def test_a_shadow_that_earned_its_week_is_promoted_and_a_loser_rejected(ma
     winner = add_model(ctx, "win", 1.0)
     loser = add_model(ctx, "lose", 2.0, group="t2-a")
     for m in (winner, loser):
-        set_mode(ctx.store.store, m, "shadow", START)
+        shadow_since(ctx, m, START)
     record_shadow_days(ctx, winner, 7.5, drift=0.0002)
     record_shadow_days(ctx, loser, 7.5, drift=-0.0002)
-    desk = ShadowDesk(ctx, Notifier(ctx.bus, None))
+    desk = desk_of(ctx)
     await desk.nightly()
     assert get_model(ctx.store.store, winner)["mode"] == "prod"
-    assert get_model(ctx.store.store, loser)["mode"] == "archived"
-    actions = [e["action"] for e in ctx.bus.audit_entries()]
+    assert get_model(ctx.store.store, loser)["mode"] == "rejected"
+    actions = [r[0] for r in ctx.store.store.sql("SELECT action FROM audit_log")]
     assert f"promoted {winner}" in actions and f"rejected {loser}" in actions
     kinds = [e["data"]["kind"] for e in ctx.bus.events_since(0, ["notification"])]
     assert kinds.count("promoted") == 1 and kinds.count("rejected") == 1
@@ -72,15 +79,35 @@ async def test_a_shadow_that_earned_its_week_is_promoted_and_a_loser_rejected(ma
 
 
 @pytest.mark.trio
+async def test_two_shadows_that_pass_the_same_night_give_one_prod(make_ctx, autojump_clock):
+    """Finding 1: both shadows of group t1-a were promoted at the same timestamp."""
+    ctx = make_ctx(speed=60, start=START + 8 * 86_400)
+    a, b = add_model(ctx, "a", 1.0), add_model(ctx, "b", 1.0, kind="mlp")
+    for m, drift in ((a, 0.0002), (b, 0.0003)):
+        shadow_since(ctx, m, START)
+        record_shadow_days(ctx, m, 7.5, drift=drift)
+    await desk_of(ctx).nightly()
+    rows = ctx.store.store.sql("SELECT grp, count(*) FROM ml_models WHERE mode = 'prod' "
+                               "GROUP BY 1")
+    assert rows == [("t1-a", 1)]
+    assert get_model(ctx.store.store, b)["mode"] == "prod"  # the better shadow
+    assert get_model(ctx.store.store, a)["mode"] == "rejected"
+    reason = ctx.store.store.sql("SELECT reason FROM model_transitions WHERE model_id = ? "
+                                 "AND to_mode = 'rejected'", [a])[0][0]
+    assert f"but {b} of the same group was promoted" in reason
+
+
+@pytest.mark.trio
 async def test_too_early_or_frozen_means_wait(make_ctx, autojump_clock):
     ctx = make_ctx(speed=60, start=START + 8 * 86_400)
     m = add_model(ctx, "young", 1.0)
-    set_mode(ctx.store.store, m, "shadow", START + 5 * 86_400)  # three days in shadow
+    shadow_since(ctx, m, START + 5 * 86_400)  # three days in shadow
     record_shadow_days(ctx, m, 7.5, drift=0.0002)
-    desk = ShadowDesk(ctx, Notifier(ctx.bus, None))
+    desk = desk_of(ctx)
     await desk.nightly()
     assert get_model(ctx.store.store, m)["mode"] == "shadow"
-    set_mode(ctx.store.store, m, "shadow", START)
+    ctx.store.store.sql("UPDATE ml_models SET mode_since = ?, shadow_started = ? "
+                        "WHERE model_id = ?", [START, START, m])
     ctx.bus.set_switch(DEPLOYS_FROZEN, True, actor="risk", reason="test")
     await desk.nightly()
     assert get_model(ctx.store.store, m)["mode"] == "shadow"

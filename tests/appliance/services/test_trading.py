@@ -13,10 +13,11 @@ import trio
 from appliance.backfill import backfill_symbol
 from appliance.bus import MAINTENANCE_MODE
 from appliance.ledger_store import load_positions
-from appliance.operator_commands import REGISTRY_VERSION, promote
+from appliance import lifecycle
+from appliance.lifecycle import REGISTRY_VERSION
 from appliance.services import trading
 from data.lake import Lake
-from models.registry import list_models, register_result, set_mode
+from models.registry import list_models
 from models.training import train_run
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -33,12 +34,10 @@ async def with_model(ctx, mode: str = "prod", **trading_cfg):
         lake.resample(s)
     result = train_run(ctx.cfg.state_path, "run-test", "t1-a", SYMBOLS, "rf")
     store = ctx.store.store
-    register_result(store, result)
+    lifecycle.register(store, result, now=ctx.clock.now())
     model_id = list_models(store)[0]["model_id"]
-    if mode == "prod":
-        promote(store, model_id)
-    else:
-        set_mode(store, model_id, mode, ctx.clock.now())
+    op = lifecycle.promote if mode == "prod" else lifecycle.start_shadow
+    op(store, model_id, actor="test", reason="test", now=ctx.clock.now())
     ctx.bus.counter_incr(REGISTRY_VERSION)
     ctx.bus.set_tradable_pairs(SYMBOLS)
     return model_id

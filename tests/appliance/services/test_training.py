@@ -7,7 +7,10 @@ import pytest
 import trio
 
 from appliance.backfill import backfill_symbol
+from appliance import lifecycle
 from appliance.jobs import TRAINING_PREFIX, Jobs
+from appliance.lifecycle import Lifecycle
+from appliance.notify import Notifier
 from appliance.schedule import utc
 from appliance.services import training
 from data.lake import Lake
@@ -35,6 +38,15 @@ def trainer_ctx(make_ctx):
 
 
 @pytest.fixture
+def life(trainer_ctx, state_dir):
+    return Lifecycle(trainer_ctx.store, trainer_ctx.bus, Notifier(trainer_ctx.bus, None),
+                     state_dir)
+
+
+ROOMY = lambda p: (10, 100)  # noqa: E731  (used, total) bytes: a disk 10% full
+
+
+@pytest.fixture
 def jobs(state_dir):
     j = Jobs(state_dir)
     j.huey.immediate = True  # enqueue runs the job at once, in this process
@@ -44,12 +56,12 @@ def jobs(state_dir):
 
 @pytest.mark.trio
 @pytest.mark.timeout(240)
-async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx, jobs,
+async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx, jobs, life,
                                                                      autojump_clock):
     ctx = trainer_ctx
     await fill_lake(ctx)
     with trio.move_on_after(30 * 60 / 60):  # half a market hour: bootstrap runs, registered
-        await training.run(ctx, jobs, disk_usage=lambda p: 0.1)
+        await training.run(ctx, jobs, life, disk_usage=ROOMY)
     models = list_models(ctx.store.store)
     groups = {m["group"] for m in models}
     assert models and all(m["mode"] == "candidate" and m["kind"] == "rf" for m in models)
@@ -63,7 +75,7 @@ async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx
     assert snap[0]["loss_curve"]
 
     with trio.move_on_after(26 * 3600 / 60):  # to Sunday 04:00: Saturday's and Sunday's 02:00
-        await training.run(ctx, jobs, disk_usage=lambda p: 0.1)
+        await training.run(ctx, jobs, life, disk_usage=ROOMY)
     runs = {m["run_id"] for m in list_models(ctx.store.store)}
     for g in groups:
         assert f"20261128-{g}-rf" in runs  # Saturday's nightly (the same id as the bootstrap)
@@ -76,39 +88,68 @@ async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx
 
 @pytest.mark.trio
 @pytest.mark.timeout(240)
-async def test_full_disk_archives_the_worst_fifth(trainer_ctx, jobs, autojump_clock):
+async def test_a_full_disk_never_eats_fresh_models_and_archives_verdicts_once_a_night(
+        trainer_ctx, jobs, life, state_dir, autojump_clock):
+    """Finding 3: with the disk above 80% the guard used to fire on every check and archived a
+    new candidate 0.3 s after it was registered; archives were not notified."""
     ctx = trainer_ctx
     await fill_lake(ctx)
-    with trio.move_on_after(30 * 60 / 60):
-        await training.run(ctx, jobs, disk_usage=lambda p: 0.1)
-    before = list_models(ctx.store.store)
-    worst = min(before, key=lambda m: m["metrics"]["sharpe"])
-    with trio.move_on_after(30 * 60 / 60):
-        await training.run(ctx, jobs, disk_usage=lambda p: 0.95)
-    after = {m["model_id"]: m for m in list_models(ctx.store.store)}
-    assert len(after) == len(before)  # rows kept
+    full = lambda p: (95, 100)  # noqa: E731  archiving any model file covers 15 bytes
+    with trio.move_on_after(20 * 60 / 60):  # 01:30 → 01:50: bootstrap, no nightly yet
+        await training.run(ctx, jobs, life, disk_usage=full)
+    fresh = list_models(ctx.store.store)
+    assert fresh and all(m["mode"] == "candidate" for m in fresh)  # nothing eaten
+    store, now = ctx.store.store, ctx.clock.now()
+    for m in fresh:  # give them verdicts, as the shadow desk would
+        lifecycle.start_shadow(store, m["model_id"], actor="shadow", reason="t", now=now)
+        lifecycle.reject(store, m["model_id"], actor="shadow", reason="t", now=now)
+    worst = min(fresh, key=lambda m: m["metrics"]["sharpe"])
+    with trio.move_on_after(60 * 60 / 60):  # past 02:00: one nightly, one guard run
+        await training.run(ctx, jobs, life, disk_usage=full)
+    after = {m["model_id"]: m for m in list_models(store)}
     archived = [m for m in after.values() if m["mode"] == "archived"]
-    assert archived and archived[0]["model_id"] == worst["model_id"]
-    from pathlib import Path
-    assert not Path(worst["onnx_path"]).exists()  # the artifact is gone
-    assert any(e["action"] == f"archive {worst['model_id']}" for e in ctx.bus.audit_entries())
+    assert [m["model_id"] for m in archived] == [worst["model_id"]]  # worst fifth, once
+    assert not (state_dir / archived[0]["onnx_path"]).exists()  # its file is gone
+    assert all(m["mode"] == "candidate" for m in after.values()
+               if m["model_id"] not in {x["model_id"] for x in fresh})  # new runs kept
+    notes = [e["data"]["kind"] for e in ctx.bus.events_since(0, ["notification"])]
+    assert "archived" in notes
 
 
 @pytest.mark.trio
-async def test_queued_runs_are_announced_before_they_run(trainer_ctx, state_dir,
+@pytest.mark.timeout(240)
+async def test_when_the_lake_fills_the_disk_it_is_trimmed_not_the_models(trainer_ctx, jobs,
+                                                                        life, autojump_clock):
+    ctx = trainer_ctx
+    ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, retention_days=5))
+    await fill_lake(ctx, days=10)
+    huge = lambda p: (95 * 10**12, 100 * 10**12)  # noqa: E731  15 TB over: models can't help
+    with trio.move_on_after(60 * 60 / 60):
+        await training.run(ctx, jobs, life, disk_usage=huge)
+    models = list_models(ctx.store.store)
+    assert models and not [m for m in models if m["mode"] == "archived"]
+    lake = Lake(ctx.cfg.state_path / "lake")
+    oldest = min(int(lake.read("1m", s)[0, 0]) for s in SYMBOLS)
+    assert oldest >= int((ctx.clock.now() - 6 * 86_400) * 1000)  # older days trimmed
+    (incident,) = [i for i in ctx.store.store.incidents() if i["kind"] == "disk"]
+    assert "the lake" in incident["message"] and "bytes freed" in incident["message"]
+
+
+@pytest.mark.trio
+async def test_queued_runs_are_announced_before_they_run(trainer_ctx, state_dir, life,
                                                         autojump_clock):
     ctx = trainer_ctx
     await fill_lake(ctx, days=5)
     jobs = Jobs(state_dir)  # a real queue with nobody consuming it
     try:
         with trio.move_on_after(60 / 60):
-            await training.run(ctx, jobs, disk_usage=lambda p: 0.1)
+            await training.run(ctx, jobs, life, disk_usage=ROOMY)
         queued = [ctx.bus.cache.get(k) for k in ctx.bus.cache.iterkeys()
                   if str(k).startswith(TRAINING_PREFIX)]
         assert queued and {q["status"] for q in queued} == {"queued"}
         assert jobs.pending() == len(queued)
         with trio.move_on_after(60 / 60):  # a second pass queues nothing twice
-            await training.run(ctx, jobs, disk_usage=lambda p: 0.1)
+            await training.run(ctx, jobs, life, disk_usage=ROOMY)
         assert jobs.pending() == len(queued)
     finally:
         jobs.close()
