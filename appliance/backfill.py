@@ -44,12 +44,7 @@ async def run_io(inline: bool, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 async def fetch_range(exchange: Exchange, symbol: str, start: int, end: int) -> np.ndarray:
-    fast = getattr(exchange, "klines_array", None)
-    if fast is not None:
-        return await fast(symbol, start, end)
-    candles = await exchange.klines(symbol, "1m", start, end)
-    return np.array([(c.open_time, c.open, c.high, c.low, c.close, c.volume, c.turnover)
-                     for c in candles], dtype=np.float64).reshape(-1, 7)
+    return await exchange.klines_array(symbol, start, end)
 
 
 async def fetch_with_refill(exchange: Exchange, symbol: str, start: int, end: int

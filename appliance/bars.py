@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.intervals import INTERVAL_MS  # noqa: F401  (re-exported for callers)
-
 
 def aggregate_buckets(rows: np.ndarray, bucket_ms: int) -> np.ndarray:
     """Candles (n, 7), sorted by open time, aggregated into ``bucket_ms`` buckets.

@@ -332,13 +332,21 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     models = list_registry(load_config(args))
     keys = ("model_id", "run_id", "parent_run_id", "group", "symbols", "timeframe", "kind",
-            "mode", "onnx_path", "onnx_sha256", "tags", "metrics", "pinned", "created")
+            "mode", "mode_since", "onnx_path", "onnx_sha256", "tags", "metrics", "live",
+            "pinned", "created")
     data = [{k: m.get(k) for k in keys} for m in models]
-    lines = [f"{'model':<40} {'group':<7} {'kind':<9} {'mode':<10} {'sharpe':>7}"]
+    lines = [f"{'model':<40} {'group':<7} {'kind':<9} {'mode':<10} {'val sharpe':>10} "
+             f"{'live sharpe':>11} {'live pnl':>10} {'trades':>6}"]
+
+    def num(value: Any, digits: int = 2) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
     for m in data:
-        sharpe = (m["metrics"] or {}).get("sharpe")
+        live = m["live"] or {}
         lines.append(f"{m['model_id']:<40} {m['group']:<7} {m['kind']:<9} {m['mode']:<10} "
-                     f"{sharpe if sharpe is None else round(sharpe, 2)!s:>7}")
+                     f"{num((m['metrics'] or {}).get('sharpe')):>10} "
+                     f"{num(live.get('sharpe')):>11} {num(live.get('pnl')):>10} "
+                     f"{live.get('trades', '—')!s:>6}")
     _emit(args, data, "\n".join(lines) if data else "no models yet")
     return 0
 

@@ -65,6 +65,11 @@ class VirtualClock:
 
     ``start`` is the market time at the moment the clock is anchored to trio's clock: at
     construction inside trio, else at its first use inside trio.
+
+    The appliance may *hold* the clock (:meth:`hold` / :meth:`release`): while any holder holds
+    it, market time stands still. The feed holds it when it falls behind, so that at any
+    ``--speed`` the market never runs ahead of what the machine can store and trade: a run's
+    outcome depends on market time, not on the CPU.
     """
 
     def __init__(self, start: float, speed: float) -> None:
@@ -74,6 +79,10 @@ class VirtualClock:
         self._start = float(start)
         self._anchor: float | None = None
         self._trio_clock: trio.abc.Clock | None = None
+        self._holders: set[str] = set()
+        self._held_at: float | None = None  # trio time the clock stopped
+        self._held_total = 0.0  # trio seconds spent held, before the current hold
+        self._released: trio.Event | None = None
         with contextlib.suppress(RuntimeError):  # built outside trio: anchored on first use
             self._trio_now()
 
@@ -85,17 +94,52 @@ class VirtualClock:
             self._anchor = self._trio_clock.current_time()
         return self._trio_clock.current_time()
 
+    def _running_since_anchor(self, t: float) -> float:
+        held = self._held_total + (t - self._held_at if self._held_at is not None else 0.0)
+        return t - self._anchor - held  # type: ignore[operator]
+
     def now(self) -> float:
         try:
             t = self._trio_now()
         except RuntimeError:  # outside trio: the clock has not started running
             return self._start
-        return self._start + (t - self._anchor) * self.speed  # type: ignore[operator]
+        return self._start + self._running_since_anchor(t) * self.speed
+
+    @property
+    def held(self) -> bool:
+        return bool(self._holders)
+
+    def hold(self, holder: str) -> None:
+        """Stop market time until every holder has released it (trio thread only)."""
+        t = self._trio_now()
+        if not self._holders:
+            self._held_at = t
+            self._released = trio.Event()
+        self._holders.add(holder)
+
+    def release(self, holder: str) -> None:
+        if holder not in self._holders:
+            return
+        self._holders.discard(holder)
+        if not self._holders and self._held_at is not None:
+            self._held_total += self._trio_now() - self._held_at
+            self._held_at = None
+            if self._released is not None:
+                self._released.set()
 
     async def sleep_until(self, t: float) -> None:
-        now = self._trio_now()
-        target = self._anchor + (t - self._start) / self.speed  # type: ignore[operator]
-        await trio.sleep_until(max(now, target))
+        while True:
+            if self._holders and self._released is not None:
+                await self._released.wait()
+                continue
+            now = self._trio_now()
+            target = now + (t - self.now()) / self.speed
+            if target <= now:
+                await trio.lowlevel.checkpoint()
+                return
+            await trio.sleep_until(target)
+            if self.now() >= t:
+                return
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self.now() + max(0.0, seconds))

@@ -31,9 +31,7 @@ async def _with_exchange(cfg: Config, fn):
     try:
         return await fn(exchange, clock)
     finally:
-        aclose = getattr(exchange, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await exchange.aclose()
 
 
 def discover(cfg: Config) -> list[PairRow]:
@@ -187,7 +185,9 @@ def _offline_lifecycle(cfg: Config, store: Store, bus: Bus):
 
 
 def list_registry(cfg: Config) -> list[dict[str, Any]]:
-    """The registry from DuckDB, or from the bus snapshot while ``run`` holds the file."""
+    """The registry with each model's ``live`` record (its current book), from DuckDB, or from
+    the bus snapshots while ``run`` holds the file."""
+    from appliance.book_records import live_figures
     from models.registry import list_models
 
     db = cfg.state_path / "methtrader.duckdb"
@@ -195,14 +195,15 @@ def list_registry(cfg: Config) -> list[dict[str, Any]]:
         try:
             store = Store(db, read_only=True)
         except StoreError:
-            store = None  # run holds the file: its bus snapshot is current
+            store = None  # run holds the file: its bus snapshots are current
         if store is not None:
             try:
-                return list_models(store)
+                return [{**m, "live": live_figures(store, m)} for m in list_models(store)]
             finally:
                 store.close()
     with Bus(cfg.state_path / "bus") as bus:
-        return bus.snapshot("registry") or []
+        live = bus.snapshot("model_live") or {}
+        return [{**m, "live": live.get(m["model_id"])} for m in bus.snapshot("registry") or []]
 
 
 def registry_command(cfg: Config, command: str, args: dict[str, Any],

@@ -51,6 +51,10 @@ class SimConfig:
     slippage_bps: float = _f(2.0, lo=0.0, hi=500.0)
     taker_fee: float = _f(0.00055, lo=0.0, hi=0.01)
     starting_balance: float = _f(100_000.0, lo=0.0, hi=1e12)
+    delist: str = _f("", pattern=r"(\w+@\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?)(,\w+@\d{4}-\d{2}-\d{2}"
+                             r"( \d{2}:\d{2})?)*|",
+                     doc="plant delistings: SYMBOL@YYYY-MM-DD[ HH:MM] (UTC), comma-separated; "
+                         "announced a day before")
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,14 @@ class SupervisorConfig:
 @dataclass(frozen=True)
 class FeedConfig:
     interval: str = _f("1m", choices=("1m",))
-    warmup_minutes: int = _f(60, lo=0, hi=100_000, doc="candles fetched on first start")
-    max_catchup_minutes: int = _f(1440, lo=1, hi=1_000_000)
+    warmup_minutes: int = _f(900, lo=0, hi=100_000,
+                             doc="candles fetched on first start (enough 5m bars to warm the "
+                                 "features)")
+    max_catchup_minutes: int = _f(1440, lo=1, hi=1_000_000,
+                                  doc="minutes fetched per symbol and pass while catching up")
+    max_lag_minutes: float = _f(10.0, lo=1.0, hi=1_000_000.0,
+                                doc="sim/replay: market time stands still while the feed is "
+                                    "further behind than this")
     hot_window_days: int = _f(14, lo=1, hi=3650, doc="candles kept in DuckDB; older live in the lake")
 
 
@@ -110,6 +120,9 @@ class TrainingConfig:
                                doc="archive the worst models when the disk is fuller")
     archive_fraction: float = _f(0.2, lo=0.0, hi=1.0)
     check_interval_s: float = _f(60.0, lo=1.0, hi=86400.0)
+    bootstrap_hold_s: float = _f(600.0, lo=0.0, hi=86400.0,
+                                 doc="sim/replay: market time waits at most this long (real "
+                                     "seconds) for the first models; 0 never waits")
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,9 @@ class TradingConfig:
     max_leverage: float = _f(3.0, lo=0.0, hi=100.0)
     max_orders_per_minute: int = _f(60, lo=1, hi=100_000)
     max_daily_loss: float = _f(5_000.0, lo=0.0, hi=1e12)
+    delisting_lead_s: float = _f(3600.0, lo=0.0, hi=30 * 86400.0,
+                                 doc="close positions this long before a delisted symbol "
+                                     "settles (market time)")
     allocation: str = _f("equal_risk", choices=("equal_risk", "equal"),
                          doc="how the account's capital is split across the groups' prod "
                              "books when each opens")

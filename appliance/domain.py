@@ -34,6 +34,7 @@ class Instrument:
     qty_step: Decimal
     min_order_qty: Decimal
     launch_time: int  # ms
+    delivery_time: int = 0  # ms; > 0 when the venue is delisting it (settles at that time)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,5 +49,8 @@ class Metrics:
                                         registry=r)
         self.portfolio_var_95 = Gauge("portfolio_var_95", "1-day historical VaR(95%)",
                                       registry=r)
+        self.feed_lag_seconds = Gauge("feed_lag_seconds", "Market seconds the slowest "
+                                      "symbol's newest stored candle trails the clock",
+                                      registry=r)
         self.market_time_seconds = Gauge("market_time_seconds", "The market clock (epoch s)",
                                          registry=r)

@@ -55,6 +55,9 @@ def gather_status(state_dir: Path, stale_after_s: float = 10.0) -> dict[str, Any
             "models": {"prod": 0, "shadow": 0, "candidate": 0, "retired": 0, "rejected": 0,
                        "archived": 0, **(snap.get("models") or {})},
             "trades": int(snap.get("trades") or 0),
+            "fills": int(snap.get("fills") or 0),
+            "allocation": {"rule": None, "weights": {}, **(snap.get("allocation") or {}),
+                           **_weights(bus)},
             "equity": float(snap.get("equity") or 0.0),
             "daily_pnl": snap.get("daily_pnl"),
             "sharpe": snap.get("sharpe"),
@@ -63,6 +66,12 @@ def gather_status(state_dir: Path, stale_after_s: float = 10.0) -> dict[str, Any
         }
     finally:
         bus.close()
+
+
+def _weights(bus: Bus) -> dict[str, Any]:
+    """The allocation rule's current weights, as the running engine last computed them."""
+    live = bus.snapshot("allocation") or {}
+    return {"rule": live.get("rule"), "weights": live.get("rule_weights", {})} if live else {}
 
 
 def is_alive(pid: int) -> bool:

@@ -107,6 +107,32 @@ MIGRATIONS: list[str] = [
     CREATE TABLE registry_version (version BIGINT NOT NULL);
     INSERT INTO registry_version VALUES (0);
     """,
+    # v6: one book per model and mode period (appliance/books.py), persisted exactly (decimal
+    # strings), the house's free cash, write-ahead order rows; the old single account-level
+    # positions and the per-model equity series that mixed books go
+    """
+    CREATE TABLE books (book_id VARCHAR PRIMARY KEY, model_id VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL, grp VARCHAR, opened BIGINT NOT NULL, closed BIGINT,
+        state VARCHAR NOT NULL, exact BOOLEAN NOT NULL, capital VARCHAR NOT NULL,
+        cash VARCHAR NOT NULL, fees VARCHAR NOT NULL, trades BIGINT NOT NULL,
+        fills BIGINT NOT NULL, next_fill BIGINT NOT NULL, updated BIGINT);
+    CREATE TABLE book_positions (book_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
+        qty VARCHAR NOT NULL, cost VARCHAR NOT NULL, realized VARCHAR NOT NULL, updated BIGINT,
+        PRIMARY KEY (book_id, symbol));
+    CREATE TABLE book_equity (ts BIGINT NOT NULL, book_id VARCHAR NOT NULL,
+        equity DOUBLE NOT NULL, exact VARCHAR, PRIMARY KEY (ts, book_id));
+    ALTER TABLE fills ADD COLUMN book_id VARCHAR;
+    ALTER TABLE fills ADD COLUMN pnl DOUBLE;
+    ALTER TABLE fills ADD COLUMN trade BOOLEAN;
+    ALTER TABLE orders ADD COLUMN book_id VARCHAR;
+    ALTER TABLE model_bars ADD COLUMN book_id VARCHAR;
+    ALTER TABLE equity ADD COLUMN cash DOUBLE;
+    ALTER TABLE equity ADD COLUMN exact VARCHAR;
+    ALTER TABLE equity ADD COLUMN venue_exact VARCHAR;
+    ALTER TABLE equity ADD COLUMN books JSON;
+    DROP TABLE positions;
+    DROP TABLE model_equity;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -327,7 +353,21 @@ class Store:
         return counts
 
     def trade_count(self) -> int:
+        """Prod trades: entries and flips (a fill that only adds to or trims a position is
+        a fill, not a trade)."""
+        return int(self.sql("SELECT count(*) FROM fills WHERE mode = 'prod' AND trade")[0][0])
+
+    def fill_count(self) -> int:
         return int(self.sql("SELECT count(*) FROM fills WHERE mode = 'prod'")[0][0])
+
+    def allocation(self) -> dict[str, Any]:
+        """The house's free cash and each live prod book's capital, from the books table."""
+        house = self.sql("SELECT cash FROM books WHERE mode = 'house'")
+        books = self._dicts("SELECT book_id, model_id, grp AS \"group\", state, capital "
+                            "FROM books WHERE mode = 'prod' AND state <> 'closed' "
+                            "ORDER BY opened")
+        return {"free_cash": float(house[0][0]) if house else None,
+                "books": [{**b, "capital": float(b["capital"])} for b in books]}
 
     def last_equity(self) -> float | None:
         rows = self.sql("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1")

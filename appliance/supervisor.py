@@ -34,6 +34,7 @@ from typing import Awaitable, Callable
 import trio
 from prometheus_client import start_http_server
 
+from appliance.bar_hub import BarHub
 from appliance.bus import Bus
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
@@ -91,6 +92,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
     notifier = Notifier(ctx.bus, ctx.cfg.notify.webhook_url or None)
     life = Lifecycle(ctx.store, ctx.bus, notifier, state_dir)
     engine = trading.TradingEngine(ctx)
+    hub = BarHub()
     return {
         "notify": notifier.run,
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
@@ -102,8 +104,8 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
         training.NAME: functools.partial(training.run, ctx, jobs, life),
-        feed.NAME: functools.partial(feed.run, ctx),
-        trading.NAME: functools.partial(trading.run, ctx, engine),
+        feed.NAME: functools.partial(feed.run, ctx, hub),
+        trading.NAME: functools.partial(trading.run, ctx, engine, hub),
         shadow.NAME: functools.partial(shadow.run, ctx, notifier, life),
         risk.NAME: functools.partial(risk.run, ctx, notifier),
     }
@@ -181,9 +183,7 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
         with trio.move_on_after(cfg.supervisor.shutdown_timeout_s) as scope:
             scope.shield = True
             await _shutdown(ctx, supervisor, started_at)
-            aclose = getattr(exchange, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await exchange.aclose()
         if server is not None:
             server.shutdown()
             server.server_close()

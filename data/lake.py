@@ -150,6 +150,18 @@ class Lake:
             arr = arr[arr[:, 0] < end_ms]
         return arr
 
+    def read_minutes(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
+        """1m candles with open time in [start_ms, end_ms), reading only the day files that
+        overlap the range (the trading engine's history at start)."""
+        files = [f for f in self.files("1m", symbol)
+                 if start_ms - DAY_MS < _day_start_ms(f) < end_ms]
+        if not files:
+            return np.zeros((0, 7))
+        table = pq.read_table(files, schema=SCHEMA)
+        arr = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in COLUMNS])
+        arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        return arr[(arr[:, 0] >= start_ms) & (arr[:, 0] < end_ms)]
+
     def resample(self, symbol: str) -> dict[str, int]:
         """Derive 5m and 1h from the 1m files (DuckDB, in memory); returns rows per interval."""
         files = self.files("1m", symbol)

@@ -7,6 +7,8 @@ Implementations: :mod:`appliance.exchange.sim` (the default, no network), ``repl
 from __future__ import annotations
 
 from decimal import Decimal
+
+import numpy as np
 from typing import Protocol, runtime_checkable
 
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
@@ -16,9 +18,21 @@ class ExchangeError(RuntimeError):
     """The exchange refused or failed a request; the message says which and why."""
 
 
+PAPER = "paper"  # orders fill on the local paper engine, not at a venue
+REAL_TIME = "real_time"  # market time is wall time (no virtual clock to hold)
+VOLUME_BAR = "volume_bar"  # turnovers are USD-comparable: the $10M bar applies
+
+
 @runtime_checkable
 class Exchange(Protocol):
+    """Every method a service calls on a market; implementations: sim, replay, bybit.
+
+    ``capabilities`` says what a service may rely on (see the flags above) instead of probing
+    the object; ``aclose`` releases what it holds (sockets) and is always safe to call.
+    """
+
     name: str
+    capabilities: frozenset[str]
 
     async def server_time_ms(self) -> int: ...
 
@@ -30,7 +44,21 @@ class Exchange(Protocol):
         """Closed candles with open_time in [start_ms, end_ms), oldest first (paged inside)."""
         ...
 
+    async def klines_array(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
+        """Closed 1m candles in [start_ms, end_ms) as an (n, 7) array: open_time, open, high,
+        low, close, volume, turnover (the feed's and the backfill's format)."""
+        ...
+
+    def serves(self, symbol: str, interval: str) -> bool:
+        """Whether candles of ``interval`` exist for ``symbol`` (replay folders mix them)."""
+        ...
+
     async def place_order(self, intent: OrderIntent) -> Fill: ...
+
+    async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
+        """The fill of an order we sent with ``order_link_id``, or None when the venue never
+        executed it: how reconciliation settles an order whose answer was lost in a crash."""
+        ...
 
     async def cancel_order(self, symbol: str, order_id: str) -> None: ...
 
@@ -41,6 +69,8 @@ class Exchange(Protocol):
     def rate_limit_usage(self) -> float:
         """Highest used fraction of any endpoint's rate-limit budget, 0..1."""
         ...
+
+    async def aclose(self) -> None: ...
 
 
 def decimal_or_zero(value: object) -> Decimal:

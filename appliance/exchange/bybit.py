@@ -35,8 +35,9 @@ import httpx
 import numpy as np
 import trio
 
-from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import ExchangeError
+from appliance.domain import (Balance, Candle, Fill, Instrument, OrderIntent, Position, Side,
+                              Ticker)
+from appliance.exchange.base import PAPER, REAL_TIME, VOLUME_BAR, ExchangeError
 from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, BybitApiError,
                                            Envelope, MalformedResponse, OrderState,
                                            ValidationError, json_body, parse_envelope,
@@ -121,6 +122,8 @@ class BybitExchange:
         self._instruments: dict[str, Instrument] = {}
         self.invalid_payloads = 0
         self.retries = 0
+        self.capabilities = frozenset({REAL_TIME, VOLUME_BAR} | ({PAPER} if settings.paper
+                                                                  else set()))
         self.broker = PaperBroker(
             self._last_price, taker_fee=settings.paper_taker_fee,
             slippage_bps=settings.paper_slippage_bps,
@@ -439,6 +442,25 @@ class BybitExchange:
                     return state
             await trio.sleep(min(0.5, 0.02 * 2 ** i))
         raise ExchangeError(f"order {order_id or link}: not final after {ORDER_POLLS} polls")
+
+    def serves(self, symbol: str, interval: str) -> bool:
+        return interval in INTERVALS
+
+    async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
+        """The fill of ``order_link_id`` from the venue's order list (or the paper engine)."""
+        if self.broker is not None:
+            return self.broker.fill_of(order_link_id)
+        path = "/v5/order/realtime"
+        env = await self._call("GET", path, {"category": "linear", "symbol": symbol,
+                                             "orderLinkId": order_link_id},
+                               priority=Priority.ORDER, signed=True)
+        for state in self._parse(path, parse_orders, env.result):
+            if state.cum_qty > 0 and state.status in TERMINAL_ORDER_STATES:
+                return Fill(order_id=state.order_id, symbol=state.symbol,
+                            side=Side(state.side),
+                            qty=state.cum_qty, price=state.avg_price, fee=state.fee,
+                            ts=state.updated_ms)
+        return None
 
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         if self.broker is not None:

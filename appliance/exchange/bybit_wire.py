@@ -246,7 +246,8 @@ def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]
             base_coin=str(_field(item, "baseCoin", what)),
             quote_coin=str(_field(item, "quoteCoin", what)),
             tick_size=tick, qty_step=step, min_order_qty=min_qty,
-            launch_time=to_int(_field(item, "launchTime", what), f"{what} launchTime")))
+            launch_time=to_int(_field(item, "launchTime", what), f"{what} launchTime"),
+            delivery_time=to_int(item.get("deliveryTime") or "0", f"{what} deliveryTime")))
     cursor = result.get("nextPageCursor", "") or ""
     if not isinstance(cursor, str):
         raise ValidationError(f"instruments: nextPageCursor is not a string: {cursor!r}")

@@ -127,13 +127,14 @@ def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[st
 
 # -- instruments and tickers ------------------------------------------------------------------
 
-def _instrument_item(market: SimMarket, symbol: str, status: str, launch: int) -> dict[str, Any]:
+def _instrument_item(market: SimMarket, symbol: str, status: str, launch: int,
+                     delivery: int = 0) -> dict[str, Any]:
     spec = symbol_spec(symbol)
     tick, step = Decimal(spec.tick), Decimal(spec.qty_step)
     return {
         "symbol": symbol, "contractType": "LinearPerpetual", "status": status,
         "baseCoin": symbol[:-4], "quoteCoin": "USDT", "settleCoin": "USDT",
-        "launchTime": str(launch), "deliveryTime": "0", "deliveryFeeRate": "",
+        "launchTime": str(launch), "deliveryTime": str(delivery), "deliveryFeeRate": "",
         "priceScale": str(max(0, -tick.as_tuple().exponent)),  # type: ignore[operator]
         "leverageFilter": {"minLeverage": "1", "maxLeverage": "50.00", "leverageStep": "0.01"},
         "priceFilter": {"minPrice": dec(tick), "maxPrice": dec(tick * 10**7), "tickSize": dec(tick)},
@@ -165,7 +166,8 @@ def instruments(market: SimMarket, params: Mapping[str, str], now_ms: int) -> di
     page = items[offset:offset + limit]
     nxt = f"p{offset + limit}" if offset + limit < len(items) else ""
     return {"category": "linear", "nextPageCursor": nxt,
-            "list": [_instrument_item(market, i.symbol, i.status, i.launch_time) for i in page]}
+            "list": [_instrument_item(market, i.symbol, i.status, i.launch_time, i.delivery_time)
+                     for i in page]}
 
 
 def ticker_item(market: SimMarket, symbol: str, now_ms: int) -> dict[str, Any] | None:

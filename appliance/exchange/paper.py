@@ -9,11 +9,14 @@ before it sends), and prices are rounded to the tick.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
 
 from appliance.domain import Balance, Fill, OrderIntent, Position, Side
 from appliance.exchange.base import ExchangeError
+
+MAX_REMEMBERED = 10_000  # orders whose fills the paper venue can still report
 
 
 class PaperBroker:
@@ -29,6 +32,7 @@ class PaperBroker:
         self.wallet = Decimal(str(starting_balance))
         self.positions: dict[str, Position] = {}
         self._ids = itertools.count(1)
+        self.by_link: OrderedDict[str, Fill] = OrderedDict()  # orderLinkId -> its fill
 
     def fill(self, intent: OrderIntent, ts_ms: int) -> Fill:
         if intent.qty <= 0:
@@ -55,8 +59,17 @@ class PaperBroker:
         fee = intent.qty * price * self.taker_fee
         self.positions[intent.symbol] = self._apply(pos, signed, price)
         self.wallet -= fee
-        return Fill(order_id=f"paper-{next(self._ids)}", symbol=intent.symbol, side=intent.side,
+        fill = Fill(order_id=f"paper-{next(self._ids)}", symbol=intent.symbol, side=intent.side,
                     qty=intent.qty, price=price, fee=fee, ts=ts_ms)
+        if intent.order_link_id:
+            self.by_link[intent.order_link_id] = fill
+            while len(self.by_link) > MAX_REMEMBERED:
+                self.by_link.popitem(last=False)
+        return fill
+
+    def fill_of(self, order_link_id: str) -> Fill | None:
+        """The fill of the order sent with ``order_link_id`` (the venue's order history)."""
+        return self.by_link.get(order_link_id)
 
     def _apply(self, pos: Position, signed: Decimal, price: Decimal) -> Position:
         qty, avg, realized = pos.qty, pos.avg_price, pos.realized_pnl
@@ -88,13 +101,18 @@ class PaperBroker:
         """The account as plain data (Decimals as strings), for a venue that must persist."""
         return {"wallet": str(self.wallet), "next_id": next(self._ids),
                 "positions": {s: [str(p.qty), str(p.avg_price), str(p.realized_pnl)]
-                              for s, p in self.positions.items()}}
+                              for s, p in self.positions.items()},
+                "orders": {link: [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price),
+                                  str(f.fee), f.ts] for link, f in self.by_link.items()}}
 
     def restore(self, data: dict) -> None:
         self.wallet = Decimal(data["wallet"])
         self._ids = itertools.count(int(data["next_id"]))
         self.positions = {s: Position(s, Decimal(q), Decimal(a), Decimal(r))
                           for s, (q, a, r) in data["positions"].items()}
+        self.by_link = OrderedDict(
+            (link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f), int(ts)))
+            for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items())
 
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),

@@ -15,7 +15,7 @@ interval up to 1d that a native interval divides is resampled from the finest su
 
 Tickers give the last visible close and the turnover of the candles that closed in the last 24
 hours of the series that closed most recently. The volume bar (24h turnover > $10M) is not
-applied in replay (``applies_volume_bar = False``): the files quote in USDT, USD, BUSD, BTC or
+applied in replay (no ``VOLUME_BAR`` capability): the files quote in USDT, USD, BUSD, BTC or
 ETH, and inverse contracts count volume in USD contracts, so their turnovers do not compare.
 
 Orders fill on the paper engine at the last visible close, with the taker fee (Bybit's 0.055%)
@@ -38,7 +38,7 @@ import trio
 from appliance.bars import aggregate_buckets
 from appliance.clock import Clock, now_ms
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import ExchangeError
+from appliance.exchange.base import PAPER, ExchangeError
 from appliance.exchange.paper import PaperBroker
 from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
 from data.loaders import CandleSeries, load_folder
@@ -155,7 +155,7 @@ class ReplayExchange:
     """The Exchange protocol over real candle files; see the module docstring."""
 
     name = "replay"
-    applies_volume_bar = False
+    capabilities = frozenset({PAPER})
 
     def __init__(self, clock: Clock, folder: str | Path | None, *, taker_fee: float = 0.00055,
                  slippage_bps: float = 2.0, starting_balance: float = 100_000.0,
@@ -327,6 +327,13 @@ class ReplayExchange:
     async def place_order(self, intent: OrderIntent) -> Fill:
         await trio.lowlevel.checkpoint()
         return self.fill(intent, now_ms(self.clock))
+
+    async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
+        await trio.lowlevel.checkpoint()
+        return self.broker.fill_of(order_link_id)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
 
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")

@@ -6,7 +6,9 @@ clock yet returns nothing, so no service can see the future.
 
 from __future__ import annotations
 
+import calendar
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,14 +17,25 @@ import trio
 from appliance.clock import Clock, now_ms
 from appliance.config import SimConfig
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import ExchangeError
+from appliance.exchange.base import PAPER, VOLUME_BAR, ExchangeError
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.simmarket import MINUTE_MS, SimMarket, symbol_spec
 from data.lake import write_bytes_atomic
 
 
+def parse_delistings(text: str) -> dict[str, int]:
+    """``sim.delist`` ("ETHUSDT@2026-12-01 12:00,...") as symbol → settlement time (ms)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        symbol, when = item.split("@", 1)
+        fmt = "%Y-%m-%d %H:%M" if " " in when else "%Y-%m-%d"
+        out[symbol] = int(calendar.timegm(time.strptime(when, fmt))) * 1000
+    return out
+
+
 class SimExchange:
     name = "sim"
+    capabilities = frozenset({PAPER, VOLUME_BAR})
 
     def __init__(self, clock: Clock, cfg: SimConfig, market: SimMarket | None = None, *,
                  inline: bool = False, account_file: Path | None = None) -> None:
@@ -33,7 +46,7 @@ class SimExchange:
         """
         self.clock = clock
         self.inline = inline
-        self.market = market or SimMarket(cfg.seed)
+        self.market = market or SimMarket(cfg.seed, parse_delistings(cfg.delist))
         self.broker = PaperBroker(
             self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
             starting_balance=cfg.starting_balance,
@@ -74,7 +87,7 @@ class SimExchange:
         return await self._run(self.market.candle_records, symbol, start_ms, end)
 
     async def klines_array(self, symbol: str, start_ms: int, end_ms: int):
-        """Fast path for the feed: the same candles as a numpy array (n, 7)."""
+        """The same candles as a numpy array (n, 7)."""
         end = min(end_ms, self._closed_before())
         return await self._run(self.market.candles, symbol, start_ms, end)
 
@@ -86,6 +99,16 @@ class SimExchange:
         if self.account_file is not None:
             write_bytes_atomic(self.account_file, json.dumps(self.broker.to_dict()).encode())
         return fill
+
+    async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
+        await trio.lowlevel.checkpoint()
+        return self.broker.fill_of(order_link_id)
+
+    def serves(self, symbol: str, interval: str) -> bool:
+        return interval == "1m"
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
 
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")

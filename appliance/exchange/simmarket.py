@@ -110,8 +110,11 @@ _TOD = _tod_profile()
 class SimMarket:
     """The synthetic market. Thread-safe for reads (caches are per instance, pure data)."""
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None) -> None:
+        """``delistings`` plants a delisting: symbol → the moment (ms) it settles and closes;
+        the venue announces it (``delivery_time``) a day before (``sim.delist``)."""
         self.seed = int(seed)
+        self.delistings = dict(delistings or {})
         self._day_cache: dict[int, np.ndarray] = {}
         self._levels = np.zeros((0, len(UNIVERSE)))  # opening log-price per day
         self._day_sigma = np.zeros((0, len(UNIVERSE)))
@@ -123,9 +126,10 @@ class SimMarket:
     def symbols() -> list[str]:
         return [s.symbol for s in UNIVERSE]
 
-    @staticmethod
-    def listed(symbol: str, t_ms: int) -> bool:
+    def listed(self, symbol: str, t_ms: int) -> bool:
         spec = symbol_spec(symbol)
+        if symbol in self.delistings and t_ms >= self.delistings[symbol]:
+            return False
         day = (t_ms - EPOCH_MS) // DAY_MS
         if day < spec.launch_day:
             return False
@@ -143,8 +147,14 @@ class SimMarket:
                 symbol=s.symbol, status="Trading" if self.listed(s.symbol, t_ms) else "Closed",
                 base_coin=s.symbol[:-4], quote_coin="USDT", tick_size=Decimal(s.tick),
                 qty_step=Decimal(s.qty_step), min_order_qty=Decimal(s.qty_step),
-                launch_time=EPOCH_MS + s.launch_day * DAY_MS))
+                launch_time=EPOCH_MS + s.launch_day * DAY_MS,
+                delivery_time=self.delivery_time(s.symbol, t_ms)))
         return out
+
+    def delivery_time(self, symbol: str, t_ms: int) -> int:
+        """When an announced delisting settles (0 when none is announced at ``t_ms``)."""
+        at = self.delistings.get(symbol)
+        return at if at is not None and t_ms >= at - DAY_MS else 0
 
     # -- day level ---------------------------------------------------------------------------
 
@@ -252,6 +262,7 @@ class SimMarket:
         idx = _INDEX.get(symbol)
         if idx is None:
             raise KeyError(f"unknown sim symbol {symbol!r}")
+        end_ms = min(end_ms, self.delistings.get(symbol, end_ms))
         start = max(start_ms - start_ms % MINUTE_MS, EPOCH_MS)
         if start % MINUTE_MS:
             start += MINUTE_MS - start % MINUTE_MS

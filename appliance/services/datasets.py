@@ -7,6 +7,8 @@ records a manifest (rows, time range, sha256) in the lake and in DuckDB's ``data
 bus as ``data_source_update`` events with a percent, and as the ``backfill`` snapshot.
 
 Once a market day it tops up every dataset to the present, so training always sees fresh data.
+On the virtual clock (sim, replay) market time stands still while a new pair's history is being
+backfilled, so the outcome of a run does not depend on how fast the machine backfills.
 Pairs are backfilled a few at a time; through the Bybit adapter backfill requests run at the
 lowest priority but discovery's, so they never starve the trading path.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import trio
 
 from appliance.backfill import backfill_symbol
-from appliance.clock import floor_minute_ms, now_ms
+from appliance.clock import VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
@@ -82,13 +84,20 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     while True:
         ctx.beat(NAME)
         now = ctx.clock.now()
-        tradable = serves_1m(ctx.exchange, ctx.bus.tradable_pairs() or [])
+        tradable = serves_1m(ctx, ctx.bus.tradable_pairs() or [])
         new = [s for s in tradable if s not in built]
         stale = [s for s in tradable if s in built
                  and now - refreshed_at.setdefault(s, now) >= cfg.refresh_interval_s]
-        async with trio.open_nursery() as nursery:
-            for symbol in new:
-                nursery.start_soon(one, symbol, False)
-            for symbol in stale:
-                nursery.start_soon(one, symbol, True)
+        hold = isinstance(ctx.clock, VirtualClock) and bool(new)
+        if hold:  # sim/replay: market time waits for a new pair's history
+            ctx.clock.hold(NAME)
+        try:
+            async with trio.open_nursery() as nursery:
+                for symbol in new:
+                    nursery.start_soon(one, symbol, False)
+                for symbol in stale:
+                    nursery.start_soon(one, symbol, True)
+        finally:
+            if hold:
+                ctx.clock.release(NAME)
         await ctx.clock.sleep_until(now + cfg.check_interval_s)

@@ -17,7 +17,7 @@ from collections import deque
 from appliance.config import DiscoveryConfig
 from appliance.context import ServiceContext
 from appliance.domain import Instrument, Ticker
-from appliance.exchange.base import Exchange
+from appliance.exchange.base import VOLUME_BAR, Exchange
 from appliance.logs import service_logger
 from appliance.pairlist import PairChange, PairFilter, PairRow, candidates, changes, select
 from appliance.pairlist.quote import QuoteFilter
@@ -31,7 +31,7 @@ NAME = "discovery"
 def filters_for(exchange: Exchange, cfg: DiscoveryConfig) -> list[PairFilter]:
     """Replay data comes in many quote currencies, so it skips the quote and volume bar."""
     chain: list[PairFilter] = [StatusFilter()]
-    if getattr(exchange, "applies_volume_bar", True):
+    if VOLUME_BAR in exchange.capabilities:
         chain += [QuoteFilter(cfg.quote), TurnoverFilter(cfg.min_turnover_usd)]
     return chain
 

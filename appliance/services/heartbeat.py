@@ -35,7 +35,9 @@ def status_snapshot(store: Store) -> dict[str, Any]:
         "latest": latest,
         "models": store.model_counts(),
         "trades": store.trade_count(),
+        "fills": store.fill_count(),
         "equity": store.last_equity(),
+        "allocation": store.allocation(),
         **performance(store),
     }
 

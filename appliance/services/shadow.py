@@ -3,14 +3,15 @@
 * A candidate becomes ``shadow`` (the best by validation Sharpe first, at most
   ``max_shadows_per_group`` per group, none while deploys are frozen) and paper-trades at 1% size
   on the same bars as prod (the trading engine runs it).
-* Nightly (market time) each shadow's own per-bar equity gives its Sharpe, trade count and PSR;
+* Nightly (market time) each shadow's own book (:mod:`appliance.book_records`) gives its Sharpe,
+  trades (entries and flips) and PSR, and the prod model's book its Sharpe over the same bars;
   once it has run ``shadow.period`` (7 days) the promotion rule decides: promote, reject, or
   wait. At most one shadow of a group is promoted a night (the best by shadow Sharpe among
   those that passed; the others that passed are rejected, named after the winner). Every mode
   change goes through :mod:`appliance.lifecycle` (one transaction, audited, evented, notified;
   the replaced prod model is retired, not deleted, so it can be rolled back to).
-* Parity audit, nightly: the backtester replays each model's own per-bar targets over the same
-  closes and the result is compared with the P&L the model actually realised; the divergence is
+* Parity audit, nightly: the backtester replays each book's own per-bar targets over the same
+  closes and the result is compared with the P&L the book actually realised; the divergence is
   the ``parity_divergence{model_id}`` metric and above ``shadow.parity_bound`` an incident.
 """
 
@@ -19,23 +20,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
+from appliance import lifecycle
+from appliance.book_records import (current_book_id, live_figures, parity_divergence,
+                                    shadow_record, sharpe_over)
 from appliance.bus import DEPLOYS_FROZEN
 from appliance.context import ServiceContext
-from appliance.ledger_store import model_bars, model_equity
 from appliance.logs import service_logger
 from appliance.notify import Notifier
-from appliance.promotion import PromotionRules, ShadowRecord, decide, shadow_stats
+from appliance.promotion import PromotionRules, decide
 from appliance.schedule import duration_s, next_daily, parse_hhmm
-from appliance import lifecycle
-from appliance.store import Store
-from models.backtest import backtest
-from models.metrics import periods_per_year
 from models.registry import list_models
 
 NAME = "shadow"
-BAR_MS = {"5m": 300_000, "1h": 3_600_000}
 
 
 def pick_new_shadows(models: list[dict[str, Any]], per_group: int) -> list[dict[str, Any]]:
@@ -49,39 +45,6 @@ def pick_new_shadows(models: list[dict[str, Any]], per_group: int) -> list[dict[
                             key=lambda m: -(m["metrics"] or {}).get("sharpe", -math.inf))
         out += candidates[:max(0, room)]
     return out
-
-
-def equity_returns(points: list[tuple[int, float]]) -> np.ndarray:
-    eq = np.array([e for _, e in points], dtype=float)
-    if len(eq) < 2:
-        return np.zeros(0)
-    return np.diff(eq) / eq[:-1]
-
-
-def parity_divergence(store: Store, model_id: str, since_ms: int, taker_fee: float,
-                      slippage: float) -> float | None:
-    """|simulated − realised| total return of a model over its bars since ``since_ms``.
-
-    Simulated: the vectorised backtester on the model's own per-bar targets (fractions of its
-    book's equity) and closes, summed over its symbols. Realised: its book's recorded equity.
-    A shadow book is 1% of the capital, so returns (not amounts) are compared.
-    """
-    bars = model_bars(store, model_id, since_ms)
-    points = model_equity(store, model_id, since_ms)
-    if len(points) < 3 or not bars:
-        return None
-    by_symbol: dict[str, list[tuple[int, float, float]]] = {}
-    for b in bars:
-        by_symbol.setdefault(b["symbol"], []).append((b["ts"], b["close"], b["target"]))
-    sim = 0.0
-    for rows in by_symbol.values():
-        close = np.array([r[1] for r in rows])
-        target = np.array([r[2] for r in rows])
-        if len(close) >= 2:
-            sim += float(backtest(close, target, taker_fee=taker_fee, slippage=slippage)
-                         .equity[-1] - 1.0)
-    realised = points[-1][1] / points[0][1] - 1.0
-    return abs(sim - realised)
 
 
 class ShadowDesk:
@@ -107,16 +70,6 @@ class ShadowDesk:
                                          f"(validation Sharpe {(m['metrics'] or {}).get('sharpe')})",
                                   now=self.ctx.clock.now())
 
-    def record(self, m: dict[str, Any], store: Store, now: float) -> ShadowRecord:
-        since = int((m["shadow_started"] or now) * 1000)
-        rets = equity_returns(model_equity(store, m["model_id"], since))
-        trades = store.sql("SELECT count(*) FROM fills WHERE model_id = ? AND mode = 'shadow'",
-                           [m["model_id"]])[0][0]
-        bar_ms = BAR_MS[m["timeframe"]] if m["timeframe"] in BAR_MS else 300_000
-        sharpe, _, psr = shadow_stats(rets, np.ones_like(rets), periods_per_year(bar_ms))
-        return ShadowRecord(m["model_id"], (now - (m["shadow_started"] or now)) / 86_400,
-                            float(sharpe), int(trades), float(psr))
-
     async def nightly(self) -> None:
         store = self.ctx.store.store
         now = self.ctx.clock.now()
@@ -134,10 +87,11 @@ class ShadowDesk:
         prod = next((p for p in models if p["group"] == group and p["mode"] == "prod"), None)
         verdicts = []
         for m in [m for m in models if m["group"] == group and m["mode"] == "shadow"]:
-            rec = await self.ctx.store.run(self.record, m, store, now)
+            rec = await self.ctx.store.run(shadow_record, store, m, now)
             prod_sharpe = None
-            if prod is not None:
-                prod_sharpe = (await self.ctx.store.run(self.record, prod, store, now)).sharpe
+            if prod is not None:  # over the same bars: the shadow's period
+                prod_sharpe = await self.ctx.store.run(sharpe_over, store, prod,
+                                                       m["mode_since"] or now)
             d = decide(rec, prod_sharpe, deploys_frozen=frozen,
                        prod_pinned=bool(prod and prod.get("pinned")), rules=self.rules)
             self.ctx.bus.publish("shadow_check", {"model_id": m["model_id"], "action": d.action,
@@ -164,35 +118,39 @@ class ShadowDesk:
 
     async def publish_live(self) -> None:
         """Live figures of the shadow and prod models for the Models screen (bus snapshot
-        ``model_live``): Sharpe, trades and P&L of their own books, days in shadow, parity."""
+        ``model_live``): their current books' Sharpe, P&L, trades and fills, days in shadow,
+        parity."""
         store = self.ctx.store.store
         now = self.ctx.clock.now()
         live = {}
         for m in await self.ctx.store.run(list_models, store):
-            if m["mode"] not in ("shadow", "prod"):
+            figures = await self.ctx.store.run(live_figures, store, m)
+            if figures is None:
                 continue
-            rec = await self.ctx.store.run(self.record, m, store, now)
-            points = await self.ctx.store.run(model_equity, store, m["model_id"], 0)
-            live[m["model_id"]] = {
-                "sharpe": rec.sharpe, "trades": rec.trades,
-                "pnl": points[-1][1] - points[0][1] if points else None,
-                "days_in_shadow": rec.days_in_shadow if m["mode"] == "shadow" else None,
-                "parity": self.parity.get(m["model_id"])}
+            figures["days_in_shadow"] = ((now - m["mode_since"]) / 86_400
+                                         if m["mode"] == "shadow" else None)
+            figures["parity"] = self.parity.get(m["model_id"])
+            live[m["model_id"]] = figures
         self.ctx.bus.put_snapshot("model_live", live)
 
     async def parity_audit(self, models: list[dict[str, Any]], now: float) -> None:
+        """Each prod and shadow book's last day replayed by the backtester vs its equity."""
         sim = self.ctx.cfg.sim
         for m in [m for m in models if m["mode"] in ("shadow", "prod")]:
-            div = await self.ctx.store.run(parity_divergence, self.ctx.store.store,
-                                           m["model_id"], int((now - 86_400) * 1000),
-                                           sim.taker_fee, sim.slippage_bps / 10_000)
+            book_id = current_book_id(m)
+            if book_id is None:
+                continue
+            div = await self.ctx.store.run(parity_divergence, self.ctx.store.store, book_id,
+                                           int((now - 86_400) * 1000), sim.taker_fee,
+                                           sim.slippage_bps / 10_000)
             if div is None:
                 continue
             self.ctx.metrics.parity_divergence.labels(m["model_id"]).set(div)
             self.parity[m["model_id"]] = div
             if div > self.ctx.cfg.shadow.parity_bound:
-                msg = (f"{m['model_id']}: backtest and realised P&L differ by {div:.2%} over "
-                       f"the last day (bound {self.ctx.cfg.shadow.parity_bound:.2%})")
+                msg = (f"{m['model_id']}: backtest and realised P&L of {book_id} differ by "
+                       f"{div:.2%} over the last day (bound "
+                       f"{self.ctx.cfg.shadow.parity_bound:.2%})")
                 await self.ctx.store.call("record_incident", NAME, "parity", msg, None)
                 self.ctx.bus.publish("incident", {"service": NAME, "kind": "parity",
                                                   "message": msg}, service=NAME)

@@ -2,7 +2,8 @@
 
 * Groups: the tradable pairs with datasets, cut by liquidity tier and return correlation
   (:mod:`models.groups`), recomputed each market day.
-* Bootstrap: a group with no model at all gets its first runs at once.
+* Bootstrap: a group with no model at all gets its first runs at once (on the virtual clock,
+  market time waits for them, up to ``training.bootstrap_hold_s`` of real time).
 * Nightly at ``training.nightly_at`` (UTC, market time): one run per group and kind. Sundays also
   refresh each group's ensemble. Run ids are ``<day>-<group>-<kind>``, so a schedule that fires
   twice (a restart around 02:00) queues nothing twice.
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import trio
 
 from appliance import lifecycle
+from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
@@ -84,17 +87,21 @@ def groups_from_lake(lake_root: Path, symbols: list[str], rules: GroupingRules) 
 
 def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
                     ) -> list[dict[str, Any]]:
-    """The Models screen's leaderboard rows: validation figures for candidates, the books'
-    own live figures (from the shadow desk) for shadow and prod models."""
+    """The Models screen's leaderboard rows: validation figures for candidates, the current
+    book's own figures (``live``, from the shadow desk) for shadow and prod models."""
     rows = []
     for m in list_models(store):
         metrics = m["metrics"] or {}
+        current = (live or {}).get(m["model_id"])
         row = {"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
-               "mode": m["mode"], "since": m.get("mode_since"), "sharpe": metrics.get("sharpe"),
-               "pnl": None,
-               "days_in_shadow": None, "trades": metrics.get("trades"), "parity": None,
-               "pinned": bool(m.get("pinned"))}
-        row.update((live or {}).get(m["model_id"], {}))
+               "mode": m["mode"], "since": m.get("mode_since"),
+               "val_sharpe": metrics.get("sharpe"), "sharpe": metrics.get("sharpe"),
+               "pnl": None, "days_in_shadow": None, "trades": metrics.get("trades"),
+               "fills": None, "parity": None, "pinned": bool(m.get("pinned")),
+               "live": current}
+        if current:
+            row.update({k: current.get(k) for k in ("sharpe", "pnl", "trades", "fills",
+                                                     "days_in_shadow", "parity")})
         rows.append(row)
     return rows
 
@@ -154,6 +161,8 @@ class Trainer:
         self.log = service_logger(NAME)
         self.kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()]
         self.device = training_device()
+        self.held_since: float | None = None  # trio time the bootstrap hold began
+        self.hold_expired = False
 
     async def enqueue(self, group: Group, kind: str, run_id: str, tags: dict[str, Any]) -> None:
         self.ctx.bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {
@@ -175,19 +184,43 @@ class Trainer:
                 groups_from_lake, self.ctx.cfg.state_path / "lake", available, self.rules)
             self.groups_day, self.available = day, available
 
-    async def bootstrap(self) -> None:
+    async def bootstrap(self) -> bool:
+        """Queue the first runs of every group that has no model; True while some group is
+        still waiting for its first model."""
         models = await self.ctx.store.run(list_models, self.ctx.store.store)
         served = {m["group"] for m in models}
         pending = {str(k) for k in self.ctx.bus.cache.iterkeys()
                    if str(k).startswith(TRAINING_PREFIX)}
         day = day_tag(self.ctx.clock.now())
+        waiting = False
         for group in self.groups:
             if group.name in served:
                 continue
+            waiting = True
             for kind in self.kinds:
                 run_id = f"{day}-{group.name}-{kind}"
                 if f"{TRAINING_PREFIX}{run_id}" not in pending:
                     await self.enqueue(group, kind, run_id, {"trigger": "bootstrap"})
+        return waiting
+
+    def hold_for_bootstrap(self, waiting: bool) -> bool:
+        """On the virtual clock, market time stands still while a group waits for its first
+        model (at most ``training.bootstrap_hold_s`` of real time): in sim a fresh appliance
+        starts trading from its first market hour, however long the machine takes to train."""
+        clock = self.ctx.clock
+        if not isinstance(clock, VirtualClock):
+            return False
+        limit = self.ctx.cfg.training.bootstrap_hold_s
+        if waiting and not self.hold_expired:
+            self.held_since = self.held_since or trio.current_time()
+            if trio.current_time() - self.held_since <= limit:
+                clock.hold(NAME)
+                return True
+            self.hold_expired = True
+            self.log.warning("bootstrap training is slow; market time runs on",
+                             held_s=round(trio.current_time() - self.held_since, 1))
+        clock.release(NAME)
+        return False
 
     async def nightly(self) -> None:
         t = self.next_nightly
@@ -264,14 +297,21 @@ class Trainer:
 async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
               disk_usage: DiskUsage = filesystem_usage) -> None:
     t = Trainer(ctx, jobs, life, disk_usage)
-    while True:
-        ctx.beat(NAME)
-        await t.refresh_groups()
-        await t.register()
-        await t.bootstrap()
-        if ctx.clock.now() >= t.next_nightly:
-            await t.nightly()
-            await t.guard_disk()
-        await t.publish_snapshot()
-        await ctx.clock.sleep_until(min(ctx.clock.now() + ctx.cfg.training.check_interval_s,
-                                        t.next_nightly))
+    try:
+        while True:
+            ctx.beat(NAME)
+            await t.refresh_groups()
+            await t.register()
+            holding = t.hold_for_bootstrap(await t.bootstrap())
+            if ctx.clock.now() >= t.next_nightly:
+                await t.nightly()
+                await t.guard_disk()
+            await t.publish_snapshot()
+            if holding:
+                await trio.sleep(1.0)  # market time stands still: poll in real time
+                continue
+            await ctx.clock.sleep_until(min(ctx.clock.now()
+                                            + ctx.cfg.training.check_interval_s, t.next_nightly))
+    finally:
+        if isinstance(ctx.clock, VirtualClock):
+            ctx.clock.release(NAME)

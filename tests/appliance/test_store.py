@@ -55,7 +55,8 @@ def test_migration_from_an_older_schema_keeps_the_data(tmp_path):
     row = store.con.execute("SELECT symbol, close, turnover FROM candles").fetchall()
     assert row == [("BTCUSDT", 1.5, 0.0)]
     assert store.audit_log()[0]["actor"] == "alice"
-    assert store.model_counts() == {"prod": 0, "shadow": 0, "candidate": 0, "archived": 0}
+    assert store.model_counts() == {"prod": 0, "shadow": 0, "candidate": 0, "retired": 0,
+                                    "rejected": 0, "archived": 0}
     store.close()
 
 

@@ -45,7 +45,8 @@ def test_shadow_promote_trade_then_kill_and_flatten(tmp_path, run_proc):
     assert 90_000 < st["equity"] < 110_000 and st["models"]["prod"] == 1
     con = duckdb.connect(str(state / "methtrader.duckdb"), read_only=True)
     audit = con.execute("SELECT actor, action, reason FROM audit_log").fetchall()
-    open_prod = con.execute("SELECT count(*) FROM positions WHERE mode = 'prod' AND qty <> 0"
+    open_prod = con.execute("SELECT count(*) FROM book_positions JOIN books USING (book_id) "
+                            "WHERE mode IN ('prod', 'house') AND CAST(qty AS DOUBLE) <> 0"
                             ).fetchone()[0]
     con.close()
     actions = {a[1] for a in audit}

@@ -151,7 +151,7 @@ async def test_tickers_show_the_last_close_and_skip_no_volume_bar(folder, autoju
     rows = perp_rows()
     clock = VirtualClock(DAY0 / 1000, speed=60)
     ex = ReplayExchange(clock, folder, inline=True)
-    assert ex.applies_volume_bar is False
+    assert "volume_bar" not in ex.capabilities
     await at(clock, DAY0 + 30 * MIN + 500)
     (ticker,) = await ex.tickers()
     assert ticker.symbol == "BTCUSDT" and ticker.last_price == rows[29, 4]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import trio
 
 from appliance import lifecycle
 from appliance.bus import DEPLOYS_FROZEN
 from appliance.lifecycle import Lifecycle
 from appliance.notify import Notifier
 from appliance.schedule import utc
-from appliance.services import risk, shadow
+from appliance.books import Book, book_id_of
+from appliance.ledger_store import save_book
+from appliance.services import risk
 from appliance.services.shadow import ShadowDesk, pick_new_shadows
 from models.registry import get_model, list_models
 from tests.builders import fake_run
@@ -34,18 +35,18 @@ def desk_of(ctx):
 
 
 def record_shadow_days(ctx, model_id, days, drift, trades=30):
-    """What the trading engine writes for a shadow: per-bar equity and its fills."""
+    """What the trading engine writes for a shadow: its book and the book's per-bar equity."""
     store = ctx.store.store
-    start_ms = int(START * 1000)
+    since = get_model(store, model_id)["mode_since"]
+    book_id = book_id_of("shadow", model_id, since)
+    start_ms = int(since * 1000)
     equity = 1000.0
     for i in range(int(days * 288)):
         equity *= 1 + drift + (0.0004 if i % 2 else -0.0004)
-        store.sql("INSERT INTO model_equity VALUES (?, ?, 'shadow', ?)",
-                  [start_ms + i * 300_000, model_id, equity])
-    for i in range(trades):
-        store.sql("INSERT INTO fills (order_id, ts, symbol, side, qty, price, fee, model_id, "
-                  "mode) VALUES (?, ?, 'BTCUSDT', 'Buy', 1, 1, 0, ?, 'shadow')",
-                  [f"p{i}", start_ms + i, model_id])
+        store.sql("INSERT INTO book_equity VALUES (?, ?, ?, ?)",
+                  [start_ms + (i + 1) * 300_000, book_id, equity, repr(equity)])
+    save_book(store, Book(book_id, model_id, "shadow", "t1-a", start_ms, 1000.0, equity,
+                          exact=False, trades=trades, fills=3 * trades), start_ms)
 
 
 def test_best_candidates_fill_the_shadow_slots():
@@ -74,8 +75,8 @@ async def test_a_shadow_that_earned_its_week_is_promoted_and_a_loser_rejected(ma
     kinds = [e["data"]["kind"] for e in ctx.bus.events_since(0, ["notification"])]
     assert kinds.count("promoted") == 1 and kinds.count("rejected") == 1
     await desk.publish_live()  # the Models screen's live row of the new prod model
-    live = ctx.bus.snapshot("model_live")[winner]
-    assert live["trades"] == 30 and live["pnl"] > 0 and live["sharpe"] > 0
+    assert winner not in ctx.bus.snapshot("model_live")  # its prod book has not traded yet
+    assert ctx.bus.snapshot("model_live") == {}
 
 
 @pytest.mark.trio
@@ -108,6 +109,7 @@ async def test_too_early_or_frozen_means_wait(make_ctx, autojump_clock):
     assert get_model(ctx.store.store, m)["mode"] == "shadow"
     ctx.store.store.sql("UPDATE ml_models SET mode_since = ?, shadow_started = ? "
                         "WHERE model_id = ?", [START, START, m])
+    record_shadow_days(ctx, m, 7.5, drift=0.0002)
     ctx.bus.set_switch(DEPLOYS_FROZEN, True, actor="risk", reason="test")
     await desk.nightly()
     assert get_model(ctx.store.store, m)["mode"] == "shadow"
@@ -124,12 +126,12 @@ async def test_an_eight_percent_week_drawdown_freezes_deploys(make_ctx, autojump
     ctx = make_ctx(speed=60, start=START + 8 * 86_400)
     now_ms = int(ctx.clock.now() * 1000)
     for i, eq in enumerate([100_000, 104_000, 99_000, 95_000]):
-        ctx.store.store.sql("INSERT INTO equity VALUES (?, ?, ?)",
+        ctx.store.store.sql("INSERT INTO equity (ts, equity, wallet) VALUES (?, ?, ?)",
                             [now_ms - (4 - i) * 86_400_000, eq, eq])
     figures = await risk.check(ctx, Notifier(ctx.bus, None))
     assert figures["drawdown"] == pytest.approx((104_000 - 95_000) / 104_000)
     assert ctx.bus.deploys_frozen
     assert ctx.bus.switch_meta(DEPLOYS_FROZEN)["actor"] == "risk"
-    ctx.store.store.sql("INSERT INTO equity VALUES (?, ?, ?)", [now_ms, 103_000, 103_000])
+    ctx.store.store.sql("INSERT INTO equity (ts, equity, wallet) VALUES (?, ?, ?)", [now_ms, 103_000, 103_000])
     await risk.check(ctx, Notifier(ctx.bus, None))
     assert not ctx.bus.deploys_frozen  # recovered below 4%

@@ -1,0 +1,102 @@
+"""The bar book: one interval's closed bars per symbol and their incremental features.
+
+The trading engine keeps one per trading interval (5m, 1h). Bars arrive from the feed through
+the bar hub; at start, and whenever a bar is missing (the engine was restarted, or cut off for
+being slow), the book fills itself from stored candles — DuckDB's recent minutes, and the lake's
+day files for older history — never from the exchange. Features come from the same
+``models.features`` code as training, one incremental step per bar.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+
+import numpy as np
+
+from appliance.bars import bars_from_minutes
+from appliance.store import Store
+from data.intervals import interval_ms
+from data.lake import Lake
+from models.features import FEATURE_NAMES, WARMUP_BARS, FeatureState, latest_features
+
+VOL = FEATURE_NAMES.index("vol_12")
+HISTORY_BARS = 288  # closes kept per symbol (a day of 5m bars): allocation's volatility
+
+
+class BarBook:
+    def __init__(self, interval: str, rows_kept: int = 64) -> None:
+        self.interval = interval
+        self.step = interval_ms(interval)
+        self.rows_kept = rows_kept
+        self.states: dict[str, FeatureState] = {}
+        self.rows: dict[str, deque[np.ndarray]] = {}
+        self.closes: dict[str, deque[float]] = {}
+        self.last_open: dict[str, int] = {}
+
+    @property
+    def warmup_bars(self) -> int:
+        return WARMUP_BARS + self.rows_kept
+
+    def push(self, symbol: str, bar: np.ndarray) -> bool:
+        """Add one closed bar (an older or repeated one is ignored); True when it was new."""
+        last = self.last_open.get(symbol)
+        if last is not None and bar[0] <= last:
+            return False
+        state = self.states.setdefault(symbol, FeatureState())
+        state.push(bar)
+        self.last_open[symbol] = int(bar[0])
+        self.closes.setdefault(symbol, deque(maxlen=HISTORY_BARS)).append(float(bar[4]))
+        if state.warm:
+            self.rows.setdefault(symbol, deque(maxlen=self.rows_kept)).append(
+                latest_features([state])[0])
+        return True
+
+    def missing_from(self, symbol: str, end_ms: int) -> int | None:
+        """The open time from which bars before ``end_ms`` are missing, or None."""
+        last = self.last_open.get(symbol)
+        want_last = end_ms - 2 * self.step  # the bar before the one that closes at end_ms
+        if last is not None and last >= want_last:
+            return None
+        start = end_ms - (self.warmup_bars + 1) * self.step
+        return start if last is None else max(start, last + self.step)
+
+    def warm(self, symbol: str) -> bool:
+        return bool(self.rows.get(symbol))
+
+    def window(self, symbol: str, lookback: int) -> np.ndarray:
+        """The last ``lookback`` feature rows (the first repeated when fewer exist)."""
+        rows = list(self.rows[symbol])
+        if len(rows) < lookback:
+            rows = [rows[0]] * (lookback - len(rows)) + rows
+        return np.asarray(rows[-lookback:], dtype=np.float32)
+
+    def vol(self, symbol: str) -> float:
+        return float(self.rows[symbol][-1][VOL])
+
+    def close(self, symbol: str) -> float:
+        return self.closes[symbol][-1]
+
+    def close_decimal(self, symbol: str) -> Decimal:
+        return Decimal(repr(self.close(symbol)))
+
+    def returns(self, symbol: str) -> np.ndarray:
+        c = np.asarray(self.closes.get(symbol, ()), dtype=np.float64)
+        return np.diff(np.log(c)) if len(c) > 1 else np.zeros(0)
+
+
+def stored_bars(store: Store, lake: Lake, symbol: str, interval: str, start_ms: int,
+                end_ms: int) -> np.ndarray:
+    """Closed bars of ``interval`` with open time in [start_ms, end_ms - step], from stored 1m
+    candles: DuckDB's recent minutes, the lake's day files before them (runs in the store's
+    thread)."""
+    rows = np.array(store.sql(
+        "SELECT open_time, open, high, low, close, volume, turnover FROM candles "
+        "WHERE symbol = ? AND interval = '1m' AND open_time >= ? AND open_time < ? "
+        "ORDER BY open_time", [symbol, start_ms, end_ms]), dtype=np.float64).reshape(-1, 7)
+    first = int(rows[0, 0]) if len(rows) else end_ms
+    if first > start_ms:
+        older = lake.read_minutes(symbol, start_ms, first)
+        if len(older):
+            rows = np.vstack([older, rows])
+    return bars_from_minutes(rows, interval_ms(interval), end_ms)

@@ -1,0 +1,110 @@
+"""A model's record, read from its own book's rows (runs in the store's thread).
+
+One rule for every figure: a book's returns are the changes of its recorded equity, starting
+from its capital (``r0 = e0 / capital - 1``, then ``rt = et / et-1 - 1``), one per bar of the
+model's own timeframe, and the Sharpe ratio is annualised by that timeframe. The Models screen,
+``models --json`` (``live``), the promotion rule and the parity audit all read it from here, so
+anyone can recompute a figure from the ``books`` and ``book_equity`` tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from appliance.books import book_id_of
+from appliance.ledger_store import book_bars, book_equity, book_row
+from appliance.promotion import ShadowRecord
+from appliance.store import Store
+from data.intervals import periods_per_year
+from models.backtest import backtest
+from models.metrics import probabilistic_sharpe_ratio, sharpe_ratio
+
+
+def current_book_id(model: dict[str, Any]) -> str | None:
+    """The book of a prod or shadow model's current mode period."""
+    if model["mode"] not in ("prod", "shadow") or model.get("mode_since") is None:
+        return None
+    return book_id_of(model["mode"], model["model_id"], model["mode_since"])
+
+
+def book_returns(capital: float, points: list[tuple[int, float]]) -> np.ndarray:
+    eq = np.array([capital] + [e for _, e in points], dtype=np.float64)
+    if len(eq) < 2 or capital <= 0:
+        return np.zeros(0)
+    return np.diff(eq) / eq[:-1]
+
+
+def live_figures(store: Store, model: dict[str, Any]) -> dict[str, Any] | None:
+    """``{mode, since, sharpe, pnl, trades, fills, equity, capital, book_id}`` of the model's
+    current book, or None when it has none yet (not prod/shadow, or not funded)."""
+    book_id = current_book_id(model)
+    row = book_row(store, book_id) if book_id else None
+    if row is None:
+        return None
+    capital = float(row["capital"])
+    points = book_equity(store, book_id)
+    rets = book_returns(capital, points)
+    ppy = periods_per_year(model.get("timeframe") or "5m")
+    return {"mode": model["mode"], "since": model["mode_since"], "book_id": book_id,
+            "state": row["state"], "capital": capital,
+            "equity": points[-1][1] if points else capital,
+            "pnl": (points[-1][1] - capital) if points else 0.0,
+            "sharpe": sharpe_ratio(rets, ppy) if len(rets) >= 2 else None,
+            "trades": int(row["trades"]), "fills": int(row["fills"])}
+
+
+def shadow_record(store: Store, model: dict[str, Any], now: float) -> ShadowRecord:
+    """The promotion rule's view of a shadow: its own book since its shadow period began."""
+    book_id = current_book_id(model)
+    row = book_row(store, book_id) if book_id else None
+    since = model.get("mode_since") or now
+    if row is None:
+        return ShadowRecord(model["model_id"], (now - since) / 86_400, float("nan"), 0,
+                            float("nan"))
+    rets = book_returns(float(row["capital"]), book_equity(store, book_id))
+    ppy = periods_per_year(model.get("timeframe") or "5m")
+    return ShadowRecord(model["model_id"], (now - since) / 86_400,
+                        float(sharpe_ratio(rets, ppy)), int(row["trades"]),
+                        float(probabilistic_sharpe_ratio(rets, 0.0, ppy)))
+
+
+def sharpe_over(store: Store, model: dict[str, Any], since_s: float) -> float | None:
+    """The Sharpe ratio of a model's current book over the bars since ``since_s`` (the prod
+    side of a shadow's comparison: the same bars, returns not amounts, so a 1% book and a
+    full-size one compare)."""
+    book_id = current_book_id(model)
+    if book_id is None:
+        return None
+    points = book_equity(store, book_id, int(since_s * 1000))
+    if len(points) < 3:
+        return None
+    eq = np.array([e for _, e in points], dtype=np.float64)
+    return float(sharpe_ratio(np.diff(eq) / eq[:-1],
+                              periods_per_year(model.get("timeframe") or "5m")))
+
+
+def parity_divergence(store: Store, book_id: str, since_ms: int, taker_fee: float,
+                      slippage: float) -> float | None:
+    """|simulated − realised| return of one book over its bars since ``since_ms``.
+
+    Simulated: the vectorised backtester on the book's own per-bar targets (fractions of its
+    equity) and closes, symbol by symbol, summed. Realised: the book's recorded equity over the
+    same bars. Both start after the first bar's trades (the backtester's first row holds the
+    entry cost, the first equity point is recorded after it).
+    """
+    bars = book_bars(store, book_id, since_ms)
+    points = book_equity(store, book_id, since_ms)
+    if len(points) < 3 or not bars:
+        return None
+    by_symbol: dict[str, list[tuple[float, float]]] = {}
+    for b in bars:
+        by_symbol.setdefault(b["symbol"], []).append((b["close"], b["target"]))
+    sim = 0.0
+    for rows in by_symbol.values():
+        if len(rows) >= 2:
+            eq = backtest(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                          taker_fee=taker_fee, slippage=slippage).equity
+            sim += float(eq[-1] / eq[0] - 1.0)
+    return abs(sim - (points[-1][1] / points[0][1] - 1.0))

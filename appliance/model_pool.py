@@ -1,0 +1,83 @@
+"""The model pool: the prod and shadow models the trading engine runs, as ONNX sessions.
+
+It reloads when the registry version changes (every lifecycle transition bumps it), so a model
+that was promoted, retired or archived a moment ago is picked up — or dropped — at the next bar.
+A model file is opened only after its sha256 matches the registry; one that does not is refused
+(an incident) and not run. One session per model, shared by every symbol it serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from appliance import lifecycle
+from appliance.books import book_id_of
+from models.registry import RegistryError, list_models, verified_onnx_path
+from models.serving import OnnxModel
+
+LIVE_MODES = ("prod", "shadow")
+
+
+@dataclass
+class PooledModel:
+    row: dict[str, Any]  # the registry row (mode, mode_since, symbols, timeframe, ...)
+    session: OnnxModel
+
+    @property
+    def model_id(self) -> str:
+        return self.row["model_id"]
+
+    @property
+    def mode(self) -> str:
+        return self.row["mode"]
+
+    @property
+    def timeframe(self) -> str:
+        return self.row["timeframe"] or "5m"
+
+    @property
+    def book_id(self) -> str:
+        """The book of this model's current mode period."""
+        return book_id_of(self.mode, self.model_id, self.row["mode_since"] or 0.0)
+
+    @property
+    def lookback(self) -> int:
+        return self.session.lookback or 1
+
+
+class ModelPool:
+    def __init__(self, ctx: Any, on_refused: Callable[[str, str], Awaitable[None]]) -> None:
+        self.ctx = ctx
+        self.on_refused = on_refused
+        self.version = -1
+        self.models: dict[str, PooledModel] = {}
+
+    async def refresh(self) -> bool:
+        """Reload when the registry changed; True when it did."""
+        store = self.ctx.store
+        version = await store.run(lifecycle.registry_version, store.store)
+        if version == self.version:
+            return False
+        self.version = version
+        rows = {m["model_id"]: m for m in await store.run(list_models, store.store)
+                if m["mode"] in LIVE_MODES}
+        keep = {}
+        for model_id, row in rows.items():
+            known = self.models.get(model_id)
+            if known is not None:
+                known.row = row
+                keep[model_id] = known
+                continue
+            try:
+                path = await store.run(verified_onnx_path, store.store, model_id)
+                session = await self.ctx.io(OnnxModel, path)
+            except (RegistryError, OSError) as exc:
+                await self.on_refused("model_refused", str(exc))
+                continue
+            keep[model_id] = PooledModel(row, session)
+        self.models = keep
+        return True
+
+    def of(self, timeframe: str) -> list[PooledModel]:
+        return [m for m in self.models.values() if m.timeframe == timeframe]

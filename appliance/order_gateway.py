@@ -1,0 +1,253 @@
+"""The order gateway: the only road to the venue, and where layer 7 lives.
+
+Every order of every prod book — a model's rebalance, a closing book, a flatten — passes here,
+a bar's orders together as one :class:`OrderBatch`:
+
+1. **Checks**, as each order is added: the symbol is not halted by reconciliation; the kill
+   switch (``maintenance_mode``) and the risk limits (:func:`appliance.risk.check_order`:
+   daily loss, order rate, per-symbol notional, gross exposure, leverage) hold on the account as
+   it would stand after the orders already in the batch. A refusal is recorded with its reason
+   and counted, never sent.
+2. **Write-ahead**: the batch's orders are written to DuckDB (``pending``, keyed by the
+   ``orderLinkId`` the venue sees) in one transaction *before* any is sent.
+3. **Send**: one by one, shielded from cancellation (an order in flight is never abandoned);
+   the kill switch is read from the bus again right before each, so a switch thrown mid-batch
+   stops every order that would add risk.
+4. **Book**: the fills go into their books, and the fills, the books and the orders' new status
+   are written in one transaction.
+
+A crash between the venue's fill and step 4 loses nothing: at the next start
+:meth:`OrderGateway.settle_pending` asks the venue for each pending order and adopts its fill.
+Reconciliation compares the venue's positions with the books' (prod books plus the house): a
+symbol that differs is an incident and is halted until they agree again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Mapping
+
+import trio
+
+from appliance.books import Book, BookFill
+from appliance.bus import MAINTENANCE_MODE
+from appliance.domain import Fill, OrderIntent, Side
+from appliance.exchange.base import ExchangeError
+from appliance.ledger import Ledger
+from appliance.ledger_store import pending_orders, record_fills, record_orders
+from appliance.logs import service_logger
+from appliance.risk import AccountView, RiskLimits, check_order
+
+NAME = "trading"
+
+
+@dataclass
+class Order:
+    book: Book
+    symbol: str
+    side: Side
+    qty: Decimal
+    reduce_only: bool
+    order_id: str
+    ts: int
+    price: Decimal
+    status: str = "pending"  # → filled, failed, refused
+    reason: str = ""
+    fill: BookFill | None = None
+
+
+@dataclass
+class OrderBatch:
+    """A bar's orders, checked against the account as it would stand after each."""
+
+    view: AccountView
+    orders: list[Order] = field(default_factory=list)
+    refused: list[Order] = field(default_factory=list)
+
+    @property
+    def positions(self) -> dict[str, Decimal]:
+        return self.view.positions  # type: ignore[return-value]
+
+
+class OrderGateway:
+    def __init__(self, ctx: Any, limits: RiskLimits) -> None:
+        self.ctx = ctx
+        self.limits = limits
+        self.log = service_logger(NAME)
+        self.halted: set[str] = set()
+        self.order_times: deque[float] = deque()
+        self.day_start: tuple[int, Decimal] | None = None  # (UTC day ms, account equity)
+
+    # -- the checks ------------------------------------------------------------------------
+
+    def new_day(self, day_ms: int, equity: Decimal) -> None:
+        if self.day_start is None or self.day_start[0] != day_ms:
+            self.day_start = (day_ms, equity)
+
+    def begin(self, ledger: Ledger, marks: Mapping[str, Decimal]) -> OrderBatch:
+        """A batch over the account as it stands (a position without a bar yet is priced at
+        its average price, so that exposure can always be measured)."""
+        now = time.monotonic()
+        while self.order_times and self.order_times[0] < now - 60:
+            self.order_times.popleft()
+        equity = ledger.equity(marks)
+        day_pnl = equity - self.day_start[1] if self.day_start is not None else Decimal(0)
+        prices = dict(marks)
+        for book in ledger.account_books():
+            for symbol in book.open_symbols():
+                if symbol not in prices:
+                    prices[symbol] = Decimal(str(book.positions[symbol].avg_price))
+        return OrderBatch(AccountView(
+            equity=equity, positions={s: Decimal(str(q)) for s, q in ledger.positions().items()},
+            prices=prices, orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
+            maintenance_mode=self.ctx.bus.switch(MAINTENANCE_MODE)))
+
+    def add(self, batch: OrderBatch, book: Book, symbol: str, side: Side, qty: Decimal,
+            reduce_only: bool) -> bool:
+        """Check one order against the account after the batch's earlier orders; True when it
+        joins the batch (a refusal is kept, with its reason, to be recorded)."""
+        price = batch.view.prices.get(symbol, Decimal(0))
+        order = Order(book, symbol, side, qty, reduce_only, f"mt-{uuid.uuid4().hex[:24]}",
+                      int(self.ctx.clock.now() * 1000), price)
+        reason = "halted" if symbol in self.halted else check_order(
+            symbol, side, qty, reduce_only, price, batch.view, self.limits)
+        if reason is not None:
+            order.status, order.reason = "refused", reason
+            batch.refused.append(order)
+            self.ctx.metrics.orders_refused_total.labels(reason).inc()
+            self.log.info("order refused", symbol=symbol, side=side.value, qty=str(qty),
+                          book=book.book_id, reason=reason)
+            return False
+        positions = dict(batch.view.positions)
+        positions[symbol] = positions.get(symbol, Decimal(0)) + (qty if side is Side.BUY
+                                                                 else -qty)
+        batch.view = AccountView(batch.view.equity, positions, batch.view.prices,
+                                 batch.view.orders_last_minute + 1, batch.view.daily_pnl,
+                                 batch.view.maintenance_mode)
+        batch.orders.append(order)
+        return True
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def execute(self, batch: OrderBatch, t0: float | None = None) -> list[BookFill]:
+        """Write the batch ahead, send it, book the fills (see the module docstring)."""
+        store = self.ctx.store
+        if not batch.orders and not batch.refused:
+            return []
+        booked = []
+        with trio.CancelScope(shield=True):  # orders in flight are never abandoned
+            await store.run(record_orders, store.store, batch.orders + batch.refused)
+            if not batch.orders:
+                return []
+            for order in batch.orders:
+                if (not order.reduce_only and self.ctx.bus.switch(MAINTENANCE_MODE)):
+                    order.status, order.reason = "refused", "maintenance_mode"
+                    self.ctx.metrics.orders_refused_total.labels("maintenance_mode").inc()
+                    continue
+                if t0 is not None:
+                    self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
+                self.order_times.append(time.monotonic())
+                intent = OrderIntent(order.symbol, order.side, order.qty,
+                                     reduce_only=order.reduce_only,
+                                     model_id=order.book.model_id,
+                                     order_link_id=order.order_id)
+                try:
+                    fill = await self.ctx.exchange.place_order(intent)
+                except ExchangeError as exc:
+                    order.status, order.reason = "failed", str(exc)
+                    self.log.error("order failed", symbol=order.symbol,
+                                   book=order.book.book_id, error=str(exc))
+                    continue
+                order.status, order.fill = "filled", self._book(order.book, fill)
+                booked.append(order.fill)
+            await store.run(record_fills, store.store, batch.orders)
+        for order in batch.orders:
+            if order.fill is not None:
+                self.publish(order.book, order.fill, order.reduce_only)
+        return booked
+
+    @staticmethod
+    def _book(book: Book, fill: Fill) -> BookFill:
+        signed = fill.qty if fill.side is Side.BUY else -fill.qty
+        return book.apply(fill.symbol, signed, fill.price, fill.fee, fill.ts)
+
+    def publish(self, book: Book, f: BookFill, reduce_only: bool = False) -> None:
+        self.ctx.bus.publish("trade", {
+            "ts_ms": f.ts, "symbol": f.symbol, "side": "Buy" if f.qty > 0 else "Sell",
+            "qty": str(abs(f.qty)), "price": str(f.price), "fee": str(f.fee), "pnl": f.pnl,
+            "trade": f.trade, "model_id": book.model_id, "book_id": book.book_id,
+            "mode": book.mode, "reduce_only": reduce_only}, service=NAME,
+            market_ts=self.ctx.clock.now())
+
+    def add_closes(self, batch: OrderBatch, book: Book, symbols: list[str] | None = None
+                   ) -> None:
+        """Reduce-only orders closing ``book``'s positions (all, or ``symbols``): allowed under
+        the kill switch, since closing never adds risk."""
+        for symbol in symbols if symbols is not None else book.open_symbols():
+            qty = Decimal(str(book.qty(symbol)))
+            if qty:
+                self.add(batch, book, symbol, Side.SELL if qty > 0 else Side.BUY, abs(qty),
+                         True)
+
+    async def flatten(self, ledger: Ledger, marks: Mapping[str, Decimal],
+                      reason: str) -> dict[str, Any]:
+        """Close every position of every account book (the kill switch's flatten)."""
+        batch = self.begin(ledger, marks)
+        for book in ledger.account_books():
+            self.add_closes(batch, book)
+        fills = await self.execute(batch)
+        closed = sorted({f.symbol for f in fills})
+        self.log.warning("flattened", symbols=closed, reason=reason)
+        return {"closed": closed}
+
+    # -- after a crash, and hourly ---------------------------------------------------------
+
+    async def settle_pending(self, ledger: Ledger) -> list[str]:
+        """Orders written but never settled (the process died in between): adopt the venue's
+        fill into the order's book, or mark the order unfilled. Returns their ids."""
+        store = self.ctx.store
+        books = {b.book_id: b for b in ledger.account_books()}
+        settled = []
+        for o in await store.run(pending_orders, store.store):
+            fill = await self.ctx.exchange.order_fill(o["symbol"], o["order_id"])
+            book = books.get(o["book_id"])
+            order = Order(book, o["symbol"], Side(o["side"]), Decimal(str(o["qty"])), False,
+                          o["order_id"], int(o["ts"]), Decimal(0))  # type: ignore[arg-type]
+            if fill is None or book is None:
+                order.status = "unfilled"
+                order.reason = ("not executed by the venue" if fill is None
+                                else f"its book {o['book_id']} is gone")
+            else:
+                order.status, order.fill = "filled", self._book(book, fill)
+                self.publish(book, order.fill)
+                self.log.warning("adopted the venue's fill of an order a crash left pending",
+                                 order_id=o["order_id"], symbol=fill.symbol, book=book.book_id)
+            await store.run(record_fills, store.store, [order])
+            settled.append(o["order_id"])
+        return settled
+
+    async def reconcile(self, ledger: Ledger) -> list[str]:
+        """Compare the books with the venue; halt (and report) every symbol that differs."""
+        ours = ledger.positions()
+        theirs = {p.symbol: p.qty for p in await self.ctx.exchange.positions()}
+        mismatched = sorted(s for s in set(ours) | set(theirs)
+                            if Decimal(str(ours.get(s, 0))) != theirs.get(s, Decimal(0)))
+        for symbol in mismatched:
+            if symbol not in self.halted:
+                await self.incident("reconciliation", f"{symbol}: our books say "
+                                    f"{ours.get(symbol, 0)}, the exchange says "
+                                    f"{theirs.get(symbol, 0)}; trading in {symbol} halted")
+        for symbol in self.halted - set(mismatched):
+            self.log.info("reconciled again; trading resumes", symbol=symbol)
+        self.halted = set(mismatched)
+        return mismatched
+
+    async def incident(self, kind: str, message: str) -> None:
+        self.log.error(message, kind=kind)
+        await self.ctx.store.call("record_incident", NAME, kind, message, None)
+        self.ctx.bus.publish("incident", {"service": NAME, "kind": kind, "message": message},
+                             service=NAME, market_ts=self.ctx.clock.now())
