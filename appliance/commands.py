@@ -20,6 +20,7 @@ from appliance.config import Config
 from appliance.exchange.base import Exchange
 from appliance.exchange.factory import make_clock, make_exchange
 from appliance.pairlist import PairRow
+from appliance.paths import OutsideStateDir, StatePaths
 from appliance.services.discovery import discover_once
 from appliance.store import Store, StoreError
 from data.lake import DAY_MS, Lake
@@ -166,7 +167,7 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     try:
         store = Store(cfg.state_path / "methtrader.duckdb")
     except StoreError:
-        return results  # run holds it; it registers the receipts itself
+        return with_absolute_paths(cfg, results)  # run holds it; it registers the receipts
     try:
         with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
             life = _offline_lifecycle(cfg, store, bus)
@@ -174,7 +175,22 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
                 life.publish(register(store, r, now=_time.time(), actor="operator"))
     finally:
         store.close()
-    return results
+    return with_absolute_paths(cfg, results)
+
+
+def with_absolute_paths(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the operator: model paths (stored relative) made absolute, resolved against
+    the state dir in use."""
+    paths = StatePaths(cfg.state_path)
+
+    def absolute(stored: str) -> str:
+        try:
+            return str(paths.resolve(paths.relativise(stored)))
+        except OutsideStateDir:
+            return stored  # it names no file of this state dir: shown as stored
+
+    return [{**row, "onnx_path": absolute(row["onnx_path"])} if row.get("onnx_path") else row
+            for row in rows]
 
 
 def _offline_lifecycle(cfg: Config, store: Store, bus: Bus):
@@ -187,22 +203,23 @@ def _offline_lifecycle(cfg: Config, store: Store, bus: Bus):
 
 
 def list_registry(cfg: Config) -> list[dict[str, Any]]:
-    """The registry from DuckDB, or from the bus snapshot while ``run`` holds the file."""
+    """The registry from DuckDB, or from the bus snapshot while ``run`` holds the file; model
+    paths absolute, in the state dir in use."""
     from models.registry import list_models
 
-    db = cfg.state_path / "methtrader.duckdb"
-    if db.exists():
+    paths = StatePaths(cfg.state_path)
+    if paths.duckdb.exists():
         try:
-            store = Store(db, read_only=True)
+            store = Store(paths.duckdb, read_only=True)
         except StoreError:
             store = None  # run holds the file: its bus snapshot is current
         if store is not None:
             try:
-                return list_models(store)
+                return with_absolute_paths(cfg, list_models(store))
             finally:
                 store.close()
-    with Bus(cfg.state_path / "bus") as bus:
-        return bus.snapshot("registry") or []
+    with Bus(paths.bus) as bus:
+        return with_absolute_paths(cfg, bus.snapshot("registry") or [])
 
 
 def registry_command(cfg: Config, command: str, args: dict[str, Any],

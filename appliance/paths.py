@@ -128,6 +128,11 @@ class StatePaths:
             last = len(parts) - 1 - parts[::-1].index(ARTIFACTS)
             return _inside(PurePosixPath(*parts[last:]), path, self.root)
 
+    def resolve_stored(self, path: str) -> Path:
+        """The file a stored path names in this state dir (:meth:`relativise`, then
+        :meth:`resolve`): never a file of another state dir."""
+        return self.resolve(self.relativise(path))
+
 
 def _inside(rel: PurePosixPath, original: object, root: Path) -> str:
     if ".." in rel.parts or not rel.parts or rel.parts == (".",):

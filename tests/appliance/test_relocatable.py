@@ -1,0 +1,147 @@
+"""A state dir is relocatable (finding 4): every stored path is relative to it, so a ``cp -a``
+copy loads and archives its own model files and never touches the original's. And a schema
+migration never starts without a copy of the file as it was."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import duckdb
+import numpy as np
+import pytest
+
+from appliance.commands import list_registry
+from appliance.config import build_config
+from appliance.services.training import archive_worst, register_finished
+from appliance.store import SCHEMA_VERSION, Store, migrate, schema_version
+from models.artifacts import sha256_file, write_run
+from models.kinds import train
+from models.registry import get_model, list_models, register_result, verified_onnx_path
+from models.serving import OnnxModel
+
+F = 15  # features per bar
+
+
+@pytest.fixture(scope="module")
+def tiny_rf():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 1, F)).astype(np.float32)
+    y = np.digitize(x[:, -1, 0], [-0.43, 0.43])
+    return train("rf", x, y, params={"n_estimators": 4, "tree_batches": 1})
+
+
+def receipt(run_id: str, sharpe: float = 1.0) -> dict:
+    return {"run_id": run_id, "kind": "rf", "group": "t1-a", "symbols": ["BTCUSDT"],
+            "timeframe": "5m", "params": {}, "metrics": {"sharpe": sharpe}, "tags": {},
+            "parent_run_id": None, "feature_set": "fs1", "dataset_sha256": "d" * 64,
+            "loss_curve": [], "started": 1.0, "ended": 2.0}
+
+
+def trained_state(state, model, run_ids=("r1",)) -> None:
+    """A stopped state dir with real ONNX models registered as candidates."""
+    state.mkdir()
+    store = Store(state / "methtrader.duckdb")
+    for i, run_id in enumerate(run_ids):
+        register_result(store, write_run(state, run_id, model.export_onnx, {},
+                                         receipt(run_id, sharpe=float(i))))
+    store.close()
+
+
+def tree_digest(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_copy_loads_and_archives_its_own_models_and_never_the_originals(tmp_path, tiny_rf):
+    orig, copy = tmp_path / "orig", tmp_path / "copy"
+    trained_state(orig, tiny_rf, ("r1", "r2"))
+    subprocess.run(["cp", "-a", str(orig), str(copy)], check=True)
+    before = tree_digest(orig)
+
+    store = Store(copy / "methtrader.duckdb")
+    try:
+        for m in list_models(store):
+            assert not m["onnx_path"].startswith("/")  # stored relative
+        path = verified_onnx_path(store, "m-r1")
+        assert path == copy / "artifacts" / "r1" / "model.onnx"  # the copy's, not the original's
+        probs = OnnxModel(path).predict(np.zeros((2, 1, F), np.float32))
+        assert probs.shape == (2, 3)
+        archived = archive_worst(store, 1.0)  # the disk guard of the copy
+        assert {m["model_id"] for m in archived} == {"m-r1", "m-r2"}
+        assert get_model(store, "m-r1")["mode"] == "archived"
+    finally:
+        store.close()
+    assert not (copy / "artifacts" / "r1" / "model.onnx").exists()
+    assert not (copy / "artifacts" / "r2" / "model.onnx").exists()
+    assert tree_digest(orig) == before  # the original's files are untouched
+
+    cfg = build_config(env={}, overrides={"general": {"state_dir": str(orig)}})
+    assert [m["onnx_path"] for m in list_registry(cfg)] == [
+        str(orig / "artifacts" / r / "model.onnx") for r in ("r1", "r2")]  # absolute for users
+
+
+def test_an_old_state_dir_with_absolute_paths_migrates_to_relative(tmp_path, tiny_rf):
+    """A v4 state dir (absolute paths in DuckDB and in receipts), copied elsewhere: the copy's
+    first open backs the file up, relativises the paths and resolves them in the copy."""
+    orig, copy = tmp_path / "orig", tmp_path / "copy"
+    orig.mkdir()
+    con = duckdb.connect(str(orig / "methtrader.duckdb"))
+    migrate(con, upto=4)
+    for run_id in ("r1", "r2"):
+        r = write_run(orig, run_id, tiny_rf.export_onnx, {}, receipt(run_id))
+        absolute = str((orig / r["onnx_path"]).resolve())
+        receipt_file = orig / "artifacts" / run_id / "result.json"
+        receipt_file.write_text(json.dumps({**json.loads(receipt_file.read_text()),
+                                            "onnx_path": absolute}))  # as v4 wrote it
+        if run_id == "r1":  # registered by v4; r2's receipt is not registered yet
+            con.execute("INSERT INTO training_runs (run_id, status) VALUES ('r1', 'completed')")
+            con.execute("INSERT INTO ml_models (model_id, run_id, grp, mode, onnx_path, "
+                        "onnx_sha256, created) VALUES ('m-r1', 'r1', 't1-a', 'candidate', ?, "
+                        "?, 1)", [absolute, r["onnx_sha256"]])
+    con.close()
+    subprocess.run(["cp", "-a", str(orig), str(copy)], check=True)
+    before = tree_digest(orig)
+
+    store = Store(copy / "methtrader.duckdb")
+    try:
+        assert store.sql("SELECT onnx_path FROM ml_models") == [("artifacts/r1/model.onnx",)]
+        assert verified_onnx_path(store, "m-r1") == copy / "artifacts" / "r1" / "model.onnx"
+        # r2's old receipt (absolute path into the original) registers relative
+        assert [r["run_id"] for r in register_finished(store, copy)] == ["r2"]
+        assert get_model(store, "m-r2")["onnx_path"] == "artifacts/r2/model.onnx"
+        assert verified_onnx_path(store, "m-r2") == copy / "artifacts" / "r2" / "model.onnx"
+    finally:
+        store.close()
+    (backup,) = (copy / "backups").iterdir()
+    assert backup.name.startswith("methtrader-v4-") and backup.suffix == ".duckdb"
+    assert tree_digest(orig) == before
+
+
+def test_a_migration_is_preceded_by_a_backup_of_the_old_file(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / "methtrader.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con, upto=2)  # a file built by an older methtrader
+    con.execute("INSERT INTO candles VALUES ('BTCUSDT', '1m', 0, 1, 2, 0.5, 1.5, 10, 3)")
+    con.close()
+
+    Store(path).close()
+    (backup,) = (state / "backups").iterdir()
+    assert backup.name.startswith("methtrader-v2-") and backup.stat().st_mode & 0o777 == 0o600
+    old = duckdb.connect(str(backup), read_only=True)
+    assert schema_version(old) == 2  # the file as it was, before the migration
+    assert old.execute("SELECT close FROM candles").fetchall() == [(1.5,)]
+    old.close()
+    current = duckdb.connect(str(path), read_only=True)
+    assert schema_version(current) == SCHEMA_VERSION
+    current.close()
+
+    Store(path).close()  # already current: no second backup
+    assert len(list((state / "backups").iterdir())) == 1
+
+
+def test_a_fresh_database_takes_no_backup(tmp_path):
+    Store(tmp_path / "methtrader.duckdb").close()
+    assert not (tmp_path / "backups").exists()
