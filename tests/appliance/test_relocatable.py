@@ -15,47 +15,19 @@ from appliance.commands import list_registry
 from appliance.config import build_config
 from appliance.services.training import archive_worst, register_finished
 from appliance.store import SCHEMA_VERSION, Store, migrate, schema_version
-from models.artifacts import sha256_file, write_run
-from models.kinds import train
-from models.registry import get_model, list_models, register_result, verified_onnx_path
+from models.artifacts import write_run
+from models.registry import get_model, list_models, verified_onnx_path
 from models.serving import OnnxModel
-
-F = 15  # features per bar
-
+from tests.statedir_helpers import F, receipt, tiny_rf, trained_state, tree_digest
 
 @pytest.fixture(scope="module")
-def tiny_rf():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 1, F)).astype(np.float32)
-    y = np.digitize(x[:, -1, 0], [-0.43, 0.43])
-    return train("rf", x, y, params={"n_estimators": 4, "tree_batches": 1})
+def tiny_model():
+    return tiny_rf()
 
 
-def receipt(run_id: str, sharpe: float = 1.0) -> dict:
-    return {"run_id": run_id, "kind": "rf", "group": "t1-a", "symbols": ["BTCUSDT"],
-            "timeframe": "5m", "params": {}, "metrics": {"sharpe": sharpe}, "tags": {},
-            "parent_run_id": None, "feature_set": "fs1", "dataset_sha256": "d" * 64,
-            "loss_curve": [], "started": 1.0, "ended": 2.0}
-
-
-def trained_state(state, model, run_ids=("r1",)) -> None:
-    """A stopped state dir with real ONNX models registered as candidates."""
-    state.mkdir()
-    store = Store(state / "methtrader.duckdb")
-    for i, run_id in enumerate(run_ids):
-        register_result(store, write_run(state, run_id, model.export_onnx, {},
-                                         receipt(run_id, sharpe=float(i))))
-    store.close()
-
-
-def tree_digest(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
-def test_a_copy_loads_and_archives_its_own_models_and_never_the_originals(tmp_path, tiny_rf):
+def test_a_copy_loads_and_archives_its_own_models_and_never_the_originals(tmp_path):
     orig, copy = tmp_path / "orig", tmp_path / "copy"
-    trained_state(orig, tiny_rf, ("r1", "r2"))
+    trained_state(orig, ("r1", "r2"))
     subprocess.run(["cp", "-a", str(orig), str(copy)], check=True)
     before = tree_digest(orig)
 
@@ -81,7 +53,7 @@ def test_a_copy_loads_and_archives_its_own_models_and_never_the_originals(tmp_pa
         str(orig / "artifacts" / r / "model.onnx") for r in ("r1", "r2")]  # absolute for users
 
 
-def test_an_old_state_dir_with_absolute_paths_migrates_to_relative(tmp_path, tiny_rf):
+def test_an_old_state_dir_with_absolute_paths_migrates_to_relative(tmp_path, tiny_model):
     """A v4 state dir (absolute paths in DuckDB and in receipts), copied elsewhere: the copy's
     first open backs the file up, relativises the paths and resolves them in the copy."""
     orig, copy = tmp_path / "orig", tmp_path / "copy"
@@ -89,7 +61,7 @@ def test_an_old_state_dir_with_absolute_paths_migrates_to_relative(tmp_path, tin
     con = duckdb.connect(str(orig / "methtrader.duckdb"))
     migrate(con, upto=4)
     for run_id in ("r1", "r2"):
-        r = write_run(orig, run_id, tiny_rf.export_onnx, {}, receipt(run_id))
+        r = write_run(orig, run_id, tiny_model.export_onnx, {}, receipt(run_id))
         absolute = str((orig / r["onnx_path"]).resolve())
         receipt_file = orig / "artifacts" / run_id / "result.json"
         receipt_file.write_text(json.dumps({**json.loads(receipt_file.read_text()),
