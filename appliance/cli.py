@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.config import Config, ConfigError, build_config, config_as_toml
+from appliance.paths import StatePaths
 from appliance.schedule import duration_s
 from appliance.store import StoreError
 from appliance.exchange.factory import StartupError
@@ -230,7 +231,7 @@ def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
 
     cfg = load_config(args)
     flatten = None
-    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+    with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
         entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
                                reason=args.reason, source="cli")
         if value and getattr(args, "flatten", False):
@@ -247,7 +248,7 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
     from appliance.bus import DEPLOYS_FROZEN, Bus, operator_name
 
     cfg = load_config(args)
-    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+    with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
         entry = bus.set_switch(DEPLOYS_FROZEN, False, actor=operator_name(),
                                reason=args.reason, source="cli")
     _emit(args, {"deploys_frozen": False, "audit": entry},

@@ -47,12 +47,12 @@ def discover(cfg: Config) -> list[PairRow]:
 def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
              ) -> list[dict[str, Any]]:
     cfg.state_path.mkdir(parents=True, exist_ok=True)
-    lake = Lake(cfg.state_path / "lake")
+    lake = Lake(StatePaths(cfg.state_path).lake)
 
     async def go(exchange: Exchange, clock) -> list[dict[str, Any]]:
         wanted = list(symbols)
         if not wanted:
-            with Bus(cfg.state_path / "bus") as bus:
+            with Bus(StatePaths(cfg.state_path).bus) as bus:
                 wanted = bus.tradable_pairs() or []
             if not wanted:
                 rows = await discover_once(exchange, cfg.discovery)
@@ -90,7 +90,7 @@ def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
 def _register(cfg: Config, lake: Lake) -> bool:
     """Record the lake's manifests in DuckDB unless ``run`` holds it (it does that itself)."""
     try:
-        store = Store(cfg.state_path / "methtrader.duckdb")
+        store = Store(StatePaths(cfg.state_path).duckdb)
     except StoreError:
         return False
     try:
@@ -134,8 +134,8 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     from appliance.lifecycle import register
     from models.training import train_run
 
-    lake_root = cfg.state_path / "lake"
-    with Bus(cfg.state_path / "bus") as bus:
+    lake_root = StatePaths(cfg.state_path).lake
+    with Bus(StatePaths(cfg.state_path).bus) as bus:
         tradable = bus.tradable_pairs()
     symbols = tradable if tradable else Lake(lake_root).symbols("5m")
     groups = groups_from_lake(lake_root, symbols,
@@ -165,7 +165,7 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
                                          list(group.symbols), kind, tags={"trigger": "manual"},
                                          progress=progress))
     try:
-        store = Store(cfg.state_path / "methtrader.duckdb")
+        store = Store(StatePaths(cfg.state_path).duckdb)
     except StoreError:
         return with_absolute_paths(cfg, results)  # run holds it; it registers the receipts
     try:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 
-import duckdb
 import pytest
 
 from appliance.store import connect
