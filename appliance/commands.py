@@ -185,7 +185,7 @@ def with_absolute_paths(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[st
 
     def absolute(stored: str) -> str:
         try:
-            return str(paths.resolve(paths.relativise(stored)))
+            return str(paths.resolve_stored(stored))
         except OutsideStateDir:
             return stored  # it names no file of this state dir: shown as stored
 

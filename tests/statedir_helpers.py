@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance import lifecycle
 from appliance.store import Store
 from models.artifacts import sha256_file, write_run
 from models.features import FEATURE_NAMES
-from models.registry import register_result
 
 F = len(FEATURE_NAMES)
 
@@ -33,14 +33,21 @@ def receipt(run_id: str, sharpe: float = 1.0, symbols: tuple[str, ...] = ("BTCUS
             "loss_curve": [], "started": 1.0, "ended": 2.0}
 
 
-def trained_state(state: Path, run_ids: tuple[str, ...] = ("r1",)) -> None:
-    """A stopped state dir with real ONNX models registered as candidates (sharpe 0, 1, ...)."""
+def trained_state(state: Path, run_ids: tuple[str, ...] = ("r1",),
+                  prod: str | None = None) -> None:
+    """A stopped state dir with real ONNX models registered in order (sharpe 0, 1, ...; one
+    group and kind, so each new candidate supersedes the one before); ``prod`` (a run id) is
+    promoted right after it is registered."""
     state.mkdir(parents=True, exist_ok=True)
     store = Store(state / "methtrader.duckdb")
     try:
         for i, run_id in enumerate(run_ids):
-            register_result(store, write_run(state, run_id, tiny_rf().export_onnx, {},
-                                             receipt(run_id, sharpe=float(i))))
+            r = write_run(state, run_id, tiny_rf().export_onnx, {},
+                          receipt(run_id, sharpe=float(i)))
+            lifecycle.register(store, r, now=1000.0 + i)
+            if run_id == prod:
+                lifecycle.promote(store, f"m-{run_id}", actor="test", reason="setup",
+                                  now=1000.5 + i)
     finally:
         store.close()
 

@@ -11,14 +11,16 @@ import duckdb
 import numpy as np
 import pytest
 
+from appliance import lifecycle
 from appliance.commands import list_registry
 from appliance.config import build_config
-from appliance.services.training import archive_worst, register_finished
+from appliance.services.training import model_files, unregistered_runs
 from appliance.store import SCHEMA_VERSION, Store, migrate, schema_version
 from models.artifacts import write_run
 from models.registry import get_model, list_models, verified_onnx_path
 from models.serving import OnnxModel
 from tests.statedir_helpers import F, receipt, tiny_rf, trained_state, tree_digest
+
 
 @pytest.fixture(scope="module")
 def tiny_model():
@@ -35,17 +37,21 @@ def test_a_copy_loads_and_archives_its_own_models_and_never_the_originals(tmp_pa
     try:
         for m in list_models(store):
             assert not m["onnx_path"].startswith("/")  # stored relative
-        path = verified_onnx_path(store, "m-r1")
-        assert path == copy / "artifacts" / "r1" / "model.onnx"  # the copy's, not the original's
+        path = verified_onnx_path(store, "m-r2")
+        assert path == copy / "artifacts" / "r2" / "model.onnx"  # the copy's, not the original's
         probs = OnnxModel(path).predict(np.zeros((2, 1, F), np.float32))
         assert probs.shape == (2, 3)
-        archived = archive_worst(store, 1.0)  # the disk guard of the copy
-        assert {m["model_id"] for m in archived} == {"m-r1", "m-r2"}
+        assert {f.model_id: f.bytes for f in model_files(store, copy)} == {
+            "m-r1": (copy / "artifacts" / "r1" / "model.onnx").stat().st_size,
+            "m-r2": path.stat().st_size}  # the disk guard measures the copy's files
+        assert get_model(store, "m-r1")["mode"] == "rejected"  # superseded by r2
+        lifecycle.archive(store, "m-r1", actor="disk_guard", reason="test", now=2000.0)
+        assert lifecycle.delete_archived_files(store, copy) == 1
         assert get_model(store, "m-r1")["mode"] == "archived"
     finally:
         store.close()
     assert not (copy / "artifacts" / "r1" / "model.onnx").exists()
-    assert not (copy / "artifacts" / "r2" / "model.onnx").exists()
+    assert (copy / "artifacts" / "r2" / "model.onnx").exists()
     assert tree_digest(orig) == before  # the original's files are untouched
 
     cfg = build_config(env={}, overrides={"general": {"state_dir": str(orig)}})
@@ -80,7 +86,9 @@ def test_an_old_state_dir_with_absolute_paths_migrates_to_relative(tmp_path, tin
         assert store.sql("SELECT onnx_path FROM ml_models") == [("artifacts/r1/model.onnx",)]
         assert verified_onnx_path(store, "m-r1") == copy / "artifacts" / "r1" / "model.onnx"
         # r2's old receipt (absolute path into the original) registers relative
-        assert [r["run_id"] for r in register_finished(store, copy)] == ["r2"]
+        (r2,) = unregistered_runs(store, copy)
+        assert r2["run_id"] == "r2" and r2["onnx_path"] == "artifacts/r2/model.onnx"
+        lifecycle.register(store, r2, now=2000.0)
         assert get_model(store, "m-r2")["onnx_path"] == "artifacts/r2/model.onnx"
         assert verified_onnx_path(store, "m-r2") == copy / "artifacts" / "r2" / "model.onnx"
     finally:

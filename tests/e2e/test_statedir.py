@@ -33,20 +33,22 @@ def db_rows(db, sql: str) -> list[tuple]:
 
 
 def test_run_on_a_copied_state_dir_uses_only_its_own_files(tmp_path, run_proc):
-    """Finding 4 end to end: the copy's appliance loads its own models, and its disk guard
-    (forced to fire) archives the copy's files while the original stays byte for byte."""
+    """Finding 4 end to end, with the original moved away while the copy runs: the copy's
+    appliance loads its own prod model, and a promotion there retires and archives (deletes)
+    the old prod's file in the copy, while the original stays byte for byte."""
     orig, copy = tmp_path / "orig", tmp_path / "copy"
-    trained_state(orig, ("r1", "r2", "r3"))
-    methtrader("promote", "m-r3", "--reason", "e2e", "--state-dir", str(orig))
+    trained_state(orig, ("r1", "r2"), prod="r1")  # r1 prod, r2 a candidate
     subprocess.run(["cp", "-a", str(orig), str(copy)], check=True)
     before = tree_digest(orig)
     away = tmp_path / "orig-away"
     os.rename(orig, away)  # nothing of the copy may need the original
     try:
-        proc = run_proc(copy, "--for", "12s", "--speed", "60", "--metrics-port", "0",
-                        env={**QUIET, "METHTRADER__TRAINING__DISK_THRESHOLD": "0",
-                             "METHTRADER__TRAINING__ARCHIVE_FRACTION": "1"})
-        assert proc.wait(timeout=60) == 0, stderr_of(proc)[-3000:]
+        proc = run_proc(copy, "--speed", "60", "--metrics-port", "0",
+                        env={**QUIET, "METHTRADER__LIFECYCLE__KEEP_RETIRED": "0"})
+        wait_for(lambda: status_json(copy)["running"], 60, "run on the copy")
+        methtrader("promote", "m-r2", "--reason", "e2e", "--state-dir", str(copy))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, stderr_of(proc)[-3000:]
     finally:
         os.rename(away, orig)
     assert tree_digest(orig) == before  # the original untouched
@@ -55,12 +57,10 @@ def test_run_on_a_copied_state_dir_uses_only_its_own_files(tmp_path, run_proc):
     assert not [i for i in incidents if "model" in i[0] or "onnx" in i[1]], incidents
     models = {m["model_id"]: m for m in models_json(copy)}
     assert all(m["onnx_path"].startswith(str(copy) + "/") for m in models.values())
-    for m in (models["m-r1"], models["m-r2"]):  # the guard archived the copied candidates:
-        assert m["mode"] == "archived"
-        assert not os.path.exists(m["onnx_path"])  # deleted in the copy,
-        assert (orig / os.path.relpath(m["onnx_path"], copy)).exists()  # not in the original
-    prod = models["m-r3"]
-    assert prod["mode"] == "prod" and os.path.exists(prod["onnx_path"])
+    assert models["m-r2"]["mode"] == "prod" and os.path.exists(models["m-r2"]["onnx_path"])
+    old = models["m-r1"]  # retired by the promotion, then archived (keep_retired 0)
+    assert old["mode"] == "archived" and not os.path.exists(old["onnx_path"])
+    assert (orig / "artifacts" / "r1" / "model.onnx").exists()  # not the original's file
 
 
 def test_backup_while_running_then_restore_elsewhere(tmp_path, run_proc):
