@@ -222,7 +222,12 @@ def make_backup(cfg: Config, dest: Path, *, wait_s: float = 300.0) -> dict[str, 
     dest = _prepare_dest(paths, dest)
     with Bus(paths.bus, events_maxlen=cfg.bus.events_maxlen) as bus:
         running = gather_status(paths.root, cfg.supervisor.stale_after_s)["running"]
-        owned = _owned_via_run(bus, dest, wait_s) if running else _owned_here(paths, dest)
+        try:
+            owned = _owned_via_run(bus, dest, wait_s) if running else _owned_here(paths, dest)
+        except BackupError:
+            if not any(dest.iterdir()):
+                dest.rmdir()  # nothing was copied: leave no empty folder behind
+            raise
         files = {**owned["files"], **copy_shared_files(paths, dest)}
         switches = json.dumps(export_switches(bus), indent=1, sort_keys=True).encode()
         files[SWITCHES_FILE] = write_file(dest, SWITCHES_FILE, switches)
