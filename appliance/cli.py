@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.config import Config, ConfigError, build_config, config_as_toml
+from appliance.paths import StatePaths
 from appliance.schedule import duration_s
 from appliance.store import StoreError
 from appliance.exchange.factory import StartupError
@@ -123,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("backup", help="a consistent copy of the state dir (also while run is "
+                       "up), with a MANIFEST.json of sha256s")
+    _add_common(p)
+    p.add_argument("dest", metavar="DEST", help="a new (or empty) folder")
+    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for a running appliance to copy its database")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("restore", help="put a backup back as the state dir (checks sha256s "
+                       "first; run must be stopped)")
+    _add_common(p)
+    p.add_argument("src", metavar="SRC", help="a folder made by methtrader backup")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("fake-bybit", help="a loopback Bybit v5 server backed by the sim market")
     from appliance.exchange.fake_bybit import add_fake_bybit_args
 
@@ -216,7 +231,7 @@ def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
 
     cfg = load_config(args)
     flatten = None
-    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+    with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
         entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
                                reason=args.reason, source="cli")
         if value and getattr(args, "flatten", False):
@@ -233,7 +248,7 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
     from appliance.bus import DEPLOYS_FROZEN, Bus, operator_name
 
     cfg = load_config(args)
-    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+    with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
         entry = bus.set_switch(DEPLOYS_FROZEN, False, actor=operator_name(),
                                reason=args.reason, source="cli")
     _emit(args, {"deploys_frozen": False, "audit": entry},
@@ -351,6 +366,34 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from appliance.backup import BackupError, make_backup
+
+    try:
+        result = make_backup(load_config(args), Path(args.dest), wait_s=args.wait)
+    except BackupError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return exc.code
+    _emit(args, result, f"backup in {result['dest']}: {result['files']} files, "
+          f"{result['bytes'] / 1e6:.1f} MB (database copied by {result['via']})")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from appliance.backup import BackupError, restore
+
+    try:
+        result = restore(load_config(args), Path(args.src))
+    except BackupError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return exc.code
+    aside = (f"\nthe previous state dir was moved aside to {result['moved_aside']}"
+             if result["moved_aside"] else "")
+    _emit(args, result, f"restored {result['files']} files from {result['from']} into "
+          f"{result['restored']} (sha256s checked){aside}")
+    return 0
+
+
 def cmd_fake_bybit(args: argparse.Namespace) -> int:
     from appliance.exchange.fake_bybit import FakeLimits, faults_from_args, run_fake_bybit
 
@@ -382,6 +425,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fake-bybit": cmd_fake_bybit,
     "train": cmd_train,
     "models": cmd_models,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
     "tui": cmd_tui,
     "run": cmd_run,
     "status": cmd_status,

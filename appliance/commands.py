@@ -20,6 +20,7 @@ from appliance.config import Config
 from appliance.exchange.base import Exchange
 from appliance.exchange.factory import make_clock, make_exchange
 from appliance.pairlist import PairRow
+from appliance.paths import OutsideStateDir, StatePaths
 from appliance.services.discovery import discover_once
 from appliance.store import Store, StoreError
 from data.lake import DAY_MS, Lake
@@ -44,12 +45,12 @@ def discover(cfg: Config) -> list[PairRow]:
 def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
              ) -> list[dict[str, Any]]:
     cfg.state_path.mkdir(parents=True, exist_ok=True)
-    lake = Lake(cfg.state_path / "lake")
+    lake = Lake(StatePaths(cfg.state_path).lake)
 
     async def go(exchange: Exchange, clock) -> list[dict[str, Any]]:
         wanted = list(symbols)
         if not wanted:
-            with Bus(cfg.state_path / "bus") as bus:
+            with Bus(StatePaths(cfg.state_path).bus) as bus:
                 wanted = bus.tradable_pairs() or []
             if not wanted:
                 rows = await discover_once(exchange, cfg.discovery)
@@ -87,7 +88,7 @@ def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
 def _register(cfg: Config, lake: Lake) -> bool:
     """Record the lake's manifests in DuckDB unless ``run`` holds it (it does that itself)."""
     try:
-        store = Store(cfg.state_path / "methtrader.duckdb")
+        store = Store(StatePaths(cfg.state_path).duckdb)
     except StoreError:
         return False
     try:
@@ -131,8 +132,8 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     from appliance.lifecycle import register
     from models.training import train_run
 
-    lake_root = cfg.state_path / "lake"
-    with Bus(cfg.state_path / "bus") as bus:
+    lake_root = StatePaths(cfg.state_path).lake
+    with Bus(StatePaths(cfg.state_path).bus) as bus:
         tradable = bus.tradable_pairs()
     symbols = tradable if tradable else Lake(lake_root).symbols("5m")
     groups = groups_from_lake(lake_root, symbols,
@@ -162,9 +163,9 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
                                          list(group.symbols), kind, tags={"trigger": "manual"},
                                          progress=progress))
     try:
-        store = Store(cfg.state_path / "methtrader.duckdb")
+        store = Store(StatePaths(cfg.state_path).duckdb)
     except StoreError:
-        return results  # run holds it; it registers the receipts itself
+        return with_absolute_paths(cfg, results)  # run holds it; it registers the receipts
     try:
         with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
             life = _offline_lifecycle(cfg, store, bus)
@@ -172,7 +173,22 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
                 life.publish(register(store, r, now=_time.time(), actor="operator"))
     finally:
         store.close()
-    return results
+    return with_absolute_paths(cfg, results)
+
+
+def with_absolute_paths(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the operator: model paths (stored relative) made absolute, resolved against
+    the state dir in use."""
+    paths = StatePaths(cfg.state_path)
+
+    def absolute(stored: str) -> str:
+        try:
+            return str(paths.resolve_stored(stored))
+        except OutsideStateDir:
+            return stored  # it names no file of this state dir: shown as stored
+
+    return [{**row, "onnx_path": absolute(row["onnx_path"])} if row.get("onnx_path") else row
+            for row in rows]
 
 
 def _offline_lifecycle(cfg: Config, store: Store, bus: Bus):
@@ -186,24 +202,27 @@ def _offline_lifecycle(cfg: Config, store: Store, bus: Bus):
 
 def list_registry(cfg: Config) -> list[dict[str, Any]]:
     """The registry with each model's ``live`` record (its current book), from DuckDB, or from
-    the bus snapshots while ``run`` holds the file."""
+    the bus snapshots while ``run`` holds the file; model paths absolute, in the state dir in
+    use."""
     from appliance.book_records import live_figures
     from models.registry import list_models
 
-    db = cfg.state_path / "methtrader.duckdb"
-    if db.exists():
+    paths = StatePaths(cfg.state_path)
+    if paths.duckdb.exists():
         try:
-            store = Store(db, read_only=True)
+            store = Store(paths.duckdb, read_only=True)
         except StoreError:
             store = None  # run holds the file: its bus snapshots are current
         if store is not None:
             try:
-                return [{**m, "live": live_figures(store, m)} for m in list_models(store)]
+                return with_absolute_paths(cfg, [{**m, "live": live_figures(store, m)}
+                                                 for m in list_models(store)])
             finally:
                 store.close()
-    with Bus(cfg.state_path / "bus") as bus:
+    with Bus(paths.bus) as bus:
         live = bus.snapshot("model_live") or {}
-        return [{**m, "live": live.get(m["model_id"])} for m in bus.snapshot("registry") or []]
+        return with_absolute_paths(cfg, [{**m, "live": live.get(m["model_id"])}
+                                         for m in bus.snapshot("registry") or []])
 
 
 def registry_command(cfg: Config, command: str, args: dict[str, Any],

@@ -10,11 +10,17 @@ leaves its note behind, and the next start of the consumer service puts it back 
 Jobs must therefore be idempotent (they are keyed by run id).
 
 Jobs get 3 attempts with exponential backoff (huey's ``retries``/``retry_backoff``).
+
+No process outlives ``run``: the consumer watches its parent and takes its process group down
+when ``run`` dies, and each of its worker processes (and huey's scheduler) dies with the
+consumer (Linux ``PR_SET_PDEATHSIG``, a watching thread elsewhere). An orphan would otherwise
+finish a job that the next ``run`` re-queues, so it would run twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import logging
 import os
@@ -26,8 +32,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from huey import SqliteHuey
+from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
+from appliance.paths import StatePaths
 
 RUNNING_PREFIX = "job:running:"
 RETRIES = 2  # 3 attempts in all
@@ -37,7 +45,7 @@ TRAINING_PREFIX = "training:"
 
 
 def make_huey(state_dir: Path) -> SqliteHuey:
-    return SqliteHuey(name="methtrader", filename=str(Path(state_dir) / "queue.db"),
+    return SqliteHuey(name="methtrader", filename=str(StatePaths(state_dir).queue),
                       results=True, utc=True)
 
 
@@ -58,7 +66,7 @@ class Jobs:
     @property
     def bus(self) -> Bus:
         if self._bus is None:  # opened lazily: in the consumer, after the fork
-            self._bus = Bus(self.state_dir / "bus")
+            self._bus = Bus(StatePaths(self.state_dir).bus)
         return self._bus
 
     def register(self, name: str, fn: Callable[..., Any], *, retries: int = RETRIES,
@@ -117,24 +125,85 @@ def selftest(state_dir: Path, seconds: float, marker: str) -> int:
     state dir's ``jobs/``) with the worker's pid. Proves a job runs, survives interruption and
     completes exactly once."""
     time.sleep(seconds)
-    out = Path(state_dir) / "jobs" / marker
+    out = StatePaths(state_dir).jobs / marker
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return os.getpid()
 
 
-def _exit_with_parent() -> None:
-    """If ``run`` dies (even by SIGKILL), take the consumer and its workers down with it, so
-    the next ``run`` re-queues their jobs instead of racing an orphan that finishes them."""
-    parent = os.getppid()
+PR_SET_PDEATHSIG = 1
+PARENT_POLL_S = 0.2
 
+
+def _set_parent_death_signal() -> bool:
+    """Linux: have the kernel SIGKILL this process when the thread that forked it ends.
+    False where that is not available (then a thread watches the parent instead)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, on_orphaned: Callable[[], None]) -> None:
+    """Call ``on_orphaned`` as soon as this process no longer has ``parent_pid`` as parent
+    (at once when it already lost it: the parent may die before the watch starts)."""
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        on_orphaned()
 
+    if os.getppid() != parent_pid:
+        on_orphaned()
+        return
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (forked) process die when ``parent_pid``, its parent, dies, even by SIGKILL."""
+    if _set_parent_death_signal():
+        if os.getppid() != parent_pid:  # the parent died before the signal was armed
+            _kill_self()
+        return
+    _watch_parent(parent_pid, _kill_self)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """If ``run`` dies (even by SIGKILL), take the consumer and its workers down with it, so
+    the next ``run`` re-queues their jobs instead of racing an orphan that finishes them.
+
+    A thread watches here rather than ``PR_SET_PDEATHSIG``: trio starts the consumer from a
+    worker thread, and that signal fires when the forking *thread* ends, which trio's idle
+    threads do after a few seconds.
+    """
+    _watch_parent(parent_pid, lambda: os.killpg(os.getpgid(0), signal.SIGKILL))
+
+
+class _OrphanFreeEnvironment(ProcessEnvironment):
+    """huey's process environment, with every child (workers and the scheduler) bound to die
+    with the consumer: a SIGKILLed consumer leaves no worker finishing its job."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.consumer_pid = os.getpid()
+
+    def init_child(self, process: Any) -> None:
+        super().init_child(process)
+        die_with_parent(self.consumer_pid)
+
+
+class _Consumer(Consumer):
+    def get_environment(self, worker_type: str) -> Any:
+        if worker_type == "process":
+            return _OrphanFreeEnvironment(self._graceful_sig, self._interrupt_sig)
+        return super().get_environment(worker_type)
 
 
 def _build_features(state_dir: Path, symbol: str) -> int:
@@ -154,7 +223,7 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
     # huey's worker processes are daemonic, so joblib runs forests on one core: say it once
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
 
-    with Bus(Path(state_dir) / "bus") as bus:
+    with Bus(StatePaths(state_dir).bus) as bus:
         def progress(p: dict[str, Any]) -> None:
             bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {**p, "symbols": symbols,
                                                          "ts": time.time()})
@@ -177,20 +246,21 @@ def consumer_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="methtrader-jobs")
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="the appliance's pid: the consumer exits when it is gone")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='{"ts": %(created).3f, "level": "%(levelname)s", '
                                '"service": "huey", "msg": "%(message)s"}')
-    _exit_with_parent()
+    _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     run_consumer(Jobs(Path(args.state_dir)), args.workers)
     return 0
 
 
 def run_consumer(jobs: Jobs, workers: int) -> None:
     """Consume ``jobs``' queue in this process until SIGINT (graceful) or SIGTERM."""
-    consumer = jobs.huey.create_consumer(workers=workers, worker_type="process",
-                                         periodic=False, initial_delay=0.05, max_delay=0.5,
-                                         check_worker_health=True)
+    consumer = _Consumer(jobs.huey, workers=workers, worker_type="process", periodic=False,
+                         initial_delay=0.05, max_delay=0.5, check_worker_health=True)
     consumer.run()
 
 

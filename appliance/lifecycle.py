@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance.paths import StatePaths
 from appliance.store import Store
 from models.artifacts import delete_model_files
 from models.registry import RegistryError, get_model, insert_candidate, list_models
@@ -304,8 +305,8 @@ def delete_archived_files(store: Store, state_dir: Path) -> int:
 
 
 def _resolve(state_dir: Path, path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else Path(state_dir) / p
+    """A stored model path in the state dir in use, never another state dir's file."""
+    return StatePaths(state_dir).resolve_stored(path)
 
 
 def _check_files(store: Store, m: dict[str, Any]) -> None:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
+from appliance.paths import StatePaths
 from appliance.services.heartbeat import status_snapshot
 from appliance.store import Store, StoreError
 
 
 def gather_status(state_dir: Path, stale_after_s: float = 10.0) -> dict[str, Any]:
-    bus = Bus(state_dir / "bus")
+    bus = Bus(StatePaths(state_dir).bus)
     try:
         hb = bus.heartbeat()
         age = bus.heartbeat_age()
@@ -25,7 +26,7 @@ def gather_status(state_dir: Path, stale_after_s: float = 10.0) -> dict[str, Any
                    and age < stale_after_s and is_alive(int(hb.get("pid", 0))))
         snap = bus.snapshot("status") or {}
         source = "bus"
-        db = state_dir / "methtrader.duckdb"
+        db = StatePaths(state_dir).duckdb
         if not running and db.exists():
             try:
                 store = Store(db, read_only=True)

@@ -13,6 +13,8 @@ a released migration; add the next one.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -107,7 +109,20 @@ MIGRATIONS: list[str] = [
     CREATE TABLE registry_version (version BIGINT NOT NULL);
     INSERT INTO registry_version VALUES (0);
     """,
-    # v6: one book per model and mode period (appliance/books.py), persisted exactly (decimal
+    # v6: model paths relative to the state dir (the DuckDB file's folder), so a copy of a
+    # state dir uses its own files: strip the state dir's prefix, else keep the path from its
+    # last artifacts/ segment on (a file copied from another state dir)
+    """
+    UPDATE ml_models SET onnx_path = CASE
+        WHEN starts_with(onnx_path, s.state || '/') THEN substr(onnx_path, length(s.state) + 2)
+        WHEN regexp_matches(onnx_path, '/artifacts/')
+            THEN regexp_extract(onnx_path, '^.*/(artifacts/.*)$', 1)
+        ELSE onnx_path END
+    FROM (SELECT regexp_replace(path, '/[^/]*$', '') AS state FROM duckdb_databases()
+          WHERE database_name = current_database()) AS s
+    WHERE starts_with(onnx_path, '/');
+    """,
+    # v7: one book per model and mode period (appliance/books.py), persisted exactly (decimal
     # strings), the house's free cash, write-ahead order rows; the old single account-level
     # positions and the per-model equity series that mixed books go
     """
@@ -189,6 +204,32 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = SCHEMA_VERSION) -> int:
     return max(current, upto)
 
 
+def backup_before_migration(con: duckdb.DuckDBPyConnection, path: Path, version: int) -> Path:
+    """Copy the file as it stands to ``<state>/backups/methtrader-v<version>-<stamp>.duckdb``
+    (the state dir is the file's folder) before a migration touches it."""
+    from appliance.logs import service_logger
+    from appliance.paths import StatePaths
+
+    run_sql(con, "CHECKPOINT")  # the file alone then holds everything committed
+    folder = StatePaths(path.parent).backups
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = folder / f"methtrader-v{version}-{stamp}.duckdb"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = folder / f"methtrader-v{version}-{stamp}-{n}.duckdb"
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(path, tmp)
+    tmp.chmod(0o600)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(dest)
+    service_logger("store").info("backed up the database before migrating it",
+                                 backup=str(dest), from_version=version, to_version=SCHEMA_VERSION)
+    return dest
+
+
 class Store:
     """The appliance's DuckDB file (synchronous; use from one thread at a time)."""
 
@@ -197,6 +238,8 @@ class Store:
         self.read_only = read_only
         self.con = connect(self.path, read_only=read_only)
         if not read_only:
+            if 0 < (version := schema_version(self.con)) < SCHEMA_VERSION:
+                backup_before_migration(self.con, self.path, version)
             migrate(self.con)
         elif (version := schema_version(self.con)) != SCHEMA_VERSION:
             self.con.close()

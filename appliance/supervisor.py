@@ -34,6 +34,7 @@ from typing import Awaitable, Callable
 import trio
 from prometheus_client import start_http_server
 
+from appliance import backup
 from appliance.bar_hub import BarHub
 from appliance.bus import Bus
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
@@ -82,7 +83,7 @@ def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
             return summarize(result)
         return handler
 
-    return {"flatten": flatten, "reconcile": reconcile,
+    return {"flatten": flatten, "reconcile": reconcile, backup.COMMAND: backup.backup_command,
             **{name: registry(name) for name in REGISTRY_COMMANDS}}
 
 

@@ -4,6 +4,10 @@ metrics.json, loss_curve.json, result.json).
 A run's folder appears whole or not at all: everything is written into ``<run_id>.partial``,
 fsynced, and the folder is renamed. ``result.json`` is the receipt the appliance registers from;
 a folder with it is a finished run, so a job that runs again returns it instead of retraining.
+
+The receipt's ``onnx_path`` is relative to the state dir (``artifacts/<run_id>/model.onnx``), so
+a copied or restored state dir registers its own files; receipts written by older versions held
+absolute paths and are read back relative.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance.paths import StatePaths
+
 
 def artifacts_root(state_dir: Path) -> Path:
-    return Path(state_dir) / "artifacts"
+    return StatePaths(state_dir).artifacts
 
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
-    return artifacts_root(state_dir) / run_id
+    return StatePaths(state_dir).run_dir(run_id)
 
 
 def sha256_file(path: Path) -> str:
@@ -32,14 +38,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _receipt(state_dir: Path, path: Path) -> dict[str, Any]:
+    result = json.loads(path.read_text())
+    if "onnx_path" in result:
+        result["onnx_path"] = StatePaths(state_dir).relativise(result["onnx_path"])
+    return result
+
+
 def read_result(state_dir: Path, run_id: str) -> dict[str, Any] | None:
     path = run_dir(state_dir, run_id) / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _receipt(state_dir, path) if path.exists() else None
 
 
 def write_run(state_dir: Path, run_id: str, write_model: Callable[[Path], None],
               files: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """Write a finished run crash-safely; returns ``result`` with the ONNX path and sha256."""
+    """Write a finished run crash-safely; returns ``result`` with the ONNX path (relative to
+    the state dir) and sha256."""
     final = run_dir(state_dir, run_id)
     partial = final.with_name(final.name + ".partial")
     if partial.exists():
@@ -48,7 +62,7 @@ def write_run(state_dir: Path, run_id: str, write_model: Callable[[Path], None],
     write_model(partial / "model.onnx")
     for name, content in files.items():
         (partial / name).write_text(json.dumps(content, indent=1, sort_keys=True, default=float))
-    result = {**result, "onnx_path": str((final / "model.onnx").resolve()),
+    result = {**result, "onnx_path": StatePaths(state_dir).model_rel(run_id),
               "onnx_sha256": sha256_file(partial / "model.onnx")}
     (partial / "result.json").write_text(json.dumps(result, sort_keys=True, default=float))
     for f in partial.iterdir():
@@ -76,7 +90,7 @@ def finished_runs(state_dir: Path) -> list[dict[str, Any]]:
     for d in sorted(root.iterdir()):
         receipt = d / "result.json"
         if d.is_dir() and not d.name.endswith(".partial") and receipt.exists():
-            out.append(json.loads(receipt.read_text()))
+            out.append(_receipt(state_dir, receipt))
     return out
 
 

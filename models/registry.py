@@ -8,6 +8,10 @@ registers runs (idempotent by run id, so a job that ran twice is registered once
 
 A model is only ever loaded through :func:`verified_onnx_path`, which refuses a file whose
 sha256 no longer matches the registry.
+
+``onnx_path`` is stored relative to the state dir, and the state dir is the folder of the DuckDB
+file: :func:`model_path` resolves a stored path against the state dir in use, so a copy of a
+state dir loads (and archives) its own files, never the original's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import Store
 from models.artifacts import sha256_file
 
@@ -48,7 +53,7 @@ def insert_candidate(store: Store, r: dict[str, Any], now: float) -> dict[str, A
         "onnx_path, onnx_sha256, created, metrics, mode_since) VALUES (?, ?, ?, ?, ?, ?, "
         "'new', ?, ?, ?, ?, ?)",
         [model_id, r["run_id"], r["group"], json.dumps(r["symbols"]), r["timeframe"],
-         r["kind"], r["onnx_path"], r["onnx_sha256"], now, json.dumps(r["metrics"]), now])
+         r["kind"], stored_path(store, r["onnx_path"]), r["onnx_sha256"], now, json.dumps(r["metrics"]), now])
     return get_model(store, model_id)
 
 
@@ -88,10 +93,28 @@ def get_model(store: Store, model_id: str) -> dict[str, Any]:
     raise RegistryError(f"no model {model_id!r} in the registry (methtrader models lists them)")
 
 
+def state_paths(store: Store) -> StatePaths:
+    """The state dir a registry's paths are relative to: the DuckDB file's folder."""
+    return StatePaths(store.path.parent)
+
+
+def stored_path(store: Store, path: str) -> str:
+    """How a model path is stored: relative to the state dir (old absolute paths relativised)."""
+    return state_paths(store).relativise(path)
+
+
+def model_path(store: Store, onnx_path: str) -> Path:
+    """The absolute path of a stored model path, inside the state dir in use."""
+    try:
+        return state_paths(store).resolve_stored(onnx_path)
+    except OutsideStateDir as exc:
+        raise RegistryError(f"model file {onnx_path}: {exc}") from None
+
+
 def verified_onnx_path(store: Store, model_id: str) -> Path:
     """The model's ONNX file, after checking it is the file that was registered."""
     m = get_model(store, model_id)
-    path = Path(m["onnx_path"])
+    path = model_path(store, m["onnx_path"])
     if not path.exists():
         raise RegistryError(f"model {model_id}: {path} is missing (archived or deleted)")
     actual = sha256_file(path)

@@ -49,7 +49,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
         log.info("re-queued interrupted jobs", jobs=requeued)
         ctx.bus.publish("jobs_requeued", {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
-           "--workers", str(workers)]
+           "--workers", str(workers), "--parent-pid", str(os.getpid())]
     ctx.beat(NAME)
     # its own session: a terminal's Ctrl-C reaches only `run`, which stops the consumer itself
     proc = await trio.run_process(cmd, check=False, start_new_session=True,

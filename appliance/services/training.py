@@ -35,6 +35,7 @@ from appliance.context import ServiceContext
 from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
+from appliance.paths import StatePaths
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
 from data.lake import Lake
@@ -119,8 +120,7 @@ def model_files(store: Store, state_dir: Path) -> list[ModelFiles]:
     for m in list_models(store):
         if m["mode"] == "archived" or not m.get("onnx_path"):
             continue
-        path = Path(m["onnx_path"])
-        path = path if path.is_absolute() else Path(state_dir) / path
+        path = StatePaths(state_dir).resolve_stored(m["onnx_path"])
         size = path.stat().st_size if path.exists() else 0
         out.append(ModelFiles(m["model_id"], m["mode"], (m["metrics"] or {}).get("sharpe"),
                               bool(m.get("pinned")), size))

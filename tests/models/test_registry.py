@@ -41,7 +41,7 @@ def test_a_tampered_model_file_is_refused(tmp_path):
     register_result(store, r)
     model_id = list_models(store)[0]["model_id"]
     assert verified_onnx_path(store, model_id).exists()
-    with open(r["onnx_path"], "ab") as fh:
+    with open(tmp_path / r["onnx_path"], "ab") as fh:
         fh.write(b"!")
     with pytest.raises(RegistryError, match="does not match its registered sha256"):
         verified_onnx_path(store, model_id)
@@ -62,4 +62,4 @@ def test_artifacts_are_written_whole(tmp_path):
                                                        "result.json"]
     assert json.loads((folder / "params.json").read_text()) == {"a": 1}
     assert not list((tmp_path / "artifacts").glob("*.partial"))
-    assert r["onnx_path"] == str((folder / "model.onnx").resolve())
+    assert r["onnx_path"] == "artifacts/run2/model.onnx"  # relative to the state dir
