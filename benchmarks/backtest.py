@@ -1,6 +1,6 @@
 """``methtrader bench backtest``: candles per second of the vectorised backtester.
 
-Budget (DESIGN.md section 8): >= 20M candles/s per core on the vectorised path. The workload is
+Budget (docs/architecture.md): >= 20M candles/s per core on the vectorised path. The workload is
 the appliance's: 50 symbols x 90 days of 1-minute bars (6,480,000 candles), one thread. Both
 memory layouts are measured (each symbol's series contiguous, "F", and bar-major, "C"), and the
 slow reference loop is timed on a slice for comparison.

@@ -6,7 +6,7 @@ the real app runs headless (``App.run_test``) while a thread plays the appliance
 and status snapshot every second. Figures:
 
 * CPU of the TUI as % of one core (process CPU time minus the publisher thread's, over wall
-  time), on the dashboard and on the trade feed; the budget is 10 % (DESIGN.md section 8);
+  time), on the dashboard and on the trade feed; the budget is 10 % (docs/architecture.md);
 * latency of a screen switch: press ``2`` then ``1`` and time until the new screen is up and
   has drawn the current state (the first visit of a screen composes it, so it is reported
   apart).

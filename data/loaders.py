@@ -2,7 +2,7 @@
 
 One file becomes a :class:`CandleSeries`: rows ``(n, 7)`` float64 of open_time_ms, open, high,
 low, close, volume, turnover, oldest first, its interval, and a symbol taken from the file's
-name. Formats (``shared/data/real/SOURCES.md`` has real examples of each):
+name. Formats (``tests/fixtures/real/README.md`` lists real examples of each):
 
 * ccxt JSON (freqtrade, ``ETH_BTC-5m.json``): ``[[open_time_ms, o, h, l, c, v], ...]``
 * Feather (freqtrade) and Parquet: columns open_time|date|timestamp, open, high, low, close,

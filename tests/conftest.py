@@ -9,7 +9,8 @@ import pytest
 
 from appliance.config import Config, build_config
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+# Real candle files copied unchanged from public repositories; README.md there gives their sources.
+REAL_DATA = Path(__file__).resolve().parent / "fixtures" / "real"
 
 
 @pytest.fixture

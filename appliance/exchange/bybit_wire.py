@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: the adapter (:mod:`appliance.exchange.bybit`) and the fake server
 (:mod:`appliance.exchange.fake_bybit`) share one definition of the wire, and tests feed the
-parsers hostile input directly. Facts and sources: ``shared/ref/bybit_v5.md``.
+parsers hostile input directly. Facts and sources: ``docs/bybit_v5.md``.
 
 Every parser raises :class:`ValidationError` on anything it does not fully understand, so a
 malformed or out-of-order payload can never reach storage.

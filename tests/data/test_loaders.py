@@ -1,4 +1,4 @@
-"""The real candle files of shared/data/real load as SOURCES.md describes them; bad ones are
+"""The real candle files of tests/fixtures/real load as their README describes them; bad ones are
 refused with a message that names the file."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 from data.candle_checks import InvalidCandles, check_candles, fmt_ms
 from data.candle_formats import describe_path
 from data.loaders import CandleFileError, load_file, load_folder
+from tests.conftest import REAL_DATA as REAL
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 FT, LEAN = "freqtrade", "quantconnect_lean/Data"
 
 
-# file, symbol, market, interval, rows, first open, last open (SOURCES.md)
+# file, symbol, market, interval, rows, first open, last open (tests/fixtures/real/README.md)
 OHLCV = [
     (f"{FT}/ADA_BTC-5m.json", "ADABTC", "spot", "5m", 5720, "2018-01-10 04:55", "2018-01-30 04:50"),
     (f"{FT}/DASH_BTC-5m.json", "DASHBTC", "spot", "5m", 5758, "2018-01-10 04:55",
@@ -88,7 +88,7 @@ OHLCV = [
 
 # file, words its refusal must carry
 REFUSED = [
-    ("SOURCES.md", "not a candle file type (.md)"),
+    ("README.md", "not a candle file type (.md)"),
     (f"{FT}/futures/XRP_USDT_USDT-8h-funding_rate.json",
      "not OHLCV candles: high below open or close, or low above them, in 91 rows "
      "(a funding-rate file?)"),
@@ -169,8 +169,8 @@ def test_names_from_paths():
     assert (hive.symbol, hive.interval) == ("SOLUSDT", "1m")
 
 
-def test_the_real_data_folder_is_beside_the_repository():
-    assert REAL.is_dir(), f"{REAL} is missing: the shared folder must sit beside the clone"
+def test_the_real_data_folder_is_inside_the_repository():
+    assert REAL.is_dir(), f"{REAL} is missing: the fixture files must be checked out"
 
 
 # -- damaged copies --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``methtrader run --exchange replay`` over the real candle files in ../shared/data/real."""
+"""``methtrader run --exchange replay`` over the real candle files in tests/fixtures/real."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
-"""Real candles for the model tests, read straight from the shared freqtrade JSON files."""
+"""Real candles for the model tests, read straight from the freqtrade JSON fixture files."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
-FREQTRADE = REAL / "freqtrade"
+from tests.conftest import REAL_DATA
+
+FREQTRADE = REAL_DATA / "freqtrade"
 
 
 def load_freqtrade(name: str) -> np.ndarray:

@@ -15,8 +15,8 @@ from appliance.exchange.base import Exchange, ExchangeError
 from appliance.exchange.replay import ReplayExchange, replay_start_ms, resample
 from data.candle_checks import fmt_ms
 from data.loaders import load_file
+from tests.conftest import REAL_DATA as REAL
 
-REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
 PERP = "quantconnect_lean/Data/cryptofuture/bybit/minute/btcusdt/20221213_trade.zip"
 DAY0 = 1_670_889_600_000  # 2022-12-13 00:00 UTC, the first candle of PERP
 XRPETH0 = 1_570_752_000_000  # 2019-10-11 00:00 UTC
