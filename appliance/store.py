@@ -147,6 +147,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE equity ADD COLUMN books JSON;
     DROP TABLE positions;
     DROP TABLE model_equity;
+    CREATE TABLE model_bars_daily (day BIGINT NOT NULL, book_id VARCHAR NOT NULL,
+        model_id VARCHAR, symbol VARCHAR NOT NULL, bars BIGINT, mean_target DOUBLE,
+        last_close DOUBLE, PRIMARY KEY (day, book_id, symbol));
+    CREATE TABLE fills_daily (day BIGINT NOT NULL, book_id VARCHAR NOT NULL,
+        model_id VARCHAR, mode VARCHAR, symbol VARCHAR NOT NULL, fills BIGINT, trades BIGINT,
+        qty DOUBLE, notional DOUBLE, fees DOUBLE, pnl DOUBLE,
+        PRIMARY KEY (day, book_id, symbol));
     """,
 ]
 

@@ -11,11 +11,13 @@ Task tree of ``methtrader run``::
          ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
          ├─ supervise("datasets")      new pair → 90-day backfill → lake + manifest → feature job
          ├─ supervise("training")      groups → nightly/Sunday jobs → receipts → registry
-         ├─ supervise("trading")       closed bars → prod/shadow models → risk → orders → fills
+         ├─ supervise("trading")       closed bars (from the feed, via the bar hub) → models →
+         │                             books → order gateway (risk, kill switch) / paper desk
          ├─ supervise("shadow")        candidates → shadow (1%) → nightly promotion, parity
          ├─ supervise("risk")          7-day drawdown → deploys_frozen; VaR
+         ├─ supervise("housekeeping")  nightly: old per-bar rows → daily aggregates
          ├─ supervise("notify")        webhook sender (events and audit always)
-         └─ supervise("feed")          closed 1m candles → DuckDB, data_source_update events
+         └─ supervise("feed")          closed 1m candles → DuckDB; closed 5m/1h bars → bar hub
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
 in ``appliance/services/`` that runs until cancelled. ``run`` is the only process that opens
@@ -47,8 +49,8 @@ from appliance.jobs import Jobs
 from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
-from appliance.services import (consumer, datasets, discovery, feed, heartbeat, operator, risk,
-                                 shadow, trading, training)
+from appliance.services import (consumer, datasets, discovery, feed, heartbeat, housekeeping,
+                                 operator, risk, shadow, trading, training)
 from appliance.store import Store, StoreRunner
 from appliance.supervision import Supervisor
 
@@ -109,6 +111,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         trading.NAME: functools.partial(trading.run, ctx, engine, hub),
         shadow.NAME: functools.partial(shadow.run, ctx, notifier, life),
         risk.NAME: functools.partial(risk.run, ctx, notifier),
+        housekeeping.NAME: functools.partial(housekeeping.run, ctx),
     }
 
 

@@ -56,8 +56,8 @@ def fill_bus(bus: Bus) -> None:
         }})
     bus.put_snapshot("models", [
         {"model_id": "m000", "group": "BTCUSDT", "kind": "lstm", "mode": "prod", "sharpe": 1.92,
-         "pnl": 812.5, "days_in_shadow": 7.0, "trades": 412, "parity": 0.0031,
-         "pinned": True},
+         "pnl": 812.5, "days_in_shadow": 7.0, "trades": 412, "fills": 1650, "parity": 0.0031,
+         "pinned": True, "since": 1717243200.0},
         {"model_id": "m001", "group": "ETHUSDT", "kind": "rf", "mode": "prod", "sharpe": 1.41,
          "pnl": 301.0, "days_in_shadow": 7.0, "trades": 390, "pinned": False},
         {"model_id": "m002", "group": "BTCUSDT", "kind": "ensemble", "mode": "shadow",
@@ -67,6 +67,8 @@ def fill_bus(bus: Bus) -> None:
         {"model_id": "m004", "group": "XRPUSDT", "kind": "mlp", "mode": "candidate"},
         {"model_id": "m005", "group": "XRPUSDT", "kind": "mlp", "mode": "archived",
          "sharpe": 0.1, "pnl": -3.0, "days_in_shadow": 7.0, "trades": 12, "pinned": False},
+        {"model_id": "m006", "group": "ETHUSDT", "kind": "mlp", "mode": "retired",
+         "sharpe": 0.9, "since": 1717200000.0, "pinned": False},
     ])
     bus.put_snapshot("training", [
         {"run_id": "r-lstm-btc", "model_id": "m010", "group": "BTCUSDT", "symbols": ["BTCUSDT"],

@@ -138,6 +138,28 @@ def test_promote_and_demote_send_audited_commands(bus_state: Path) -> None:
         ("operator-test", "command demote", "m000"), ("operator-test", "command promote", "m002")]
 
 
+def test_rollback_asks_first_and_sends_the_group(bus_state: Path) -> None:
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "5", "models")
+        await pilot.press("b")  # m000's group (BTCUSDT) has no retired model: nothing to do
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmDialog)
+        await pilot.press("down")  # m001: ETHUSDT, whose m006 is retired
+        await answer_dialog(app, pilot, "b", "n")
+        await pilot.pause(0.3)
+        assert not app.actions_done
+        await answer_dialog(app, pilot, "b", "y")
+        await wait_for(lambda: len(app.actions_done) == 1)
+
+    run_scenario(app, scenario)
+    with Bus(bus_state / "bus") as bus:
+        commands = [(c["command"], c["args"]) for c in bus.pending_commands()]
+    assert commands == [("rollback", {"group": "ETHUSDT", "reason": "operator via tui"})]
+    assert audit(bus_state)[-1]["action"] == "command rollback"
+
+
 def test_keys_do_not_stack_dialogs_and_help_closes(bus_state: Path) -> None:
     app = make_app(bus_state)
 

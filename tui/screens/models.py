@@ -1,4 +1,7 @@
-"""Models: the prod vs shadow leaderboard, with promote/demote/rollback behind a confirmation."""
+"""Models: the prod vs shadow leaderboard, with promote/demote/rollback behind a confirmation.
+
+Shadow and prod rows show their current book's own figures (Sharpe, P&L, trades — entries and
+flips — and fills since the mode period began); candidates show their validation Sharpe."""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ from tui.widgets import fmt
 from tui.widgets.table import fill, make_table, selected_key
 
 MODE_ORDER = {"prod": 0, "shadow": 1, "candidate": 2, "retired": 3}
-COLUMNS = ("Model", "Group", "Kind", "Mode", "Sharpe", "P&L", "Days in shadow", "Trades",
-           "Parity", "Pinned")
+COLUMNS = ("Model", "Group", "Kind", "Mode", "Since", "Sharpe", "P&L", "Days in shadow",
+           "Trades", "Fills", "Parity", "Pinned")
 
 
 def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]]:
@@ -50,8 +53,9 @@ class ModelsScreen(MissionScreen):
         fill(self.query_one("#leaderboard", DataTable), ((str(m.get("model_id")), (
             fmt.text(m.get("model_id")), fmt.text(m.get("group")), fmt.kind(m.get("kind")),
             Text(str(m["mode"]), style="bold green" if m["mode"] == "prod" else "cyan"),
-            fmt.num(m.get("sharpe")), fmt.pnl(m.get("pnl")), fmt.num(m.get("days_in_shadow"), 1),
-            fmt.integer(m.get("trades")), fmt.num(m.get("parity"), 4),
+            fmt.timestamp(m.get("since"), "%m-%d %H:%M"), fmt.num(m.get("sharpe")),
+            fmt.pnl(m.get("pnl")), fmt.num(m.get("days_in_shadow"), 1),
+            fmt.integer(m.get("trades")), fmt.integer(m.get("fills")), fmt.num(m.get("parity"), 4),
             "yes" if m.get("pinned") else ""))
             for m in leaderboard(state.models)))
 

@@ -1,0 +1,24 @@
+"""Housekeeping: nightly, per-bar rows older than ``store.retention_days`` are compacted into
+daily aggregates (:mod:`appliance.retention`), so the DuckDB file does not grow without bound."""
+
+from __future__ import annotations
+
+from appliance.context import ServiceContext
+from appliance.logs import service_logger
+from appliance.retention import compact
+from appliance.schedule import DAY_S, next_daily, parse_hhmm
+
+NAME = "housekeeping"
+AT = "03:30"  # market time, after the nightly training and shadow verdicts
+
+
+async def run(ctx: ServiceContext) -> None:
+    log = service_logger(NAME)
+    at = parse_hhmm(AT)
+    while True:
+        ctx.beat(NAME)
+        await ctx.clock.sleep_until(next_daily(ctx.clock.now(), at))
+        before = int((ctx.clock.now() - ctx.cfg.store.retention_days * DAY_S) * 1000)
+        gone = await ctx.store.run(compact, ctx.store.store, before)
+        if any(gone.values()):
+            log.info("old rows compacted into daily aggregates", **gone)
