@@ -75,6 +75,7 @@ class Book:
     next_fill: int = 1
     state: str = "open"  # open → closing (its positions are being closed) → closed
     closed_ms: int | None = None
+    touched: set[str] = field(default_factory=set)  # positions changed since the last save
 
     def __post_init__(self) -> None:
         self.capital, self.cash, self.fees = (self.num(v) for v in (self.capital, self.cash,
@@ -109,6 +110,7 @@ class Book:
         if not q:
             raise ValueError(f"{self.book_id}: a fill of zero {symbol}")
         h = self.positions.setdefault(symbol, Holding(self.num(0), self.num(0), self.num(0)))
+        self.touched.add(symbol)
         before = h.qty
         realized = self.num(0)
         if before and (before > 0) != (q > 0):  # reduces (and maybe flips) the position

@@ -145,6 +145,19 @@ class Bus:
                                  "kind": kind, "service": service, "data": data})
         return seq
 
+    def publish_many(self, kind: str, items: list[dict[str, Any]], *,
+                     service: str = "appliance", market_ts: float | None = None) -> None:
+        """Append several events of one kind in one transaction (a bar's trades)."""
+        if not items:
+            return
+        with self._events.transact():
+            last = self.cache.incr("events_seq", len(items))
+            now = time.time()
+            for i, data in enumerate(items):
+                self._events.append({"seq": last - len(items) + 1 + i, "ts": now,
+                                     "market_ts": market_ts, "kind": kind,
+                                     "service": service, "data": data})
+
     def last_event_seq(self) -> int:
         return int(self.cache.get("events_seq", 0))
 

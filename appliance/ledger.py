@@ -51,6 +51,7 @@ class Ledger:
             self.house = Book(HOUSE, HOUSE, HOUSE, "", now_ms, venue.equity, cash)
             for p in venue.positions:
                 self.house.positions[p.symbol] = Holding(p.qty, p.qty * p.avg_price, Decimal(0))
+                self.house.touched.add(p.symbol)
             self.dirty.add(HOUSE)
             notes.append(f"house opened with the venue's account: equity {venue.equity}, "
                          f"{len(venue.positions)} unattributed position(s) to close")

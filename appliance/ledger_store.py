@@ -2,95 +2,134 @@
 
 Books are stored with their numbers as decimal strings (``str(Decimal)``, ``repr(float)``), so
 a prod book read back after a restart is the very book that was written — to the last digit —
-and a restart changes no model's record. Orders are written before they are sent (status
-``pending``, keyed by the ``orderLinkId`` the venue also sees) so that a crash between the
-venue's fill and our write loses nothing: reconciliation adopts the fill at the next start.
+and a restart changes no model's record.
+
+Every write is a bulk insert of an Arrow table inside one transaction: a bar's rows (a few
+hundred at 50 symbols) cost one statement per table, where row-by-row inserts cost a
+millisecond each. The order gateway's write-ahead log is a file
+(:mod:`appliance.order_journal`), not DuckDB, for the same reason.
 """
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
 
 from appliance.books import Book, BookFill, Holding
 from appliance.store import Store
 
+ORDER_COLUMNS = ("order_id", "ts", "symbol", "side", "qty", "model_id", "mode", "status",
+                 "reason", "price", "book_id")
+FILL_COLUMNS = ("order_id", "ts", "symbol", "side", "qty", "price", "fee", "model_id", "mode",
+                "fill_id", "book_id", "pnl", "trade")
+BOOK_COLUMNS = ("book_id", "model_id", "mode", "grp", "opened", "closed", "state", "exact",
+                "capital", "cash", "fees", "trades", "fills", "next_fill", "updated")
+BAR_COLUMNS = ("ts", "model_id", "symbol", "mode", "close", "target", "p_short", "p_flat",
+               "p_long", "book_id")
 
-def _s(value: object) -> str:
+
+def _s(value: object) -> str | None:
+    if value is None:
+        return None
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _bulk(store: Store, table: str, columns: Sequence[str], rows: list[tuple],
+          conflict: str = "") -> None:
+    """INSERT the rows (tuples in ``columns`` order) in one statement."""
+    if not rows:
+        return
+    data = pa.table({c: pa.array([r[i] for r in rows]) for i, c in enumerate(columns)})
+    name = f"_bulk_{table}"
+    store.con.register(name, data)
+    try:
+        cols = ", ".join(columns)
+        store.sql(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name} {conflict}")
+    finally:
+        store.con.unregister(name)
+
+
+def _transaction(store: Store, fn: Any) -> None:
+    store.sql("BEGIN TRANSACTION")
+    try:
+        fn()
+        store.sql("COMMIT")
+    except Exception:
+        store.sql("ROLLBACK")
+        raise
+
+
+def _order_row(o: Any) -> tuple:
+    return (o.order_id, o.ts, o.symbol, o.side.value, _s(o.qty), o.book.model_id, o.book.mode,
+            o.status, o.reason, _s(o.fill.price if o.fill is not None else o.price),
+            o.book.book_id)
+
+
+def _fill_row(f: BookFill, order_id: str, model_id: str, mode: str) -> tuple:
+    return (order_id, f.ts, f.symbol, "Buy" if f.qty > 0 else "Sell", _s(abs(f.qty)),
+            _s(f.price), _s(f.fee), model_id, mode, f.fill_id, f.book_id, f.pnl, f.trade)
 
 
 # -- orders and fills -------------------------------------------------------------------------
 
-def record_orders(store: Store, orders: Iterable[Any]) -> None:
-    """A batch's orders before they are sent (``pending``) and its refusals, in one
-    transaction: the write-ahead log of the order gateway."""
-    store.sql("BEGIN TRANSACTION")
-    try:
-        for o in orders:
-            store.sql("INSERT INTO orders (order_id, ts, symbol, side, qty, model_id, mode, "
-                      "status, reason, price, book_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                      "ON CONFLICT (order_id) DO NOTHING",
-                      [o.order_id, o.ts, o.symbol, o.side.value, o.qty, o.book.model_id,
-                       o.book.mode, o.status, o.reason, o.price, o.book.book_id])
-        store.sql("COMMIT")
-    except Exception:
-        store.sql("ROLLBACK")
-        raise
-
-
-def record_fills(store: Store, orders: Iterable[Any]) -> None:
-    """What became of a batch's orders, their fills and the books they changed, in one
-    transaction."""
+def record_orders(store: Store, orders: Iterable[Any], books: Iterable[Book], ts: int) -> None:
+    """A batch's orders as they ended (filled, failed, refused, unfilled), their fills and the
+    books they changed, in one transaction."""
     orders = list(orders)
-    store.sql("BEGIN TRANSACTION")
+
+    def write() -> None:
+        _bulk(store, "orders", ORDER_COLUMNS, [_order_row(o) for o in orders],
+              "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
+              "reason = excluded.reason, price = excluded.price")
+        _bulk(store, "fills", FILL_COLUMNS, [_fill_row(o.fill, o.order_id, o.book.model_id,
+                                                       o.book.mode)
+                                             for o in orders if o.fill is not None])
+        _save_books(store, books, ts)
+
+    _transaction(store, write)
+
+
+def known_orders(store: Store, order_ids: Sequence[str]) -> set[str]:
+    """Which of ``order_ids`` DuckDB already holds."""
+    if not order_ids:
+        return set()
+    data = pa.table({"order_id": pa.array(list(order_ids), pa.string())})
+    store.con.register("_ids", data)
     try:
-        books = {}
-        for o in orders:
-            price = o.fill.price if o.fill is not None else None
-            store.sql("UPDATE orders SET status = ?, reason = ?, price = coalesce(?, price) "
-                      "WHERE order_id = ?", [o.status, o.reason, None if price is None
-                                             else _s(price), o.order_id])
-            if o.fill is not None:
-                _insert_fill(store, o.fill, o.order_id, o.book.model_id, o.book.mode)
-                books[o.book.book_id] = o.book
-        for book in books.values():
-            save_book(store, book, max(o.ts for o in orders))
-        store.sql("COMMIT")
-    except Exception:
-        store.sql("ROLLBACK")
-        raise
-
-
-def pending_orders(store: Store) -> list[dict[str, Any]]:
-    return store._dicts("SELECT order_id, ts, symbol, side, qty, book_id, model_id FROM orders "
-                        "WHERE status = 'pending' ORDER BY ts")
-
-
-def _insert_fill(store: Store, f: BookFill, order_id: str, model_id: str, mode: str) -> None:
-    store.sql("INSERT INTO fills (order_id, ts, symbol, side, qty, price, fee, model_id, mode, "
-              "fill_id, book_id, pnl, trade) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-              [order_id, f.ts, f.symbol, "Buy" if f.qty > 0 else "Sell", _s(abs(f.qty)),
-               _s(f.price), _s(f.fee), model_id, mode, f.fill_id, f.book_id, f.pnl, f.trade])
+        return {r[0] for r in store.sql("SELECT order_id FROM orders JOIN _ids USING (order_id)")}
+    finally:
+        store.con.unregister("_ids")
 
 
 # -- books ------------------------------------------------------------------------------------
 
+def _save_books(store: Store, books: Iterable[Book], ts: int) -> None:
+    books = list(books)
+    _bulk(store, "books", BOOK_COLUMNS,
+          [(b.book_id, b.model_id, b.mode, b.group, b.opened_ms, b.closed_ms, b.state, b.exact,
+            _s(b.capital), _s(b.cash), _s(b.fees), b.trades, b.fills, b.next_fill, ts)
+           for b in books],
+          "ON CONFLICT (book_id) DO UPDATE SET closed = excluded.closed, state = excluded.state, "
+          "capital = excluded.capital, cash = excluded.cash, fees = excluded.fees, "
+          "trades = excluded.trades, fills = excluded.fills, next_fill = excluded.next_fill, "
+          "updated = excluded.updated")
+    rows = []
+    for b in books:
+        for symbol in sorted(b.touched):
+            h = b.positions[symbol]
+            rows.append((b.book_id, symbol, _s(h.qty), _s(h.cost), _s(h.realized), ts))
+        b.touched.clear()
+    _bulk(store, "book_positions", ("book_id", "symbol", "qty", "cost", "realized", "updated"),
+          rows, "ON CONFLICT (book_id, symbol) DO UPDATE SET qty = excluded.qty, "
+                "cost = excluded.cost, realized = excluded.realized, "
+                "updated = excluded.updated")
+
+
 def save_book(store: Store, b: Book, ts: int) -> None:
-    store.sql("INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-              "ON CONFLICT (book_id) DO UPDATE SET closed = excluded.closed, "
-              "state = excluded.state, capital = excluded.capital, cash = excluded.cash, "
-              "fees = excluded.fees, trades = excluded.trades, fills = excluded.fills, "
-              "next_fill = excluded.next_fill, updated = excluded.updated",
-              [b.book_id, b.model_id, b.mode, b.group, b.opened_ms, b.closed_ms, b.state,
-               b.exact, _s(b.capital), _s(b.cash), _s(b.fees), b.trades, b.fills, b.next_fill,
-               ts])
-    for symbol, h in b.positions.items():
-        store.sql("INSERT INTO book_positions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
-                  "(book_id, symbol) DO UPDATE SET qty = excluded.qty, cost = excluded.cost, "
-                  "realized = excluded.realized, updated = excluded.updated",
-                  [b.book_id, symbol, _s(h.qty), _s(h.cost), _s(h.realized), ts])
+    _transaction(store, lambda: _save_books(store, [b], ts))
 
 
 def load_books(store: Store, states: tuple[str, ...] = ("pending", "open", "closing")
@@ -115,40 +154,41 @@ def load_books(store: Store, states: tuple[str, ...] = ("pending", "open", "clos
     return books
 
 
-def record_bar(store: Store, ts: int, model_rows: Iterable[tuple], paper_fills: Iterable[
-        tuple[Book, BookFill]], books: Iterable[Book], book_equity: dict[str, tuple[float, str]],
-               account: dict[str, Any] | None) -> None:
-    """Everything one bar produced, in one transaction: every model's targets, the paper
-    fills, the books they changed, every book's equity and the account's (``account``: the
-    books' total, the house's cash, the venue's own equity at the same marks, and each account
-    book's equity — the identity ``equity = Σ books`` can be checked from the row)."""
-    store.sql("BEGIN TRANSACTION")
-    try:
-        for r in model_rows:
-            store.sql("INSERT INTO model_bars (ts, model_id, symbol, mode, close, target, "
-                      "p_short, p_flat, p_long, book_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                      "ON CONFLICT DO NOTHING", list(r))
-        for book, f in paper_fills:
-            _insert_fill(store, f, f.fill_id, book.model_id, book.mode)
-        for b in books:
-            save_book(store, b, ts)
-        for book_id, (equity, exact) in book_equity.items():
-            store.sql("INSERT INTO book_equity VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                      [ts, book_id, equity, exact])
+def record_bar(store: Store, ts: int, model_rows: list[tuple],
+               paper_fills: Iterable[tuple[Book, BookFill]], books: Iterable[Book],
+               book_equity: dict[str, tuple[float, str]],
+               account: dict[str, Any] | None, orders: Iterable[Any] = ()) -> None:
+    """Everything one bar produced, in one transaction: the orders as they ended and their
+    fills, every model's targets, the paper fills, the books that changed, every book's equity
+    and the account's (``account``: the books' total, the house's cash, the venue's own equity
+    at the same marks, and each account book's equity — the identity ``equity = Σ books`` can
+    be checked from the row)."""
+    orders = list(orders)
+
+    def write() -> None:
+        _bulk(store, "orders", ORDER_COLUMNS, [_order_row(o) for o in orders],
+              "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
+              "reason = excluded.reason, price = excluded.price")
+        _bulk(store, "fills", FILL_COLUMNS,
+              [_fill_row(o.fill, o.order_id, o.book.model_id, o.book.mode) for o in orders
+               if o.fill is not None]
+              + [_fill_row(f, f.fill_id, b.model_id, b.mode) for b, f in paper_fills])
+        _bulk(store, "model_bars", BAR_COLUMNS, model_rows, "ON CONFLICT DO NOTHING")
+        _save_books(store, books, ts)
+        _bulk(store, "book_equity", ("ts", "book_id", "equity", "exact"),
+              [(ts, i, e, x) for i, (e, x) in book_equity.items()], "ON CONFLICT DO NOTHING")
         if account is not None:
             a = account
-            store.sql("INSERT INTO equity (ts, equity, wallet, cash, exact, venue_exact, books) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ts) DO UPDATE SET "
-                      "equity = excluded.equity, wallet = excluded.wallet, cash = excluded.cash, "
-                      "exact = excluded.exact, venue_exact = excluded.venue_exact, "
-                      "books = excluded.books",
-                      [ts, float(a["equity"]), float(a["venue"]), float(a["cash"]),
-                       str(a["equity"]), str(a["venue"]),
-                       json.dumps({k: str(v) for k, v in a["books"].items()})])
-        store.sql("COMMIT")
-    except Exception:
-        store.sql("ROLLBACK")
-        raise
+            _bulk(store, "equity", ("ts", "equity", "wallet", "cash", "exact", "venue_exact",
+                                    "books"),
+                  [(ts, float(a["equity"]), float(a["venue"]), float(a["cash"]),
+                    str(a["equity"]), str(a["venue"]),
+                    json.dumps({k: str(v) for k, v in a["books"].items()}))],
+                  "ON CONFLICT (ts) DO UPDATE SET equity = excluded.equity, "
+                  "wallet = excluded.wallet, cash = excluded.cash, exact = excluded.exact, "
+                  "venue_exact = excluded.venue_exact, books = excluded.books")
+
+    _transaction(store, write)
 
 
 # -- series -----------------------------------------------------------------------------------
@@ -174,7 +214,3 @@ def book_bars(store: Store, book_id: str, since_ms: int = 0) -> list[dict[str, A
 def book_row(store: Store, book_id: str) -> dict[str, Any] | None:
     rows = store._dicts("SELECT * FROM books WHERE book_id = ?", [book_id])
     return rows[0] if rows else None
-
-
-def books_of(store: Store, model_id: str) -> list[dict[str, Any]]:
-    return store._dicts("SELECT * FROM books WHERE model_id = ? ORDER BY opened", [model_id])

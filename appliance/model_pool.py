@@ -1,7 +1,9 @@
 """The model pool: the prod and shadow models the trading engine runs, as ONNX sessions.
 
-It reloads when the registry version changes (every lifecycle transition bumps it), so a model
-that was promoted, retired or archived a moment ago is picked up — or dropped — at the next bar.
+It reloads when the registry version changes (every lifecycle transition bumps it in DuckDB and
+mirrors it on the bus), so a model that was promoted, retired or archived a moment ago is picked
+up — or dropped — at the next bar. Each bar it reads the bus's mirror (a microsecond); DuckDB's
+own version is read at start and hourly, in case the bus ever missed a bump.
 A model file is opened only after its sha256 matches the registry; one that does not is refused
 (an incident) and not run. One session per model, shared by every symbol it serves.
 """
@@ -51,11 +53,16 @@ class ModelPool:
         self.ctx = ctx
         self.on_refused = on_refused
         self.version = -1
+        self.seen = -1  # the bus mirror at the last reload
         self.models: dict[str, PooledModel] = {}
 
-    async def refresh(self) -> bool:
+    async def refresh(self, *, force: bool = False) -> bool:
         """Reload when the registry changed; True when it did."""
         store = self.ctx.store
+        mirror = self.ctx.bus.counter(lifecycle.REGISTRY_VERSION)
+        if mirror == self.seen and not force:
+            return False
+        self.seen = mirror
         version = await store.run(lifecycle.registry_version, store.store)
         if version == self.version:
             return False

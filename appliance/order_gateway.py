@@ -8,16 +8,17 @@ a bar's orders together as one :class:`OrderBatch`:
    daily loss, order rate, per-symbol notional, gross exposure, leverage) hold on the account as
    it would stand after the orders already in the batch. A refusal is recorded with its reason
    and counted, never sent.
-2. **Write-ahead**: the batch's orders are written to DuckDB (``pending``, keyed by the
-   ``orderLinkId`` the venue sees) in one transaction *before* any is sent.
+2. **Write-ahead**: the batch's orders are appended to the order journal (keyed by the
+   ``orderLinkId`` the venue sees, :mod:`appliance.order_journal`) *before* any is sent.
 3. **Send**: one by one, shielded from cancellation (an order in flight is never abandoned);
    the kill switch is read from the bus again right before each, so a switch thrown mid-batch
    stops every order that would add risk.
-4. **Book**: the fills go into their books, and the fills, the books and the orders' new status
-   are written in one transaction.
+4. **Book**: the fills go into their books; the orders as they ended, the fills and the books
+   are written to DuckDB in one transaction, and the journal is emptied.
 
 A crash between the venue's fill and step 4 loses nothing: at the next start
-:meth:`OrderGateway.settle_pending` asks the venue for each pending order and adopts its fill.
+:meth:`OrderGateway.settle_pending` asks the venue for each journalled order DuckDB does not
+know and adopts its fill.
 Reconciliation compares the venue's positions with the books' (prod books plus the house): a
 symbol that differs is an incident and is halted until they agree again.
 """
@@ -38,8 +39,9 @@ from appliance.bus import MAINTENANCE_MODE
 from appliance.domain import Fill, OrderIntent, Side
 from appliance.exchange.base import ExchangeError
 from appliance.ledger import Ledger
-from appliance.ledger_store import pending_orders, record_fills, record_orders
+from appliance.ledger_store import known_orders, record_orders
 from appliance.logs import service_logger
+from appliance.order_journal import OrderJournal
 from appliance.risk import AccountView, RiskLimits, check_order
 
 NAME = "trading"
@@ -73,10 +75,24 @@ class OrderBatch:
         return self.view.positions  # type: ignore[return-value]
 
 
+def books_of(batch: OrderBatch) -> list[Book]:
+    """The books a batch's fills changed."""
+    return list({o.book.book_id: o.book for o in batch.orders if o.fill is not None}.values())
+
+
+def trade_event(book: Book, f: BookFill, reduce_only: bool = False) -> dict[str, Any]:
+    """The ``trade`` event of a fill (the trade feed's row)."""
+    return {"ts_ms": f.ts, "symbol": f.symbol, "side": "Buy" if f.qty > 0 else "Sell",
+            "qty": str(abs(f.qty)), "price": str(f.price), "fee": str(f.fee), "pnl": f.pnl,
+            "trade": f.trade, "model_id": book.model_id, "book_id": book.book_id,
+            "mode": book.mode, "reduce_only": reduce_only}
+
+
 class OrderGateway:
-    def __init__(self, ctx: Any, limits: RiskLimits) -> None:
+    def __init__(self, ctx: Any, limits: RiskLimits, journal: OrderJournal) -> None:
         self.ctx = ctx
         self.limits = limits
+        self.journal = journal
         self.log = service_logger(NAME)
         self.halted: set[str] = set()
         self.order_times: deque[float] = deque()
@@ -133,18 +149,18 @@ class OrderGateway:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def execute(self, batch: OrderBatch, t0: float | None = None) -> list[BookFill]:
-        """Write the batch ahead, send it, book the fills (see the module docstring)."""
-        store = self.ctx.store
-        if not batch.orders and not batch.refused:
-            return []
-        booked = []
+    async def send(self, batch: OrderBatch, t0: float | None = None) -> list[BookFill]:
+        """Journal the batch and send it; the fills go into their books (in memory). The
+        caller records the batch (:meth:`record_args`) and then calls :meth:`settled`."""
+        booked: list[BookFill] = []
+        if not batch.orders:
+            return booked
         with trio.CancelScope(shield=True):  # orders in flight are never abandoned
-            await store.run(record_orders, store.store, batch.orders + batch.refused)
-            if not batch.orders:
-                return []
+            self.journal.append({"order_id": o.order_id, "book_id": o.book.book_id,
+                                 "symbol": o.symbol, "side": o.side.value, "qty": str(o.qty),
+                                 "ts": o.ts} for o in batch.orders)
             for order in batch.orders:
-                if (not order.reduce_only and self.ctx.bus.switch(MAINTENANCE_MODE)):
+                if not order.reduce_only and self.ctx.bus.switch(MAINTENANCE_MODE):
                     order.status, order.reason = "refused", "maintenance_mode"
                     self.ctx.metrics.orders_refused_total.labels("maintenance_mode").inc()
                     continue
@@ -164,10 +180,25 @@ class OrderGateway:
                     continue
                 order.status, order.fill = "filled", self._book(order.book, fill)
                 booked.append(order.fill)
-            await store.run(record_fills, store.store, batch.orders)
-        for order in batch.orders:
-            if order.fill is not None:
-                self.publish(order.book, order.fill, order.reduce_only)
+        return booked
+
+    def settled(self, batch: OrderBatch) -> None:
+        """The batch is recorded in DuckDB: empty the journal, announce the trades."""
+        if batch.orders:
+            self.journal.clear()
+        self.ctx.bus.publish_many("trade", [
+            trade_event(o.book, o.fill, o.reduce_only) for o in batch.orders
+            if o.fill is not None], service=NAME, market_ts=self.ctx.clock.now())
+
+    async def execute(self, batch: OrderBatch, t0: float | None = None) -> list[BookFill]:
+        """Send a batch and record it on its own (flatten, closing books)."""
+        booked = await self.send(batch, t0)
+        if batch.orders or batch.refused:
+            store = self.ctx.store
+            with trio.CancelScope(shield=True):
+                await store.run(record_orders, store.store, batch.orders + batch.refused,
+                                books_of(batch), int(self.ctx.clock.now() * 1000))
+        self.settled(batch)
         return booked
 
     @staticmethod
@@ -176,12 +207,8 @@ class OrderGateway:
         return book.apply(fill.symbol, signed, fill.price, fill.fee, fill.ts)
 
     def publish(self, book: Book, f: BookFill, reduce_only: bool = False) -> None:
-        self.ctx.bus.publish("trade", {
-            "ts_ms": f.ts, "symbol": f.symbol, "side": "Buy" if f.qty > 0 else "Sell",
-            "qty": str(abs(f.qty)), "price": str(f.price), "fee": str(f.fee), "pnl": f.pnl,
-            "trade": f.trade, "model_id": book.model_id, "book_id": book.book_id,
-            "mode": book.mode, "reduce_only": reduce_only}, service=NAME,
-            market_ts=self.ctx.clock.now())
+        self.ctx.bus.publish("trade", trade_event(book, f, reduce_only), service=NAME,
+                             market_ts=self.ctx.clock.now())
 
     def add_closes(self, batch: OrderBatch, book: Book, symbols: list[str] | None = None
                    ) -> None:
@@ -207,28 +234,39 @@ class OrderGateway:
     # -- after a crash, and hourly ---------------------------------------------------------
 
     async def settle_pending(self, ledger: Ledger) -> list[str]:
-        """Orders written but never settled (the process died in between): adopt the venue's
-        fill into the order's book, or mark the order unfilled. Returns their ids."""
+        """Journalled orders DuckDB does not know (the process died between sending them and
+        recording them): adopt the venue's fill into the order's book, or record the order as
+        never executed. Returns their ids."""
         store = self.ctx.store
+        entries = self.journal.entries()
+        known = await store.run(known_orders, store.store, [e["order_id"] for e in entries])
         books = {b.book_id: b for b in ledger.account_books()}
-        settled = []
-        for o in await store.run(pending_orders, store.store):
-            fill = await self.ctx.exchange.order_fill(o["symbol"], o["order_id"])
-            book = books.get(o["book_id"])
-            order = Order(book, o["symbol"], Side(o["side"]), Decimal(str(o["qty"])), False,
-                          o["order_id"], int(o["ts"]), Decimal(0))  # type: ignore[arg-type]
-            if fill is None or book is None:
-                order.status = "unfilled"
-                order.reason = ("not executed by the venue" if fill is None
-                                else f"its book {o['book_id']} is gone")
+        orders = []
+        for e in entries:
+            if e["order_id"] in known:
+                continue
+            book = books.get(e["book_id"])
+            if book is None:
+                self.log.error("a journalled order's book is gone", order_id=e["order_id"],
+                               book=e["book_id"])
+                continue
+            fill = await self.ctx.exchange.order_fill(e["symbol"], e["order_id"])
+            order = Order(book, e["symbol"], Side(e["side"]), Decimal(e["qty"]), False,
+                          e["order_id"], int(e["ts"]), Decimal(0))
+            if fill is None:
+                order.status, order.reason = "unfilled", "not executed by the venue"
             else:
                 order.status, order.fill = "filled", self._book(book, fill)
                 self.publish(book, order.fill)
-                self.log.warning("adopted the venue's fill of an order a crash left pending",
-                                 order_id=o["order_id"], symbol=fill.symbol, book=book.book_id)
-            await store.run(record_fills, store.store, [order])
-            settled.append(o["order_id"])
-        return settled
+                self.log.warning("adopted the venue's fill of an order a crash left unrecorded",
+                                 order_id=e["order_id"], symbol=fill.symbol, book=book.book_id)
+            orders.append(order)
+        if orders:
+            await store.run(record_orders, store.store, orders,
+                            list({o.book.book_id: o.book for o in orders}.values()),
+                            int(self.ctx.clock.now() * 1000))
+        self.journal.clear()
+        return [o.order_id for o in orders]
 
     async def reconcile(self, ledger: Ledger) -> list[str]:
         """Compare the books with the venue; halt (and report) every symbol that differs."""

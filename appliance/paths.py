@@ -60,6 +60,11 @@ class StatePaths:
         return self.root / "sim_account.json"
 
     @property
+    def orders_journal(self) -> Path:
+        """The order gateway's write-ahead log (appliance/order_journal.py)."""
+        return self.root / "orders.journal"
+
+    @property
     def queue(self) -> Path:
         return self.root / "queue.db"
 

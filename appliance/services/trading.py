@@ -41,7 +41,9 @@ from appliance.ledger import CLOSING, OPEN, Ledger
 from appliance.ledger_store import load_books, record_bar
 from appliance.logs import service_logger
 from appliance.model_pool import ModelPool
-from appliance.order_gateway import OrderBatch, OrderGateway
+from appliance.order_gateway import OrderBatch, OrderGateway, trade_event
+from appliance.order_journal import OrderJournal
+from appliance.paths import StatePaths
 from appliance.risk import RiskLimits
 from appliance.services.paper_desk import PaperDesk
 from appliance.sizing import order_for, round_qty, target_fraction, target_qty
@@ -62,19 +64,21 @@ class TradingEngine:
             max_gross_exposure=Decimal(str(cfg.max_gross_exposure)),
             max_leverage=Decimal(str(cfg.max_leverage)),
             max_orders_per_minute=cfg.max_orders_per_minute,
-            max_daily_loss=Decimal(str(cfg.max_daily_loss))))
+            max_daily_loss=Decimal(str(cfg.max_daily_loss))),
+            OrderJournal(StatePaths(ctx.cfg.state_path).orders_journal))
         self.bar_books = {i: BarBook(i) for i in TRADING_INTERVALS}
         self.pool = ModelPool(ctx, self.gateway.incident)
         self.ledger = Ledger(ctx.cfg.shadow.size_fraction)
         sim = ctx.cfg.sim
         self.desk = PaperDesk(sim.taker_fee, sim.slippage_bps, ctx.cfg.shadow.size_fraction,
                               self.lot)
-        self.lake = Lake(ctx.cfg.state_path / "lake")
+        self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
         self.weights: dict[str, float] = {}
         self.delisted: set[str] = set()
         self.started = False
+        self.decide_ms = 0.0
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -165,11 +169,15 @@ class TradingEngine:
                                             float(start_equity), batch.end_ms)
                     if f is not None:
                         paper.append((b, f))
-                        self.gateway.publish(b, f)
             self.ledger.dirty.add(b.book_id)
-        await self.gateway.execute(orders, t0)
-        await self.record(batch.end_ms, rows, paper,
-                          {b.book_id: b.equity(self.marks) for b in live})
+        await self.gateway.send(orders, t0)
+        self.decide_ms = (time.perf_counter() - t0) * 1000  # bar close → last order sent
+        with trio.CancelScope(shield=True):  # what was sent is recorded
+            await self.record(batch.end_ms, rows, paper,
+                              {b.book_id: b.equity(self.marks) for b in live}, orders)
+        self.gateway.settled(orders)
+        self.ctx.bus.publish_many("trade", [trade_event(b, f) for b, f in paper],
+                                  service=NAME, market_ts=self.ctx.clock.now())
 
     async def catch_up(self, book: BarBook, batch: BarBatch) -> None:
         """Bars the book lacks before this batch come from stored candles (the engine was
@@ -231,7 +239,7 @@ class TradingEngine:
         return weights(vols, self.ctx.cfg.trading.allocation)
 
     async def record(self, marked_ts: int, rows: list[tuple], paper: list[tuple[Book, Any]],
-                     equities: dict[str, Any]) -> None:
+                     equities: dict[str, Any], orders: OrderBatch | None = None) -> None:
         """Model rows carry their bar (its open time); equities are keyed by when they were
         marked (the bar's close), where the 5m and 1h bars of one moment share one row."""
         store = self.ctx.store
@@ -241,8 +249,9 @@ class TradingEngine:
                    "books": {b.book_id: b.equity(self.marks)
                              for b in self.ledger.account_books()}}
         book_equity = {i: (float(e), str(e)) for i, e in equities.items()}
+        sent = orders.orders + orders.refused if orders is not None else []
         await store.run(record_bar, store.store, marked_ts, rows, paper,
-                        self.ledger.take_dirty(), book_equity, account)
+                        self.ledger.take_dirty(), book_equity, account, sent)
         self.ctx.bus.put_snapshot("allocation", {
             "rule": self.ctx.cfg.trading.allocation,
             **self.ledger.summary(self.marks, self.weights)})
@@ -291,6 +300,7 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
                 await engine.refresh_instruments()
                 await engine.reconcile()
+                await engine.pool.refresh(force=True)
                 checked_at = ctx.clock.now()
     finally:
         if isinstance(ctx.clock, VirtualClock):

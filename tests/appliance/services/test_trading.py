@@ -286,26 +286,32 @@ async def test_a_fill_lost_in_a_crash_is_adopted_from_the_venue(make_ctx, autoju
                                                                monkeypatch):
     """Issue 11, hole 6: a kill between the venue's fill and the DuckDB write lost the order
     row and halted the symbol until someone flattened it."""
-    from appliance import order_gateway
-
     ctx = make_ctx(speed=60)
     await with_model(ctx)
     engine = trading.TradingEngine(ctx)
 
-    def crash(*args):
-        raise KeyboardInterrupt("killed between the venue's fill and the write")
+    real_record = trading.record_bar
 
-    monkeypatch.setattr(order_gateway, "record_fills", crash)
+    def crash(*args):
+        if args[-1]:  # a bar that sent orders
+            raise KeyboardInterrupt("killed between the venue's fill and the write")
+        return real_record(*args)
+
+    monkeypatch.setattr(trading, "record_bar", crash)
     with pytest.raises(BaseException):
         await trade_for(ctx, engine, 2)
     monkeypatch.undo()
-    pending = rows(ctx, "SELECT * FROM orders WHERE status = 'pending'")
-    assert pending and rows(ctx, "SELECT * FROM fills") == []  # the fills were never written
-    assert {p.symbol for p in await ctx.exchange.positions()} == {o["symbol"] for o in pending}
+    journalled = engine.gateway.journal.entries()
+    assert journalled and rows(ctx, "SELECT * FROM orders") == []  # sent, never recorded
+    assert {p.symbol for p in await ctx.exchange.positions()} == {
+        e["symbol"] for e in journalled}
     restarted = trading.TradingEngine(ctx)
     await restarted.start()
-    assert {r["status"] for r in rows(ctx, "SELECT status FROM orders")} == {"filled"}
-    assert len(rows(ctx, "SELECT * FROM fills")) == len(pending)
+    statuses = rows(ctx, "SELECT order_id, status FROM orders")
+    assert {r["order_id"] for r in statuses} == {e["order_id"] for e in journalled}
+    assert {r["status"] for r in statuses} == {"filled"}
+    assert len(rows(ctx, "SELECT * FROM fills")) == len(journalled)
+    assert restarted.gateway.journal.entries() == []
     assert restarted.halted == set()  # the books agree with the venue
     assert restarted.ledger.positions() == {p.symbol: p.qty
                                             for p in await ctx.exchange.positions()}
