@@ -47,6 +47,11 @@ async def with_model(ctx, mode: str = "prod", run_id: str = "run-test", **tradin
     return model_id
 
 
+def effects(ctx) -> lifecycle.Lifecycle:
+    """The lifecycle's effects (the registry version the engine watches), as `run` has them."""
+    return lifecycle.Lifecycle(ctx.store, ctx.bus, None, ctx.cfg.state_path)
+
+
 async def trade_for(ctx, engine, hours: float) -> None:
     """The feed and the trading engine, as `run` wires them, for ``hours`` market hours."""
     hub = BarHub()
@@ -228,7 +233,8 @@ async def test_a_promoted_shadow_starts_a_new_book_and_its_prod_record_is_its_ow
     engine = trading.TradingEngine(ctx)
     await trade_for(ctx, engine, 2)
     (shadow_book,) = engine.ledger.shadow_books()
-    lifecycle.promote(ctx.store.store, model_id, actor="test", reason="t", now=ctx.clock.now())
+    effects(ctx).publish(lifecycle.promote(ctx.store.store, model_id, actor="test", reason="t",
+                                           now=ctx.clock.now()))
     await trade_for(ctx, engine, 2)
     books = {b["book_id"]: b for b in rows(ctx, "SELECT * FROM books WHERE model_id = ?",
                                            [model_id])}
@@ -253,8 +259,11 @@ async def test_an_archived_shadow_stops_trading_at_once(make_ctx, autojump_clock
     engine = trading.TradingEngine(ctx)
     await trade_for(ctx, engine, 1)
     store = ctx.store.store
-    lifecycle.reject(store, model_id, actor="shadow", reason="t", now=ctx.clock.now())
-    lifecycle.archive(store, model_id, actor="disk_guard", reason="t", now=ctx.clock.now())
+    life = effects(ctx)
+    life.publish(lifecycle.reject(store, model_id, actor="shadow", reason="t",
+                                  now=ctx.clock.now()))
+    life.publish(lifecycle.archive(store, model_id, actor="disk_guard", reason="t",
+                                   now=ctx.clock.now()))
     lifecycle.delete_archived_files(store, ctx.cfg.state_path)
     n = len(fills(ctx, "shadow"))
     await trade_for(ctx, engine, 1)
