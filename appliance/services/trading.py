@@ -51,7 +51,6 @@ from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
 
 NAME = "trading"
-BACKLOG_HOLD = 2  # bar batches waiting before the engine holds the virtual clock
 
 
 class TradingEngine:
@@ -135,14 +134,15 @@ class TradingEngine:
         new = [s for s, bar in sorted(batch.bars.items()) if book.push(s, bar)]
         for symbol in new:
             self.marks[symbol] = book.close_decimal(symbol)
-        if not new or self.now_ms() - batch.end_ms > book.step:
-            return  # an old bar (the feed catching up): it teaches the features, no decision
+        if not new or self.now_ms() >= batch.end_ms + book.step:
+            return  # its next bar has closed (the feed caught up): features only, no decision
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS, self.ledger.equity(self.marks))
         await self.pool.refresh()
-        self.ledger.sync(self.pool.models.values(), self.now_ms())
+        opened, closing = self.ledger.sync(self.pool.models.values(), self.now_ms())
         await self.wind_down()
         self.weights = self.allocation()
-        self.ledger.fund(self.weights, self.marks)
+        if self.ledger.fund(self.weights, self.marks) or opened or closing:
+            await self.save()  # a book exists in DuckDB before its first order is sent
         rows, paper, live = [], [], []
         orders = self.gateway.begin(self.ledger, self.marks)
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
@@ -286,32 +286,28 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
     engine.started = False
     await engine.start()
     checked_at = ctx.clock.now()
+    virtual = isinstance(ctx.clock, VirtualClock)
     try:
         while True:
             ctx.beat(NAME)
+            batch = None
             with trio.move_on_after(1.0):  # wall time: beat and reconcile even without bars
                 try:
                     batch = await bars.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     raise RuntimeError("cut off by the bar hub for falling behind; catching "
                                        "up from the store") from None
-                pace(ctx, bars)
+            if batch is not None:
+                if virtual:  # market time waits while a bar is decided (and for queued ones)
+                    ctx.clock.hold(NAME)
                 await engine.on_batch(batch)
+                if virtual and not bars.statistics().current_buffer_used:
+                    ctx.clock.release(NAME)
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
                 await engine.refresh_instruments()
                 await engine.reconcile()
                 await engine.pool.refresh(force=True)
                 checked_at = ctx.clock.now()
     finally:
-        if isinstance(ctx.clock, VirtualClock):
+        if virtual:
             ctx.clock.release(NAME)
-
-
-def pace(ctx: ServiceContext, bars: trio.MemoryReceiveChannel) -> None:
-    """Hold the virtual clock while bars queue up, so decisions are made on fresh bars."""
-    if not isinstance(ctx.clock, VirtualClock):
-        return
-    if bars.statistics().current_buffer_used > BACKLOG_HOLD:
-        ctx.clock.hold(NAME)
-    else:
-        ctx.clock.release(NAME)
