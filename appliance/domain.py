@@ -58,6 +58,7 @@ class OrderIntent:
     reduce_only: bool = False
     model_id: str | None = None
     order_link_id: str | None = None
+    decided_ms: int | None = None  # market time of the bar it answers (sim/replay fill there)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ class OrderBatch:
     """A bar's orders, checked against the account as it would stand after each."""
 
     view: AccountView
+    decided_ms: int | None = None  # the bar's close the orders answer (None: now)
     orders: list[Order] = field(default_factory=list)
     refused: list[Order] = field(default_factory=list)
 
@@ -104,7 +105,8 @@ class OrderGateway:
         if self.day_start is None or self.day_start[0] != day_ms:
             self.day_start = (day_ms, equity)
 
-    def begin(self, ledger: Ledger, marks: Mapping[str, Decimal]) -> OrderBatch:
+    def begin(self, ledger: Ledger, marks: Mapping[str, Decimal],
+              decided_ms: int | None = None) -> OrderBatch:
         """A batch over the account as it stands (a position without a bar yet is priced at
         its average price, so that exposure can always be measured)."""
         now = time.monotonic()
@@ -120,7 +122,7 @@ class OrderGateway:
         return OrderBatch(AccountView(
             equity=equity, positions={s: Decimal(str(q)) for s, q in ledger.positions().items()},
             prices=prices, orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
-            maintenance_mode=self.ctx.bus.switch(MAINTENANCE_MODE)))
+            maintenance_mode=self.ctx.bus.switch(MAINTENANCE_MODE)), decided_ms)
 
     def add(self, batch: OrderBatch, book: Book, symbol: str, side: Side, qty: Decimal,
             reduce_only: bool) -> bool:
@@ -170,7 +172,8 @@ class OrderGateway:
                 intent = OrderIntent(order.symbol, order.side, order.qty,
                                      reduce_only=order.reduce_only,
                                      model_id=order.book.model_id,
-                                     order_link_id=order.order_id)
+                                     order_link_id=order.order_id,
+                                     decided_ms=batch.decided_ms)
                 try:
                     fill = await self.ctx.exchange.place_order(intent)
                 except ExchangeError as exc:

@@ -23,8 +23,13 @@ class PaperBroker:
     def __init__(self, price_of: Callable[[str], float | None], *, taker_fee: float,
                  slippage_bps: float, starting_balance: float,
                  tick_of: Callable[[str], Decimal] | None = None,
-                 step_of: Callable[[str], Decimal] | None = None) -> None:
+                 step_of: Callable[[str], Decimal] | None = None,
+                 price_at: Callable[[str, int], float | None] | None = None) -> None:
+        """``price_at(symbol, ms)`` (virtual-clock markets) fills an order at the price of the
+        moment it was decided for (``OrderIntent.decided_ms``) when that is earlier than now:
+        in sim the machine's own lag behind the market clock must not move fill prices."""
         self._price_of = price_of
+        self._price_at = price_at
         self._tick_of = tick_of
         self._step_of = step_of
         self.taker_fee = Decimal(str(taker_fee))
@@ -42,7 +47,10 @@ class PaperBroker:
             if intent.qty % step:
                 raise ExchangeError(f"{intent.symbol}: qty {intent.qty} is not a multiple of "
                                     f"the lot size {step}")
-        last = self._price_of(intent.symbol)
+        if self._price_at is not None and intent.decided_ms is not None:
+            last = self._price_at(intent.symbol, min(intent.decided_ms, ts_ms))
+        else:
+            last = self._price_of(intent.symbol)
         if last is None:
             raise ExchangeError(f"{intent.symbol}: no price to fill against")
         pos = self.positions.get(intent.symbol, Position(intent.symbol, Decimal(0), Decimal(0)))

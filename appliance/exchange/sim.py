@@ -51,7 +51,8 @@ class SimExchange:
             self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
             starting_balance=cfg.starting_balance,
             tick_of=lambda s: Decimal(symbol_spec(s).tick),
-            step_of=lambda s: Decimal(symbol_spec(s).qty_step))
+            step_of=lambda s: Decimal(symbol_spec(s).qty_step),
+            price_at=self.market.last_price)
         self.account_file = account_file
         if account_file is not None and account_file.exists():
             self.broker.restore(json.loads(account_file.read_text()))

@@ -51,6 +51,7 @@ from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
 
 NAME = "trading"
+STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
 
 
 class TradingEngine:
@@ -77,6 +78,7 @@ class TradingEngine:
         self.weights: dict[str, float] = {}
         self.delisted: set[str] = set()
         self.started = False
+        self.started_ms = 0
         self.decide_ms = 0.0
 
     def lot(self, symbol: str) -> Decimal | None:
@@ -103,9 +105,15 @@ class TradingEngine:
         await self.reconcile()
         await self.save()
         self.started = True
+        self.started_ms = self.now_ms() - self.now_ms() % 60_000
 
     def now_ms(self) -> int:
         return int(self.ctx.clock.now() * 1000)
+
+    def is_history(self, batch: BarBatch, step: int) -> bool:
+        if isinstance(self.ctx.clock, VirtualClock):
+            return batch.end_ms < self.started_ms
+        return self.now_ms() - batch.end_ms > STALE_BARS * step
 
     async def refresh_instruments(self) -> None:
         instruments = await self.ctx.exchange.instruments()
@@ -128,14 +136,19 @@ class TradingEngine:
     # -- one bar ---------------------------------------------------------------------------
 
     async def on_batch(self, batch: BarBatch) -> None:
+        """Learn a closed bar and trade on it, unless it is history: a bar that closed before
+        the engine started (the feed catching up), or on the real clock one that closed more
+        than ``STALE_BARS`` of its interval ago. On the virtual clock every later bar is
+        decided, in order, and the venue fills at the bar's close: a machine that lags behind
+        the market clock must not change what the models do."""
         t0 = time.perf_counter()
         book = self.bar_books[batch.interval]
         await self.catch_up(book, batch)
         new = [s for s, bar in sorted(batch.bars.items()) if book.push(s, bar)]
         for symbol in new:
             self.marks[symbol] = book.close_decimal(symbol)
-        if not new or self.now_ms() >= batch.end_ms + book.step:
-            return  # its next bar has closed (the feed caught up): features only, no decision
+        if not new or self.is_history(batch, book.step):
+            return
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS, self.ledger.equity(self.marks))
         await self.pool.refresh()
         opened, closing = self.ledger.sync(self.pool.models.values(), self.now_ms())
@@ -144,7 +157,7 @@ class TradingEngine:
         if self.ledger.fund(self.weights, self.marks) or opened or closing:
             await self.save()  # a book exists in DuckDB before its first order is sent
         rows, paper, live = [], [], []
-        orders = self.gateway.begin(self.ledger, self.marks)
+        orders = self.gateway.begin(self.ledger, self.marks, batch.end_ms)
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
         for m in self.pool.of(batch.interval):
             b = self.ledger.books.get(m.book_id)
@@ -298,10 +311,11 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
                     raise RuntimeError("cut off by the bar hub for falling behind; catching "
                                        "up from the store") from None
             if batch is not None:
-                if virtual:  # market time waits while a bar is decided (and for queued ones)
+                if virtual:  # market time waits while bars are decided
                     ctx.clock.hold(NAME)
-                await engine.on_batch(batch)
-                if virtual and not bars.statistics().current_buffer_used:
+                for b in [batch, *drain(bars)]:
+                    await engine.on_batch(b)
+                if virtual:
                     ctx.clock.release(NAME)
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
                 await engine.refresh_instruments()
@@ -311,3 +325,13 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
     finally:
         if virtual:
             ctx.clock.release(NAME)
+
+
+def drain(bars: trio.MemoryReceiveChannel) -> list[BarBatch]:
+    """Every batch already waiting, oldest first (decided under one hold of the clock)."""
+    out = []
+    while True:
+        try:
+            out.append(bars.receive_nowait())
+        except trio.WouldBlock:
+            return out
