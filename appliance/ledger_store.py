@@ -154,15 +154,16 @@ def load_books(store: Store, states: tuple[str, ...] = ("pending", "open", "clos
     return books
 
 
-def record_bar(store: Store, ts: int, model_rows: list[tuple],
-               paper_fills: Iterable[tuple[Book, BookFill]], books: Iterable[Book],
-               book_equity: dict[str, tuple[float, str]],
-               account: dict[str, Any] | None, orders: Iterable[Any] = ()) -> None:
-    """Everything one bar produced, in one transaction: the orders as they ended and their
-    fills, every model's targets, the paper fills, the books that changed, every book's equity
-    and the account's (``account``: the books' total, the house's cash, the venue's own equity
-    at the same marks, and each account book's equity — the identity ``equity = Σ books`` can
-    be checked from the row)."""
+def record_bars(store: Store, model_rows: list[tuple],
+                paper_fills: Iterable[tuple[Book, BookFill]], books: Iterable[Book],
+                book_equity: list[tuple[int, str, float, str]],
+                accounts: list[tuple[int, dict[str, Any]]], orders: Iterable[Any] = (),
+                ts: int = 0) -> None:
+    """What one or more bars produced, in one transaction: the orders as they ended and their
+    fills, every model's targets, the paper fills, the books that changed (as they stand now),
+    every book's equity and the account's. An account row holds the books' total, the house's
+    cash, the venue's own equity at the same marks and each account book's equity, so the
+    identity ``equity = Σ books`` can be checked from the table."""
     orders = list(orders)
 
     def write() -> None:
@@ -175,18 +176,19 @@ def record_bar(store: Store, ts: int, model_rows: list[tuple],
               + [_fill_row(f, f.fill_id, b.model_id, b.mode) for b, f in paper_fills])
         _bulk(store, "model_bars", BAR_COLUMNS, model_rows, "ON CONFLICT DO NOTHING")
         _save_books(store, books, ts)
-        _bulk(store, "book_equity", ("ts", "book_id", "equity", "exact"),
-              [(ts, i, e, x) for i, (e, x) in book_equity.items()], "ON CONFLICT DO NOTHING")
-        if account is not None:
-            a = account
-            _bulk(store, "equity", ("ts", "equity", "wallet", "cash", "exact", "venue_exact",
-                                    "books"),
-                  [(ts, float(a["equity"]), float(a["venue"]), float(a["cash"]),
-                    str(a["equity"]), str(a["venue"]),
-                    json.dumps({k: str(v) for k, v in a["books"].items()}))],
-                  "ON CONFLICT (ts) DO UPDATE SET equity = excluded.equity, "
-                  "wallet = excluded.wallet, cash = excluded.cash, exact = excluded.exact, "
-                  "venue_exact = excluded.venue_exact, books = excluded.books")
+        _bulk(store, "book_equity", ("ts", "book_id", "equity", "exact"), book_equity,
+              "ON CONFLICT DO NOTHING")
+        latest: dict[int, dict[str, Any]] = {}
+        for at, a in accounts:  # the 5m and 1h bars of one moment share one row: the later
+            latest[at] = a
+        _bulk(store, "equity", ("ts", "equity", "wallet", "cash", "exact", "venue_exact",
+                                "books"),
+              [(at, float(a["equity"]), float(a["venue"]), float(a["cash"]), str(a["equity"]),
+                str(a["venue"]), json.dumps({k: str(v) for k, v in a["books"].items()}))
+               for at, a in sorted(latest.items())],
+              "ON CONFLICT (ts) DO UPDATE SET equity = excluded.equity, "
+              "wallet = excluded.wallet, cash = excluded.cash, exact = excluded.exact, "
+              "venue_exact = excluded.venue_exact, books = excluded.books")
 
     _transaction(store, write)
 

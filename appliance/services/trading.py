@@ -24,6 +24,7 @@ changed, every book's equity and the account's.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +39,7 @@ from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.domain import Balance, Instrument
 from appliance.ledger import CLOSING, OPEN, Ledger
-from appliance.ledger_store import load_books, record_bar
+from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
 from appliance.model_pool import ModelPool
 from appliance.order_gateway import OrderBatch, OrderGateway, trade_event
@@ -52,6 +53,27 @@ from data.lake import Lake
 
 NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
+FLUSH_S = 0.5  # virtual clock: write pending bars at least this often (real seconds)
+FLUSH_BARS = 64  # ... or once this many are pending
+
+
+@dataclass
+class Pending:
+    """Bars decided but not written yet (the order journal already holds their orders).
+
+    On the virtual clock DuckDB's per-transaction cost would bound how fast a sim can run, so
+    bars are written together; a SIGKILL can then lose the last fraction of a second of the
+    shadow books' paper record, never a prod order or fill (the journal has them). On the real
+    clock every bar is written as soon as it is decided.
+    """
+
+    since: float  # trio time of the last write
+    bars: int = 0
+    model_rows: list[tuple] = field(default_factory=list)
+    paper: list[tuple[Book, Any]] = field(default_factory=list)
+    orders: list[OrderBatch] = field(default_factory=list)
+    book_equity: list[tuple[int, str, float, str]] = field(default_factory=list)
+    accounts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
 class TradingEngine:
@@ -79,6 +101,7 @@ class TradingEngine:
         self.delisted: set[str] = set()
         self.started = False
         self.started_ms = 0
+        self.pending = Pending(0.0)
         self.decide_ms = 0.0
 
     def lot(self, symbol: str) -> Decimal | None:
@@ -185,12 +208,8 @@ class TradingEngine:
             self.ledger.dirty.add(b.book_id)
         await self.gateway.send(orders, t0)
         self.decide_ms = (time.perf_counter() - t0) * 1000  # bar close → last order sent
-        with trio.CancelScope(shield=True):  # what was sent is recorded
-            await self.record(batch.end_ms, rows, paper,
-                              {b.book_id: b.equity(self.marks) for b in live}, orders)
-        self.gateway.settled(orders)
-        self.ctx.bus.publish_many("trade", [trade_event(b, f) for b, f in paper],
-                                  service=NAME, market_ts=self.ctx.clock.now())
+        await self.record(batch.end_ms, rows, paper,
+                          {b.book_id: b.equity(self.marks) for b in live}, orders)
 
     async def catch_up(self, book: BarBook, batch: BarBatch) -> None:
         """Bars the book lacks before this batch come from stored candles (the engine was
@@ -233,7 +252,9 @@ class TradingEngine:
             if b.state != CLOSING:
                 self.gateway.add_closes(orders, b, sorted(set(b.open_symbols())
                                                           & self.delisted))
-        await self.gateway.execute(orders)
+        if orders.orders or orders.refused:
+            await self.flush()  # the journal is emptied by this batch: nothing may wait in it
+            await self.gateway.execute(orders)
         now = self.now_ms()
         for b in closing:
             if b.mode == "shadow" or not b.open_symbols():  # else: try again next bar
@@ -252,27 +273,53 @@ class TradingEngine:
         return weights(vols, self.ctx.cfg.trading.allocation)
 
     async def record(self, marked_ts: int, rows: list[tuple], paper: list[tuple[Book, Any]],
-                     equities: dict[str, Any], orders: OrderBatch | None = None) -> None:
-        """Model rows carry their bar (its open time); equities are keyed by when they were
-        marked (the bar's close), where the 5m and 1h bars of one moment share one row."""
-        store = self.ctx.store
+                     equities: dict[str, Any], orders: OrderBatch) -> None:
+        """Queue what a bar produced for DuckDB (see :class:`Pending`). Model rows carry their
+        bar (its open time); equities are keyed by when they were marked (the bar's close)."""
         assert self.ledger.house is not None
         account = {"equity": self.ledger.equity(self.marks), "cash": self.ledger.house.cash,
                    "venue": venue_at(await self.ctx.exchange.balance(), self.marks),
                    "books": {b.book_id: b.equity(self.marks)
                              for b in self.ledger.account_books()}}
-        book_equity = {i: (float(e), str(e)) for i, e in equities.items()}
-        sent = orders.orders + orders.refused if orders is not None else []
-        await store.run(record_bar, store.store, marked_ts, rows, paper,
-                        self.ledger.take_dirty(), book_equity, account, sent)
+        p = self.pending
+        p.model_rows += rows
+        p.paper += paper
+        p.orders.append(orders)
+        p.book_equity += [(marked_ts, i, float(e), str(e)) for i, e in equities.items()]
+        p.accounts.append((marked_ts, account))
+        p.bars += 1
         self.ctx.bus.put_snapshot("allocation", {
             "rule": self.ctx.cfg.trading.allocation,
             **self.ledger.summary(self.marks, self.weights)})
 
-    async def save(self) -> None:
+    def flush_due(self) -> bool:
+        """On the real clock every bar is written at once; on the virtual clock bars are
+        written together (at most every ``FLUSH_S`` real seconds or ``FLUSH_BARS`` bars)."""
+        if not isinstance(self.ctx.clock, VirtualClock):
+            return True
+        return (self.pending.bars >= FLUSH_BARS
+                or trio.current_time() - self.pending.since >= FLUSH_S)
+
+    async def flush(self) -> None:
+        """Write what is pending in one transaction, then empty the order journal and announce
+        the trades (after the write: an event never names a fill DuckDB lacks)."""
+        p, self.pending = self.pending, Pending(trio.current_time())
+        books = self.ledger.take_dirty()
+        if not (p.bars or books):
+            return
         store = self.ctx.store
-        await store.run(record_bar, store.store, self.now_ms(), [], [],
-                        self.ledger.take_dirty(), {}, None)
+        with trio.CancelScope(shield=True):
+            await store.run(record_bars, store.store, p.model_rows, p.paper, books,
+                            p.book_equity, p.accounts,
+                            [o for b in p.orders for o in b.orders + b.refused], self.now_ms())
+        for batch in p.orders:
+            self.gateway.settled(batch)
+        self.ctx.bus.publish_many("trade", [trade_event(b, f) for b, f in p.paper],
+                                  service=NAME, market_ts=self.ctx.clock.now())
+
+    async def save(self) -> None:
+        """Write now (new books before their first order, the books after a flatten)."""
+        await self.flush()
 
     # -- operator --------------------------------------------------------------------------
 
@@ -280,6 +327,7 @@ class TradingEngine:
         """Close every prod position with reduce-only orders (allowed under the kill switch)."""
         if not self.started:
             await self.start()
+        await self.flush()  # the journal is emptied by the flatten: nothing may wait in it
         result = await self.gateway.flatten(self.ledger, self.marks, reason)
         await self.save()
         return result
@@ -315,14 +363,20 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
                     ctx.clock.hold(NAME)
                 for b in [batch, *drain(bars)]:
                     await engine.on_batch(b)
+                if engine.flush_due():
+                    await engine.flush()
                 if virtual:
                     ctx.clock.release(NAME)
+            else:
+                await engine.flush()
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
                 await engine.refresh_instruments()
                 await engine.reconcile()
                 await engine.pool.refresh(force=True)
                 checked_at = ctx.clock.now()
     finally:
+        with trio.CancelScope(shield=True):
+            await engine.flush()
         if virtual:
             ctx.clock.release(NAME)
 

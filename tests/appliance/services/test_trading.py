@@ -299,14 +299,14 @@ async def test_a_fill_lost_in_a_crash_is_adopted_from_the_venue(make_ctx, autoju
     await with_model(ctx)
     engine = trading.TradingEngine(ctx)
 
-    real_record = trading.record_bar
+    real_record = trading.record_bars
 
     def crash(*args):
-        if args[-1]:  # a bar that sent orders
+        if args[6]:  # bars that sent orders
             raise KeyboardInterrupt("killed between the venue's fill and the write")
         return real_record(*args)
 
-    monkeypatch.setattr(trading, "record_bar", crash)
+    monkeypatch.setattr(trading, "record_bars", crash)
     with pytest.raises(BaseException):
         await trade_for(ctx, engine, 2)
     monkeypatch.undo()
