@@ -11,6 +11,8 @@ import math
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Sequence
 
+import numpy as np
+
 from appliance.domain import Side
 
 
@@ -30,21 +32,30 @@ def target_fraction(probs: Sequence[float], vol: float, *, threshold: float = 0.
       near-zero volatility estimate must not turn into a huge position).
 
     Without a usable volatility (NaN, zero, negative) or with NaN probabilities there is no basis
-    for a size, and the answer is flat (0.0), never a division by zero.
+    for a size, and the answer is flat (0.0), never a division by zero. One row of
+    :func:`target_fractions`, which the trading engine and the validation backtest both use.
     """
     if len(probs) != 3:
         raise ValueError(f"expected (p_short, p_flat, p_long), got {len(probs)} probabilities")
+    return float(target_fractions(np.asarray([probs], dtype=np.float64),
+                                  np.asarray([vol], dtype=np.float64), threshold=threshold,
+                                  vol_target=vol_target, max_fraction=max_fraction)[0])
+
+
+def target_fractions(probs: np.ndarray, vol: np.ndarray, *, threshold: float = 0.1,
+                     vol_target: float = 0.01, max_fraction: float = 0.25) -> np.ndarray:
+    """:func:`target_fraction` for many rows at once: ``probs`` (n, 3), ``vol`` (n,)."""
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    p_short, _, p_long = (float(p) for p in probs)
-    score = p_long - p_short
-    if not math.isfinite(score) or abs(score) <= threshold:
-        return 0.0
-    if not vol > 0.0 or not math.isfinite(vol):  # NaN fails the first test
-        return 0.0
-    confidence = (min(abs(score), 1.0) - threshold) / (1.0 - threshold)
-    size = min(max_fraction, confidence * vol_target / vol)
-    return math.copysign(size, score) if size > 0.0 else 0.0
+    p = np.asarray(probs, dtype=np.float64)
+    v = np.asarray(vol, dtype=np.float64)
+    score = p[:, 2] - p[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        confidence = (np.minimum(np.abs(score), 1.0) - threshold) / (1.0 - threshold)
+        size = np.minimum(max_fraction, confidence * vol_target / v)
+    usable = (np.isfinite(score) & (np.abs(score) > threshold) & np.isfinite(v) & (v > 0.0)
+              & (size > 0.0))
+    return np.where(usable, np.copysign(np.where(usable, size, 0.0), score), 0.0)
 
 
 def target_qty(fraction: float, equity: Decimal, price: Decimal) -> Decimal:
