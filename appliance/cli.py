@@ -336,8 +336,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"methtrader: {exc}", file=sys.stderr)
         return 2
     _emit(args, results, "\n".join(
-        f"{r['group']:<8} {r['kind']:<9} sharpe {r['metrics']['sharpe']:>7.2f}  "
-        f"trades {r['metrics']['trades']:>5}  val acc {r['metrics']['val_accuracy']:.3f}  "
+        f"{r['group']:<8} {r['kind']:<9} {r['timeframe']:<3} wf score "
+        f"{r['metrics']['wf_score']:>7.2f} (mean {r['metrics']['wf_mean']:.2f} ± "
+        f"{r['metrics']['wf_std']:.2f} over {len(r['metrics']['folds'])} folds)  "
+        f"trades {r['metrics']['trades']:>5}  "
         f"{r['onnx_path']}" for r in results))
     return 0
 

@@ -130,7 +130,7 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     from appliance.services.training import groups_from_lake
     from models.groups import GroupingRules
     from appliance.lifecycle import register
-    from models.training import train_run
+    from models.training import run_kwargs, run_setup, train_run
 
     lake_root = StatePaths(cfg.state_path).lake
     with Bus(StatePaths(cfg.state_path).bus) as bus:
@@ -151,17 +151,22 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     results = []
     with _progress(show_progress) as bar:
         for group in groups:
-            for kind in kinds:
-                run_id = f"manual-{stamp}-{group.name}-{kind}"
+            for kind, timeframe in [(k, tf) for tf in cfg.training.timeframes.split(",")
+                                    for k in kinds]:
+                run_id = (f"manual-{stamp}-{group.name}-{kind}"
+                          + ("" if timeframe == "5m" else f"-{timeframe}"))
                 task = bar.add_task(f"{group.name} {kind}", total=100) if bar else None
 
                 def progress(p: dict[str, Any], task=task) -> None:
                     if bar:
                         bar.update(task, completed=p["percent"])
 
-                results.append(train_run(cfg.state_path, run_id, group.name,
-                                         list(group.symbols), kind, tags={"trigger": "manual"},
-                                         progress=progress))
+                results.append(train_run(
+                    cfg.state_path, run_id, group.name, list(group.symbols), kind,
+                    tags={"trigger": "manual"}, progress=progress,
+                    **run_kwargs(run_setup(timeframe, cfg.training.folds,
+                                           cfg.trading.threshold, cfg.sim.taker_fee,
+                                           cfg.sim.slippage_bps / 10_000))))
     try:
         store = Store(StatePaths(cfg.state_path).duckdb)
     except StoreError:

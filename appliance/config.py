@@ -115,6 +115,9 @@ class TrainingConfig:
                          doc="HH:MM UTC, market time")
     kinds: str = _f("rf,mlp", csv_choices=("rf", "mlp", "lstm"),
                     doc="model kinds trained nightly per group (ensembles on Sundays)")
+    timeframes: str = _f("5m", csv_choices=("5m", "1h"),
+                         doc="bars the models train and trade on (a model keeps its own)")
+    folds: int = _f(4, lo=1, hi=20, doc="walk-forward folds of every training run")
     max_group_size: int = _f(8, lo=1, hi=100)
     disk_threshold: float = _f(0.8, lo=0.0, hi=1.0,
                                doc="archive the worst models when the disk is fuller")
@@ -127,7 +130,6 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class TradingConfig:
-    timeframe: str = _f("5m", choices=("5m", "1h"), doc="bars the models trade (and train) on")
     threshold: float = _f(0.1, lo=0.0, hi=1.0, doc="P(long) - P(short) needed to hold")
     max_symbol_notional: float = _f(25_000.0, lo=0.0, hi=1e12)
     max_gross_exposure: float = _f(100_000.0, lo=0.0, hi=1e12)

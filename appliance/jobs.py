@@ -214,11 +214,14 @@ def _build_features(state_dir: Path, symbol: str) -> int:
 
 def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: str,
            params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
-           parent_run_id: str | None = None) -> dict[str, Any]:
-    """The training job: progress goes to the bus (an event per epoch and the run's state)."""
+           parent_run_id: str | None = None, setup: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    """The training job: progress goes to the bus (an event per epoch and the run's state).
+    ``setup``: the run's timeframe, walk-forward folds, sizing threshold and cost model (see
+    :func:`models.training.run_setup`)."""
     import warnings
 
-    from models.training import train_run
+    from models.training import run_kwargs, train_run
 
     # huey's worker processes are daemonic, so joblib runs forests on one core: say it once
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
@@ -233,7 +236,8 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
                   "percent": 0.0, "status": "running"})
         try:
             return train_run(state_dir, run_id, group, symbols, kind, params, tags=tags,
-                             parent_run_id=parent_run_id, progress=progress)
+                             parent_run_id=parent_run_id, progress=progress,
+                             **run_kwargs(setup or {}))
         except Exception as exc:
             progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
                       "loss": None, "percent": 0.0, "status": "failed",

@@ -47,6 +47,12 @@ class PooledModel:
     def lookback(self) -> int:
         return self.session.lookback or 1
 
+    @property
+    def excluded(self) -> frozenset[str]:
+        """Symbols its validation found its costs ate its edge in: reported, not traded."""
+        costs = (self.row.get("metrics") or {}).get("costs") or {}
+        return frozenset(costs.get("excluded") or {})
+
 
 class ModelPool:
     def __init__(self, ctx: Any, on_refused: Callable[[str, str], Awaitable[None]]) -> None:

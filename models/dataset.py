@@ -1,11 +1,15 @@
 """Training data for a symbol group, from the lake (pure given the candle arrays).
 
-Each symbol's 5m candles become fs1 features and fee-aware labels; rows inside the feature
-warm-up or without a forward return are dropped. Each symbol's series is split in time: the
-first ``1 - val_fraction`` trains, the rest validates, with an embargo of ``horizon + lookback``
-bars between them so no training label looks into the validation period. Training windows of
-all symbols are pooled (the features are scale-free, so a $0.1 coin and a $40k coin mix);
-validation stays per symbol, because it is scored by backtesting each symbol's own bars.
+A group's symbols are aligned on the bars they all have (the same timeline), because the group
+trades as one book: validation replays every symbol's targets together, as the paper desk and
+the prod book do. For each symbol: features (the same ``models.features`` code as live trading),
+fee-aware labels (:mod:`models.labels`), the per-bar volatility the sizing uses, and which rows
+are usable (features warm, a label exists).
+
+Samples for a model are windows of ``lookback`` feature rows, gathered only for the rows asked
+for (``Panel.samples``): the full window tensor of a long history never exists in memory. The
+training windows of all symbols are pooled (the features are scale-free, so a $0.1 coin and a
+$40k coin mix).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from data.lake import Lake
-from models.features import compute_features
+from models.features import FEATURE_NAMES, compute_features
 from models.labels import UNLABELLED, label_classes
+
+VOL = FEATURE_NAMES.index("vol_12")
 
 
 @dataclass(frozen=True)
@@ -27,75 +33,93 @@ class DataSpec:
     interval: str = "5m"
     horizon: int = 12  # bars ahead the label looks (an hour of 5m bars)
     lookback: int = 1  # feature rows per sample
-    val_fraction: float = 0.2
     max_train_samples: int = 200_000
     seed: int = 0
 
 
 @dataclass
-class SymbolValidation:
-    symbol: str
-    x: np.ndarray  # (n, lookback, n_features) float32
-    close: np.ndarray  # (n,) closes of the same bars
-    open_time: np.ndarray  # (n,)
+class Panel:
+    """A group's aligned bars: T bars × S symbols."""
 
+    symbols: tuple[str, ...]
+    open_time: np.ndarray  # (T,)
+    close: np.ndarray  # (T, S)
+    vol: np.ndarray  # (T, S) the sizing's per-bar volatility (NaN before warm-up)
+    labels: np.ndarray  # (T, S) int8, UNLABELLED where none
+    usable: np.ndarray  # (T, S) features warm
+    features: list[np.ndarray] = field(default_factory=list)  # per symbol (T, F) float32
+    lookback: int = 1
 
-@dataclass
-class GroupData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    validation: list[SymbolValidation] = field(default_factory=list)
-    symbols: tuple[str, ...] = ()
+    @property
+    def bars(self) -> int:
+        return len(self.open_time)
+
+    def windows(self, s: int) -> np.ndarray:
+        """(T, lookback, F) view of symbol ``s``'s feature windows (NaN-padded at the start)."""
+        return windows(self.features[s], self.lookback)
+
+    def samples(self, rows: np.ndarray, *, labelled: bool = True,
+                limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (x, y) of every symbol's usable rows among ``rows`` (bar indices), oldest
+        first per symbol; at most ``limit`` samples, drawn at random when there are more."""
+        picks = []
+        for s in range(len(self.symbols)):
+            ok = self.usable[rows, s]
+            if labelled:
+                ok &= self.labels[rows, s] != UNLABELLED
+            picks.append((s, rows[ok]))
+        total = sum(len(r) for _, r in picks)
+        keep = None
+        if limit is not None and total > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
+        xs, ys, offset = [], [], 0
+        for s, r in picks:
+            if keep is not None:
+                mine = keep[(keep >= offset) & (keep < offset + len(r))] - offset
+                offset += len(r)
+                r = r[mine]
+            xs.append(self.windows(s)[r])
+            ys.append(self.labels[r, s])
+        x = np.concatenate(xs) if xs else np.zeros((0, self.lookback, len(FEATURE_NAMES)))
+        return x.astype(np.float32, copy=False), np.concatenate(ys).astype(np.int64)
 
 
 def windows(features: np.ndarray, lookback: int) -> np.ndarray:
     """(n, f) → (n, lookback, f): row i holds feature rows i-lookback+1 .. i (NaN-padded)."""
     n, f = features.shape
-    padded = np.vstack([np.full((lookback - 1, f), np.nan), features])
+    padded = np.vstack([np.full((lookback - 1, f), np.nan, dtype=features.dtype), features])
     return sliding_window_view(padded, (lookback, f))[:, 0]
 
 
-def symbol_arrays(candles: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray,
-                                                                   np.ndarray]:
-    """Windows, labels and a validity mask for one symbol's candles."""
-    feats = compute_features(candles)
-    x = windows(feats, spec.lookback)
-    y = label_classes(candles[:, 4], spec.horizon)
-    valid = np.isfinite(x).all(axis=(1, 2)) & (y != UNLABELLED)
-    return x.astype(np.float32), y, valid
-
-
-def build_group_data(candles: dict[str, np.ndarray], spec: DataSpec) -> GroupData:
-    xs, ys, xv, yv, validation = [], [], [], [], []
-    embargo = spec.horizon + spec.lookback
-    for symbol in sorted(candles):
-        c = candles[symbol]
-        if len(c) < 200:
-            continue
-        x, y, valid = symbol_arrays(c, spec)
-        split = int(len(c) * (1 - spec.val_fraction))
-        train_idx = np.flatnonzero(valid[:max(0, split - embargo)])
-        val_idx = split + np.flatnonzero(valid[split:])
-        if len(train_idx) == 0 or len(val_idx) == 0:
-            continue
-        xs.append(x[train_idx])
-        ys.append(y[train_idx])
-        xv.append(x[val_idx])
-        yv.append(y[val_idx])
-        ok = split + np.flatnonzero(np.isfinite(x[split:]).all(axis=(1, 2)))
-        validation.append(SymbolValidation(symbol, x[ok], c[ok, 4], c[ok, 0]))
-    if not xs:
+def build_panel(candles: dict[str, np.ndarray], spec: DataSpec, *,
+                taker_fee: float | None = None, slippage: float | None = None) -> Panel:
+    """Align a group's candles on their common bars and derive everything a run needs."""
+    symbols = tuple(s for s in sorted(candles) if len(candles[s]) >= 200)
+    if not symbols:
         raise ValueError("no symbol of the group has enough history to train on "
-                         f"({spec.interval} candles after the feature warm-up)")
-    x_train, y_train = np.concatenate(xs), np.concatenate(ys)
-    if len(x_train) > spec.max_train_samples:
-        keep = np.sort(np.random.default_rng(spec.seed).choice(
-            len(x_train), spec.max_train_samples, replace=False))
-        x_train, y_train = x_train[keep], y_train[keep]
-    return GroupData(x_train, y_train, np.concatenate(xv), np.concatenate(yv), validation,
-                     tuple(v.symbol for v in validation))
+                         f"({spec.interval} candles)")
+    common = candles[symbols[0]][:, 0]
+    for s in symbols[1:]:
+        common = np.intersect1d(common, candles[s][:, 0], assume_unique=True)
+    if len(common) < 200:
+        raise ValueError(f"the group's symbols share only {len(common)} {spec.interval} bars")
+    aligned = {s: candles[s][np.isin(candles[s][:, 0], common)] for s in symbols}
+    cost = {} if taker_fee is None else {"taker_fee": taker_fee}
+    if slippage is not None:
+        cost["slippage"] = slippage
+    feats, labels, usable, vol = [], [], [], []
+    for s in symbols:
+        c = aligned[s]
+        f = compute_features(c).astype(np.float32)
+        feats.append(f)
+        labels.append(label_classes(c[:, 4], spec.horizon, **cost))
+        ok = np.isfinite(windows(f, spec.lookback)).all(axis=(1, 2))
+        usable.append(ok)
+        vol.append(f[:, VOL].astype(np.float64))
+    return Panel(symbols, common.astype(np.int64),
+                 np.column_stack([aligned[s][:, 4] for s in symbols]),
+                 np.column_stack(vol), np.column_stack(labels), np.column_stack(usable),
+                 feats, spec.lookback)
 
 
 def load_group_candles(lake: Lake, symbols: list[str], interval: str) -> dict[str, np.ndarray]:

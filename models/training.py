@@ -1,8 +1,9 @@
 """One training run, as the huey job runs it (and ``methtrader train`` in the foreground).
 
-Reads the group's 5m candles from the lake (never DuckDB), trains the kind on the pooled
-training windows, scores it by backtesting each symbol's validation bars net of fees and
-slippage, exports ONNX, and writes the run's artifacts with a ``result.json`` receipt. The
+Reads the group's candles of the run's timeframe from the lake (never DuckDB), validates the
+kind walk-forward (:mod:`models.validation`: K folds, purge, an inner split for early stopping,
+each test block scored by replaying the strategy as it trades, costs included), refits it on
+every bar, exports ONNX, and writes the run's artifacts with a ``result.json`` receipt. The
 appliance registers receipts in DuckDB. Idempotent by run id: a run that already has a receipt
 returns it without training again (a retried or re-queued job costs nothing twice).
 """
@@ -16,19 +17,41 @@ from typing import Any, Callable
 import numpy as np
 
 from models.artifacts import read_result, write_run
-from models.dataset import DataSpec, build_group_data, dataset_sha256, lake_at, load_group_candles
-from models.evaluate import score_validation
+from models.costs import CostModel
+from models.dataset import DataSpec, build_panel, dataset_sha256, lake_at, load_group_candles
 from models.features import FEATURE_NAMES, FEATURE_SET_ID
+from models.validation import inner_split, walk_forward
 
 Progress = Callable[[dict[str, Any]], None]
 ENSEMBLE_MEMBERS = ("rf", "mlp")
 DEFAULT_LOOKBACK = {"rf": 1, "mlp": 1, "lstm": 32, "ensemble": 1}
+DEFAULT_FOLDS = 4
+DEFAULT_THRESHOLD = 0.1
+
+
+def run_setup(timeframe: str, folds: int, threshold: float, taker_fee: float,
+              slippage: float) -> dict[str, Any]:
+    """What a run needs from the appliance's config, as plain data (a job argument)."""
+    return {"timeframe": timeframe, "folds": folds, "threshold": threshold,
+            "taker_fee": taker_fee, "slippage": slippage}
+
+
+def run_kwargs(setup: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_setup`'s data as :func:`train_run`'s keyword arguments."""
+    out: dict[str, Any] = {k: setup[k] for k in ("timeframe", "folds", "threshold")
+                           if k in setup}
+    if "taker_fee" in setup or "slippage" in setup:
+        out["costs"] = CostModel(float(setup.get("taker_fee", CostModel.taker_fee)),
+                                 float(setup.get("slippage", CostModel.slippage)))
+    return out
 
 
 def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: str,
               params: dict[str, Any] | None = None, *, tags: dict[str, Any] | None = None,
               parent_run_id: str | None = None, seed: int = 0,
-              progress: Progress | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, timeframe: str = "5m",
+              folds: int = DEFAULT_FOLDS, costs: CostModel | None = None,
+              threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
     from models.kinds import train  # torch and sklearn load in the worker only
 
     done = read_result(state_dir, run_id)
@@ -36,33 +59,50 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
         return done
     params = dict(params or {})
     started = time.time()
-    spec = DataSpec(lookback=int(params.get("lookback", DEFAULT_LOOKBACK.get(kind, 1))),
+    spec = DataSpec(interval=timeframe,
+                    lookback=int(params.get("lookback", DEFAULT_LOOKBACK.get(kind, 1))),
                     horizon=int(params.pop("horizon", 12)), seed=seed)
     params.setdefault("lookback", spec.lookback)
-    lake = lake_at(state_dir)
-    data = build_group_data(load_group_candles(lake, symbols, spec.interval), spec)
-
-    def report(epoch: int, loss: float, percent: float) -> None:
-        if progress is not None:
-            progress({"run_id": run_id, "group": group, "kind": kind, "epoch": epoch,
-                      "loss": float(loss), "percent": float(percent), "status": "running"})
-
     if kind == "ensemble":
         params.pop("lookback", None)
         params.setdefault("members", list(ENSEMBLE_MEMBERS))
-    model = train(kind, data.x_train, data.y_train, params=params, seed=seed,
-                  progress=report, x_val=data.x_val, y_val=data.y_val)
-    metrics = score_validation([(v.close, model.predict_proba(v.x)) for v in data.validation],
-                               spec.interval)
-    val_pred = np.argmax(model.predict_proba(data.x_val), axis=1)
-    metrics["val_accuracy"] = float(np.mean(val_pred == data.y_val))
-    metrics["train_samples"] = int(len(data.y_train))
+    lake = lake_at(state_dir)
+    panel = build_panel(load_group_candles(lake, symbols, spec.interval), spec)
+    steps = folds + 1
+
+    def report(step: int) -> Callable[[int, float, float], None]:
+        def inner(epoch: int, loss: float, percent: float) -> None:
+            if progress is not None:
+                progress({"run_id": run_id, "group": group, "kind": kind, "epoch": epoch,
+                          "loss": float(loss), "percent": (100.0 * step + percent) / steps,
+                          "status": "running", "fold": step if step < folds else None})
+        return inner
+
+    fold_no = [0]
+
+    def fit(x: np.ndarray, y: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None) -> Any:
+        return train(kind, x, y, params=params, seed=seed, progress=report(fold_no[0]),
+                     x_val=xv, y_val=yv)
+
+    def next_fold(k: int) -> None:
+        fold_no[0] = k + 1
+
+    metrics = walk_forward(panel, spec, fit, folds=folds, base=costs or CostModel(),
+                           threshold=threshold, on_fold=next_fold)
+    rows = np.arange(panel.bars)
+    train_rows, stop_rows = inner_split(rows, spec.horizon + spec.lookback)
+    x, y = panel.samples(train_rows, limit=spec.max_train_samples, seed=seed)
+    xv, yv = panel.samples(stop_rows, limit=spec.max_train_samples // 4, seed=seed)
+    model = fit(x, y, xv, yv)
+    metrics["val_accuracy"] = float(np.mean(np.argmax(model.predict_proba(xv), axis=1) == yv)
+                                    ) if len(yv) else None
+    metrics["train_samples"] = int(len(y))
     result = {
-        "run_id": run_id, "kind": kind, "group": group, "symbols": list(data.symbols),
+        "run_id": run_id, "kind": kind, "group": group, "symbols": list(panel.symbols),
         "timeframe": spec.interval, "params": {**model.params, "horizon": spec.horizon},
         "metrics": metrics, "tags": tags or {}, "parent_run_id": parent_run_id,
         "feature_set": FEATURE_SET_ID, "features": list(FEATURE_NAMES),
-        "dataset_sha256": dataset_sha256(lake, list(data.symbols), spec.interval),
+        "dataset_sha256": dataset_sha256(lake, list(panel.symbols), spec.interval),
         "loss_curve": [float(v) for v in model.loss_curve], "started": started,
         "ended": time.time(),
     }

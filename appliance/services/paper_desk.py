@@ -1,10 +1,12 @@
 """The paper desk: shadow books filled on paper, next to the shadow service that judges them.
 
 A shadow model's target (the same sizing as prod: :mod:`appliance.sizing`) is traded on its own
-float book at the bar's close, with the taker fee and slippage against the order's side, and
-not rounded to the lot: the book is ``shadow.size_fraction`` (1%) of a prod book, where a lot
-would be most of a position. A rebalance smaller than that fraction of a lot is skipped, because
-the prod book could not have traded it either.
+float book at the bar's close, against the order's side by the slippage and the symbol's half
+spread, paying the taker fee (:class:`models.costs.CostModel`), and not rounded to the lot: the
+book is ``shadow.size_fraction`` (1%) of a prod book, where a lot would be most of a position.
+A rebalance smaller than that fraction of a lot is skipped, because the prod book could not
+have traded it either. This is the arithmetic :func:`models.paper_replay.replay` runs over a
+whole validation block; a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from decimal import Decimal
 from typing import Callable
 
 from appliance.books import Book, BookFill
+from models.costs import CostModel
 
 
 class PaperDesk:
-    def __init__(self, taker_fee: float, slippage_bps: float, size_fraction: float,
+    def __init__(self, costs: CostModel, size_fraction: float,
                  lot_of: Callable[[str], Decimal | None]) -> None:
-        self.taker_fee = taker_fee
-        self.slippage = slippage_bps / 10_000
+        self.costs = costs
         self.size_fraction = size_fraction
         self.lot_of = lot_of
 
@@ -33,5 +35,6 @@ class PaperDesk:
         lot = self.lot_of(symbol)
         if diff == 0 or (lot is not None and abs(diff) < float(lot) * self.size_fraction):
             return None
-        fill_price = price * (1 + math.copysign(self.slippage, diff))
-        return book.apply(symbol, diff, fill_price, abs(diff) * fill_price * self.taker_fee, ts)
+        fill_price = self.costs.fill_price(symbol, price, diff)
+        return book.apply(symbol, diff, fill_price, abs(diff) * fill_price * self.costs.taker_fee,
+                          ts)

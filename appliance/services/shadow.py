@@ -34,15 +34,23 @@ from models.registry import list_models
 NAME = "shadow"
 
 
+def validation_score(m: dict[str, Any]) -> float:
+    """How a candidate ranks: its walk-forward score (the folds' mean Sharpe less one standard
+    error), or the validation Sharpe of a run recorded before walk-forward."""
+    metrics = m["metrics"] or {}
+    value = metrics.get("wf_score", metrics.get("sharpe"))
+    return float(value) if value is not None and value == value else -math.inf
+
+
 def pick_new_shadows(models: list[dict[str, Any]], per_group: int) -> list[dict[str, Any]]:
-    """Candidates to start shadowing: the best by validation Sharpe, up to the group's room."""
+    """Candidates to start shadowing: the best by validation score, up to the group's room."""
     out = []
     groups = {m["group"] for m in models}
     for g in sorted(groups):
         shadows = [m for m in models if m["group"] == g and m["mode"] == "shadow"]
         room = per_group - len(shadows)
         candidates = sorted((m for m in models if m["group"] == g and m["mode"] == "candidate"),
-                            key=lambda m: -(m["metrics"] or {}).get("sharpe", -math.inf))
+                            key=lambda m: -validation_score(m))
         out += candidates[:max(0, room)]
     return out
 
@@ -66,8 +74,8 @@ class ShadowDesk:
         models = await self.ctx.store.run(list_models, self.ctx.store.store)
         for m in pick_new_shadows(models, self.ctx.cfg.shadow.max_shadows_per_group):
             await self.life.apply(lifecycle.start_shadow, m["model_id"], actor=NAME,
-                                  reason="best candidate of its group "
-                                         f"(validation Sharpe {(m['metrics'] or {}).get('sharpe')})",
+                                  reason="best candidate of its group (walk-forward score "
+                                         f"{validation_score(m):.3f})",
                                   now=self.ctx.clock.now())
 
     async def nightly(self) -> None:

@@ -50,6 +50,7 @@ from appliance.services.paper_desk import PaperDesk
 from appliance.sizing import order_for, round_qty, target_fraction, target_qty
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
+from models.costs import CostModel
 
 NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
@@ -92,8 +93,8 @@ class TradingEngine:
         self.pool = ModelPool(ctx, self.gateway.incident)
         self.ledger = Ledger(ctx.cfg.shadow.size_fraction)
         sim = ctx.cfg.sim
-        self.desk = PaperDesk(sim.taker_fee, sim.slippage_bps, ctx.cfg.shadow.size_fraction,
-                              self.lot)
+        self.costs = CostModel(sim.taker_fee, sim.slippage_bps / 10_000)
+        self.desk = PaperDesk(self.costs, ctx.cfg.shadow.size_fraction, self.lot)
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
@@ -188,7 +189,7 @@ class TradingEngine:
                 continue
             live.append(b)
             mine = [s for s in m.row["symbols"] if s in new and book.warm(s)
-                    and s not in self.delisted]
+                    and s not in self.delisted and s not in m.excluded]
             if not mine:
                 continue
             probs = m.session.predict(np.stack([book.window(s, m.lookback) for s in mine]))

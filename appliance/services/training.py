@@ -42,6 +42,7 @@ from data.lake import Lake
 from models.artifacts import finished_runs
 from models.groups import Group, GroupingRules, make_groups
 from models.registry import list_models
+from models.training import run_setup
 
 NAME = "training"
 CATCH_UP_S = 6 * 3600
@@ -160,17 +161,32 @@ class Trainer:
         self.next_nightly = missed if ctx.clock.now() - missed < CATCH_UP_S else upcoming
         self.log = service_logger(NAME)
         self.kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()]
+        self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
         self.device = training_device()
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
-    async def enqueue(self, group: Group, kind: str, run_id: str, tags: dict[str, Any]) -> None:
+    def setup(self, timeframe: str) -> dict[str, Any]:
+        cfg = self.ctx.cfg
+        return run_setup(timeframe, cfg.training.folds, cfg.trading.threshold,
+                         cfg.sim.taker_fee, cfg.sim.slippage_bps / 10_000)
+
+    def runs(self, day: str, group: Group, kinds: list[str]) -> list[tuple[str, str, str]]:
+        """(run id, kind, timeframe) of a group's runs of the day: ``<day>-<group>-<kind>``,
+        suffixed with the timeframe when it is not 5m."""
+        return [(f"{day}-{group.name}-{kind}" + ("" if tf == "5m" else f"-{tf}"), kind, tf)
+                for tf in self.timeframes for kind in kinds]
+
+    async def enqueue(self, group: Group, kind: str, run_id: str, tags: dict[str, Any],
+                      timeframe: str = "5m") -> None:
         self.ctx.bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {
             "run_id": run_id, "group": group.name, "kind": kind, "status": "queued",
-            "percent": 0.0, "symbols": list(group.symbols)})
-        args = (run_id, group.name, list(group.symbols), kind, {}, tags)
+            "percent": 0.0, "symbols": list(group.symbols), "timeframe": timeframe})
+        args = (run_id, group.name, list(group.symbols), kind, {}, tags, None,
+                self.setup(timeframe))
         await self.ctx.io(lambda: self.jobs.enqueue("train", *args))
-        self.log.info("training queued", run_id=run_id, group=group.name, kind=kind)
+        self.log.info("training queued", run_id=run_id, group=group.name, kind=kind,
+                      timeframe=timeframe)
 
     async def refresh_groups(self) -> None:
         """Regroup each market day, and whenever the set of pairs with datasets changes."""
@@ -197,10 +213,9 @@ class Trainer:
             if group.name in served:
                 continue
             waiting = True
-            for kind in self.kinds:
-                run_id = f"{day}-{group.name}-{kind}"
+            for run_id, kind, tf in self.runs(day, group, self.kinds):
                 if f"{TRAINING_PREFIX}{run_id}" not in pending:
-                    await self.enqueue(group, kind, run_id, {"trigger": "bootstrap"})
+                    await self.enqueue(group, kind, run_id, {"trigger": "bootstrap"}, tf)
         return waiting
 
     def hold_for_bootstrap(self, waiting: bool) -> bool:
@@ -226,12 +241,11 @@ class Trainer:
         t = self.next_nightly
         day = day_tag(t)
         for group in self.groups:
-            for kind in self.kinds:
-                await self.enqueue(group, kind, f"{day}-{group.name}-{kind}",
-                                   {"trigger": "nightly"})
+            for run_id, kind, tf in self.runs(day, group, self.kinds):
+                await self.enqueue(group, kind, run_id, {"trigger": "nightly"}, tf)
             if is_sunday(t):
-                await self.enqueue(group, "ensemble", f"{day}-{group.name}-ensemble",
-                                   {"trigger": "sunday"})
+                for run_id, kind, tf in self.runs(day, group, ["ensemble"]):
+                    await self.enqueue(group, kind, run_id, {"trigger": "sunday"}, tf)
         self.next_nightly = next_daily(t, self.nightly_s)
 
     async def register(self) -> None:
