@@ -339,8 +339,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from appliance.commands import discover
+    from appliance.logs import setup_logging
 
     cfg = load_config(args)
+    setup_logging(None, cfg.general.log_level)  # JSON lines on stderr, as every command's
     rows = discover(cfg)
     data = [{"symbol": r.symbol, "turnover24h": r.turnover_24h, "tradable": r.tradable,
              "status": r.status, "dropped_by": r.dropped_by} for r in rows]
@@ -356,12 +358,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from appliance.commands import backfill
+    from appliance.logs import setup_logging
 
     if args.interval != "1m":
         raise ConfigError(f"--interval {args.interval}: only 1m is fetched; 5m and 1h are "
                           "derived from it in the lake")
     overrides = {} if args.days is None else {"days": args.days}
     cfg = load_config(args)
+    setup_logging(None, cfg.general.log_level)
     if overrides:
         cfg = build_config(args.config, overrides={
             "general": {"state_dir": args.state_dir, "exchange": args.exchange},

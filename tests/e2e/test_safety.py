@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import time
@@ -18,15 +17,10 @@ import pytest
 from appliance.bus import MAINTENANCE_MODE, Bus, operator_name
 from appliance.liveness import RunLock
 from tests.e2e.conftest import methtrader, status_json, stderr_of
+from tests.e2e.safety_helpers import QUIET, copy_state, one_error_line, run_briefly
 from tui.client import BusReader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-QUIET = ("--metrics-port", "0")
-
-
-def run_briefly(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return methtrader("run", "--state-dir", str(state), "--for", "1s", *QUIET, *args,
-                      timeout=120, check=check)
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -55,15 +49,6 @@ def incident_kinds(state: Path) -> list[str]:
     return [r[0] for r in rows(state, "SELECT kind FROM incidents ORDER BY id")]
 
 
-def one_error_line(out: subprocess.CompletedProcess, code: int) -> str:
-    """The exit code, and exactly one plain line on stderr (JSON log lines aside)."""
-    assert out.returncode == code, out.stderr[-2000:]
-    plain = [line for line in out.stderr.splitlines() if line and not line.startswith("{")]
-    assert "Traceback" not in "\n".join(plain), out.stderr[-2000:]
-    assert len(plain) == 1 and plain[0].startswith("methtrader: "), plain
-    return plain[0]
-
-
 @pytest.fixture(scope="module")
 def ran_once(tmp_path_factory) -> Path:
     """A state dir that `run` has used once (1 s of real time), stopped."""
@@ -74,9 +59,7 @@ def ran_once(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def state(ran_once: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "state"
-    shutil.copytree(ran_once, dst, symlinks=True)
-    return dst
+    return copy_state(ran_once, tmp_path / "state")
 
 
 # -- liveness: one lock (hole 8, issue 9 #7) -----------------------------------------------
