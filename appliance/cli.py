@@ -202,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from appliance.status import gather_status
 
     cfg = load_config(args)
-    st = gather_status(cfg.state_path, cfg.supervisor.stale_after_s)
+    st = gather_status(cfg.state_path)
     lines = []
     age = st["heartbeat_age_s"]
     lines.append(("RUNNING" if st["running"] else "NOT RUNNING") + (
