@@ -496,7 +496,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 # Commands that create files in the state dir: their files are the operator's alone.
 CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
-                 "backfill", "train", "tui", "discover", "status", "models"}
+                 "rollback", "backfill", "train", "tui", "discover", "status", "models"}
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

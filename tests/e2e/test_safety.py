@@ -148,7 +148,7 @@ def test_a_switch_written_behind_the_bus_is_audited_and_fails_closed(state: Path
 
 @pytest.mark.parametrize("command", [
     ["kill"], ["resume"], ["unfreeze", "--reason", "x"], ["promote", "m1", "--reason", "x"],
-    ["pin", "m1"], ["tui"]])
+    ["pin", "m1"], ["rollback", "t1-a", "--reason", "x"], ["tui"]])
 @pytest.mark.parametrize("where", ["typo", "empty"])
 def test_state_changing_commands_refuse_a_directory_that_is_not_a_state_dir(
         tmp_path: Path, command: list[str], where: str) -> None:
