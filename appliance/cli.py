@@ -238,57 +238,75 @@ def _state_bus(cfg: Config):
 
 
 def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
+    """kill (``value``) or resume. A kill still works on a damaged bus (a kill file); a resume
+    also cancels a pending flatten; ``kill --flatten`` waits for the flatten while ``run`` is
+    up, and queues it for the next start while it is down."""
     from appliance.bus import MAINTENANCE_MODE, BusError, operator_name
-    from appliance.commands import CommandFailed, send_and_wait
-    from appliance.liveness import is_running
-    from appliance.safety import write_kill_file
 
     cfg = load_config(args)
+    flatten = getattr(args, "flatten", False)
     try:
         bus = _state_bus(cfg)
     except BusError as exc:
         if not value:
             raise BusError(f"{exc}; resume cannot be recorded there: start `methtrader run` "
                            "once (it rebuilds the bus), then resume") from None
-        entry = write_kill_file(cfg.state_path, args.reason, str(exc))
-        text = (f"maintenance_mode ON: the bus is damaged, so a kill file was written at "
-                f"{cfg.state_path / 'KILL'} (by {entry['actor']}: {entry['reason']}); the "
-                "appliance honours it until a resume")
-        if getattr(args, "flatten", False):
-            text += "\nflatten NOT queued: it needs the bus; run `methtrader run` to rebuild it"
-        _emit(args, {"maintenance_mode": True, "kill_file": entry, "flatten_command": None}, text)
-        return 0 if not getattr(args, "flatten", False) else 1
-    failed = None
+        return _kill_without_bus(args, cfg, exc, flatten)
+    failed = flattened = None
     with bus:
         entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
                                reason=args.reason, source="cli", clear_kill_file=True)
         word = "ON: no new orders" if value else "off: trading may resume"
         text = f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})"
-        flatten = None
         if not value:
             cancelled = bus.cancel_pending("flatten", actor=operator_name(),
                                            reason="resume cancels a pending flatten")
             if cancelled:
                 text += f"\ncancelled {len(cancelled)} pending flatten command(s)"
-        elif getattr(args, "flatten", False):
-            fargs = {"reason": args.reason, "actor": operator_name()}
-            if is_running(cfg.state_path):
-                try:
-                    flatten = send_and_wait(bus, "flatten", fargs,
-                                            deadline_s=cfg.bus.command_deadline_s)
-                    text += f"\nflatten done: closed {len(flatten.get('closed') or [])} positions"
-                except CommandFailed as exc:
-                    failed = f"flatten failed: {exc}"
-            else:
-                cid = bus.send_command("flatten", fargs, source="cli", deadline_s=None)
-                flatten = {"queued": cid}
-                text += ("\nflatten queued: the appliance is not running; it closes every "
-                         "position with reduce-only orders when it starts (a resume cancels it)")
+        elif flatten:
+            flattened, more, failed = _flatten(bus, cfg, args.reason)
+            text += more
     if failed:
         print(f"methtrader: maintenance_mode is ON, but {failed}", file=sys.stderr)
-    _emit(args, {"maintenance_mode": value, "audit": entry, "flatten_command": flatten,
+    _emit(args, {"maintenance_mode": value, "audit": entry, "flatten_command": flattened,
                  "error": failed}, text)
     return 1 if failed else 0
+
+
+def _flatten(bus, cfg: Config, reason: str) -> tuple[dict[str, Any] | None, str, str | None]:
+    """(result, text to add, failure) of the flatten that goes with a kill."""
+    from appliance.bus import operator_name
+    from appliance.commands import CommandFailed, send_and_wait
+    from appliance.liveness import is_running
+
+    fargs = {"reason": reason, "actor": operator_name()}
+    if not is_running(cfg.state_path):
+        cid = bus.send_command("flatten", fargs, source="cli", deadline_s=None)
+        return {"queued": cid}, ("\nflatten queued: the appliance is not running; it closes "
+                                 "every position with reduce-only orders when it starts (a "
+                                 "resume cancels it)"), None
+    try:
+        result = send_and_wait(bus, "flatten", fargs, deadline_s=cfg.bus.command_deadline_s)
+    except CommandFailed as exc:
+        return None, "", f"flatten failed: {exc}"
+    return result, f"\nflatten done: closed {len(result.get('closed') or [])} positions", None
+
+
+def _kill_without_bus(args: argparse.Namespace, cfg: Config, exc: Exception,
+                      flatten: bool) -> int:
+    """The bus cannot be opened: write the kill file, which ``run`` honours until a resume."""
+    from appliance.safety import KILL_FILE, write_kill_file
+
+    entry = write_kill_file(cfg.state_path, args.reason, str(exc))
+    text = (f"maintenance_mode ON: the bus is damaged, so a kill file was written at "
+            f"{cfg.state_path / KILL_FILE} (by {entry['actor']}: {entry['reason']}); the "
+            "appliance honours it until a resume")
+    if flatten:
+        print("methtrader: maintenance_mode is ON (kill file), but the flatten was not queued: "
+              "it needs the bus; start `methtrader run` to rebuild it, then flatten",
+              file=sys.stderr)
+    _emit(args, {"maintenance_mode": True, "kill_file": entry, "flatten_command": None}, text)
+    return 1 if flatten else 0
 
 
 def cmd_unfreeze(args: argparse.Namespace) -> int:
@@ -305,7 +323,6 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     from appliance.commands import registry_command
-
     from appliance.safety import require_state_dir
 
     cfg = load_config(args)

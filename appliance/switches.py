@@ -151,9 +151,11 @@ async def honour_kill_file(bus: Bus, incident: Incident) -> bool:
 class SwitchWatch:
     """Watches the switches on the bus between ticks (the operator service's loop)."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, known: dict[int, str] | None = None) -> None:
+        """``known``: switch actions by sequence number already in ``audit_log`` (a record may
+        name an entry that only DuckDB still has, e.g. after the bus journal was lost)."""
         self.bus = bus
-        self._known: dict[int, str] = {}
+        self._known: dict[int, str] = dict(known or {})
         self._after = 0
         self._seen: dict[str, Any] = {}
 

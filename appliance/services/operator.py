@@ -29,7 +29,7 @@ import trio
 from appliance.context import ServiceContext
 from appliance.logs import service_logger
 from appliance.store import Store
-from appliance.switches import SwitchWatch
+from appliance.switches import SwitchWatch, audit_log_switches
 
 NAME = "operator"
 Handler = Callable[[ServiceContext, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -100,7 +100,8 @@ async def record_incident(ctx: ServiceContext, kind: str, message: str) -> None:
 
 async def run(ctx: ServiceContext, handlers: dict[str, Handler]) -> None:
     log = service_logger(NAME)
-    watch = SwitchWatch(ctx.bus)
+    _, known = await ctx.store.run(audit_log_switches, ctx.store.store)
+    watch = SwitchWatch(ctx.bus, known)
 
     async def incident(kind: str, message: str) -> None:
         await record_incident(ctx, kind, message)

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
 from appliance.store import Store
-from appliance.switches import settle_at_start
+from appliance.switches import SwitchWatch, audit_log_switches, settle_at_start
 
 pytestmark = pytest.mark.trio
 
@@ -137,3 +137,24 @@ async def test_a_kill_file_becomes_an_audited_on_and_goes_away(world: World) -> 
     assert ("maintenance_mode=on", "kill file: bus broken") in world.actions()
     assert [k for k, _ in world.incidents] == ["kill_file"]
     assert world.bus.switch_meta(MAINTENANCE_MODE)["actor"] == "carol"
+
+
+async def test_the_watch_trusts_a_record_journalled_only_in_duckdb(world: World) -> None:
+    """The bus journal may be gone (copied to DuckDB long ago): no false alarm for that."""
+    await world.settle(fresh=True)
+    world.bus.set_switch(MAINTENANCE_MODE, True, actor="ops", reason="drill")
+    world.copy_journal()
+    world.bus.close()
+    for f in (world.state / "bus" / "audit").glob("cache.db*"):
+        f.unlink()
+    world.bus = Bus(world.state / "bus")
+    assert world.bus.audit_entries() == [] and world.bus.maintenance_mode
+
+    async def incident(kind: str, message: str) -> None:
+        world.incidents.append((kind, message))
+
+    _, known = audit_log_switches(world.store)
+    await SwitchWatch(world.bus, known).tick(incident)
+    assert world.incidents == [] and world.bus.maintenance_mode
+    await SwitchWatch(world.bus).tick(incident)  # without DuckDB's knowledge it would alarm
+    assert {k for k, _ in world.incidents} == {"unaudited_switch_change"}
