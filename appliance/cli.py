@@ -233,7 +233,7 @@ def _state_bus(cfg: Config):
     from appliance.safety import require_state_dir
 
     require_state_dir(cfg.state_path)
-    return Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen,
+    return Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen,
                command_deadline_s=cfg.bus.command_deadline_s)
 
 
@@ -478,9 +478,8 @@ def cmd_fake_bybit(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from tui.app import run_tui
-
     from appliance.safety import require_state_dir
+    from tui.app import run_tui
 
     cfg = load_config(args)
     require_state_dir(cfg.state_path)
@@ -513,7 +512,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 # Commands that create files in the state dir: their files are the operator's alone.
 CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
-                 "rollback", "backfill", "train", "tui", "discover", "status", "models"}
+                 "rollback", "backfill", "train", "tui", "discover", "status", "models",
+                 "backup", "restore"}
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

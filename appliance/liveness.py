@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-LOCK_NAME = "run.lock"
+from appliance.paths import StatePaths
+
 ACQUIRE_PATIENCE_S = 2.0  # a reader's probe holds the lock for microseconds: wait those out
 
 
@@ -28,7 +29,7 @@ class AlreadyRunning(RuntimeError):
 
 
 def lock_path(state_dir: Path) -> Path:
-    return Path(state_dir) / LOCK_NAME
+    return StatePaths(state_dir).run_lock
 
 
 def is_running(state_dir: Path) -> bool:

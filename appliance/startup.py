@@ -29,6 +29,7 @@ from appliance.config import Config
 from appliance.exchange.factory import StartupError
 from appliance.liveness import AlreadyRunning, RunLock
 from appliance.logs import service_logger
+from appliance.paths import StatePaths
 from appliance.safety import DB_NAME, MARKER, loose_permissions, write_marker
 from appliance.store import Store, StoreError
 from appliance.switches import settle_at_start
@@ -64,7 +65,7 @@ def open_store(state_dir: Path, patience_s: float = 10.0) -> Store:
     """The DuckDB file, read-write. With the run lock held only a short-lived reader (a
     ``status`` or ``models`` that looked before the lock was taken) can be holding it: wait
     that out, then give up with the reason."""
-    path = state_dir / DB_NAME
+    path = StatePaths(state_dir).duckdb
     deadline = time.monotonic() + patience_s
     while True:
         try:
@@ -97,7 +98,7 @@ def bus_damage(path: Path) -> str | None:
 
 def open_bus(cfg: Config, findings: Findings) -> Bus:
     """The bus, rebuilt empty when damaged (the damaged one is kept aside for a post-mortem)."""
-    path = cfg.state_path / "bus"
+    path = StatePaths(cfg.state_path).bus
     why = bus_damage(path) if path.exists() else None
     bus = None
     if why is None:
