@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import stat
+import time
 from pathlib import Path
 
 import duckdb
@@ -166,6 +167,9 @@ def test_discover_and_backfill_with_the_exchange_down_fail_in_one_line(
 
 def test_a_damaged_parquet_day_is_moved_aside_and_fetched_again(tmp_path: Path) -> None:
     state = tmp_path / "s"
+    state.mkdir()
+    noon = time.time() // 86_400 * 86_400 - 43_200  # both backfills ask for the same range
+    (state / "clock.json").write_text(json.dumps({"market_time": noon}))
     first = json.loads(methtrader("backfill", "BTCUSDT", "--days", "2", "--json",
                                   "--state-dir", str(state)).stdout)[0]
     days = sorted((state / "lake/candles/interval=1m/symbol=BTCUSDT").glob("day=*.parquet"))
