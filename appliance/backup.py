@@ -186,18 +186,14 @@ def _prepare_dest(paths: StatePaths, dest: Path) -> Path:
 
 
 def _owned_via_run(bus: Bus, dest: Path, wait_s: float) -> dict[str, Any]:
-    cid = bus.send_command(COMMAND, {"dest": str(dest), "reason": f"backup to {dest}"},
-                           source="cli")
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        result = bus.command_result(cid)
-        if result is not None:
-            if not result.get("ok"):
-                raise BackupError(f"the appliance refused the backup: {result.get('error')}")
-            return result
-        time.sleep(0.1)
-    raise BackupError(f"the appliance did not copy its database within {wait_s:g}s; the "
-                      f"command stays queued and {dest} is incomplete (no {MANIFEST})")
+    from appliance.commands import CommandFailed, send_and_wait
+
+    try:
+        return send_and_wait(bus, COMMAND, {"dest": str(dest), "reason": f"backup to {dest}"},
+                             deadline_s=wait_s)
+    except CommandFailed as exc:
+        raise BackupError(f"the appliance did not make the backup: {exc}; {dest} is "
+                          f"incomplete (no {MANIFEST})") from None
 
 
 def _owned_here(paths: StatePaths, dest: Path) -> dict[str, Any]:
@@ -213,7 +209,7 @@ def _owned_here(paths: StatePaths, dest: Path) -> dict[str, Any]:
 
 def make_backup(cfg: Config, dest: Path, *, wait_s: float = 300.0) -> dict[str, Any]:
     """``methtrader backup DEST``: through ``run`` when it is up, else directly."""
-    from appliance.status import gather_status
+    from appliance.liveness import is_running
 
     paths = StatePaths(cfg.state_path)
     if not paths.duckdb.exists():
@@ -221,7 +217,7 @@ def make_backup(cfg: Config, dest: Path, *, wait_s: float = 300.0) -> dict[str, 
                           "check --state-dir", 2)
     dest = _prepare_dest(paths, dest)
     with Bus(paths.bus, events_maxlen=cfg.bus.events_maxlen) as bus:
-        running = gather_status(paths.root, cfg.supervisor.stale_after_s)["running"]
+        running = is_running(paths.root)
         try:
             owned = _owned_via_run(bus, dest, wait_s) if running else _owned_here(paths, dest)
         except BackupError:
@@ -292,11 +288,11 @@ def _sha256(path: Path) -> str:
 
 
 def _refuse_if_running(cfg: Config, paths: StatePaths) -> None:
-    from appliance.status import gather_status
+    from appliance.liveness import is_running
 
     if not paths.root.exists():
         return
-    if paths.bus.exists() and gather_status(paths.root, cfg.supervisor.stale_after_s)["running"]:
+    if is_running(paths.root):
         raise BackupError(f"`methtrader run` is up on {paths.root}; stop it before restoring")
     if paths.duckdb.exists():
         try:

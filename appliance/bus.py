@@ -10,17 +10,26 @@ Layout under ``<state>/bus``:
   ``tradable_pairs``, heartbeats, snapshots for the dashboard and ``status``;
 * ``events/``: a bounded deque of events, each with a sequence number (trade,
   training_progress, data_source_update, incident, ...);
-* ``commands/``: a deque of operator commands (tui/cli → appliance);
+* ``commands/``: a deque of operator commands (tui/cli → appliance), each with the OS user that
+  sent it and a wall-time deadline;
 * ``audit/``: the operator's audit journal, copied by ``run`` into DuckDB's ``audit_log``.
 
 The cache is opened with ``eviction_policy="none"``: a size limit must never evict the kill
 switch.
+
+**The switches fail closed.** A switch is a record ``{value, actor, reason, ts, source, seq}``
+whose ``seq`` names its audit-journal entry. A switch that is missing, malformed or unreadable
+reads as ON, and so does maintenance mode while the state dir holds a kill file
+(:mod:`appliance.safety`). ``run`` initialises both switches on a fresh state dir, restores them
+from DuckDB when the bus lost them, and audits any change it did not see journalled
+(:mod:`appliance.switches`).
 """
 
 from __future__ import annotations
 
-import getpass
+import contextlib
 import os
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -28,27 +37,64 @@ from typing import Any, Iterable
 
 import diskcache
 
+from appliance.safety import KILL_FILE, OWNER_ONLY_DIR, operator_name, remove_kill_file
+
 MAINTENANCE_MODE = "maintenance_mode"
 DEPLOYS_FROZEN = "deploys_frozen"
 SWITCHES = (MAINTENANCE_MODE, DEPLOYS_FROZEN)
+DEFAULT_COMMAND_DEADLINE_S = 60.0
+COMMAND_STATE_TTL_S = 7 * 86400
+
+__all__ = ["Bus", "BusError", "DEPLOYS_FROZEN", "MAINTENANCE_MODE", "SWITCHES",
+           "operator_name", "switch_action"]
 
 
-def operator_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return f"uid{os.getuid()}"
+class BusError(RuntimeError):
+    """The bus cannot be opened or read: its files are damaged."""
+
+
+def switch_action(name: str, value: bool) -> str:
+    """The audit action of a switch change, e.g. ``maintenance_mode=on``."""
+    return f"{name}={'on' if value else 'off'}"
+
+
+def switch_value(record: Any) -> bool | None:
+    """The value of a well-formed switch record, else None (which reads as ON)."""
+    if isinstance(record, dict) and isinstance(record.get("value"), bool):
+        return record["value"]
+    return None
 
 
 class Bus:
-    def __init__(self, path: Path | str, events_maxlen: int = 10_000) -> None:
+    def __init__(self, path: Path | str, events_maxlen: int = 10_000, *,
+                 command_deadline_s: float = DEFAULT_COMMAND_DEADLINE_S) -> None:
+        """Open (creating when absent, 0700) the bus at ``path``; :class:`BusError` when its
+        files are damaged."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.command_deadline_s = command_deadline_s
+        self._kill_file = self.path.parent / KILL_FILE
+        if not self.path.exists():
+            self.path.mkdir(parents=True, mode=OWNER_ONLY_DIR, exist_ok=True)
         opts = dict(eviction_policy="none", size_limit=2**40, timeout=30)
-        self.cache = diskcache.Cache(str(self.path), **opts)
-        self._events = diskcache.Deque(directory=str(self.path / "events"), maxlen=events_maxlen)
-        self._commands = diskcache.Deque(directory=str(self.path / "commands"))
-        self._audit = diskcache.Deque(directory=str(self.path / "audit"))
+        opened: list[diskcache.Cache] = []
+        try:
+            self.cache = diskcache.Cache(str(self.path), **opts)
+            opened.append(self.cache)
+            self._events = diskcache.Deque(directory=str(self.path / "events"),
+                                           maxlen=events_maxlen)
+            opened.append(self._events._cache)
+            self._commands = diskcache.Deque(directory=str(self.path / "commands"))
+            opened.append(self._commands._cache)
+            self._audit = diskcache.Deque(directory=str(self.path / "audit"))
+            opened.append(self._audit._cache)
+            # A new (or rebuilt) bus numbers its journal from the wall clock in microseconds,
+            # so it never reuses a sequence number DuckDB already holds from an older bus.
+            self.cache.add("audit_seq", int(time.time() * 1_000_000))
+        except (sqlite3.DatabaseError, diskcache.Timeout) as exc:
+            for cache in opened:
+                with contextlib.suppress(Exception):
+                    cache.close()
+            raise BusError(f"the bus at {self.path} is damaged ({exc})") from None
 
     def close(self) -> None:
         for store in (self.cache, self._events._cache, self._commands._cache, self._audit._cache):
@@ -63,9 +109,17 @@ class Bus:
     # -- switches ----------------------------------------------------------------------------
 
     def switch(self, name: str) -> bool:
+        """Whether a switch is ON. Fails closed: missing, malformed or unreadable is ON, and
+        maintenance mode is ON while the state dir holds a kill file."""
         if name not in SWITCHES:
             raise KeyError(f"unknown switch {name!r}; switches: {', '.join(SWITCHES)}")
-        return bool(self.cache.get(f"switch:{name}", False))
+        if name == MAINTENANCE_MODE and self._kill_file.exists():
+            return True
+        try:
+            record = self.cache.get(f"switch:{name}")
+        except Exception:  # a damaged bus cannot say trading is allowed
+            return True
+        return switch_value(record) is not False
 
     @property
     def maintenance_mode(self) -> bool:
@@ -75,21 +129,39 @@ class Bus:
     def deploys_frozen(self) -> bool:
         return self.switch(DEPLOYS_FROZEN)
 
+    @property
+    def kill_file_present(self) -> bool:
+        return self._kill_file.exists()
+
     def set_switch(self, name: str, value: bool, *, actor: str, reason: str,
-                   source: str = "cli") -> dict[str, Any]:
-        """Flip a switch and journal who, when and why (one audit entry per change)."""
+                   source: str = "cli", details: dict[str, Any] | None = None,
+                   clear_kill_file: bool = False) -> dict[str, Any]:
+        """Flip a switch and journal who, when and why (one audit entry per change).
+
+        The journal entry is written first and the switch record names it (``seq``), so a
+        record with no journal entry behind it was written by something else. An operator's
+        resume passes ``clear_kill_file`` (the kill file holds maintenance ON until then)."""
         self.switch(name)
-        self.cache.set(f"switch:{name}", bool(value))
-        self.cache.set(f"switch:{name}:meta", {"actor": actor, "reason": reason,
-                                                "ts": time.time(), "source": source})
-        entry = self.audit(actor=actor, action=f"{name}={'on' if value else 'off'}",
-                           reason=reason, details={"source": source})
+        removed = (clear_kill_file and not value and name == MAINTENANCE_MODE
+                   and remove_kill_file(self.path.parent))
+        entry = self.audit(actor=actor, action=switch_action(name, value), reason=reason,
+                           details={"source": source, **({"kill_file_removed": True}
+                                                         if removed else {}),
+                                    **(details or {})})
+        self.cache.set(f"switch:{name}", {"value": bool(value), "actor": actor,
+                                           "reason": reason, "ts": entry["ts"],
+                                           "source": source, "seq": entry["seq"]})
         self.publish("switch", {"name": name, "value": bool(value), "actor": actor,
                                 "reason": reason}, service=source)
         return entry
 
+    def switch_record(self, name: str) -> Any:
+        """The raw stored switch (a record, or whatever else was written there)."""
+        return self.cache.get(f"switch:{name}")
+
     def switch_meta(self, name: str) -> dict[str, Any] | None:
-        return self.cache.get(f"switch:{name}:meta")
+        record = self.cache.get(f"switch:{name}")
+        return record if switch_value(record) is not None else None
 
     # -- shared state ------------------------------------------------------------------------
 
@@ -179,11 +251,21 @@ class Bus:
     # -- commands ----------------------------------------------------------------------------
 
     def send_command(self, command: str, args: dict[str, Any] | None = None, *,
-                     actor: str | None = None, source: str = "cli") -> str:
+                     actor: str | None = None, source: str = "cli",
+                     deadline_s: float | None | str = "default") -> str:
+        """Queue a command for ``run``. The sender's uid and user name come from the OS (``run``
+        refuses a uid that neither owns the state dir nor is root); ``actor`` is only a label.
+
+        ``deadline_s`` (wall seconds, default the bus's ``command_deadline_s``): ``run`` drops
+        the command unexecuted after it; None keeps it until it runs or is cancelled."""
         cid = uuid.uuid4().hex[:12]
+        now = time.time()
+        span = self.command_deadline_s if deadline_s == "default" else deadline_s
+        user = operator_name()
         self._commands.append({"id": cid, "command": command, "args": args or {},
-                               "actor": actor or operator_name(), "source": source,
-                               "ts": time.time()})
+                               "actor": actor or user, "user": user, "uid": os.getuid(),
+                               "source": source, "ts": now,
+                               "deadline": None if span is None else now + float(span)})
         return cid
 
     def pop_command(self) -> dict[str, Any] | None:
@@ -194,6 +276,35 @@ class Bus:
 
     def pending_commands(self) -> list[dict[str, Any]]:
         return list(self._commands)
+
+    def claim_command(self, cid: str) -> bool:
+        """``run`` takes a command to execute it; False when its sender cancelled it first.
+
+        Claim and cancel race on one atomic ``add``: exactly one of them wins."""
+        return bool(self.cache.add(f"command_state:{cid}",
+                                   {"state": "claimed", "ts": time.time(), "pid": os.getpid()},
+                                   expire=COMMAND_STATE_TTL_S))
+
+    def cancel_command(self, cid: str, *, reason: str) -> bool:
+        """Make sure a command never runs; False when ``run`` already claimed it."""
+        return bool(self.cache.add(f"command_state:{cid}",
+                                   {"state": "cancelled", "ts": time.time(), "reason": reason,
+                                    "by": operator_name()}, expire=COMMAND_STATE_TTL_S))
+
+    def command_state(self, cid: str) -> dict[str, Any] | None:
+        return self.cache.get(f"command_state:{cid}")
+
+    def cancel_pending(self, command: str, *, actor: str, reason: str) -> list[str]:
+        """Cancel every queued ``command`` not yet claimed (e.g. a flatten, on resume); each
+        cancellation is journalled."""
+        cancelled = []
+        for cmd in self.pending_commands():
+            if cmd.get("command") == command and self.cancel_command(cmd["id"], reason=reason):
+                self.audit(actor=actor, action=f"command:{command} cancelled", reason=reason,
+                           details={"command_id": cmd["id"], "queued_by": cmd.get("user"),
+                                    "queued_at": cmd.get("ts")})
+                cancelled.append(cmd["id"])
+        return cancelled
 
     def set_command_result(self, cid: str, result: dict[str, Any]) -> None:
         self.cache.set(f"command_result:{cid}", {**result, "ts": time.time()}, expire=86400)

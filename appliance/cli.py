@@ -183,10 +183,11 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from appliance.logs import setup_logging
+    from appliance.safety import prepare_state_dir
     from appliance.supervisor import RunLimits, run_sync
 
     cfg = load_config(args, speed=args.speed, metrics_port=args.metrics_port)
-    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    prepare_state_dir(cfg.state_path)
     setup_logging(cfg.state_path, cfg.general.log_level)
     return run_sync(cfg, RunLimits(for_s=args.for_, until_s=args.until))
 
@@ -201,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from appliance.status import gather_status
 
     cfg = load_config(args)
-    st = gather_status(cfg.state_path, cfg.supervisor.stale_after_s)
+    st = gather_status(cfg.state_path)
     lines = []
     age = st["heartbeat_age_s"]
     lines.append(("RUNNING" if st["running"] else "NOT RUNNING") + (
@@ -226,29 +227,93 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_bus(cfg: Config):
+    """The bus of an existing state dir (refusing any other directory)."""
+    from appliance.bus import Bus
+    from appliance.safety import require_state_dir
+
+    require_state_dir(cfg.state_path)
+    return Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen,
+               command_deadline_s=cfg.bus.command_deadline_s)
+
+
 def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
-    from appliance.bus import MAINTENANCE_MODE, Bus, operator_name
+    """kill (``value``) or resume. A kill still works on a damaged bus (a kill file); a resume
+    also cancels a pending flatten; ``kill --flatten`` waits for the flatten while ``run`` is
+    up, and queues it for the next start while it is down."""
+    from appliance.bus import MAINTENANCE_MODE, BusError, operator_name
 
     cfg = load_config(args)
-    flatten = None
-    with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
+    flatten = getattr(args, "flatten", False)
+    try:
+        bus = _state_bus(cfg)
+    except BusError as exc:
+        if not value:
+            raise BusError(f"{exc}; resume cannot be recorded there: start `methtrader run` "
+                           "once (it rebuilds the bus), then resume") from None
+        return _kill_without_bus(args, cfg, exc, flatten)
+    failed = flattened = None
+    with bus:
         entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
-                               reason=args.reason, source="cli")
-        if value and getattr(args, "flatten", False):
-            flatten = bus.send_command("flatten", {"reason": args.reason}, source="cli")
-    word = "ON: no new orders" if value else "off: trading may resume"
-    text = f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})"
+                               reason=args.reason, source="cli", clear_kill_file=True)
+        word = "ON: no new orders" if value else "off: trading may resume"
+        text = f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})"
+        if not value:
+            cancelled = bus.cancel_pending("flatten", actor=operator_name(),
+                                           reason="resume cancels a pending flatten")
+            if cancelled:
+                text += f"\ncancelled {len(cancelled)} pending flatten command(s)"
+        elif flatten:
+            flattened, more, failed = _flatten(bus, cfg, args.reason)
+            text += more
+    if failed:
+        print(f"methtrader: maintenance_mode is ON, but {failed}", file=sys.stderr)
+    _emit(args, {"maintenance_mode": value, "audit": entry, "flatten_command": flattened,
+                 "error": failed}, text)
+    return 1 if failed else 0
+
+
+def _flatten(bus, cfg: Config, reason: str) -> tuple[dict[str, Any] | None, str, str | None]:
+    """(result, text to add, failure) of the flatten that goes with a kill."""
+    from appliance.bus import operator_name
+    from appliance.commands import CommandFailed, send_and_wait
+    from appliance.liveness import is_running
+
+    fargs = {"reason": reason, "actor": operator_name()}
+    if not is_running(cfg.state_path):
+        cid = bus.send_command("flatten", fargs, source="cli", deadline_s=None)
+        return {"queued": cid}, ("\nflatten queued: the appliance is not running; it closes "
+                                 "every position with reduce-only orders when it starts (a "
+                                 "resume cancels it)"), None
+    try:
+        result = send_and_wait(bus, "flatten", fargs, deadline_s=cfg.bus.command_deadline_s)
+    except CommandFailed as exc:
+        return None, "", f"flatten failed: {exc}"
+    return result, f"\nflatten done: closed {len(result.get('closed') or [])} positions", None
+
+
+def _kill_without_bus(args: argparse.Namespace, cfg: Config, exc: Exception,
+                      flatten: bool) -> int:
+    """The bus cannot be opened: write the kill file, which ``run`` honours until a resume."""
+    from appliance.safety import KILL_FILE, write_kill_file
+
+    entry = write_kill_file(cfg.state_path, args.reason, str(exc))
+    text = (f"maintenance_mode ON: the bus is damaged, so a kill file was written at "
+            f"{cfg.state_path / KILL_FILE} (by {entry['actor']}: {entry['reason']}); the "
+            "appliance honours it until a resume")
     if flatten:
-        text += "\nflatten queued: the appliance closes every position with reduce-only orders"
-    _emit(args, {"maintenance_mode": value, "audit": entry, "flatten_command": flatten}, text)
-    return 0
+        print("methtrader: maintenance_mode is ON (kill file), but the flatten was not queued: "
+              "it needs the bus; start `methtrader run` to rebuild it, then flatten",
+              file=sys.stderr)
+    _emit(args, {"maintenance_mode": True, "kill_file": entry, "flatten_command": None}, text)
+    return 1 if flatten else 0
 
 
 def cmd_unfreeze(args: argparse.Namespace) -> int:
-    from appliance.bus import DEPLOYS_FROZEN, Bus, operator_name
+    from appliance.bus import DEPLOYS_FROZEN, operator_name
 
     cfg = load_config(args)
-    with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
+    with _state_bus(cfg) as bus:
         entry = bus.set_switch(DEPLOYS_FROZEN, False, actor=operator_name(),
                                reason=args.reason, source="cli")
     _emit(args, {"deploys_frozen": False, "audit": entry},
@@ -258,8 +323,10 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     from appliance.commands import registry_command
+    from appliance.safety import require_state_dir
 
     cfg = load_config(args)
+    require_state_dir(cfg.state_path)
     target = {"group": args.group} if args.command == "rollback" else {
         "model_id": args.model_id}
     try:
@@ -289,8 +356,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from appliance.commands import discover
+    from appliance.logs import setup_logging
 
     cfg = load_config(args)
+    setup_logging(None, cfg.general.log_level)  # JSON lines on stderr, as every command's
     rows = discover(cfg)
     data = [{"symbol": r.symbol, "turnover24h": r.turnover_24h, "tradable": r.tradable,
              "status": r.status, "dropped_by": r.dropped_by} for r in rows]
@@ -306,12 +375,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from appliance.commands import backfill
+    from appliance.logs import setup_logging
 
     if args.interval != "1m":
         raise ConfigError(f"--interval {args.interval}: only 1m is fetched; 5m and 1h are "
                           "derived from it in the lake")
     overrides = {} if args.days is None else {"days": args.days}
     cfg = load_config(args)
+    setup_logging(None, cfg.general.log_level)
     if overrides:
         cfg = build_config(args.config, overrides={
             "general": {"state_dir": args.state_dir, "exchange": args.exchange},
@@ -409,9 +480,11 @@ def cmd_fake_bybit(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    from appliance.safety import require_state_dir
     from tui.app import run_tui
 
     cfg = load_config(args)
+    require_state_dir(cfg.state_path)
     return run_tui(cfg.state_path, events_maxlen=cfg.bus.events_maxlen)
 
 
@@ -439,18 +512,64 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+# Commands that create files in the state dir: their files are the operator's alone.
+CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
+                 "rollback", "backfill", "train", "tui", "discover", "status", "models",
+                 "backup", "restore"}
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _expected_error(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error a user can meet and act on; None for a bug."""
+    import duckdb
+
+    from appliance.bus import BusError
+    from appliance.exchange.base import ExchangeError
+    from appliance.liveness import AlreadyRunning
+    from appliance.safety import StateDirError
+
+    if isinstance(exc, ConfigError):
+        return 2, f"config error: {exc}"
+    if isinstance(exc, StateDirError):
+        return 2, str(exc)
+    if isinstance(exc, (StartupError, StoreError, AlreadyRunning)):
+        return 1, str(exc)
+    if isinstance(exc, BusError):
+        return 1, (f"{exc}; `methtrader run` moves it aside and rebuilds it on its next start, "
+                   "and `methtrader kill` still works")
+    if isinstance(exc, ExchangeError):
+        return 1, f"the exchange failed: {exc}; try again later"
+    if isinstance(exc, duckdb.Error):
+        return 1, (f"the DuckDB file cannot be used ({str(exc).splitlines()[0]}); move it "
+                   "aside or restore a backup")
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return 1, f"{exc.strerror or exc}{where}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in CREATES_STATE:
+        os.umask(0o077)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        print(f"methtrader: config error: {exc}", file=sys.stderr)
-        return 2
-    except (StartupError, StoreError) as exc:
-        print(f"methtrader: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        answers = [_expected_error(leaf) for leaf in leaves]
+        if not leaves or any(a is None for a in answers):
+            raise
+        code = max(a[0] for a in answers)  # type: ignore[index]
+        for line in dict.fromkeys(a[1] for a in answers):  # type: ignore[index]
+            print(f"methtrader: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

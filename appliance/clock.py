@@ -149,16 +149,35 @@ def _clock_file(state_dir: Path) -> Path:
     return state_dir / "clock.json"
 
 
+# A saved market time outside these bounds is damage, not a date.
+EARLIEST_MARKET_TIME = 0.0  # 1970-01-01 UTC
+LATEST_MARKET_TIME = 7_258_118_400.0  # 2200-01-01 UTC
+
+
+class ClockFileError(ValueError):
+    """``clock.json`` exists but does not hold a usable market time."""
+
+
 def load_virtual_clock(state_dir: Path, speed: float, default_start: float) -> VirtualClock:
     """Resume the saved virtual time, or start at ``default_start`` on a fresh state dir."""
     path = _clock_file(state_dir)
     try:
-        start = float(json.loads(path.read_text())["market_time"])
+        with open(path, "rb") as fh:
+            raw = fh.read(4096)
     except FileNotFoundError:  # a fresh state dir: start at default_start
-        start = default_start
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is damaged ({exc}); delete it to restart the virtual clock "
-                         "at the current time") from None
+        return VirtualClock(default_start, speed)
+    except OSError as exc:
+        raise ClockFileError(f"{path} cannot be read ({exc.strerror})") from None
+    try:
+        start = json.loads(raw)["market_time"]
+        if isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise TypeError(f"market_time is {start!r}, not a number")
+        start = float(start)
+        if not (math.isfinite(start) and EARLIEST_MARKET_TIME <= start <= LATEST_MARKET_TIME):
+            raise ValueError(f"market_time {start!r} is not a time between 1970 and 2200")
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ClockFileError(f"{path} is damaged ({exc}); delete it to restart the virtual "
+                             "clock at the current time") from None
     return VirtualClock(start, speed)
 
 

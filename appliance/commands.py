@@ -44,7 +44,9 @@ def discover(cfg: Config) -> list[PairRow]:
 
 def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
              ) -> list[dict[str, Any]]:
-    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    from appliance.safety import prepare_state_dir
+
+    prepare_state_dir(cfg.state_path)
     lake = Lake(StatePaths(cfg.state_path).lake)
 
     async def go(exchange: Exchange, clock) -> list[dict[str, Any]]:
@@ -230,43 +232,69 @@ def list_registry(cfg: Config) -> list[dict[str, Any]]:
                                          for m in bus.snapshot("registry") or []])
 
 
-def registry_command(cfg: Config, command: str, args: dict[str, Any],
-                     wait_s: float = 15.0) -> dict[str, Any]:
-    """promote/demote/rollback/pin/unpin: through ``run`` when it is up (it owns DuckDB),
-    else applied to DuckDB here. Audited either way, with the operator's name and reason."""
+class CommandFailed(RuntimeError):
+    """An operator command did not run, or ran and failed; the message says which."""
+
+
+def send_and_wait(bus: Bus, command: str, args: dict[str, Any], *, deadline_s: float,
+                  source: str = "cli", poll_s: float = 0.1) -> dict[str, Any]:
+    """Queue a command for the running appliance and wait for its result up to its deadline.
+
+    When the deadline passes unanswered the command is cancelled, so it never runs later and
+    the failure reported is the truth; if ``run`` claimed it just before, this waits for its
+    result a little longer instead."""
     import time as _time
 
+    cid = bus.send_command(command, args, source=source, deadline_s=deadline_s)
+    deadline = _time.monotonic() + deadline_s
+    while _time.monotonic() < deadline:
+        if (result := bus.command_result(cid)) is not None:
+            return _checked(result)
+        _time.sleep(poll_s)
+    why = f"the appliance did not answer within {deadline_s:g}s"
+    if bus.cancel_command(cid, reason=why):
+        bus.audit(actor=args.get("actor") or "cli", action=f"command:{command} cancelled",
+                  reason=why, details={"command_id": cid, "args": args})
+        raise CommandFailed(f"{why}; the command was cancelled and will not run")
+    grace = _time.monotonic() + min(30.0, deadline_s)
+    while _time.monotonic() < grace:
+        if (result := bus.command_result(cid)) is not None:
+            return _checked(result)
+        _time.sleep(poll_s)
+    raise CommandFailed(f"{why}; it started at the last moment and has not finished: check "
+                        "`methtrader status` and the audit log")
+
+
+def _checked(result: dict[str, Any]) -> dict[str, Any]:
+    if not result.get("ok"):
+        raise CommandFailed(result.get("error", "refused"))
+    return result
+
+
+def registry_command(cfg: Config, command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """promote/demote/rollback/pin/unpin: through ``run`` when it is up (it owns DuckDB),
+    else applied to DuckDB here. Audited either way, with the operator's name and reason."""
     from appliance.bus import operator_name
     from appliance.lifecycle import delete_archived_files
+    from appliance.liveness import is_running
     from appliance.operator_commands import REGISTRY_COMMANDS, summarize
-    from appliance.status import gather_status
     from models.registry import RegistryError
 
     args = {**args, "actor": operator_name(), "keep_retired": cfg.lifecycle.keep_retired}
     with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
-        if gather_status(cfg.state_path, cfg.supervisor.stale_after_s)["running"]:
-            cid = bus.send_command(command, args, source="cli")
-            deadline = _time.monotonic() + wait_s
-            while _time.monotonic() < deadline:
-                result = bus.command_result(cid)
-                if result is not None:
-                    if not result.get("ok"):
-                        raise RuntimeError(result.get("error", "refused"))
-                    return result
-                _time.sleep(0.1)
-            raise RuntimeError(f"the appliance did not answer within {wait_s:g}s; the "
-                               "command stays queued")
+        if is_running(cfg.state_path):
+            return send_and_wait(bus, command, args, deadline_s=cfg.bus.command_deadline_s)
         try:
             store = Store(cfg.state_path / "methtrader.duckdb")
         except StoreError as exc:
-            raise RuntimeError(str(exc)) from None
+            raise CommandFailed(str(exc)) from None
         try:
             result = REGISTRY_COMMANDS[command](store, args, _market_now(cfg))
             if isinstance(result, list):
                 _offline_lifecycle(cfg, store, bus).publish(result)
                 delete_archived_files(store, cfg.state_path)
         except RegistryError as exc:
-            raise RuntimeError(str(exc)) from None
+            raise CommandFailed(str(exc)) from None
         finally:
             store.close()
         bus.audit(actor=args["actor"], action=f"command:{command}",

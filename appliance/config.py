@@ -11,6 +11,7 @@ there is one) and says what is allowed.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, get_type_hints
 
 DEFAULT_STATE_DIR = "~/.local/state/methtrader"
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; /dev/zero must not eat the memory
 
 
 class ConfigError(ValueError):
@@ -214,6 +216,9 @@ class JobsConfig:
 @dataclass(frozen=True)
 class BusConfig:
     events_maxlen: int = _f(10_000, lo=100, hi=10_000_000)
+    command_deadline_s: float = _f(60.0, lo=1.0, hi=86400.0,
+                                   doc="wall seconds an operator command may wait for `run`; "
+                                       "the CLI cancels it then, and `run` drops a stale one")
 
 
 @dataclass(frozen=True)
@@ -309,6 +314,8 @@ def _coerce(value: Any, typ: type, meta: Mapping[str, Any], where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # nan passes every range check: refuse it by name
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     elif typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -358,10 +365,20 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, text: str | None =
 
 
 def load_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """Read and parse a TOML file: at most ``MAX_CONFIG_BYTES`` of UTF-8 text."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB "
+                          "(is it really a TOML file?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it "
+                          "as UTF-8") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
@@ -422,6 +439,8 @@ def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
                               "line and the secret on the second")
         key, secret = lines[0].strip(), lines[1].strip()
     webhook = env.get("METHTRADER_WEBHOOK_URL", "")
+    if webhook:
+        check_webhook_url(webhook)
     return replace(cfg, bybit=replace(cfg.bybit, api_key=key, api_secret=secret),
                    notify=replace(cfg.notify, webhook_url=webhook))
 
@@ -445,6 +464,23 @@ def build_config(path: str | Path | None = None, env: Mapping[str, str] | None =
         clean = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
         cfg = _apply(cfg, {s: kv for s, kv in clean.items() if kv}, "command line")
     return _secrets(cfg, env)
+
+
+def check_webhook_url(url: str) -> None:
+    """An http(s) URL with a host, as the notifier will parse it; the message never quotes
+    the URL (its path is a secret)."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.host) and not any(
+            c.isspace() for c in url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError("METHTRADER_WEBHOOK_URL (environment) is not a valid http(s) URL "
+                          "with a host, e.g. https://hooks.slack.com/services/...; fix or "
+                          "unset it")
 
 
 def read_secret_file(path: Path) -> str:

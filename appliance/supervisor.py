@@ -36,9 +36,8 @@ from typing import Awaitable, Callable
 import trio
 from prometheus_client import start_http_server
 
-from appliance import backup
+from appliance import backup, startup
 from appliance.bar_hub import BarHub
-from appliance.bus import Bus
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
 from appliance.context import ServiceContext
@@ -49,9 +48,10 @@ from appliance.jobs import Jobs
 from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
+from appliance.safety import prepare_state_dir
 from appliance.services import (consumer, datasets, discovery, feed, heartbeat, housekeeping,
                                  operator, risk, shadow, trading, training)
-from appliance.store import Store, StoreRunner
+from appliance.store import StoreRunner
 from appliance.supervision import Supervisor
 
 log = service_logger("supervisor")
@@ -152,14 +152,29 @@ async def _watch_stop(cancel: trio.CancelScope, clock: Clock, limits: RunLimits)
 
 
 async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
+    """Start-up checks and the run lock (held until the very end), then the appliance."""
+    prepare_state_dir(cfg.state_path)
+    findings = startup.Findings(fresh=startup.is_fresh(cfg.state_path))
+    lock = startup.acquire_run_lock(cfg.state_path)
+    try:
+        return await _run_locked(cfg, limits, findings)
+    finally:
+        lock.release()
+
+
+async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings) -> int:
     state_dir = cfg.state_path
-    state_dir.mkdir(parents=True, exist_ok=True)
     clock = make_clock(cfg)
-    bus = Bus(state_dir / "bus", events_maxlen=cfg.bus.events_maxlen)
-    store = Store(state_dir / "methtrader.duckdb")
     metrics = Metrics()
     exchange = make_exchange(
         cfg, clock, lambda ep, used: metrics.exchange_rate_limit_usage.labels(ep).set(used))
+    store = startup.open_store(state_dir)
+    try:
+        bus = startup.open_bus(cfg, findings)
+    except BaseException:
+        store.close()
+        raise
+    startup.finish_opening(cfg, findings)
     ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store),
                          exchange=exchange, metrics=metrics)
     started_at = time.time()
@@ -172,6 +187,7 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
 
     supervisor = Supervisor(cfg.supervisor, on_incident=on_incident,
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
+    await startup.settle(ctx, findings)
     server = start_metrics_server(cfg.general.metrics_port, metrics)
     bus.audit(actor="appliance", action="run:start", reason="",
               details={"pid": os.getpid(), "exchange": exchange.name,
@@ -184,35 +200,64 @@ async def run_appliance(cfg: Config, limits: RunLimits = RunLimits()) -> int:
                 await nursery.start(supervisor.supervise, name, fn)
             nursery.start_soon(_watch_stop, nursery.cancel_scope, clock, limits)
     finally:
+        failures: list[str] = []
         with trio.move_on_after(cfg.supervisor.shutdown_timeout_s) as scope:
             scope.shield = True
-            await _shutdown(ctx, supervisor, started_at)
-            await exchange.aclose()
+            failures = await _shutdown(ctx, supervisor, started_at)
+            await _step(failures, "close the exchange", exchange.aclose)
+        closers = [("close the DuckDB file", store.close), ("close the job queue", jobs.close),
+                   ("close the bus", bus.close)]
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        store.close()
-        jobs.close()
-        bus.close()
+            closers.insert(0, ("stop the metrics endpoint",
+                               lambda: (server.shutdown(), server.server_close())))
+        for what, close in closers:  # each one, whatever the others did (a full disk...)
+            await _step(failures, what, close)
+    if failures:
+        log.error("appliance stopped, but not everything was saved", failures=failures)
+        raise startup.ShutdownIncomplete("stopped, but shutdown could not "
+                                         + "; ".join(failures))
     log.info("appliance stopped")
     return 0
 
 
-async def _shutdown(ctx: ServiceContext, supervisor: Supervisor, started_at: float) -> None:
-    """Flush what the services left: the clock, the audit journal, a final snapshot."""
+async def _step(failures: list[str], what: str, fn: Callable[[], object]) -> None:
+    """Run one shutdown step; a failure is recorded and the next step still runs."""
+    try:
+        result = fn()
+        if hasattr(result, "__await__"):
+            await result  # type: ignore[misc]
+    except Exception as exc:
+        failures.append(f"{what} ({exc})")
+
+
+async def _shutdown(ctx: ServiceContext, supervisor: Supervisor, started_at: float
+                    ) -> list[str]:
+    """Flush what the services left: the clock, the audit journal, a final snapshot. Each
+    step runs even when an earlier one failed; returns what failed."""
+    failures: list[str] = []
+
+    async def snapshot() -> None:
+        ctx.bus.put_snapshot("status", await ctx.store.run(heartbeat.status_snapshot,
+                                                           ctx.store.store))
+
+    def final_beat() -> None:
+        states = supervisor.snapshot()
+        for st in states.values():
+            if st["state"] != "failed":
+                st["state"] = "stopped"
+        ctx.bus.beat(heartbeat.heartbeat_payload(ctx, states, started_at, final=True))
+
     if isinstance(ctx.clock, VirtualClock):
-        save_virtual_clock(ctx.cfg.state_path, ctx.clock)
-    ctx.bus.audit(actor="appliance", action="run:stop", reason="",
-                  details={"market_time": ctx.clock.now()})
-    await operator.sync_audit(ctx)
-    snap = await ctx.store.run(heartbeat.status_snapshot, ctx.store.store)
-    ctx.bus.put_snapshot("status", snap)
-    await ctx.store.call("sql", "CHECKPOINT")
-    states = supervisor.snapshot()
-    for st in states.values():
-        if st["state"] != "failed":
-            st["state"] = "stopped"
-    ctx.bus.beat(heartbeat.heartbeat_payload(ctx, states, started_at, final=True))
+        await _step(failures, "save the virtual clock",
+                    lambda: save_virtual_clock(ctx.cfg.state_path, ctx.clock))
+    await _step(failures, "journal run:stop", lambda: ctx.bus.audit(
+        actor="appliance", action="run:stop", reason="",
+        details={"market_time": ctx.clock.now()}))
+    await _step(failures, "copy the audit journal", lambda: operator.sync_audit(ctx))
+    await _step(failures, "save the status snapshot", snapshot)
+    await _step(failures, "checkpoint DuckDB", lambda: ctx.store.call("sql", "CHECKPOINT"))
+    await _step(failures, "write the final heartbeat", final_beat)
+    return failures
 
 
 def run_sync(cfg: Config, limits: RunLimits) -> int:

@@ -7,6 +7,10 @@ was complete when written (it had fully closed); an incomplete one (today's) is 
 
 5m and 1h are derived from the 1m files by resampling in DuckDB, so the three always agree.
 Columns: open_time (int64 ms UTC), open, high, low, close, volume, turnover.
+
+A file that cannot be read (truncated, overwritten) is treated as missing: it is moved aside
+to ``<lake>/quarantine/`` with a log line, and the backfill fetches its day again. Nothing that
+reads the lake crash-loops on one damaged file.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +38,8 @@ RESAMPLED_AND_1M = ("1m", *RESAMPLED)
 
 
 COMPRESSION = "snappy"  # 2x faster to write than zstd; the lake favours ingest speed
+UNREADABLE = (pa.ArrowException, OSError, duckdb.Error, ValueError, KeyError)
+log = logging.getLogger("methtrader.lake")
 
 
 @dataclass(frozen=True)
@@ -115,13 +122,54 @@ class Lake:
         return targets
 
     def day_status(self, symbol: str, day_start_ms: int) -> tuple[bool, int] | None:
-        """(complete, missing) of a stored day, or None when it is not stored."""
+        """(complete, missing) of a stored day, or None when it is not stored (or was damaged:
+        then it is quarantined, so the caller fetches the day again)."""
         path = self.day_path(symbol, day_start_ms)
         if not path.exists():
             return None
-        meta = pq.read_schema(path).metadata or {}
-        info = json.loads(meta.get(b"methtrader", b'{"complete": false, "missing": 0}'))
-        return bool(info["complete"]), int(info["missing"])
+        try:
+            meta = pq.read_schema(path).metadata or {}
+            info = json.loads(meta.get(b"methtrader", b'{"complete": false, "missing": 0}'))
+            return bool(info["complete"]), int(info["missing"])
+        except UNREADABLE as exc:
+            self.quarantine(path, exc)
+            return None
+
+    # -- damaged files -----------------------------------------------------------------------
+
+    def quarantine(self, path: Path, why: BaseException | str) -> Path:
+        """Move a damaged file out of the lake's data (to ``quarantine/``), with a log line."""
+        rel = Path(path).resolve().relative_to(self.root.resolve())
+        target = self.root / "quarantine" / rel.parent / (
+            f"{rel.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        reason = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
+        log.warning("damaged lake file moved aside; it is treated as missing",
+                    extra={"service": "lake", "fields": {"file": str(path),
+                                                         "moved_to": str(target),
+                                                         "reason": reason[:300]}})
+        return target
+
+    def sweep(self, interval: str, symbol: str) -> list[Path]:
+        """Read every file of a series in full and quarantine the ones that fail."""
+        moved = []
+        for f in self.files(interval, symbol):
+            try:
+                pq.read_table(f, schema=SCHEMA)
+                pq.read_schema(f)
+            except UNREADABLE as exc:
+                moved.append(self.quarantine(f, exc))
+        return moved
+
+    def _retrying(self, interval: str, symbol: str, fn):
+        """Run ``fn``; if it fails on a damaged file, quarantine those and run it once more."""
+        try:
+            return fn()
+        except UNREADABLE:
+            if not self.sweep(interval, symbol):
+                raise
+        return fn()
 
     # -- reading and deriving ----------------------------------------------------------------
 
@@ -138,6 +186,11 @@ class Lake:
     def read(self, interval: str, symbol: str, start_ms: int | None = None,
              end_ms: int | None = None) -> np.ndarray:
         """Candles as an (n, 7) array, oldest first, open_time in [start_ms, end_ms)."""
+        return self._retrying(interval, symbol,
+                              lambda: self._read(interval, symbol, start_ms, end_ms))
+
+    def _read(self, interval: str, symbol: str, start_ms: int | None,
+              end_ms: int | None) -> np.ndarray:
         files = self.files(interval, symbol)
         if not files:
             return np.zeros((0, 7))
@@ -164,6 +217,9 @@ class Lake:
 
     def resample(self, symbol: str) -> dict[str, int]:
         """Derive 5m and 1h from the 1m files (DuckDB, in memory); returns rows per interval."""
+        return self._retrying("1m", symbol, lambda: self._resample(symbol))
+
+    def _resample(self, symbol: str) -> dict[str, int]:
         files = self.files("1m", symbol)
         out: dict[str, int] = {}
         if not files:
@@ -186,6 +242,9 @@ class Lake:
         return out
 
     def manifest(self, symbol: str, interval: str = "1m") -> Manifest | None:
+        return self._retrying(interval, symbol, lambda: self._manifest(symbol, interval))
+
+    def _manifest(self, symbol: str, interval: str) -> Manifest | None:
         files = self.files(interval, symbol)
         if not files:
             return None
@@ -193,7 +252,7 @@ class Lake:
         for f in files:
             digest.update(f.name.encode())
             digest.update(hashlib.sha256(f.read_bytes()).digest())
-        arr = self.read(interval, symbol)
+        arr = self._read(interval, symbol, None, None)
         missing = 0
         if interval == "1m":
             for f in files:

@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterable, Mapping
 from textual.message import Message
 
 from appliance.bus import MAINTENANCE_MODE, SWITCHES, Bus, operator_name
+from appliance.liveness import is_running
+from appliance.safety import write_kill_file
 
 POLL_INTERVAL_S = 0.5
-STALE_AFTER_S = 10.0
 TRADE_ROWS = 50
 HISTORY_ROWS = 200
 EVENTS_PER_READ = 2000
@@ -117,9 +118,13 @@ class BusReader:
     screens move between snapshots.
     """
 
-    def __init__(self, bus: Bus, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: Bus, now: Callable[[], float] = time.time,
+                 running: Callable[[], bool] | None = None) -> None:
+        """``running`` answers "is the appliance up?"; by default the run lock of the bus's
+        state dir (:func:`appliance.liveness.is_running`, the same answer as ``status``)."""
         self._bus = bus
         self._now = now
+        self._running = running or (lambda: is_running(bus.path.parent))
         self._event_seq: int | None = None
         self._audit_seq: Any = None
         self._audit_after = 0
@@ -140,7 +145,7 @@ class BusReader:
         age = None
         if isinstance(hb, Mapping) and isinstance(hb.get("wall_ts"), (int, float)):
             age = max(0.0, self._now() - hb["wall_ts"])
-        running = age is not None and age <= STALE_AFTER_S
+        running = self._running()
         for name in ("status", "models", "training", "pipeline", "incidents"):
             self._read_snapshot(name)
         self._read_events()
@@ -316,8 +321,12 @@ def execute(bus: Bus, request: ActionRequest, actor: str) -> ActionDone:
         cid = _command(bus, "flatten", {}, actor)
         return ActionDone(action, True, f"maintenance_mode ON and flatten sent by {actor}", cid)
     if action == "resume":
-        bus.set_switch(MAINTENANCE_MODE, False, actor=actor, reason=OPERATOR_REASON, source="tui")
-        return ActionDone(action, True, f"maintenance_mode OFF by {actor}")
+        bus.set_switch(MAINTENANCE_MODE, False, actor=actor, reason=OPERATOR_REASON,
+                       source="tui", clear_kill_file=True)
+        cancelled = bus.cancel_pending("flatten", actor=actor,
+                                       reason="resume cancels a pending flatten")
+        extra = f", {len(cancelled)} pending flatten cancelled" if cancelled else ""
+        return ActionDone(action, True, f"maintenance_mode OFF by {actor}{extra}")
     if action in ("promote", "demote"):
         if not model_id:
             return ActionDone(action, False, f"{action} needs a model")
@@ -396,13 +405,24 @@ class BusClient:
             if request is None:
                 return
             if bus is None:
-                self._post(ActionDone(request.action, False, "the bus could not be opened"))
+                self._post(self._without_bus(request))
                 continue
             try:
                 self._post(execute(bus, request, self.actor))
             except Exception as exc:
                 self._post(ActionDone(request.action, False, repr(exc)))
             return
+
+    def _without_bus(self, request: ActionRequest) -> ActionDone:
+        """The bus cannot be opened: a kill still works, through the state dir's kill file."""
+        if request.action != "kill":
+            return ActionDone(request.action, False, "the bus could not be opened")
+        try:
+            write_kill_file(self.bus_path.parent, OPERATOR_REASON, "the tui could not open it")
+        except OSError as exc:
+            return ActionDone(request.action, False, f"kill file not written: {exc.strerror}")
+        return ActionDone(request.action, True,
+                          f"bus damaged: kill file written by {self.actor}; maintenance ON")
 
     def _publish(self, state: MissionState | None) -> None:
         if state is not None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from appliance.clock import Clock, RealClock, load_virtual_clock
+from appliance.clock import Clock, ClockFileError, RealClock, load_virtual_clock
 from appliance.config import Config
 from appliance.exchange.base import Exchange
 
@@ -20,6 +20,13 @@ class StartupError(RuntimeError):
 
 def make_clock(cfg: Config) -> Clock:
     """sim and replay run on a virtual clock saved in the state dir; bybit on the wall clock."""
+    try:
+        return _make_clock(cfg)
+    except ClockFileError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _make_clock(cfg: Config) -> Clock:
     if cfg.general.exchange == "sim":
         start = math.floor(time.time() / 60) * 60.0
         return load_virtual_clock(cfg.state_path, cfg.general.speed, start)
@@ -69,9 +76,13 @@ def make_exchange(cfg: Config, clock: Clock,
     """``on_usage(endpoint, fraction)`` receives rate-limit readings (bybit only)."""
     kind = cfg.general.exchange
     if kind == "sim":
+        from appliance.exchange.base import ExchangeError
         from appliance.exchange.sim import SimExchange
 
-        return SimExchange(clock, cfg.sim, account_file=cfg.state_path / "sim_account.json")
+        try:
+            return SimExchange(clock, cfg.sim, account_file=cfg.state_path / "sim_account.json")
+        except ExchangeError as exc:
+            raise StartupError(str(exc)) from None
     if kind == "replay":
         from appliance.exchange.replay import ReplayExchange
 

@@ -33,6 +33,26 @@ def parse_delistings(text: str) -> dict[str, int]:
     return out
 
 
+def restore_account(broker: PaperBroker, path: Path) -> None:
+    """Load the saved paper account; :class:`ExchangeError` naming the file when it is not one
+    (bad JSON, missing fields, a non-finite amount)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(64 << 20)
+        data = json.loads(raw)
+        broker.restore(data)
+        amounts = [broker.wallet] + [v for p in broker.positions.values()
+                                     for v in (p.qty, p.avg_price, p.realized_pnl)]
+        if not all(a.is_finite() for a in amounts):
+            raise ValueError("an amount is not a finite number")
+    except OSError as exc:
+        raise ExchangeError(f"{path} cannot be read ({exc.strerror})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
+        raise ExchangeError(f"{path} is damaged ({type(exc).__name__}: {exc}); move it aside "
+                            "to start a fresh paper account (positions are then reconciled "
+                            "against it)") from None
+
+
 class SimExchange:
     name = "sim"
     capabilities = frozenset({PAPER, VOLUME_BAR})
@@ -55,7 +75,7 @@ class SimExchange:
             price_at=self.market.last_price)
         self.account_file = account_file
         if account_file is not None and account_file.exists():
-            self.broker.restore(json.loads(account_file.read_text()))
+            restore_account(self.broker, account_file)
         # The market is CPU work (numpy); one thread at a time keeps its caches simple.
         self._limiter = trio.CapacityLimiter(1)
 

@@ -1,10 +1,13 @@
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
+import diskcache
 import pytest
 
-from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
+from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, SWITCHES, Bus, BusError, operator_name
 
 
 def run_python(code: str) -> str:
@@ -16,6 +19,7 @@ def run_python(code: str) -> str:
 
 def test_second_process_flips_the_kill_switch_and_the_first_sees_it(tmp_path):
     bus = Bus(tmp_path / "bus")
+    bus.set_switch(MAINTENANCE_MODE, False, actor="appliance", reason="initialised")
     assert bus.maintenance_mode is False
     run_python(f"""
         from appliance.bus import Bus, MAINTENANCE_MODE
@@ -62,6 +66,7 @@ def test_event_deque_is_bounded_and_keeps_the_newest(tmp_path):
 
 def test_switches_survive_reopening_and_unknown_switch_is_refused(tmp_path):
     with Bus(tmp_path / "bus") as bus:
+        bus.set_switch(MAINTENANCE_MODE, False, actor="appliance", reason="initialised")
         bus.set_switch(DEPLOYS_FROZEN, True, actor="risk", reason="drawdown 8%")
     with Bus(tmp_path / "bus") as bus:
         assert bus.deploys_frozen and not bus.maintenance_mode
@@ -76,6 +81,7 @@ def test_commands_queue_in_order_and_results_come_back(tmp_path):
         assert [c["id"] for c in bus.pending_commands()] == [a, b]
         first = bus.pop_command()
         assert first["command"] == "flatten" and first["actor"] == "bob"
+        assert first["uid"] == os.getuid() and first["user"] == operator_name()
         bus.set_command_result(first["id"], {"ok": True})
         assert bus.command_result(a)["ok"] is True
         assert bus.pop_command()["args"] == {"model_id": "m1"}
@@ -89,3 +95,101 @@ def test_bus_never_evicts(tmp_path):
         for i in range(2000):
             bus.put_snapshot(f"s{i}", {"blob": "x" * 1000})
         assert bus.maintenance_mode
+
+
+# -- fail closed (issue 11, holes 2 and 3) --------------------------------------------------
+
+def test_a_missing_switch_reads_on_for_both_switches(tmp_path):
+    with Bus(tmp_path / "bus") as bus:
+        assert bus.maintenance_mode is True and bus.deploys_frozen is True
+        for name in SWITCHES:
+            bus.set_switch(name, False, actor="appliance", reason="initialised")
+        assert bus.maintenance_mode is False and bus.deploys_frozen is False
+        bus.cache.delete(f"switch:{MAINTENANCE_MODE}")  # a bus that lost the key
+        assert bus.maintenance_mode is True and bus.deploys_frozen is False
+
+
+def test_a_direct_diskcache_write_of_off_reads_on(tmp_path):
+    """Writing ``switch:maintenance_mode = False`` behind the bus's back (no journal entry)
+    must not turn trading back on."""
+    with Bus(tmp_path / "bus") as bus:
+        bus.set_switch(MAINTENANCE_MODE, True, actor="ops", reason="incident")
+    raw = diskcache.Cache(str(tmp_path / "bus"))
+    raw.set(f"switch:{MAINTENANCE_MODE}", False)
+    raw.close()
+    with Bus(tmp_path / "bus") as bus:
+        assert bus.maintenance_mode is True
+        assert bus.switch_meta(MAINTENANCE_MODE) is None  # not a journalled record
+
+
+def test_the_kill_file_holds_maintenance_on_until_a_resume(tmp_path):
+    state = tmp_path / "state"
+    with Bus(state / "bus") as bus:
+        bus.set_switch(MAINTENANCE_MODE, False, actor="appliance", reason="initialised")
+        (state / "KILL").write_text('{"actor": "ops", "reason": "bus broken"}')
+        assert bus.maintenance_mode is True and bus.kill_file_present
+        bus.set_switch(MAINTENANCE_MODE, False, actor="appliance", reason="restored")
+        assert bus.maintenance_mode is True  # only an operator's resume clears it
+        entry = bus.set_switch(MAINTENANCE_MODE, False, actor="ops", reason="all clear",
+                               clear_kill_file=True)
+        assert bus.maintenance_mode is False and not (state / "KILL").exists()
+        assert entry["details"]["kill_file_removed"] is True
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half"])
+def test_a_damaged_bus_file_is_a_bus_error_not_a_crash(tmp_path, damage):
+    path = tmp_path / "bus"
+    with Bus(path) as bus:
+        for i in range(500):
+            bus.put_snapshot(f"s{i}", {"blob": "x" * 200})
+    db = path / "cache.db"
+    if damage == "garbage":
+        db.write_bytes(os.urandom(8192))
+    else:
+        with open(db, "r+b") as fh:
+            fh.truncate(db.stat().st_size // 2)
+    with pytest.raises(BusError, match="damaged"):
+        Bus(path)
+
+
+def test_a_rebuilt_bus_numbers_its_journal_above_the_old_one(tmp_path):
+    """DuckDB copies the journal idempotently on its sequence numbers: a bus rebuilt from
+    scratch must not reuse numbers it already copied, or new audit rows would be lost."""
+    with Bus(tmp_path / "bus") as bus:
+        old = bus.audit(actor="ops", action="maintenance_mode=on")["seq"]
+    for f in (tmp_path / "bus").glob("**/cache.db*"):
+        f.unlink()
+    with Bus(tmp_path / "bus") as bus:
+        assert bus.audit(actor="ops", action="maintenance_mode=off")["seq"] > old
+
+
+def test_commands_record_the_os_user_not_the_claimed_actor(tmp_path):
+    with Bus(tmp_path / "bus", command_deadline_s=30) as bus:
+        before = time.time()
+        bus.send_command("promote", {"model_id": "m1"}, actor="root-pretender")
+        forever = bus.send_command("flatten", deadline_s=None)
+        cmd = bus.pop_command()
+        assert cmd["actor"] == "root-pretender"
+        assert (cmd["uid"], cmd["user"]) == (os.getuid(), operator_name())
+        assert before + 30 <= cmd["deadline"] <= time.time() + 30
+        assert bus.pop_command()["deadline"] is None and forever
+
+
+def test_claim_and_cancel_race_and_exactly_one_wins(tmp_path):
+    with Bus(tmp_path / "bus") as bus:
+        a = bus.send_command("promote", {"model_id": "m1"})
+        b = bus.send_command("promote", {"model_id": "m2"})
+        assert bus.cancel_command(a, reason="gave up") is True
+        assert bus.claim_command(a) is False  # run must not execute it
+        assert bus.claim_command(b) is True
+        assert bus.cancel_command(b, reason="too late") is False  # already running
+        assert bus.command_state(a)["state"] == "cancelled"
+
+
+def test_resume_cancels_a_pending_flatten_and_journals_it(tmp_path):
+    with Bus(tmp_path / "bus") as bus:
+        f = bus.send_command("flatten", {"reason": "weekend"}, deadline_s=None)
+        p = bus.send_command("promote", {"model_id": "m1"})
+        assert bus.cancel_pending("flatten", actor="ops", reason="resume") == [f]
+        assert bus.claim_command(f) is False and bus.claim_command(p) is True
+        assert bus.audit_entries()[-1]["action"] == "command:flatten cancelled"

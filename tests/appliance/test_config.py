@@ -109,3 +109,36 @@ def test_api_keys_from_a_private_key_file(tmp_path):
     keys.chmod(0o600)
     cfg = build_config(path, env={})
     assert (cfg.bybit.api_key, cfg.bybit.api_secret) == ("KFILE", "SFILE")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_numbers_are_refused_from_every_source(tmp_path, value):
+    """Issue 11 #7: nan passes every range check (nan < lo is False), so refuse it by name."""
+    toml = tmp_path / "c.toml"
+    toml.write_text(f"[trading]\nmax_daily_loss = {value.lower()}\n")
+    with pytest.raises(ConfigError, match=r"'trading.max_daily_loss'.*line 2.*finite"):
+        build_config(toml, env={})
+    with pytest.raises(ConfigError, match="'trading.max_daily_loss'.*finite"):
+        build_config(env={"METHTRADER__TRADING__MAX_DAILY_LOSS": value})
+    with pytest.raises(ConfigError, match="'general.speed'.*finite"):
+        build_config(env={}, overrides={"general": {"speed": float(value)}})
+
+
+def test_a_config_file_is_read_bounded_and_must_be_utf8(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        build_config(big, env={})
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[replay]\nstart = "2022-12-13 \xe9t\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        build_config(latin, env={})
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://hooks.example/x", "http://", "http://a b/c"])
+def test_an_invalid_webhook_url_is_a_config_error_that_hides_the_url(url):
+    with pytest.raises(ConfigError, match="METHTRADER_WEBHOOK_URL") as info:
+        build_config(env={"METHTRADER_WEBHOOK_URL": url})
+    assert url not in str(info.value)
+    good = build_config(env={"METHTRADER_WEBHOOK_URL": "https://hooks.example.com/T/B/x"})
+    assert good.notify.webhook_url.endswith("/x")

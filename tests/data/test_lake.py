@@ -51,3 +51,29 @@ def test_manifest_hash_is_stable_and_changes_with_the_data(tmp_path):
     lake.save_manifest(m1)
     assert lake.manifests()[0].sha256 == m1.sha256
     assert not list((tmp_path / "lake").rglob("*.tmp"))  # no temp files left behind
+
+
+def test_a_damaged_day_file_is_treated_as_missing_and_moved_aside(tmp_path):
+    """Issue 11 #7: a torn Parquet file must not crash every reader; it is quarantined."""
+    lake = Lake(tmp_path / "lake")
+    rows = SimMarket(3).candles("BTCUSDT", DAY, DAY + 2 * DAY_MS)
+    lake.write_day("BTCUSDT", DAY, rows[:1440], complete=True, missing=0)
+    lake.write_day("BTCUSDT", DAY + DAY_MS, rows[1440:], complete=True, missing=0)
+    victim = lake.day_path("BTCUSDT", DAY)
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert lake.day_status("BTCUSDT", DAY) is None  # missing: the backfill fetches it again
+    assert not victim.exists()
+    moved = list((tmp_path / "lake" / "quarantine").rglob("day=*.parquet.corrupt-*"))
+    assert len(moved) == 1 and moved[0].stat().st_size == 100
+    assert np.array_equal(lake.read("1m", "BTCUSDT"), rows[1440:])
+
+
+def test_readers_quarantine_a_damaged_file_they_meet_and_carry_on(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = SimMarket(3).candles("ETHUSDT", DAY, DAY + 2 * DAY_MS)
+    lake.write_day("ETHUSDT", DAY, rows[:1440], complete=True, missing=0)
+    lake.write_day("ETHUSDT", DAY + DAY_MS, rows[1440:], complete=True, missing=0)
+    lake.day_path("ETHUSDT", DAY).write_bytes(b"PAR1 not really parquet PAR1")
+    assert lake.resample("ETHUSDT") == {"5m": 288, "1h": 24}  # from the day that is intact
+    assert lake.manifest("ETHUSDT").rows == 1440
+    assert len(list((tmp_path / "lake" / "quarantine").rglob("*.corrupt-*"))) == 1

@@ -92,7 +92,7 @@ def test_sigterm_stops_cleanly_and_the_clock_resumes(tmp_path, run_proc):
     proc = run_proc(state, "--speed", "60", "--metrics-port", "0")
     wait_for(lambda: status_json(state)["candles"] > 0, 20, "first candles")
     second = methtrader("run", "--state-dir", str(state), "--metrics-port", "0", check=False)
-    assert second.returncode == 1 and "open in another process" in second.stderr
+    assert second.returncode == 1 and "already running" in second.stderr
     proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     assert proc.wait(timeout=10) == 0
@@ -110,6 +110,7 @@ def test_sigterm_stops_cleanly_and_the_clock_resumes(tmp_path, run_proc):
 
 def test_kill_and_resume_work_without_a_running_appliance(tmp_path):
     state = tmp_path / "state"
+    methtrader("run", "--for", "1s", "--metrics-port", "0", "--state-dir", str(state))
     out = methtrader("kill", "--reason", "weekend", "--json", "--state-dir", str(state))
     body = json.loads(out.stdout)
     assert body["maintenance_mode"] is True and body["audit"]["reason"] == "weekend"

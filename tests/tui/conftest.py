@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
+from appliance.liveness import RunLock
 from tui.app import MissionControl
 
 MARKET_T0 = 1_717_243_200  # 2024-06-01 12:00:00 UTC
@@ -112,11 +113,19 @@ def fill_bus(bus: Bus) -> None:
 
 
 @pytest.fixture
-def bus_state(tmp_path: Path) -> Path:
+def stopped_bus_state(tmp_path: Path) -> Path:
+    """A filled bus whose appliance is not running (nobody holds its run lock)."""
     state = tmp_path / "state"
     with Bus(state / "bus") as bus:
         fill_bus(bus)
     return state
+
+
+@pytest.fixture
+def bus_state(stopped_bus_state: Path) -> Iterator[Path]:
+    """A filled bus with its appliance up: this test holds the run lock, as `run` would."""
+    with RunLock(stopped_bus_state):
+        yield stopped_bus_state
 
 
 def make_app(state_dir: Path, **kwargs: Any) -> MissionControl:

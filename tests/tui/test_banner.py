@@ -11,7 +11,7 @@ import pytest
 from appliance.bus import Bus
 from tests.tui.conftest import make_app, run_scenario, switch_to, wait_for
 from tests.tui.helpers import rows, text
-from tui.client import STALE_AFTER_S
+from appliance.liveness import RunLock
 from tui.dialogs.confirm import ConfirmDialog
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,8 +24,10 @@ async def visit_all(app, pilot, check) -> None:
         check(mode)
 
 
-def test_stale_heartbeat_shows_the_banner_everywhere_and_kill_still_works(bus_state: Path) -> None:
-    app = make_app(bus_state, now=lambda: time.time() + STALE_AFTER_S + 50)
+def test_stopped_appliance_shows_the_banner_everywhere_and_kill_still_works(
+        stopped_bus_state: Path) -> None:
+    state = stopped_bus_state
+    app = make_app(state, now=lambda: time.time() + 65)
 
     def banner_shown(mode: str) -> None:
         banner = app.screen.query_one("#banner")
@@ -43,21 +45,42 @@ def test_stale_heartbeat_shows_the_banner_everywhere_and_kill_still_works(bus_st
         await wait_for(lambda: app.state.maintenance_mode)
 
     run_scenario(app, scenario)
-    with Bus(bus_state / "bus") as bus:
+    with Bus(state / "bus") as bus:
         assert bus.maintenance_mode
 
 
-def test_banner_goes_away_when_the_heartbeat_comes_back(bus_state: Path) -> None:
-    offset = [STALE_AFTER_S + 5]
-    app = make_app(bus_state, now=lambda: time.time() + offset[0])
+def test_a_clean_stop_shows_not_running_at_once_though_the_heartbeat_is_fresh(
+        stopped_bus_state: Path) -> None:
+    """Issue 9 #7: the TUI and `status` give one answer. A heartbeat written a second ago by an
+    appliance that has since stopped does not make the TUI say RUNNING."""
+    with Bus(stopped_bus_state / "bus") as bus:
+        beat = bus.heartbeat()["wall_ts"]
+    app = make_app(stopped_bus_state, now=lambda: beat + 1.0)
+
+    async def scenario(pilot) -> None:
+        assert not app.state.running
+        assert app.screen.query_one("#banner").display
+        assert app.state.heartbeat_age is not None and app.state.heartbeat_age < 5
+
+    run_scenario(app, scenario)
+
+
+def test_banner_goes_away_when_the_appliance_comes_back(stopped_bus_state: Path) -> None:
+    app = make_app(stopped_bus_state)
+    lock = RunLock(stopped_bus_state)
 
     async def scenario(pilot) -> None:
         assert app.screen.query_one("#banner").display
-        offset[0] = 0.0
+        lock.acquire()  # what `run` does at start
         await wait_for(lambda: not app.screen.query_one("#banner").display)
         assert app.state.running
+        lock.release()  # and what the kernel does when it exits, however it exits
+        await wait_for(lambda: app.screen.query_one("#banner").display)
 
-    run_scenario(app, scenario)
+    try:
+        run_scenario(app, scenario)
+    finally:
+        lock.release()
 
 
 def test_empty_bus_shows_dashes_and_no_heartbeat(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bus import Bus
+from appliance.liveness import RunLock
 from tests.tui.conftest import fill_bus, make_app, run_scenario, switch_to
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,4 +69,5 @@ def test_screenshots_do_not_depend_on_the_run(bus_state: Path, tmp_path_factory)
     other = tmp_path_factory.mktemp("other") / "state"
     with Bus(other / "bus") as bus:
         fill_bus(bus)
-    assert screenshot(bus_state, "1", "dashboard") == screenshot(other, "1", "dashboard")
+    with RunLock(other):
+        assert screenshot(bus_state, "1", "dashboard") == screenshot(other, "1", "dashboard")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.bus import Bus
+from appliance.bus import SWITCHES, Bus
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.exchange.sim import SimExchange
@@ -23,6 +23,10 @@ def make_ctx(cfg, state_dir):
         clock = VirtualClock(start, speed)
         store = Store(state_dir / "methtrader.duckdb")
         bus = Bus(state_dir / "bus")
+        for name in SWITCHES:  # as `run` initialises a fresh state dir (missing reads as ON)
+            if bus.switch_meta(name) is None:
+                bus.set_switch(name, False, actor="appliance", reason="initialised",
+                               source="appliance")
         ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store, inline=True),
                              exchange=SimExchange(clock, cfg.sim, inline=True),
                              metrics=Metrics(), inline=True)

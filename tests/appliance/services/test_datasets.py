@@ -39,3 +39,29 @@ async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, st
         assert ctx.metrics.datasets_built_total._value.get() == 3  # only the new pair
     finally:
         jobs.close()
+
+
+@pytest.mark.trio
+async def test_a_damaged_day_in_the_lake_is_refetched_not_a_crash_loop(make_ctx, state_dir,
+                                                                      autojump_clock):
+    """Issue 11 #7: a torn day file is moved aside and fetched again on the next build."""
+    ctx = make_ctx(speed=60)
+    ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, days=3))
+    ctx.bus.set_tradable_pairs(["BTCUSDT"])
+    with trio.move_on_after(60):
+        await datasets.run(ctx, None)
+    lake = Lake(state_dir / "lake")
+    built = lake.manifest("BTCUSDT")
+    victim = lake.files("1m", "BTCUSDT")[1]
+    victim.write_bytes(b"\0" * 512)
+
+    ctx2 = make_ctx(speed=60, start=ctx.clock.now())
+    ctx2.cfg = ctx.cfg
+    await ctx2.store.call("sql", "DELETE FROM datasets")  # a new pair again: rebuilt at once
+    for m in (state_dir / "lake" / "manifests").glob("*.json"):
+        m.unlink()
+    with trio.move_on_after(60):
+        await datasets.run(ctx2, None)
+    assert lake.manifest("BTCUSDT").rows >= built.rows
+    assert victim.exists() and victim.stat().st_size > 512
+    assert len(list((state_dir / "lake" / "quarantine").rglob("*.corrupt-*"))) == 1

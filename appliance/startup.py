@@ -1,0 +1,146 @@
+"""What ``run`` checks and repairs before any service starts.
+
+In this order, so that bad input leaves nothing behind and two runs cannot race:
+
+1. the state dir is a writable directory (created 0700 when new) — :mod:`appliance.safety`;
+2. the run lock (:mod:`appliance.liveness`): a second ``run`` on the same dir is refused;
+3. the clock and the exchange (a damaged ``clock.json`` or ``sim_account.json`` stops here);
+4. the DuckDB file (a damaged one stops here, untouched);
+5. the bus: a damaged one is moved aside to ``bus.corrupt-<time>/`` and rebuilt;
+6. the marker that makes the directory recognisable as a state dir.
+
+Then, inside trio, :func:`settle` records what was found (looser permissions, a rebuilt bus)
+as log lines and incidents, and brings the switches to a journalled state
+(:func:`appliance.switches.settle_at_start`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from appliance.bus import Bus, BusError
+from appliance.config import Config
+from appliance.exchange.factory import StartupError
+from appliance.liveness import AlreadyRunning, RunLock
+from appliance.logs import service_logger
+from appliance.paths import StatePaths
+from appliance.safety import DB_NAME, MARKER, loose_permissions, write_marker
+from appliance.store import Store, StoreError
+from appliance.switches import settle_at_start
+
+log = service_logger("supervisor")
+
+
+@dataclass
+class Findings:
+    """What start-up found that an operator should hear about."""
+
+    fresh: bool
+    loose: list[str] = field(default_factory=list)
+    bus_rebuilt: str | None = None
+
+
+class ShutdownIncomplete(StartupError):
+    """``run`` stopped, but a shutdown step failed (a full disk, say); the rest still ran."""
+
+
+def acquire_run_lock(state_dir: Path) -> RunLock:
+    try:
+        return RunLock(state_dir).acquire()
+    except AlreadyRunning as exc:
+        raise StartupError(str(exc)) from None
+
+
+def is_fresh(state_dir: Path) -> bool:
+    return not (state_dir / MARKER).exists() and not (state_dir / DB_NAME).exists()
+
+
+def open_store(state_dir: Path, patience_s: float = 10.0) -> Store:
+    """The DuckDB file, read-write. With the run lock held only a short-lived reader (a
+    ``status`` or ``models`` that looked before the lock was taken) can be holding it: wait
+    that out, then give up with the reason."""
+    path = StatePaths(state_dir).duckdb
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return Store(path)
+        except StoreError as exc:
+            if "another process" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+        except duckdb.Error as exc:
+            raise StartupError(f"{path} is not a usable DuckDB file "
+                               f"({str(exc).splitlines()[0]}); move it aside (or restore a "
+                               "backup) and start again") from None
+
+
+def bus_damage(path: Path) -> str | None:
+    """Why the bus's SQLite files fail an integrity check, or None (also when absent)."""
+    for db in sorted(path.glob("**/cache.db")):
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+            try:
+                verdict = con.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            return f"{db.relative_to(path.parent)}: {exc}"
+        if verdict != "ok":
+            return f"{db.relative_to(path.parent)}: {verdict}"
+    return None
+
+
+def open_bus(cfg: Config, findings: Findings) -> Bus:
+    """The bus, rebuilt empty when damaged (the damaged one is kept aside for a post-mortem)."""
+    path = StatePaths(cfg.state_path).bus
+    why = bus_damage(path) if path.exists() else None
+    bus = None
+    if why is None:
+        try:
+            bus = Bus(path, events_maxlen=cfg.bus.events_maxlen,
+                      command_deadline_s=cfg.bus.command_deadline_s)
+        except BusError as exc:
+            why = str(exc)
+    if bus is None:
+        aside = path.with_name(f"bus.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        os.replace(path, aside)
+        findings.bus_rebuilt = (f"the bus was damaged ({why}); moved it to {aside.name} and "
+                                "rebuilt it; switches restored from audit_log")
+        log.error("bus damaged, rebuilt", moved_to=str(aside), reason=why)
+        bus = Bus(path, events_maxlen=cfg.bus.events_maxlen,
+                  command_deadline_s=cfg.bus.command_deadline_s)
+    return bus
+
+
+def finish_opening(cfg: Config, findings: Findings) -> None:
+    write_marker(cfg.state_path)
+    findings.loose = loose_permissions(cfg.state_path)
+    if findings.loose:
+        log.warning("state dir readable by others: run chmod -R go-rwx on it",
+                    state_dir=str(cfg.state_path), paths=findings.loose[:20])
+
+
+async def settle(ctx, findings: Findings) -> None:
+    """Incidents for what start-up found, then the switches (before any service starts)."""
+    async def incident(kind: str, message: str) -> None:
+        await ctx.store.call("record_incident", "supervisor", kind, message, None)
+        ctx.bus.publish("incident", {"service": "supervisor", "kind": kind,
+                                     "message": message}, service="supervisor",
+                        market_ts=ctx.clock.now())
+
+    if findings.bus_rebuilt:
+        await incident("bus_rebuilt", findings.bus_rebuilt)
+    if findings.loose:
+        shown = ", ".join(findings.loose[:5]) + (" ..." if len(findings.loose) > 5 else "")
+        await incident("permissions", f"state dir readable by group or others: {shown}; run "
+                       f"chmod -R go-rwx {ctx.cfg.state_path}")
+    switches = await settle_at_start(ctx.bus, lambda fn, *a: ctx.store.run(fn, ctx.store.store,
+                                                                           *a),
+                                     fresh=findings.fresh, incident=incident)
+    log.info("switches settled", **switches)
