@@ -49,7 +49,7 @@ class PooledModel:
 
     @property
     def excluded(self) -> frozenset[str]:
-        """Symbols its validation found its costs ate its edge in: reported, not traded."""
+        """Symbols whose spread ate its edge in validation: reported, not traded."""
         costs = (self.row.get("metrics") or {}).get("costs") or {}
         return frozenset(costs.get("excluded") or {})
 

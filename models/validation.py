@@ -17,8 +17,9 @@ costs are not peeked at either), the taker fee, and funding when rates are given
   sqrt(folds)``: the mean less one standard error. A model that earned its mean in one lucky
   fold scores lower than one that earned it in every fold; the lifecycle ranks candidates by it.
 * ``sharpe``, ``trades``, ``psr``, ...: the test blocks chained into one out-of-sample record;
-* ``costs``: the cost model on all bars, and the symbols whose costs ate their edge in the test
-  blocks (``excluded``): those are reported and not traded.
+* ``costs``: the cost model on all bars, and the symbols whose spread turned an edge that
+  beat the fees and slippage into a loss in the test blocks (``excluded``): those are reported
+  and not traded (a symbol without any edge is simply a poor one; that is the model's record).
 """
 
 from __future__ import annotations
@@ -119,8 +120,12 @@ def summarize_folds(results: list[FoldResult], panel: Panel, spec: DataSpec,
     trades = sum(r.record["trades"] for r in results)
     gross = sum(r.replay.gross for r in results)
     paid = sum(r.replay.costs for r in results)
-    excluded = {s: f"costs {paid[i]:.6f} ≥ gross edge {gross[i]:.6f} in the test blocks"
-                for i, s in enumerate(panel.symbols) if paid[i] > 0 and gross[i] <= paid[i]}
+    spread = sum(r.replay.traded for r in results) * np.array(
+        [costs.half_spread.get(s, 0.0) for s in panel.symbols])
+    excluded = {s: f"the spread ({spread[i]:.6f}) turns its edge after fees "
+                   f"({gross[i] - paid[i] + spread[i]:.6f}) into a loss in the test blocks"
+                for i, s in enumerate(panel.symbols)
+                if gross[i] - paid[i] + spread[i] > 0 >= gross[i] - paid[i]}
     ppy = periods_per_year(spec.interval)
     record = metrics(Replay(np.cumprod(1.0 + chained), chained,
                             sum(r.replay.trades for r in results),
