@@ -15,7 +15,7 @@ from models.features import (CLOSE, FEATURE_NAMES, FEATURE_SET_ID, HIGH, LOW, OP
 
 from .real import load_freqtrade
 
-TOL = 1e-9
+TOL = 1e-12  # absolute; see test_feature_parity.py for why this bound
 COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
 
 
