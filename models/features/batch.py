@@ -58,15 +58,16 @@ class _Windows:
     shape never changes and each row's result never depends on how long the history is.
     """
 
-    def __init__(self, w: int, capacity: int) -> None:
+    def __init__(self, w: int, capacity: int, buffers: np.ndarray) -> None:
+        """``buffers``: (5, >= 2 * (capacity + w)) scratch shared by every window length."""
         self.w, self.s = w, _sub_block(w)
         nb = -(-capacity // w)
         self.k = np.empty(nb)
-        self.dev = np.zeros((2, nb, w))  # x - K_b and its square
-        self.tail = np.zeros((2, nb, w))  # block b as deviations from K_{b+1}, and square
-        self.heads = np.empty((2, nb, w))
-        self.tails = np.empty((2, nb, w))
-        self.both = np.empty((2, capacity))
+        views = buffers[:, :2 * nb * w].reshape(5, 2, nb, w)
+        self.dev = views[0]  # x - K_b and its square
+        self.tail = views[1]  # block b as deviations from K_{b+1}, and its square
+        self.heads, self.tails = views[2], views[3]
+        self.both = views[4].reshape(2, -1)
         i = np.arange(self.s)
         self.upper = (i[:, None] <= i).astype(np.float64)  # x @ upper: sums of i <= j
         self.lower = (i[:, None] >= i).astype(np.float64)  # x @ lower: sums of i >= j
@@ -211,7 +212,12 @@ class BatchSeries:
         first = self.start - w - (self.origin + self.start) % w
         windows = self.scratch.get(("windows", w))
         if windows is None:
-            windows = self.scratch["windows", w] = _Windows(w, CHUNK + 2 * w)
+            buffers = self.scratch.get(("window buffers",))
+            if buffers is None:
+                size = 2 * (CHUNK + 3 * self.history)
+                buffers = self.scratch["window buffers",] = np.zeros((5, size))
+            assert isinstance(buffers, np.ndarray)
+            windows = self.scratch["windows", w] = _Windows(w, CHUNK + 2 * w, buffers)
         assert isinstance(windows, _Windows)
         s1, s2, dev = windows.load(x[first:], self.start - first)
         return s1, s2, dev, w

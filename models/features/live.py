@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,8 @@ class FeatureBook:
         self._last = np.empty((0, N_COLUMNS))
         self._count = np.empty(0, dtype=np.int64)
         self._smoothers: dict[str, np.ndarray] = {}
+        self._version = 0  # bumped when symbols come or go: invalidates the slot cache
+        self._slot_cache: tuple[int, tuple[str, ...], np.ndarray] | None = None
         for symbol in symbols:
             self.add(symbol)
 
@@ -53,12 +55,14 @@ class FeatureBook:
         slot = self._free.pop()
         self._reset(slot)
         self._slots[symbol] = slot
+        self._version += 1
 
     def remove(self, symbol: str) -> None:
         """Forget ``symbol`` and its history; a no-op if it is not tracked."""
         slot = self._slots.pop(symbol, None)
         if slot is not None:
             self._free.append(slot)
+            self._version += 1
 
     @property
     def nbytes(self) -> int:
@@ -141,7 +145,12 @@ class FeatureBook:
         if len(set(symbols)) != k:
             raise ValueError("push: a symbol appears twice in one push")
         known = self._slots
-        slots = np.fromiter((known.get(s, -1) for s in symbols), dtype=np.intp, count=k)
+        cached = self._slot_cache
+        key = tuple(symbols)
+        if cached is not None and cached[0] == self._version and cached[1] == key:
+            slots = cached[2].copy()
+        else:
+            slots = np.fromiter((known.get(s, -1) for s in symbols), dtype=np.intp, count=k)
         new = slots < 0
         old = slots[~new]
         stale = (self._count[old] > 0) & ~(bars[~new, OPEN_TIME] > self._last[old, OPEN_TIME])
@@ -152,6 +161,7 @@ class FeatureBook:
         for i in np.flatnonzero(new):
             self.add(symbols[i])
             slots[i] = known[symbols[i]]
+        self._slot_cache = (self._version, key, slots)
         count = self._count[slots]
         seen = count > 0
         last = self._last[slots]
@@ -169,7 +179,8 @@ class FeatureBook:
         self._count[slots] = count + 1
         self._last[slots] = bars
         warm = count + 1 > fs.warmup
-        features[~warm] = np.nan
+        if not warm.all():
+            features[~warm] = np.nan
         return features, warm
 
     def _smoother(self, key: str) -> np.ndarray:
@@ -182,14 +193,15 @@ class FeatureBook:
 class LiveSeries:
     """``Series`` over the newest bar of k symbols, reading history from the book's ring."""
 
-    def __init__(self, book: FeatureBook, inputs: dict[str, np.ndarray], slots: np.ndarray,
+    def __init__(self, book: FeatureBook, inputs: Mapping[str, np.ndarray], slots: np.ndarray,
                  newest: np.ndarray, first: np.ndarray) -> None:
         self.book = book
         self.inputs = inputs
         self.slots = slots
         self.newest = newest  # flat ring index of each symbol's newest value
-        self.first = first
+        self.first = first if first.any() else None  # symbols at their first bar
         self.used: set[str] = set()
+        self._index: dict[int, np.ndarray] = {}
 
     def __call__(self, name: str) -> np.ndarray:
         return self.inputs[name]
@@ -204,24 +216,37 @@ class LiveSeries:
         return self._flat(name).take(self.newest - k)
 
     def _window(self, name: str, w: int) -> np.ndarray:
-        if not 1 <= w <= self.book._h:
-            raise ValueError(f"feature definition: window {w} needs history >= {w}")
-        return self._flat(name).take(self.newest[:, None] + np.arange(1 - w, 1))
+        """(k, w): the last w values of ``name``, oldest first (a copy)."""
+        index = self._index.get(w)
+        if index is None:
+            if not 1 <= w <= self.book._h:
+                raise ValueError(f"feature definition: window {w} needs history >= {w}")
+            index = self._index[w] = self.newest[:, None] + np.arange(1 - w, 1)
+        return self._flat(name).take(index)
 
     def std(self, name: str, w: int, ddof: int) -> np.ndarray:
         win = self._window(name, w)
-        dev = win - win.mean(axis=1, keepdims=True)
-        return np.sqrt(np.einsum("ij,ij->i", dev, dev) / (w - ddof))
+        mean = win.sum(axis=1, keepdims=True)
+        mean *= 1.0 / w
+        win -= mean
+        var = np.einsum("ij,ij->i", win, win)
+        var *= 1.0 / (w - ddof)
+        return np.sqrt(var, out=var)
 
     def zscore(self, name: str, w: int, ddof: int) -> np.ndarray:
         win = self._window(name, w)
-        current = win[:, -1]
+        current = win[:, -1].copy()
         # Deviations from the current value, so no large mean is ever subtracted from x.
         win -= current[:, None]
-        mean_dev = win.mean(axis=1)
-        win -= mean_dev[:, None]
-        std = np.sqrt(np.einsum("ij,ij->i", win, win) / (w - ddof))
-        z = -mean_dev / std
+        mean_dev = win.sum(axis=1, keepdims=True)
+        mean_dev *= 1.0 / w
+        win -= mean_dev
+        var = np.einsum("ij,ij->i", win, win)
+        var *= 1.0 / (w - ddof)
+        std = np.sqrt(var, out=var)
+        mean_dev = mean_dev[:, 0]
+        z = np.divide(mean_dev, std)
+        np.negative(z, out=z)
         z[flat_windows(std, current + mean_dev)] = 0.0
         return z
 
@@ -230,8 +255,9 @@ class LiveSeries:
             raise ValueError(f"feature definition: smoother {key!r} used twice")
         self.used.add(key)
         state = self.book._smoother(key)
-        y = alpha * x + (1.0 - alpha) * state[self.slots]
-        y = np.where(self.first, x, y)
+        y = alpha * x + (1.0 - alpha) * state.take(self.slots)
+        if self.first is not None:
+            y = np.where(self.first, x, y)
         state[self.slots] = y
         return y
 

@@ -112,4 +112,4 @@ class FeatureSet:
 
 def flat_windows(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Windows without spread (see FLAT_REL); False where std is NaN."""
-    return ~(std > FLAT_REL * np.abs(mean)) & ~np.isnan(std)
+    return std <= FLAT_REL * np.abs(mean)
