@@ -13,12 +13,19 @@ partial sums are taken of x - K_b, where K_b is block b's first value. K_b lies 
 window ending in block b, so |x - K_b| <= 2 sqrt(w) std(window) (Samuelson's inequality): the
 sums never cancel more than a factor ~w, and the variance keeps a relative error below ~3 w^2
 eps in the worst case (about 1e-15 in practice), with O(n) work and no sliding-window
-temporaries. The partial sums run as prefix sums down a (w, blocks) transpose: one vectorised
-add per row of the block.
+temporaries. Each partial sum adds only values inside its window; the head and tail sums of
+every block come from two matrix products with triangular 0/1 matrices (BLAS does the
+additions, in cache).
 
-Smoothers run in blocks of ``_EMA_BLOCK`` rows the same way: each block's recursion from a zero
-start (vectorised across blocks), the carries between blocks (one short ``lfilter``), then
-carry * (1 - alpha)**(j+1) added to row j.
+Smoothers run in blocks of ``_EMA_BLOCK`` rows: one matrix product gives each block's recursion
+from a zero start, ``lfilter`` the carries from block to block (a recursion 16 times shorter),
+and row j of a block adds carry * (1 - alpha)**(j+1).
+
+Both products always run on whole scratch arrays of one fixed shape, so BLAS takes the same path
+for every chunk; rows of a product are independent, so a row's result never depends on how much
+history follows it. A non-finite input would leak through 0 * NaN into earlier rows of its
+block: such chunks compute with zeros in its place and mark the windows (or, for smoothers, the
+rows from it on) that hold it. Inputs are finite and well below 1e150 otherwise.
 """
 
 from __future__ import annotations
