@@ -160,16 +160,20 @@ class _Ema:
         """out[t] = alpha x[t] + (1 - alpha) out[t-1], with out[-1] = carry."""
         n = len(x)
         nb = -(-n // _EMA_BLOCK)
-        flat = self.x.reshape(-1)
-        flat[:n] = x
-        flat[n:nb * _EMA_BLOCK] = 0.0
         first_bad = None
-        if not np.isfinite(flat[:n].sum()):
-            bad = ~np.isfinite(flat[:n])
-            first_bad = int(np.argmax(bad))
-            flat[:n][bad] = 0.0
+        if not np.isfinite(x.sum()):
+            first_bad = int(np.argmax(~np.isfinite(x)))
+        if n == self.x.size and first_bad is None and x.flags.c_contiguous:
+            blocks = x.reshape(self.x.shape)  # a full chunk: the product reads it in place
+        else:
+            blocks = self.x
+            flat = blocks.reshape(-1)
+            flat[:n] = x
+            flat[n:nb * _EMA_BLOCK] = 0.0
+            if first_bad is not None:
+                flat[:n][~np.isfinite(x)] = 0.0
         matrix, powers = self._weights(alpha)
-        np.matmul(self.x, matrix, out=self.z)
+        np.matmul(blocks, matrix, out=self.z)
         carries = np.empty(nb)
         carries[0] = carry
         if nb > 1:
@@ -247,11 +251,12 @@ class BatchSeries:
         inv_std = np.divide(w - ddof, s2, out=s1)
         np.sqrt(inv_std, out=inv_std)
         z *= inv_std
-        # Flat windows: std <= FLAT_REL |mean| implies, as the current value lies in the
-        # window, sum of squares <= (w - ddof) (FLAT_REL x (1 + 1e-6))^2 with x that value.
+        # Flat windows: std <= FLAT_REL |mean| implies, as the current value x lies in the
+        # window, a sum of squares <= (w - ddof) (FLAT_REL x (1 + 1e-6))^2; the exact rule then
+        # runs on the windows under that bound for the chunk's largest |x|.
         current = self.inputs[name][self.start:]
-        bound = np.square(current * (FLAT_REL * (1.0 + 1e-6)))
-        bound *= w - ddof
+        largest = max(float(current.max(initial=0.0)), -float(current.min(initial=0.0)))
+        bound = (w - ddof) * (FLAT_REL * (1.0 + 1e-6) * largest) ** 2
         suspects = np.flatnonzero(s2 <= bound)
         if suspects.size:
             std = np.sqrt(np.maximum(s2[suspects], 0.0) / (w - ddof))

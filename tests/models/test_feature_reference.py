@@ -175,3 +175,12 @@ def test_several_symbols_at_once_equal_the_reference():
     fast = compute_features(stacked)
     for s, bars in enumerate(datasets):
         assert_within_bound(fast[:, s], reference_features(bars[:n]))
+
+
+def test_a_prefix_of_a_long_history_gives_the_same_rows_to_the_bit():
+    """No look-ahead across the batch path's chunks: cutting the history anywhere (inside a
+    chunk, on a boundary, one row past it) leaves every earlier row exactly as it was."""
+    bars = sim_candles("ETHUSDT", days=20)
+    whole = compute_features(bars)
+    for cut in (12_288, 12_289, 12_288 + 4_321, 2 * 12_288 - 1, 2 * 12_288 + 17, len(bars) - 1):
+        assert np.array_equal(compute_features(bars[:cut]), whole[:cut], equal_nan=True), cut
