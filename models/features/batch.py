@@ -1,6 +1,7 @@
 """The batch engine: a feature set over whole candle histories, O(n), one symbol at a time.
 
-Each symbol's candles are cut into chunks of ``CHUNK`` rows that stay in cache. Indicators see
+Each symbol's candles are cut into chunks of ``CHUNK`` rows that stay in cache (the first one
+``FIRST_CHUNK`` rows, so that short histories stay cheap). Indicators see
 the chunk's rows; the inputs also hold ``3 * history`` rows before them (NaN before the first
 bar), so a lag is a view, and the smoothers carry their last value from chunk to chunk. Every
 number depends only on rows at or before its own and on absolute row positions (chunk and
@@ -40,6 +41,18 @@ from .spec import FLAT_REL, N_COLUMNS, Bar, FeatureSet, flat_windows
 CHUNK = 12_288
 """Rows per chunk: every temporary stays under 128 KiB (glibc's mmap threshold), so numpy's
 allocations are recycled from the heap instead of page-faulting fresh memory each time."""
+FIRST_CHUNK = 1_024
+
+
+def chunks(n: int) -> list[tuple[int, int, int]]:
+    """(first row, end row, capacity) of each chunk of n rows: fixed absolute boundaries, and
+    each chunk's scratch shape fixed by its capacity whatever n is."""
+    out, a = [], 0
+    while a < n:
+        size = FIRST_CHUNK if a == 0 else CHUNK
+        out.append((a, min(a + size, n), size))
+        a += size
+    return out
 _EMA_BLOCK = 16
 
 
@@ -195,10 +208,11 @@ class BatchSeries:
     and smoother carries in ``carries``, both kept from chunk to chunk.
     """
 
-    def __init__(self, inputs: dict[str, np.ndarray], origin: int, start: int,
+    def __init__(self, inputs: dict[str, np.ndarray], origin: int, start: int, capacity: int,
                  carries: dict[str, float], scratch: dict[tuple[object, ...], object],
                  history: int) -> None:
         self.inputs = inputs
+        self.capacity = capacity  # the chunk's full size: fixes the scratch shapes
         self.origin = origin
         self.start = start
         self.rows = len(next(iter(inputs.values()))) - start
@@ -221,14 +235,16 @@ class BatchSeries:
         x = self.inputs[name]
         # From the last block boundary (absolute multiple of w) at least w before the chunk.
         first = self.start - w - (self.origin + self.start) % w
-        windows = self.scratch.get(("windows", w))
+        capacity = self.capacity
+        windows = self.scratch.get(("windows", w, capacity))
         if windows is None:
-            buffers = self.scratch.get(("window buffers",))
+            buffers = self.scratch.get(("window buffers", capacity))
             if buffers is None:
-                size = 2 * (CHUNK + 3 * self.history)
-                buffers = self.scratch["window buffers",] = np.zeros((5, size))
+                size = 2 * (capacity + 3 * self.history)
+                buffers = self.scratch["window buffers", capacity] = np.zeros((5, size))
             assert isinstance(buffers, np.ndarray)
-            windows = self.scratch["windows", w] = _Windows(w, CHUNK + 2 * w, buffers)
+            windows = self.scratch["windows", w, capacity] = _Windows(w, capacity + 2 * w,
+                                                                        buffers)
         assert isinstance(windows, _Windows)
         s1, s2, dev = windows.load(x[first:], self.start - first)
         return s1, s2, dev, w
@@ -267,9 +283,9 @@ class BatchSeries:
     def ema(self, key: str, x: np.ndarray, alpha: float) -> np.ndarray:
         _check(key not in self.used, f"smoother {key!r} used twice")
         self.used.add(key)
-        ema = self.scratch.get(("ema",))
+        ema = self.scratch.get(("ema", self.capacity))
         if ema is None:
-            ema = self.scratch["ema",] = _Ema(CHUNK)
+            ema = self.scratch["ema", self.capacity] = _Ema(self.capacity)
         assert isinstance(ema, _Ema)
         out = np.empty(self.rows)
         if key in self.carries:
@@ -306,8 +322,7 @@ def run_symbol(fs: FeatureSet, bars: np.ndarray, out: np.ndarray) -> SymbolState
     tail = np.full((len(fs.input_names), fs.history), np.nan)
     buffer = np.empty((N_COLUMNS, min(n, CHUNK) + history + 1))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for a in range(0, n, CHUNK):
-            b = min(a + CHUNK, n)
+        for a, b, capacity in chunks(n):
             # The row before each chunk row is its predecessor; the first bar is its own.
             lo = a - history - 1
             cols = buffer[:, :b - lo]
@@ -321,7 +336,8 @@ def run_symbol(fs: FeatureSet, bars: np.ndarray, out: np.ndarray) -> SymbolState
             if lo < 0:
                 for values in inputs.values():
                     values[:history] = np.nan  # before the first bar
-            series = BatchSeries(inputs, a - history, history, carries, scratch, fs.history)
+            series = BatchSeries(inputs, a - history, history, capacity, carries, scratch,
+                                 fs.history)
             for j, v in enumerate(fs.evaluate(series)):
                 out[j, a:b] = v
             if b == n:

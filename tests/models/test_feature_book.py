@@ -118,3 +118,16 @@ def test_a_definition_reaching_past_the_history_is_refused_by_both_engines(candl
         compute(bad, candles["ETH"][:200])
     with pytest.raises(ValueError, match=f"lag {HISTORY} needs history > {HISTORY}"):
         FeatureBook(feature_set=bad).push(["ETH"], candles["ETH"][:1])
+
+
+def test_bench_features_measures_what_it_says():
+    """The benchmark's figures (never asserted on time): the rows it ran, and a parity figure
+    within the bound for a small live book."""
+    from benchmarks.features import batch_rate, candles, live_step
+
+    batch = batch_rate(candles(3_000, 2), repeats=1)
+    assert batch["features_rows"] == 6_000 and batch["features_rows_per_s"] > 0
+    live = live_step(5)
+    assert live["features_live_5_parity_max_abs_diff"] <= BOUND
+    assert live["features_live_5_step_us_p50"] <= live["features_live_5_step_us_p99"]
+    assert live["features_live_5_book_bytes_per_symbol"] <= 16 * 1024

@@ -26,6 +26,8 @@ from models.features import (ATR_PERIOD, BB_WIDTH, BB_WINDOW, FEATURE_NAMES, MAC
                              MACD_SIGNAL, MACD_SLOW, RETURN_LAGS, RSI_PERIOD, VOL_WINDOWS,
                              VOLUME_Z_WINDOW, WARMUP_BARS, compute_features)
 
+from models.features.batch import chunks
+
 from .real import load_freqtrade
 
 BOUND = 1e-12
@@ -138,8 +140,8 @@ def test_fast_path_equals_reference_on_real_candles(name):
 
 @pytest.mark.parametrize("symbol", ["BTCUSDT", "SOLUSDT"])
 def test_fast_path_equals_reference_on_sim_candles_across_chunks(symbol):
-    bars = sim_candles(symbol, days=20)  # 28,800 one-minute bars: three batch chunks
-    assert len(bars) > 2 * 12_288
+    bars = sim_candles(symbol, days=20)  # 28,800 one-minute bars
+    assert len(chunks(len(bars))) >= 3
     assert_within_bound(compute_features(bars), reference_features(bars))
 
 
@@ -182,5 +184,8 @@ def test_a_prefix_of_a_long_history_gives_the_same_rows_to_the_bit():
     chunk, on a boundary, one row past it) leaves every earlier row exactly as it was."""
     bars = sim_candles("ETHUSDT", days=20)
     whole = compute_features(bars)
-    for cut in (12_288, 12_289, 12_288 + 4_321, 2 * 12_288 - 1, 2 * 12_288 + 17, len(bars) - 1):
+    boundaries = [a for a, _, _ in chunks(len(bars))][1:]
+    assert len(boundaries) >= 2
+    for cut in (300, boundaries[0], boundaries[0] + 1, boundaries[1] - 1, boundaries[1] + 17,
+                boundaries[0] + 4_321, len(bars) - 1):
         assert np.array_equal(compute_features(bars[:cut]), whole[:cut], equal_nan=True), cut
