@@ -270,7 +270,9 @@ class _Pool:
 
     def __init__(self) -> None:
         self.book = FeatureBook()
-        self.lock = threading.Lock()
+        # Re-entrant: a state collected while latest_features holds the lock gives its slot
+        # back from the same thread (weakref finalizer).
+        self.lock = threading.RLock()
         self.next_id = 0
 
     def new_key(self) -> str:

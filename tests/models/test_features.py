@@ -168,3 +168,42 @@ def test_update_rejects_a_bar_that_is_not_newer():
         state.update(bars[1])
     with pytest.raises(ValueError):
         compute_features(bars[:, :6])
+
+
+def test_a_state_collected_while_features_are_computed_gives_its_slot_back(monkeypatch):
+    """A FeatureState freed by the cyclic collector in the middle of latest_features (which
+    holds the shared book's lock) returns its slot from that same thread, without deadlock."""
+    import gc
+    import threading
+
+    from models.features import live
+
+    real_push = live.FeatureBook.push
+
+    def push_after_a_collection(self, symbols, rows):
+        gc.collect()  # the doomed state's finalizer runs here, inside latest_features
+        return real_push(self, symbols, rows)
+
+    bars = random_bars(np.random.default_rng(4), WARMUP_BARS + 2)
+    rows: list[np.ndarray] = []
+    gc.disable()
+    try:
+        doomed = FeatureState()
+        cycle: list[object] = [doomed]
+        cycle.append(cycle)  # only the cyclic collector can free it
+        del doomed, cycle
+        monkeypatch.setattr(live.FeatureBook, "push", push_after_a_collection)
+        keep = FeatureState()
+
+        def feed() -> None:
+            for bar in bars:
+                keep.push(bar)
+                rows.append(latest_features([keep])[0])
+
+        worker = threading.Thread(target=feed, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "latest_features deadlocked on a collected state"
+    finally:
+        gc.enable()
+    assert len(rows) == len(bars) and np.isfinite(rows[-1]).all()
