@@ -15,7 +15,7 @@ from models.features import (CLOSE, FEATURE_NAMES, FEATURE_SET_ID, HIGH, LOW, OP
 
 from .real import load_freqtrade
 
-TOL = 1e-9
+TOL = 1e-12  # absolute; see test_feature_parity.py for why this bound
 COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
 
 
@@ -168,3 +168,46 @@ def test_update_rejects_a_bar_that_is_not_newer():
         state.update(bars[1])
     with pytest.raises(ValueError):
         compute_features(bars[:, :6])
+
+
+def test_a_state_collected_while_features_are_computed_gives_its_slot_back(monkeypatch):
+    """A FeatureState freed by the cyclic collector in the middle of latest_features (which
+    holds the shared book's lock) returns its slot from that same thread, without deadlock."""
+    import gc
+    import threading
+
+    from models.features import live
+
+    real_push = live.FeatureBook.push
+    collections = []
+
+    def push_after_a_collection(self, symbols, rows):
+        if not collections:  # the doomed state's finalizer runs here, inside latest_features
+            collections.append(gc.collect())
+        return real_push(self, symbols, rows)
+
+    bars = random_bars(np.random.default_rng(4), 3)
+    rows: list[np.ndarray] = []
+    gc.disable()
+    try:
+        doomed = FeatureState()
+        key = doomed._key
+        cycle: list[object] = [doomed]
+        cycle.append(cycle)  # only the cyclic collector can free it
+        del doomed, cycle
+        monkeypatch.setattr(live.FeatureBook, "push", push_after_a_collection)
+        keep = FeatureState()
+
+        def feed() -> None:
+            for bar in bars:
+                keep.push(bar)
+                rows.append(latest_features([keep])[0])
+
+        worker = threading.Thread(target=feed, daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "latest_features deadlocked on a collected state"
+    finally:
+        gc.enable()
+    assert collections and len(rows) == len(bars)
+    assert key not in live._POOL.book and keep._key in live._POOL.book
