@@ -47,7 +47,8 @@ from appliance.exchange.base import PAPER, REAL_TIME, VOLUME_BAR, ExchangeError
 from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, BybitApiError,
                                            Envelope, MalformedResponse, OrderState,
                                            ValidationError, json_body, parse_envelope,
-                                           parse_instruments, parse_klines, parse_order_ack,
+                                           parse_funding_history, parse_instruments,
+                                           parse_klines, parse_order_ack,
                                            parse_orders, parse_positions, parse_server_time,
                                            parse_tickers, parse_wallet, query_string, sign)
 from appliance.exchange.paper import PaperBroker

@@ -305,9 +305,12 @@ class ReplayExchange:
 
     def _funding_between(self, symbol: str, start_ms: int, end_ms: int
                          ) -> list[tuple[int, float]]:
-        rows = self._listing(symbol).funding
+        """Funding in (start, end] while the symbol has candles (none after its data ends:
+        there is no price to charge it at, as for a contract that has settled)."""
+        listing = self._listing(symbol)
+        rows = listing.funding
         lo = int(np.searchsorted(rows[:, 0], start_ms, side="right"))
-        hi = int(np.searchsorted(rows[:, 0], end_ms, side="right"))
+        hi = int(np.searchsorted(rows[:, 0], min(end_ms, listing.last_close), side="right"))
         return [(int(t), float(r)) for t, r in rows[lo:hi]]
 
     def fill(self, intent: OrderIntent, now: int) -> Fill:

@@ -240,6 +240,6 @@ async def test_the_whole_real_folder_replays_from_its_first_candle(autojump_cloc
 def test_a_folder_without_candles_is_refused_with_the_reasons(tmp_path):
     (tmp_path / "XRP_USDT_USDT-8h-funding_rate.json").write_text("[[1637193600017,0.0001,0,0,0,0]]")
     with pytest.raises(ExchangeError, match=r"no usable candle files in .*funding_rate\.json: "
-                                            "funding rates of XRPUSDT \(perp\) match no "
+                                            r"funding rates of XRPUSDT \(perp\) match no "
                                             "candle series"):
         ReplayExchange(VirtualClock(0, 1), tmp_path)
