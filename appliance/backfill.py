@@ -9,6 +9,9 @@ requests would need 50): the rate limit, not our request pattern, sets the pace.
 Each run is validated before anything is written; minutes the exchange did not send are asked
 for once more (gap refill), and what is still missing is counted in the day's metadata and the
 manifest.
+
+Funding rates (:func:`backfill_funding`) go into the lake's funding file of the pair; only the
+rates newer than the stored ones are asked for once the file covers the window.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import trio
 from appliance.exchange.base import Exchange
 from data.candles import MINUTE_MS, merge, missing_ranges, validate
 from data.lake import DAY_MS, DayBatch, Lake
+from models.funding import FUNDING_PERIOD_MS
 
 CHUNK_DAYS = 25
 Progress = Callable[[str, int, int], Awaitable[None] | None]
@@ -121,3 +125,18 @@ async def _report(progress: Progress | None, symbol: str, done: int, total: int)
         result = progress(symbol, done, total)
         if result is not None:
             await result
+
+
+async def backfill_funding(exchange: Exchange, lake: Lake, symbol: str, start_ms: int,
+                           end_ms: int, *, inline: bool = False) -> int:
+    """Store the funding rates of ``symbol`` settled in ``(start_ms, end_ms]``; returns how
+    many rows were fetched. A file that already covers the start of the window is only topped
+    up from its newest row."""
+    have = await run_io(inline, lake.read_funding, symbol)
+    since = start_ms
+    if len(have) and have[0, 0] <= start_ms + FUNDING_PERIOD_MS:
+        since = max(start_ms, int(have[-1, 0]))
+    rates = await exchange.funding_rates(symbol, since, end_ms)
+    if rates:
+        await run_io(inline, lake.write_funding, symbol, np.array(rates, dtype=np.float64))
+    return len(rates)

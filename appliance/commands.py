@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from appliance.backfill import backfill_symbol
+from appliance.backfill import backfill_funding, backfill_symbol
 from appliance.bus import Bus
 from appliance.clock import floor_minute_ms, now_ms
 from appliance.config import Config
@@ -70,14 +70,18 @@ def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
 
                 r = await backfill_symbol(exchange, lake, symbol, start, end, report)
                 await trio.to_thread.run_sync(lake.resample, symbol)
+                funding = await backfill_funding(exchange, lake, symbol, start, end)
                 manifests = [m for iv in ("1m", "5m", "1h")
                              if (m := await trio.to_thread.run_sync(lake.manifest, symbol, iv))]
-                for m in manifests:
-                    await trio.to_thread.run_sync(lake.save_manifest, m)
                 m = manifests[0] if manifests else None
+                if manifests and (fm := await trio.to_thread.run_sync(lake.funding_manifest,
+                                                                      symbol)):
+                    manifests.append(fm)
+                for man in manifests:
+                    await trio.to_thread.run_sync(lake.save_manifest, man)
                 results.append({"symbol": symbol, "rows": m.rows if m else 0,
                                 "missing": r.missing, "days_written": r.days_written,
-                                "days_skipped": r.days_skipped,
+                                "days_skipped": r.days_skipped, "funding_rows": funding,
                                 "sha256": m.sha256 if m else "",
                                 "start_time": m.start_time if m else None,
                                 "end_time": m.end_time if m else None})

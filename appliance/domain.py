@@ -43,6 +43,8 @@ class Ticker:
     last_price: float
     turnover_24h: float
     volume_24h: float
+    bid: float | None = None  # top of book, where the venue gives it
+    ask: float | None = None
 
 
 class Side(str, Enum):

@@ -11,6 +11,11 @@ Columns: open_time (int64 ms UTC), open, high, low, close, volume, turnover.
 A file that cannot be read (truncated, overwritten) is treated as missing: it is moved aside
 to ``<lake>/quarantine/`` with a log line, and the backfill fetches its day again. Nothing that
 reads the lake crash-loops on one damaged file.
+
+Funding rates of a perpetual live next to its candles, in ``<state>/lake/funding/symbol=<SYMBOL>
+/funding.parquet`` (columns time, int64 ms UTC, and rate): one small file per symbol (three rows
+a day), merged with what it held and replaced whole, crash-safely, on every write. Its manifest
+has the interval ``funding`` (dataset ``<SYMBOL>-funding``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
 SCHEMA = pa.schema([("open_time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
 RESAMPLED = {"5m": 300_000, "1h": 3_600_000}
 RESAMPLED_AND_1M = ("1m", *RESAMPLED)
+FUNDING = "funding"  # the manifest interval of a funding-rate dataset
+FUNDING_SCHEMA = pa.schema([("time", pa.int64()), ("rate", pa.float64())])
 
 
 COMPRESSION = "snappy"  # 2x faster to write than zstd; the lake favours ingest speed
@@ -286,6 +293,55 @@ class Lake:
                     self.save_manifest(m)
             trimmed.append(symbol)
         return freed, trimmed
+
+    # -- funding rates -------------------------------------------------------------------
+
+    def funding_path(self, symbol: str) -> Path:
+        return self.root / FUNDING / f"symbol={symbol}" / "funding.parquet"
+
+    def write_funding(self, symbol: str, rows: np.ndarray) -> Path:
+        """Merge (time ms, rate) rows into the symbol's funding file (a row for a time already
+        stored replaces it) and replace the file crash-safely. Rows must have strictly
+        increasing times and finite rates."""
+        new = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+        if not np.isfinite(new).all() or np.any(np.diff(new[:, 0]) <= 0):
+            raise ValueError(f"{symbol}: funding rows need finite values and strictly "
+                             "increasing times")
+        old = self.read_funding(symbol)
+        merged = np.concatenate([old[~np.isin(old[:, 0], new[:, 0])], new])
+        merged = merged[np.argsort(merged[:, 0], kind="stable")]
+        table = pa.table([pa.array(merged[:, 0].astype(np.int64)),
+                          pa.array(merged[:, 1], pa.float64())], schema=FUNDING_SCHEMA)
+        return write_table_atomic(table, self.funding_path(symbol))
+
+    def read_funding(self, symbol: str, start_ms: int | None = None,
+                     end_ms: int | None = None) -> np.ndarray:
+        """Funding rates as an (n, 2) array [time_ms, rate], oldest first, with time in
+        ``(start_ms, end_ms]`` (the funding times a position held over that span pays)."""
+        path = self.funding_path(symbol)
+        if not path.exists():
+            return np.zeros((0, 2))
+        table = pq.read_table(path, schema=FUNDING_SCHEMA)
+        arr = np.column_stack([table.column("time").to_numpy().astype(np.float64),
+                               table.column("rate").to_numpy()])
+        if start_ms is not None:
+            arr = arr[arr[:, 0] > start_ms]
+        if end_ms is not None:
+            arr = arr[arr[:, 0] <= end_ms]
+        return arr
+
+    def funding_manifest(self, symbol: str) -> Manifest | None:
+        """The manifest of the symbol's funding file (interval ``funding``), or None."""
+        path = self.funding_path(symbol)
+        if not path.exists():
+            return None
+        digest = hashlib.sha256()
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        arr = self.read_funding(symbol)
+        return Manifest(symbol, FUNDING, int(arr[0, 0]) if len(arr) else 0,
+                        int(arr[-1, 0]) if len(arr) else 0, len(arr), 0, digest.hexdigest(), 1,
+                        time.time())
 
     def save_manifest(self, m: Manifest) -> Path:
         path = self.root / "manifests" / f"{m.dataset_id}.json"

@@ -27,10 +27,18 @@ shadow the traded candles of the same symbol (``XRP_USDT_USDT-1h-mark.json`` bes
 :func:`load_folder` loads every file under a folder and merges files of one series (Lean's
 one-file-per-day minute data, a ``.json`` and a ``.feather`` copy of the same candles). The
 pure parsing lives in :mod:`data.candle_formats`; this module is the file-reading edge.
+
+Funding-rate files are not candles, but replay charges what they say: :func:`load_funding_folder`
+reads them as :class:`FundingSeries` of (funding time, rate), matched to candles by symbol and
+market — freqtrade's ``XRP_USDT_USDT-8h-funding_rate.json`` (ccxt rows with the rate in the
+"open" slot; its millisecond jitter is rounded to the minute) and Lean's
+``cryptofuture/<exchange>/margin_interest/<symbol>.csv`` (``YYYYMMDD HH:MM:SS,rate``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import zipfile
 from dataclasses import dataclass, replace
@@ -40,7 +48,7 @@ import numpy as np
 
 from data.candle_checks import InvalidCandles, check_candles, close_times, fmt_ms
 from data.candle_formats import (FileInfo, describe_path, parse_ccxt_json, parse_csv_text,
-                                 split_pair, table_rows)
+                                 parse_times, split_pair, table_rows)
 
 SUFFIXES = (".json", ".feather", ".parquet", ".csv", ".zip")
 
@@ -92,6 +100,110 @@ class CandleSeries:
     @property
     def close_ms(self) -> np.ndarray:
         return close_times(self.open_ms, self.interval)
+
+
+FUNDING_KINDS = ("funding_rate", "margin_interest")
+MAX_FUNDING_RATE = 1.0  # a rate beyond ±100% per interval is not a funding rate
+
+
+@dataclass(frozen=True, eq=False)
+class FundingSeries:
+    """Funding rates of one perpetual: ``rows`` (n, 2) of funding time (ms, on the minute) and
+    rate, oldest first, strictly increasing in time."""
+
+    symbol: str
+    market: str
+    rows: np.ndarray
+    sources: tuple[Path, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def is_funding_file(path: str | Path) -> bool:
+    """Whether the file's name says it holds funding rates (not candles)."""
+    return describe_path(Path(path)).kind.lower() in FUNDING_KINDS
+
+
+def _funding_rows(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        raw = parse_ccxt_json(json.loads(path.read_text(encoding="utf-8")))
+        return raw[:, :2]
+    if suffix == ".csv":
+        lines = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+                 if r and any(f.strip() for f in r)]
+        bad = next((i for i, r in enumerate(lines) if len(r) != 2), None)
+        if bad is not None:
+            raise InvalidCandles(f"line {bad + 1} has {len(lines[bad])} fields; a funding file "
+                                 "has two: time, rate")
+        if not lines:
+            return np.zeros((0, 2))
+        try:
+            rates = np.array([r[1] for r in lines], dtype=np.float64)
+        except ValueError:
+            raise InvalidCandles("a rate is not a number") from None
+        return np.column_stack([parse_times([r[0] for r in lines]), rates])
+    raise InvalidCandles(f"not a funding file type ({suffix or 'no suffix'}); funding is read "
+                         "from .json (freqtrade) and .csv (Lean)")
+
+
+def load_funding_file(path: str | Path) -> FundingSeries:
+    """Load and validate one funding-rate file, or raise :class:`CandleFileError`."""
+    path = Path(path)
+    info = describe_path(path)
+    try:
+        rows = _funding_rows(path)
+    except InvalidCandles as exc:
+        raise CandleFileError(path, f"not a funding-rate file: {exc.reason}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CandleFileError(path, f"cannot read it: {exc}") from None
+    except ValueError as exc:
+        raise CandleFileError(path, f"not a readable {path.suffix} file: {exc}") from None
+    if not len(rows):
+        raise CandleFileError(path, "no funding rates in the file")
+    times = np.round(rows[:, 0] / 60_000) * 60_000
+    rates = rows[:, 1]
+    if not np.isfinite(rows).all():
+        raise CandleFileError(path, "a funding time or rate is missing or not finite")
+    if np.any(np.abs(rates) >= MAX_FUNDING_RATE):
+        i = int(np.argmax(np.abs(rates) >= MAX_FUNDING_RATE))
+        raise CandleFileError(path, f"row {i + 1}: rate {rates[i]} is not a funding rate "
+                                    f"(|rate| >= {MAX_FUNDING_RATE})")
+    if np.any(np.diff(times) <= 0):
+        i = int(np.argmax(np.diff(times) <= 0)) + 2
+        raise CandleFileError(path, f"row {i}: funding times are not strictly increasing")
+    return FundingSeries(info.symbol, info.market, np.column_stack([times, rates]), (path,))
+
+
+def load_funding_folder(path: str | Path, recursive: bool = True
+                        ) -> tuple[list[FundingSeries], list[tuple[Path, str]]]:
+    """Every funding-rate file under a folder: ``(series, refused)``. Files of one symbol and
+    market merge; where they overlap they must agree, else the later file is refused."""
+    root = Path(path)
+    merged: dict[tuple[str, str], FundingSeries] = {}
+    refused: list[tuple[Path, str]] = []
+    for file in candle_files(root, recursive):
+        if not is_funding_file(file):
+            continue
+        try:
+            f = load_funding_file(file)
+        except CandleFileError as exc:
+            refused.append((file, exc.reason))
+            continue
+        key = (f.symbol, f.market)
+        have = merged.get(key)
+        if have is None:
+            merged[key] = f
+            continue
+        common, ia, ib = np.intersect1d(have.rows[:, 0], f.rows[:, 0], return_indices=True)
+        if not np.array_equal(have.rows[ia, 1], f.rows[ib, 1]):
+            refused.append((file, f"overlaps {have.sources[0].name} with different rates"))
+            continue
+        rows = np.concatenate([have.rows, f.rows[~np.isin(f.rows[:, 0], common)]])
+        merged[key] = replace(have, rows=rows[np.argsort(rows[:, 0], kind="stable")],
+                              sources=have.sources + f.sources)
+    return list(merged.values()), refused
 
 
 def read_rows(path: Path, info: FileInfo) -> tuple[np.ndarray, str | None]:

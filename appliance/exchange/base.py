@@ -6,7 +6,7 @@ Implementations: :mod:`appliance.exchange.sim` (the default, no network), ``repl
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import numpy as np
 from typing import Protocol, runtime_checkable
@@ -49,6 +49,13 @@ class Exchange(Protocol):
         low, close, volume, turnover (the feed's and the backfill's format)."""
         ...
 
+    async def funding_rates(self, symbol: str, start_ms: int, end_ms: int
+                            ) -> list[tuple[int, float]]:
+        """The funding rates of ``symbol`` settled at times ``T`` with ``start_ms < T <=
+        end_ms`` (and not after now), as (T ms, rate), oldest first; empty for a symbol
+        without funding (spot, or a replay file set without a funding file)."""
+        ...
+
     def serves(self, symbol: str, interval: str) -> bool:
         """Whether candles of ``interval`` exist for ``symbol`` (replay folders mix them)."""
         ...
@@ -75,3 +82,16 @@ class Exchange(Protocol):
 
 def decimal_or_zero(value: object) -> Decimal:
     return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+
+
+def quote_around(last: float, half_spread: float, tick: Decimal | None = None
+                 ) -> tuple[float, float]:
+    """A top of book around ``last``: the bid ``half_spread`` (a fraction) below it and the ask
+    as far above, widened outward to the tick when one is given (so a quoted spread is never
+    narrower than the model's)."""
+    price, half = Decimal(str(last)), Decimal(str(half_spread))
+    bid, ask = price * (1 - half), price * (1 + half)
+    if tick:
+        bid = (bid / tick).to_integral_value(ROUND_FLOOR) * tick
+        ask = (ask / tick).to_integral_value(ROUND_CEILING) * tick
+    return float(bid), float(ask)

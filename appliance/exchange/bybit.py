@@ -20,6 +20,12 @@ out-of-order payload raises :class:`ValidationError`, increments ``invalid_paylo
 logged — nothing from it is returned. Truncated bodies and bad JSON are retried like 5xx;
 content that breaks the contract (unsorted pages, high < low) fails at once. Secrets are
 never logged or part of a repr, and the API key is cut out of any server message.
+
+Paper mode charges what the venue would: fills cross the half spread of the last quoted
+bid/ask (0 before a ticker with a book was seen), and open positions pay funding at each
+funding time, at the rate from ``/v5/market/funding/history`` and the close of the 1m candle
+ending then. Those are fetched only when a whole hour (every Bybit funding schedule is on the
+hour) has begun since funding was last settled, before a fill, a balance or a positions call.
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ from appliance.exchange.base import PAPER, REAL_TIME, VOLUME_BAR, ExchangeError
 from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, BybitApiError,
                                            Envelope, MalformedResponse, OrderState,
                                            ValidationError, json_body, parse_envelope,
-                                           parse_instruments, parse_klines, parse_order_ack,
+                                           parse_funding_history, parse_instruments,
+                                           parse_klines, parse_order_ack,
                                            parse_orders, parse_positions, parse_server_time,
                                            parse_tickers, parse_wallet, query_string, sign)
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.ratelimit import Priority, RateLimiter, parse_limit_headers
+from models.costs import quoted_half_spread
 
 __all__ = ["BybitExchange", "BybitSettings", "BybitApiError", "ValidationError"]
 
@@ -54,6 +62,9 @@ log = logging.getLogger(__name__)
 HOSTS = {"mainnet": "https://api.bybit.com", "testnet": "https://api-testnet.bybit.com",
          "demo": "https://api-demo.bybit.com"}
 PAGE = 1000  # klines per request, Bybit's maximum
+FUNDING_PAGE = 200  # funding history rows per request, Bybit's maximum
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
 LIVE_MAX_CANDLES = 5  # a request this small is a live update, anything larger a backfill
 MAX_CURSOR_PAGES = 100
 ORDER_POLLS = 20
@@ -119,6 +130,7 @@ class BybitExchange:
         self._offset_ms = 0  # server time - wall time, learned on 10002
         self._backfill = trio.CapacityLimiter(settings.backfill_concurrency)
         self._prices: dict[str, tuple[float, float]] = {}  # symbol -> (price, trio time)
+        self._half_spreads: dict[str, float] = {}  # symbol -> of the last quoted bid/ask
         self._instruments: dict[str, Instrument] = {}
         self.invalid_payloads = 0
         self.retries = 0
@@ -129,7 +141,8 @@ class BybitExchange:
             slippage_bps=settings.paper_slippage_bps,
             starting_balance=settings.paper_starting_balance,
             tick_of=lambda s: self._instrument_or_fail(s).tick_size,
-            step_of=lambda s: self._instrument_or_fail(s).qty_step) if settings.paper else None
+            step_of=lambda s: self._instrument_or_fail(s).qty_step,
+            half_spread_of=lambda s: self._half_spreads.get(s, 0.0)) if settings.paper else None
 
     def __repr__(self) -> str:
         s = self.settings
@@ -307,7 +320,36 @@ class BybitExchange:
         now = trio.current_time()
         for t in out:
             self._prices[t.symbol] = (t.last_price, now)
+            half = (quoted_half_spread(t.bid, t.ask)
+                    if t.bid is not None and t.ask is not None else None)
+            if half is not None:
+                self._half_spreads[t.symbol] = half
         return out
+
+    async def funding_rates(self, symbol: str, start_ms: int, end_ms: int, *,
+                            priority: Priority = Priority.BACKFILL) -> list[tuple[int, float]]:
+        """Funding rates settled at times in (start_ms, end_ms], oldest first.
+
+        Bybit answers newest first, at most 200 rows a page, so the window is walked backwards:
+        each next page ends just before the oldest row of the last one, until a page comes back
+        short or the window is covered. Every page is validated (symbol, window, strictly
+        decreasing times, sane rates); any bad page fails the whole call.
+        """
+        path = "/v5/market/funding/history"
+        lo, hi = start_ms + 1, min(end_ms, self._timestamp_ms())
+        out: list[tuple[int, float]] = []
+        for _ in range(MAX_CURSOR_PAGES):
+            if hi < lo:
+                return out
+            env = await self._call("GET", path, {"category": "linear", "symbol": symbol,
+                                                 "startTime": lo, "endTime": hi,
+                                                 "limit": FUNDING_PAGE}, priority=priority)
+            page = self._parse(path, parse_funding_history, env.result, symbol, lo, hi)
+            out[:0] = page
+            if len(page) < FUNDING_PAGE:
+                return out
+            hi = page[0][0] - 1
+        raise ExchangeError(f"funding history {symbol}: more than {MAX_CURSOR_PAGES} pages")
 
     async def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
                      priority: Priority | None = None) -> list[Candle]:
@@ -408,7 +450,31 @@ class BybitExchange:
         seen = self._prices.get(intent.symbol)
         if seen is None or trio.current_time() - seen[1] > PAPER_PRICE_MAX_AGE_S:
             await self._tickers(intent.symbol, Priority.ORDER)
-        return self.broker.fill(intent, self._timestamp_ms())
+        now = self._timestamp_ms()
+        await self._settle_paper_funding(now)
+        return self.broker.fill(intent, now)
+
+    async def _settle_paper_funding(self, now: int) -> None:
+        """Charge the paper positions the funding due up to ``now`` (module docstring)."""
+        broker = self.broker
+        assert broker is not None
+        since = broker.funded_to
+        held = sorted(s for s, p in broker.positions.items() if p.qty)
+        if since is None or not held or now // HOUR_MS <= since // HOUR_MS:
+            broker.settle_funding(now, lambda s, a, b: [], lambda s, t: None)
+            return
+        rates: dict[str, list[tuple[int, float]]] = {}
+        prices: dict[tuple[str, int], float] = {}
+        for symbol in held:
+            rates[symbol] = await self.funding_rates(symbol, since, now, priority=Priority.ORDER)
+            for t, _ in rates[symbol]:
+                rows = await self.klines_array(symbol, t - MINUTE_MS, t,
+                                               priority=Priority.ORDER)
+                if len(rows):
+                    prices[(symbol, t)] = float(rows[-1, 4])
+        broker.settle_funding(
+            now, lambda s, a, b: [(t, r) for t, r in rates.get(s, []) if a < t <= b],
+            lambda s, t: prices.get((s, t)))
 
     async def _live_order(self, intent: OrderIntent) -> Fill:
         link = intent.order_link_id or f"mt-{uuid.uuid4().hex[:32]}"
@@ -471,6 +537,7 @@ class BybitExchange:
 
     async def positions(self) -> list[Position]:
         if self.broker is not None:
+            await self._settle_paper_funding(self._timestamp_ms())
             return [p for p in self.broker.positions.values() if p.qty]
         path, out, cursor = "/v5/position/list", [], ""
         for _ in range(MAX_CURSOR_PAGES):
@@ -485,6 +552,7 @@ class BybitExchange:
 
     async def balance(self) -> Balance:
         if self.broker is not None:
+            await self._settle_paper_funding(self._timestamp_ms())
             return self.broker.balance()
         path = "/v5/account/wallet-balance"
         env = await self._call("GET", path, {"accountType": "UNIFIED", "coin": "USDT"},

@@ -266,8 +266,58 @@ def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:
         volume = to_float(_field(item, "volume24h", what), f"{what} volume24h")
         if turnover < 0 or volume < 0:
             raise ValidationError(f"{what}: negative 24h volume/turnover")
-        out.append(Ticker(str(symbol), last, turnover, volume))
+        bid, ask = _top_of_book(item, what)
+        out.append(Ticker(str(symbol), last, turnover, volume, bid, ask))
     return out
+
+
+def _top_of_book(item: Mapping[str, Any], what: str) -> tuple[float | None, float | None]:
+    """``bid1Price``/``ask1Price``: optional (absent or "" when the book is empty), positive,
+    and not crossed when both are there."""
+    prices = []
+    for key in ("bid1Price", "ask1Price"):
+        raw = item.get(key)
+        if raw in (None, ""):
+            prices.append(None)
+            continue
+        price = to_float(raw, f"{what} {key}")
+        if price <= 0:
+            raise ValidationError(f"{what}: {key} {price} is not positive")
+        prices.append(price)
+    bid, ask = prices
+    if bid is not None and ask is not None and bid > ask:
+        raise ValidationError(f"{what}: crossed book, bid1Price {bid} > ask1Price {ask}")
+    return bid, ask
+
+
+#: Bybit caps funding far below this; a larger rate is a broken payload, not a market
+MAX_FUNDING_RATE = 1.0
+
+
+def parse_funding_history(result: Mapping[str, Any], symbol: str, lo_ms: int,
+                          hi_ms: int) -> list[tuple[int, float]]:
+    """Validate one ``/v5/market/funding/history`` page for the window [lo_ms, hi_ms] (as
+    sent): rows for ``symbol``, newest first with strictly decreasing times inside the window,
+    finite rates below :data:`MAX_FUNDING_RATE` in size. Returns (time, rate), oldest first."""
+    what = f"funding history {symbol}"
+    out: list[tuple[int, float]] = []
+    for i, item in enumerate(_list(result, what)):
+        row = f"{what} row {i}"
+        got = _field(item, "symbol", row)
+        if got != symbol:
+            raise ValidationError(f"{row}: is for symbol {got!r}")
+        t = to_int(_field(item, "fundingRateTimestamp", row), f"{row} fundingRateTimestamp")
+        rate = to_float(_field(item, "fundingRate", row), f"{row} fundingRate")
+        if not lo_ms <= t <= hi_ms:
+            raise ValidationError(f"{row}: fundingRateTimestamp {t} is outside "
+                                  f"[{lo_ms}, {hi_ms}]")
+        if out and t >= out[-1][0]:
+            raise ValidationError(f"{row}: fundingRateTimestamp {t} is out-of-order (not "
+                                  "newest first, or a duplicate)")
+        if abs(rate) >= MAX_FUNDING_RATE:
+            raise ValidationError(f"{row}: fundingRate {rate} is not a funding rate")
+        out.append((t, rate))
+    return out[::-1]
 
 
 # -- trading and account -----------------------------------------------------------------------

@@ -55,13 +55,14 @@ def _parse_date(text: str) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _load_replay(folder: str):
-    from data.loaders import load_folder
+    from appliance.exchange.replay import load_replay_folder
 
-    return load_folder(Path(folder))
+    return load_replay_folder(Path(folder))
 
 
 def _replay_data(cfg: Config):
-    """The folder's candle series and refused files, loaded once per process."""
+    """The folder's candle series, refused files and funding series, loaded once per
+    process."""
     if not cfg.replay.folder:
         raise StartupError("replay needs a folder of candle files: set replay.folder in the "
                            "config or --replay-folder DIR")
@@ -89,17 +90,18 @@ def make_exchange(cfg: Config, clock: Clock,
         from appliance.exchange.base import ExchangeError
         from appliance.logs import service_logger
 
-        series, refused = _replay_data(cfg)
-        log = service_logger("exchange")
-        for path, reason in refused:
-            log.warning("replay file skipped", file=str(path), reason=reason)
+        series, refused, funding = _replay_data(cfg)
         try:
-            return ReplayExchange(clock, cfg.replay.folder, taker_fee=cfg.sim.taker_fee,
-                                  slippage_bps=cfg.sim.slippage_bps,
-                                  starting_balance=cfg.sim.starting_balance,
-                                  loaded=(series, refused))
+            exchange = ReplayExchange(clock, cfg.replay.folder, taker_fee=cfg.sim.taker_fee,
+                                      slippage_bps=cfg.sim.slippage_bps,
+                                      starting_balance=cfg.sim.starting_balance,
+                                      loaded=(series, refused), funding=funding)
         except ExchangeError as exc:
             raise StartupError(str(exc)) from None
+        log = service_logger("exchange")
+        for path, reason in exchange.refused:
+            log.warning("replay file skipped", file=str(path), reason=reason)
+        return exchange
     from appliance.exchange.base import ExchangeError
     from appliance.exchange.bybit import BybitExchange, BybitSettings
 

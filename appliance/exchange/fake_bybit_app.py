@@ -35,7 +35,8 @@ DEFAULT_API_KEYS: Mapping[str, str] = {"fake-key": "fake-secret"}
 
 DEFAULT_ENDPOINT_LIMITS: Mapping[str, int] = {
     "/v5/market/time": 50, "/v5/market/instruments-info": 50, "/v5/market/tickers": 50,
-    "/v5/market/kline": 100, "/v5/order/create": 10, "/v5/order/cancel": 10,
+    "/v5/market/kline": 100, "/v5/market/funding/history": 50, "/v5/order/create": 10,
+    "/v5/order/cancel": 10,
     "/v5/order/realtime": 50, "/v5/position/list": 50, "/v5/account/wallet-balance": 50,
 }
 
@@ -144,6 +145,7 @@ _PUBLIC: Mapping[str, Callable[[SimMarket, Mapping[str, str], int], dict[str, An
     "/v5/market/instruments-info": mkt.instruments,
     "/v5/market/tickers": mkt.tickers,
     "/v5/market/kline": mkt.klines,
+    "/v5/market/funding/history": mkt.funding_history,
 }
 _PRIVATE: Mapping[tuple[str, str], Callable[[Account, Mapping[str, Any]], dict[str, Any]]] = {
     ("POST", "/v5/order/create"): Account.create_order,

@@ -17,6 +17,7 @@ from appliance.bars import aggregate_buckets
 from appliance.exchange.bybit_wire import WIRE_MINUTES
 from appliance.exchange.simmarket import (DAY_MS, MINUTE_MS, UNIVERSE, SimMarket,
                                           symbol_spec)
+from models.funding import FUNDING_PERIOD_MS
 
 
 class ApiFault(Exception):
@@ -175,11 +176,11 @@ def ticker_item(market: SimMarket, symbol: str, now_ms: int) -> dict[str, Any] |
     arr = market.candles(symbol, end - DAY_MS, end)
     if not len(arr):
         return None
-    spec = symbol_spec(symbol)
-    tick = float(spec.tick)
     last, prev = float(arr[-1, 4]), float(arr[0, 1])
+    bid, ask = market.quote(symbol, last)
     hour = arr[arr[:, 0] >= end - 60 * MINUTE_MS]
-    funding_period = 8 * 3600 * 1000
+    funding_period = FUNDING_PERIOD_MS
+    next_funding = now_ms - now_ms % funding_period + funding_period
     return {
         "symbol": symbol, "lastPrice": num(last), "indexPrice": num(last), "markPrice": num(last),
         "prevPrice24h": num(prev), "price24hPcnt": f"{last / prev - 1:.4f}",
@@ -188,11 +189,11 @@ def ticker_item(market: SimMarket, symbol: str, now_ms: int) -> dict[str, Any] |
         "openInterest": num(round(float(arr[:, 5].sum()) * 0.1, 3)),
         "openInterestValue": num(round(float(arr[:, 6].sum()) * 0.1, 2)),
         "turnover24h": num(arr[:, 6].sum()), "volume24h": num(arr[:, 5].sum()),
-        "fundingRate": "0.0001", "nextFundingTime": str(now_ms - now_ms % funding_period
-                                                        + funding_period),
+        "fundingRate": num(market.funding_rate(symbol, next_funding)),
+        "nextFundingTime": str(next_funding),
         "predictedDeliveryPrice": "", "basisRate": "", "basis": "", "deliveryFeeRate": "",
-        "deliveryTime": "0", "bid1Price": num(round(last - tick, 10)), "bid1Size": "10",
-        "ask1Price": num(round(last + tick, 10)), "ask1Size": "10", "preOpenPrice": "",
+        "deliveryTime": "0", "bid1Price": num(bid), "bid1Size": "10",
+        "ask1Price": num(ask), "ask1Size": "10", "preOpenPrice": "",
         "preQty": "", "curPreListingPhase": "", "fundingIntervalHour": "8", "fundingCap": "0.005",
         "basisRateYear": "",
     }
@@ -207,3 +208,31 @@ def tickers(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[s
         symbols = [s.symbol for s in UNIVERSE]
     items = [ticker_item(market, s, now_ms) for s in symbols if market.listed(s, now_ms)]
     return {"category": "linear", "list": [i for i in items if i is not None]}
+
+
+# -- funding history --------------------------------------------------------------------------
+
+def funding_history(market: SimMarket, params: Mapping[str, str], now_ms: int
+                    ) -> dict[str, Any]:
+    """The sim's funding rates settled in [startTime, endTime] (never after now), newest
+    first, at most ``limit`` (1..200, default 200): the newest ``limit`` up to the end. As on
+    Bybit, ``startTime`` without ``endTime`` is an error; without either, the newest up to
+    now."""
+    require_linear(params)
+    symbol = require_symbol(params)
+    limit = int_param(params, "limit", 200, 1, 200)
+    start = int_param(params, "startTime", None, 0, 2**62)
+    end = int_param(params, "endTime", None, 0, 2**62)
+    assert limit is not None
+    if start is not None and end is None:
+        raise ApiFault(10001, "params error: endTime is required with startTime")
+    hi = min(end if end is not None else now_ms, now_ms)
+    if start is not None and hi < start:
+        raise ApiFault(10001, "params error: endTime must not be before startTime")
+    lo = hi - limit * FUNDING_PERIOD_MS  # the newest ``limit`` funding times up to hi
+    if start is not None:
+        lo = max(lo, start - 1)
+    rows = market.funding_rates(symbol, lo, hi)[::-1][:limit]
+    return {"category": "linear",
+            "list": [{"symbol": symbol, "fundingRate": num(rate),
+                      "fundingRateTimestamp": str(t)} for t, rate in rows]}

@@ -18,16 +18,22 @@ hours of the series that closed most recently. The volume bar (24h turnover > $1
 applied in replay (no ``VOLUME_BAR`` capability): the files quote in USDT, USD, BUSD, BTC or
 ETH, and inverse contracts count volume in USD contracts, so their turnovers do not compare.
 
-Orders fill on the paper engine at the last visible close, with the taker fee (Bybit's 0.055%)
-and slippage, rounded to a tick size read from the prices; lot sizes are powers of ten worth
-about ten quote units at the first price. Once a symbol's data has ended only reducing orders
-are accepted.
+Orders fill on the paper engine at the last visible close, with the taker fee (Bybit's 0.055%),
+slippage and the symbol's half spread, rounded to a tick size read from the prices; lot sizes
+are powers of ten worth about ten quote units at the first price. Once a symbol's data has
+ended only reducing orders are accepted.
+
+Costs: the half spread of a symbol is Roll's estimate (:func:`models.costs.roll_half_spread`)
+from its finest series, and the tickers quote bid/ask that far around the last close. Funding
+files in the folder (:func:`data.loaders.load_funding_folder`) are matched to the candles of
+their symbol and market; open positions pay their rates at each funding time, at the last close
+visible then. A symbol without a funding file pays none.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,10 +44,14 @@ import trio
 from appliance.bars import aggregate_buckets
 from appliance.clock import Clock, now_ms
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import PAPER, ExchangeError
+from appliance.exchange.base import PAPER, ExchangeError, quote_around
 from appliance.exchange.paper import PaperBroker
 from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
-from data.loaders import CandleSeries, load_folder
+from data.loaders import (CandleSeries, FundingSeries, is_funding_file, load_folder,
+                          load_funding_folder)
+from models.costs import roll_half_spread
+
+NO_FUNDING = np.zeros((0, 2))
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +73,47 @@ class _Listing:
     instrument: Instrument
     tracks: tuple[_Track, ...]  # finest interval first
     last_close: int
+    half_spread: float = 0.0  # Roll's estimate from the finest track
+    funding: np.ndarray = field(default_factory=lambda: NO_FUNDING)  # (n, 2) time ms, rate
+
+
+def load_replay_folder(folder: str | Path
+                       ) -> tuple[list[CandleSeries], list[tuple[Path, str]], list[FundingSeries]]:
+    """A folder's candle series, the files refused with why, and its funding series (funding
+    files are loaded as funding, not refused as candles; one that does not load is refused
+    with the funding loader's reason)."""
+    series, refused = load_folder(folder)
+    funding, funding_refused = load_funding_folder(folder)
+    refused = [(p, r) for p, r in refused if not is_funding_file(p)] + funding_refused
+    return series, sorted(refused), funding
+
+
+def _market(s: CandleSeries | FundingSeries) -> str:
+    return s.market or (s.sources[0].parent.name if s.sources else "") or "file"
+
+
+def match_funding(series: Sequence[CandleSeries], funding: Sequence[FundingSeries]
+                  ) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]]]:
+    """Each funding series's replay symbol: the one whose candles have its symbol and market,
+    else the only one with its symbol. Returns (symbol → rows, files matched to nothing)."""
+    names = instrument_names(series)
+    exact: dict[tuple[str, str], str] = {}
+    by_symbol: dict[str, set[str]] = {}
+    for name, s in zip(names, series):
+        exact[(s.symbol, _market(s))] = name
+        by_symbol.setdefault(s.symbol, set()).add(name)
+    out: dict[str, np.ndarray] = {}
+    unmatched: list[tuple[Path, str]] = []
+    for f in funding:
+        name = exact.get((f.symbol, f.market))
+        if name is None and len(by_symbol.get(f.symbol, ())) == 1:
+            (name,) = by_symbol[f.symbol]
+        if name is None:
+            unmatched.extend((p, f"funding rates of {f.symbol} ({f.market or 'no market'}) "
+                                 "match no candle series in the folder") for p in f.sources)
+            continue
+        out[name] = f.rows
+    return out, unmatched
 
 
 def instrument_names(series: Sequence[CandleSeries]) -> list[str]:
@@ -70,13 +121,10 @@ def instrument_names(series: Sequence[CandleSeries]) -> list[str]:
 
     A series whose file names no market takes its folder's name as the market.
     """
-    def market(s: CandleSeries) -> str:
-        return s.market or (s.sources[0].parent.name if s.sources else "") or "file"
-
     markets: dict[str, set[str]] = {}
     for s in series:
-        markets.setdefault(s.symbol, set()).add(market(s))
-    return [s.symbol if len(markets[s.symbol]) == 1 else f"{s.symbol}.{market(s)}"
+        markets.setdefault(s.symbol, set()).add(_market(s))
+    return [s.symbol if len(markets[s.symbol]) == 1 else f"{s.symbol}.{_market(s)}"
             for s in series]
 
 
@@ -127,7 +175,9 @@ def resample(rows: np.ndarray, step_ms: int, start_ms: int, end_ms: int,
     return aggregate_buckets(rows[keep], step_ms)
 
 
-def _listings(series: Sequence[CandleSeries]) -> dict[str, _Listing]:
+def _listings(series: Sequence[CandleSeries],
+              funding: dict[str, np.ndarray] | None = None) -> dict[str, _Listing]:
+    funding = funding or {}
     grouped: dict[str, list[CandleSeries]] = {}
     for name, s in zip(instrument_names(series), series):
         grouped.setdefault(name, []).append(s)
@@ -147,7 +197,8 @@ def _listings(series: Sequence[CandleSeries]) -> dict[str, _Listing]:
             Instrument(symbol=name, status="Trading", base_coin=head.base,
                        quote_coin=head.quote, tick_size=infer_tick(prices), qty_step=step,
                        min_order_qty=step, launch_time=int(first.open_ms[0])),
-            tuple(tracks), max(int(t.close_ms[-1]) for t in tracks))
+            tuple(tracks), max(int(t.close_ms[-1]) for t in tracks),
+            roll_half_spread(tracks[0].rows[:, 4]), funding.get(name, NO_FUNDING))
     return out
 
 
@@ -160,30 +211,35 @@ class ReplayExchange:
     def __init__(self, clock: Clock, folder: str | Path | None, *, taker_fee: float = 0.00055,
                  slippage_bps: float = 2.0, starting_balance: float = 100_000.0,
                  inline: bool = False,
-                 loaded: tuple[Sequence[CandleSeries], Sequence[tuple[Path, str]]] | None = None
-                 ) -> None:
-        """Load ``folder`` (or take ``loaded = (series, refused)`` from :func:`load_folder`).
+                 loaded: tuple[Sequence[CandleSeries], Sequence[tuple[Path, str]]] | None = None,
+                 funding: Sequence[FundingSeries] | None = None) -> None:
+        """Load ``folder`` (or take ``loaded = (series, refused)`` and ``funding`` from
+        :func:`load_replay_folder`).
 
         ``inline=True`` computes on the event loop (tests on trio's autojump clock).
         """
         if loaded is None:
             if folder is None:
                 raise ExchangeError("replay needs a folder of candle files")
-            loaded = load_folder(folder)
+            candles, refused_files, funding = load_replay_folder(folder)
+            loaded = (candles, refused_files)
         series, refused = loaded
-        self.refused: list[tuple[Path, str]] = list(refused)
+        rates, unmatched = match_funding(series, funding or [])
+        self.refused: list[tuple[Path, str]] = sorted([*refused, *unmatched])
         if not series:
             why = "; ".join(f"{p.name}: {r}" for p, r in self.refused[:5])
             raise ExchangeError(f"replay: no usable candle files in {folder}"
                                 + (f" ({why})" if why else ""))
         self.clock = clock
         self.inline = inline
-        self._listings = _listings(series)
+        self._listings = _listings(series, rates)
         self.broker = PaperBroker(
             self.last_price, taker_fee=taker_fee, slippage_bps=slippage_bps,
             starting_balance=starting_balance,
             tick_of=lambda s: self._listing(s).instrument.tick_size,
-            step_of=lambda s: self._listing(s).instrument.qty_step)
+            step_of=lambda s: self._listing(s).instrument.qty_step,
+            half_spread_of=self.half_spread, funding_of=self._funding_between,
+            funding_price_at=self.price_at)
 
     # -- the market at the clock's time --------------------------------------------------------
 
@@ -236,8 +292,26 @@ class ReplayExchange:
 
     def last_price(self, symbol: str) -> float | None:
         """Close of the last candle that has closed on the clock."""
-        latest = self._latest(self._listing(symbol), now_ms(self.clock))
+        return self.price_at(symbol, now_ms(self.clock))
+
+    def price_at(self, symbol: str, t_ms: int) -> float | None:
+        """Close of the last candle that had closed at ``t_ms``."""
+        latest = self._latest(self._listing(symbol), t_ms)
         return None if latest is None else float(latest[0].rows[latest[1] - 1, 4])
+
+    def half_spread(self, symbol: str) -> float:
+        """The symbol's half spread (Roll's estimate), as a fraction of the price."""
+        return self._listing(symbol).half_spread
+
+    def _funding_between(self, symbol: str, start_ms: int, end_ms: int
+                         ) -> list[tuple[int, float]]:
+        """Funding in (start, end] while the symbol has candles (none after its data ends:
+        there is no price to charge it at, as for a contract that has settled)."""
+        listing = self._listing(symbol)
+        rows = listing.funding
+        lo = int(np.searchsorted(rows[:, 0], start_ms, side="right"))
+        hi = int(np.searchsorted(rows[:, 0], min(end_ms, listing.last_close), side="right"))
+        return [(int(t), float(r)) for t, r in rows[lo:hi]]
 
     def fill(self, intent: OrderIntent, now: int) -> Fill:
         """A paper fill at the last visible close; only reducing orders once data has ended."""
@@ -269,8 +343,10 @@ class ReplayExchange:
             track, n = latest
             lo = int(np.searchsorted(track.close_ms, now - DAY_MS, side="right"))
             day = track.rows[lo:n]
-            out.append(Ticker(name, float(track.rows[n - 1, 4]), float(day[:, 6].sum()),
-                              float(day[:, 5].sum())))
+            last = float(track.rows[n - 1, 4])
+            bid, ask = quote_around(last, listing.half_spread, listing.instrument.tick_size)
+            out.append(Ticker(name, last, float(day[:, 6].sum()), float(day[:, 5].sum()),
+                              bid, ask))
         return out
 
     def candles(self, symbol: str, interval: str, start_ms: int, end_ms: int,
@@ -338,11 +414,19 @@ class ReplayExchange:
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
 
+    async def funding_rates(self, symbol: str, start_ms: int, end_ms: int
+                            ) -> list[tuple[int, float]]:
+        await trio.lowlevel.checkpoint()
+        return self._funding_between(symbol, start_ms, min(end_ms, now_ms(self.clock)))
+
     async def positions(self) -> list[Position]:
+        await trio.lowlevel.checkpoint()
+        self.broker.settle_funding(now_ms(self.clock))
         return [p for p in self.broker.positions.values() if p.qty]
 
     async def balance(self) -> Balance:
         await trio.lowlevel.checkpoint()
+        self.broker.settle_funding(now_ms(self.clock))
         return self.broker.balance()
 
     def rate_limit_usage(self) -> float:

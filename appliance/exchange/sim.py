@@ -1,7 +1,10 @@
 """The ``sim`` exchange: the synthetic market on the injected clock, with paper fills.
 
 Market data is computed, not fetched: a kline request for minutes that have not closed on the
-clock yet returns nothing, so no service can see the future.
+clock yet returns nothing, so no service can see the future. The paper venue charges the sim's
+costs: fills cross its half spread (:func:`~appliance.exchange.simmarket.half_spread`, quoted
+by the tickers as bid/ask) and open positions pay its funding every 8 hours at the last price
+of the funding time (:mod:`appliance.exchange.paper`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from appliance.config import SimConfig
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
 from appliance.exchange.base import PAPER, VOLUME_BAR, ExchangeError
 from appliance.exchange.paper import PaperBroker
-from appliance.exchange.simmarket import MINUTE_MS, SimMarket, symbol_spec
+from appliance.exchange.simmarket import MINUTE_MS, SimMarket, half_spread, symbol_spec
 from data.lake import write_bytes_atomic
 
 
@@ -72,7 +75,8 @@ class SimExchange:
             starting_balance=cfg.starting_balance,
             tick_of=lambda s: Decimal(symbol_spec(s).tick),
             step_of=lambda s: Decimal(symbol_spec(s).qty_step),
-            price_at=self.market.last_price)
+            price_at=self.market.last_price, half_spread_of=half_spread,
+            funding_of=self.market.funding_rates)
         self.account_file = account_file
         if account_file is not None and account_file.exists():
             restore_account(self.broker, account_file)
@@ -117,9 +121,32 @@ class SimExchange:
 
     def _fill_and_save(self, intent: OrderIntent, ts: int) -> Fill:
         fill = self.broker.fill(intent, ts)
+        self._save()
+        return fill
+
+    def _save(self) -> None:
         if self.account_file is not None:
             write_bytes_atomic(self.account_file, json.dumps(self.broker.to_dict()).encode())
-        return fill
+
+    def _settle(self, now: int) -> None:
+        """Funding due up to ``now``; the account is saved when a payment was made (a time
+        crossed without one needs no saving: it is settled again, to nothing, after a
+        restart)."""
+        if self.broker.settle_funding(now):
+            self._save()
+
+    def _positions(self, now: int) -> list[Position]:
+        self._settle(now)
+        return [p for p in self.broker.positions.values() if p.qty]
+
+    def _balance(self, now: int) -> Balance:
+        self._settle(now)
+        return self.broker.balance()
+
+    async def funding_rates(self, symbol: str, start_ms: int, end_ms: int
+                            ) -> list[tuple[int, float]]:
+        end = min(end_ms, now_ms(self.clock))
+        return await self._run(self.market.funding_rates, symbol, start_ms, end)
 
     async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
         await trio.lowlevel.checkpoint()
@@ -135,10 +162,10 @@ class SimExchange:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
 
     async def positions(self) -> list[Position]:
-        return [p for p in self.broker.positions.values() if p.qty]
+        return await self._run(self._positions, now_ms(self.clock))
 
     async def balance(self) -> Balance:
-        return await self._run(self.broker.balance)
+        return await self._run(self._balance, now_ms(self.clock))
 
     def rate_limit_usage(self) -> float:
         return 0.0

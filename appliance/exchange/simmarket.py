@@ -20,6 +20,11 @@ How a day is made (all vectorised with numpy, one day of all symbols at a time):
   cross it as their daily activity multiplier drifts.
 * Lifecycle: each symbol has a launch day; a couple are delisted and relisted periodically, so
   discovery sees listings and delistings over time.
+* Costs of trading it: a constant half spread per symbol (:func:`half_spread`, 0.5 bp for BTC up
+  to 10 bp for the thinnest), which the tickers quote as bid/ask around the last close and the
+  paper venue charges on every fill; and a funding rate every 8 hours (:meth:`SimMarket
+  .funding_rate`), mostly positive around 0.01%, some negative, a pure function of
+  ``(seed, symbol, funding time)``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import numpy as np
 from scipy.signal import lfilter
 
 from appliance.domain import Candle, Instrument, Ticker
+from appliance.exchange.base import quote_around
+from models.funding import FUNDING_PERIOD_MS, funding_times
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -84,12 +91,28 @@ UNIVERSE: tuple[SimSymbol, ...] = (
 
 _INDEX = {s.symbol: i for i, s in enumerate(UNIVERSE)}
 
+# The half spread falls with liquidity as a power law through two anchors: 0.5 bp at BTC's
+# turnover and 10 bp at the thinnest symbol's.
+_SPREAD_HI_TURNOVER, _SPREAD_LO = 4.5e9, 0.5e-4
+_SPREAD_LO_TURNOVER, _SPREAD_HI = 3.0e6, 10e-4
+_SPREAD_POWER = math.log(_SPREAD_HI / _SPREAD_LO) / math.log(_SPREAD_HI_TURNOVER
+                                                             / _SPREAD_LO_TURNOVER)
+FUNDING_MEAN = 1e-4  # 0.01% per 8 h, Bybit's usual rate
+FUNDING_CAP = 0.005  # Bybit's upper/lowerFundingRate on the fake's instruments
+
 
 def symbol_spec(symbol: str) -> SimSymbol:
     try:
         return UNIVERSE[_INDEX[symbol]]
     except KeyError:
         raise KeyError(f"unknown sim symbol {symbol!r}") from None
+
+
+def half_spread(symbol: str) -> float:
+    """The sim's half spread of ``symbol`` as a fraction of the price (constant in time)."""
+    turnover = symbol_spec(symbol).turnover_usd
+    h = _SPREAD_LO * (_SPREAD_HI_TURNOVER / turnover) ** _SPREAD_POWER
+    return round(min(_SPREAD_HI, max(_SPREAD_LO, h)), 8)
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -294,6 +317,10 @@ class SimMarket:
         arr = self.candles(symbol, t_ms - 2 * DAY_MS, t_ms - t_ms % MINUTE_MS)
         return float(arr[-1, 4]) if len(arr) else None
 
+    def quote(self, symbol: str, last: float) -> tuple[float, float]:
+        """Bid and ask around ``last``: :func:`half_spread` each way, widened to the tick."""
+        return quote_around(last, half_spread(symbol), Decimal(symbol_spec(symbol).tick))
+
     def tickers(self, t_ms: int) -> list[Ticker]:
         out = []
         end = t_ms - t_ms % MINUTE_MS
@@ -303,6 +330,31 @@ class SimMarket:
             arr = self.candles(s.symbol, end - DAY_MS, end)
             if not len(arr):
                 continue
-            out.append(Ticker(s.symbol, float(arr[-1, 4]), float(arr[:, 6].sum()),
-                              float(arr[:, 5].sum())))
+            last = float(arr[-1, 4])
+            bid, ask = self.quote(s.symbol, last)
+            out.append(Ticker(s.symbol, last, float(arr[:, 6].sum()), float(arr[:, 5].sum()),
+                              bid, ask))
         return out
+
+    # -- funding -----------------------------------------------------------------------------
+
+    def funding_rate(self, symbol: str, t_ms: int) -> float:
+        """The rate settled at funding time ``t_ms``: a per-(symbol, day) level around
+        :data:`FUNDING_MEAN` plus noise per funding time, capped at ±:data:`FUNDING_CAP` and
+        rounded to 1e-8 as Bybit quotes it. About one rate in seven is negative."""
+        idx = _INDEX.get(symbol)
+        if idx is None:
+            raise KeyError(f"unknown sim symbol {symbol!r}")
+        day = (t_ms - EPOCH_MS) // DAY_MS
+        level = _rng(self.seed, 4_000_037, idx, day).normal()
+        noise = _rng(self.seed, 4_000_039, idx, t_ms // FUNDING_PERIOD_MS).normal()
+        rate = FUNDING_MEAN * (1.0 + 0.8 * level + 0.5 * noise)
+        return round(min(FUNDING_CAP, max(-FUNDING_CAP, rate)), 8)
+
+    def funding_rates(self, symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, float]]:
+        """(time, rate) at the funding times in ``(start_ms, end_ms]`` while ``symbol`` was
+        listed, oldest first."""
+        symbol_spec(symbol)
+        return [(t, self.funding_rate(symbol, t))
+                for t in funding_times(max(start_ms, EPOCH_MS - 1), end_ms)
+                if self.listed(symbol, t)]

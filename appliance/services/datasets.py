@@ -2,7 +2,8 @@
 
 For each pair that becomes tradable it backfills ``datasets.days`` (90) days of 1m candles into
 the Parquet lake (resumable, gap-refilled; see :mod:`appliance.backfill`), derives 5m and 1h,
-records a manifest (rows, time range, sha256) in the lake and in DuckDB's ``datasets``, counts
+stores the pair's funding rates over the same days next to them, records a manifest (rows,
+time range, sha256) of each in the lake and in DuckDB's ``datasets``, counts
 ``datasets_built_total`` and enqueues the feature job on the huey queue. Progress goes to the
 bus as ``data_source_update`` events with a percent, and as the ``backfill`` snapshot.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import trio
 
-from appliance.backfill import backfill_symbol
+from appliance.backfill import backfill_funding, backfill_symbol
 from appliance.clock import VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
 from appliance.jobs import Jobs
@@ -42,6 +43,8 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
     result = await backfill_symbol(ctx.exchange, lake, symbol, end - days * DAY_MS, end,
                                    report, inline=ctx.inline)
     await ctx.io(lake.resample, symbol)
+    funding = await backfill_funding(ctx.exchange, lake, symbol, end - days * DAY_MS, end,
+                                     inline=ctx.inline)
     manifests = []
     for interval in ("1m", "5m", "1h"):
         m = await ctx.io(lake.manifest, symbol, interval)
@@ -51,10 +54,15 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
             manifests.append(m)
     if not manifests:
         return None
+    fm = await ctx.io(lake.funding_manifest, symbol)
+    if fm is not None:
+        await ctx.io(lake.save_manifest, fm)
+        await ctx.store.call("save_dataset", fm)
     if jobs is not None:
         await ctx.io(jobs.enqueue, "features", symbol)
     service_logger(NAME).info("dataset built", symbol=symbol, rows=manifests[0].rows,
                               days_written=result.days_written, missing=result.missing,
+                              funding_rows=funding,
                               sha256=manifests[0].sha256)
     return manifests[0]
 

@@ -87,6 +87,13 @@ def test_backfill_killed_midway_resumes_without_gaps_or_duplicates(tmp_path, fak
             truth = market.candles(symbol, t0, t0 + DAY_MS)
             assert table.num_rows == 1440
             assert np.array_equal(table.column("close").to_numpy(), truth[:, 4])
+        # the pair's funding history over the same 60 days, next to its candles
+        funding = pq.read_table(state / "lake/funding" / f"symbol={symbol}" / "funding.parquet")
+        times = funding.column("time").to_numpy()
+        assert funding.num_rows in (180, 181) and np.all(np.diff(times) == 8 * 3_600_000)
+        assert funding.column("rate").to_pylist() == [
+            r for _, r in market.funding_rates(symbol, int(times[0]) - 1, int(times[-1]))]
+        assert (state / "lake/manifests" / f"{symbol}-funding.json").exists()
 
 
 def test_run_on_the_bybit_adapter_feeds_candles(tmp_path, fake_bybit, run_proc):

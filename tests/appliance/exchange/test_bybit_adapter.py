@@ -18,6 +18,7 @@ from appliance.exchange.bybit import BybitApiError, BybitExchange, BybitSettings
 from appliance.exchange.fake_bybit import FakeLimits
 from appliance.exchange.ratelimit import Priority, RateLimiter
 from appliance.exchange.simmarket import SimMarket
+from models.costs import quoted_half_spread
 
 from tests.appliance.exchange.bybit_fixtures import KEY, SECRET, T0, at_window_start, fake_bybit
 
@@ -273,8 +274,11 @@ async def test_paper_orders_fill_at_last_seen_price_without_private_calls():
         with pytest.raises(ExchangeError):
             await ex.cancel_order("SOLUSDT", fill.order_id)
     market = SimMarket(7)
-    candidates = {Decimal(str(market.last_price("SOLUSDT", t))) * Decimal("1.0002")
-                  for t in (fill.ts - 2_000, fill.ts)}  # the minute may turn in between
+    candidates = set()
+    for t in (fill.ts - 2_000, fill.ts):  # the minute may turn in between
+        last = market.last_price("SOLUSDT", t)
+        half = quoted_half_spread(*market.quote("SOLUSDT", last))  # the ticker's bid/ask
+        candidates.add(Decimal(str(last)) * (1 + Decimal("0.0002") + Decimal(str(half))))
     assert any(abs(fill.price - c) <= Decimal("0.01") for c in candidates)
     assert again.ts >= fill.ts and again.side is Side.SELL
     assert pos[0].symbol == "SOLUSDT" and pos[0].qty == Decimal("1.0")

@@ -19,13 +19,22 @@ async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, st
         with trio.move_on_after(120):  # two market hours
             await datasets.run(ctx, jobs)
         rows = {(d["symbol"], d["interval"]): d for d in await ctx.store.call("datasets")}
-        assert set(rows) == {(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "5m", "1h")}
+        assert set(rows) == {(s, i) for s in ("BTCUSDT", "ETHUSDT")
+                             for i in ("1m", "5m", "1h", "funding")}
         btc = rows[("BTCUSDT", "1m")]
         assert btc["rows"] >= 3 * 1440 and btc["missing"] == 0 and len(btc["sha256"]) == 64
         assert rows[("BTCUSDT", "5m")]["rows"] == -(-btc["rows"] // 5)
         lake = Lake(state_dir / "lake")
         assert lake.manifest("BTCUSDT").sha256 == btc["sha256"]
-        assert {m.dataset_id for m in lake.manifests()} >= {"BTCUSDT-1m", "ETHUSDT-1h"}
+        assert {m.dataset_id for m in lake.manifests()} >= {"BTCUSDT-1m", "ETHUSDT-1h",
+                                                            "BTCUSDT-funding"}
+        # the pair's funding rates over the same days, next to its candles
+        end = btc["end_time"] + 60_000
+        stored = lake.read_funding("BTCUSDT")
+        assert [tuple(r) for r in stored] == ctx.exchange.market.funding_rates(
+            "BTCUSDT", end - 3 * 86_400_000, end)
+        assert len(stored) in (9, 10) and rows[("BTCUSDT", "funding")]["rows"] == len(stored)
+        assert lake.funding_manifest("BTCUSDT").sha256 == rows[("BTCUSDT", "funding")]["sha256"]
         assert ctx.metrics.datasets_built_total._value.get() == 2
         assert jobs.pending() == 2  # one feature job per new dataset
         assert ctx.bus.snapshot("backfill") == {"BTCUSDT": 100.0, "ETHUSDT": 100.0}
