@@ -77,6 +77,15 @@ class BarBook:
     def close(self, symbol: str) -> float:
         return self.closes[symbol][-1]
 
+    def close_at(self, symbol: str, t_ms: int) -> float | None:
+        """The close of the bar that closed at ``t_ms``, if the book still holds it."""
+        last = self.last_open.get(symbol)
+        if last is None or (t_ms - last - self.step) % self.step:
+            return None
+        back = (last + self.step - t_ms) // self.step
+        closes = self.closes[symbol]
+        return closes[-1 - back] if 0 <= back < len(closes) else None
+
     def close_decimal(self, symbol: str) -> Decimal:
         return Decimal(repr(self.close(symbol)))
 

@@ -15,6 +15,11 @@ realised P&L of a fill are for display and for the trade feed; equity never depe
 
 A *trade* is an entry (flat → a position) or a flip (long ↔ short); every other fill adds to or
 trims a position. Books count both, apart.
+
+Funding is a cash flow too: at every funding time ``T`` after ``funded_to`` the positions a book
+holds pay :func:`models.funding.funding_due` ``(qty, price at T, rate at T)`` — the venue's own
+formula, so a prod book and the venue agree to the last digit. ``funded_to`` is saved with the
+book's cash, so a restart neither skips nor repeats a funding time.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, Mapping, Union
+
+from models.funding import funding_due
 
 Num = Union[Decimal, float]
 HOUSE = "house"
@@ -75,11 +82,15 @@ class Book:
     next_fill: int = 1
     state: str = "open"  # open → closing (its positions are being closed) → closed
     closed_ms: int | None = None
+    funding: Num = 0  # paid since the book opened (negative: received)
+    funded_to: int | None = None  # funding is settled for every time <= this (ms)
     touched: set[str] = field(default_factory=set)  # positions changed since the last save
 
     def __post_init__(self) -> None:
-        self.capital, self.cash, self.fees = (self.num(v) for v in (self.capital, self.cash,
-                                                                     self.fees))
+        self.capital, self.cash, self.fees, self.funding = (
+            self.num(v) for v in (self.capital, self.cash, self.fees, self.funding))
+        if self.funded_to is None:
+            self.funded_to = self.opened_ms
 
     def num(self, value: object) -> Num:
         """``value`` in this book's number type (Decimal from its decimal string)."""
@@ -136,6 +147,21 @@ class Book:
         fill_id = f"{self.book_id}#{self.next_fill}"
         self.next_fill += 1
         return BookFill(self.book_id, fill_id, symbol, q, p, f, ts, float(realized - f), trade)
+
+
+    def pay_funding(self, symbol: str, price: Num, rate: float) -> Num:
+        """Charge the funding of the ``symbol`` position held now at one funding time where the
+        price was ``price`` and the rate ``rate``; returns what was paid."""
+        qty = self.qty(symbol)
+        if not qty or not rate:
+            return self.num(0)
+        if self.exact:
+            due = funding_due(qty, Decimal(str(price)), Decimal(str(rate)))
+        else:
+            due = float(qty) * float(price) * float(rate)
+        self.cash -= due
+        self.funding += due
+        return due
 
 
 def account_equity(house: Book, prod_books: Iterable[Book], marks: Mapping[str, Num]) -> Num:

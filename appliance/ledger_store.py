@@ -26,7 +26,8 @@ ORDER_COLUMNS = ("order_id", "ts", "symbol", "side", "qty", "model_id", "mode", 
 FILL_COLUMNS = ("order_id", "ts", "symbol", "side", "qty", "price", "fee", "model_id", "mode",
                 "fill_id", "book_id", "pnl", "trade")
 BOOK_COLUMNS = ("book_id", "model_id", "mode", "grp", "opened", "closed", "state", "exact",
-                "capital", "cash", "fees", "trades", "fills", "next_fill", "updated")
+                "capital", "cash", "fees", "trades", "fills", "next_fill", "updated", "funding",
+                "funded_to")
 BAR_COLUMNS = ("ts", "model_id", "symbol", "mode", "close", "target", "p_short", "p_flat",
                "p_long", "book_id")
 
@@ -110,11 +111,13 @@ def _save_books(store: Store, books: Iterable[Book], ts: int) -> None:
     books = list(books)
     _bulk(store, "books", BOOK_COLUMNS,
           [(b.book_id, b.model_id, b.mode, b.group, b.opened_ms, b.closed_ms, b.state, b.exact,
-            _s(b.capital), _s(b.cash), _s(b.fees), b.trades, b.fills, b.next_fill, ts)
+            _s(b.capital), _s(b.cash), _s(b.fees), b.trades, b.fills, b.next_fill, ts,
+            _s(b.funding), b.funded_to)
            for b in books],
           "ON CONFLICT (book_id) DO UPDATE SET closed = excluded.closed, state = excluded.state, "
           "capital = excluded.capital, cash = excluded.cash, fees = excluded.fees, "
           "trades = excluded.trades, fills = excluded.fills, next_fill = excluded.next_fill, "
+          "funding = excluded.funding, funded_to = excluded.funded_to, "
           "updated = excluded.updated")
     rows = []
     for b in books:
@@ -145,7 +148,9 @@ def load_books(store: Store, states: tuple[str, ...] = ("pending", "open", "clos
                  conv(r["capital"]), conv(r["cash"]), exact=bool(r["exact"]),
                  fees=conv(r["fees"]), trades=int(r["trades"]), fills=int(r["fills"]),
                  next_fill=int(r["next_fill"]), state=r["state"],
-                 closed_ms=None if r["closed"] is None else int(r["closed"]))
+                 closed_ms=None if r["closed"] is None else int(r["closed"]),
+                 funding=conv(r["funding"] or 0),
+                 funded_to=None if r["funded_to"] is None else int(r["funded_to"]))
         for symbol, qty, cost, realized in store.sql(
                 "SELECT symbol, qty, cost, realized FROM book_positions WHERE book_id = ?",
                 [b.book_id]):

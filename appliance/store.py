@@ -155,6 +155,13 @@ MIGRATIONS: list[str] = [
         qty DOUBLE, notional DOUBLE, fees DOUBLE, pnl DOUBLE,
         PRIMARY KEY (day, book_id, symbol));
     """,
+    # v8: funding is a cash flow of every book (appliance/books.py): what each paid, and the
+    # funding time it is settled up to (saved with its cash, so a restart never repeats one)
+    """
+    ALTER TABLE books ADD COLUMN funding VARCHAR;
+    ALTER TABLE books ADD COLUMN funded_to BIGINT;
+    UPDATE books SET funding = '0', funded_to = greatest(opened, coalesce(updated, opened));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,7 +10,10 @@ Its parts, each in a module named for it:
   period, the house's free cash, the capital split across groups;
 * the **order gateway** (:mod:`appliance.order_gateway`): the only road to the venue — kill
   switch, risk limits, write-ahead order rows, fills, flatten, reconciliation (layer 7);
-* the **paper desk** (:mod:`appliance.services.paper_desk`): the shadow books' paper fills.
+* the **paper desk** (:mod:`appliance.services.paper_desk`): the shadow books' paper fills, at the
+  venue's quoted spreads;
+* the **funding clerk** (:mod:`appliance.book_funding`): every book pays the funding of what it
+  holds at each funding time, before the bar's fills (as the venue charges it).
 
 On each closed bar of an interval the engine updates the bar book, lets the ledger follow the
 registry (new books for new mode periods; books of models that left theirs are closed, prod ones
@@ -34,10 +37,12 @@ import trio
 from appliance.allocation import group_volatility, weights
 from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
+from appliance.book_funding import FundingClerk
 from appliance.books import Book
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.domain import Balance, Instrument
+from appliance.exchange.base import ExchangeError
 from appliance.ledger import CLOSING, OPEN, Ledger
 from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
@@ -50,7 +55,7 @@ from appliance.services.paper_desk import PaperDesk
 from appliance.sizing import order_for, round_qty, target_fraction, target_qty
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
-from models.costs import CostModel
+from models.costs import CostModel, quoted_half_spread
 
 NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
@@ -95,6 +100,7 @@ class TradingEngine:
         sim = ctx.cfg.sim
         self.costs = CostModel(sim.taker_fee, sim.slippage_bps / 10_000)
         self.desk = PaperDesk(self.costs, ctx.cfg.shadow.size_fraction, self.lot)
+        self.funding = FundingClerk(ctx.exchange.funding_rates)
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
@@ -153,6 +159,23 @@ class TradingEngine:
             self.ctx.bus.publish("delisting", {"symbol": symbol}, service=NAME,
                                  market_ts=self.ctx.clock.now())
         self.delisted = leaving
+        await self.refresh_spreads()
+
+    async def refresh_spreads(self) -> None:
+        """The shadow books' half spreads from the venue's quoted top of book (a symbol
+        without a quote keeps its last one; none at all: slippage only)."""
+        try:
+            tickers = await self.ctx.exchange.tickers()
+        except ExchangeError as exc:
+            self.log.warning("no tickers for the spreads; keeping the last", error=str(exc))
+            return
+        spreads = dict(self.costs.half_spread)
+        for t in tickers:
+            h = quoted_half_spread(t.bid, t.ask) if t.bid and t.ask else None
+            if h is not None:
+                spreads[t.symbol] = h
+        self.costs = self.costs.with_spreads(spreads)
+        self.desk.costs = self.costs
 
     async def reconcile(self) -> list[str]:
         return await self.gateway.reconcile(self.ledger)
@@ -173,6 +196,7 @@ class TradingEngine:
             self.marks[symbol] = book.close_decimal(symbol)
         if not new or self.is_history(batch, book.step):
             return
+        await self.settle_funding(batch.end_ms)
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS, self.ledger.equity(self.marks))
         await self.pool.refresh()
         opened, closing = self.ledger.sync(self.pool.models.values(), self.now_ms())
@@ -224,6 +248,33 @@ class TradingEngine:
                                    start, batch.open_ms)
             for bar in bars:
                 book.push(symbol, bar)
+
+    async def settle_funding(self, upto_ms: int) -> None:
+        """Every open book pays the funding times up to this bar on what it holds (before the
+        bar's fills, as the venue charges it); an outage delays it to a later bar. The price is
+        the close of the bar that closed at the funding time; where that bar never came, after
+        an hour, the latest mark."""
+        assert self.ledger.house is not None
+        books = [self.ledger.house, *self.ledger.books.values()]
+        before = {b.book_id: b.funded_to for b in books}
+        try:
+            paid = await self.funding.settle(books, upto_ms, lambda s, t: self.close_at(
+                s, t) or (self.marks.get(s) if upto_ms - t >= HOUR_MS else None))
+        except ExchangeError as exc:
+            self.log.warning("funding rates unavailable; the books pay them on a later bar",
+                             error=str(exc))
+            paid = 0
+        self.ledger.dirty.update(b.book_id for b in books if b.funded_to != before[b.book_id])
+        if paid:
+            self.log.debug("funding paid", payments=paid, upto_ms=upto_ms)
+
+    def close_at(self, symbol: str, t_ms: int) -> float | None:
+        """The close of ``symbol``'s bar that closed at ``t_ms``, from any interval's book."""
+        for book in self.bar_books.values():
+            close = book.close_at(symbol, t_ms)
+            if close is not None:
+                return close
+        return None
 
     def plan_prod(self, orders: OrderBatch, b: Book, symbol: str, fraction: float,
                   start_equity: Decimal) -> None:

@@ -22,6 +22,7 @@ from appliance.services import feed, trading
 from data.lake import Lake
 from models.registry import list_models
 from models.training import train_run
+from tests.appliance.services.conftest import START
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 HOUR = 3600 / 60  # trio seconds per market hour at speed 60
@@ -347,3 +348,28 @@ async def test_a_symbol_being_delisted_is_flattened_before_it_settles(make_ctx,
     assert "ETHUSDT" not in {p.symbol for p in await ctx.exchange.positions()}
     assert "ETHUSDT" not in engine.ledger.positions()
     assert any(e["action"] == "delisting ETHUSDT" for e in ctx.bus.audit_entries())
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
+async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock):
+    """Issue 10: funding is a cost of the strategy as traded. The sim venue charges it at 08:00
+    UTC; the prod book pays the same amount to the last digit (the account identity holds at
+    every bar), and the shadow book pays its own."""
+    ctx = make_ctx(speed=60, start=START + 6.5 * 3600)  # 06:30 UTC: 08:00 is a funding time
+    model_id = await with_model(ctx)
+    shadow_id = await with_model(ctx, mode="shadow", run_id="run-shadow")
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 3)
+    assert fills(ctx) and fills(ctx, "shadow")
+    venue_paid = sum(ctx.exchange.broker.funding_paid.values())
+    assert venue_paid != 0, "the venue charged no funding across 08:00"
+    books = {b.model_id: b for b in engine.ledger.books.values()}
+    prod, shadow = books[model_id], books[shadow_id]
+    assert prod.funding + engine.ledger.house.funding == venue_paid  # exact: Decimal
+    assert shadow.funding != 0 and isinstance(shadow.funding, float)
+    assert prod.funded_to == shadow.funded_to == int((START + 8 * 3600) * 1000)
+    assert_account_identity(ctx)
+    # saved with the cash: a restart neither repeats nor skips the payment
+    (saved,) = [b for b in load_books(ctx.store.store) if b.book_id == prod.book_id]
+    assert saved.funding == prod.funding and saved.funded_to == prod.funded_to

@@ -1,0 +1,69 @@
+"""Funding on the books: what every book's positions pay at each funding time.
+
+The venue charges funding to the account (every 8 hours on Bybit's USDT perpetuals); the books
+must charge the same amounts to the books that held the positions, or the account identity
+``venue = house + Σ prod books`` breaks by the funding, and a shadow book's record would leave
+out a cost its prod book would pay. So on each decided bar, before any of its fills, every open
+book pays each funding time in ``(book.funded_to, bar close]`` on the positions it holds, at the
+price of that moment (the close of the bar that closed then; a book waits for that bar when it
+has not arrived yet) and the venue's rate
+(:meth:`Exchange.funding_rates`: the sim's series, Bybit's funding history, a replay's file).
+
+Rates are fetched once per symbol and funding time and kept for the other books. When the venue
+cannot say (an outage), the books are not charged yet and ``funded_to`` stays: the next bar tries
+again, so a funding time is late, never lost and never paid twice.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Awaitable, Callable, Iterable
+
+from appliance.books import Book
+from models.funding import funding_times
+
+RatesOf = Callable[[str, int, int], Awaitable[list[tuple[int, float]]]]
+PriceAt = Callable[[str, int], "Decimal | float | None"]
+
+
+class FundingClerk:
+    def __init__(self, rates_of: RatesOf, keep: int = 4096) -> None:
+        self.rates_of = rates_of
+        self.keep = keep
+        self.rates: dict[tuple[str, int], float] = {}  # (symbol, funding time) -> rate
+
+    async def rate(self, symbol: str, t_ms: int) -> float:
+        """The rate settled at ``t_ms`` (0 where the venue had none for the symbol)."""
+        key = (symbol, t_ms)
+        if key not in self.rates:
+            got = dict(await self.rates_of(symbol, t_ms - 1, t_ms))
+            if len(self.rates) >= self.keep:
+                self.rates.clear()
+            self.rates[key] = float(got.get(t_ms, 0.0))
+        return self.rates[key]
+
+    async def settle(self, books: Iterable[Book], upto_ms: int, price_at: PriceAt) -> int:
+        """Charge every funding time up to ``upto_ms`` that a book has not paid yet, on the
+        positions it holds now; returns the number of payments. A failed rate fetch propagates
+        (the caller retries on the next bar): a book's ``funded_to`` moves past a funding time
+        only once all of that time's payments were made, so none is ever made twice."""
+        paid = 0
+        for book in books:
+            assert book.funded_to is not None
+            for t in funding_times(book.funded_to, upto_ms):
+                dues = []
+                for symbol in book.open_symbols():
+                    rate = await self.rate(symbol, t)
+                    price = price_at(symbol, t) if rate else None
+                    if rate and price is None:
+                        break  # no price of that moment yet (its bar is still to come)
+                    if rate:
+                        dues.append((symbol, price, rate))
+                else:
+                    for symbol, price, rate in dues:
+                        book.pay_funding(symbol, price, rate)
+                        paid += 1
+                    book.funded_to = t
+                    continue
+                break
+        return paid
