@@ -124,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("report", help="why a model holds its mode: walk-forward folds, costs "
+                       "per symbol, validation vs shadow vs prod (text, or --html with plots)")
+    _add_common(p)
+    p.add_argument("model_id", metavar="MODEL_ID")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with "
+                   "each book's equity and drawdown plots")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("backup", help="a consistent copy of the state dir (also while run is "
                        "up), with a MANIFEST.json of sha256s")
     _add_common(p)
@@ -439,6 +447,42 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from appliance.commands import CommandFailed
+    from appliance.report import (HTML_CURVE_POINTS, TEXT_CURVE_POINTS, UnknownModel,
+                                  fetch_report, render_text)
+    from appliance.safety import require_state_dir
+
+    cfg = load_config(args)
+    require_state_dir(cfg.state_path)
+    path = Path(args.html).expanduser() if args.html else None
+    if path is not None and not path.parent.is_dir():
+        print(f"methtrader: --html {args.html}: the folder {path.parent} does not exist; "
+              "create it or choose another file", file=sys.stderr)
+        return 2
+    try:
+        report = fetch_report(cfg.state_path, args.model_id,
+                              deadline_s=cfg.bus.command_deadline_s,
+                              curve_points=HTML_CURVE_POINTS if path or args.json
+                              else TEXT_CURVE_POINTS)
+    except UnknownModel as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 2
+    except CommandFailed as exc:
+        print(f"methtrader: the appliance did not make the report: {exc}", file=sys.stderr)
+        return 1
+    text = render_text(report)
+    if path is not None:
+        from appliance.report_html import render_html
+
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(render_html(report), encoding="utf-8")
+        tmp.replace(path)
+        text += f"\n\nHTML report with plots written to {path}"
+    _emit(args, report, text)
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from appliance.backup import BackupError, make_backup
 
@@ -485,7 +529,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     require_state_dir(cfg.state_path)
-    return run_tui(cfg.state_path, events_maxlen=cfg.bus.events_maxlen)
+    return run_tui(cfg.state_path, events_maxlen=cfg.bus.events_maxlen,
+                   command_deadline_s=cfg.bus.command_deadline_s)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -500,6 +545,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fake-bybit": cmd_fake_bybit,
     "train": cmd_train,
     "models": cmd_models,
+    "report": cmd_report,
     "backup": cmd_backup,
     "restore": cmd_restore,
     "tui": cmd_tui,
@@ -515,7 +561,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # Commands that create files in the state dir: their files are the operator's alone.
 CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
                  "rollback", "backfill", "train", "tui", "discover", "status", "models",
-                 "backup", "restore"}
+                 "report", "backup", "restore"}
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -36,7 +36,7 @@ from typing import Awaitable, Callable
 import trio
 from prometheus_client import start_http_server
 
-from appliance import backup, startup
+from appliance import backup, report, startup
 from appliance.bar_hub import BarHub
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
@@ -86,6 +86,7 @@ def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
         return handler
 
     return {"flatten": flatten, "reconcile": reconcile, backup.COMMAND: backup.backup_command,
+            report.COMMAND: report.report_command,
             **{name: registry(name) for name in REGISTRY_COMMANDS}}
 
 

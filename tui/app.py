@@ -1,5 +1,7 @@
 """methtrader mission control: a Textual app over the bus, its own process (Textual needs
-asyncio, the appliance runs trio). It never opens the DuckDB file.
+asyncio, the appliance runs trio). It never opens the DuckDB file while the appliance runs; a
+model's report (``v`` on the Models screen) is asked of ``run`` through the bus then, and read
+read-only from the file only while it is down (:func:`appliance.report.fetch_report`).
 
 Layout: six screens as Textual modes (keys 1-6), each with the status bar, the
 "APPLIANCE NOT RUNNING" banner and a footer of key bindings. One thread (``BusClient``) reads
@@ -32,6 +34,7 @@ from tui.screens.training import TrainingScreen
 
 # Actions a key may not start while a dialog is open (the dialog answers first).
 BLOCKED_UNDER_DIALOG = frozenset({"show", "kill", "kill_flatten", "resume", "help", "quit"})
+REPORT_DEADLINE_S = 60.0  # how long a report may take from a running appliance
 
 
 class MissionControl(App[int]):
@@ -58,10 +61,13 @@ class MissionControl(App[int]):
 
     def __init__(self, state_dir: Path, *, now: Callable[[], float] = time.time,
                  poll_interval: float = POLL_INTERVAL_S, actor: str | None = None,
-                 events_maxlen: int = 10_000) -> None:
-        """``now`` (wall clock, epoch seconds) decides heartbeat staleness; tests inject it."""
+                 events_maxlen: int = 10_000,
+                 command_deadline_s: float = REPORT_DEADLINE_S) -> None:
+        """``now`` (wall clock, epoch seconds) decides heartbeat staleness; tests inject it.
+        ``command_deadline_s`` bounds a command the TUI waits for (a model's report)."""
         super().__init__()
         self.state_dir = Path(state_dir)
+        self.command_deadline_s = command_deadline_s
         self.state = MissionState()
         self.actions_done: list[ActionDone] = []
         self.client = BusClient(self.state_dir / "bus", self.post_message, now=now,
@@ -126,9 +132,11 @@ class MissionControl(App[int]):
         self.push_screen(ConfirmDialog(title, body, focus_confirm=focus_confirm), answered)
 
 
-def run_tui(state_dir: Path, *, events_maxlen: int = 10_000) -> int:
+def run_tui(state_dir: Path, *, events_maxlen: int = 10_000,
+            command_deadline_s: float = REPORT_DEADLINE_S) -> int:
     """Run mission control in this terminal until the operator quits; the exit code."""
-    app = MissionControl(Path(state_dir), events_maxlen=events_maxlen)
+    app = MissionControl(Path(state_dir), events_maxlen=events_maxlen,
+                         command_deadline_s=command_deadline_s)
     result = app.run()
     return app.return_code if app.return_code is not None else (result or 0)
 

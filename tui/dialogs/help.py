@@ -20,6 +20,7 @@ HELP = """\
 [b]Models screen[/b]
   p   promote the selected shadow/candidate model    d   demote the selected prod model
   b   roll the selected model's group back to its previous prod model
+  v   the selected model's report: folds, costs, validation vs shadow vs prod
 
 [b]Other[/b]
   ?   this help    q   quit (the appliance keeps running)

@@ -1,7 +1,9 @@
 """Models: the prod vs shadow leaderboard, with promote/demote/rollback behind a confirmation.
 
 Shadow and prod rows show their current book's own figures (Sharpe, P&L, trades — entries and
-flips — and fills since the mode period began); candidates show their validation Sharpe."""
+flips — and fills since the mode period began); candidates show their validation Sharpe.
+``v`` opens the selected model's report (:mod:`appliance.report`), the text of
+``methtrader report``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from tui.client import MissionState
+from tui.dialogs.report import ReportDialog
 from tui.screens.base import MissionScreen
 from tui.widgets import fmt
 from tui.widgets.table import fill, make_table, selected_key
@@ -36,7 +39,7 @@ def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]
 class ModelsScreen(MissionScreen):
     MODE = "models"
     BINDINGS = [Binding("p", "promote", "Promote"), Binding("d", "demote", "Demote"),
-                Binding("b", "rollback", "Rollback")]
+                Binding("b", "rollback", "Rollback"), Binding("v", "report", "Report")]
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="models-summary", classes="summary")
@@ -49,7 +52,8 @@ class ModelsScreen(MissionScreen):
         self.query_one("#models-summary", Static).update(
             " · ".join(f"{mode} {fmt.integer(fmt.get(counts, mode))}"
                        for mode in ("prod", "shadow", "candidate", "retired", "rejected", "archived"))
-            + "   (p promote · d demote the selected model · b roll its group back)")
+            + "   (p promote · d demote the selected model · b roll its group back · "
+              "v its report)")
         fill(self.query_one("#leaderboard", DataTable), ((str(m.get("model_id")), (
             fmt.text(m.get("model_id")), fmt.text(m.get("group")), fmt.kind(m.get("kind")),
             Text(str(m["mode"]), style="bold green" if m["mode"] == "prod" else "cyan"),
@@ -62,6 +66,21 @@ class ModelsScreen(MissionScreen):
     def selected_model(self) -> Mapping[str, Any] | None:
         key = selected_key(self.query_one("#leaderboard", DataTable))
         return next((m for m in self.mission.state.models if str(m.get("model_id")) == key), None)
+
+    def action_report(self) -> None:
+        model = self.selected_model()
+        if model is None:
+            self.notify("Select a model first.", severity="warning")
+            return
+        model_id = str(model.get("model_id"))
+        state_dir, deadline_s = self.mission.state_dir, self.mission.command_deadline_s
+
+        def load() -> str:
+            from appliance.report import fetch_report, render_text
+
+            return render_text(fetch_report(state_dir, model_id, deadline_s=deadline_s))
+
+        self.app.push_screen(ReportDialog(model_id, load))
 
     def action_promote(self) -> None:
         self._ask("promote", ("shadow", "candidate"))
