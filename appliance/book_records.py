@@ -9,7 +9,7 @@ anyone can recompute a figure from the ``books`` and ``book_equity`` tables.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -17,9 +17,11 @@ from appliance.books import book_id_of
 from appliance.ledger_store import book_bars, book_equity, book_row
 from appliance.promotion import ShadowRecord
 from appliance.store import Store
-from data.intervals import periods_per_year
-from models.backtest import backtest
+from data.intervals import interval_ms, periods_per_year
+from models.costs import CostModel
+from models.funding import funding_per_bar
 from models.metrics import probabilistic_sharpe_ratio, sharpe_ratio
+from models.paper_replay import replay
 
 
 def current_book_id(model: dict[str, Any]) -> str | None:
@@ -85,26 +87,62 @@ def sharpe_over(store: Store, model: dict[str, Any], since_s: float) -> float | 
                               periods_per_year(model.get("timeframe") or "5m")))
 
 
-def parity_divergence(store: Store, book_id: str, since_ms: int, taker_fee: float,
-                      slippage: float) -> float | None:
-    """|simulated − realised| return of one book over its bars since ``since_ms``.
+def parity_divergence(store: Store, book_id: str, since_ms: int, interval: str,
+                      costs: CostModel,
+                      funding: Mapping[str, Sequence[tuple[int, float]]] | None = None
+                      ) -> float | None:
+    """|replayed − realised| return of one book over its bars since ``since_ms``.
 
-    Simulated: the vectorised backtester on the book's own per-bar targets (fractions of its
-    equity) and closes, symbol by symbol, summed. Realised: the book's recorded equity over the
-    same bars. Both start after the first bar's trades (the backtester's first row holds the
-    entry cost, the first equity point is recorded after it).
+    Replayed: :func:`models.paper_replay.replay` — the arithmetic validation scores with and
+    the paper desk trades with — on the book's own per-bar targets (fractions of its equity)
+    and closes, all its symbols in one book, at ``costs`` (fee, slippage, half spreads) and
+    ``funding`` (per symbol, (time, rate)). Realised: the book's recorded equity over the same
+    bars. Both start after the first bar's trades. What is left is what the replay cannot know:
+    a prod book's whole lots, a paper rebalance too small to trade, a bar a symbol skipped.
     """
     bars = book_bars(store, book_id, since_ms)
-    points = book_equity(store, book_id, since_ms)
-    if len(points) < 3 or not bars:
+    if not bars:
         return None
-    by_symbol: dict[str, list[tuple[float, float]]] = {}
+    step = interval_ms(interval)
+    times = sorted({b["ts"] for b in bars})
+    symbols = sorted({b["symbol"] for b in bars})
+    row_of = {t: i for i, t in enumerate(times)}
+    col_of = {s: j for j, s in enumerate(symbols)}
+    close = np.full((len(times), len(symbols)), np.nan)
+    target = np.full_like(close, np.nan)
     for b in bars:
-        by_symbol.setdefault(b["symbol"], []).append((b["close"], b["target"]))
-    sim = 0.0
-    for rows in by_symbol.values():
-        if len(rows) >= 2:
-            eq = backtest(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                          taker_fee=taker_fee, slippage=slippage).equity
-            sim += float(eq[-1] / eq[0] - 1.0)
-    return abs(sim - (points[-1][1] / points[0][1] - 1.0))
+        close[row_of[b["ts"]], col_of[b["symbol"]]] = b["close"]
+        target[row_of[b["ts"]], col_of[b["symbol"]]] = b["target"]
+    close, target = _carried(close), np.nan_to_num(_carried(target, back=False))
+    marked = {ts: e for ts, e in book_equity(store, book_id, times[0] + step)}
+    first, last = marked.get(times[0] + step), marked.get(times[-1] + step)
+    if first is None or last is None or len(times) < 3 or first <= 0:
+        return None
+    close_ms = np.asarray(times, dtype=np.int64) + step
+    rates = None
+    if funding:
+        rates = np.stack([funding_per_bar(close_ms, funding.get(s, ())) for s in symbols],
+                         axis=1)
+    r = replay(close, target, np.array([costs.price_impact(s) for s in symbols]),
+               costs.taker_fee, funding=rates)
+    return abs(float(r.equity[-1] / r.equity[0] - 1.0) - (last / first - 1.0))
+
+
+def _carried(a: np.ndarray, back: bool = True) -> np.ndarray:
+    """Each column's last value carried forward over gaps (and, with ``back``, its first one
+    backward over leading ones)."""
+    out = a.copy()
+    for j in range(out.shape[1]):
+        col = out[:, j]
+        ok = ~np.isnan(col)
+        if not ok.any():
+            continue
+        idx = np.where(ok, np.arange(len(col)), 0)
+        np.maximum.accumulate(idx, out=idx)
+        filled = col[idx]
+        if back:
+            filled[:np.argmax(ok)] = col[np.argmax(ok)]
+        else:
+            filled[:np.argmax(ok)] = np.nan
+        out[:, j] = filled
+    return out

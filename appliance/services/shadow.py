@@ -25,10 +25,12 @@ from appliance.book_records import (current_book_id, live_figures, parity_diverg
                                     shadow_record, sharpe_over)
 from appliance.bus import DEPLOYS_FROZEN
 from appliance.context import ServiceContext
+from appliance.exchange.base import ExchangeError
 from appliance.logs import service_logger
 from appliance.notify import Notifier
 from appliance.promotion import PromotionRules, decide
 from appliance.schedule import duration_s, next_daily, parse_hhmm
+from models.costs import CostModel, quoted_half_spread
 from models.registry import list_models
 
 NAME = "shadow"
@@ -142,15 +144,18 @@ class ShadowDesk:
         self.ctx.bus.put_snapshot("model_live", live)
 
     async def parity_audit(self, models: list[dict[str, Any]], now: float) -> None:
-        """Each prod and shadow book's last day replayed by the backtester vs its equity."""
-        sim = self.ctx.cfg.sim
-        for m in [m for m in models if m["mode"] in ("shadow", "prod")]:
-            book_id = current_book_id(m)
-            if book_id is None:
-                continue
+        """Each prod and shadow book's last day replayed at the venue's costs (fee, slippage,
+        quoted spreads, funding) vs its recorded equity."""
+        since_ms = int((now - 86_400) * 1000)
+        books = [(m, current_book_id(m)) for m in models if m["mode"] in ("shadow", "prod")]
+        books = [(m, b) for m, b in books if b is not None]
+        if not books:
+            return
+        costs, funding = await self.venue_costs(
+            sorted({s for m, _ in books for s in m["symbols"]}), since_ms, int(now * 1000))
+        for m, book_id in books:
             div = await self.ctx.store.run(parity_divergence, self.ctx.store.store, book_id,
-                                           int((now - 86_400) * 1000), sim.taker_fee,
-                                           sim.slippage_bps / 10_000)
+                                           since_ms, m.get("timeframe") or "5m", costs, funding)
             if div is None:
                 continue
             self.ctx.metrics.parity_divergence.labels(m["model_id"]).set(div)
@@ -162,6 +167,26 @@ class ShadowDesk:
                 await self.ctx.store.call("record_incident", NAME, "parity", msg, None)
                 self.ctx.bus.publish("incident", {"service": NAME, "kind": "parity",
                                                   "message": msg}, service=NAME)
+
+
+    async def venue_costs(self, symbols: list[str], since_ms: int, now_ms: int
+                          ) -> tuple[CostModel, dict[str, list[tuple[int, float]]]]:
+        """The costs the venue charges now: quoted half spreads and the funding rates since
+        ``since_ms`` (each left out, with a warning, when the venue cannot say)."""
+        sim = self.ctx.cfg.sim
+        costs = CostModel(sim.taker_fee, sim.slippage_bps / 10_000)
+        funding: dict[str, list[tuple[int, float]]] = {}
+        try:
+            quotes = {t.symbol: quoted_half_spread(t.bid, t.ask)
+                      for t in await self.ctx.exchange.tickers() if t.bid and t.ask}
+            costs = costs.with_spreads({s: h for s, h in quotes.items() if h is not None})
+            for symbol in symbols:
+                funding[symbol] = await self.ctx.exchange.funding_rates(symbol, since_ms,
+                                                                        now_ms)
+        except ExchangeError as exc:
+            self.log.warning("parity audit without the venue's spreads or funding",
+                             error=str(exc))
+        return costs, funding
 
 
 async def run(ctx: ServiceContext, notifier: Notifier, life: lifecycle.Lifecycle) -> None:

@@ -15,11 +15,13 @@ import trio
 from appliance import lifecycle
 from appliance.backfill import backfill_symbol
 from appliance.bar_hub import BarHub
+from appliance.book_records import parity_divergence
 from appliance.bus import MAINTENANCE_MODE
 from appliance.domain import OrderIntent, Side
 from appliance.ledger_store import load_books
 from appliance.services import feed, trading
 from data.lake import Lake
+from models.costs import CostModel
 from models.registry import list_models
 from models.training import train_run
 from tests.appliance.services.conftest import START
@@ -373,3 +375,11 @@ async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock)
     # saved with the cash: a restart neither repeats nor skips the payment
     (saved,) = [b for b in load_books(ctx.store.store) if b.book_id == prod.book_id]
     assert saved.funding == prod.funding and saved.funded_to == prod.funded_to
+    # the parity audit replays the shadow book at the same costs and funding: it matches
+    end = int(ctx.clock.now() * 1000)
+    funding = {s: await ctx.exchange.funding_rates(s, 0, end) for s in SYMBOLS}
+    div = parity_divergence(ctx.store.store, shadow.book_id, 0, "5m", engine.costs, funding)
+    assert div is not None and div < 2e-5, div  # spreads re-quoted hourly, paper skips
+    fee_only = parity_divergence(ctx.store.store, shadow.book_id, 0, "5m",
+                                 CostModel(engine.costs.taker_fee, engine.costs.slippage))
+    assert fee_only > 2 * div, (fee_only, div)  # the spreads and the funding are what made it match
