@@ -10,16 +10,20 @@ returns it without training again (a retried or re-queued job costs nothing twic
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 
+from data.intervals import interval_ms
 from models.artifacts import read_result, write_run
 from models.costs import CostModel
 from models.dataset import DataSpec, build_panel, dataset_sha256, lake_at, load_group_candles
 from models.features import FEATURE_NAMES, FEATURE_SET_ID
+from models.funding import funding_per_bar
 from models.validation import inner_split, walk_forward
 
 Progress = Callable[[dict[str, Any]], None]
@@ -45,6 +49,26 @@ def run_kwargs(setup: dict[str, Any]) -> dict[str, Any]:
                                  float(setup.get("slippage", CostModel.slippage)))
     return out
 
+log = logging.getLogger("methtrader.training")
+
+
+def group_funding(lake: Any, panel: Any, interval: str) -> np.ndarray | None:
+    """The funding rate due at each of the panel's bars per symbol (T, S), from the lake's
+    funding files (stored by the datasets service); None where the lake has none. A funding
+    file that cannot be read counts as none: the run is scored without funding, never not
+    at all."""
+    close_ms = panel.open_time + interval_ms(interval)
+    cols = []
+    for symbol in panel.symbols:
+        try:
+            events = lake.read_funding(symbol)
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("%s: funding file unreadable (%s); scoring without it", symbol, exc)
+            events = np.zeros((0, 2))
+        cols.append(funding_per_bar(close_ms, events))
+    out = np.stack(cols, axis=1) if cols else None
+    return out if out is not None and out.any() else None
+
 
 def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: str,
               params: dict[str, Any] | None = None, *, tags: dict[str, Any] | None = None,
@@ -68,6 +92,7 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
         params.setdefault("members", list(ENSEMBLE_MEMBERS))
     lake = lake_at(state_dir)
     panel = build_panel(load_group_candles(lake, symbols, spec.interval), spec)
+    funding = group_funding(lake, panel, spec.interval)
     steps = folds + 1
 
     def report(step: int) -> Callable[[int, float, float], None]:
@@ -88,7 +113,7 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
         fold_no[0] = k + 1
 
     metrics = walk_forward(panel, spec, fit, folds=folds, base=costs or CostModel(),
-                           threshold=threshold, on_fold=next_fold)
+                           threshold=threshold, funding=funding, on_fold=next_fold)
     rows = np.arange(panel.bars)
     train_rows, stop_rows = inner_split(rows, spec.horizon + spec.lookback)
     x, y = panel.samples(train_rows, limit=spec.max_train_samples, seed=seed)
