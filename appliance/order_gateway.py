@@ -109,7 +109,7 @@ class OrderGateway:
               decided_ms: int | None = None) -> OrderBatch:
         """A batch over the account as it stands (a position without a bar yet is priced at
         its average price, so that exposure can always be measured)."""
-        now = time.monotonic()
+        now = self.ctx.clock.now()  # market time: a sim at any speed sends what real time would
         while self.order_times and self.order_times[0] < now - 60:
             self.order_times.popleft()
         equity = ledger.equity(marks)
@@ -168,7 +168,7 @@ class OrderGateway:
                     continue
                 if t0 is not None:
                     self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
-                self.order_times.append(time.monotonic())
+                self.order_times.append(self.ctx.clock.now())
                 intent = OrderIntent(order.symbol, order.side, order.qty,
                                      reduce_only=order.reduce_only,
                                      model_id=order.book.model_id,

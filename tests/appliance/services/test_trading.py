@@ -383,3 +383,19 @@ async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock)
     fee_only = parity_divergence(ctx.store.store, shadow.book_id, 0, "5m",
                                  CostModel(engine.costs.taker_fee, engine.costs.slippage))
     assert fee_only > 2 * div, (fee_only, div)  # the spreads and the funding are what made it match
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
+async def test_the_order_rate_cap_counts_market_minutes_not_wall_ones(make_ctx, autojump_clock):
+    """Found by the month run: at sim speed a whole market day passes in a wall minute, and a
+    cap counted on the wall clock refused 99% of prod orders. Two symbols trade at most two
+    orders a 5m bar, so a cap of 4 a minute never bites."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx, max_orders_per_minute=4)
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 3)
+    done = fills(ctx)
+    refused = rows(ctx, "SELECT count(*) AS n FROM orders WHERE reason = 'order_rate_cap'")
+    assert len(done) > 4, "fewer fills than the cap: the test proves nothing"
+    assert refused[0]["n"] == 0
