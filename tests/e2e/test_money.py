@@ -55,33 +55,3 @@ def test_shadow_promote_trade_then_kill_and_flatten(tmp_path, run_proc):
     assert open_prod == 0
 
 
-@pytest.mark.timeout(400)
-def test_a_shadow_period_ends_in_an_automatic_promotion(tmp_path, run_proc):
-    """Candidates → a shadow period (3 market days here) → the nightly rule promotes → prod
-    trades. Market time waits for the machine (the first models, every bar), so the outcome
-    does not depend on how fast this machine is."""
-    state = tmp_path / "state"
-    env = {**SMALL, "METHTRADER__SHADOW__PERIOD": "3d", "METHTRADER__SHADOW__MIN_TRADES": "10"}
-    proc = run_proc(state, "--until", "5d", "--speed", "8000", "--metrics-port", "0",
-                    env=env)
-    assert proc.wait(timeout=360) == 0, stderr_of(proc)[-3000:]
-    models = models_of(state)
-    prod = [m for m in models if m["mode"] == "prod"]
-    assert prod, f"no promotion: {[(m['model_id'], m['mode']) for m in models]}"
-    con = duckdb.connect(str(state / "methtrader.duckdb"), read_only=True)
-    promoted = con.execute("SELECT actor, action, reason FROM audit_log "
-                           "WHERE action LIKE 'promoted %'").fetchall()
-    shadow_started = dict(con.execute(
-        "SELECT model_id, shadow_started FROM ml_models WHERE mode = 'prod'").fetchall())
-    promoted_at = dict(con.execute(
-        "SELECT model_id, promoted FROM ml_models WHERE mode = 'prod'").fetchall())
-    con.close()
-    assert promoted and all(p[0] == "shadow" for p in promoted)  # by the rule, not a person
-    for model_id, started in shadow_started.items():
-        assert promoted_at[model_id] - started >= 3 * 86_400  # a full shadow period first
-    st = status_json(state)
-    assert st["models"]["prod"] == len(prod) and st["trades"] > 0
-    assert st["equity"] > 0 and st["daily_pnl"] is not None
-    events = [e for e in json.loads(methtrader(
-        "status", "--json", "--state-dir", str(state)).stdout)["services"].values()]
-    assert not any(s["state"] == "failed" for s in events)
