@@ -213,7 +213,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = gather_status(cfg.state_path)
     lines = []
     age = st["heartbeat_age_s"]
-    lines.append(("RUNNING" if st["running"] else "NOT RUNNING") + (
+    headline = "NOT RUNNING"
+    if st["running"]:
+        headline = "RUNNING" if st["health"] == "OK" else f"RUNNING — {st['health']}"
+    lines.append(headline + (
         f" (heartbeat {age:.1f}s ago, pid {st['pid']})" if age is not None else
         " (never started in this state dir)"))
     if st["market_time"]:

@@ -66,6 +66,8 @@ class SupervisorConfig:
     backoff_jitter: float = _f(0.25, lo=0.0, hi=1.0, doc="fraction of the delay added at random")
     max_crashes: int = _f(5, lo=1, hi=1000, doc="crashes within failure_window_s mark it failed")
     failure_window_s: float = _f(300.0, lo=1.0, hi=86400.0)
+    failed_retry_s: float = _f(60.0, lo=0.0, hi=86400.0,
+                               doc="a failed service is started again after this cool-down")
     heartbeat_interval_s: float = _f(1.0, lo=0.05, hi=60.0)
     stale_after_s: float = _f(10.0, lo=1.0, hi=3600.0, doc="a heartbeat older than this is stale")
     shutdown_timeout_s: float = _f(4.0, lo=0.5, hi=60.0)

@@ -27,6 +27,7 @@ class ServiceContext:
     exchange: Exchange
     metrics: Metrics
     beats: dict[str, float] = field(default_factory=dict)
+    degraded: dict[str, str] = field(default_factory=dict)  # service -> why (an outage)
     inline: bool = False  # run blocking work on the loop: tests on trio's autojump clock
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:

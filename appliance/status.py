@@ -45,6 +45,7 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
         holder = lock_holder(state_dir) if running else None
         return {
             "running": running,
+            "health": health(services) if running else None,
             "heartbeat_age_s": None if age is None else round(age, 3),
             "pid": (holder or {}).get("pid") or (hb or {}).get("pid"),
             "market_time": (hb or {}).get("market_time"),
@@ -70,6 +71,17 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
     finally:
         if bus is not None:
             bus.close()
+
+
+def health(services: dict[str, dict[str, Any]]) -> str:
+    """The headline of a running appliance: FAILED when a service is down, DEGRADED when one
+    runs through an exchange outage or waits to restart, else OK."""
+    states = {st.get("state") for st in services.values()}
+    if "failed" in states:
+        return "FAILED"
+    if states & {"degraded", "backoff", "starting"}:
+        return "DEGRADED"
+    return "OK"
 
 
 def _weights(bus: Bus) -> dict[str, Any]:

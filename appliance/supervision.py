@@ -3,8 +3,10 @@
 A service is an async function that runs until cancelled. When it raises, the supervisor
 records the crash (with the traceback) as an incident, waits an exponential backoff with jitter
 (capped) and starts it again. A service that crashes ``max_crashes`` times within
-``failure_window_s`` is marked *failed* and left down, so one poisoned service cannot spin the
-CPU; the others keep running.
+``failure_window_s`` is marked *failed* and left down for a cool-down (``failed_retry_s``), so
+one poisoned service cannot spin the CPU while the others keep running; then it is tried again
+from a clean slate (a cause that went away, such as a full disk freed, heals itself). An
+exchange outage is not a crash at all (:mod:`appliance.outage`).
 
 All waiting here uses trio's clock (wall time in the appliance), never the market clock:
 recovery time is a real-time promise (a crashed service is healthy again in < 2 s).
@@ -103,10 +105,18 @@ class Supervisor:
                 if len(st.crash_times) >= self.cfg.max_crashes:
                     st.state = FAILED
                     msg = (f"{name} crashed {len(st.crash_times)} times within "
-                           f"{self.cfg.failure_window_s:g}s; marked failed and left down")
+                           f"{self.cfg.failure_window_s:g}s; marked failed, tried again in "
+                           f"{self.cfg.failed_retry_s:g}s")
                     self._log.error(msg, service_name=name)
                     await self._incident(name, "failed", msg, None)
-                    return
+                    await trio.sleep(self.cfg.failed_retry_s)
+                    st.crash_times.clear()
+                    st.restarts += 1
+                    if self._on_restart is not None:
+                        self._on_restart(name)
+                    await self._incident(name, "restart", f"retry #{st.restarts} after a "
+                                         f"{self.cfg.failed_retry_s:g}s cool-down", None)
+                    continue
                 st.state = BACKOFF
                 delay = backoff_delay(len(st.crash_times) - 1, self.cfg.backoff_initial_s,
                                       self.cfg.backoff_max_s, self.cfg.backoff_jitter,

@@ -17,8 +17,9 @@ from collections import deque
 from appliance.config import DiscoveryConfig
 from appliance.context import ServiceContext
 from appliance.domain import Instrument, Ticker
-from appliance.exchange.base import VOLUME_BAR, Exchange
+from appliance.exchange.base import VOLUME_BAR, Exchange, ExchangeError
 from appliance.logs import service_logger
+from appliance.outage import Outage
 from appliance.pairlist import PairChange, PairFilter, PairRow, candidates, changes, select
 from appliance.pairlist.quote import QuoteFilter
 from appliance.pairlist.status import StatusFilter
@@ -57,6 +58,7 @@ async def run(ctx: ServiceContext) -> None:
     instruments_at = float("-inf")
     usage: deque[tuple[float, float]] = deque()
     throttled = False
+    outage = Outage(ctx, NAME)
     while True:
         ctx.beat(NAME)
         now = ctx.clock.now()
@@ -73,9 +75,15 @@ async def run(ctx: ServiceContext) -> None:
             log.warning("discovery throttled" if throttled else "discovery unthrottled",
                         usage=usage[-1][1])
         factor = cfg.throttle_factor if throttled else 1.0
-        if instruments is None or now - instruments_at >= cfg.interval_s * factor:
-            instruments, instruments_at = await ctx.exchange.instruments(), now
-        rows = evaluate(instruments, await ctx.exchange.tickers(), chain)
+        try:
+            if instruments is None or now - instruments_at >= cfg.interval_s * factor:
+                instruments, instruments_at = await ctx.exchange.instruments(), now
+            tickers = await ctx.exchange.tickers()
+        except ExchangeError as exc:  # the venue's fault: degraded, not crashed
+            await outage.failed(exc)
+            continue
+        await outage.ok()
+        rows = evaluate(instruments, tickers, chain)
         found = changes(previous, rows)
         await ctx.store.call("save_pairs", rows, found, now)
         tradable = [r.symbol for r in rows if r.tradable]

@@ -13,6 +13,10 @@ market time while it is more than ``feed.max_lag_minutes`` behind, so the market
 ahead of what the machine can store and trade (the outcome of a sim run depends on market time,
 not on the CPU); on the real clock the lag is logged and exported instead.
 
+An exchange outage is a state, not a crash (:mod:`appliance.outage`): a pass whose fetches fail
+stores nothing, the feed is marked degraded and tries again after a backoff of at most 10 s of
+wall time, and the first pass after the outage fetches every minute it missed.
+
 Until the discovery service keeps ``tradable_pairs`` on the bus, the feed picks the symbols whose
 24h turnover is above the bar itself, refreshed every market hour.
 """
@@ -25,7 +29,9 @@ import trio
 from appliance.bar_hub import BarHub
 from appliance.clock import MINUTE_MS, VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
+from appliance.exchange.base import ExchangeError
 from appliance.logs import service_logger
+from appliance.outage import Outage
 from data.intervals import HOUR_MS
 
 NAME = "feed"
@@ -86,18 +92,25 @@ class Feed:
             self.symbols, self.symbols_at = await select_tradable(ctx), closed_end
             ctx.metrics.pairs_total.set(len(self.symbols))
         batches: dict[str, np.ndarray] = {}
+        errors: list[ExchangeError] = []
 
         async def one(symbol: str) -> None:
             span = minutes_to_fetch(self.latest.get(symbol), closed_end,
                                     ctx.cfg.feed.warmup_minutes, ctx.cfg.feed.max_catchup_minutes)
             if span is not None:
-                rows = await ctx.exchange.klines_array(symbol, *span)
+                try:
+                    rows = await ctx.exchange.klines_array(symbol, *span)
+                except ExchangeError as exc:
+                    errors.append(exc)
+                    return
                 if len(rows):
                     batches[symbol] = rows
 
         async with trio.open_nursery() as nursery:
             for symbol in self.symbols:
                 nursery.start_soon(one, symbol)
+        if errors:  # a pass is all or nothing: the next one fetches the same minutes again
+            raise errors[0]
         total = 0
         if batches:
             await ctx.store.call("upsert_candle_batches", "1m", batches)
@@ -145,11 +158,17 @@ class Feed:
 
 async def run(ctx: ServiceContext, hub: BarHub) -> None:
     feed = Feed(ctx, hub)
+    outage = Outage(ctx, NAME)
     await feed.start()
     try:
         while True:
             ctx.beat(NAME)
-            await feed.one_pass()
+            try:
+                await feed.one_pass()
+            except ExchangeError as exc:  # the venue's fault: degraded, not crashed
+                await outage.failed(exc)
+                continue
+            await outage.ok()
             if feed.holding:
                 await trio.sleep(0)  # behind: the next pass at once (market time stands still)
                 continue

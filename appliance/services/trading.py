@@ -56,6 +56,7 @@ from appliance.sizing import order_for, round_qty, target_fraction, target_qty
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
 from models.costs import CostModel, quoted_half_spread
+from models.funding import funding_times
 
 NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
@@ -331,6 +332,8 @@ class TradingEngine:
         assert self.ledger.house is not None
         account = {"equity": self.ledger.equity(self.marks), "cash": self.ledger.house.cash,
                    "venue": venue_at(await self.ctx.exchange.balance(), self.marks),
+                   # the venue settles funding up to now; the books on the funding time's bar
+                   "comparable": not funding_times(marked_ts, self.now_ms()),
                    "books": {b.book_id: b.equity(self.marks)
                              for b in self.ledger.account_books()}}
         p = self.pending

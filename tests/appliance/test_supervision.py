@@ -49,27 +49,35 @@ async def test_crashed_service_is_restarted_with_backoff(autojump_clock):
 
 
 @pytest.mark.trio
-async def test_service_crashing_too_often_is_marked_failed(autojump_clock):
+async def test_a_failed_service_is_left_down_for_its_cool_down_then_tried_again(autojump_clock):
+    """Issue 11, hole 1: a service that crashed too often was never retried. Now it is failed
+    for ``failed_retry_s`` (no CPU spent on it), then started again from a clean slate."""
     cfg = SupervisorConfig(backoff_initial_s=0.1, backoff_jitter=0.0, max_crashes=3,
-                           failure_window_s=60.0)
+                           failure_window_s=60.0, failed_retry_s=60.0)
     kinds = []
 
     async def record(service, kind, message, tb):
         kinds.append(kind)
 
     sup = Supervisor(cfg, on_incident=record)
-    calls = 0
+    calls: list[float] = []
 
-    async def broken():
-        nonlocal calls
-        calls += 1
-        raise RuntimeError("always")
+    async def broken_for_a_while():
+        calls.append(trio.current_time())
+        if len(calls) <= 3:
+            raise RuntimeError("the disk is full")
+        await trio.sleep_forever()
 
-    await sup.supervise("broken", broken)
-    assert calls == 3
-    assert sup.states["broken"].state == FAILED
-    assert sup.snapshot()["broken"]["state"] == "failed"
-    assert kinds[-1] == "failed"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.supervise, "broken", broken_for_a_while)
+        await trio.sleep(calls[0] + 30.0 - trio.current_time() if calls else 30.0)
+        assert len(calls) == 3  # no try during the cool-down
+        assert sup.snapshot()["broken"]["state"] == FAILED and kinds[-1] == "failed"
+        await trio.sleep(40.0)
+        assert len(calls) == 4 and calls[3] - calls[2] == pytest.approx(60.0)
+        assert sup.snapshot()["broken"]["state"] == RUNNING
+        assert kinds[-1] == "restart"
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.trio

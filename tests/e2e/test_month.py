@@ -80,7 +80,9 @@ def test_a_month_keeps_one_prod_per_group_and_honest_books(tmp_path, run_proc):
         assert len(rows) > DAYS * 2 // 3 * 288
         for ts, exact, venue, books in rows:
             assert Decimal(exact) == sum(Decimal(v) for v in json.loads(books).values()), ts
-            assert abs(Decimal(exact) - Decimal(venue)) < Decimal("1e-9"), ts
+            if venue is not None:  # NULL: the venue had settled a later funding time already
+                assert abs(Decimal(exact) - Decimal(venue)) < Decimal("1e-9"), ts
+        assert sum(r[2] is not None for r in rows) >= 0.9 * len(rows)
         assert con.execute("SELECT count(*) FROM incidents WHERE kind = 'parity'"
                            ).fetchone()[0] == 0
         fill_ids = [r[0] for r in con.execute("SELECT fill_id FROM fills").fetchall()]

@@ -45,7 +45,7 @@ def test_dashboard_shows_money_models_switches_sources_and_services(bus_state: P
         assert screen.query_one("#services").border_subtitle == \
             "11 services · 6 restarts · 0 failed"
         assert not screen.query_one("#banner").display
-        assert "● RUNNING  pid 4242 · sim ×60 · market 2024-06-01 13:00 UTC" in \
+        assert "● DEGRADED  pid 4242 · sim ×60 · market 2024-06-01 13:00 UTC" in \
             text(app, "#statusbar")
 
     run_scenario(app, scenario)

@@ -66,7 +66,7 @@ def test_mission_control_in_a_plain_terminal(bus_state: Path) -> None:
         # Each expectation is awaited on its own: a capture can land between two writes of
         # one frame.
         term.wait_for("bybit-rest")  # the first bus update has arrived
-        term.wait_for("RUNNING  pid 4242")
+        term.wait_for("DEGRADED  pid 4242")  # drift waits in backoff
         assert "NOT RUNNING" not in term.wait_for("Portfolio value")
         term.keys("2")
         term.wait_for("Time (UTC)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from appliance.status import health as health_of
 from tui.client import MissionState
 from tui.widgets import fmt
 
@@ -30,7 +31,13 @@ class StatusBar(Static):
         line.append("\n")
         hb = state.heartbeat
         if state.running:
-            line.append("● RUNNING", style="bold green")
+            services = hb.get("services") if isinstance(hb.get("services"), dict) else {}
+            health = health_of({k: v for k, v in services.items() if isinstance(v, dict)})
+            if health == "OK":
+                line.append("● RUNNING", style="bold green")
+            else:
+                line.append(f"● {health}", style="bold red" if health == "FAILED"
+                            else "bold yellow")  # running, but a service is not well
         else:
             line.append("○ NOT RUNNING", style="bold red")
         line.append(f"  pid {fmt.text(hb.get('pid'))} · {fmt.text(hb.get('exchange'))}"

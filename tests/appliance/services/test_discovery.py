@@ -74,3 +74,22 @@ async def test_sustained_rate_limit_usage_throttles_discovery(make_ctx, autojump
     assert gaps[-1] == pytest.approx(base * ctx.cfg.discovery.throttle_factor, abs=1)
     assert all(g == pytest.approx(base, abs=1) for g in gaps
                if calls[gaps.index(g)] < calls[0] + 300)
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_an_exchange_outage_degrades_discovery_instead_of_crashing_it(make_ctx,
+                                                                            autojump_clock):
+    """Issue 11, hole 1: discovery let ExchangeError escape; now it waits the venue out."""
+    from tests.appliance.services.test_feed import FlakyVenue
+    ctx = make_ctx(speed=60)
+    venue = FlakyVenue(ctx.exchange)
+    venue.down = True
+    ctx.exchange = venue
+    with trio.move_on_after(20):
+        await discovery.run(ctx)
+    assert "discovery" in ctx.degraded and ctx.bus.tradable_pairs() is None
+    venue.down = False
+    with trio.move_on_after(20):
+        await discovery.run(ctx)
+    assert ctx.degraded == {} and "BTCUSDT" in ctx.bus.tradable_pairs()

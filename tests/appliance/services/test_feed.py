@@ -126,3 +126,60 @@ async def test_closed_bars_fan_out_once_each_and_equal_the_lake_aggregation(make
     assert last.end_ms <= floor_minute_ms(now_ms(ctx.clock))  # only closed bars
     minutes = ctx.exchange.market.candles("BTCUSDT", last.open_ms, last.end_ms)
     assert np.array_equal(last.bars["BTCUSDT"], aggregate_buckets(minutes, 300_000)[0])
+
+
+class FlakyVenue:
+    """The sim exchange behind a switch that makes every call fail (a venue outage)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args, **kwargs):
+            if self.down:
+                from appliance.exchange.base import ExchangeError
+                raise ExchangeError("HTTP 503 from the venue")
+            return await attr(*args, **kwargs)
+        return call if name in ("klines_array", "tickers", "instruments") else attr
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_an_exchange_outage_degrades_the_feed_and_it_refills_every_minute(
+        make_ctx, autojump_clock):
+    """Issue 11, hole 1: an outage used to crash the feed until it was marked failed for good.
+    Now it is a state: degraded (with an incident) while the venue is down, back on its own
+    within the 10 s backoff cap after, and every minute of the outage is fetched."""
+    ctx = make_ctx(speed=60)
+    venue = FlakyVenue(ctx.exchange)
+    ctx.exchange = venue
+    seen: dict[str, object] = {}
+
+    async def outage_for(start_s: float, length_s: float) -> None:
+        await trio.sleep(start_s)
+        venue.down = True
+        await trio.sleep(length_s / 2)
+        seen["degraded"] = dict(ctx.degraded)
+        await trio.sleep(length_s / 2)
+        venue.down = False
+        await trio.sleep(12.0)  # the longest backoff, and one pass
+        seen["after"] = dict(ctx.degraded)
+
+    with trio.move_on_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed.run, ctx, BarHub())
+            nursery.start_soon(outage_for, 5.0, 30.0)
+    assert "exchange outage" in seen["degraded"]["feed"]
+    assert seen["after"] == {}
+    kinds = [r[0] for r in ctx.store.store.sql(
+        "SELECT kind FROM incidents WHERE service = 'feed' ORDER BY ts")]
+    assert kinds == ["outage", "recovered"]  # one incident each way, not one per try
+    rows = stored(ctx)
+    btc = np.array([r[1] for r in rows if r[0] == "BTCUSDT"])
+    assert np.all(np.diff(btc) == MINUTE_MS)  # the outage's minutes were refilled
+    assert btc.max() >= floor_minute_ms(now_ms(ctx.clock)) - 3 * MINUTE_MS

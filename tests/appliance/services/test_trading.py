@@ -80,7 +80,9 @@ def assert_account_identity(ctx):
     for r in equity:
         parts = json.loads(r["books"])
         assert Decimal(r["exact"]) == sum(Decimal(v) for v in parts.values()), r["ts"]
-        assert abs(Decimal(r["exact"]) - Decimal(r["venue_exact"])) < Decimal("1e-9"), r["ts"]
+        if r["venue_exact"] is not None:  # NULL: the venue had settled a later funding time
+            assert abs(Decimal(r["exact"]) - Decimal(r["venue_exact"])) < Decimal("1e-9"), r["ts"]
+    assert sum(r["venue_exact"] is not None for r in equity) >= 0.9 * len(equity)
         for book_id, value in parts.items():
             recorded = rows(ctx, "SELECT exact FROM book_equity WHERE ts = ? AND book_id = ?",
                             [r["ts"], book_id])
