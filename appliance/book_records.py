@@ -20,7 +20,7 @@ from appliance.store import Store
 from data.intervals import interval_ms, periods_per_year
 from models.costs import CostModel
 from models.funding import funding_per_bar
-from models.metrics import probabilistic_sharpe_ratio, sharpe_ratio
+from models.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_ratio
 from models.paper_replay import replay
 
 
@@ -57,19 +57,22 @@ def live_figures(store: Store, model: dict[str, Any]) -> dict[str, Any] | None:
             "trades": int(row["trades"]), "fills": int(row["fills"])}
 
 
-def shadow_record(store: Store, model: dict[str, Any], now: float) -> ShadowRecord:
-    """The promotion rule's view of a shadow: its own book since its shadow period began."""
+def shadow_record(store: Store, model: dict[str, Any], now: float, trials: int
+                  ) -> ShadowRecord:
+    """The promotion rule's view of a shadow: its own book since its shadow period began, its
+    PSR and its deflated Sharpe ratio over the group's ``trials``."""
     book_id = current_book_id(model)
     row = book_row(store, book_id) if book_id else None
     since = model.get("mode_since") or now
     if row is None:
         return ShadowRecord(model["model_id"], (now - since) / 86_400, float("nan"), 0,
-                            float("nan"))
+                            float("nan"), trials, float("nan"))
     rets = book_returns(float(row["capital"]), book_equity(store, book_id))
     ppy = periods_per_year(model.get("timeframe") or "5m")
     return ShadowRecord(model["model_id"], (now - since) / 86_400,
                         float(sharpe_ratio(rets, ppy)), int(row["trades"]),
-                        float(probabilistic_sharpe_ratio(rets, 0.0, ppy)))
+                        float(probabilistic_sharpe_ratio(rets, 0.0, ppy)), trials,
+                        float(deflated_sharpe_ratio(rets, trials, ppy)))
 
 
 def sharpe_over(store: Store, model: dict[str, Any], since_s: float) -> float | None:

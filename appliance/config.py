@@ -154,7 +154,12 @@ class ShadowConfig:
     period: str = _f("7d", pattern=r"\d+(\.\d+)?[smhdw]", doc="e.g. 7d")
     sharpe_margin: float = _f(0.2, lo=0.0, hi=10.0)
     min_trades: int = _f(20, lo=0, hi=1_000_000)
-    psr_threshold: float = _f(0.95, lo=0.0, hi=1.0, doc="0 turns the PSR guard off")
+    psr_threshold: float = _f(0.95, lo=0.0, hi=1.0,
+                              doc="the deflated Sharpe ratio (DSR) a shadow must exceed to be "
+                                  "promoted; 0 turns the guard off (the key keeps its old name)")
+    trials_lookback_days: float = _f(90.0, lo=1.0, hi=3650.0,
+                                     doc="the DSR's trials: the group's shadows started this "
+                                         "many days back (an AutoML study counts once)")
     max_shadows_per_group: int = _f(2, lo=1, hi=20)
     nightly_at: str = _f("00:30", pattern=r"([01]\d|2[0-3]):[0-5]\d", doc="HH:MM UTC")
     parity_bound: float = _f(0.02, lo=0.0, hi=10.0,

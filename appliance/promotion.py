@@ -3,8 +3,14 @@
 The user's rule: promote when shadow Sharpe > prod Sharpe − 0.2 after 7 days in shadow, with
 enough trades. Where no prod model exists for the group the comparison is against 0, without
 the margin: the margin is a tolerance for noise between two models that both trade, not a
-licence to put a losing model into production. A probabilistic Sharpe ratio (PSR) guard refuses
-a high Sharpe that a short, lucky run produced; ``psr_threshold = 0`` switches it off.
+licence to put a losing model into production.
+
+A deflated Sharpe ratio (DSR) guard refuses a high Sharpe that luck produced: a short, lucky run,
+or the best of many tries. The DSR (:func:`models.metrics.deflated_sharpe_ratio`) is the
+probability that the true Sharpe exceeds what the best of the group's ``trials`` skill-less
+candidates would show by chance, so each shadow the group tried raises the bar for the next
+(at one trial it is the plain PSR against 0). ``dsr_threshold = 0`` (config
+``shadow.psr_threshold``) switches it off.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from models.metrics import probabilistic_sharpe_ratio, sharpe_ratio, trade_count
 class PromotionRules:
     sharpe_margin: float = 0.2  # shadow may trail prod by this much and still win
     min_trades: int = 20  # fewer trades are too few to judge a Sharpe on
-    psr_threshold: float = 0.95  # P(true Sharpe > 0) must exceed this; 0 turns the guard off
+    dsr_threshold: float = 0.95  # the DSR must exceed this; 0 turns the guard off
     period_days: float = 7.0  # days in shadow before any verdict
 
 
@@ -31,7 +37,9 @@ class ShadowRecord:
     days_in_shadow: float  # market (clock) days, so that sim mode passes them quickly
     sharpe: float  # annualised, from shadow_stats
     trades: int
-    psr: float
+    psr: float  # P(true Sharpe > 0), published next to the DSR
+    trials: int  # candidates the group tried in the look-back window, this one included
+    dsr: float  # the PSR against the expected best Sharpe of ``trials`` skill-less tries
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,13 @@ def decide(shadow: ShadowRecord, prod_sharpe: float | None, *, deploys_frozen: b
         failed.append(f"sharpe {shadow.sharpe:.3f} <= {against}")
     if shadow.trades < rules.min_trades:
         failed.append(f"trades {shadow.trades} < {rules.min_trades}")
-    if rules.psr_threshold != 0 and not shadow.psr > rules.psr_threshold:
-        failed.append(f"psr {shadow.psr:.3f} <= {rules.psr_threshold:g}")
+    over = f"over {shadow.trials} trial{'' if shadow.trials == 1 else 's'}"
+    if rules.dsr_threshold != 0 and not shadow.dsr > rules.dsr_threshold:  # NaN fails
+        failed.append(f"DSR {shadow.dsr:.3f} <= {rules.dsr_threshold:g} {over}")
     if failed:
         return Decision("reject", "; ".join(failed))
     return Decision("promote", f"sharpe {shadow.sharpe:.3f} > {against}, "
-                               f"{shadow.trades} trades, psr {shadow.psr:.3f}")
+                               f"{shadow.trades} trades, DSR {shadow.dsr:.3f} {over}")
 
 
 def shadow_stats(net_returns: Sequence[float], positions: Sequence[float],

@@ -16,6 +16,7 @@ Conventions, chosen once so that every model, shadow and benchmark is scored ali
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,18 @@ def psr_from_moments(sharpe: float, benchmark: float, n: int, skew: float, kurto
     return _normal_cdf((sharpe - benchmark) * math.sqrt(n - 1) / math.sqrt(var))
 
 
+def _sharpe_moments(r: np.ndarray) -> tuple[float, float, float] | None:
+    """(per-bar Sharpe, skewness, non-excess kurtosis) of a series; None with fewer than two
+    bars or without variance."""
+    if len(r) < 2:
+        return None
+    mean, sd = float(r.mean()), float(r.std(ddof=1))
+    if sd == 0.0:
+        return None
+    z = (r - mean) / float(r.std(ddof=0))
+    return mean / sd, float(np.mean(z ** 3)), float(np.mean(z ** 4))
+
+
 def probabilistic_sharpe_ratio(returns: np.ndarray, benchmark_sharpe: float = 0.0,
                                periods: float = 1.0) -> float:
     """PSR of per-bar ``returns`` against ``benchmark_sharpe`` annualised with ``periods``.
@@ -149,15 +162,66 @@ def probabilistic_sharpe_ratio(returns: np.ndarray, benchmark_sharpe: float = 0.
     bars or without variance.
     """
     r = _series(returns)
-    if len(r) < 2:
+    moments = _sharpe_moments(r)
+    if moments is None:
         return math.nan
-    mean, sd = float(r.mean()), float(r.std(ddof=1))
-    if sd == 0.0:
+    sharpe, skew, kurt = moments
+    return psr_from_moments(sharpe, benchmark_sharpe / math.sqrt(periods), len(r), skew, kurt)
+
+
+EULER_GAMMA = 0.5772156649015329
+
+
+def expected_max_sharpe(n_trials: int, variance: float) -> float:
+    """E[max] of ``n_trials`` independent Sharpe estimates whose true Sharpe is 0 and whose
+    variance is ``variance`` (Bailey & Lopez de Prado, 2014, from extreme value theory):
+
+        E[max SR] ~ sqrt(V) ((1 - g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e))),
+
+    g the Euler-Mascheroni constant. 0 for a single trial (nothing was selected).
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be at least 1, got {n_trials}")
+    if n_trials == 1:
+        return 0.0
+    inv = NormalDist().inv_cdf
+    return math.sqrt(variance) * ((1.0 - EULER_GAMMA) * inv(1.0 - 1.0 / n_trials)
+                                  + EULER_GAMMA * inv(1.0 - 1.0 / (n_trials * math.e)))
+
+
+def deflated_sharpe_ratio(returns: np.ndarray, n_trials: int, periods: float = 1.0,
+                          sharpe_variance: float | None = None) -> float:
+    """Deflated Sharpe ratio (Bailey & Lopez de Prado, 2014): the PSR of per-bar ``returns``
+    against the Sharpe the best of ``n_trials`` skill-less tries would show by luck alone.
+
+        DSR = PSR(SR* = E[max SR]) = Phi((SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2))
+
+    with SR per bar, T bars, g3 the skewness, g4 the kurtosis and E[max SR] from
+    :func:`expected_max_sharpe` with V the variance of the trials' Sharpe ratios.
+
+    V: ``sharpe_variance`` when the trials' Sharpe ratios are known (their variance, annualised
+    with ``periods`` like the ratios; it is divided by ``periods`` to be per bar). When only N is
+    known (the promotion rule's case: the earlier shadows traded other bars) V is the variance of
+    this series' own Sharpe estimator, V = (1 - g3 SR + (g4 - 1)/4 SR^2) / (T - 1): the spread
+    the trials' ratios would have from sampling noise alone on a record this long. Then the
+    deflation is a shift of the PSR's z-score, DSR = Phi(z_PSR - E[max Z of N]), and a
+    short, noisy record is deflated more in Sharpe terms than a long one.
+
+    With ``n_trials = 1`` it equals the PSR against 0. NaN where the PSR is (fewer than two
+    bars, no variance).
+    """
+    r = _series(returns)
+    moments = _sharpe_moments(r)
+    if moments is None:
         return math.nan
-    z = (r - mean) / float(r.std(ddof=0))
-    skew = float(np.mean(z ** 3))
-    kurt = float(np.mean(z ** 4))
-    return psr_from_moments(mean / sd, benchmark_sharpe / math.sqrt(periods), len(r), skew, kurt)
+    sharpe, skew, kurt = moments
+    if sharpe_variance is None:
+        variance = (1.0 - skew * sharpe + (kurt - 1.0) / 4.0 * sharpe * sharpe) / (len(r) - 1)
+        if not variance > 0.0:
+            return math.nan
+    else:
+        variance = sharpe_variance / periods
+    return psr_from_moments(sharpe, expected_max_sharpe(n_trials, variance), len(r), skew, kurt)
 
 
 def summarize(net: np.ndarray, position: np.ndarray, interval_ms: int,

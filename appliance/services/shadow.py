@@ -4,7 +4,8 @@
   ``max_shadows_per_group`` per group, none while deploys are frozen) and paper-trades at 1% size
   on the same bars as prod (the trading engine runs it).
 * Nightly (market time) each shadow's own book (:mod:`appliance.book_records`) gives its Sharpe,
-  trades (entries and flips) and PSR, and the prod model's book its Sharpe over the same bars;
+  trades (entries and flips), PSR and deflated Sharpe ratio (DSR) over the group's trials (see
+  :func:`group_trials`), and the prod model's book its Sharpe over the same bars;
   once it has run ``shadow.period`` (7 days) the promotion rule decides: promote, reject, or
   wait. At most one shadow of a group is promoted a night (the best by shadow Sharpe among
   those that passed; the others that passed are rejected, named after the winner). Every mode
@@ -30,6 +31,7 @@ from appliance.logs import service_logger
 from appliance.notify import Notifier
 from appliance.promotion import PromotionRules, decide
 from appliance.schedule import duration_s, next_daily, parse_hhmm
+from appliance.store import Store
 from models.costs import CostModel, quoted_half_spread
 from models.registry import list_models
 
@@ -42,6 +44,25 @@ def validation_score(m: dict[str, Any]) -> float:
     metrics = m["metrics"] or {}
     value = metrics.get("wf_score", metrics.get("sharpe"))
     return float(value) if value is not None and value == value else -math.inf
+
+
+def count_trials(shadows: list[tuple[str, str | None]]) -> int:
+    """Independent tries among ``(model_id, study)`` pairs: each model is one, except that the
+    models of one AutoML study (the same non-null study id) are one together, since the study
+    corrects for its own trials. At least 1."""
+    return max(1, len({("study", s) if s is not None else ("model", m) for m, s in shadows}))
+
+
+def group_trials(store: Store, model: dict[str, Any], since_s: float) -> int:
+    """How many candidates the model's group tried since ``since_s`` (market time), the model
+    itself included: every model of the group that entered shadow since then (the registry's
+    ``shadow_started`` stamp; a model enters shadow at most once and its row is never deleted),
+    with models whose ``metrics`` carry the same ``study`` key counted once."""
+    rows = store.sql("SELECT model_id, json_extract_string(metrics, '$.study') FROM ml_models "
+                     "WHERE grp = ? AND shadow_started >= ?", [model["group"], since_s])
+    study = (model.get("metrics") or {}).get("study")
+    own = (model["model_id"], None if study is None else str(study))
+    return count_trials([(str(m), s) for m, s in rows] + [own])
 
 
 def pick_new_shadows(models: list[dict[str, Any]], per_group: int) -> list[dict[str, Any]]:
@@ -63,10 +84,11 @@ class ShadowDesk:
         self.ctx, self.notifier, self.life = ctx, notifier, life
         cfg = ctx.cfg.shadow
         self.rules = PromotionRules(sharpe_margin=cfg.sharpe_margin, min_trades=cfg.min_trades,
-                                    psr_threshold=cfg.psr_threshold,
+                                    dsr_threshold=cfg.psr_threshold,
                                     period_days=duration_s(cfg.period) / 86_400)
         self.nightly_s = parse_hhmm(cfg.nightly_at)
         self.next_nightly = next_daily(ctx.clock.now(), self.nightly_s)
+        self.trials_lookback_s = cfg.trials_lookback_days * 86_400
         self.log = service_logger(NAME)
         self.parity: dict[str, float] = {}  # model_id -> last nightly divergence
 
@@ -97,7 +119,9 @@ class ShadowDesk:
         prod = next((p for p in models if p["group"] == group and p["mode"] == "prod"), None)
         verdicts = []
         for m in [m for m in models if m["group"] == group and m["mode"] == "shadow"]:
-            rec = await self.ctx.store.run(shadow_record, store, m, now)
+            trials = await self.ctx.store.run(group_trials, store, m,
+                                              now - self.trials_lookback_s)
+            rec = await self.ctx.store.run(shadow_record, store, m, now, trials)
             prod_sharpe = None
             if prod is not None:  # over the same bars: the shadow's period
                 prod_sharpe = await self.ctx.store.run(sharpe_over, store, prod,
@@ -107,13 +131,15 @@ class ShadowDesk:
             self.ctx.bus.publish("shadow_check", {"model_id": m["model_id"], "action": d.action,
                                                   "reason": d.reason, "sharpe": rec.sharpe,
                                                   "trades": rec.trades, "psr": rec.psr,
+                                                  "dsr": rec.dsr, "trials": rec.trials,
                                                   "days": rec.days_in_shadow}, service=NAME,
                                  market_ts=now)
             verdicts.append((m, rec, d))
         passed = [v for v in verdicts if v[2].action == "promote"]
         best = max(passed, key=lambda v: v[1].sharpe)[0]["model_id"] if passed else None
         for m, rec, d in verdicts:
-            figures = {"sharpe": rec.sharpe, "trades": rec.trades, "psr": rec.psr}
+            figures = {"sharpe": rec.sharpe, "trades": rec.trades, "psr": rec.psr,
+                       "dsr": rec.dsr, "trials": rec.trials}
             if d.action == "promote" and m["model_id"] == best:
                 await self.life.apply(lifecycle.promote, m["model_id"], actor=NAME,
                                       reason=d.reason, now=now, details=figures,

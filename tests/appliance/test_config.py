@@ -47,11 +47,21 @@ def test_config_is_frozen():
     ("[general]\nmetrics_port = 70000\n", "out of range"),
     ("[general]\nexchange = 'binance'\n", "not one of sim, replay, bybit"),
     ("[supervisor]\nmax_crashes = 2.5\n", "expected an integer"),
+    ("[shadow]\ntrials_lookback_days = 0.5\n", "'shadow.trials_lookback_days'.*out of range"),
+    ("[shadow]\npsr_threshold = 1.5\n", "'shadow.psr_threshold'.*out of range"),
     ("[general\nspeed = 3\n", "not valid TOML"),
 ])
 def test_bad_input_names_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("'", "'")):
         build_config(write(tmp_path, text), env={})
+
+
+def test_the_dsr_guard_keeps_its_old_key_and_counts_trials_over_a_window(tmp_path):
+    cfg = build_config(env={})
+    assert (cfg.shadow.psr_threshold, cfg.shadow.trials_lookback_days) == (0.95, 90.0)
+    cfg = build_config(write(tmp_path, "[shadow]\npsr_threshold = 0\n"
+                                       "trials_lookback_days = 30\n"), env={})
+    assert (cfg.shadow.psr_threshold, cfg.shadow.trials_lookback_days) == (0.0, 30.0)
 
 
 def test_error_gives_the_line(tmp_path):

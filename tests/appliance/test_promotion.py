@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 from appliance.promotion import Decision, PromotionRules, ShadowRecord, decide, shadow_stats
-from models.metrics import probabilistic_sharpe_ratio, sharpe_ratio
+from models.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_ratio
 
 RULES = PromotionRules()
-NO_PSR_GUARD = PromotionRules(psr_threshold=0.0)
+NO_DSR_GUARD = PromotionRules(dsr_threshold=0.0)
 
 
-def shadow(*, days=7.0, sharpe=1.0, trades=30, psr=0.99):
+def shadow(*, days=7.0, sharpe=1.0, trades=30, psr=0.99, trials=1, dsr=None):
     return ShadowRecord(model_id="m-1", days_in_shadow=days, sharpe=sharpe, trades=trades,
-                        psr=psr)
+                        psr=psr, trials=trials, dsr=psr if dsr is None else dsr)
 
 
 @pytest.mark.parametrize("record, prod, frozen, pinned, rules, action, reason_has", [
@@ -29,11 +29,17 @@ def shadow(*, days=7.0, sharpe=1.0, trades=30, psr=0.99):
     (shadow(days=8, sharpe=1.0), 1.1, False, False, RULES, "promote", "sharpe"),
     (shadow(trades=19), 1.1, False, False, RULES, "reject", "trades 19 < 20"),
     (shadow(trades=20), 1.1, False, False, RULES, "promote", "20 trades"),
-    # a lucky, short-lived high Sharpe: the PSR guard refuses it, without the guard it passes
-    (shadow(sharpe=4.0, psr=0.7), 1.1, False, False, RULES, "reject", "psr 0.700 <= 0.95"),
-    (shadow(sharpe=4.0, psr=0.7), 1.1, False, False, NO_PSR_GUARD, "promote", "sharpe"),
-    (shadow(psr=math.nan), 1.1, False, False, RULES, "reject", "psr nan"),  # no evidence
-    (shadow(psr=math.nan), 1.1, False, False, NO_PSR_GUARD, "promote", "sharpe"),
+    (shadow(trials=6, dsr=0.97), 1.1, False, False, RULES, "promote", "DSR 0.970 over 6 trials"),
+    # the PSR alone would pass; as the best of six tries it does not
+    (shadow(psr=0.99, trials=6, dsr=0.81), 1.1, False, False, RULES, "reject",
+     "DSR 0.810 <= 0.95 over 6 trials"),
+    (shadow(psr=0.99, trials=6, dsr=0.81), 1.1, False, False, NO_DSR_GUARD, "promote", "sharpe"),
+    # a lucky, short-lived high Sharpe: the DSR guard refuses it, without the guard it passes
+    (shadow(sharpe=4.0, psr=0.7), 1.1, False, False, RULES, "reject",
+     "DSR 0.700 <= 0.95 over 1 trial"),
+    (shadow(sharpe=4.0, psr=0.7), 1.1, False, False, NO_DSR_GUARD, "promote", "sharpe"),
+    (shadow(psr=math.nan), 1.1, False, False, RULES, "reject", "DSR nan"),  # no evidence
+    (shadow(psr=math.nan), 1.1, False, False, NO_DSR_GUARD, "promote", "sharpe"),
     (shadow(sharpe=math.nan), None, False, False, RULES, "reject", "sharpe nan"),
 ])
 def test_decide(record, prod, frozen, pinned, rules, action, reason_has):
@@ -43,10 +49,10 @@ def test_decide(record, prod, frozen, pinned, rules, action, reason_has):
 
 
 def test_reject_names_every_failed_condition():
-    decision = decide(shadow(sharpe=0.5, trades=3, psr=0.4), 1.1, deploys_frozen=False,
-                      prod_pinned=False, rules=RULES)
+    decision = decide(shadow(sharpe=0.5, trades=3, psr=0.6, trials=4, dsr=0.4), 1.1,
+                      deploys_frozen=False, prod_pinned=False, rules=RULES)
     assert decision == Decision("reject", "sharpe 0.500 <= prod 1.100 - margin 0.2 = 0.900; "
-                                          "trades 3 < 20; psr 0.400 <= 0.95")
+                                          "trades 3 < 20; DSR 0.400 <= 0.95 over 4 trials")
 
 
 def test_shadow_stats_uses_the_backtest_metrics():
@@ -63,9 +69,9 @@ def test_a_short_lucky_run_has_a_high_sharpe_and_a_low_psr():
     net = [0.01, -0.005, 0.012, -0.004, 0.008, 0.002]  # six hours
     sharpe, trades, psr = shadow_stats(net, [1, -1, 1, -1, 1, -1], 8760.0)
     assert sharpe > 10 and trades == 6 and psr < 0.95
-    record = ShadowRecord("lucky", 7.0, sharpe, 25, psr)
+    record = ShadowRecord("lucky", 7.0, sharpe, 25, psr, 1, psr)
     guarded = decide(record, 1.0, deploys_frozen=False, prod_pinned=False, rules=RULES)
-    unguarded = decide(record, 1.0, deploys_frozen=False, prod_pinned=False, rules=NO_PSR_GUARD)
+    unguarded = decide(record, 1.0, deploys_frozen=False, prod_pinned=False, rules=NO_DSR_GUARD)
     assert (guarded.action, unguarded.action) == ("reject", "promote")
 
 
@@ -79,3 +85,24 @@ def test_shadow_stats_without_evidence(net, positions):
 def test_shadow_stats_needs_aligned_series():
     with pytest.raises(ValueError):
         shadow_stats([0.01, 0.02], [1.0], 8760.0)
+
+
+def test_a_record_that_passes_alone_fails_as_the_best_of_many_tries():
+    """Finding 6: a shadow tested alone with PSR > 0.95 while the group tried many."""
+    rng = np.random.default_rng(11)
+    net = rng.normal(0.0002, 0.004, 7 * 288)  # a week of 5m bars with a modest edge
+    positions = np.sign(np.sin(np.arange(len(net)) / 20.0))
+    sharpe, trades, psr = shadow_stats(net.tolist(), positions.tolist(), 105_120.0)
+    verdicts = {}
+    for trials in (1, 30):
+        dsr = deflated_sharpe_ratio(net, trials, 105_120.0)
+        record = ShadowRecord("m-1", 7.0, sharpe, trades, psr, trials, dsr)
+        verdicts[trials] = decide(record, None, deploys_frozen=False, prod_pinned=False,
+                                  rules=RULES)
+        off = decide(record, None, deploys_frozen=False, prod_pinned=False, rules=NO_DSR_GUARD)
+        assert off.action == "promote"  # threshold 0: only Sharpe and trades count
+    assert psr > 0.95
+    assert verdicts[1].action == "promote"
+    assert verdicts[30].action == "reject"
+    assert verdicts[30].reason.startswith("DSR 0.")
+    assert "<= 0.95 over 30 trials" in verdicts[30].reason

@@ -10,10 +10,10 @@ from scipy import stats
 
 from models.backtest import backtest
 from models.features import CLOSE
-from models.metrics import (annualised_return, calmar_ratio, equity_curve, hit_rate,
-                            max_drawdown, periods_per_year, probabilistic_sharpe_ratio,
-                            psr_from_moments, sharpe_ratio, sortino_ratio, summarize,
-                            trade_count, turnover)
+from models.metrics import (annualised_return, calmar_ratio, deflated_sharpe_ratio,
+                            equity_curve, expected_max_sharpe, hit_rate, max_drawdown,
+                            periods_per_year, probabilistic_sharpe_ratio, psr_from_moments,
+                            sharpe_ratio, sortino_ratio, summarize, trade_count, turnover)
 
 from .real import load_freqtrade
 
@@ -93,6 +93,55 @@ def test_psr_of_a_return_series_against_scipy_moments():
             > probabilistic_sharpe_ratio(r, annual, periods)
             > probabilistic_sharpe_ratio(r, annual + 1.0, periods))
     assert math.isnan(probabilistic_sharpe_ratio(np.zeros(10)))
+
+
+def fat_tailed_edge(seed=3, n=2000):
+    rng = np.random.default_rng(seed)
+    return rng.standard_t(4, n) * 0.01 + 0.0008
+
+
+def test_dsr_of_a_single_trial_is_the_psr_against_zero():
+    r = fat_tailed_edge()
+    for periods in (1.0, 8760.0):
+        assert deflated_sharpe_ratio(r, 1, periods) == pytest.approx(
+            probabilistic_sharpe_ratio(r, 0.0, periods), rel=1e-12)
+    assert math.isnan(deflated_sharpe_ratio(np.zeros(10), 5))  # no evidence stays no evidence
+    with pytest.raises(ValueError):
+        deflated_sharpe_ratio(r, 0)
+
+
+def test_dsr_falls_as_the_number_of_trials_grows():
+    r = fat_tailed_edge()
+    dsr = [deflated_sharpe_ratio(r, n, 8760.0) for n in (1, 2, 5, 10, 100, 1000)]
+    assert all(a > b for a, b in zip(dsr, dsr[1:]))
+    assert dsr[0] > 0.95 > dsr[-1]  # passes alone, fails as the best of a thousand tries
+
+
+def test_dsr_against_a_hand_computation():
+    r = fat_tailed_edge()
+    t = len(r)
+    sr = r.mean() / r.std(ddof=1)
+    skew, kurt = stats.skew(r), stats.kurtosis(r, fisher=False)
+    spread = 1 - skew * sr + (kurt - 1) / 4 * sr ** 2
+    gamma = 0.5772156649015329
+    z_max = (1 - gamma) * stats.norm.ppf(1 - 1 / 10) + gamma * stats.norm.ppf(1 - 1 / (10 * math.e))
+    assert z_max == pytest.approx(1.574598, abs=1e-6)
+    assert expected_max_sharpe(10, 4.0) == pytest.approx(2 * z_max, rel=1e-12)
+    benchmark = math.sqrt(spread / (t - 1)) * z_max  # V: the Sharpe estimator's own variance
+    want = stats.norm.cdf((sr - benchmark) * math.sqrt(t - 1) / math.sqrt(spread))
+    assert deflated_sharpe_ratio(r, 10, 8760.0) == pytest.approx(want, rel=1e-9)
+    # V given as the variance of the trials' annualised Sharpe ratios
+    benchmark = math.sqrt(0.25 / 8760.0) * z_max
+    want = stats.norm.cdf((sr - benchmark) * math.sqrt(t - 1) / math.sqrt(spread))
+    assert deflated_sharpe_ratio(r, 10, 8760.0, sharpe_variance=0.25) == pytest.approx(
+        want, rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [10, 100, 1000])
+def test_expected_max_sharpe_matches_the_mean_maximum_of_normal_draws(n):
+    draws = np.random.default_rng(n).standard_normal((4000, n)).max(axis=1)
+    assert expected_max_sharpe(n, 1.0) == pytest.approx(draws.mean(), rel=0.03)
+    assert expected_max_sharpe(1, 1.0) == 0.0
 
 
 def test_summary_of_a_real_backtest():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from appliance import lifecycle
@@ -13,6 +16,7 @@ from appliance.books import Book, book_id_of
 from appliance.ledger_store import save_book
 from appliance.services import risk
 from appliance.services.shadow import ShadowDesk, pick_new_shadows
+from models.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio
 from models.registry import get_model, list_models
 from tests.builders import fake_run
 
@@ -36,17 +40,36 @@ def desk_of(ctx):
 
 def record_shadow_days(ctx, model_id, days, drift, trades=30):
     """What the trading engine writes for a shadow: its book and the book's per-bar equity."""
+    rets = [drift + (0.0004 if i % 2 else -0.0004) for i in range(int(days * 288))]
+    return record_shadow_returns(ctx, model_id, rets, trades=trades)
+
+
+def record_shadow_returns(ctx, model_id, rets, group="t1-a", trades=30):
     store = ctx.store.store
     since = get_model(store, model_id)["mode_since"]
     book_id = book_id_of("shadow", model_id, since)
     start_ms = int(since * 1000)
-    equity = 1000.0
-    for i in range(int(days * 288)):
-        equity *= 1 + drift + (0.0004 if i % 2 else -0.0004)
-        store.sql("INSERT INTO book_equity VALUES (?, ?, ?, ?)",
-                  [start_ms + (i + 1) * 300_000, book_id, equity, repr(equity)])
-    save_book(store, Book(book_id, model_id, "shadow", "t1-a", start_ms, 1000.0, equity,
+    points, equity = [], 1000.0
+    for r in rets:
+        equity *= 1 + float(r)
+        points.append(equity)
+    store.sql("INSERT INTO book_equity SELECT unnest(?::BIGINT[]), ?, unnest(?::DOUBLE[]), "
+              "unnest(?::VARCHAR[])",
+              [[start_ms + (i + 1) * 300_000 for i in range(len(points))], book_id, points,
+               [repr(e) for e in points]])
+    save_book(store, Book(book_id, model_id, "shadow", group, start_ms, 1000.0, equity,
                           exact=False, trades=trades, fills=3 * trades), start_ms)
+
+
+def tried_before(ctx, run_id, group, started, study=None):
+    """An earlier candidate of ``group`` that was shadowed at ``started`` and rejected."""
+    receipt = fake_run(ctx.cfg.state_path, run_id, 1.0, group, symbols=("BTCUSDT",))
+    if study is not None:
+        receipt["metrics"]["study"] = study
+    store = ctx.store.store
+    lifecycle.register(store, receipt, now=started - 3600)
+    lifecycle.start_shadow(store, f"m-{run_id}", actor="test", reason="t", now=started)
+    lifecycle.reject(store, f"m-{run_id}", actor="test", reason="t", now=started + 7 * 86_400)
 
 
 def test_best_candidates_fill_the_shadow_slots():
@@ -135,3 +158,42 @@ async def test_an_eight_percent_week_drawdown_freezes_deploys(make_ctx, autojump
     ctx.store.store.sql("INSERT INTO equity (ts, equity, wallet) VALUES (?, ?, ?)", [now_ms, 103_000, 103_000])
     await risk.check(ctx, Notifier(ctx.bus, None))
     assert not ctx.bus.deploys_frozen  # recovered below 4%
+
+
+@pytest.mark.trio
+async def test_the_dsr_counts_the_groups_shadows_in_the_look_back_window(make_ctx,
+                                                                        autojump_clock):
+    """Finding 6: each shadow was judged alone, however many its group had tried."""
+    ctx = make_ctx(speed=60, start=START + 8 * 86_400)  # window: the 90 days up to now
+    assert ctx.cfg.shadow.trials_lookback_days == 90
+    tried_before(ctx, "old", "t1-a", START - 100 * 86_400)  # before the window
+    tried_before(ctx, "tried1", "t1-a", START - 60 * 86_400)
+    tried_before(ctx, "tried2", "t1-a", START - 30 * 86_400)
+    for i in range(3):  # one AutoML study: one trial
+        tried_before(ctx, f"study{i}", "t1-a", START - (20 - i) * 86_400, study="s-42")
+    tried_before(ctx, "elsewhere", "t2-a", START - 10 * 86_400)  # another group's
+    noise = np.random.default_rng(4).standard_normal(int(7.5 * 288))
+    rets = 0.0002 + 0.004 * (noise - noise.mean()) / noise.std(ddof=1)  # per-bar Sharpe 0.05
+    judged, alone = add_model(ctx, "judged", 1.0), add_model(ctx, "alone", 1.0, group="t2-a")
+    for m, group in ((judged, "t1-a"), (alone, "t2-a")):
+        shadow_since(ctx, m, START)
+        record_shadow_returns(ctx, m, rets, group=group)
+    await desk_of(ctx).nightly()
+    checks = {e["data"]["model_id"]: e["data"]
+              for e in ctx.bus.events_since(0, ["shadow_check"])}
+    # t1-a: judged, tried1, tried2 and the study; t2-a: alone and elsewhere
+    assert (checks[judged]["trials"], checks[alone]["trials"]) == (4, 2)
+    ppy = 105_120.0
+    assert checks[judged]["psr"] == pytest.approx(probabilistic_sharpe_ratio(rets, 0.0, ppy))
+    assert checks[judged]["psr"] > 0.95  # alone it would have passed
+    assert checks[judged]["dsr"] == pytest.approx(deflated_sharpe_ratio(rets, 4, ppy))
+    assert checks[alone]["dsr"] == pytest.approx(deflated_sharpe_ratio(rets, 2, ppy))
+    assert checks[judged]["dsr"] < 0.95 < checks[alone]["dsr"]
+    assert get_model(ctx.store.store, judged)["mode"] == "rejected"
+    assert get_model(ctx.store.store, alone)["mode"] == "prod"
+    reason, details = ctx.store.store.sql(
+        "SELECT reason, details FROM audit_log WHERE action = ?", [f"rejected {judged}"])[0]
+    assert "DSR" in reason and "over 4 trials" in reason
+    details = json.loads(details)
+    assert details["trials"] == 4 and details["dsr"] == pytest.approx(checks[judged]["dsr"])
+    assert details["psr"] == pytest.approx(checks[judged]["psr"])
