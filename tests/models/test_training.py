@@ -125,4 +125,3 @@ def test_a_run_pays_the_lakes_funding_and_an_unreadable_file_scores_without(tmp_
                                                                         rel=0.2, abs=1e-4)
     assert {k: c[k] for k in ("sharpe", "total_return", "trades")} == {
         k: a[k] for k in ("sharpe", "total_return", "trades")}
-    print("funding paid", b["funding"], "sharpe", a["sharpe"], "->", b["sharpe"])

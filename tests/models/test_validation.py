@@ -35,16 +35,15 @@ class Recorder:
     panel rows its training samples and its early-stopping samples came from."""
 
     def __init__(self, panel: Panel) -> None:
-        self.where: dict[bytes, tuple[int, int]] = {}
-        for s, feats in enumerate(panel.features):
-            for t in range(panel.bars):
-                self.where.setdefault(feats[t].tobytes(), (s, t))
+        self.where = {feats[t].tobytes(): t for s, feats in enumerate(panel.features)
+                      for t in np.flatnonzero(panel.usable[:, s])}
+        assert len(self.where) == panel.usable.sum()  # each usable feature row is unique
         self.calls: list[tuple[set[int], set[int]]] = []
 
     def rows(self, x: np.ndarray | None) -> set[int]:
         if x is None:
             return set()
-        return {self.where[w[-1].tobytes()][1] for w in x}  # a window ends at its own row
+        return {int(self.where[w[-1].tobytes()]) for w in x}  # a window ends at its own row
 
     def __call__(self, x, y, xv, yv):
         self.calls.append((self.rows(x), self.rows(xv)))
@@ -100,8 +99,6 @@ def test_a_run_is_scored_on_k_walk_forward_folds_not_one_split(panel, run):
     assert record["bars"] == 4 * size  # the chained out-of-sample record
     assert record["trades"] == sum(f["trades"] for f in folds)
     assert record["fills"] == sum(f["fills"] for f in folds)
-    print("fold sharpes", [round(s, 2) for s in sharpes], "wf", record["wf_mean"],
-          record["wf_std"], record["wf_score"])
 
 
 def test_early_stopping_never_sees_the_scored_bars_or_the_purge_gap(panel, run):
@@ -230,8 +227,6 @@ def test_funding_is_charged_in_every_fold_and_a_long_book_pays_a_positive_rate(p
         assert b["funding"] > 0 and b["total_return"] < a["total_return"]
         assert b["trades"] == a["trades"]
     assert funded["wf_score"] < without["wf_score"] and funded["sharpe"] < without["sharpe"]
-    print("funding paid", funded["funding"], "sharpe", without["sharpe"], "->",
-          funded["sharpe"])
 
 
 def test_chained_sharpe_is_the_sharpe_of_the_test_blocks_returns():
