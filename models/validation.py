@@ -48,6 +48,7 @@ class FoldResult:
     end_ms: int
     record: dict[str, Any]
     replay: Replay
+    costs: CostModel  # what the block was scored at (spreads from the fold's training bars)
 
 
 def inner_split(rows: np.ndarray, purge: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +106,8 @@ def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: Co
         r = score_block(panel, rows, predict_block(model, panel, rows), costs, threshold,
                         funding)
         results.append(FoldResult(int(panel.open_time[rows[0]]),
-                                  int(panel.open_time[rows[-1]]), metrics(r, spec.interval), r))
+                                  int(panel.open_time[rows[-1]]), metrics(r, spec.interval), r,
+                                  costs))
         if on_fold is not None:
             on_fold(k)
     return summarize_folds(results, panel, spec, costs_on(panel, np.arange(panel.bars), base))
@@ -120,8 +122,9 @@ def summarize_folds(results: list[FoldResult], panel: Panel, spec: DataSpec,
     trades = sum(r.record["trades"] for r in results)
     gross = sum(r.replay.gross for r in results)
     paid = sum(r.replay.costs for r in results)
-    spread = sum(r.replay.traded for r in results) * np.array(
-        [costs.half_spread.get(s, 0.0) for s in panel.symbols])
+    spread = sum((r.replay.traded * np.array([r.costs.half_spread.get(s, 0.0)
+                                              for s in panel.symbols]) for r in results),
+                 np.zeros(len(panel.symbols)))  # the spread each fold was charged
     excluded = {s: f"the spread ({spread[i]:.6f}) turns its edge after fees "
                    f"({gross[i] - paid[i] + spread[i]:.6f}) into a loss in the test blocks"
                 for i, s in enumerate(panel.symbols)
