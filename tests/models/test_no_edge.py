@@ -68,12 +68,13 @@ def test_the_sim_markets_drift_still_promotes(tmp_path):
 
 def test_bittrex_bid_ask_bounce_is_not_promoted(tmp_path, bittrex):
     """Finding 3: the Bittrex alt/BTC sets (lag-1 autocorrelation -0.05 to -0.30) trained and
-    scored through the same path: Roll's half spread is charged, so none is promoted and the
-    walk-forward record itself is a loss."""
+    scored through the same path. Replayed without a half spread the shadow week reads as edge;
+    with Roll's half spread charged none is promoted and the walk-forward record is a loss."""
     names = sorted(bittrex)
     records = [evaluate(tmp_path / f"b{k}", "bittrex", {s: bittrex[s] for s in names[k::2]}, k)
                for k in range(2)]
     for r in records:
+        assert r.tail_sharpe_free_spread > 0, r  # the bounce reads as edge when it is free
         assert not r.promoted, r
         assert r.wf_verdict == "reject" and r.sharpe < 0, r
         assert r.tail_days >= 7.0
