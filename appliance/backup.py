@@ -34,13 +34,14 @@ from typing import Any, Iterator
 from appliance.bus import SWITCHES, Bus, operator_name
 from appliance.config import Config
 from appliance.context import ServiceContext
+from appliance.contracts import Command
 from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import StoreError, connect, run_sql, schema_version
 
 MANIFEST = "MANIFEST.json"
 SWITCHES_FILE = "switches.json"
 FORMAT = 1
-COMMAND = "backup"
+COMMAND = Command.BACKUP
 FileEntry = dict[str, Any]
 
 

@@ -37,6 +37,7 @@ from typing import Any, Iterable
 
 import diskcache
 
+from appliance.contracts import Event, command_name, event_kind, snapshot_name
 from appliance.safety import KILL_FILE, OWNER_ONLY_DIR, operator_name, remove_kill_file
 
 MAINTENANCE_MODE = "maintenance_mode"
@@ -151,7 +152,7 @@ class Bus:
         self.cache.set(f"switch:{name}", {"value": bool(value), "actor": actor,
                                            "reason": reason, "ts": entry["ts"],
                                            "source": source, "seq": entry["seq"]})
-        self.publish("switch", {"name": name, "value": bool(value), "actor": actor,
+        self.publish(Event.SWITCH, {"name": name, "value": bool(value), "actor": actor,
                                 "reason": reason}, service=source)
         return entry
 
@@ -172,6 +173,7 @@ class Bus:
         return self.cache.get("tradable_pairs")
 
     def put_snapshot(self, name: str, data: Any) -> None:
+        name = snapshot_name(name).value  # an undeclared name is a bug: refuse it here
         self.cache.set(f"snapshot:{name}", {"ts": time.time(), "data": data})
 
     def snapshot(self, name: str) -> Any:
@@ -211,6 +213,7 @@ class Bus:
     def publish(self, kind: str, data: dict[str, Any], *, service: str = "appliance",
                 market_ts: float | None = None) -> int:
         """Append an event; its sequence number is unique and increasing across processes."""
+        kind = event_kind(kind).value  # an undeclared kind is a bug: refuse it here
         with self._events.transact():
             seq = self.cache.incr("events_seq")
             self._events.append({"seq": seq, "ts": time.time(), "market_ts": market_ts,
@@ -220,6 +223,7 @@ class Bus:
     def publish_many(self, kind: str, items: list[dict[str, Any]], *,
                      service: str = "appliance", market_ts: float | None = None) -> None:
         """Append several events of one kind in one transaction (a bar's trades)."""
+        kind = event_kind(kind).value
         if not items:
             return
         with self._events.transact():
@@ -260,6 +264,7 @@ class Bus:
         the command unexecuted after it; None keeps it until it runs or is cancelled."""
         cid = uuid.uuid4().hex[:12]
         now = time.time()
+        command = command_name(command).value  # an undeclared command is a bug: refuse it
         span = self.command_deadline_s if deadline_s == "default" else deadline_s
         user = operator_name()
         self._commands.append({"id": cid, "command": command, "args": args or {},

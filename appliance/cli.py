@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.config import Config, ConfigError, build_config, config_as_toml
+from appliance.contracts import Command
 from appliance.paths import StatePaths
 from appliance.schedule import duration_s
 from appliance.store import StoreError
@@ -270,7 +271,7 @@ def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
         word = "ON: no new orders" if value else "off: trading may resume"
         text = f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})"
         if not value:
-            cancelled = bus.cancel_pending("flatten", actor=operator_name(),
+            cancelled = bus.cancel_pending(Command.FLATTEN, actor=operator_name(),
                                            reason="resume cancels a pending flatten")
             if cancelled:
                 text += f"\ncancelled {len(cancelled)} pending flatten command(s)"
@@ -292,12 +293,12 @@ def _flatten(bus, cfg: Config, reason: str) -> tuple[dict[str, Any] | None, str,
 
     fargs = {"reason": reason, "actor": operator_name()}
     if not is_running(cfg.state_path):
-        cid = bus.send_command("flatten", fargs, source="cli", deadline_s=None)
+        cid = bus.send_command(Command.FLATTEN, fargs, source="cli", deadline_s=None)
         return {"queued": cid}, ("\nflatten queued: the appliance is not running; it closes "
                                  "every position with reduce-only orders when it starts (a "
                                  "resume cancels it)"), None
     try:
-        result = send_and_wait(bus, "flatten", fargs, deadline_s=cfg.bus.command_deadline_s)
+        result = send_and_wait(bus, Command.FLATTEN, fargs, deadline_s=cfg.bus.command_deadline_s)
     except CommandFailed as exc:
         return None, "", f"flatten failed: {exc}"
     return result, f"\nflatten done: closed {len(result.get('closed') or [])} positions", None

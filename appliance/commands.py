@@ -17,6 +17,7 @@ from appliance.backfill import backfill_funding, backfill_symbol
 from appliance.bus import Bus
 from appliance.clock import floor_minute_ms, now_ms
 from appliance.config import Config
+from appliance.contracts import Snapshot
 from appliance.exchange.base import Exchange
 from appliance.exchange.factory import make_clock, make_exchange
 from appliance.pairlist import PairRow
@@ -231,9 +232,9 @@ def list_registry(cfg: Config) -> list[dict[str, Any]]:
             finally:
                 store.close()
     with Bus(paths.bus) as bus:
-        live = bus.snapshot("model_live") or {}
+        live = bus.snapshot(Snapshot.MODEL_LIVE) or {}
         return with_absolute_paths(cfg, [{**m, "live": live.get(m["model_id"])}
-                                         for m in bus.snapshot("registry") or []])
+                                         for m in bus.snapshot(Snapshot.REGISTRY) or []])
 
 
 class CommandFailed(RuntimeError):

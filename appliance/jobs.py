@@ -35,6 +35,7 @@ from huey import SqliteHuey
 from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
+from appliance.contracts import Event
 from appliance.paths import StatePaths
 
 RUNNING_PREFIX = "job:running:"
@@ -230,7 +231,7 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
         def progress(p: dict[str, Any]) -> None:
             bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {**p, "symbols": symbols,
                                                          "ts": time.time()})
-            bus.publish("training_progress", p, service="huey")
+            bus.publish(Event.TRAINING_PROGRESS, p, service="huey")
 
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": 0, "loss": None,
                   "percent": 0.0, "status": "running"})

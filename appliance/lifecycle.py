@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance.contracts import Event
 from appliance.paths import StatePaths
 from appliance.store import Store
 from models.artifacts import delete_model_files
@@ -349,7 +350,7 @@ class Lifecycle:
     def publish(self, transitions: list[Transition]) -> None:
         for t in transitions:
             self.bus.counter_incr(REGISTRY_VERSION)
-            self.bus.publish("model_transition", t.payload(), service=t.actor,
+            self.bus.publish(Event.MODEL_TRANSITION, t.payload(), service=t.actor,
                              market_ts=t.ts)
             if self.notifier is not None:
                 self.notifier.notify(t.action, f"{t.model_id} ({t.group}, {t.kind}) "

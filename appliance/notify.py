@@ -22,6 +22,7 @@ import httpx
 import trio
 
 from appliance.bus import Bus
+from appliance.contracts import Event
 from appliance.logs import service_logger
 from appliance.supervision import backoff_delay
 
@@ -97,7 +98,7 @@ class Notifier:
         """
         if self.bus is not None:
             try:
-                self.bus.publish("notification", {"kind": kind, "text": text, "data": data},
+                self.bus.publish(Event.NOTIFICATION, {"kind": kind, "text": text, "data": data},
                                  service="notify")
             except Exception as exc:
                 log.error("notification not published on the bus", kind=kind,

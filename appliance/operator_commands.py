@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from appliance import lifecycle
+from appliance.contracts import Command
 from appliance.store import Store
 
 RegistryCommand = Callable[[Store, dict[str, Any], float], Any]
@@ -38,11 +39,11 @@ def _pin(pinned: bool) -> RegistryCommand:
 
 
 REGISTRY_COMMANDS: dict[str, RegistryCommand] = {
-    "promote": _promote,
-    "demote": _demote,
-    "rollback": _rollback,
-    "pin": _pin(True),
-    "unpin": _pin(False),
+    Command.PROMOTE: _promote,
+    Command.DEMOTE: _demote,
+    Command.ROLLBACK: _rollback,
+    Command.PIN: _pin(True),
+    Command.UNPIN: _pin(False),
 }
 
 

@@ -36,6 +36,7 @@ import trio
 
 from appliance.books import Book, BookFill
 from appliance.bus import MAINTENANCE_MODE
+from appliance.contracts import Event
 from appliance.domain import Fill, OrderIntent, Side
 from appliance.exchange.base import ExchangeError
 from appliance.ledger import Ledger
@@ -189,7 +190,7 @@ class OrderGateway:
         """The batch is recorded in DuckDB: empty the journal, announce the trades."""
         if batch.orders:
             self.journal.clear()
-        self.ctx.bus.publish_many("trade", [
+        self.ctx.bus.publish_many(Event.TRADE, [
             trade_event(o.book, o.fill, o.reduce_only) for o in batch.orders
             if o.fill is not None], service=NAME, market_ts=self.ctx.clock.now())
 
@@ -210,7 +211,7 @@ class OrderGateway:
         return book.apply(fill.symbol, signed, fill.price, fill.fee, fill.ts)
 
     def publish(self, book: Book, f: BookFill, reduce_only: bool = False) -> None:
-        self.ctx.bus.publish("trade", trade_event(book, f, reduce_only), service=NAME,
+        self.ctx.bus.publish(Event.TRADE, trade_event(book, f, reduce_only), service=NAME,
                              market_ts=self.ctx.clock.now())
 
     def add_closes(self, batch: OrderBatch, book: Book, symbols: list[str] | None = None
@@ -290,5 +291,5 @@ class OrderGateway:
     async def incident(self, kind: str, message: str) -> None:
         self.log.error(message, kind=kind)
         await self.ctx.store.call("record_incident", NAME, kind, message, None)
-        self.ctx.bus.publish("incident", {"service": NAME, "kind": kind, "message": message},
+        self.ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": kind, "message": message},
                              service=NAME, market_ts=self.ctx.clock.now())

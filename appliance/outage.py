@@ -16,6 +16,7 @@ from __future__ import annotations
 import trio
 
 from appliance.context import ServiceContext
+from appliance.contracts import Event
 from appliance.logs import service_logger
 
 FIRST_WAIT_S = 0.5
@@ -48,7 +49,7 @@ class Outage:
             self.since = trio.current_time()
             self.log.warning("exchange outage: degraded, retrying", error=str(exc))
             await self.ctx.store.call("record_incident", self.service, "outage", reason, None)
-            self.ctx.bus.publish("incident", {"service": self.service, "kind": "outage",
+            self.ctx.bus.publish(Event.INCIDENT, {"service": self.service, "kind": "outage",
                                               "message": reason}, service=self.service)
         self.ctx.beat(self.service)
         await trio.sleep(outage_wait(self.failures))
@@ -65,5 +66,5 @@ class Outage:
         msg = f"exchange back after {lasted:.1f}s"
         self.log.info(msg)
         await self.ctx.store.call("record_incident", self.service, "recovered", msg, None)
-        self.ctx.bus.publish("incident", {"service": self.service, "kind": "recovered",
+        self.ctx.bus.publish(Event.INCIDENT, {"service": self.service, "kind": "recovered",
                                           "message": msg}, service=self.service)

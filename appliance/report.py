@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from appliance.book_records import book_returns
+from appliance.contracts import Command
 from appliance.ledger_store import book_equity
 from appliance.paths import StatePaths
 from appliance.store import Store
@@ -36,7 +37,7 @@ from data.intervals import periods_per_year
 from models.metrics import max_drawdown, sharpe_ratio
 from models.registry import RegistryError, get_model
 
-COMMAND = "report"
+COMMAND = Command.REPORT
 TEXT_CURVE_POINTS = 0  # the text summary shows figures, not curves
 HTML_CURVE_POINTS = 400
 FIGURES = ("sharpe", "total_return", "max_drawdown", "trades", "fills", "bars", "days")

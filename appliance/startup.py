@@ -26,6 +26,7 @@ import duckdb
 
 from appliance.bus import Bus, BusError
 from appliance.config import Config
+from appliance.contracts import Event
 from appliance.exchange.factory import StartupError
 from appliance.liveness import AlreadyRunning, RunLock
 from appliance.logs import service_logger
@@ -130,7 +131,7 @@ async def settle(ctx, findings: Findings) -> None:
     """Incidents for what start-up found, then the switches (before any service starts)."""
     async def incident(kind: str, message: str) -> None:
         await ctx.store.call("record_incident", "supervisor", kind, message, None)
-        ctx.bus.publish("incident", {"service": "supervisor", "kind": kind,
+        ctx.bus.publish(Event.INCIDENT, {"service": "supervisor", "kind": kind,
                                      "message": message}, service="supervisor",
                         market_ts=ctx.clock.now())
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
+from appliance.contracts import Snapshot
 from appliance.liveness import is_running, lock_holder
 from appliance.paths import StatePaths
 from appliance.services.heartbeat import status_snapshot
@@ -26,7 +27,7 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
     try:
         hb = bus.heartbeat() if bus else None
         age = bus.heartbeat_age() if bus else None
-        snap = (bus.snapshot("status") if bus else None) or {}
+        snap = (bus.snapshot(Snapshot.STATUS) if bus else None) or {}
         source = "bus"
         if not running and paths.duckdb.exists():
             try:
@@ -86,5 +87,5 @@ def health(services: dict[str, dict[str, Any]]) -> str:
 
 def _weights(bus: Bus) -> dict[str, Any]:
     """The allocation rule's current weights, as the running engine last computed them."""
-    live = bus.snapshot("allocation") or {}
+    live = bus.snapshot(Snapshot.ALLOCATION) or {}
     return {"rule": live.get("rule"), "weights": live.get("rule_weights", {})} if live else {}

@@ -41,6 +41,7 @@ from appliance.bar_hub import BarHub
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
 from appliance.context import ServiceContext
+from appliance.contracts import Command, Event, Snapshot
 from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
@@ -85,7 +86,8 @@ def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
             return summarize(result)
         return handler
 
-    return {"flatten": flatten, "reconcile": reconcile, backup.COMMAND: backup.backup_command,
+    return {Command.FLATTEN: flatten, Command.RECONCILE: reconcile,
+            backup.COMMAND: backup.backup_command,
             report.COMMAND: report.report_command,
             **{name: registry(name) for name in REGISTRY_COMMANDS}}
 
@@ -183,7 +185,7 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
 
     async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
         await ctx.store.call("record_incident", service, kind, message, tb)
-        bus.publish("incident", {"service": service, "kind": kind, "message": message},
+        bus.publish(Event.INCIDENT, {"service": service, "kind": kind, "message": message},
                     service="supervisor", market_ts=clock.now())
 
     supervisor = Supervisor(cfg.supervisor, on_incident=on_incident,
@@ -238,7 +240,7 @@ async def _shutdown(ctx: ServiceContext, supervisor: Supervisor, started_at: flo
     failures: list[str] = []
 
     async def snapshot() -> None:
-        ctx.bus.put_snapshot("status", await ctx.store.run(heartbeat.status_snapshot,
+        ctx.bus.put_snapshot(Snapshot.STATUS, await ctx.store.run(heartbeat.status_snapshot,
                                                            ctx.store.store))
 
     def final_beat() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from textual.message import Message
 
 from appliance.bus import MAINTENANCE_MODE, SWITCHES, Bus, operator_name
+from appliance.contracts import Command, Event, Snapshot
 from appliance.liveness import is_running
 from appliance.safety import write_kill_file
 
@@ -146,11 +147,12 @@ class BusReader:
         if isinstance(hb, Mapping) and isinstance(hb.get("wall_ts"), (int, float)):
             age = max(0.0, self._now() - hb["wall_ts"])
         running = self._running()
-        for name in ("status", "models", "training", "pipeline", "incidents"):
+        for name in (Snapshot.STATUS, Snapshot.MODELS, Snapshot.TRAINING, Snapshot.PIPELINE,
+                     Snapshot.INCIDENTS):
             self._read_snapshot(name)
         self._read_events()
         self._read_audit()
-        status = _dict(self._snapshot("status"))
+        status = _dict(self._snapshot(Snapshot.STATUS))
         state = MissionState(
             running=running,
             heartbeat={k: v for k, v in _dict(hb).items() if k != "wall_ts"},
@@ -161,10 +163,10 @@ class BusReader:
             switch_meta={name: bus.switch_meta(name) for name in SWITCHES},
             status=status,
             sources=self._merged_sources(_dict(status.get("sources"))),
-            models=tuple(_dicts(self._snapshot("models"))),
+            models=tuple(_dicts(self._snapshot(Snapshot.MODELS))),
             training=tuple(self._merged_runs()),
             pipeline=self._merged_pipeline(),
-            incidents=tuple(self._merged_list("incidents", self._incidents)),
+            incidents=tuple(self._merged_list(Snapshot.INCIDENTS, self._incidents)),
             switch_history=tuple(self._history),
             trades=tuple(self._trades),
         )
@@ -232,22 +234,22 @@ class BusReader:
     def _apply_event(self, event: Mapping[str, Any]) -> None:
         kind, data, wall = event.get("kind"), _dict(event.get("data")), _ts(event)
         when = event.get("market_ts") or wall
-        if kind == "trade":
+        if kind == Event.TRADE:
             self._trades.appendleft(data)
-        elif kind == "training_progress" and data.get("run_id") is not None:
+        elif kind == Event.TRAINING_PROGRESS and data.get("run_id") is not None:
             run_id = str(data["run_id"])
             _, _, curve = self._runs.get(run_id, (0.0, {}, []))
             curve.append((data.get("epoch"), data.get("loss")))
             self._runs[run_id] = (wall, data, curve[-500:])
-        elif kind == "data_source_update" and data.get("source") is not None:
+        elif kind == Event.DATA_SOURCE_UPDATE and data.get("source") is not None:
             self._sources[str(data["source"])] = (wall, data)
             symbols = data.get("symbols")
             if data.get("percent") is not None and isinstance(symbols, (list, tuple)):
                 for symbol in symbols:
                     self._backfill[str(symbol)] = (wall, data["percent"])
-        elif kind == "incident":
+        elif kind == Event.INCIDENT:
             self._incidents.appendleft({"ts": when, "mttr_s": None, **data, "_wall": wall})
-        elif kind == "pair_event":
+        elif kind == Event.PAIR_EVENT:
             self._discovery.appendleft({"ts": when, **data, "_wall": wall})
 
     def _read_audit(self) -> None:
@@ -265,7 +267,7 @@ class BusReader:
     # -- merging -----------------------------------------------------------------------------
 
     def _merged_runs(self) -> list[dict[str, Any]]:
-        runs = {str(r.get("run_id")): r for r in _dicts(self._snapshot("training"))}
+        runs = {str(r.get("run_id")): r for r in _dicts(self._snapshot(Snapshot.TRAINING))}
         for run_id, (_, data, curve) in self._runs.items():
             base = runs.setdefault(run_id, {"run_id": run_id, "loss_curve": []})
             last_epoch = base.get("epoch")
@@ -289,7 +291,7 @@ class BusReader:
         return out
 
     def _merged_pipeline(self) -> dict[str, Any]:
-        pipeline = _dict(self._snapshot("pipeline"))
+        pipeline = _dict(self._snapshot(Snapshot.PIPELINE))
         backfill = _dict(pipeline.get("backfill"))
         backfill.update({symbol: value for symbol, (_, value) in self._backfill.items()})
         pipeline["backfill"] = backfill
@@ -318,12 +320,12 @@ def execute(bus: Bus, request: ActionRequest, actor: str) -> ActionDone:
         bus.set_switch(MAINTENANCE_MODE, True, actor=actor, reason=OPERATOR_REASON, source="tui")
         if action == "kill":
             return ActionDone(action, True, f"maintenance_mode ON by {actor}")
-        cid = _command(bus, "flatten", {}, actor)
+        cid = _command(bus, Command.FLATTEN, {}, actor)
         return ActionDone(action, True, f"maintenance_mode ON and flatten sent by {actor}", cid)
     if action == "resume":
         bus.set_switch(MAINTENANCE_MODE, False, actor=actor, reason=OPERATOR_REASON,
                        source="tui", clear_kill_file=True)
-        cancelled = bus.cancel_pending("flatten", actor=actor,
+        cancelled = bus.cancel_pending(Command.FLATTEN, actor=actor,
                                        reason="resume cancels a pending flatten")
         extra = f", {len(cancelled)} pending flatten cancelled" if cancelled else ""
         return ActionDone(action, True, f"maintenance_mode OFF by {actor}{extra}")

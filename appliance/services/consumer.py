@@ -19,6 +19,7 @@ from pathlib import Path
 import trio
 
 from appliance.context import ServiceContext
+from appliance.contracts import Event
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
 
@@ -47,7 +48,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
     requeued = await trio.to_thread.run_sync(jobs.requeue_interrupted)
     if requeued:
         log.info("re-queued interrupted jobs", jobs=requeued)
-        ctx.bus.publish("jobs_requeued", {"count": requeued}, service=NAME)
+        ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid())]
     ctx.beat(NAME)

@@ -21,6 +21,7 @@ import trio
 from appliance.backfill import backfill_funding, backfill_symbol
 from appliance.clock import VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
+from appliance.contracts import Event, Snapshot
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
 from appliance.services.feed import serves_1m
@@ -35,8 +36,8 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
 
     async def report(sym: str, done: int, total: int) -> None:
         progress[sym] = round(100.0 * done / total, 1)
-        ctx.bus.put_snapshot("backfill", dict(progress))
-        ctx.bus.publish("data_source_update", {"source": "backfill", "symbol": sym,
+        ctx.bus.put_snapshot(Snapshot.BACKFILL, dict(progress))
+        ctx.bus.publish(Event.DATA_SOURCE_UPDATE, {"source": "backfill", "symbol": sym,
                                                "percent": progress[sym]},
                         service=NAME, market_ts=ctx.clock.now())
 

@@ -16,6 +16,7 @@ from collections import deque
 
 from appliance.config import DiscoveryConfig
 from appliance.context import ServiceContext
+from appliance.contracts import Event
 from appliance.domain import Instrument, Ticker
 from appliance.exchange.base import VOLUME_BAR, Exchange, ExchangeError
 from appliance.logs import service_logger
@@ -69,7 +70,7 @@ async def run(ctx: ServiceContext) -> None:
                                         cfg.throttle_window_s)
         if now_throttled != throttled:
             throttled = now_throttled
-            ctx.bus.publish("discovery_throttled", {"throttled": throttled,
+            ctx.bus.publish(Event.DISCOVERY_THROTTLED, {"throttled": throttled,
                                                     "factor": cfg.throttle_factor},
                             service=NAME, market_ts=now)
             log.warning("discovery throttled" if throttled else "discovery unthrottled",
@@ -96,6 +97,6 @@ async def run(ctx: ServiceContext) -> None:
 
 
 def _announce(ctx: ServiceContext, change: PairChange, now: float) -> None:
-    ctx.bus.publish("pair_event", {"symbol": change.symbol, "event": change.event,
+    ctx.bus.publish(Event.PAIR_EVENT, {"symbol": change.symbol, "event": change.event,
                                    "turnover_24h": change.turnover_24h},
                     service=NAME, market_ts=now)

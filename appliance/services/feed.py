@@ -29,6 +29,7 @@ import trio
 from appliance.bar_hub import BarHub
 from appliance.clock import MINUTE_MS, VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
+from appliance.contracts import Event
 from appliance.exchange.base import ExchangeError
 from appliance.logs import service_logger
 from appliance.outage import Outage
@@ -123,7 +124,7 @@ class Feed:
         self.hub.flush(closed_end, [s for s in self.symbols if s in self.latest])
         lag_s = self.lag_s(closed_end)
         if batches:
-            ctx.bus.publish("data_source_update", {
+            ctx.bus.publish(Event.DATA_SOURCE_UPDATE, {
                 "source": ctx.exchange.name, "symbols": len(batches), "candles": total,
                 "latest_open_time": max(self.latest[s] for s in batches),
                 "lag_s": round(lag_s, 3), "percent": 100.0}, service=NAME,

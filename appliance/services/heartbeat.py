@@ -19,6 +19,7 @@ import trio
 
 from appliance.clock import VirtualClock, save_virtual_clock
 from appliance.context import ServiceContext
+from appliance.contracts import Snapshot
 from appliance.store import Store
 from models.metrics import periods_per_year, sharpe_ratio
 
@@ -55,6 +56,13 @@ def performance(store: Store) -> dict[str, Any]:
     step = int(np.median(np.diff(ts))) or 300_000
     return {"daily_pnl": float(eq[-1] - start),
             "sharpe": sharpe_ratio(np.diff(eq) / eq[:-1], periods_per_year(step))}
+
+
+def incidents_snapshot(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest incidents, newest first, without tracebacks (the TUI's history after it
+    starts; new ones reach it as events)."""
+    return [{"ts": i["ts"], "service": i["service"], "kind": i["kind"],
+             "message": i["message"]} for i in store.incidents(limit)]
 
 
 def pipeline_snapshot(store: Store, backfill: dict[str, float] | None) -> dict[str, Any]:
@@ -117,11 +125,13 @@ async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, ob
         if now - last_snapshot >= SNAPSHOT_EVERY_S:
             snap = await ctx.store.run(status_snapshot, ctx.store.store)
             pipeline = await ctx.store.run(pipeline_snapshot, ctx.store.store,
-                                           ctx.bus.snapshot("backfill"))
+                                           ctx.bus.snapshot(Snapshot.BACKFILL))
             snap["sources"] = {ctx.exchange.name: source_health(
                 snap["latest"], ctx.clock.now(), sum(pipeline["missing"].values()),
                 getattr(ctx.clock, "speed", 1.0))}
-            ctx.bus.put_snapshot("status", snap)
-            ctx.bus.put_snapshot("pipeline", pipeline)
+            ctx.bus.put_snapshot(Snapshot.STATUS, snap)
+            ctx.bus.put_snapshot(Snapshot.PIPELINE, pipeline)
+            ctx.bus.put_snapshot(Snapshot.INCIDENTS, await ctx.store.run(
+                incidents_snapshot, ctx.store.store))
             last_snapshot = now
         await trio.sleep(ctx.cfg.supervisor.heartbeat_interval_s)

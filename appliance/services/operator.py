@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from appliance.context import ServiceContext
+from appliance.contracts import Event
 from appliance.logs import service_logger
 from appliance.store import Store
 from appliance.switches import SwitchWatch, audit_log_switches
@@ -93,7 +94,7 @@ async def execute(ctx: ServiceContext, cmd: dict[str, Any],
 
 async def record_incident(ctx: ServiceContext, kind: str, message: str) -> None:
     await ctx.store.call("record_incident", NAME, kind, message, None)
-    ctx.bus.publish("incident", {"service": NAME, "kind": kind, "message": message},
+    ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": kind, "message": message},
                     service=NAME, market_ts=ctx.clock.now())
     service_logger(NAME).warning(message, kind=kind)
 

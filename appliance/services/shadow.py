@@ -26,6 +26,7 @@ from appliance.book_records import (current_book_id, live_figures, parity_diverg
                                     shadow_record, sharpe_over)
 from appliance.bus import DEPLOYS_FROZEN
 from appliance.context import ServiceContext
+from appliance.contracts import Event, Snapshot
 from appliance.exchange.base import ExchangeError
 from appliance.logs import service_logger
 from appliance.notify import Notifier
@@ -128,7 +129,7 @@ class ShadowDesk:
                                                        m["mode_since"] or now)
             d = decide(rec, prod_sharpe, deploys_frozen=frozen,
                        prod_pinned=bool(prod and prod.get("pinned")), rules=self.rules)
-            self.ctx.bus.publish("shadow_check", {"model_id": m["model_id"], "action": d.action,
+            self.ctx.bus.publish(Event.SHADOW_CHECK, {"model_id": m["model_id"], "action": d.action,
                                                   "reason": d.reason, "sharpe": rec.sharpe,
                                                   "trades": rec.trades, "psr": rec.psr,
                                                   "dsr": rec.dsr, "trials": rec.trials,
@@ -167,7 +168,7 @@ class ShadowDesk:
                                          if m["mode"] == "shadow" else None)
             figures["parity"] = self.parity.get(m["model_id"])
             live[m["model_id"]] = figures
-        self.ctx.bus.put_snapshot("model_live", live)
+        self.ctx.bus.put_snapshot(Snapshot.MODEL_LIVE, live)
 
     async def parity_audit(self, models: list[dict[str, Any]], now: float) -> None:
         """Each prod and shadow book's last day replayed at the venue's costs (fee, slippage,
@@ -191,7 +192,7 @@ class ShadowDesk:
                        f"{div:.2%} over the last day (bound "
                        f"{self.ctx.cfg.shadow.parity_bound:.2%})")
                 await self.ctx.store.call("record_incident", NAME, "parity", msg, None)
-                self.ctx.bus.publish("incident", {"service": NAME, "kind": "parity",
+                self.ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": "parity",
                                                   "message": msg}, service=NAME)
 
 

@@ -41,6 +41,7 @@ from appliance.book_funding import FundingClerk
 from appliance.books import Book
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
+from appliance.contracts import Event, Snapshot
 from appliance.domain import Balance, Instrument
 from appliance.exchange.base import ExchangeError
 from appliance.ledger import CLOSING, OPEN, Ledger
@@ -157,7 +158,7 @@ class TradingEngine:
             self.ctx.bus.audit(actor=NAME, action=f"delisting {symbol}",
                                reason="the venue is delisting it: positions closed, no new "
                                       "orders", details={"market_ts": self.ctx.clock.now()})
-            self.ctx.bus.publish("delisting", {"symbol": symbol}, service=NAME,
+            self.ctx.bus.publish(Event.DELISTING, {"symbol": symbol}, service=NAME,
                                  market_ts=self.ctx.clock.now())
         self.delisted = leaving
         await self.refresh_spreads()
@@ -343,7 +344,7 @@ class TradingEngine:
         p.book_equity += [(marked_ts, i, float(e), str(e)) for i, e in equities.items()]
         p.accounts.append((marked_ts, account))
         p.bars += 1
-        self.ctx.bus.put_snapshot("allocation", {
+        self.ctx.bus.put_snapshot(Snapshot.ALLOCATION, {
             "rule": self.ctx.cfg.trading.allocation,
             **self.ledger.summary(self.marks, self.weights)})
 
@@ -369,7 +370,7 @@ class TradingEngine:
                             [o for b in p.orders for o in b.orders + b.refused], self.now_ms())
         for batch in p.orders:
             self.gateway.settled(batch)
-        self.ctx.bus.publish_many("trade", [trade_event(b, f) for b, f in p.paper],
+        self.ctx.bus.publish_many(Event.TRADE, [trade_event(b, f) for b, f in p.paper],
                                   service=NAME, market_ts=self.ctx.clock.now())
 
     async def save(self) -> None:

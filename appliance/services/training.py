@@ -32,6 +32,7 @@ import trio
 from appliance import lifecycle
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
+from appliance.contracts import Event, Snapshot
 from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
@@ -256,7 +257,7 @@ class Trainer:
             if not done:
                 continue
             self.ctx.metrics.models_trained_total.inc()
-            self.ctx.bus.publish("model_registered", {
+            self.ctx.bus.publish(Event.MODEL_REGISTERED, {
                 "run_id": r["run_id"], "kind": r["kind"], "group": r["group"],
                 "mode": "candidate", "sharpe": r["metrics"].get("sharpe")}, service=NAME,
                 market_ts=self.ctx.clock.now())
@@ -285,7 +286,7 @@ class Trainer:
                        f"{len(symbols)} symbols")
             self.log.warning(message)
             await self.ctx.store.call("record_incident", NAME, "disk", message, None)
-            self.ctx.bus.publish("incident", {"service": NAME, "kind": "disk",
+            self.ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": "disk",
                                               "message": message}, service=NAME, market_ts=now)
             self.ctx.bus.audit(actor="disk_guard", action="lake_trimmed", reason=message,
                                details={"freed_bytes": freed, "symbols": symbols})
@@ -301,10 +302,10 @@ class Trainer:
                 self.ctx.metrics.training_progress.labels(p["run_id"]).set(p["percent"] / 100)
         snap = await self.ctx.store.run(training_snapshot, self.ctx.store.store, progress,
                                         self.device)
-        self.ctx.bus.put_snapshot("training", snap)
-        self.ctx.bus.put_snapshot("models", await self.ctx.store.run(
-            models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot("model_live")))
-        self.ctx.bus.put_snapshot("registry", await self.ctx.store.run(
+        self.ctx.bus.put_snapshot(Snapshot.TRAINING, snap)
+        self.ctx.bus.put_snapshot(Snapshot.MODELS, await self.ctx.store.run(
+            models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
+        self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
             list_models, self.ctx.store.store))
 
 

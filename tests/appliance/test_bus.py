@@ -8,6 +8,7 @@ import diskcache
 import pytest
 
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, SWITCHES, Bus, BusError, operator_name
+from appliance.contracts import Event
 
 
 def run_python(code: str) -> str:
@@ -39,7 +40,7 @@ def test_events_from_several_processes_get_unique_increasing_numbers(tmp_path):
         from appliance.bus import Bus
         b = Bus({path!r})
         for i in range(50):
-            b.publish("tick", {{"i": i}}, service="p")
+            b.publish("training_progress", {{"i": i}}, service="p")
     """
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)]) for _ in range(3)]
     for p in procs:
@@ -56,7 +57,7 @@ def test_events_from_several_processes_get_unique_increasing_numbers(tmp_path):
 def test_event_deque_is_bounded_and_keeps_the_newest(tmp_path):
     bus = Bus(tmp_path / "bus", events_maxlen=100)
     for i in range(250):
-        bus.publish("tick", {"i": i})
+        bus.publish("training_progress", {"i": i})
     events = bus.events_since(0)
     assert len(events) == 100 and events[-1]["data"]["i"] == 249
     assert [e["data"]["i"] for e in bus.events_since(0, limit=3)] == [247, 248, 249]
@@ -93,7 +94,7 @@ def test_bus_never_evicts(tmp_path):
         assert bus.cache.eviction_policy == "none"
         bus.set_switch(MAINTENANCE_MODE, True, actor="a", reason="r")
         for i in range(2000):
-            bus.put_snapshot(f"s{i}", {"blob": "x" * 1000})
+            bus.cache.set(f"snapshot:s{i}", {"blob": "x" * 1000})  # any key, many of them
         assert bus.maintenance_mode
 
 
@@ -141,7 +142,7 @@ def test_a_damaged_bus_file_is_a_bus_error_not_a_crash(tmp_path, damage):
     path = tmp_path / "bus"
     with Bus(path) as bus:
         for i in range(500):
-            bus.put_snapshot(f"s{i}", {"blob": "x" * 200})
+            bus.cache.set(f"snapshot:s{i}", {"blob": "x" * 200})
     db = path / "cache.db"
     if damage == "garbage":
         db.write_bytes(os.urandom(8192))
@@ -193,3 +194,19 @@ def test_resume_cancels_a_pending_flatten_and_journals_it(tmp_path):
         assert bus.cancel_pending("flatten", actor="ops", reason="resume") == [f]
         assert bus.claim_command(f) is False and bus.claim_command(p) is True
         assert bus.audit_entries()[-1]["action"] == "command:flatten cancelled"
+
+
+def test_an_undeclared_event_snapshot_or_command_is_refused_by_name(tmp_path):
+    """Issue 9, typed contracts: a name typed differently on the two sides of the bus used to
+    vanish silently (the TUI read an ``incidents`` snapshot nobody wrote). Now the bus refuses
+    a name ``appliance/contracts.py`` does not declare, and says where to declare it."""
+    bus = Bus(tmp_path / "bus")
+    for call in (lambda: bus.publish("trades", {}), lambda: bus.put_snapshot("statuss", {}),
+                 lambda: bus.send_command("promot", {})):
+        with pytest.raises(ValueError, match="appliance/contracts.py"):
+            call()
+    assert bus.events_since(0) == [] and bus.pending_commands() == []
+    bus.publish(Event.TRADE, {"symbol": "BTCUSDT"})
+    bus.publish("trade", {"symbol": "ETHUSDT"})  # a member is its string
+    assert [e["kind"] for e in bus.events_since(0)] == ["trade", "trade"]
+    assert type(bus.events_since(0)[0]["kind"]) is str  # the bus stores plain strings
