@@ -135,8 +135,13 @@ def training_snapshot(store: Store, progress: list[dict[str, Any]], device: str
     for m in list_models(store):
         entry = runs.setdefault(m["run_id"], {"run_id": m["run_id"], "status": "completed",
                                               "percent": 100.0, "device": device})
+        metrics = m.get("metrics") or {}
         entry.update({"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
-                      "symbols": m["symbols"]})
+                      "symbols": m["symbols"], "timeframe": m.get("timeframe"),
+                      "wf_score": metrics.get("wf_score"), "wf_mean": metrics.get("wf_mean"),
+                      "wf_std": metrics.get("wf_std"),
+                      "folds": [{k: f.get(k) for k in ("start", "end", "sharpe", "trades")}
+                                for f in metrics.get("folds") or [] if isinstance(f, dict)]})
     for run_id, loss in store.sql("SELECT run_id, loss_curve FROM training_runs"):
         if run_id in runs and loss:
             runs[run_id]["loss_curve"] = json.loads(loss)

@@ -104,9 +104,11 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
         assert [r[0] for r in runs] == ["r-lstm-btc", "r-ens-all", "r-mlp-xrp", "r-ddqn-sol",
                                         "r-rf-eth"]
         assert [r[2] for r in runs] == ["LSTM", "ensemble", "MLP", "DDQN", "RF"]
-        assert [r[3] for r in runs] == ["running", "queued", "queued", "failed", "completed"]
-        assert runs[0][4].endswith(" 40.0%") and runs[4][4].endswith("100.0%")
-        assert runs[2][4] == "—" and runs[1][1] == "BTCUSDT,ETHUSDT,SOLUSDT +3"
+        assert [r[4] for r in runs] == ["running", "queued", "queued", "failed", "completed"]
+        assert runs[0][5].endswith(" 40.0%") and runs[4][5].endswith("100.0%")
+        assert runs[2][5] == "—" and runs[1][1] == "BTCUSDT,ETHUSDT,SOLUSDT +3"
+        assert runs[4][3] == "1h" and runs[4][8] == "0.80"  # timeframe, walk-forward score
+        assert "Walk-forward: no folds yet" in text(app, "#folds")
         assert text(app, "#training-summary").startswith("Compute: NVIDIA H100 80GB HBM3")
         assert app.screen.query_one("#loss-curve", Sparkline).data == [0.95, 0.81, 0.70, 0.612]
         assert "r-lstm-btc (LSTM): 4 epochs" in text(app, "#loss-title")
@@ -114,12 +116,16 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
         publish(bus_state, "training_progress", {
             "run_id": "r-lstm-btc", "model_id": "m010", "group": "BTCUSDT", "kind": "lstm",
             "epoch": 5, "loss": 0.55, "percent": 50.0, "status": "running"})
-        await wait_for(lambda: rows(app, "#runs")[0][4].endswith(" 50.0%"))
+        await wait_for(lambda: rows(app, "#runs")[0][5].endswith(" 50.0%"))
         assert app.screen.query_one("#loss-curve", Sparkline).data[-1] == 0.55
 
         await pilot.press("down", "down", "down")
         await wait_for(lambda: "r-ddqn-sol" in text(app, "#loss-title"))
         assert app.screen.query_one("#loss-curve", Sparkline).data == [1.3, 1.7]
+        await pilot.press("down")
+        await wait_for(lambda: "r-rf-eth" in text(app, "#loss-title"))
+        assert text(app, "#folds") == ("Walk-forward 2 folds  1: 2.00 (31 tr)  2: 0.40 (27 tr)"
+                                       "  ·  mean 1.20  std 0.80  score 0.80")
 
     run_scenario(app, scenario)
 

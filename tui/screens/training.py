@@ -1,5 +1,5 @@
-"""Training: runs with progress bars, model kind and status, the selected run's loss curve,
-and the compute device (the GPU's name, or "CPU")."""
+"""Training: runs with progress bars, model kind and status, timeframe and walk-forward score,
+the selected run's folds and loss curve, and the compute device (the GPU's name, or "CPU")."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tui.widgets import fmt
 from tui.widgets.table import fill, make_table, selected_key
 
 STATUS_ORDER = {"running": 0, "queued": 1, "failed": 2, "completed": 3}
-COLUMNS = ("Run", "Symbols", "Kind", "Status", "Progress", "Epoch", "Loss", "Device")
+COLUMNS = ("Run", "Symbols", "Kind", "TF", "Status", "Progress", "Epoch", "Loss", "WF score",
+           "Device")
 
 
 def compute_device(runs: tuple[Mapping[str, Any], ...]) -> str:
@@ -33,6 +34,20 @@ def _symbols(run: Mapping[str, Any]) -> str:
     return fmt.text(run.get("group"))
 
 
+def folds_line(run: Mapping[str, Any] | None) -> str:
+    """The selected run's walk-forward record: each fold's Sharpe and trades, the mean, the
+    dispersion and the score the lifecycle ranks by (mean − std/√K)."""
+    folds = fmt.get(run, "folds") if run is not None else None
+    if not isinstance(folds, (list, tuple)) or not folds:
+        return "Walk-forward: no folds yet"
+    parts = [f"{i + 1}: {fmt.num(f.get('sharpe'), 2)} ({fmt.integer(f.get('trades'))} tr)"
+             for i, f in enumerate(folds) if isinstance(f, Mapping)]
+    return (f"Walk-forward {len(parts)} folds  " + "  ".join(parts)
+            + f"  ·  mean {fmt.num(fmt.get(run, 'wf_mean'), 2)}"
+            f"  std {fmt.num(fmt.get(run, 'wf_std'), 2)}"
+            f"  score {fmt.num(fmt.get(run, 'wf_score'), 2)}")
+
+
 class TrainingScreen(MissionScreen):
     MODE = "training"
 
@@ -40,6 +55,7 @@ class TrainingScreen(MissionScreen):
         yield Static(id="training-summary", classes="summary")
         yield make_table(COLUMNS, id="runs", cursor=True)
         with Vertical(id="loss-panel"):
+            yield Static(id="folds")
             yield Static(id="loss-title")
             yield Sparkline([], id="loss-curve")
 
@@ -53,8 +69,10 @@ class TrainingScreen(MissionScreen):
             + " · ".join(f"{n} {name}" for name, n in counts.items()))
         fill(self.query_one("#runs", DataTable), ((str(r.get("run_id")), (
             fmt.text(r.get("run_id")), _symbols(r), fmt.kind(r.get("kind")),
-            fmt.status(r.get("status")), fmt.bar(r.get("percent"), 12), fmt.integer(r.get("epoch")),
-            fmt.num(r.get("loss"), 4), fmt.text(r.get("device")))) for r in runs))
+            fmt.text(r.get("timeframe")), fmt.status(r.get("status")),
+            fmt.bar(r.get("percent"), 12), fmt.integer(r.get("epoch")),
+            fmt.num(r.get("loss"), 4), fmt.num(r.get("wf_score"), 2),
+            fmt.text(r.get("device")))) for r in runs))
         self._show_curve()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -66,6 +84,7 @@ class TrainingScreen(MissionScreen):
         raw = fmt.get(run, "loss_curve")
         points = raw if isinstance(raw, (list, tuple)) else []
         curve = [v for v in map(fmt.as_float, points) if v is not None]
+        self.query_one("#folds", Static).update(folds_line(run))
         title = self.query_one("#loss-title", Static)
         if run is None:
             title.update("Loss curve: no run selected")
