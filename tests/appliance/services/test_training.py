@@ -75,8 +75,8 @@ async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx
     assert snap[0]["loss_curve"]
     # the Training screen's walk-forward record comes with each run
     assert snap[0]["timeframe"] == "5m" and len(snap[0]["folds"]) == ctx.cfg.training.folds
-    assert snap[0]["wf_score"] == models[0]["metrics"]["wf_score"] or \
-        snap[0]["model_id"] != models[0]["model_id"]
+    by_id = {m["model_id"]: m for m in models}
+    assert snap[0]["wf_score"] == by_id[snap[0]["model_id"]]["metrics"]["wf_score"]
 
     with trio.move_on_after(26 * 3600 / 60):  # to Sunday 04:00: Saturday's and Sunday's 02:00
         await training.run(ctx, jobs, life, disk_usage=ROOMY)
