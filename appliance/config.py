@@ -53,6 +53,10 @@ class SimConfig:
     slippage_bps: float = _f(2.0, lo=0.0, hi=500.0)
     taker_fee: float = _f(0.00055, lo=0.0, hi=0.01)
     starting_balance: float = _f(100_000.0, lo=0.0, hi=1e12)
+    trend_share: float = _f(0.10, lo=0.0, hi=10.0,
+                            doc="strength of the sim's learnable drift (share of a minute's "
+                                "volatility); after spreads and funding the default leaves "
+                                "an edge only on the more volatile symbols")
     delist: str = _f("", pattern=r"(\w+@\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?)(,\w+@\d{4}-\d{2}-\d{2}"
                              r"( \d{2}:\d{2})?)*|",
                      doc="plant delistings: SYMBOL@YYYY-MM-DD[ HH:MM] (UTC), comma-separated; "

@@ -69,7 +69,8 @@ class SimExchange:
         """
         self.clock = clock
         self.inline = inline
-        self.market = market or SimMarket(cfg.seed, parse_delistings(cfg.delist))
+        self.market = market or SimMarket(cfg.seed, parse_delistings(cfg.delist),
+                                          cfg.trend_share)
         self.broker = PaperBroker(
             self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
             starting_balance=cfg.starting_balance,

@@ -133,10 +133,14 @@ _TOD = _tod_profile()
 class SimMarket:
     """The synthetic market. Thread-safe for reads (caches are per instance, pure data)."""
 
-    def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None) -> None:
+    def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None,
+                 trend_share: float = TREND_SHARE) -> None:
         """``delistings`` plants a delisting: symbol → the moment (ms) it settles and closes;
-        the venue announces it (``delivery_time``) a day before (``sim.delist``)."""
+        the venue announces it (``delivery_time``) a day before (``sim.delist``).
+        ``trend_share`` sizes the learnable drift (``sim.trend_share``): 0 is a market with no
+        edge to find beyond the daily regimes, larger values are easier markets."""
         self.seed = int(seed)
+        self.trend_share = float(trend_share)
         self.delistings = dict(delistings or {})
         self._day_cache: dict[int, np.ndarray] = {}
         self._levels = np.zeros((0, len(UNIVERSE)))  # opening log-price per day
@@ -242,7 +246,7 @@ class SimMarket:
             raw[i] = lfilter([1.0], [1.0, -phi[i]], raw[i])
         raw /= np.sqrt(np.mean(raw ** 2, axis=1, keepdims=True))
         sig = self._day_sigma[day][:, None] / math.sqrt(n)
-        r = (raw + TREND_SHARE * self._trend(day, n_sym, n)) * sig
+        r = (raw + self.trend_share * self._trend(day, n_sym, n)) * sig
         target = (self._levels[day + 1] - self._levels[day])[:, None]
         r += (target - r.sum(axis=1, keepdims=True)) / n  # bridge to the day's close
         logp = self._levels[day][:, None] + np.concatenate(
