@@ -220,6 +220,12 @@ def book_bars(store: Store, book_id: str, since_ms: int = 0) -> list[dict[str, A
                         "AND ts >= ? ORDER BY symbol, ts", [book_id, since_ms])
 
 
+def refused_orders(store: Store, book_id: str, since_ms: int = 0) -> int:
+    """How many of the book's orders the risk limits refused since ``since_ms``."""
+    return int(store.sql("SELECT count(*) FROM orders WHERE book_id = ? AND ts >= ? AND "
+                         "status = 'refused'", [book_id, since_ms])[0][0])
+
+
 def book_row(store: Store, book_id: str) -> dict[str, Any] | None:
     rows = store._dicts("SELECT * FROM books WHERE book_id = ?", [book_id])
     return rows[0] if rows else None

@@ -36,6 +36,7 @@ import trio
 
 from appliance.books import Book, BookFill
 from appliance.bus import MAINTENANCE_MODE
+from appliance.clock import VirtualClock
 from appliance.contracts import Event
 from appliance.domain import Fill, OrderIntent, Side
 from appliance.exchange.base import ExchangeError
@@ -102,6 +103,14 @@ class OrderGateway:
 
     # -- the checks ------------------------------------------------------------------------
 
+    def rate_time(self, decided_ms: int | None) -> float:
+        """The moment an order counts at for the rate cap: market time, so that a sim at any
+        speed sends what real time would; on the virtual clock the bar's own time, since a
+        machine catching up decides many bars at one held moment."""
+        if decided_ms is not None and isinstance(self.ctx.clock, VirtualClock):
+            return decided_ms / 1000
+        return self.ctx.clock.now()
+
     def new_day(self, day_ms: int, equity: Decimal) -> None:
         if self.day_start is None or self.day_start[0] != day_ms:
             self.day_start = (day_ms, equity)
@@ -110,7 +119,7 @@ class OrderGateway:
               decided_ms: int | None = None) -> OrderBatch:
         """A batch over the account as it stands (a position without a bar yet is priced at
         its average price, so that exposure can always be measured)."""
-        now = self.ctx.clock.now()  # market time: a sim at any speed sends what real time would
+        now = self.rate_time(decided_ms)
         while self.order_times and self.order_times[0] < now - 60:
             self.order_times.popleft()
         equity = ledger.equity(marks)
@@ -169,7 +178,7 @@ class OrderGateway:
                     continue
                 if t0 is not None:
                     self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
-                self.order_times.append(self.ctx.clock.now())
+                self.order_times.append(self.rate_time(batch.decided_ms))
                 intent = OrderIntent(order.symbol, order.side, order.qty,
                                      reduce_only=order.reduce_only,
                                      model_id=order.book.model_id,
@@ -216,13 +225,23 @@ class OrderGateway:
 
     def add_closes(self, batch: OrderBatch, book: Book, symbols: list[str] | None = None
                    ) -> None:
-        """Reduce-only orders closing ``book``'s positions (all, or ``symbols``): allowed under
-        the kill switch, since closing never adds risk."""
+        """Orders closing ``book``'s positions (all, or ``symbols``).
+
+        The venue nets every book's position in a symbol into one, so a book's close is
+        reduce-only only as far as it shrinks that net position (allowed under the kill switch,
+        since it never adds risk); the rest — another book holds the other side — is a plain
+        order, checked like any other. Sent whole as reduce-only, the venue refused it."""
         for symbol in symbols if symbols is not None else book.open_symbols():
             qty = Decimal(str(book.qty(symbol)))
-            if qty:
-                self.add(batch, book, symbol, Side.SELL if qty > 0 else Side.BUY, abs(qty),
-                         True)
+            if not qty:
+                continue
+            side = Side.SELL if qty > 0 else Side.BUY
+            net = batch.view.positions.get(symbol, Decimal(0))
+            reducing = min(abs(qty), abs(net)) if net and (net > 0) == (qty > 0) else Decimal(0)
+            if reducing:
+                self.add(batch, book, symbol, side, reducing, True)
+            if abs(qty) - reducing:
+                self.add(batch, book, symbol, side, abs(qty) - reducing, False)
 
     async def flatten(self, ledger: Ledger, marks: Mapping[str, Decimal],
                       reason: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from appliance.bus import DEPLOYS_FROZEN
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.exchange.base import ExchangeError
+from appliance.ledger_store import refused_orders
 from appliance.logs import service_logger
 from appliance.notify import Notifier
 from appliance.promotion import PromotionRules, decide
@@ -187,7 +188,14 @@ class ShadowDesk:
                 continue
             self.ctx.metrics.parity_divergence.labels(m["model_id"]).set(div)
             self.parity[m["model_id"]] = div
-            if div > self.ctx.cfg.shadow.parity_bound:
+            refused = await self.ctx.store.run(refused_orders, self.ctx.store.store, book_id,
+                                               since_ms)
+            if refused and div > self.ctx.cfg.shadow.parity_bound:
+                # the risk limits kept the book from its targets: the replay, which trades
+                # every target, is not the strategy that could trade; reported, not an incident
+                self.log.info("parity not comparable: the risk limits refused orders",
+                              book=book_id, refused=refused, divergence=round(div, 6))
+            elif div > self.ctx.cfg.shadow.parity_bound:
                 msg = (f"{m['model_id']}: backtest and realised P&L of {book_id} differ by "
                        f"{div:.2%} over the last day (bound "
                        f"{self.ctx.cfg.shadow.parity_bound:.2%})")
