@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chaos.experiment import Experiment
-from chaos.experiments import process_kill, service_crash
+from chaos.experiments import exchange, process_kill, service_crash
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    process_kill.EXPERIMENT, service_crash.EXPERIMENT)}
+    process_kill.EXPERIMENT, exchange.OUTAGE, exchange.STORM, service_crash.EXPERIMENT)}
