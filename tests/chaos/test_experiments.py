@@ -49,7 +49,7 @@ def test_a_crash_in_each_service_is_restarted_and_data_flows_again(harness):
 def test_an_exchange_fault_degrades_then_recovers_without_a_gap(harness, name):
     result = EXPERIMENTS[name](harness, 0, fault_s=6.0)
     assert_held(result)
-    assert result.details["outage_incidents"]  # the fault did reach the appliance
+    assert result.details["refused_calls"] > 0  # the fault did reach the appliance
     assert result.details["gaps"] == {}
 
 
