@@ -162,9 +162,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--state-dir")
     c.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("chaos", help="break a scratch appliance on purpose and measure "
+                       "its recovery (MTTR)")
+    csub = p.add_subparsers(dest="chaos_command", required=True, metavar="SUBCOMMAND")
+    csub.add_parser("list", help="the experiments and their hypotheses")
+    c = csub.add_parser("run", help="run experiments (default: all) in a scratch state dir; "
+                        "exit 1 when a hypothesis failed")
+    c.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random moments "
+                   "(process-kill runs seeds S..S+4)")
+    c.add_argument("--state-dir", help="record the results as incidents of this appliance "
+                   "(default: the default state dir, when it holds one)")
+    c.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
-                                     "train", "tui", "trading", "features", "honesty"))
+                                     "train", "tui", "trading", "features", "honesty",
+                                     "chaos"))
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -366,6 +380,41 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from chaos.experiments import EXPERIMENTS
+
+    if args.chaos_command == "list":
+        rows = [{"experiment": e.name, "hypothesis": e.hypothesis, "injection": e.injection,
+                 "target_mttr_s": e.target_mttr_s} for e in EXPERIMENTS.values()]
+        _emit(args, rows, "\n".join(f"{r['experiment']:<18} {r['hypothesis']}\n"
+                                     f"{'':<18} injects: {r['injection']}; MTTR target "
+                                     f"< {r['target_mttr_s']:g}s" for r in rows))
+        return 0
+    from appliance.safety import is_state_dir
+    from chaos.runner import record, run_experiments
+
+    unknown = [n for n in args.experiments if n not in EXPERIMENTS]
+    if unknown:
+        print(f"methtrader: unknown experiment(s) {', '.join(unknown)}; known: "
+              f"{', '.join(EXPERIMENTS)} (see `methtrader chaos list`)", file=sys.stderr)
+        return 2
+    results = run_experiments(args.experiments or list(EXPERIMENTS), args.seed)
+    target = load_config(args).state_path
+    where = record(target, results) if is_state_dir(target) else None
+    data = [{"experiment": r.experiment, "held": r.held, "mttr_s": r.mttr_s, "lost": r.lost}
+            for r in results]
+    lines = [f"{'experiment':<18} {'seed':>4}  {'held':<5} {'MTTR':>8}  lost"]
+    for r in results:
+        mttr = "—" if r.mttr_s is None else f"{r.mttr_s:.2f}s"
+        lines.append(f"{r.experiment:<18} {r.details.get('seed', ''):>4}  "
+                     f"{'yes' if r.held else 'NO':<5} {mttr:>8}  {r.lost}")
+        lines += [f"{'':<18} failed: {f}" for f in r.failures]
+    if where:
+        lines.append(f"results {where}")
+    _emit(args, data, "\n".join(lines))
+    return 0 if all(r.held for r in results) else 1
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     from appliance.commands import discover
     from appliance.logs import setup_logging
@@ -559,6 +608,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resume": lambda a: _set_maintenance(a, False),
     "config": cmd_config,
     "bench": cmd_bench,
+    "chaos": cmd_chaos,
 }
 
 

@@ -233,6 +233,12 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class ChaosConfig:
+    enabled: bool = _f(False, doc="allow injected faults (command chaos_crash) in a paper "
+                                  "run; the sim always allows them, real orders never")
+
+
+@dataclass(frozen=True)
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     sim: SimConfig = field(default_factory=SimConfig)
@@ -251,6 +257,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    chaos: ChaosConfig = field(default_factory=ChaosConfig)
 
     @property
     def state_path(self) -> Path:

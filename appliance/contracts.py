@@ -61,6 +61,7 @@ class Command(StrEnum):
     RECONCILE = "reconcile"
     BACKUP = "backup"
     REPORT = "report"
+    CHAOS_CRASH = "chaos_crash"  # raise inside a named service (appliance/chaos_hook.py)
 
 
 class TradeEvent(TypedDict):

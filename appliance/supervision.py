@@ -50,6 +50,8 @@ class ServiceState:
     crash_times: deque[float] = field(default_factory=deque)
     last_crash_at: float | None = None
     recovered_in_s: float | None = None  # last crash → running again, trio time
+    scope: trio.CancelScope | None = None  # the running instance's, for an injected crash
+    crash_requested: str | None = None  # why a chaos crash was injected, until it lands
 
     def as_dict(self) -> dict[str, object]:
         return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error,
@@ -57,6 +59,10 @@ class ServiceState:
 
 
 IncidentFn = Callable[[str, str, str, str | None], Awaitable[None]]
+
+
+class ChaosCrash(RuntimeError):
+    """A crash injected on purpose (``methtrader chaos``), recorded as any other crash."""
 
 
 class Supervisor:
@@ -72,6 +78,17 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         return {name: st.as_dict() for name, st in self.states.items()}
+
+    def inject_crash(self, name: str, why: str = "chaos experiment") -> bool:
+        """Crash service ``name`` now: its running instance is cancelled at its next checkpoint
+        (its ``finally`` blocks run, as for a real exception) and the supervisor then treats it
+        exactly as an exception escaping the service. False when it is not running."""
+        st = self.states.get(name)
+        if st is None or st.state != RUNNING or st.scope is None:
+            return False
+        st.crash_requested = why
+        st.scope.cancel()
+        return True
 
     async def _incident(self, service: str, kind: str, message: str, tb: str | None) -> None:
         if self._on_incident is None:
@@ -91,7 +108,11 @@ class Supervisor:
             if st.last_crash_at is not None:
                 st.recovered_in_s = trio.current_time() - st.last_crash_at
             try:
-                await fn()
+                with trio.CancelScope() as st.scope:
+                    await fn()
+                if st.crash_requested is not None:  # cancelled by inject_crash
+                    why, st.crash_requested = st.crash_requested, None
+                    raise ChaosCrash(f"injected crash in {name}: {why}")
             except Exception as exc:  # Cancelled is a BaseException and passes through
                 now = trio.current_time()
                 tb = "".join(traceback.format_exception(exc))

@@ -36,7 +36,7 @@ from typing import Awaitable, Callable
 import trio
 from prometheus_client import start_http_server
 
-from appliance import backup, report, startup
+from appliance import backup, chaos_hook, report, startup
 from appliance.bar_hub import BarHub
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
@@ -105,8 +105,9 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
                                          ctx.cfg.jobs.stop_grace_s),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
                                           started_at),
-        operator.NAME: functools.partial(operator.run, ctx,
-                                         command_handlers(ctx, engine, notifier, life)),
+        operator.NAME: functools.partial(operator.run, ctx, {
+            **command_handlers(ctx, engine, notifier, life),
+            Command.CHAOS_CRASH: chaos_hook.crash_handler(supervisor)}),
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
         training.NAME: functools.partial(training.run, ctx, jobs, life),

@@ -10,6 +10,7 @@ crash loses at most one interval of market time.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -60,9 +61,16 @@ def performance(store: Store) -> dict[str, Any]:
 
 def incidents_snapshot(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     """The latest incidents, newest first, without tracebacks (the TUI's history after it
-    starts; new ones reach it as events)."""
+    starts; new ones reach it as events). A chaos incident carries its MTTR in its message
+    (``mttr=1.234s``, :mod:`chaos.runner`); it is given as ``mttr_s`` for the MTTR column."""
     return [{"ts": i["ts"], "service": i["service"], "kind": i["kind"],
-             "message": i["message"]} for i in store.incidents(limit)]
+             "message": i["message"], "mttr_s": _mttr(i["message"]) if i["kind"] == "chaos"
+             else None} for i in store.incidents(limit)]
+
+
+def _mttr(message: str) -> float | None:
+    m = re.search(r"mttr=([0-9.]+)s", message or "")
+    return float(m.group(1)) if m else None
 
 
 def pipeline_snapshot(store: Store, backfill: dict[str, float] | None) -> dict[str, Any]:

@@ -1,0 +1,38 @@
+"""The appliance's side of ``methtrader chaos``: a documented way to crash a service on purpose.
+
+``Command.CHAOS_CRASH {"service": name}`` (sent through the bus like any operator command)
+makes the supervisor crash that service (:meth:`Supervisor.inject_crash`), so the chaos harness
+can measure how fast it is back. It is honoured only where no real order can be at stake, never
+with real orders: always in the sim, and in a replay or a paper bybit run when ``chaos.enabled``
+is set. Anywhere else the command is refused, and the refusal is audited as every command is.
+"""
+
+from __future__ import annotations
+
+from appliance.config import Config
+from appliance.context import ServiceContext
+from appliance.supervision import Supervisor
+
+
+def chaos_allowed(cfg: Config) -> bool:
+    if cfg.general.exchange == "sim":
+        return True
+    paper = cfg.general.exchange == "replay" or cfg.bybit.paper
+    return paper and cfg.chaos.enabled
+
+
+def crash_handler(supervisor: Supervisor):
+    """The operator handler of ``chaos_crash``."""
+
+    async def handler(ctx: ServiceContext, args: dict) -> dict:
+        if not chaos_allowed(ctx.cfg):
+            raise PermissionError("chaos_crash is refused: set chaos.enabled = true (honoured "
+                                  "in sim and paper runs only, never with real orders)")
+        name = str(args.get("service", ""))
+        if name not in supervisor.states:
+            raise ValueError(f"no service {name!r}; services: {', '.join(supervisor.states)}")
+        if not supervisor.inject_crash(name, str(args.get("reason") or "chaos experiment")):
+            raise RuntimeError(f"{name} is not running ({supervisor.states[name].state})")
+        return {"crashed": name}
+
+    return handler

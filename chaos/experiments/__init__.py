@@ -1,0 +1,9 @@
+"""The experiments, most valuable first; ``methtrader chaos list`` prints them."""
+
+from __future__ import annotations
+
+from chaos.experiment import Experiment
+from chaos.experiments import exchange, process_kill, service_crash
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    process_kill.EXPERIMENT, exchange.OUTAGE, exchange.STORM, service_crash.EXPERIMENT)}
