@@ -244,9 +244,9 @@ class OrderGateway:
                 self.add(batch, book, symbol, side, abs(qty) - reducing, False)
 
     async def flatten(self, ledger: Ledger, marks: Mapping[str, Decimal],
-                      reason: str) -> dict[str, Any]:
+                      reason: str, decided_ms: int | None = None) -> dict[str, Any]:
         """Close every position of every account book (the kill switch's flatten)."""
-        batch = self.begin(ledger, marks)
+        batch = self.begin(ledger, marks, decided_ms)
         for book in ledger.account_books():
             self.add_closes(batch, book)
         fills = await self.execute(batch)

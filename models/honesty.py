@@ -176,8 +176,9 @@ def write_lake(lake: Lake, candles: Mapping[str, np.ndarray]) -> None:
 
 def _verdict(days: float, sharpe: float, trades: int, psr: float, model_id: str,
              rules: PromotionRules) -> tuple[str, str]:
-    d = decide(ShadowRecord(model_id, days, sharpe, trades, psr), None, deploys_frozen=False,
-               prod_pinned=False, rules=rules)
+    # each seed is its group's only candidate: one trial, where the DSR is the PSR against 0
+    d = decide(ShadowRecord(model_id, days, sharpe, trades, psr, 1, psr), None,
+               deploys_frozen=False, prod_pinned=False, rules=rules)
     return d.action, d.reason
 
 

@@ -112,6 +112,7 @@ class TradingEngine:
         self.started_ms = 0
         self.pending = Pending(0.0)
         self.decide_ms = 0.0
+        self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -202,6 +203,7 @@ class TradingEngine:
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS, self.ledger.equity(self.marks))
         await self.pool.refresh()
         opened, closing = self.ledger.sync(self.pool.models.values(), self.now_ms())
+        self.bar_ms = batch.end_ms
         await self.wind_down()
         self.weights = self.allocation()
         if self.ledger.fund(self.weights, self.marks) or opened or closing:
@@ -291,13 +293,19 @@ class TradingEngine:
         if order is not None:
             self.gateway.add(orders, b, symbol, *order)
 
+    def decided_at(self) -> int | None:
+        """The market moment closes are decided for: on the virtual clock the bar being
+        decided (a lagging machine must not move them past a funding time the books have not
+        reached); on the real clock now."""
+        return self.bar_ms if isinstance(self.ctx.clock, VirtualClock) else None
+
     async def wind_down(self) -> None:
         """Close what no model stands behind: books of models that left their mode period (a
         prod book by reduce-only orders, then its cash returns to the house), positions the
         house holds, and every position in a symbol the venue is delisting."""
         assert self.ledger.house is not None
         closing = [b for b in self.ledger.books.values() if b.state == CLOSING]
-        orders = self.gateway.begin(self.ledger, self.marks)
+        orders = self.gateway.begin(self.ledger, self.marks, self.decided_at())
         for b in closing:
             if b.mode == "prod":
                 self.gateway.add_closes(orders, b)
@@ -384,7 +392,8 @@ class TradingEngine:
         if not self.started:
             await self.start()
         await self.flush()  # the journal is emptied by the flatten: nothing may wait in it
-        result = await self.gateway.flatten(self.ledger, self.marks, reason)
+        result = await self.gateway.flatten(self.ledger, self.marks, reason,
+                                            self.decided_at())
         await self.save()
         return result
 

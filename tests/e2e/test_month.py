@@ -5,7 +5,7 @@ full shadow period (3 market days here); at most one prod model per group at eve
 log and from the books), the account identity at every bar, no parity incident, and every
 model's ``live`` figures in ``models --json`` recomputed from its own book's rows.
 
-The suite runs 12 market days (two shadow periods, a dozen nightly retrains) to fit CI's time;
+The suite runs 8 market days (two shadow periods, eight nightly retrains) to fit CI's time;
 ``METHTRADER_TEST_DAYS=30`` runs the full month (about three times as long).
 """
 
@@ -25,7 +25,7 @@ from models.metrics import sharpe_ratio
 from tests.e2e.conftest import methtrader, stderr_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
-DAYS = int(os.environ.get("METHTRADER_TEST_DAYS", "12"))
+DAYS = int(os.environ.get("METHTRADER_TEST_DAYS", "8"))
 
 # a market with an edge a model can find after spreads and funding (the default sim leaves
 # one only on its more volatile symbols): a month in which nothing earns promotion proves little
