@@ -74,3 +74,12 @@ def test_chaos_cli_refuses_an_unknown_experiment():
     out = methtrader("chaos", "run", "no-such-thing", check=False)
     assert out.returncode == 2 and "unknown experiment" in out.stderr
     assert "process-kill" in methtrader("chaos", "list").stdout
+
+
+def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):
+    result = EXPERIMENTS["bus-loss"](harness, 0)
+    assert_held(result)
+    assert result.details["switches off"]["switches"] == {"maintenance_mode": False,
+                                                         "deploys_frozen": False}
+    assert result.details["after kill"]["switches"]["maintenance_mode"] is True
+    assert result.details["accepted_after_kill"] == 0
