@@ -83,3 +83,11 @@ def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):
                                                          "deploys_frozen": False}
     assert result.details["after kill"]["switches"]["maintenance_mode"] is True
     assert result.details["accepted_after_kill"] == 0
+
+
+def test_refused_store_writes_are_retried_and_nothing_is_half_written(harness):
+    result = EXPERIMENTS["store-fault"](harness, 0)
+    assert_held(result)
+    assert result.details["restarts"] > 0  # the faults did reach the services
+    assert len(result.details["rounds"]) == 3
+    assert result.details["orphans"] == {} and result.details["duplicated"] == {}
