@@ -228,12 +228,13 @@ class Harness:
         self._n += 1
         return self.workdir / f"{self._n:02d}-{name}" / "state"
 
-    def start_run(self, state_dir: Path, *args: str, exchange_url: str | None = None
-                  ) -> RunProcess:
+    def start_run(self, state_dir: Path, *args: str, exchange_url: str | None = None,
+                  env: dict[str, str] | None = None) -> RunProcess:
+        """``run`` on ``state_dir`` (``env`` overrides the harness's small settings)."""
         state_dir.parent.mkdir(parents=True, exist_ok=True)
         extra = (["--exchange", "bybit", "--base-url", exchange_url] if exchange_url
                  else ["--speed", f"{self.speed:g}"])
-        run = RunProcess(state_dir, [*extra, *args], self.env,
+        run = RunProcess(state_dir, [*extra, *args], {**self.env, **(env or {})},
                          state_dir.parent / "run.err")
         self._runs.append(run)
         return run

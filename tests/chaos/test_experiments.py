@@ -91,3 +91,11 @@ def test_refused_store_writes_are_retried_and_nothing_is_half_written(harness):
     assert result.details["restarts"] > 0  # the faults did reach the services
     assert len(result.details["rounds"]) == 3
     assert result.details["orphans"] == {} and result.details["duplicated"] == {}
+
+
+def test_a_killed_worker_s_training_job_runs_again_and_registers_once(harness):
+    result = EXPERIMENTS["worker-kill"](harness, 0)
+    assert_held(result)
+    d = result.details
+    assert (d["training_runs"], d["ml_models"], d["registered_events"]) == (1, 1, 1)
+    assert any("train" in r["jobs"] for r in d["requeued"])
