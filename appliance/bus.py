@@ -74,6 +74,11 @@ class Bus:
         self.path = Path(path)
         self.command_deadline_s = command_deadline_s
         self._kill_file = self.path.parent / KILL_FILE
+        self._events_maxlen = events_maxlen
+        self._dir_fd: int | None = None
+        self._open()
+
+    def _open(self) -> None:
         if not self.path.exists():
             self.path.mkdir(parents=True, mode=OWNER_ONLY_DIR, exist_ok=True)
         opts = dict(eviction_policy="none", size_limit=2**40, timeout=30)
@@ -82,7 +87,7 @@ class Bus:
             self.cache = diskcache.Cache(str(self.path), **opts)
             opened.append(self.cache)
             self._events = diskcache.Deque(directory=str(self.path / "events"),
-                                           maxlen=events_maxlen)
+                                           maxlen=self._events_maxlen)
             opened.append(self._events._cache)
             self._commands = diskcache.Deque(directory=str(self.path / "commands"))
             opened.append(self._commands._cache)
@@ -96,10 +101,33 @@ class Bus:
                 with contextlib.suppress(Exception):
                     cache.close()
             raise BusError(f"the bus at {self.path} is damaged ({exc})") from None
+        # held open so that a deleted directory is recognised (its inode cannot be reused)
+        self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def lost(self) -> bool:
+        """Whether the directory this bus opened was deleted or replaced under it (its
+        SQLite files then live on unlinked: nobody else can see what is written there)."""
+        if self._dir_fd is None:
+            return False
+        try:
+            mine, now = os.fstat(self._dir_fd), os.stat(self.path)
+        except OSError:
+            return True
+        return mine.st_nlink == 0 or (mine.st_dev, mine.st_ino) != (now.st_dev, now.st_ino)
+
+    def reopen(self) -> None:
+        """Open the bus at :attr:`path` again, in place (every holder of this object sees the
+        new one): after :meth:`lost`, a new, empty bus, or the one another process created."""
+        with contextlib.suppress(Exception):
+            self.close()
+        self._open()
 
     def close(self) -> None:
         for store in (self.cache, self._events._cache, self._commands._cache, self._audit._cache):
             store.close()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def __enter__(self) -> "Bus":
         return self

@@ -1,8 +1,10 @@
-"""The appliance's side of ``methtrader chaos``: a documented way to crash a service on purpose.
+"""The appliance's side of ``methtrader chaos``: documented ways to break ``run`` on purpose.
 
 ``Command.CHAOS_CRASH {"service": name}`` (sent through the bus like any operator command)
 makes the supervisor crash that service (:meth:`Supervisor.inject_crash`), so the chaos harness
-can measure how fast it is back. It is honoured only where no real order can be at stake, never
+can measure how fast it is back. ``Command.CHAOS_STORE_FAULT {"fail": n, "after": k}`` lets the
+next ``k`` DuckDB write statements through and makes the ``n`` after them fail
+(:meth:`Store.inject_write_faults`; n at most 10). Both are honoured only where no real order can be at stake, never
 with real orders: always in the sim, and in a replay or a paper bybit run when ``chaos.enabled``
 is set. Anywhere else the command is refused, and the refusal is audited as every command is.
 """
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 from appliance.config import Config
 from appliance.context import ServiceContext
+from appliance.store import Store
 from appliance.supervision import Supervisor
+
+MAX_STORE_FAULTS = 10
 
 
 def chaos_allowed(cfg: Config) -> bool:
@@ -36,3 +41,16 @@ def crash_handler(supervisor: Supervisor):
         return {"crashed": name}
 
     return handler
+
+
+async def store_fault_handler(ctx: ServiceContext, args: dict) -> dict:
+    """The operator handler of ``chaos_store_fault``."""
+    if not chaos_allowed(ctx.cfg):
+        raise PermissionError("chaos_store_fault is refused: set chaos.enabled = true (honoured "
+                              "in sim and paper runs only, never with real orders)")
+    fail, after = int(args.get("fail", 1)), int(args.get("after", 0))
+    if not (1 <= fail <= MAX_STORE_FAULTS and 0 <= after <= 1000):
+        raise ValueError(f"fail must be 1..{MAX_STORE_FAULTS} and after 0..1000 "
+                         f"(got fail={fail}, after={after})")
+    await ctx.store.run(Store.inject_write_faults, ctx.store.store, fail, after)
+    return {"fail": fail, "after": after}

@@ -62,6 +62,7 @@ class Command(StrEnum):
     BACKUP = "backup"
     REPORT = "report"
     CHAOS_CRASH = "chaos_crash"  # raise inside a named service (appliance/chaos_hook.py)
+    CHAOS_STORE_FAULT = "chaos_store_fault"  # refuse the next DuckDB writes (chaos_hook.py)
 
 
 class TradeEvent(TypedDict):

@@ -9,7 +9,10 @@ journal on the bus while it runs (``job:running:<id>``). A job interrupted by a 
 leaves its note behind, and the next start of the consumer service puts it back on the queue.
 Jobs must therefore be idempotent (they are keyed by run id).
 
-Jobs get 3 attempts with exponential backoff (huey's ``retries``/``retry_backoff``).
+Jobs get 3 attempts with exponential backoff (huey's ``retries``/``retry_backoff``). A worker
+process that dies mid-job (SIGKILL, the OOM killer) takes its job with it (huey had already taken
+it off the queue, and the consumer only replaces the worker): the ``huey`` service notices the
+note of a dead pid and puts the job back (:meth:`Jobs.requeue_dead`), 3 times at most.
 
 No process outlives ``run``: the consumer watches its parent and takes its process group down
 when ``run`` dies, and each of its worker processes (and huey's scheduler) dies with the
@@ -22,6 +25,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -43,6 +48,9 @@ RETRIES = 2  # 3 attempts in all
 RETRY_DELAY_S = 5
 TRAIN_RETRY_DELAY_S = 30
 TRAINING_PREFIX = "training:"
+KILLED_PREFIX = "job:killed:"  # how often a job's worker died under it
+KILLED_TTL_S = 86400
+REQUEUE_PRIORITY = 10  # huey runs higher priorities first (the default is none: 0)
 
 
 def make_huey(state_dir: Path) -> SqliteHuey:
@@ -68,6 +76,8 @@ class Jobs:
     def bus(self) -> Bus:
         if self._bus is None:  # opened lazily: in the consumer, after the fork
             self._bus = Bus(StatePaths(self.state_dir).bus)
+        elif self._bus.lost():  # the bus directory was deleted: use the one rebuilt there
+            self._bus.reopen()
         return self._bus
 
     def register(self, name: str, fn: Callable[..., Any], *, retries: int = RETRIES,
@@ -113,6 +123,35 @@ class Jobs:
             cache.delete(key)
         return n
 
+    def requeue_dead(self, alive: Callable[[int], bool] | None = None
+                     ) -> tuple[list[str], list[str]]:
+        """Put back every running job whose worker process is gone (while the consumer runs);
+        returns the names re-queued and the names given up (a worker died under that job more
+        than ``RETRIES`` times: it would kill the next one too)."""
+        alive = alive or process_alive
+        cache = self.bus.cache
+        requeued: list[str] = []
+        dropped: list[str] = []
+        for key in [k for k in cache.iterkeys() if str(k).startswith(RUNNING_PREFIX)]:
+            note = cache.get(key)
+            if not isinstance(note, dict) or alive(int(note.get("pid") or 0)):
+                continue
+            if not cache.delete(key) or note.get("name") not in self.tasks:
+                continue
+            ident = json.dumps([note["name"], note["args"], note["kwargs"]], sort_keys=True,
+                               default=str)
+            kills_key = KILLED_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:24]
+            kills = cache.incr(kills_key, 1, default=0)
+            cache.touch(kills_key, expire=KILLED_TTL_S)
+            if kills > RETRIES + 1:
+                dropped.append(note["name"])
+                continue
+            # ahead of the queue: it was the job being worked on
+            self.huey.enqueue(self.tasks[note["name"]].s(*note["args"], priority=REQUEUE_PRIORITY,
+                                                         **note["kwargs"]))
+            requeued.append(note["name"])
+        return requeued, dropped
+
     def pending(self) -> int:
         return self.huey.pending_count()
 
@@ -135,6 +174,25 @@ def selftest(state_dir: Path, seconds: float, marker: str) -> int:
 
 PR_SET_PDEATHSIG = 1
 PARENT_POLL_S = 0.2
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, dead but not yet reaped, is not)."""
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _set_parent_death_signal() -> bool:

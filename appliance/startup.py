@@ -33,7 +33,7 @@ from appliance.logs import service_logger
 from appliance.paths import StatePaths
 from appliance.safety import DB_NAME, MARKER, loose_permissions, write_marker
 from appliance.store import Store, StoreError
-from appliance.switches import settle_at_start
+from appliance.switches import audit_log_switches, settle_at_start
 
 log = service_logger("supervisor")
 
@@ -127,21 +127,75 @@ def finish_opening(cfg: Config, findings: Findings) -> None:
                     state_dir=str(cfg.state_path), paths=findings.loose[:20])
 
 
-async def settle(ctx, findings: Findings) -> None:
-    """Incidents for what start-up found, then the switches (before any service starts)."""
+def _incident(ctx):
     async def incident(kind: str, message: str) -> None:
         await ctx.store.call("record_incident", "supervisor", kind, message, None)
         ctx.bus.publish(Event.INCIDENT, {"service": "supervisor", "kind": kind,
                                      "message": message}, service="supervisor",
                         market_ts=ctx.clock.now())
+    return incident
 
+
+def _store_call(ctx):
+    return lambda fn, *a: ctx.store.run(fn, ctx.store.store, *a)
+
+
+async def settle(ctx, findings: Findings) -> None:
+    """Incidents for what start-up found, then the switches (before any service starts)."""
+    incident = _incident(ctx)
     if findings.bus_rebuilt:
         await incident("bus_rebuilt", findings.bus_rebuilt)
     if findings.loose:
         shown = ", ".join(findings.loose[:5]) + (" ..." if len(findings.loose) > 5 else "")
         await incident("permissions", f"state dir readable by group or others: {shown}; run "
                        f"chmod -R go-rwx {ctx.cfg.state_path}")
-    switches = await settle_at_start(ctx.bus, lambda fn, *a: ctx.store.run(fn, ctx.store.store,
-                                                                           *a),
-                                     fresh=findings.fresh, incident=incident)
+    switches = await settle_at_start(ctx.bus, _store_call(ctx), fresh=findings.fresh,
+                                     incident=incident)
     log.info("switches settled", **switches)
+
+
+async def recover_lost_bus(ctx, sync_audit) -> bool:
+    """When the bus directory was deleted (or replaced) under a running ``run``: copy what its
+    journal still holds into ``audit_log`` (its unlinked files stay readable while open),
+    reopen the bus in place and restore the switches from ``audit_log`` as at start (a switch
+    that was ON stays ON). False when nothing was lost. Called by the heartbeat service.
+
+    Reopening and restoring happen without yielding to another task, so no service (nor the
+    operator's switch watch) ever sees the new bus without its switches."""
+    if not ctx.bus.lost():
+        return False
+    for _ in range(3):  # until nothing more was journalled on the lost bus meanwhile
+        try:
+            seen = ctx.bus.last_audit_seq()
+            await sync_audit(ctx)
+        except Exception as exc:  # unreadable: audit_log has what it had
+            log.warning("lost bus journal not copied", reason=str(exc))
+            seen = None
+        from_db = await _store_call(ctx)(audit_log_switches)
+        if seen is None or _quiet(ctx.bus.last_audit_seq, seen):
+            break
+    ctx.bus.reopen()
+    found: list[tuple[str, str]] = []
+
+    async def prefetched(fn, *args):  # no checkpoint: the restore below does not yield
+        assert fn is audit_log_switches, fn
+        return from_db
+
+    async def collect(kind: str, message: str) -> None:
+        found.append((kind, message))
+
+    switches = await settle_at_start(ctx.bus, prefetched, fresh=False, incident=collect)
+    log.error("bus directory lost under run: reopened it", bus=str(ctx.bus.path), **switches)
+    incident = _incident(ctx)
+    await incident("bus_lost", f"the bus directory {ctx.bus.path} was deleted or replaced "
+                   "while run was running; reopened it, switches restored from audit_log")
+    for kind, message in found:
+        await incident(kind, message)
+    return True
+
+
+def _quiet(last_seq, seen: int) -> bool:
+    try:
+        return last_seq() == seen
+    except Exception:
+        return True

@@ -173,6 +173,13 @@ class StoreError(RuntimeError):
     """The DuckDB file cannot be used as asked (locked, or at another schema version)."""
 
 
+class InjectedWriteFault(StoreError):
+    """A write refused on purpose (``chaos_store_fault``, :mod:`appliance.chaos_hook`)."""
+
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
             ) -> list[tuple[Any, ...]]:
     """Execute and drain: DuckDB 2 streams results, and an undrained one blocks the
@@ -250,6 +257,7 @@ class Store:
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._faults = (0, 0)  # (writes still let through, writes then refused): chaos only
         self.con = connect(self.path, read_only=read_only)
         if not read_only:
             if 0 < (version := schema_version(self.con)) < SCHEMA_VERSION:
@@ -431,7 +439,24 @@ class Store:
         return float(rows[0][0]) if rows else None
 
     def sql(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        if self._faults[1] and sql.lstrip()[:6].upper() in WRITES:
+            self._fault_write()
         return run_sql(self.con, sql, params)
+
+    def inject_write_faults(self, fail: int, after: int = 0) -> None:
+        """Let the next ``after`` write statements (INSERT, UPDATE, DELETE) through, then make
+        the ``fail`` after them raise :class:`InjectedWriteFault`; a write inside a
+        transaction then meets its rollback. Chaos only (:mod:`appliance.chaos_hook`)."""
+        self._faults = (max(0, int(after)), max(0, int(fail)))
+
+    def _fault_write(self) -> None:
+        skip, fail = self._faults
+        if skip:
+            self._faults = (skip - 1, fail)
+            return
+        self._faults = (0, fail - 1)
+        raise InjectedWriteFault(f"injected store fault (chaos): write refused, {fail - 1} "
+                                 "more to come")
 
     def _dicts(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(sql, params or [])

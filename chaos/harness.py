@@ -67,6 +67,7 @@ class RunProcess:
                                       "--metrics-port", "0", *args],
                                      stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"),
                                      env={**os.environ, **env})
+        self.env = env
         self._bus: Bus | None = None
 
     @property
@@ -80,7 +81,7 @@ class RunProcess:
     def bus(self) -> Bus | None:
         """The bus of the state dir (opened once it exists; reopened after it was deleted)."""
         path = StatePaths(self.state_dir).bus
-        if self._bus is not None and not path.is_dir():
+        if self._bus is not None and self._bus.lost():
             self.drop_bus()
         if self._bus is None and path.is_dir():
             self._bus = Bus(path)
@@ -144,6 +145,12 @@ class RunProcess:
                 return took
             time.sleep(POLL_S)
         return None
+
+    def cli(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+        """``methtrader ARGS --state-dir <this state dir>`` as the operator runs it."""
+        return subprocess.run([*METHTRADER, *args, "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, **self.env})
 
     def kill(self) -> None:
         """SIGKILL: no clean-up at all."""
@@ -221,12 +228,13 @@ class Harness:
         self._n += 1
         return self.workdir / f"{self._n:02d}-{name}" / "state"
 
-    def start_run(self, state_dir: Path, *args: str, exchange_url: str | None = None
-                  ) -> RunProcess:
+    def start_run(self, state_dir: Path, *args: str, exchange_url: str | None = None,
+                  env: dict[str, str] | None = None) -> RunProcess:
+        """``run`` on ``state_dir`` (``env`` overrides the harness's small settings)."""
         state_dir.parent.mkdir(parents=True, exist_ok=True)
         extra = (["--exchange", "bybit", "--base-url", exchange_url] if exchange_url
                  else ["--speed", f"{self.speed:g}"])
-        run = RunProcess(state_dir, [*extra, *args], self.env,
+        run = RunProcess(state_dir, [*extra, *args], {**self.env, **(env or {})},
                          state_dir.parent / "run.err")
         self._runs.append(run)
         return run

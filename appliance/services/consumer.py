@@ -4,7 +4,9 @@ Before each start it re-queues jobs that a previous consumer left unfinished (se
 :mod:`appliance.jobs`). On stop it asks the consumer to finish gracefully (SIGINT), and after
 ``grace_s`` interrupts it (SIGTERM, then SIGKILL): a job cut short stays in the journal and is
 re-queued next time, so nothing is lost and shutdown stays within its bound. If the consumer
-exits by itself, this service raises and the supervisor restarts it with backoff.
+exits by itself, this service raises and the supervisor restarts it with backoff. While it
+runs, a job whose worker process died under it (the consumer only replaces the worker) is put
+back on the queue every ``WATCH_S`` (:meth:`Jobs.requeue_dead`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from appliance.jobs import Jobs
 from appliance.logs import service_logger
 
 NAME = "huey"
+WATCH_S = 1.0
 
 
 def _signal_group(proc: trio.Process, sig: signal.Signals) -> None:
@@ -52,8 +55,34 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid())]
     ctx.beat(NAME)
-    # its own session: a terminal's Ctrl-C reaches only `run`, which stops the consumer itself
-    proc = await trio.run_process(cmd, check=False, start_new_session=True,
-                                  deliver_cancel=functools.partial(stop_consumer,
-                                                                   grace_s=grace_s))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_workers, ctx, jobs)
+        # its own session: a terminal's Ctrl-C reaches only `run`, which stops the consumer
+        proc = await trio.run_process(cmd, check=False, start_new_session=True,
+                                      deliver_cancel=functools.partial(stop_consumer,
+                                                                       grace_s=grace_s))
+        nursery.cancel_scope.cancel()
     raise RuntimeError(f"job consumer exited with code {proc.returncode}")
+
+
+async def watch_workers(ctx: ServiceContext, jobs: Jobs) -> None:
+    """Re-queue the jobs of dead workers until cancelled (never raises: the consumer matters
+    more than this watch)."""
+    log = service_logger(NAME)
+    while True:
+        await trio.sleep(WATCH_S)
+        ctx.beat(NAME)
+        try:
+            requeued, dropped = await trio.to_thread.run_sync(jobs.requeue_dead)
+        except Exception as exc:
+            log.warning("could not check the running jobs", reason=str(exc))
+            continue
+        if requeued:
+            log.warning("a worker died mid-job: re-queued its job", jobs=requeued)
+            ctx.bus.publish(Event.JOBS_REQUEUED, {"count": len(requeued), "jobs": requeued,
+                                                  "reason": "worker died"}, service=NAME)
+        for name in dropped:
+            message = (f"job {name} dropped: its worker process died under it more than "
+                       "3 times")
+            log.error(message)
+            await ctx.store.call("record_incident", NAME, "job_lost", message, None)

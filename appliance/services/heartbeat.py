@@ -21,6 +21,8 @@ import trio
 from appliance.clock import VirtualClock, save_virtual_clock
 from appliance.context import ServiceContext
 from appliance.contracts import Snapshot
+from appliance.services.operator import sync_audit
+from appliance.startup import recover_lost_bus
 from appliance.store import Store
 from models.metrics import periods_per_year, sharpe_ratio
 
@@ -118,6 +120,8 @@ async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, ob
     last_snapshot = 0.0
     while True:
         ctx.beat(NAME)
+        if await recover_lost_bus(ctx, sync_audit):
+            last_snapshot = 0.0
         states = services()
         ctx.bus.beat(heartbeat_payload(ctx, states, started_at))
         ctx.metrics.maintenance_mode.set(1 if ctx.bus.maintenance_mode else 0)

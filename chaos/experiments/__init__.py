@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from chaos.experiment import Experiment
-from chaos.experiments import exchange, process_kill, service_crash
+from chaos.experiments import bus_loss, exchange, process_kill, service_crash, store_fault, worker_kill
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    process_kill.EXPERIMENT, exchange.OUTAGE, exchange.STORM, service_crash.EXPERIMENT)}
+    process_kill.EXPERIMENT, exchange.OUTAGE, exchange.STORM, service_crash.EXPERIMENT,
+    bus_loss.EXPERIMENT, store_fault.EXPERIMENT, worker_kill.EXPERIMENT)}

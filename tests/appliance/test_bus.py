@@ -210,3 +210,22 @@ def test_an_undeclared_event_snapshot_or_command_is_refused_by_name(tmp_path):
     bus.publish("trade", {"symbol": "ETHUSDT"})  # a member is its string
     assert [e["kind"] for e in bus.events_since(0)] == ["trade", "trade"]
     assert type(bus.events_since(0)[0]["kind"]) is str  # the bus stores plain strings
+
+
+def test_a_bus_knows_when_its_directory_was_deleted_or_replaced_and_reopens_in_place(tmp_path):
+    import shutil
+
+    bus = Bus(tmp_path / "bus")
+    bus.set_switch("maintenance_mode", True, actor="t", reason="r")
+    assert not bus.lost()
+    shutil.rmtree(tmp_path / "bus")
+    assert bus.lost()  # still writable, but nobody else can see it
+    other = Bus(tmp_path / "bus")  # another process recreates it first
+    assert bus.lost()
+    bus.reopen()
+    assert not bus.lost()
+    assert bus.switch_record("maintenance_mode") is None  # the new bus: what was lost is gone
+    bus.set_tradable_pairs(["BTCUSDT"])
+    assert other.tradable_pairs() == ["BTCUSDT"]  # the same bus as other processes now
+    other.close()
+    bus.close()

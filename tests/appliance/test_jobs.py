@@ -77,3 +77,29 @@ def test_a_job_failing_twice_is_retried_and_registered_once(tmp_path):
     assert lifecycle.register(store, receipt, now=2.0) == []
     assert store.sql("SELECT count(*) FROM training_runs")[0][0] == 1
     store.close()
+
+
+def test_a_job_whose_worker_died_is_requeued_first_and_given_up_after_three_deaths(tmp_path):
+    import os
+
+    from appliance.jobs import RUNNING_PREFIX, process_alive
+
+    calls: list[str] = []
+    jobs = Jobs(tmp_path, defaults=False)
+    try:
+        jobs.register("work", lambda state_dir, tag: calls.append(tag))
+        jobs.enqueue("work", "other")  # queued before the job whose worker dies
+        dead = 2**22 + 17  # above pid_max's default: no such process
+        assert not process_alive(dead) and process_alive(os.getpid())
+        note = {"name": "work", "args": ["killed"], "kwargs": {}, "started": 0.0, "pid": dead}
+        jobs.bus.cache.set(f"{RUNNING_PREFIX}a", {**note, "pid": os.getpid()})  # still working
+        for attempt in range(4):
+            jobs.bus.cache.set(f"{RUNNING_PREFIX}{attempt}", note)
+            requeued, dropped = jobs.requeue_dead()
+            assert (requeued, dropped) == ((["work"], []) if attempt < 3 else ([], ["work"]))
+        assert [j["pid"] for j in jobs.running()] == [os.getpid()]  # the live one is kept
+        first = jobs.huey.dequeue()
+        assert first.args == ("killed",)  # ahead of the job queued before it
+        assert jobs.pending() == 3  # two more re-queues of it, and "other"
+    finally:
+        jobs.close()

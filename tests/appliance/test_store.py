@@ -88,3 +88,17 @@ def test_audit_copy_is_idempotent_on_bus_sequence(tmp_path):
     assert store.max_audit_seq() == 3
     assert [r["bus_seq"] for r in store.audit_log()] == [3, 2, 1]
     store.close()
+
+
+def test_an_injected_write_fault_inside_a_batch_rolls_the_whole_batch_back(tmp_path):
+    from appliance.store import InjectedWriteFault
+
+    store = Store(tmp_path / "m.duckdb")
+    rows = candles(1_700_000_000_000, 10)
+    store.inject_write_faults(1, after=1)  # the second symbol's INSERT fails
+    with pytest.raises(InjectedWriteFault):
+        store.upsert_candle_batches("1m", {"BTCUSDT": rows, "ETHUSDT": rows})
+    assert store.candle_count() == 0  # the first symbol's rows went with the rollback
+    assert store.upsert_candle_batches("1m", {"BTCUSDT": rows, "ETHUSDT": rows}) == 20
+    assert store.candle_count() == 20  # one fault, then writes pass again
+    store.close()

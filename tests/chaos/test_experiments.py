@@ -74,3 +74,28 @@ def test_chaos_cli_refuses_an_unknown_experiment():
     out = methtrader("chaos", "run", "no-such-thing", check=False)
     assert out.returncode == 2 and "unknown experiment" in out.stderr
     assert "process-kill" in methtrader("chaos", "list").stdout
+
+
+def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):
+    result = EXPERIMENTS["bus-loss"](harness, 0)
+    assert_held(result)
+    assert result.details["switches off"]["switches"] == {"maintenance_mode": False,
+                                                         "deploys_frozen": False}
+    assert result.details["after kill"]["switches"]["maintenance_mode"] is True
+    assert result.details["accepted_after_kill"] == 0
+
+
+def test_refused_store_writes_are_retried_and_nothing_is_half_written(harness):
+    result = EXPERIMENTS["store-fault"](harness, 0)
+    assert_held(result)
+    assert result.details["restarts"] > 0  # the faults did reach the services
+    assert len(result.details["rounds"]) == 3
+    assert result.details["orphans"] == {} and result.details["duplicated"] == {}
+
+
+def test_a_killed_worker_s_training_job_runs_again_and_registers_once(harness):
+    result = EXPERIMENTS["worker-kill"](harness, 0)
+    assert_held(result)
+    d = result.details
+    assert (d["training_runs"], d["ml_models"], d["registered_events"]) == (1, 1, 1)
+    assert any("train" in r["jobs"] for r in d["requeued"])
