@@ -127,7 +127,7 @@ def parity_divergence(store: Store, book_id: str, since_ms: int, interval: str,
         rates = np.stack([funding_per_bar(close_ms, funding.get(s, ())) for s in symbols],
                          axis=1)
     r = replay(close, target, np.array([costs.price_impact(s) for s in symbols]),
-               costs.taker_fee, funding=rates)
+               np.array([costs.fee(s) for s in symbols]), funding=rates)
     return abs(float(r.equity[-1] / r.equity[0] - 1.0) - (last / first - 1.0))
 
 

@@ -57,6 +57,12 @@ class CostModel:
     taker_fee: float = DEFAULT_TAKER_FEE
     slippage: float = DEFAULT_SLIPPAGE
     half_spread: Mapping[str, float] = field(default_factory=dict)
+    fees: Mapping[str, float] = field(default_factory=dict)  # the venue's rate, where it says
+
+    def fee(self, symbol: str) -> float:
+        """The taker fee of ``symbol``: the venue's own rate where it gave one, else the
+        configured one."""
+        return float(self.fees.get(symbol, self.taker_fee))
 
     def price_impact(self, symbol: str) -> float:
         """How far from the close a fill happens, as a fraction of it (slippage + half
@@ -65,15 +71,19 @@ class CostModel:
 
     def per_side(self, symbol: str) -> float:
         """The fraction of notional one side of a trade costs (fee + impact)."""
-        return self.taker_fee + self.price_impact(symbol)
+        return self.fee(symbol) + self.price_impact(symbol)
 
     def fill_price(self, symbol: str, close: float, qty: float) -> float:
         """Where a buy (``qty`` > 0) or a sell fills against the close."""
         return close * (1.0 + math.copysign(self.price_impact(symbol), qty))
 
     def with_spreads(self, spreads: Mapping[str, float]) -> "CostModel":
-        return CostModel(self.taker_fee, self.slippage, dict(spreads))
+        return CostModel(self.taker_fee, self.slippage, dict(spreads), self.fees)
+
+    def with_fees(self, fees: Mapping[str, float]) -> "CostModel":
+        return CostModel(self.taker_fee, self.slippage, self.half_spread, dict(fees))
 
     def as_dict(self) -> dict[str, object]:
         return {"taker_fee": self.taker_fee, "slippage": self.slippage,
+                **({"fees": dict(sorted(self.fees.items()))} if self.fees else {}),
                 "half_spread": {s: round(v, 8) for s, v in sorted(self.half_spread.items())}}

@@ -38,12 +38,14 @@ class Replay:
     gross: np.ndarray  # (S,) P&L per symbol before costs and funding
 
 
-def replay(close: np.ndarray, fraction: np.ndarray, impact: np.ndarray, taker_fee: float, *,
+def replay(close: np.ndarray, fraction: np.ndarray, impact: np.ndarray,
+           taker_fee: float | np.ndarray, *,
            funding: np.ndarray | None = None, capital: float = 1.0,
            min_trade: np.ndarray | None = None) -> Replay:
     """Replay ``fraction`` (T, S) targets over ``close`` (T, S) (module docstring).
 
-    ``impact`` (S,) is each symbol's slippage plus half spread, ``funding`` (T, S) the rate due
+    ``impact`` (S,) is each symbol's slippage plus half spread, ``taker_fee`` one rate or (S,)
+    per symbol, ``funding`` (T, S) the rate due
     at each bar (0 where none), ``min_trade`` (S,) the smallest position change traded.
     """
     c = np.asarray(close, dtype=np.float64)

@@ -56,6 +56,11 @@ class Exchange(Protocol):
         without funding (spot, or a replay file set without a funding file)."""
         ...
 
+    async def fee_rates(self) -> dict[str, float]:
+        """The account's taker fee rate per symbol where the venue tells it (Bybit with keys:
+        ``/v5/account/fee-rate``); empty where it does not, and the configured fee applies."""
+        ...
+
     def serves(self, symbol: str, interval: str) -> bool:
         """Whether candles of ``interval`` exist for ``symbol`` (replay folders mix them)."""
         ...

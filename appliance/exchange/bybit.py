@@ -47,7 +47,8 @@ from appliance.exchange.base import PAPER, REAL_TIME, VOLUME_BAR, ExchangeError
 from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, BybitApiError,
                                            Envelope, MalformedResponse, OrderState,
                                            ValidationError, json_body, parse_envelope,
-                                           parse_funding_history, parse_instruments,
+                                           parse_fee_rates, parse_funding_history,
+                                           parse_instruments,
                                            parse_klines, parse_order_ack,
                                            parse_orders, parse_positions, parse_server_time,
                                            parse_tickers, parse_wallet, query_string, sign)
@@ -559,6 +560,15 @@ class BybitExchange:
                                priority=Priority.ORDER, signed=True)
         wallet, equity = self._parse(path, parse_wallet, env.result, "USDT")
         return Balance("USDT", wallet, equity, tuple(await self.positions()))
+
+    async def fee_rates(self) -> dict[str, float]:
+        """The account's taker fee per linear symbol; empty without keys (nothing to ask)."""
+        if not (self.settings.api_key and self.settings.api_secret):
+            return {}
+        path = "/v5/account/fee-rate"
+        env = await self._call("GET", path, {"category": "linear"}, priority=Priority.DISCOVERY,
+                               signed=True)
+        return self._parse(path, parse_fee_rates, env.result)
 
     def rate_limit_usage(self) -> float:
         return self.limiter.max_usage()

@@ -385,6 +385,19 @@ def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
     return out, str(cursor)
 
 
+def parse_fee_rates(result: Mapping[str, Any]) -> dict[str, float]:
+    """``/v5/account/fee-rate``: the taker fee rate per symbol (a fraction, in [0, 1%])."""
+    out = {}
+    for i, item in enumerate(_list(result, "fee-rate")):
+        symbol = str(_field(item, "symbol", f"fee-rate {i}"))
+        taker = to_float(_field(item, "takerFeeRate", f"fee-rate {symbol}"),
+                         f"fee-rate {symbol} takerFeeRate")
+        if not 0.0 <= taker <= 0.01:
+            raise ValidationError(f"fee-rate {symbol}: takerFeeRate {taker} is not a fee rate")
+        out[symbol] = taker
+    return out
+
+
 def parse_wallet(result: Mapping[str, Any], coin: str) -> tuple[Decimal, Decimal]:
     """(wallet balance, equity) of ``coin`` in the first account of a wallet-balance result."""
     accounts = _list(result, "wallet")

@@ -192,6 +192,17 @@ class Account:
                 "updatedTime": str(now)})
         return {"category": "linear", "nextPageCursor": "", "list": rows}
 
+    def fee_rates(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``/v5/account/fee-rate``: this account's taker/maker rates per linear symbol (the
+        paper broker's taker fee; the maker rate is Bybit's usual 0.02%)."""
+        if params.get("category") != "linear":
+            raise ApiFault(10001, "params error: category only support linear here")
+        wanted = params.get("symbol")
+        symbols = [wanted] if wanted else self.market.symbols()
+        taker = dec(self.broker.taker_fee)
+        return {"list": [{"symbol": s, "takerFeeRate": taker, "makerFeeRate": "0.0002"}
+                         for s in symbols]}
+
     def wallet(self, params: Mapping[str, str]) -> dict[str, Any]:
         if params.get("accountType") != "UNIFIED":
             raise ApiFault(10001, "params error: accountType only support UNIFIED")

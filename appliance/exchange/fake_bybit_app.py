@@ -38,6 +38,7 @@ DEFAULT_ENDPOINT_LIMITS: Mapping[str, int] = {
     "/v5/market/kline": 100, "/v5/market/funding/history": 50, "/v5/order/create": 10,
     "/v5/order/cancel": 10,
     "/v5/order/realtime": 50, "/v5/position/list": 50, "/v5/account/wallet-balance": 50,
+    "/v5/account/fee-rate": 10,
 }
 
 
@@ -153,6 +154,7 @@ _PRIVATE: Mapping[tuple[str, str], Callable[[Account, Mapping[str, Any]], dict[s
     ("GET", "/v5/order/realtime"): Account.open_orders,
     ("GET", "/v5/position/list"): Account.positions,
     ("GET", "/v5/account/wallet-balance"): Account.wallet,
+    ("GET", "/v5/account/fee-rate"): Account.fee_rates,
 }
 
 

@@ -414,6 +414,10 @@ class ReplayExchange:
     async def cancel_order(self, symbol: str, order_id: str) -> None:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
 
+    async def fee_rates(self) -> dict[str, float]:
+        """None from the venue: the configured taker fee applies to every symbol."""
+        return {}
+
     async def funding_rates(self, symbol: str, start_ms: int, end_ms: int
                             ) -> list[tuple[int, float]]:
         await trio.lowlevel.checkpoint()

@@ -144,6 +144,10 @@ class SimExchange:
         self._settle(now)
         return self.broker.balance()
 
+    async def fee_rates(self) -> dict[str, float]:
+        """None from the venue: the configured taker fee applies to every symbol."""
+        return {}
+
     async def funding_rates(self, symbol: str, start_ms: int, end_ms: int
                             ) -> list[tuple[int, float]]:
         end = min(end_ms, now_ms(self.clock))

@@ -36,5 +36,5 @@ class PaperDesk:
         if diff == 0 or (lot is not None and abs(diff) < float(lot) * self.size_fraction):
             return None
         fill_price = self.costs.fill_price(symbol, price, diff)
-        return book.apply(symbol, diff, fill_price, abs(diff) * fill_price * self.costs.taker_fee,
-                          ts)
+        return book.apply(symbol, diff, fill_price,
+                          abs(diff) * fill_price * self.costs.fee(symbol), ts)

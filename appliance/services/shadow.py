@@ -206,7 +206,8 @@ class ShadowDesk:
 
     async def venue_costs(self, symbols: list[str], since_ms: int, now_ms: int
                           ) -> tuple[CostModel, dict[str, list[tuple[int, float]]]]:
-        """The costs the venue charges now: quoted half spreads and the funding rates since
+        """The costs the venue charges now: quoted half spreads, the account's fee rates and
+        the funding rates since
         ``since_ms`` (each left out, with a warning, when the venue cannot say)."""
         sim = self.ctx.cfg.sim
         costs = CostModel(sim.taker_fee, sim.slippage_bps / 10_000)
@@ -215,6 +216,7 @@ class ShadowDesk:
             quotes = {t.symbol: quoted_half_spread(t.bid, t.ask)
                       for t in await self.ctx.exchange.tickers() if t.bid and t.ask}
             costs = costs.with_spreads({s: h for s, h in quotes.items() if h is not None})
+            costs = costs.with_fees(await self.ctx.exchange.fee_rates())
             for symbol in symbols:
                 funding[symbol] = await self.ctx.exchange.funding_rates(symbol, since_ms,
                                                                         now_ms)

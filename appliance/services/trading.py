@@ -165,8 +165,9 @@ class TradingEngine:
         await self.refresh_spreads()
 
     async def refresh_spreads(self) -> None:
-        """The shadow books' half spreads from the venue's quoted top of book (a symbol
-        without a quote keeps its last one; none at all: slippage only)."""
+        """The shadow books' costs from the venue: half spreads from its quoted top of book (a
+        symbol without a quote keeps its last one; none at all: slippage only) and the
+        account's taker fee per symbol where it gives one (else the configured fee)."""
         try:
             tickers = await self.ctx.exchange.tickers()
         except ExchangeError as exc:
@@ -178,6 +179,13 @@ class TradingEngine:
             if h is not None:
                 spreads[t.symbol] = h
         self.costs = self.costs.with_spreads(spreads)
+        try:
+            fees = await self.ctx.exchange.fee_rates()
+        except ExchangeError as exc:
+            self.log.warning("no fee rates from the venue; keeping the last", error=str(exc))
+        else:
+            if fees:
+                self.costs = self.costs.with_fees(fees)
         self.desk.costs = self.costs
 
     async def reconcile(self) -> list[str]:

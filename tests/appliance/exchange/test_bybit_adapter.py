@@ -18,7 +18,7 @@ from appliance.exchange.bybit import BybitApiError, BybitExchange, BybitSettings
 from appliance.exchange.fake_bybit import FakeLimits
 from appliance.exchange.ratelimit import Priority, RateLimiter
 from appliance.exchange.simmarket import SimMarket
-from models.costs import quoted_half_spread
+from models.costs import CostModel, quoted_half_spread
 
 from tests.appliance.exchange.bybit_fixtures import KEY, SECRET, T0, at_window_start, fake_bybit
 
@@ -311,3 +311,27 @@ async def test_settings_validation_and_secrets_out_of_repr():
     s = BybitSettings(network="testnet", api_key="k-123", api_secret="s-456")
     assert s.url == "https://api-testnet.bybit.com"
     assert "s-456" not in repr(s) and "k-123" not in repr(s)
+
+
+async def test_the_accounts_fee_rate_per_symbol_comes_from_the_venue_when_keys_exist():
+    """Issue 10, costs: the venue's own per-symbol taker fee when keys exist and the endpoint
+    answers; without keys nothing is asked and the configured fee applies."""
+    async with fake_bybit(taker_fee=0.0004) as (app, url):
+        async with BybitExchange(settings(url)) as keyless:
+            assert await keyless.fee_rates() == {}
+        assert app.stats.by_path.get("/v5/account/fee-rate", 0) == 0
+        async with BybitExchange(live(url)) as ex:
+            fees = await ex.fee_rates()
+    assert fees["BTCUSDT"] == 0.0004 and set(fees) == set(SimMarket.symbols())
+    costs = CostModel(taker_fee=0.00055).with_fees(fees)
+    assert costs.fee("BTCUSDT") == 0.0004 and costs.fee("NOTLISTED") == 0.00055
+    assert costs.with_spreads({"BTCUSDT": 1e-4}).fee("BTCUSDT") == 0.0004  # kept
+
+
+async def test_a_fee_rate_that_is_not_one_is_refused():
+    from appliance.exchange.bybit_wire import parse_fee_rates
+    assert parse_fee_rates({"list": [{"symbol": "BTCUSDT", "takerFeeRate": "0.00055",
+                                      "makerFeeRate": "0.0002"}]}) == {"BTCUSDT": 0.00055}
+    for bad in ("-0.001", "0.5", "nan"):
+        with pytest.raises(ValidationError):
+            parse_fee_rates({"list": [{"symbol": "BTCUSDT", "takerFeeRate": bad}]})
