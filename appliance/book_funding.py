@@ -5,8 +5,9 @@ must charge the same amounts to the books that held the positions, or the accoun
 ``venue = house + Σ prod books`` breaks by the funding, and a shadow book's record would leave
 out a cost its prod book would pay. So on each decided bar, before any of its fills, every open
 book pays each funding time in ``(book.funded_to, bar close]`` on the positions it holds, at the
-price of that moment (the close of the bar that closed then; a book waits for that bar when it
-has not arrived yet) and the venue's rate
+price of that moment (the close of the bar that closed then; when that bar has not arrived
+yet, the payment is owed on the quantity held at the funding time and made when it does) and
+the venue's rate
 (:meth:`Exchange.funding_rates`: the sim's series, Bybit's funding history, a replay's file).
 
 Rates are fetched once per symbol and funding time and kept for the other books. When the venue
@@ -31,6 +32,8 @@ class FundingClerk:
         self.rates_of = rates_of
         self.keep = keep
         self.rates: dict[tuple[str, int], float] = {}  # (symbol, funding time) -> rate
+        # payments whose price was not known yet: (book, symbol, qty then, time, rate)
+        self.owed: list[tuple[Book, str, object, int, float]] = []
 
     async def rate(self, symbol: str, t_ms: int) -> float:
         """The rate settled at ``t_ms`` (0 where the venue had none for the symbol)."""
@@ -46,24 +49,39 @@ class FundingClerk:
         """Charge every funding time up to ``upto_ms`` that a book has not paid yet, on the
         positions it holds now; returns the number of payments. A failed rate fetch propagates
         (the caller retries on the next bar): a book's ``funded_to`` moves past a funding time
-        only once all of that time's payments were made, so none is ever made twice."""
-        paid = 0
+        only once all of that time's rates are known, so none is ever paid twice.
+
+        A position whose price at the funding time is not known yet (that symbol's bar has not
+        arrived) is owed with the quantity held *then* and paid when the price comes: paying it
+        later on whatever the book holds by then would not be what the venue charged."""
+        paid = self._pay_owed(price_at)
         for book in books:
             assert book.funded_to is not None
             for t in funding_times(book.funded_to, upto_ms):
                 dues = []
                 for symbol in book.open_symbols():
                     rate = await self.rate(symbol, t)
-                    price = price_at(symbol, t) if rate else None
-                    if rate and price is None:
-                        break  # no price of that moment yet (its bar is still to come)
                     if rate:
-                        dues.append((symbol, price, rate))
-                else:
-                    for symbol, price, rate in dues:
+                        dues.append((symbol, book.qty(symbol), rate))
+                for symbol, qty, rate in dues:
+                    price = price_at(symbol, t)
+                    if price is None:
+                        self.owed.append((book, symbol, qty, t, rate))
+                    else:
                         book.pay_funding(symbol, price, rate)
                         paid += 1
-                    book.funded_to = t
-                    continue
-                break
+                book.funded_to = t
+        return paid
+
+    def _pay_owed(self, price_at: PriceAt) -> int:
+        """Payments owed since their price was unknown, made now that it is."""
+        paid, still = 0, []
+        for book, symbol, qty, t, rate in self.owed:
+            price = price_at(symbol, t)
+            if price is None:
+                still.append((book, symbol, qty, t, rate))
+            else:
+                book.pay_funding(symbol, price, rate, qty=qty)
+                paid += 1
+        self.owed = still
         return paid

@@ -149,10 +149,11 @@ class Book:
         return BookFill(self.book_id, fill_id, symbol, q, p, f, ts, float(realized - f), trade)
 
 
-    def pay_funding(self, symbol: str, price: Num, rate: float) -> Num:
-        """Charge the funding of the ``symbol`` position held now at one funding time where the
-        price was ``price`` and the rate ``rate``; returns what was paid."""
-        qty = self.qty(symbol)
+    def pay_funding(self, symbol: str, price: Num, rate: float, qty: Num | None = None) -> Num:
+        """Charge the funding of the ``symbol`` position (held now, or ``qty``: what was held
+        at the funding time) at one funding time where the price was ``price`` and the rate
+        ``rate``; returns what was paid."""
+        qty = self.qty(symbol) if qty is None else self.num(qty)
         if not qty or not rate:
             return self.num(0)
         if self.exact:

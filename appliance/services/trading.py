@@ -268,7 +268,8 @@ class TradingEngine:
         an hour, the latest mark."""
         assert self.ledger.house is not None
         books = [self.ledger.house, *self.ledger.books.values()]
-        before = {b.book_id: b.funded_to for b in books}
+        watched = {b.book_id: b for b in [*books, *(o[0] for o in self.funding.owed)]}
+        before = {i: (b.funded_to, b.cash) for i, b in watched.items()}
         try:
             paid = await self.funding.settle(books, upto_ms, lambda s, t: self.close_at(
                 s, t) or (self.marks.get(s) if upto_ms - t >= HOUR_MS else None))
@@ -276,7 +277,8 @@ class TradingEngine:
             self.log.warning("funding rates unavailable; the books pay them on a later bar",
                              error=str(exc))
             paid = 0
-        self.ledger.dirty.update(b.book_id for b in books if b.funded_to != before[b.book_id])
+        self.ledger.dirty.update(i for i, b in watched.items()
+                                 if (b.funded_to, b.cash) != before[i])
         if paid:
             self.log.debug("funding paid", payments=paid, upto_ms=upto_ms)
 
@@ -350,7 +352,9 @@ class TradingEngine:
         account = {"equity": self.ledger.equity(self.marks), "cash": self.ledger.house.cash,
                    "venue": venue_at(await self.ctx.exchange.balance(), self.marks),
                    # the venue settles funding up to now; the books on the funding time's bar
-                   "comparable": not funding_times(marked_ts, self.now_ms()),
+                   # ... and any payment still owed for want of its price
+                   "comparable": not (funding_times(marked_ts, self.now_ms())
+                                      or self.funding.owed),
                    "books": {b.book_id: b.equity(self.marks)
                              for b in self.ledger.account_books()}}
         p = self.pending
