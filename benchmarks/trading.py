@@ -21,7 +21,7 @@ import trio
 from appliance import lifecycle
 from appliance.bar_hub import BarBatch
 from appliance.bars import aggregate_buckets
-from appliance.bus import Bus
+from appliance.bus import MAINTENANCE_MODE, Bus
 from appliance.config import build_config
 from appliance.context import ServiceContext
 from appliance.exchange.sim import SimExchange
@@ -92,6 +92,8 @@ def run_one(n_bars: int = 300, threshold: float = 0.0) -> dict[str, Any]:
         clock = BenchClock((start + warm * BAR_MS) / 1000)
         store = Store(state / "methtrader.duckdb")
         bus = Bus(state / "bus")
+        # a fresh bus reads the kill switch ON (fail closed): the benchmark trades
+        bus.set_switch(MAINTENANCE_MODE, False, actor="bench", reason="bench trades")
         ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus,
                              store=StoreRunner(store, inline=True),
                              exchange=SimExchange(clock, cfg.sim, market, inline=True),
