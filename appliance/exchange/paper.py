@@ -27,7 +27,7 @@ from typing import Callable
 
 from appliance.domain import Balance, Fill, OrderIntent, Position, Side
 from appliance.exchange.base import ExchangeError
-from models.funding import funding_due
+from models.funding import funding_due, funding_times
 
 MAX_REMEMBERED = 10_000  # orders whose fills the paper venue can still report
 
@@ -146,7 +146,8 @@ class PaperBroker:
         self.positions[intent.symbol] = self._apply(pos, signed, price)
         self.wallet -= fee
         if (self._funding_of is not None and self._funding_price_at is not None
-                and self.funded_to is not None and at < self.funded_to):
+                and self.funded_to is not None and at < self.funded_to
+                and funding_times(at, self.funded_to)):
             # funding since ``at`` was charged on the position before this fill
             self._charge(intent.symbol, signed, at, self.funded_to, self._funding_of,
                          self._funding_price_at)

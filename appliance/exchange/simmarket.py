@@ -317,8 +317,13 @@ class SimMarket:
         return [Candle(symbol, "1m", int(row[0]), *map(float, row[1:])) for row in arr]
 
     def last_price(self, symbol: str, t_ms: int) -> float | None:
-        """Close of the last minute that closed at or before ``t_ms``."""
-        arr = self.candles(symbol, t_ms - 2 * DAY_MS, t_ms - t_ms % MINUTE_MS)
+        """Close of the last minute that closed at or before ``t_ms`` (the last few minutes
+        are looked at first: a fill asks this, and two days of candles per fill was most of a
+        bar's time in ``bench trading``)."""
+        end = t_ms - t_ms % MINUTE_MS
+        arr = self.candles(symbol, end - 10 * MINUTE_MS, end)
+        if not len(arr):
+            arr = self.candles(symbol, end - 2 * DAY_MS, end)
         return float(arr[-1, 4]) if len(arr) else None
 
     def quote(self, symbol: str, last: float) -> tuple[float, float]:
