@@ -264,15 +264,16 @@ class TradingEngine:
     async def settle_funding(self, upto_ms: int) -> None:
         """Every open book pays the funding times up to this bar on what it holds (before the
         bar's fills, as the venue charges it); an outage delays it to a later bar. The price is
-        the close of the bar that closed at the funding time; where that bar never came, after
-        an hour, the latest mark."""
+        the close of the bar that closed at the funding time; where the bar book lacks it, the
+        close of the last stored minute at or before it (the venue's own price)."""
         assert self.ledger.house is not None
         books = [self.ledger.house, *self.ledger.books.values()]
         watched = {b.book_id: b for b in [*books, *(o[0] for o in self.funding.owed)]}
         before = {i: (b.funded_to, b.cash) for i, b in watched.items()}
+        stored = await self.stored_closes(books, upto_ms)
         try:
             paid = await self.funding.settle(books, upto_ms, lambda s, t: self.close_at(
-                s, t) or (self.marks.get(s) if upto_ms - t >= HOUR_MS else None))
+                s, t) or stored.get((s, t)))
         except ExchangeError as exc:
             self.log.warning("funding rates unavailable; the books pay them on a later bar",
                              error=str(exc))
@@ -281,6 +282,28 @@ class TradingEngine:
                                  if (b.funded_to, b.cash) != before[i])
         if paid:
             self.log.debug("funding paid", payments=paid, upto_ms=upto_ms)
+
+    async def stored_closes(self, books: list[Book], upto_ms: int
+                            ) -> dict[tuple[str, int], float]:
+        """For each funding time due and held symbol the bar books cannot price: the close of
+        the last stored 1m candle at or before it, as the venue prices funding."""
+        wanted = {(symbol, t) for b in books if b.funded_to is not None
+                  for t in funding_times(b.funded_to, upto_ms) for symbol in b.open_symbols()}
+        wanted |= {(symbol, t) for _, symbol, _, t, _ in self.funding.owed}
+        wanted = {(s, t) for s, t in wanted if self.close_at(s, t) is None}
+        if not wanted:
+            return {}
+        store = self.ctx.store
+        out = {}
+        for symbol, t in sorted(wanted):
+            rows = await store.run(lambda st, s=symbol, t=t: st.sql(
+                "SELECT close, (SELECT max(open_time) FROM candles WHERE symbol = ? AND "
+                "interval = '1m') FROM candles WHERE symbol = ? AND interval = '1m' AND "
+                "open_time <= ? ORDER BY open_time DESC LIMIT 1", [s, s, t - 60_000]),
+                store.store)
+            if rows and rows[0][1] >= t - 60_000:  # the feed is past the funding time
+                out[(symbol, t)] = float(rows[0][0])
+        return out
 
     def close_at(self, symbol: str, t_ms: int) -> float | None:
         """The close of ``symbol``'s bar that closed at ``t_ms``, from any interval's book."""
