@@ -66,6 +66,28 @@ def test_dashboard_follows_the_bus_live(bus_state: Path) -> None:
     run_scenario(app, scenario)
 
 
+def test_an_update_landing_while_a_screen_is_torn_down_does_not_crash_it(bus_state: Path) -> None:
+    """CI caught this race: the bus worker posted an update while the app was closing and the
+    Models screen's widgets were already removed; the query raised and failed the app. Such an
+    update is skipped and the screen re-renders everything on the next one."""
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "5", "models")
+        screen = app.screen
+        await screen.query_one("#models-summary").remove()
+        screen.show(app.state, frozenset({"models"}))
+        assert screen.shown_version == -1
+        from appliance.bus import Bus
+        with Bus(bus_state / "bus") as bus:
+            bus.put_snapshot("models", [{"model_id": "m-new", "mode": "shadow"}])
+        await wait_for(lambda: app.state.models and app.state.models[0].get("model_id") == "m-new")
+        await pilot.pause()
+        assert app.return_code is None and not app._exception
+
+    run_scenario(app, scenario)
+
+
 def test_trade_feed_is_a_50_row_blotter_newest_first_with_coloured_pnl(bus_state: Path) -> None:
     app = make_app(bus_state)
 

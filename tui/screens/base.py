@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -55,8 +56,14 @@ class MissionScreen(Screen):
         updates that arrived while another screen was active)."""
         if changed is None or state.version != self.shown_version + 1:
             changed = SECTIONS
+        try:
+            if changed & {"heartbeat", "switches", "error"}:
+                self.query_one(StatusBar).show(state)
+                self.query_one(Banner).show(state)
+            self.render_state(state, changed)
+        except NoMatches:
+            # An update can land while the screen's widgets are being removed (the app is
+            # closing) or not yet mounted; the next show then re-renders everything.
+            self.shown_version = -1
+            return
         self.shown_version = state.version
-        if changed & {"heartbeat", "switches", "error"}:
-            self.query_one(StatusBar).show(state)
-            self.query_one(Banner).show(state)
-        self.render_state(state, changed)
