@@ -210,8 +210,11 @@ class TradingEngine:
         await self.settle_funding(batch.end_ms)
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS, self.ledger.equity(self.marks))
         await self.pool.refresh()
-        opened, closing = self.ledger.sync(self.pool.models.values(), self.now_ms())
         self.bar_ms = batch.end_ms
+        # a book opens at the bar it is first decided on: the venue fills its orders there
+        # and charges them every funding time after, even when the engine decides it late
+        opened, closing = self.ledger.sync(self.pool.models.values(),
+                                           self.decided_at() or self.now_ms())
         await self.wind_down()
         self.weights = self.allocation()
         if self.ledger.fund(self.weights, self.marks) or opened or closing:

@@ -390,6 +390,41 @@ async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock)
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_book_opened_by_a_lagging_engine_pays_the_funding_its_first_fills_owe(
+        make_ctx, autojump_clock):
+    """Found by the month run under load (the account missed the venue by cents after a
+    funding time): the engine decided the 07:55 bar only after 08:00 had passed on the market
+    clock. The venue fills that bar's orders at 07:55 and charges them the 08:00 funding; the
+    new prod book was opened "now" (08:05), so it never paid 08:00. A book opens at the bar it
+    is first decided on."""
+    ctx = make_ctx(speed=60, start=START + 7 * 3600 + 52 * 60)  # first bar decided: 07:55
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    on_batch, lagged = engine.on_batch, []
+
+    async def late(batch) -> None:  # a busy machine: the first bar reaches it 10 minutes late
+        if not lagged and batch.end_ms >= engine.started_ms:
+            lagged.append(batch.end_ms)
+            ctx.clock.release(trading.NAME)
+            await trio.sleep(10 * HOUR / 60)
+            ctx.clock.hold(trading.NAME)
+        await on_batch(batch)
+
+    engine.on_batch = late
+    await trade_for(ctx, engine, 1.5)
+    funding_ms = int((START + 8 * 3600) * 1000)
+    first = min(f["ts"] for f in fills(ctx))
+    (prod,) = [b for b in engine.ledger.books.values() if b.mode == "prod"]
+    assert lagged[0] < funding_ms < first  # decided at 07:55, sent after 08:00
+    assert prod.opened_ms == lagged[0]  # it pays funding from the bar it first traded
+    venue_paid = sum(ctx.exchange.broker.funding_paid.values())
+    assert venue_paid != 0
+    assert prod.funding + engine.ledger.house.funding == venue_paid
+    assert_account_identity(ctx)
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_the_order_rate_cap_counts_market_minutes_not_wall_ones(make_ctx, autojump_clock):
     """Found by the month run: at sim speed a whole market day passes in a wall minute, and a
     cap counted on the wall clock refused 99% of prod orders. Two symbols trade at most two
