@@ -99,10 +99,16 @@ class ShadowDesk:
             return
         models = await self.ctx.store.run(list_models, self.ctx.store.store)
         for m in pick_new_shadows(models, self.ctx.cfg.shadow.max_shadows_per_group):
-            await self.life.apply(lifecycle.start_shadow, m["model_id"], actor=NAME,
-                                  reason="best candidate of its group (walk-forward score "
-                                         f"{validation_score(m):.3f})",
-                                  now=self.ctx.clock.now())
+            try:
+                await self.life.apply(lifecycle.start_shadow, m["model_id"], actor=NAME,
+                                      reason="best candidate of its group (walk-forward score "
+                                             f"{validation_score(m):.3f})",
+                                      now=self.ctx.clock.now())
+            except lifecycle.LifecycleError as exc:
+                # another actor moved it since the read (training superseded it); the
+                # registry refused the move, and the next pass picks from fresh rows
+                self.log.info("candidate changed before it could enter shadow",
+                              model=m["model_id"], error=str(exc))
 
     async def nightly(self) -> None:
         store = self.ctx.store.store

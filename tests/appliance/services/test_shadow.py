@@ -80,6 +80,34 @@ def test_best_candidates_fill_the_shadow_slots():
 
 
 @pytest.mark.trio
+async def test_a_candidate_superseded_while_the_desk_starts_it_is_skipped_not_a_crash(
+        make_ctx, autojump_clock, monkeypatch):
+    """Found by the month run: the nightly training registered a newer candidate of the group
+    and kind (which rejects the older one) between the desk's read of the registry and its
+    start_shadow; the LifecycleError crashed the shadow service. The desk skips that model
+    and starts the newer one on its next pass."""
+    from appliance.services import shadow
+
+    ctx = make_ctx(speed=60, start=START)
+    old = add_model(ctx, "old", 1.0)
+    real = shadow.list_models
+
+    def read_then_retrain(store):
+        models = real(store)
+        if not any(m["model_id"] == "m-new" for m in models):
+            lifecycle.register(store, fake_run(ctx.cfg.state_path, "new", 0.5, "t1-a", "rf",
+                                               symbols=("BTCUSDT",)), now=START)
+        return models
+
+    monkeypatch.setattr(shadow, "list_models", read_then_retrain)
+    desk = desk_of(ctx)
+    await desk.start_shadows()
+    assert get_model(ctx.store.store, old)["mode"] == "rejected"  # superseded, not shadowed
+    await desk.start_shadows()
+    assert get_model(ctx.store.store, "m-new")["mode"] == "shadow"
+
+
+@pytest.mark.trio
 async def test_a_shadow_that_earned_its_week_is_promoted_and_a_loser_rejected(make_ctx,
                                                                             autojump_clock):
     ctx = make_ctx(speed=60, start=START + 8 * 86_400)
