@@ -167,8 +167,8 @@ def record_bars(store: Store, model_rows: list[tuple],
     """What one or more bars produced, in one transaction: the orders as they ended and their
     fills, every model's targets, the paper fills, the books that changed (as they stand now),
     every book's equity and the account's. An account row holds the books' total, the house's
-    cash, the venue's own equity at the same marks (``venue_exact``; NULL where the venue had
-    already settled a funding time after the bar, which the books pay on that time's bar) and
+    cash, the venue's own equity at the same marks as of the bar (``venue_exact``; NULL where
+    that cannot be known, see :func:`appliance.services.trading.venue_as_of`) and
     each account book's equity, so the identity ``equity = Σ books`` can be checked from the
     table."""
     orders = list(orders)
@@ -191,7 +191,8 @@ def record_bars(store: Store, model_rows: list[tuple],
         _bulk(store, "equity", ("ts", "equity", "wallet", "cash", "exact", "venue_exact",
                                 "books"),
               [(at, float(a["equity"]), float(a["venue"]), float(a["cash"]), str(a["equity"]),
-                str(a["venue"]) if a.get("comparable", True) else None, json.dumps({k: str(v) for k, v in a["books"].items()}))
+                None if a.get("venue_exact") is None else str(a["venue_exact"]),
+                json.dumps({k: str(v) for k, v in a["books"].items()}))
                for at, a in sorted(latest.items())],
               "ON CONFLICT (ts) DO UPDATE SET equity = excluded.equity, "
               "wallet = excluded.wallet, cash = excluded.cash, exact = excluded.exact, "

@@ -16,6 +16,8 @@ to now), every funding time not settled yet is charged on the positions held the
 settled up to (``funded_to``) is part of the account's saved state, so a restart neither skips
 nor repeats a funding time. A fill priced at a moment before ``funded_to`` (sim: the order's
 bar, when the machine lagged) corrects the funding charged since on the position it changed.
+The charges are also kept per funding time (the last ``FUNDING_LOG_KEEP``, saved too), so the
+account can be valued as of a bar before funding times it has settled already.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from appliance.exchange.base import ExchangeError
 from models.funding import funding_due, funding_times
 
 MAX_REMEMBERED = 10_000  # orders whose fills the paper venue can still report
+FUNDING_LOG_KEEP = 256  # funding times whose charges the account still breaks down
 
 #: (symbol, after ms, up to ms) -> [(funding time, rate)] with after < time <= up to
 FundingOf = Callable[[str, int, int], list[tuple[int, float]]]
@@ -68,6 +71,9 @@ class PaperBroker:
         self.by_link: OrderedDict[str, Fill] = OrderedDict()  # orderLinkId -> its fill
         self.funded_to: int | None = None  # funding is settled for every time <= this
         self.funding_paid: dict[str, Decimal] = {}  # per symbol, since the account opened
+        # charged per funding time (the last FUNDING_LOG_KEEP), complete after log_from
+        self.funding_log: dict[int, Decimal] = {}
+        self.funding_log_from: int | None = None
 
     def half_spread(self, symbol: str) -> Decimal:
         """The half spread a fill of ``symbol`` pays now, as a fraction of the price."""
@@ -87,7 +93,7 @@ class PaperBroker:
         if funding_of is None or price_at is None:
             return 0
         if self.funded_to is None:
-            self.funded_to = upto_ms
+            self.funded_to = self.funding_log_from = upto_ms
             return 0
         if upto_ms <= self.funded_to:
             return 0
@@ -110,8 +116,16 @@ class PaperBroker:
             due = funding_due(qty, Decimal(str(price)), Decimal(str(rate)))
             self.wallet -= due
             self.funding_paid[symbol] = self.funding_paid.get(symbol, Decimal(0)) + due
+            self._log_funding(t, due)
             paid += 1
         return paid
+
+    def _log_funding(self, t_ms: int, due: Decimal) -> None:
+        self.funding_log[t_ms] = self.funding_log.get(t_ms, Decimal(0)) + due
+        while len(self.funding_log) > FUNDING_LOG_KEEP:
+            oldest = min(self.funding_log)
+            del self.funding_log[oldest]
+            self.funding_log_from = max(self.funding_log_from or oldest, oldest)
 
     def fill(self, intent: OrderIntent, ts_ms: int) -> Fill:
         if intent.qty <= 0:
@@ -194,6 +208,8 @@ class PaperBroker:
         return {"wallet": str(self.wallet), "next_id": next(self._ids),
                 "funded_to": self.funded_to,
                 "funding_paid": {s: str(v) for s, v in self.funding_paid.items()},
+                "funding_log": {str(t): str(v) for t, v in self.funding_log.items()},
+                "funding_log_from": self.funding_log_from,
                 "positions": {s: [str(p.qty), str(p.avg_price), str(p.realized_pnl)]
                               for s, p in self.positions.items()},
                 "orders": {link: [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price),
@@ -205,6 +221,9 @@ class PaperBroker:
         funded = data.get("funded_to")  # absent in files from before funding: start now
         self.funded_to = int(funded) if funded is not None else None
         self.funding_paid = {s: Decimal(v) for s, v in data.get("funding_paid", {}).items()}
+        self.funding_log = {int(t): Decimal(v) for t, v in data.get("funding_log", {}).items()}
+        # a file from before the log: nothing is known about the charges before funded_to
+        self.funding_log_from = data.get("funding_log_from", self.funded_to)
         self.positions = {s: Position(s, Decimal(q), Decimal(a), Decimal(r))
                           for s, (q, a, r) in data["positions"].items()}
         self.by_link = OrderedDict(
@@ -213,4 +232,6 @@ class PaperBroker:
 
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),
-                       tuple(p for p in self.positions.values() if p.qty))
+                       tuple(p for p in self.positions.values() if p.qty),
+                       funding_log=tuple(sorted(self.funding_log.items())),
+                       funding_known_after=self.funding_log_from)

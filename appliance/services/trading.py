@@ -375,12 +375,12 @@ class TradingEngine:
         """Queue what a bar produced for DuckDB (see :class:`Pending`). Model rows carry their
         bar (its open time); equities are keyed by when they were marked (the bar's close)."""
         assert self.ledger.house is not None
+        balance = await self.ctx.exchange.balance()
+        venue = venue_as_of(balance, self.marks, marked_ts, self.now_ms())
         account = {"equity": self.ledger.equity(self.marks), "cash": self.ledger.house.cash,
-                   "venue": venue_at(await self.ctx.exchange.balance(), self.marks),
-                   # the venue settles funding up to now; the books on the funding time's bar
-                   # ... and any payment still owed for want of its price
-                   "comparable": not (funding_times(marked_ts, self.now_ms())
-                                      or self.funding.owed),
+                   "venue": venue_at(balance, self.marks),
+                   # NULL while a payment is owed for want of its price: the books lag it
+                   "venue_exact": None if self.funding.owed else venue,
                    "books": {b.book_id: b.equity(self.marks)
                              for b in self.ledger.account_books()}}
         p = self.pending
@@ -443,6 +443,22 @@ def venue_at(balance: Balance, marks: dict[str, Decimal]) -> Decimal:
     for p in balance.positions:
         equity += p.qty * (marks.get(p.symbol, p.avg_price) - p.avg_price)
     return equity
+
+
+def venue_as_of(balance: Balance, marks: dict[str, Decimal], bar_ms: int,
+                now_ms: int) -> Decimal | None:
+    """The venue's account as the books must see it at the bar closing at ``bar_ms``.
+
+    The venue settles funding up to now; the books pay a funding time on its own bar. When
+    the engine lags (a busy machine on the virtual clock) the venue may have charged funding
+    times after the bar already: those charges are added back from its per-time log. None
+    where that cannot be known: the venue keeps no such log (live Bybit) or not back to the
+    bar, and a funding time fell in ``(bar_ms, now_ms]``."""
+    equity = venue_at(balance, marks)
+    log, known_after = balance.funding_log, balance.funding_known_after
+    if log is not None and known_after is not None and bar_ms >= known_after:
+        return equity + sum((due for t, due in log if t > bar_ms), Decimal(0))
+    return None if funding_times(bar_ms, now_ms) else equity
 
 
 async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:

@@ -24,11 +24,7 @@ from data.intervals import periods_per_year
 from models.metrics import sharpe_ratio
 from tests.e2e.conftest import methtrader, stderr_of
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800),
-              # open bug (issue 9 note): under load the account identity can miss the venue
-              # by cents at a bar after a funding time; passes alone, fails some loaded runs
-              pytest.mark.xfail(strict=False, reason="account identity vs venue funding: "
-                                "cents apart at some bars under load (open, issue 9)")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 DAYS = int(os.environ.get("METHTRADER_TEST_DAYS", "8"))
 
 # a market with an edge a model can find after spreads and funding (the default sim leaves
@@ -87,9 +83,11 @@ def test_a_month_keeps_one_prod_per_group_and_honest_books(tmp_path, run_proc):
         assert len(rows) > DAYS * 2 // 3 * 288
         for ts, exact, venue, books in rows:
             assert Decimal(exact) == sum(Decimal(v) for v in json.loads(books).values()), ts
-            if venue is not None:  # NULL: the venue had settled a later funding time already
+            if venue is not None:  # NULL: a funding payment was owed for want of its price
                 assert abs(Decimal(exact) - Decimal(venue)) < Decimal("1e-9"), ts
-        assert sum(r[2] is not None for r in rows) >= 0.75 * len(rows)  # 90% in our runs
+        # the venue is valued as of each bar (charges after it added back), so even a loaded
+        # machine that lags hours behind the market clock is checked at (nearly) every bar
+        assert sum(r[2] is not None for r in rows) >= 0.95 * len(rows)
         assert con.execute("SELECT count(*) FROM incidents WHERE kind = 'parity'"
                            ).fetchone()[0] == 0
         # no order failed at the venue (a book's close sent reduce-only while another book

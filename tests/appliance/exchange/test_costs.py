@@ -19,6 +19,7 @@ from appliance.exchange.base import Exchange
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.replay import ReplayExchange
 from appliance.exchange.sim import SimExchange
+from appliance.services.trading import venue_as_of
 from appliance.exchange.simmarket import (DAY_MS, EPOCH_MS, MINUTE_MS, UNIVERSE, SimMarket,
                                           half_spread, symbol_spec)
 from models.costs import quoted_half_spread, roll_half_spread
@@ -198,7 +199,46 @@ async def test_an_order_priced_before_a_funding_time_pays_that_funding(tmp_path)
     assert fill.price > D(str(ex.market.last_price("SOLUSDT", decided)))
     due = expected_funding(ex.market, {"SOLUSDT": D("10.0")}, decided, clock.ms)
     assert due != 0
-    assert (await ex.balance()).wallet == D(100_000) - fill.fee - due
+    bal = await ex.balance()
+    assert bal.wallet == D(100_000) - fill.fee - due
+    # the charge is logged at its funding time: the account as of the 07:55 bar (what the
+    # books hold then) adds it back; as of 08:00 it stands
+    funding_at = DAY400 + 8 * HOUR
+    assert bal.funding_log == ((funding_at, due),)
+    marks = {"SOLUSDT": fill.price}
+    assert venue_as_of(bal, marks, decided, clock.ms) == D(100_000) - fill.fee
+    assert venue_as_of(bal, marks, funding_at, clock.ms) == D(100_000) - fill.fee - due
+
+
+@pytest.mark.trio
+async def test_the_funding_log_survives_a_restart_and_an_older_file_knows_nothing_before(
+        tmp_path):
+    """The log is part of the saved account; a file written before it existed says nothing
+    about charges before its ``funded_to``, so a bar before that is not comparable (None),
+    never compared against a wallet with charges missing."""
+    account = tmp_path / "sim_account.json"
+    clock = SetClock(DAY400 + 7 * HOUR)
+    ex = SimExchange(clock, SimConfig(), inline=True, account_file=account)
+    await ex.balance()
+    fill = await ex.place_order(OrderIntent("BTCUSDT", Side.BUY, D("0.250")))
+    clock.ms = DAY400 + 9 * HOUR
+    before = await ex.balance()
+    assert len(before.funding_log) == 1 and before.funding_known_after == DAY400 + 7 * HOUR
+    restarted = await SimExchange(clock, SimConfig(), inline=True,
+                                  account_file=account).balance()
+    assert restarted.funding_log == before.funding_log
+    assert restarted.funding_known_after == before.funding_known_after
+    marks = {"BTCUSDT": fill.price}
+    bar = DAY400 + 7 * HOUR + 55 * MINUTE_MS
+    assert venue_as_of(restarted, marks, bar, clock.ms) == D(100_000) - fill.fee
+
+    saved = json.loads(account.read_text())
+    del saved["funding_log"], saved["funding_log_from"]
+    account.write_text(json.dumps(saved))
+    old = await SimExchange(clock, SimConfig(), inline=True, account_file=account).balance()
+    assert old.funding_log == () and old.funding_known_after == clock.ms
+    assert venue_as_of(old, marks, bar, clock.ms) is None
+    assert venue_as_of(old, marks, clock.ms, clock.ms) == old.wallet
 
 
 # -- replay: Roll's spread and the folder's funding files ------------------------------------

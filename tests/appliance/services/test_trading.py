@@ -421,6 +421,9 @@ async def test_a_book_opened_by_a_lagging_engine_pays_the_funding_its_first_fill
     assert venue_paid != 0
     assert prod.funding + engine.ledger.house.funding == venue_paid
     assert_account_identity(ctx)
+    # the lagged bar is still checked against the venue: its 08:00 charge is added back
+    (late_row,) = rows(ctx, "SELECT venue_exact FROM equity WHERE ts = ?", [lagged[0]])
+    assert late_row["venue_exact"] is not None
 
 
 @pytest.mark.trio
