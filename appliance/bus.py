@@ -38,7 +38,7 @@ from typing import Any, Iterable
 import diskcache
 
 from appliance.contracts import Event, command_name, event_kind, snapshot_name
-from appliance.safety import KILL_FILE, OWNER_ONLY_DIR, operator_name, remove_kill_file
+from appliance.safety import OWNER_ONLY_DIR, kill_file, operator_name, remove_kill_file
 
 MAINTENANCE_MODE = "maintenance_mode"
 DEPLOYS_FROZEN = "deploys_frozen"
@@ -73,7 +73,7 @@ class Bus:
         files are damaged."""
         self.path = Path(path)
         self.command_deadline_s = command_deadline_s
-        self._kill_file = self.path.parent / KILL_FILE
+        self._kill_file = kill_file(self.path.parent)
         self._events_maxlen = events_maxlen
         self._dir_fd: int | None = None
         self._open()

@@ -321,12 +321,12 @@ def _flatten(bus, cfg: Config, reason: str) -> tuple[dict[str, Any] | None, str,
 def _kill_without_bus(args: argparse.Namespace, cfg: Config, exc: Exception,
                       flatten: bool) -> int:
     """The bus cannot be opened: write the kill file, which ``run`` honours until a resume."""
-    from appliance.safety import KILL_FILE, write_kill_file
+    from appliance.safety import write_kill_file
 
     entry = write_kill_file(cfg.state_path, args.reason, str(exc))
-    text = (f"maintenance_mode ON: the bus is damaged, so a kill file was written at "
-            f"{cfg.state_path / KILL_FILE} (by {entry['actor']}: {entry['reason']}); the "
-            "appliance honours it until a resume")
+    path = StatePaths(cfg.state_path).kill_file
+    text = (f"maintenance_mode ON: the bus is damaged, so a kill file was written at {path} "
+            f"(by {entry['actor']}: {entry['reason']}); the appliance honours it until a resume")
     if flatten:
         print("methtrader: maintenance_mode is ON (kill file), but the flatten was not queued: "
               "it needs the bus; start `methtrader run` to rebuild it, then flatten",

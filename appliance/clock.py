@@ -26,6 +26,8 @@ from typing import Protocol
 
 import trio
 
+from appliance.paths import StatePaths
+
 MINUTE_MS = 60_000
 
 
@@ -146,7 +148,7 @@ class VirtualClock:
 
 
 def _clock_file(state_dir: Path) -> Path:
-    return state_dir / "clock.json"
+    return StatePaths(state_dir).clock
 
 
 # A saved market time outside these bounds is damage, not a date.

@@ -179,7 +179,7 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
     except StoreError:
         return with_absolute_paths(cfg, results)  # run holds it; it registers the receipts
     try:
-        with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+        with Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen) as bus:
             life = _offline_lifecycle(cfg, store, bus)
             for r in results:
                 life.publish(register(store, r, now=_time.time(), actor="operator"))
@@ -286,11 +286,12 @@ def registry_command(cfg: Config, command: str, args: dict[str, Any]) -> dict[st
     from models.registry import RegistryError
 
     args = {**args, "actor": operator_name(), "keep_retired": cfg.lifecycle.keep_retired}
-    with Bus(cfg.state_path / "bus", events_maxlen=cfg.bus.events_maxlen) as bus:
+    paths = StatePaths(cfg.state_path)
+    with Bus(paths.bus, events_maxlen=cfg.bus.events_maxlen) as bus:
         if is_running(cfg.state_path):
             return send_and_wait(bus, command, args, deadline_s=cfg.bus.command_deadline_s)
         try:
-            store = Store(cfg.state_path / "methtrader.duckdb")
+            store = Store(paths.duckdb)
         except StoreError as exc:
             raise CommandFailed(str(exc)) from None
         try:

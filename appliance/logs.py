@@ -14,6 +14,8 @@ import traceback
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from appliance.paths import StatePaths
+
 ROOT = "methtrader"
 
 
@@ -44,7 +46,7 @@ def setup_logging(state_dir: Path | None, level: str = "INFO", *, stderr: bool =
         h.setFormatter(fmt)
         root.addHandler(h)
     if state_dir is not None:
-        log_dir = Path(state_dir) / "logs"
+        log_dir = StatePaths(state_dir).logs
         log_dir.mkdir(parents=True, exist_ok=True)
         fh = RotatingFileHandler(log_dir / "methtrader.jsonl", maxBytes=50_000_000,
                                  backupCount=5, encoding="utf-8")

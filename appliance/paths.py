@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 ARTIFACTS = "artifacts"
+DB_NAME = "methtrader.duckdb"
+MARKER = ".methtrader"
+KILL_FILE = "KILL"
 
 
 class OutsideStateDir(ValueError):
@@ -29,11 +32,21 @@ class StatePaths:
 
     @property
     def duckdb(self) -> Path:
-        return self.root / "methtrader.duckdb"
+        return self.root / DB_NAME
 
     @property
     def duckdb_wal(self) -> Path:
-        return self.root / "methtrader.duckdb.wal"
+        return self.root / f"{DB_NAME}.wal"
+
+    @property
+    def marker(self) -> Path:
+        """Written by the first ``run``: this folder is a methtrader state dir."""
+        return self.root / MARKER
+
+    @property
+    def kill_file(self) -> Path:
+        """The operator's kill switch when the bus cannot be written (appliance/safety.py)."""
+        return self.root / KILL_FILE
 
     @property
     def bus(self) -> Path:
@@ -42,6 +55,11 @@ class StatePaths:
     @property
     def lake(self) -> Path:
         return self.root / "lake"
+
+    @property
+    def features(self) -> Path:
+        """The feature job's output (data/feature_job.py)."""
+        return self.lake / "features"
 
     @property
     def artifacts(self) -> Path:

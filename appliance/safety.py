@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MARKER = ".methtrader"
-KILL_FILE = "KILL"
-DB_NAME = "methtrader.duckdb"
+from appliance.paths import DB_NAME, MARKER, StatePaths
+
 OWNER_ONLY_DIR = 0o700
 OWNER_ONLY_FILE = 0o600
 
@@ -42,8 +41,9 @@ def operator_name() -> str:
 
 
 def is_state_dir(state_dir: Path) -> bool:
-    d = Path(state_dir)
-    return d.is_dir() and any((d / name).exists() for name in (MARKER, DB_NAME, "bus"))
+    paths = StatePaths(state_dir)
+    return paths.root.is_dir() and any(p.exists() for p in (paths.marker, paths.duckdb,
+                                                             paths.bus))
 
 
 def require_state_dir(state_dir: Path) -> Path:
@@ -87,7 +87,7 @@ def prepare_state_dir(state_dir: Path) -> bool:
 
 
 def write_marker(state_dir: Path) -> None:
-    path = Path(state_dir) / MARKER
+    path = StatePaths(state_dir).marker
     if not path.exists():
         _write_private(path, {"created_at": time.time(), "by": "methtrader run", "format": 1})
 
@@ -122,7 +122,7 @@ def loose_permissions(state_dir: Path, depth: int = 2) -> list[str]:
 # -- the kill file --------------------------------------------------------------------------
 
 def kill_file(state_dir: Path) -> Path:
-    return Path(state_dir) / KILL_FILE
+    return StatePaths(state_dir).kill_file
 
 
 def write_kill_file(state_dir: Path, reason: str, why_bus: str) -> dict[str, Any]:

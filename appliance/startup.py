@@ -31,7 +31,7 @@ from appliance.exchange.factory import StartupError
 from appliance.liveness import AlreadyRunning, RunLock
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
-from appliance.safety import DB_NAME, MARKER, loose_permissions, write_marker
+from appliance.safety import loose_permissions, write_marker
 from appliance.store import Store, StoreError
 from appliance.switches import audit_log_switches, settle_at_start
 
@@ -59,7 +59,8 @@ def acquire_run_lock(state_dir: Path) -> RunLock:
 
 
 def is_fresh(state_dir: Path) -> bool:
-    return not (state_dir / MARKER).exists() and not (state_dir / DB_NAME).exists()
+    paths = StatePaths(state_dir)
+    return not paths.marker.exists() and not paths.duckdb.exists()
 
 
 def open_store(state_dir: Path, patience_s: float = 10.0) -> Store:

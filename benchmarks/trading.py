@@ -27,6 +27,7 @@ from appliance.context import ServiceContext
 from appliance.exchange.sim import SimExchange
 from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, SimMarket
 from appliance.metrics import Metrics
+from appliance.paths import StatePaths
 from appliance.services.trading import TradingEngine
 from appliance.store import Store, StoreRunner
 from models.artifacts import write_run
@@ -90,8 +91,8 @@ def run_one(n_bars: int = 300, threshold: float = 0.0) -> dict[str, Any]:
                         "max_symbol_notional": 1e12, "max_gross_exposure": 1e12,
                         "max_leverage": 100.0}})
         clock = BenchClock((start + warm * BAR_MS) / 1000)
-        store = Store(state / "methtrader.duckdb")
-        bus = Bus(state / "bus")
+        store = Store(StatePaths(state).duckdb)
+        bus = Bus(StatePaths(state).bus)
         # a fresh bus reads the kill switch ON (fail closed): the benchmark trades
         bus.set_switch(MAINTENANCE_MODE, False, actor="bench", reason="bench trades")
         ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bus import Bus
+from appliance.paths import StatePaths
 from tui.app import MissionControl
 
 CPU_BUDGET_PCT = 10.0
@@ -158,7 +159,7 @@ async def _switch(app: MissionControl, key: str, mode: str) -> float:
 async def _measure(state: Path, symbols: list[str], events_per_s: float, seconds: float,
                    switches: int) -> dict[str, Any]:
     app = MissionControl(state, actor="bench")
-    publisher = Publisher(state / "bus", symbols, events_per_s)
+    publisher = Publisher(StatePaths(state).bus, symbols, events_per_s)
     async with app.run_test(size=(120, 40)):
         await _until(lambda: app.state.version > 0)
         publisher.start()
@@ -186,7 +187,7 @@ def run(n_symbols: int = 50, events_per_s: int = 100, seconds: float = 5,
     """Measure the TUI; takes about ``2 * seconds + 3`` s. No pass/fail: figures only."""
     with tempfile.TemporaryDirectory(prefix="methtrader-bench-tui-") as tmp:
         state = Path(tmp) / "state"
-        with Bus(state / "bus") as bus:
+        with Bus(StatePaths(state).bus) as bus:
             fill(bus, n_symbols)
         figures = asyncio.run(_measure(state, _symbols(n_symbols), events_per_s, seconds,
                                        switches))

@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from appliance.paths import StatePaths
 from data.lake import Lake, write_table_atomic
 from models.features import FEATURE_NAMES, FEATURE_SET_ID, compute_features
 
 
 def features_path(state_dir: Path, symbol: str, feature_set: str = FEATURE_SET_ID) -> Path:
-    return Path(state_dir) / "lake" / "features" / feature_set / f"symbol={symbol}" / \
-        "data.parquet"
+    return StatePaths(state_dir).features / feature_set / f"symbol={symbol}" / "data.parquet"
 
 
 def build_features(state_dir: Path, symbol: str, interval: str = "5m") -> int:
-    candles = Lake(Path(state_dir) / "lake").read(interval, symbol)
+    candles = Lake(StatePaths(state_dir).lake).read(interval, symbol)
     if len(candles) == 0:
         raise FileNotFoundError(f"no {interval} candles for {symbol} in the lake; backfill it "
                                 "first (methtrader backfill " + symbol + ")")

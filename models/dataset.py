@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from appliance.paths import StatePaths
 from data.lake import Lake
 from models.features import FEATURE_NAMES, compute_features
 from models.labels import UNLABELLED, label_classes
@@ -137,4 +138,4 @@ def dataset_sha256(lake: Lake, symbols: list[str], interval: str) -> str:
 
 
 def lake_at(state_dir: Path) -> Lake:
-    return Lake(Path(state_dir) / "lake")
+    return Lake(StatePaths(state_dir).lake)

@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from appliance.paths import StatePaths
 from appliance.promotion import PromotionRules, ShadowRecord, decide
 from appliance.services.shadow import pick_new_shadows
 from data.lake import Lake, to_table, write_table_atomic
@@ -191,7 +192,7 @@ def evaluate(state_dir: Path, market: str, candles: Mapping[str, np.ndarray], se
     params = dict(FAST_RF if params is None and kind == "rf" else params or {})
     ends = [int(rows[-1, 0]) for rows in candles.values()]
     cut_ms = min(ends) + BAR_MS - int(tail_days * DAY_MS)
-    write_lake(Lake(Path(state_dir) / "lake"),
+    write_lake(Lake(StatePaths(state_dir).lake),
                {s: rows[rows[:, 0] < cut_ms] for s, rows in candles.items()})
     run_id = f"honesty-{market}-{kind}-{seed}"
     result = train_run(Path(state_dir), run_id, f"honesty-{market}", sorted(candles), kind,
@@ -208,7 +209,8 @@ def evaluate(state_dir: Path, market: str, candles: Mapping[str, np.ndarray], se
                     lookback=int(result["params"].get("lookback", 1)), seed=seed)
     panel = build_panel(dict(candles), spec)
     rows = np.flatnonzero(panel.open_time >= cut_ms)
-    probs = predict_block(_Served(Path(state_dir) / result["onnx_path"]), panel, rows)
+    onnx = StatePaths(state_dir).resolve_stored(result["onnx_path"])
+    probs = predict_block(_Served(onnx), panel, rows)
     recorded = m["costs"]
     costs = CostModel(recorded["taker_fee"], recorded["slippage"], recorded["half_spread"])
     free = replay_metrics(score_block(panel, rows, probs, costs.with_spreads({}),

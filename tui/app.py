@@ -21,6 +21,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import ModalScreen
 
+from appliance.paths import StatePaths
 from tui.client import POLL_INTERVAL_S, ActionDone, BusClient, BusUpdate, MissionState
 from tui.dialogs.confirm import ConfirmDialog
 from tui.dialogs.help import HelpDialog
@@ -70,7 +71,7 @@ class MissionControl(App[int]):
         self.command_deadline_s = command_deadline_s
         self.state = MissionState()
         self.actions_done: list[ActionDone] = []
-        self.client = BusClient(self.state_dir / "bus", self.post_message, now=now,
+        self.client = BusClient(StatePaths(self.state_dir).bus, self.post_message, now=now,
                                 interval=poll_interval, actor=actor, events_maxlen=events_maxlen)
 
     def on_mount(self) -> None:

@@ -12,6 +12,7 @@ from typing import Callable
 from appliance.clock import Clock, ClockFileError, RealClock, load_virtual_clock
 from appliance.config import Config
 from appliance.exchange.base import Exchange
+from appliance.paths import StatePaths
 
 
 class StartupError(RuntimeError):
@@ -81,7 +82,8 @@ def make_exchange(cfg: Config, clock: Clock,
         from appliance.exchange.sim import SimExchange
 
         try:
-            return SimExchange(clock, cfg.sim, account_file=cfg.state_path / "sim_account.json")
+            account = StatePaths(cfg.state_path).sim_account
+            return SimExchange(clock, cfg.sim, account_file=account)
         except ExchangeError as exc:
             raise StartupError(str(exc)) from None
     if kind == "replay":

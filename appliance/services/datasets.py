@@ -24,6 +24,7 @@ from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
+from appliance.paths import StatePaths
 from appliance.services.feed import serves_1m
 from data.lake import DAY_MS, Lake, Manifest
 
@@ -70,7 +71,7 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
 
 async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     cfg = ctx.cfg.datasets
-    lake = Lake(ctx.cfg.state_path / "lake")
+    lake = Lake(StatePaths(ctx.cfg.state_path).lake)
     known = {d["dataset_id"] for d in await ctx.store.call("datasets")}
     for m in await ctx.io(lake.manifests):  # written by `methtrader backfill` meanwhile
         if m.dataset_id not in known:

@@ -200,10 +200,10 @@ class Trainer:
 
         day = day_tag(self.ctx.clock.now())
         tradable = set(self.ctx.bus.tradable_pairs() or [])
-        available = sorted(tradable & set(Lake(self.ctx.cfg.state_path / "lake").symbols("5m")))
+        lake_root = StatePaths(self.ctx.cfg.state_path).lake
+        available = sorted(tradable & set(Lake(lake_root).symbols("5m")))
         if day != self.groups_day or available != self.available:
-            self.groups = await self.ctx.io(
-                groups_from_lake, self.ctx.cfg.state_path / "lake", available, self.rules)
+            self.groups = await self.ctx.io(groups_from_lake, lake_root, available, self.rules)
             self.groups_day, self.available = day, available
 
     async def bootstrap(self) -> bool:
@@ -275,7 +275,7 @@ class Trainer:
         used_bytes, total = self.disk_usage(state)
         used = used_bytes / total
         files = await self.ctx.store.run(model_files, self.ctx.store.store, state)
-        lake = Lake(state / "lake")
+        lake = Lake(StatePaths(state).lake)
         decision = plan(used, cfg.training.disk_threshold, total, files,
                         await self.ctx.io(lake.size_bytes), cfg.training.archive_fraction)
         now = self.ctx.clock.now()
