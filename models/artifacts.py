@@ -12,7 +12,6 @@ absolute paths and are read back relative.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.paths import StatePaths
+from data.files import sha256_file
 
 
 def artifacts_root(state_dir: Path) -> Path:
@@ -28,14 +28,6 @@ def artifacts_root(state_dir: Path) -> Path:
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
     return StatePaths(state_dir).run_dir(run_id)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _receipt(state_dir: Path, path: Path) -> dict[str, Any]:
