@@ -37,7 +37,7 @@ from appliance.context import ServiceContext
 from appliance.contracts import Command
 from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import StoreError, connect, run_sql, schema_version
-from data.files import sha256_file
+from data.files import fsync_path, sha256_file
 
 MANIFEST = "MANIFEST.json"
 SWITCHES_FILE = "switches.json"
@@ -56,14 +56,6 @@ class BackupError(Exception):
 
 def stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mkdirs(root: Path, rel_parent: Path) -> None:
@@ -233,7 +225,7 @@ def make_backup(cfg: Config, dest: Path, *, wait_s: float = 300.0) -> dict[str, 
                     "via": "run" if running else "cli",
                     "schema_version": owned["schema_version"], "files": files}
         write_file(dest, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        _fsync(dest)
+        fsync_path(dest)
         if not running:
             bus.audit(actor=operator_name(), action="command:backup", reason=f"backup to {dest}",
                       details={"dest": str(dest), "files": len(files), "source": "cli"})

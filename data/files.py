@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -15,3 +16,14 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    """fsync the file or directory at ``path``, opened read-only: a directory's, so that files
+    created, renamed or deleted in it stay so after a crash; a file's, when it was written
+    through a handle that is closed already (pyarrow's, for one)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.paths import StatePaths
-from data.files import sha256_file
+from data.files import fsync_path, sha256_file
 
 
 def artifacts_root(state_dir: Path) -> Path:
@@ -58,19 +58,11 @@ def write_run(state_dir: Path, run_id: str, write_model: Callable[[Path], None],
               "onnx_sha256": sha256_file(partial / "model.onnx")}
     (partial / "result.json").write_text(json.dumps(result, sort_keys=True, default=float))
     for f in partial.iterdir():
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(f)
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(final.parent)
     return result
 
 
