@@ -37,6 +37,7 @@ from appliance.context import ServiceContext
 from appliance.contracts import Command
 from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import StoreError, connect, run_sql, schema_version
+from data.files import fsync_path, sha256_file
 
 MANIFEST = "MANIFEST.json"
 SWITCHES_FILE = "switches.json"
@@ -55,14 +56,6 @@ class BackupError(Exception):
 
 def stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mkdirs(root: Path, rel_parent: Path) -> None:
@@ -232,7 +225,7 @@ def make_backup(cfg: Config, dest: Path, *, wait_s: float = 300.0) -> dict[str, 
                     "via": "run" if running else "cli",
                     "schema_version": owned["schema_version"], "files": files}
         write_file(dest, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        _fsync(dest)
+        fsync_path(dest)
         if not running:
             bus.audit(actor=operator_name(), action="command:backup", reason=f"backup to {dest}",
                       details={"dest": str(dest), "files": len(files), "source": "cli"})
@@ -272,20 +265,12 @@ def verify_backup(src: Path, manifest: dict[str, Any]) -> None:
             continue
         if not path.is_file():
             bad.append(f"{rel} (missing)")
-        elif path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+        elif path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
             bad.append(f"{rel} (sha256 differs: tampered or damaged)")
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise BackupError(f"backup {src} does not match its {MANIFEST}: "
                           f"{', '.join(bad[:5])}{more}; nothing was restored", 2)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _refuse_if_running(cfg: Config, paths: StatePaths) -> None:

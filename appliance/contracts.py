@@ -13,7 +13,9 @@ reader of it sees, is unchanged.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
+
+_Name = TypeVar("_Name", bound=StrEnum)
 
 
 class Event(StrEnum):
@@ -104,27 +106,26 @@ class ModelTransitionEvent(TypedDict):
     action: str  # "promoted", "retired", ...
 
 
+def _declared(enum: type[_Name], name: str, what: str) -> _Name:
+    """``name`` as a member of ``enum``, or ValueError saying it is an undeclared ``what`` and
+    where to declare it."""
+    try:
+        return enum(name)
+    except ValueError:
+        raise ValueError(f"undeclared {what} {name!r}; declare it in "
+                         f"appliance/contracts.py (known: {', '.join(enum)})") from None
+
+
 def event_kind(kind: str) -> Event:
     """``kind`` as a declared event kind, or ValueError naming the declared ones."""
-    try:
-        return Event(kind)
-    except ValueError:
-        raise ValueError(f"undeclared bus event kind {kind!r}; declare it in "
-                         f"appliance/contracts.py (known: {', '.join(Event)})") from None
+    return _declared(Event, kind, "bus event kind")
 
 
 def snapshot_name(name: str) -> Snapshot:
-    try:
-        return Snapshot(name)
-    except ValueError:
-        raise ValueError(f"undeclared bus snapshot {name!r}; declare it in "
-                         f"appliance/contracts.py (known: {', '.join(Snapshot)})") from None
+    """``name`` as a declared snapshot name, or ValueError naming the declared ones."""
+    return _declared(Snapshot, name, "bus snapshot")
 
 
 def command_name(command: str) -> Command:
-    try:
-        return Command(command)
-    except ValueError:
-        raise ValueError(f"undeclared operator command {command!r}; declare it in "
-                         f"appliance/contracts.py (known: {', '.join(Command)})") from None
-
+    """``command`` as a declared operator command, or ValueError naming the declared ones."""
+    return _declared(Command, command, "operator command")

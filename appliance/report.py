@@ -218,26 +218,36 @@ def render_text(report: dict[str, Any]) -> str:
     if wf["folds"]:
         out += ["  " + r for r in _table(
             ["fold", "start", "end", "sharpe", "return", "drawdown", "trades", "fills"],
-            [[str(i + 1), fmt_day(f["start"] / 1000), fmt_day(f["end"] / 1000),
-              fmt_figure("sharpe", f.get("sharpe")),
-              fmt_figure("total_return", f.get("total_return")),
-              fmt_figure("max_drawdown", f.get("max_drawdown")),
-              fmt_figure("trades", f.get("trades")), fmt_figure("fills", f.get("fills"))]
-             for i, f in enumerate(wf["folds"])])]
+            fold_rows(wf["folds"]))]
     else:
         out.append("  no folds recorded (a run from before walk-forward validation)")
     c = report["costs"]
     out += ["", f"costs: taker fee {fmt_bp(c['taker_fee'])}, slippage "
             f"{fmt_bp(c['slippage'])}"]
-    out += ["  " + r for r in _table(["symbol", "half spread", "traded"], [
-        [s["symbol"], fmt_bp(s["half_spread"]),
-         "yes" if not s["excluded"] else f"no: {s['excluded']}"] for s in c["symbols"]],
-        left=(0, 2))]
+    out += ["  " + r for r in _table(["symbol", "half spread", "traded"], cost_rows(c),
+                                     left=(0, 2))]
     return "\n".join(out)
 
 
 def fmt_bp(value: float | None) -> str:
     return "—" if value is None else f"{value * 1e4:.2f} bp"
+
+
+def fold_rows(folds: list[dict[str, Any]]) -> list[list[str]]:
+    """The walk-forward table's rows, formatted: the text and the HTML report show the same."""
+    return [[str(i + 1), fmt_day(f["start"] / 1000), fmt_day(f["end"] / 1000),
+             fmt_figure("sharpe", f.get("sharpe")),
+             fmt_figure("total_return", f.get("total_return")),
+             fmt_figure("max_drawdown", f.get("max_drawdown")),
+             fmt_figure("trades", f.get("trades")), fmt_figure("fills", f.get("fills"))]
+            for i, f in enumerate(folds)]
+
+
+def cost_rows(costs: dict[str, Any]) -> list[list[str]]:
+    """The per-symbol cost table's rows (symbol, half spread, traded), formatted for both
+    reports."""
+    return [[s["symbol"], fmt_bp(s["half_spread"]),
+             "yes" if not s["excluded"] else f"no: {s['excluded']}"] for s in costs["symbols"]]
 
 
 # -- where the report comes from -------------------------------------------------------------

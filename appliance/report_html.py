@@ -19,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from appliance.report import fmt_bp, fmt_day, fmt_figure, fmt_when, side_by_side
+from appliance.report import (cost_rows, fmt_bp, fmt_figure, fmt_when, fold_rows,
+                              side_by_side)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 960px; color: #222; }
@@ -124,20 +125,12 @@ def render_html(report: dict[str, Any]) -> str:
     if wf["folds"]:
         parts.append(_html_table(
             ["fold", "start", "end", "Sharpe", "return", "drawdown", "trades", "fills"],
-            [[str(i + 1), fmt_day(f["start"] / 1000), fmt_day(f["end"] / 1000),
-              fmt_figure("sharpe", f.get("sharpe")),
-              fmt_figure("total_return", f.get("total_return")),
-              fmt_figure("max_drawdown", f.get("max_drawdown")),
-              fmt_figure("trades", f.get("trades")), fmt_figure("fills", f.get("fills"))]
-             for i, f in enumerate(wf["folds"])]))
+            fold_rows(wf["folds"])))
         parts.append(folds_plot(wf["folds"], wf.get("wf_mean")))
     parts.append(f"<h2>Costs</h2><p>taker fee {fmt_bp(c['taker_fee'])}, slippage "
                  f"{fmt_bp(c['slippage'])}</p>")
-    parts.append(_html_table(
-        ["symbol", "half spread", "traded"],
-        [[s["symbol"], fmt_bp(s["half_spread"]),
-          "yes" if not s["excluded"] else f"no: {s['excluded']}"] for s in c["symbols"]],
-        ["excluded" if s["excluded"] else "" for s in c["symbols"]]))
+    parts.append(_html_table(["symbol", "half spread", "traded"], cost_rows(c),
+                             ["excluded" if s["excluded"] else "" for s in c["symbols"]]))
     title = e(f"methtrader report {m['model_id']}")
     body = re.sub(r"\n\s*\n", "\n", "\n".join(parts))
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

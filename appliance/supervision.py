@@ -98,6 +98,14 @@ class Supervisor:
         except Exception:  # recording must never take the supervisor down
             self._log.exception("could not record incident", service_name=service)
 
+    async def _restarting(self, st: ServiceState, what: str, after: str) -> None:
+        """Count the restart of ``st``'s service that follows now and announce it: the
+        ``on_restart`` callback and a restart incident, "``what`` #n after ``after``"."""
+        st.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart(st.name)
+        await self._incident(st.name, "restart", f"{what} #{st.restarts} after {after}", None)
+
     async def supervise(self, name: str, fn: ServiceFn,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run ``fn`` until it returns or is cancelled, restarting it after crashes."""
@@ -132,22 +140,15 @@ class Supervisor:
                     await self._incident(name, "failed", msg, None)
                     await trio.sleep(self.cfg.failed_retry_s)
                     st.crash_times.clear()
-                    st.restarts += 1
-                    if self._on_restart is not None:
-                        self._on_restart(name)
-                    await self._incident(name, "restart", f"retry #{st.restarts} after a "
-                                         f"{self.cfg.failed_retry_s:g}s cool-down", None)
+                    await self._restarting(st, "retry", f"a {self.cfg.failed_retry_s:g}s "
+                                           "cool-down")
                     continue
                 st.state = BACKOFF
                 delay = backoff_delay(len(st.crash_times) - 1, self.cfg.backoff_initial_s,
                                       self.cfg.backoff_max_s, self.cfg.backoff_jitter,
                                       self._rng.random())
                 await trio.sleep(delay)
-                st.restarts += 1
-                if self._on_restart is not None:
-                    self._on_restart(name)
-                await self._incident(name, "restart", f"restart #{st.restarts} after "
-                                     f"{delay:.2f}s backoff", None)
+                await self._restarting(st, "restart", f"{delay:.2f}s backoff")
                 continue
             except BaseException:
                 st.state = STOPPED

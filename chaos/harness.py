@@ -33,6 +33,7 @@ from appliance.bus import Bus
 from appliance.contracts import Event
 from appliance.paths import StatePaths
 from appliance.status import health
+from chaos.experiment import Verdict
 
 METHTRADER = [sys.executable, "-m", "appliance.cli"]
 
@@ -260,6 +261,17 @@ class Harness:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def start_healthy(h: Harness, v: Verdict, state_dir: Path, timeout_s: float, before: str,
+                  **start: Any) -> RunProcess | None:
+    """``run`` on ``state_dir`` (``start``: :meth:`Harness.start_run`'s options), once it is
+    healthy with a stored candle: the steady state an experiment injects its fault into. None,
+    with the failed check on ``v``, when it did not get there within ``timeout_s``."""
+    app = h.start_run(state_dir, **start)
+    if not v.check(app.wait_recovered(time.time(), timeout_s) is not None,
+                   f"the appliance never became healthy before {before}"):
+        return None
+    return app
 
 # -- reading what was stored (run stopped) -------------------------------------------------------
 

@@ -35,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.files import fsync_path
+
 DAY_MS = 86_400_000
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
 SCHEMA = pa.schema([("open_time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
@@ -114,18 +116,14 @@ class Lake:
             tmp = targets[i].with_name(f".{targets[i].name}.tmp")
             pq.write_table(to_table(d.rows).replace_schema_metadata(meta), tmp,
                            compression=COMPRESSION, use_dictionary=False)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
             return tmp
 
         with ThreadPoolExecutor(max_workers=min(len(days), os.cpu_count() or 1)) as pool:
             temps = list(pool.map(encode, range(len(days))))
         for tmp, target in zip(temps, targets):
             os.replace(tmp, target)
-        _fsync_dir(targets[0].parent)
+        fsync_path(targets[0].parent)
         return targets
 
     def day_status(self, symbol: str, day_start_ms: int) -> tuple[bool, int] | None:
@@ -286,7 +284,7 @@ class Lake:
             for f in old:
                 freed += f.stat().st_size
                 f.unlink()
-            _fsync_dir(self.dir("1m", symbol))
+            fsync_path(self.dir("1m", symbol))
             self.resample(symbol)
             for interval in RESAMPLED_AND_1M:
                 if (m := self.manifest(symbol, interval)) is not None:
@@ -365,14 +363,6 @@ def to_table(rows: np.ndarray) -> pa.Table:
                     [pa.array(rows[:, i], pa.float64()) for i in range(1, 7)], schema=SCHEMA)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_table_atomic(table: pa.Table, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -380,7 +370,7 @@ def write_table_atomic(table: pa.Table, path: Path) -> Path:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path
 
 
@@ -392,5 +382,5 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path

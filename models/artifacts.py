@@ -12,7 +12,6 @@ absolute paths and are read back relative.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance.paths import StatePaths
+from data.files import fsync_path, sha256_file
 
 
 def artifacts_root(state_dir: Path) -> Path:
@@ -28,14 +28,6 @@ def artifacts_root(state_dir: Path) -> Path:
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
     return StatePaths(state_dir).run_dir(run_id)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _receipt(state_dir: Path, path: Path) -> dict[str, Any]:
@@ -66,19 +58,11 @@ def write_run(state_dir: Path, run_id: str, write_model: Callable[[Path], None],
               "onnx_sha256": sha256_file(partial / "model.onnx")}
     (partial / "result.json").write_text(json.dumps(result, sort_keys=True, default=float))
     for f in partial.iterdir():
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(f)
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(final.parent)
     return result
 
 

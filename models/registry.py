@@ -23,7 +23,7 @@ from typing import Any
 
 from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import Store
-from models.artifacts import sha256_file
+from data.files import sha256_file
 
 
 class RegistryError(RuntimeError):

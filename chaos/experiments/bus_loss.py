@@ -24,7 +24,7 @@ from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE
 from appliance.contracts import Event
 from appliance.paths import StatePaths
 from chaos.experiment import Experiment, Result, Verdict
-from chaos.harness import Harness, RunProcess, wait_until
+from chaos.harness import Harness, RunProcess, start_healthy, wait_until
 
 NAME = "bus-loss"
 
@@ -58,11 +58,10 @@ def _lose_bus(app: RunProcess, v: Verdict, label: str, expect: dict[str, bool],
 def run(h: Harness, rng: random.Random, *, recover_within_s: float = 60.0) -> Result:
     v = Verdict(NAME)
     state = h.state_dir(NAME)
-    app = h.start_run(state)
-    pid = app.pid
-    if not v.check(app.wait_recovered(time.time(), recover_within_s) is not None,
-                   "the appliance never became healthy before the loss"):
+    app = start_healthy(h, v, state, recover_within_s, "the loss")
+    if app is None:
         return v.result(None)
+    pid = app.pid
     time.sleep(rng.uniform(0.0, 1.0))
     first = _lose_bus(app, v, "switches off", {MAINTENANCE_MODE: False, DEPLOYS_FROZEN: False},
                       recover_within_s)

@@ -21,7 +21,7 @@ from typing import Any
 
 from appliance.contracts import Event
 from chaos.experiment import Experiment, Result, Verdict
-from chaos.harness import Harness, minute_gaps
+from chaos.harness import Harness, minute_gaps, start_healthy
 
 
 def _fault(name: str, knobs: dict[str, Any], h: Harness, rng: random.Random, *,
@@ -29,9 +29,8 @@ def _fault(name: str, knobs: dict[str, Any], h: Harness, rng: random.Random, *,
     v = Verdict(name)
     fake = h.fake_bybit(name)
     state = h.state_dir(name)
-    app = h.start_run(state, exchange_url=fake.url)
-    if not v.check(app.wait_recovered(time.time(), recover_within_s) is not None,
-                   "the appliance never became healthy before the fault"):
+    app = start_healthy(h, v, state, recover_within_s, "the fault", exchange_url=fake.url)
+    if app is None:
         return v.result(None)
     # start 1-2 s before a minute boundary (seeded), so the feed's next poll meets the fault
     lead = 1.0 + rng.random()

@@ -13,7 +13,7 @@ import random
 import time
 
 from chaos.experiment import Experiment, Result, Verdict
-from chaos.harness import Harness, duplicates, minute_gaps, missing, stored_rows
+from chaos.harness import Harness, duplicates, minute_gaps, missing, start_healthy, stored_rows
 
 NAME = "process-kill"
 
@@ -22,9 +22,8 @@ def run(h: Harness, rng: random.Random, *, kill_within_s: float = 6.0,
         recover_within_s: float = 120.0) -> Result:
     v = Verdict(NAME)
     state = h.state_dir(NAME)
-    app = h.start_run(state)
-    if not v.check(app.wait_recovered(time.time(), recover_within_s) is not None,
-                   "the appliance never became healthy before the kill"):
+    app = start_healthy(h, v, state, recover_within_s, "the kill")
+    if app is None:
         return v.result(None)
     delay = rng.uniform(0.0, kill_within_s)
     time.sleep(delay)

@@ -15,7 +15,7 @@ import time
 from appliance.commands import CommandFailed, send_and_wait
 from appliance.contracts import Command, Event
 from chaos.experiment import Experiment, Result, Verdict
-from chaos.harness import Harness, wait_until
+from chaos.harness import Harness, start_healthy, wait_until
 
 NAME = "service-crash"
 SERVICES = ("feed", "trading", "training", "shadow", "risk")
@@ -24,9 +24,8 @@ SERVICES = ("feed", "trading", "training", "shadow", "risk")
 def run(h: Harness, rng: random.Random, *, services: tuple[str, ...] = SERVICES,
         recover_within_s: float = 60.0) -> Result:
     v = Verdict(NAME)
-    app = h.start_run(h.state_dir(NAME))
-    if not v.check(app.wait_recovered(time.time(), recover_within_s) is not None,
-                   "the appliance never became healthy before the first crash"):
+    app = start_healthy(h, v, h.state_dir(NAME), recover_within_s, "the first crash")
+    if app is None:
         return v.result(None)
     worst: float | None = 0.0
     per: dict[str, dict] = {}

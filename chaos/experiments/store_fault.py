@@ -21,7 +21,7 @@ from appliance.commands import CommandFailed, send_and_wait
 from appliance.contracts import Command
 from appliance.paths import StatePaths
 from chaos.experiment import Experiment, Result, Verdict
-from chaos.harness import Harness, duplicates, minute_gaps, stored_rows
+from chaos.harness import Harness, duplicates, minute_gaps, start_healthy, stored_rows
 
 NAME = "store-fault"
 
@@ -52,9 +52,8 @@ def run(h: Harness, rng: random.Random, *, rounds: int = 3,
         recover_within_s: float = 60.0) -> Result:
     v = Verdict(NAME)
     state = h.state_dir(NAME)
-    app = h.start_run(state)
-    if not v.check(app.wait_recovered(time.time(), recover_within_s) is not None,
-                   "the appliance never became healthy before the first fault"):
+    app = start_healthy(h, v, state, recover_within_s, "the first fault")
+    if app is None:
         return v.result(None)
     worst: float | None = 0.0
     per = []
