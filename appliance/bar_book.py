@@ -4,12 +4,15 @@ The trading engine keeps one per trading interval (5m, 1h). Bars arrive from the
 the bar hub; at start, and whenever a bar is missing (the engine was restarted, or cut off for
 being slow), the book fills itself from stored candles — DuckDB's recent minutes, and the lake's
 day files for older history — never from the exchange. Features come from the same
-``models.features`` code as training, one incremental step per bar.
+``models.features`` code as training: a :class:`~models.features.FeatureBook` per bar book, so
+the bars of every symbol that closed together cost one vectorised step (``push_many``), and a
+symbol's history is filled by the batch engine in one call (``extend``).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from decimal import Decimal
 
 import numpy as np
@@ -18,7 +21,7 @@ from appliance.bars import bars_from_minutes
 from appliance.store import Store
 from data.intervals import interval_ms
 from data.lake import Lake
-from models.features import FEATURE_NAMES, WARMUP_BARS, FeatureState, latest_features
+from models.features import FEATURE_NAMES, WARMUP_BARS, FeatureBook
 
 VOL = FEATURE_NAMES.index("vol_12")
 HISTORY_BARS = 288  # closes kept per symbol (a day of 5m bars): allocation's volatility
@@ -29,7 +32,7 @@ class BarBook:
         self.interval = interval
         self.step = interval_ms(interval)
         self.rows_kept = rows_kept
-        self.states: dict[str, FeatureState] = {}
+        self.features = FeatureBook()
         self.rows: dict[str, deque[np.ndarray]] = {}
         self.closes: dict[str, deque[float]] = {}
         self.last_open: dict[str, int] = {}
@@ -38,19 +41,51 @@ class BarBook:
     def warmup_bars(self) -> int:
         return WARMUP_BARS + self.rows_kept
 
+    def is_new(self, symbol: str, bar: np.ndarray) -> bool:
+        last = self.last_open.get(symbol)
+        return last is None or bar[0] > last
+
     def push(self, symbol: str, bar: np.ndarray) -> bool:
         """Add one closed bar (an older or repeated one is ignored); True when it was new."""
+        return bool(self.push_many({symbol: bar}))
+
+    def push_many(self, bars: Mapping[str, np.ndarray]) -> list[str]:
+        """Add one closed bar per symbol in one vectorised feature step (older or repeated
+        bars are ignored); returns the symbols whose bar was new, sorted."""
+        new = sorted(s for s, bar in bars.items() if self.is_new(s, bar))
+        if not new:
+            return []
+        rows = np.stack([np.asarray(bars[s], dtype=np.float64) for s in new])
+        features, warm = self.features.push(new, rows)
+        for symbol, bar, row, ok in zip(new, rows, features, warm):
+            self._keep(symbol, bar, row if ok else None)
+        return new
+
+    def extend(self, symbol: str, bars: np.ndarray) -> int:
+        """Add a run of ``symbol``'s closed bars, oldest first (those not newer than the last
+        one held are ignored); returns how many were new. A symbol the book has no bars of is
+        filled by the batch engine in one call; a gap in a known one bar by bar."""
+        bars = np.asarray(bars, dtype=np.float64).reshape(-1, 7)
         last = self.last_open.get(symbol)
-        if last is not None and bar[0] <= last:
-            return False
-        state = self.states.setdefault(symbol, FeatureState())
-        state.push(bar)
+        if last is not None:
+            bars = bars[bars[:, 0] > last]
+        if not len(bars):
+            return 0
+        if last is not None:
+            for bar in bars:
+                self.push_many({symbol: bar})
+            return len(bars)
+        rows = self.features.prefill_rows(symbol, bars)
+        warm_from = self.features.feature_set.warmup  # a row is served from this bar on
+        for i, bar in enumerate(bars):
+            self._keep(symbol, bar, rows[i] if i >= warm_from else None)
+        return len(bars)
+
+    def _keep(self, symbol: str, bar: np.ndarray, row: np.ndarray | None) -> None:
         self.last_open[symbol] = int(bar[0])
         self.closes.setdefault(symbol, deque(maxlen=HISTORY_BARS)).append(float(bar[4]))
-        if state.warm:
-            self.rows.setdefault(symbol, deque(maxlen=self.rows_kept)).append(
-                latest_features([state])[0])
-        return True
+        if row is not None:
+            self.rows.setdefault(symbol, deque(maxlen=self.rows_kept)).append(row)
 
     def missing_from(self, symbol: str, end_ms: int) -> int | None:
         """The open time from which bars before ``end_ms`` are missing, or None."""

@@ -202,7 +202,7 @@ class TradingEngine:
         t0 = time.perf_counter()
         book = self.bar_books[batch.interval]
         await self.catch_up(book, batch)
-        new = [s for s, bar in sorted(batch.bars.items()) if book.push(s, bar)]
+        new = book.push_many(batch.bars)
         for symbol in new:
             self.marks[symbol] = book.close_decimal(symbol)
         if not new or self.is_history(batch, book.step):
@@ -261,8 +261,7 @@ class TradingEngine:
                 continue
             bars = await store.run(stored_bars, store.store, self.lake, symbol, book.interval,
                                    start, batch.open_ms)
-            for bar in bars:
-                book.push(symbol, bar)
+            book.extend(symbol, bars)
 
     async def settle_funding(self, upto_ms: int) -> None:
         """Every open book pays the funding times up to this bar on what it holds (before the

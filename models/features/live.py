@@ -105,6 +105,11 @@ class FeatureBook:
         been pushed; adds the symbol if needed. Runs the batch engine once over them and keeps
         only the last ``history`` inputs and the smoothers. Returns the newest candle's feature
         row (NaN unless warm)."""
+        return self.prefill_rows(symbol, candles)[-1]
+
+    def prefill_rows(self, symbol: str, candles: np.ndarray) -> np.ndarray:
+        """:meth:`prefill`, returning every candle's feature row, (n, features) (NaN rows where
+        not warm; one NaN row for no candles)."""
         bars = batch.as_ohlcv(candles)
         if bars.ndim != 2:
             raise ValueError(f"prefill {symbol}: expected (n, {N_COLUMNS}) candles, "
@@ -116,7 +121,7 @@ class FeatureBook:
         self._reset(slot)
         n = len(bars)
         if n == 0:
-            return np.full(len(self.feature_set.names), np.nan)
+            return np.full((1, len(self.feature_set.names)), np.nan)
         out = np.empty((len(self.feature_set.names), n))
         state = batch.run_symbol(self.feature_set, bars, out)
         keep = min(n, self._h)
@@ -127,7 +132,7 @@ class FeatureBook:
             self._smoother(key)[slot] = value
         self._last[slot] = state.last
         self._count[slot] = n
-        return out[:, -1].copy()
+        return out.T.copy()
 
     def push(self, symbols: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add one closed candle for each of ``symbols`` (unknown ones are added) and compute

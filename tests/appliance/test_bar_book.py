@@ -1,0 +1,91 @@
+"""The bar book: the features the engine trades on are the training features of the same bars,
+whether a bar arrived alone, with the other symbols' bars, or as history filled at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from appliance.bar_book import VOL, BarBook
+from appliance.bars import bars_from_minutes
+from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, SimMarket
+from models.features import WARMUP_BARS, compute_features
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+STEP = 300_000
+
+
+@pytest.fixture(scope="module")
+def bars() -> dict[str, np.ndarray]:
+    """Two days of 5m bars per symbol from the sim market's 1m candles."""
+    market = SimMarket(7)
+    start = EPOCH_MS + 30 * DAY_MS
+    end = start + 2 * DAY_MS
+    return {s: bars_from_minutes(market.candles(s, start, end), STEP, end) for s in SYMBOLS}
+
+
+def expected(bars: np.ndarray, upto: int, lookback: int) -> np.ndarray:
+    """Training's rows of the last ``lookback`` bars up to index ``upto`` (inclusive)."""
+    return compute_features(bars[:upto + 1])[upto + 1 - lookback:upto + 1]
+
+
+def test_bars_pushed_together_give_the_training_features(bars) -> None:
+    book = BarBook("5m", rows_kept=8)
+    n = len(bars["BTCUSDT"])
+    for i in range(n):
+        new = book.push_many({s: bars[s][i] for s in reversed(SYMBOLS)})
+        assert new == sorted(SYMBOLS)
+        if i == WARMUP_BARS - 1:
+            assert not any(book.warm(s) for s in SYMBOLS)  # the first row comes one bar later
+    for s in SYMBOLS:
+        assert book.warm(s)
+        np.testing.assert_allclose(book.window(s, 8), expected(bars[s], n - 1, 8),
+                                   rtol=1e-5, atol=1e-6)  # float32 windows, as the models get
+        assert book.close(s) == bars[s][-1, 4]
+        assert book.vol(s) == pytest.approx(compute_features(bars[s])[-1, VOL], rel=1e-9)
+
+
+def test_history_filled_at_once_then_live_bars_match_bar_by_bar(bars) -> None:
+    """At start (or after a cut-off) the engine fills a symbol's history in one call; the rows
+    that follow are the same as if every bar had been pushed one by one."""
+    filled, pushed = BarBook("5m", rows_kept=16), BarBook("5m", rows_kept=16)
+    s = "ETHUSDT"
+    history, live = bars[s][:300], bars[s][300:340]
+    assert filled.extend(s, history) == 300
+    for bar in history:
+        pushed.push(s, bar)
+    np.testing.assert_allclose(filled.window(s, 16), pushed.window(s, 16), rtol=1e-12)
+    for bar in live:
+        assert filled.push_many({s: bar}) == [s] and pushed.push(s, bar)
+    np.testing.assert_allclose(filled.window(s, 16), pushed.window(s, 16), rtol=1e-12)
+    np.testing.assert_allclose(filled.window(s, 16), expected(bars[s], 339, 16), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_old_or_repeated_bars_are_ignored_and_a_gap_is_filled_in_order(bars) -> None:
+    book = BarBook("5m", rows_kept=4)
+    btc, eth = bars["BTCUSDT"], bars["ETHUSDT"]
+    book.extend("BTCUSDT", btc[:200])
+    book.extend("ETHUSDT", eth[:200])
+    assert book.push_many({"BTCUSDT": btc[199], "ETHUSDT": eth[150]}) == []  # repeated, old
+    assert book.push_many({"BTCUSDT": btc[200], "ETHUSDT": eth[199]}) == ["BTCUSDT"]
+    assert book.extend("ETHUSDT", eth[150:210]) == 10  # only the bars after its last
+    assert book.missing_from("ETHUSDT", int(eth[210, 0]) + STEP) is None
+    np.testing.assert_allclose(book.window("ETHUSDT", 4), expected(eth, 209, 4), rtol=1e-5,
+                               atol=1e-6)
+    assert book.close_at("ETHUSDT", int(eth[205, 0]) + STEP) == eth[205, 4]
+    assert book.close_at("ETHUSDT", int(eth[205, 0]) + STEP // 2) is None
+    assert book.extend("SOLUSDT", np.zeros((0, 7))) == 0 and not book.warm("SOLUSDT")
+
+
+def test_a_symbol_with_too_few_bars_is_not_warm(bars) -> None:
+    book = BarBook("5m")
+    book.extend("SOLUSDT", bars["SOLUSDT"][:WARMUP_BARS])
+    assert not book.warm("SOLUSDT")
+    book.push("SOLUSDT", bars["SOLUSDT"][WARMUP_BARS])
+    assert book.warm("SOLUSDT") and len(book.rows["SOLUSDT"]) == 1
+    at_once = BarBook("5m")
+    at_once.extend("SOLUSDT", bars["SOLUSDT"][:WARMUP_BARS + 1])
+    assert len(at_once.rows["SOLUSDT"]) == 1
+    np.testing.assert_allclose(at_once.window("SOLUSDT", 1),
+                               expected(bars["SOLUSDT"], WARMUP_BARS, 1), rtol=1e-5, atol=1e-6)
