@@ -99,6 +99,6 @@ class Balance:
     #: funding the wallet was charged, per funding time (ms, total), complete for every time
     #: after ``funding_known_after``; None where the venue gives no such breakdown (live
     #: Bybit). It lets the account be valued as of an earlier bar
-    #: (:func:`appliance.services.trading.venue_as_of`).
+    #: (:func:`appliance.account_identity.venue_as_of`).
     funding_log: tuple[tuple[int, Decimal], ...] | None = None
     funding_known_after: int | None = None

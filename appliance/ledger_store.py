@@ -168,7 +168,7 @@ def record_bars(store: Store, model_rows: list[tuple],
     fills, every model's targets, the paper fills, the books that changed (as they stand now),
     every book's equity and the account's. An account row holds the books' total, the house's
     cash, the venue's own equity at the same marks as of the bar (``venue_exact``; NULL where
-    that cannot be known, see :func:`appliance.services.trading.venue_as_of`) and
+    that cannot be known, see :func:`appliance.account_identity.venue_as_of`) and
     each account book's equity, so the identity ``equity = Σ books`` can be checked from the
     table."""
     orders = list(orders)

@@ -35,6 +35,7 @@ import numpy as np
 import trio
 
 from appliance.allocation import group_volatility, weights
+from appliance.account_identity import IDENTITY_TOLERANCE, venue_as_of, venue_at
 from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
 from appliance.book_funding import FundingClerk
@@ -42,7 +43,7 @@ from appliance.books import Book
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
-from appliance.domain import Balance, Instrument
+from appliance.domain import Instrument
 from appliance.exchange.base import ExchangeError
 from appliance.ledger import CLOSING, OPEN, Ledger
 from appliance.ledger_store import load_books, record_bars
@@ -113,6 +114,7 @@ class TradingEngine:
         self.pending = Pending(0.0)
         self.decide_ms = 0.0
         self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
+        self.identity_gap: Decimal | None = None  # books − venue, as last reported
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -376,7 +378,10 @@ class TradingEngine:
         assert self.ledger.house is not None
         balance = await self.ctx.exchange.balance()
         venue = venue_as_of(balance, self.marks, marked_ts, self.now_ms())
-        account = {"equity": self.ledger.equity(self.marks), "cash": self.ledger.house.cash,
+        equity = self.ledger.equity(self.marks)
+        if venue is not None and not self.funding.owed:
+            await self.check_identity(marked_ts, equity, venue)
+        account = {"equity": equity, "cash": self.ledger.house.cash,
                    "venue": venue_at(balance, self.marks),
                    # NULL while a payment is owed for want of its price: the books lag it
                    "venue_exact": None if self.funding.owed else venue,
@@ -392,6 +397,23 @@ class TradingEngine:
         self.ctx.bus.put_snapshot(Snapshot.ALLOCATION, {
             "rule": self.ctx.cfg.trading.allocation,
             **self.ledger.summary(self.marks, self.weights)})
+
+    async def check_identity(self, bar_ms: int, books: Decimal, venue: Decimal) -> None:
+        """The account identity, checked at every comparable bar: the books' total must be
+        the venue's account to the last digit. A gap (a charge, fee or fill one side does not
+        know) is an incident when it opens or changes, not at every bar it persists."""
+        gap = books - venue
+        if abs(gap) <= IDENTITY_TOLERANCE:
+            self.identity_gap = None
+            return
+        if self.identity_gap is not None and abs(gap - self.identity_gap) <= IDENTITY_TOLERANCE:
+            return
+        self.identity_gap = gap
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(bar_ms / 1000))
+        await self.gateway.incident("reconciliation", (
+            f"account identity: at the {when} UTC bar the books total {books:.6f} USDT but "
+            f"the venue's account is {venue:.6f} ({gap:+.6f}): a charge, fee or fill that one "
+            "side does not know; compare the fills and funding of both around that bar"))
 
     def flush_due(self) -> bool:
         """On the real clock every bar is written at once; on the virtual clock bars are
@@ -433,31 +455,6 @@ class TradingEngine:
                                             self.decided_at())
         await self.save()
         return result
-
-
-def venue_at(balance: Balance, marks: dict[str, Decimal]) -> Decimal:
-    """The venue's own account (its wallet and positions, by its own accounting) valued at
-    the books' marks: the independent side of the account identity."""
-    equity = balance.wallet
-    for p in balance.positions:
-        equity += p.qty * (marks.get(p.symbol, p.avg_price) - p.avg_price)
-    return equity
-
-
-def venue_as_of(balance: Balance, marks: dict[str, Decimal], bar_ms: int,
-                now_ms: int) -> Decimal | None:
-    """The venue's account as the books must see it at the bar closing at ``bar_ms``.
-
-    The venue settles funding up to now; the books pay a funding time on its own bar. When
-    the engine lags (a busy machine on the virtual clock) the venue may have charged funding
-    times after the bar already: those charges are added back from its per-time log. None
-    where that cannot be known: the venue keeps no such log (live Bybit) or not back to the
-    bar, and a funding time fell in ``(bar_ms, now_ms]``."""
-    equity = venue_at(balance, marks)
-    log, known_after = balance.funding_log, balance.funding_known_after
-    if log is not None and known_after is not None and bar_ms >= known_after:
-        return equity + sum((due for t, due in log if t > bar_ms), Decimal(0))
-    return None if funding_times(bar_ms, now_ms) else equity
 
 
 async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:

@@ -19,7 +19,7 @@ from appliance.exchange.base import Exchange
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.replay import ReplayExchange
 from appliance.exchange.sim import SimExchange
-from appliance.services.trading import venue_as_of
+from appliance.account_identity import venue_as_of
 from appliance.exchange.simmarket import (DAY_MS, EPOCH_MS, MINUTE_MS, UNIVERSE, SimMarket,
                                           half_spread, symbol_spec)
 from models.costs import quoted_half_spread, roll_half_spread

@@ -428,6 +428,33 @@ async def test_a_book_opened_by_a_lagging_engine_pays_the_funding_its_first_fill
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_venue_charge_the_books_do_not_know_is_one_incident(make_ctx, autojump_clock):
+    """The identity is checked at every bar, not only by tests: a charge at the venue that no
+    book carries (here 0.25 USDT taken from the paper wallet mid-run) raises one
+    reconciliation incident naming the bar and the gap, not one per bar it persists."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    on_batch, seen = engine.on_batch, []
+
+    async def charged(batch) -> None:
+        seen.append(batch.end_ms)
+        if len(seen) == 12:
+            ctx.exchange.broker.wallet -= Decimal("0.25")
+        await on_batch(batch)
+
+    engine.on_batch = charged
+    await trade_for(ctx, engine, 2)
+    gaps = [i for i in ctx.store.store.incidents() if "account identity" in i["message"]]
+    assert len(gaps) == 1, gaps
+    assert gaps[0]["kind"] == "reconciliation" and "(+0.250000)" in gaps[0]["message"]
+    equity = rows(ctx, "SELECT exact, venue_exact FROM equity WHERE venue_exact IS NOT NULL "
+                       "ORDER BY ts")
+    assert Decimal(equity[-1]["exact"]) - Decimal(equity[-1]["venue_exact"]) == Decimal("0.25")
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_the_order_rate_cap_counts_market_minutes_not_wall_ones(make_ctx, autojump_clock):
     """Found by the month run: at sim speed a whole market day passes in a wall minute, and a
     cap counted on the wall clock refused 99% of prod orders. Two symbols trade at most two
