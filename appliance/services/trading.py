@@ -45,7 +45,7 @@ from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.domain import Instrument
 from appliance.exchange.base import ExchangeError
-from appliance.ledger import CLOSING, OPEN, Ledger
+from appliance.ledger import CLOSING, OPEN, PENDING, Ledger
 from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
 from appliance.model_pool import ModelPool
@@ -54,7 +54,7 @@ from appliance.order_journal import OrderJournal
 from appliance.paths import StatePaths
 from appliance.risk import RiskLimits
 from appliance.services.paper_desk import PaperDesk
-from appliance.sizing import order_for, round_qty, target_fraction, target_qty
+from appliance.sizing import order_for, round_qty, target_fractions, target_qty
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
 from models.costs import CostModel, quoted_half_spread
@@ -108,6 +108,7 @@ class TradingEngine:
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
         self.weights: dict[str, float] = {}
+        self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
         self.delisted: set[str] = set()
         self.started = False
         self.started_ms = 0
@@ -218,7 +219,7 @@ class TradingEngine:
         opened, closing = self.ledger.sync(self.pool.models.values(),
                                            self.decided_at() or self.now_ms())
         await self.wind_down()
-        self.weights = self.allocation()
+        self.weights = self.allocation(batch.end_ms)
         if self.ledger.fund(self.weights, self.marks) or opened or closing:
             await self.save()  # a book exists in DuckDB before its first order is sent
         rows, paper, live = [], [], []
@@ -234,12 +235,12 @@ class TradingEngine:
             if not mine:
                 continue
             probs = m.session.predict(np.stack([book.window(s, m.lookback) for s in mine]))
+            fractions = target_fractions(probs, np.array([book.vol(s) for s in mine]),
+                                         threshold=self.ctx.cfg.trading.threshold).tolist()
             start_equity = b.equity(self.marks)
-            for symbol, p in zip(mine, probs):
-                fraction = target_fraction(p, book.vol(symbol),
-                                           threshold=self.ctx.cfg.trading.threshold)
+            for symbol, p, fraction in zip(mine, probs.tolist(), fractions):
                 rows.append((batch.open_ms, m.model_id, symbol, m.mode, book.close(symbol),
-                             fraction, *map(float, p), b.book_id))
+                             fraction, *p, b.book_id))
                 if m.mode == "prod":
                     self.plan_prod(orders, b, symbol, fraction, start_equity)
                 elif not paused:
@@ -360,12 +361,20 @@ class TradingEngine:
                 self.ledger.close(b, now)
                 self.log.info("book closed", book=b.book_id)
 
-    def allocation(self) -> dict[str, float]:
+    def allocation(self, bar_ms: int) -> dict[str, float]:
+        """Each group's share of the account (:mod:`appliance.allocation`). The volatilities
+        are a day of bars, so they are weighed again hourly, or at once when the groups change
+        or a book waits for its capital."""
         groups: dict[str, list[str]] = {}
         for m in self.pool.models.values():
             groups.setdefault(m.row["group"], []).extend(m.row["symbols"])
         for b in self.ledger.books.values():
             groups.setdefault(b.group, [])
+        key = sorted((g, sorted(set(symbols))) for g, symbols in groups.items())
+        if (bar_ms - self.weighed[0] < HOUR_MS and key == self.weighed[1]
+                and not any(b.state == PENDING for b in self.ledger.books.values())):
+            return self.weights
+        self.weighed = (bar_ms, key)
         book = self.bar_books[TRADING_INTERVALS[0]]
         vols = {g: group_volatility([book.returns(s) for s in sorted(set(symbols))])
                 for g, symbols in groups.items()}
