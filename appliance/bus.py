@@ -93,9 +93,14 @@ class Bus:
             opened.append(self._commands._cache)
             self._audit = diskcache.Deque(directory=str(self.path / "audit"))
             opened.append(self._audit._cache)
-            # A new (or rebuilt) bus numbers its journal from the wall clock in microseconds,
-            # so it never reuses a sequence number DuckDB already holds from an older bus.
-            self.cache.add("audit_seq", int(time.time() * 1_000_000))
+            # A new (or rebuilt) bus numbers its journal and its events from the wall clock in
+            # microseconds, so it never reuses a sequence number DuckDB already holds from an
+            # older bus, and a client that remembered an event number of a lost bus sees every
+            # event of the one rebuilt in its place. ``run`` also raises both counters past
+            # what it knew (:meth:`raise_sequences`): the clock may have stepped back.
+            first = int(time.time() * 1_000_000)
+            self.cache.add("audit_seq", first)
+            self.cache.add("events_seq", first)
         except (sqlite3.DatabaseError, diskcache.Timeout) as exc:
             for cache in opened:
                 with contextlib.suppress(Exception):
@@ -121,6 +126,18 @@ class Bus:
         with contextlib.suppress(Exception):
             self.close()
         self._open()
+
+    def raise_sequences(self, *, events: int = 0, audit: int = 0) -> None:
+        """Make the next event number higher than ``events`` and the next audit-journal
+        number higher than ``audit``; a counter already past them stays as it is.
+
+        ``run`` calls it on a rebuilt bus with the numbers the lost one (or ``audit_log``)
+        reached, so numbers keep increasing across the rebuild whatever the wall clock says.
+        Atomic against :meth:`publish` and :meth:`audit` in other processes."""
+        with self.cache.transact():
+            for key, floor in (("events_seq", events), ("audit_seq", audit)):
+                if int(self.cache.get(key, 0)) < floor:
+                    self.cache.set(key, int(floor))
 
     def close(self) -> None:
         for store in (self.cache, self._events._cache, self._commands._cache, self._audit._cache):

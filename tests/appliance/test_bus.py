@@ -49,8 +49,9 @@ def test_events_from_several_processes_get_unique_increasing_numbers(tmp_path):
     events = bus.events_since(0)
     seqs = [e["seq"] for e in events]
     assert len(seqs) == 150 and seqs == sorted(seqs) and len(set(seqs)) == 150
-    assert bus.last_event_seq() == 150
-    assert [e["seq"] for e in bus.events_since(140)] == list(range(141, 151))
+    first = seqs[0]  # a new bus numbers from the wall clock: see the rebuild tests below
+    assert seqs == list(range(first, first + 150)) and bus.last_event_seq() == first + 149
+    assert [e["seq"] for e in bus.events_since(first + 139)] == seqs[-10:]
     bus.close()
 
 
@@ -228,4 +229,48 @@ def test_a_bus_knows_when_its_directory_was_deleted_or_replaced_and_reopens_in_p
     bus.set_tradable_pairs(["BTCUSDT"])
     assert other.tradable_pairs() == ["BTCUSDT"]  # the same bus as other processes now
     other.close()
+    bus.close()
+
+
+# -- sequence numbers across a rebuild (issue 11, bus loss) ---------------------------------
+
+@pytest.mark.timeout(60)
+def test_event_numbers_continue_on_a_bus_rebuilt_at_the_same_path(tmp_path):
+    """A client that remembered the lost bus's last event number must see every event of the
+    bus rebuilt in its place: the new numbers start above the old ones, not at 1."""
+    import shutil
+
+    lost = Bus(tmp_path / "bus")
+    seen = [lost.publish("trade", {"i": i}) for i in range(3)]
+    shutil.rmtree(tmp_path / "bus")
+    with Bus(tmp_path / "bus") as rebuilt:
+        first = rebuilt.publish("trade", {"i": 3})
+        rebuilt.publish_many("trade", [{"i": 4}, {"i": 5}])
+        assert first > seen[-1]
+        assert [e["data"]["i"] for e in rebuilt.events_since(seen[-1])] == [3, 4, 5]
+    lost.close()
+
+
+@pytest.mark.timeout(60)
+def test_raise_sequences_carries_the_lost_bus_numbers_and_never_lowers_them(tmp_path,
+                                                                             monkeypatch):
+    """A new bus numbers from the wall clock, which may have stepped back since the lost bus
+    numbered its events: ``run`` raises the new counters past what the lost one reached."""
+    import shutil
+
+    bus = Bus(tmp_path / "bus")
+    bus.publish("trade", {"i": 0})
+    bus.audit(actor="ops", action="maintenance_mode=on")
+    events, audit = bus.last_event_seq(), bus.last_audit_seq()
+    shutil.rmtree(tmp_path / "bus")
+    real = time.time
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: real() - 3600)  # NTP stepped the clock back an hour
+        bus.reopen()
+    assert bus.last_event_seq() < events and bus.last_audit_seq() < audit
+    bus.raise_sequences(events=events, audit=audit)
+    assert bus.publish("trade", {"i": 1}) == events + 1
+    assert bus.audit(actor="ops", action="maintenance_mode=off")["seq"] == audit + 1
+    bus.raise_sequences(events=1, audit=1)
+    assert (bus.last_event_seq(), bus.last_audit_seq()) == (events + 1, audit + 1)
     bus.close()
