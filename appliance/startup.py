@@ -150,6 +150,10 @@ async def settle(ctx, findings: Findings) -> None:
         shown = ", ".join(findings.loose[:5]) + (" ..." if len(findings.loose) > 5 else "")
         await incident("permissions", f"state dir readable by group or others: {shown}; run "
                        f"chmod -R go-rwx {ctx.cfg.state_path}")
+    # a bus rebuilt while run was down numbers its journal from the wall clock: should the
+    # clock have stepped back, audit_log (which copies only numbers above its newest) would
+    # skip every new entry
+    ctx.bus.raise_sequences(audit=await ctx.store.call("max_audit_seq"))
     switches = await settle_at_start(ctx.bus, _store_call(ctx), fresh=findings.fresh,
                                      incident=incident)
     log.info("switches settled", **switches)
@@ -158,8 +162,10 @@ async def settle(ctx, findings: Findings) -> None:
 async def recover_lost_bus(ctx, sync_audit) -> bool:
     """When the bus directory was deleted (or replaced) under a running ``run``: copy what its
     journal still holds into ``audit_log`` (its unlinked files stay readable while open),
-    reopen the bus in place and restore the switches from ``audit_log`` as at start (a switch
-    that was ON stays ON). False when nothing was lost. Called by the heartbeat service.
+    reopen the bus in place, number its events and journal past the lost one's (a client that
+    remembered an event number misses nothing) and restore the switches from ``audit_log`` as
+    at start (a switch that was ON stays ON). False when nothing was lost. Called by the
+    heartbeat service.
 
     Reopening and restoring happen without yielding to another task, so no service (nor the
     operator's switch watch) ever sees the new bus without its switches."""
@@ -175,7 +181,10 @@ async def recover_lost_bus(ctx, sync_audit) -> bool:
         from_db = await _store_call(ctx)(audit_log_switches)
         if seen is None or _quiet(ctx.bus.last_audit_seq, seen):
             break
+    copied = await ctx.store.call("max_audit_seq")
+    events, audit = _reached(ctx.bus)
     ctx.bus.reopen()
+    ctx.bus.raise_sequences(events=events, audit=max(audit, copied))
     found: list[tuple[str, str]] = []
 
     async def prefetched(fn, *args):  # no checkpoint: the restore below does not yield
@@ -193,6 +202,15 @@ async def recover_lost_bus(ctx, sync_audit) -> bool:
     for kind, message in found:
         await incident(kind, message)
     return True
+
+
+def _reached(bus: Bus) -> tuple[int, int]:
+    """The last event and audit numbers of a lost bus; (0, 0) when its files are unreadable
+    (the new bus's wall-clock numbering then stands alone)."""
+    try:
+        return bus.last_event_seq(), bus.last_audit_seq()
+    except Exception:
+        return 0, 0
 
 
 def _quiet(last_seq, seen: int) -> bool:
