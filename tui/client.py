@@ -225,11 +225,26 @@ class BusReader:
         last = self._bus.last_event_seq()
         if last == self._event_seq:
             return
+        if self._event_seq is not None and last < self._event_seq:
+            # Numbers below what was read: the bus was replaced by an older copy (a backup put
+            # back). Start over on it as a new TUI would; following the old number would show
+            # nothing until the new bus passed it, and then skip what came before.
+            self._forget_events()
+            self._event_seq = None
         after = max(0, last - EVENTS_PER_READ) if self._event_seq is None else self._event_seq
         for event in self._bus.events_since(after, limit=EVENTS_PER_READ):
             self._apply_event(event)
             last = max(last, int(event.get("seq", 0)))  # published since last_event_seq()
         self._event_seq = last
+
+    def _forget_events(self) -> None:
+        """Drop everything laid over the snapshots from events (before reading them again)."""
+        self._trades.clear()
+        self._runs.clear()
+        self._sources.clear()
+        self._backfill.clear()
+        self._incidents.clear()
+        self._discovery.clear()
 
     def _apply_event(self, event: Mapping[str, Any]) -> None:
         kind, data, wall = event.get("kind"), _dict(event.get("data")), _ts(event)
@@ -256,6 +271,9 @@ class BusReader:
         mark = self._bus.last_audit_seq()
         if mark == self._audit_seq:
             return
+        if mark < self._audit_after:  # an older copy of the bus, as for the events
+            self._history.clear()
+            self._audit_after = 0
         for entry in self._bus.audit_entries(self._audit_after):
             self._audit_after = max(self._audit_after, int(entry.get("seq", 0)))
             action = str(entry.get("action", ""))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from appliance.bus import Bus
-from tests.tui.conftest import (fill_bus, heartbeat, make_app, run_scenario, trade,
+from appliance.bus import MAINTENANCE_MODE, Bus
+from tests.tui.conftest import (TRADES, fill_bus, heartbeat, make_app, run_scenario, trade,
                                 wait_for)
 from tests.tui.helpers import text
 from tui.client import SECTIONS, BusReader
@@ -70,3 +71,32 @@ def test_a_bus_read_error_shows_in_the_banner_and_clears(bus_state: Path,
         assert not app.screen.query_one("#banner").display
 
     run_scenario(app, scenario)
+
+
+def test_a_reader_whose_bus_went_back_to_an_older_copy_reads_it_afresh(tmp_path: Path) -> None:
+    """Issue 11, bus loss: the bus replaced by an older copy (a backup put back) numbers below
+    what the reader remembered. The reader starts over on it, as a new TUI would, instead of
+    waiting for its numbers to pass the old ones (and showing nothing new until then)."""
+    path, copy = tmp_path / "bus", tmp_path / "copy"
+    with Bus(path) as bus:
+        fill_bus(bus)
+    shutil.copytree(path, copy)
+    bus = Bus(path)
+    reader = BusReader(bus)
+    for i in range(TRADES, TRADES + 5):
+        bus.publish("trade", trade(i))
+    for value in (True, False):
+        bus.set_switch(MAINTENANCE_MODE, value, actor="carol", reason="later", source="cli")
+    state = reader.read()
+    assert state is not None and state.trades[0] == trade(TRADES + 4)
+    assert [e["actor"] for e in state.switch_history[:2]] == ["carol", "carol"]
+    shutil.rmtree(path)
+    shutil.copytree(copy, path)
+    bus.reopen()
+    bus.publish("trade", trade(99))
+    bus.set_switch(MAINTENANCE_MODE, True, actor="dave", reason="restored", source="cli")
+    state = reader.read()
+    assert state is not None
+    assert state.trades == tuple([trade(99)] + [trade(i) for i in range(TRADES - 1, 10, -1)])
+    assert [e["actor"] for e in state.switch_history] == ["dave", "bob", "alice", "alice"]
+    bus.close()
