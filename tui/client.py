@@ -8,6 +8,7 @@ resume write the switch on the bus directly, so they work while the appliance is
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -382,6 +383,7 @@ class BusClient:
         self._events_maxlen = events_maxlen
         self._requests: queue.SimpleQueue[ActionRequest | None] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._gone = False  # the bus was lost and is not reopened yet
 
     def request(self, action: str, model_id: str | None = None,
                 group: str | None = None) -> None:
@@ -398,18 +400,46 @@ class BusClient:
         reader: BusReader | None = None
         try:
             while not self._stop.is_set():
+                usable: Bus | None = None
                 try:
                     if bus is None:
                         bus = Bus(self.bus_path, events_maxlen=self._events_maxlen)
                         reader = BusReader(bus, self._now)
-                    self._publish(reader.read() if reader else None)
+                    usable = self._follow(bus)
+                    if reader is not None:
+                        self._publish(reader.read() if usable is not None
+                                      else reader.with_error(self._gone_message()))
                 except Exception as exc:  # a broken bus must show in the UI, not kill it
                     self._publish(reader.with_error(repr(exc)) if reader
                                   else MissionState(version=1, error=repr(exc)))
-                self._serve_requests(bus)
+                self._serve_requests(usable)
         finally:
             if bus is not None:
                 bus.close()
+
+    def _follow(self, bus: Bus) -> Bus | None:
+        """``bus`` while its directory is the one at :attr:`bus_path`; None while a lost
+        bus's directory is gone; the bus reopened in place once a directory is there again.
+
+        After a bus loss ``run`` rebuilds the directory and restores the switches in it. The
+        TUI does not create it meanwhile (it would race that rebuild), and nothing is read
+        from or written to the deleted files, which nobody else sees: a kill then goes to the
+        kill file (:meth:`_without_bus`)."""
+        if not self._gone:
+            if not bus.lost():
+                return bus
+            self._gone = True
+            with contextlib.suppress(Exception):  # frees the deleted files
+                bus.close()
+        if not self.bus_path.is_dir():
+            return None
+        bus.reopen()
+        self._gone = False
+        return bus
+
+    def _gone_message(self) -> str:
+        return (f"the bus at {self.bus_path} was deleted; waiting for the appliance to rebuild "
+                "it (a kill goes to the kill file meanwhile)")
 
     def _serve_requests(self, bus: Bus | None) -> None:
         """Wait out the poll interval, running any action that arrives meanwhile."""
@@ -434,15 +464,18 @@ class BusClient:
             return
 
     def _without_bus(self, request: ActionRequest) -> ActionDone:
-        """The bus cannot be opened: a kill still works, through the state dir's kill file."""
+        """The bus cannot be opened (or is gone): a kill still works, through the state dir's
+        kill file."""
         if request.action != "kill":
-            return ActionDone(request.action, False, "the bus could not be opened")
+            return ActionDone(request.action, False, "the bus is unavailable")
         try:
-            write_kill_file(self.bus_path.parent, OPERATOR_REASON, "the tui could not open it")
+            write_kill_file(self.bus_path.parent, OPERATOR_REASON,
+                            "the tui found it damaged or deleted")
         except OSError as exc:
             return ActionDone(request.action, False, f"kill file not written: {exc.strerror}")
         return ActionDone(request.action, True,
-                          f"bus damaged: kill file written by {self.actor}; maintenance ON")
+                          f"bus unavailable: kill file written by {self.actor}; "
+                          "maintenance ON")
 
     def _publish(self, state: MissionState | None) -> None:
         if state is not None:

@@ -6,12 +6,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from textual.widgets import Digits
 
 from appliance.bus import MAINTENANCE_MODE, Bus
-from tests.tui.conftest import (TRADES, fill_bus, heartbeat, make_app, run_scenario, trade,
-                                wait_for)
-from tests.tui.helpers import text
+from appliance.safety import kill_file
+from tests.tui.conftest import (MARKET_T0, TRADES, fill_bus, heartbeat, make_app, run_scenario,
+                                switch_to, trade, wait_for)
+from tests.tui.helpers import rows, text
 from tui.client import SECTIONS, BusReader
+from tui.dialogs.confirm import ConfirmDialog
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,3 +103,45 @@ def test_a_reader_whose_bus_went_back_to_an_older_copy_reads_it_afresh(tmp_path:
     assert state.trades == tuple([trade(99)] + [trade(i) for i in range(TRADES - 1, 10, -1)])
     assert [e["actor"] for e in state.switch_history] == ["dave", "bob", "alice", "alice"]
     bus.close()
+
+
+def test_mission_control_follows_the_bus_rebuilt_after_a_loss(bus_state: Path) -> None:
+    """Issue 11, bus loss: the bus directory deleted under a running TUI. While it is gone the
+    banner says so and a kill goes to the kill file (not into the deleted files, which nobody
+    reads), and the TUI does not create a bus itself; once ``run`` rebuilt it in place, the TUI
+    reads the new bus and follows its events."""
+    path = bus_state / "bus"
+    app = make_app(bus_state)
+    rebuilt: list[Bus] = []
+
+    async def scenario(pilot) -> None:
+        assert app.state.trades[0] == trade(TRADES - 1)
+        with Bus(path) as bus:
+            events, audit = bus.last_event_seq(), bus.last_audit_seq()
+        shutil.rmtree(path)
+        await wait_for(lambda: "was deleted" in (app.state.error or ""))
+        assert text(app, "#banner").startswith(f"BUS ERROR: the bus at {path} was deleted")
+        await pilot.press("k")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(lambda: bool(app.actions_done))
+        assert app.actions_done[-1].ok and "kill file written" in app.actions_done[-1].detail
+        assert kill_file(bus_state).exists() and not path.exists()
+        bus = Bus(path)  # `run` reopens it in place and carries the numbers forward
+        rebuilt.append(bus)
+        bus.raise_sequences(events=events, audit=audit)
+        bus.put_snapshot("status", {"equity": 777.25})
+        bus.publish("trade", trade(TRADES), market_ts=MARKET_T0 + TRADES * 60)
+        await wait_for(lambda: app.state.error is None and app.state.trades[0] == trade(TRADES))
+        assert app.state.maintenance_mode  # the kill file holds it on the new bus
+        assert app.screen.query_one("#equity Digits", Digits).value == "777.25"
+        await switch_to(app, pilot, "2", "trades")
+        bus.publish("trade", trade(TRADES + 1), market_ts=MARKET_T0 + (TRADES + 1) * 60)
+        await wait_for(lambda: rows(app, "#blotter")[0][0] == "2024-06-01 13:01:00")
+        assert rows(app, "#blotter")[1][0] == "2024-06-01 13:00:00"
+
+    try:
+        run_scenario(app, scenario)
+    finally:
+        for bus in rebuilt:
+            bus.close()
