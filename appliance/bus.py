@@ -9,7 +9,8 @@ Layout under ``<state>/bus``:
 * the main cache: switches (``switch:maintenance_mode``, ``switch:deploys_frozen``),
   ``tradable_pairs``, heartbeats, snapshots for the dashboard and ``status``;
 * ``events/``: a bounded deque of events, each with a sequence number (trade,
-  training_progress, data_source_update, incident, ...);
+  training_progress, data_source_update, incident, ...); numbers keep increasing across a
+  rebuilt bus, so a client follows ``events_since(last_seen)`` through a bus loss;
 * ``commands/``: a deque of operator commands (tui/cli → appliance), each with the OS user that
   sent it and a wall-time deadline;
 * ``audit/``: the operator's audit journal, copied by ``run`` into DuckDB's ``audit_log``.
