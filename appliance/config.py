@@ -234,8 +234,23 @@ class BusConfig:
 
 @dataclass(frozen=True)
 class ChaosConfig:
-    enabled: bool = _f(False, doc="allow injected faults (command chaos_crash) in a paper "
-                                  "run; the sim always allows them, real orders never")
+    """The weekly experiment inside ``run`` (:mod:`appliance.services.chaos`) and the injected
+    faults of ``methtrader chaos`` (:mod:`appliance.chaos_hook`)."""
+
+    enabled: bool = _f(False, doc="run the weekly chaos experiment inside `run` (sim, replay and "
+                                  "paper only) and allow injected faults (chaos_crash, "
+                                  "chaos_store_fault) in a paper run; the sim always allows "
+                                  "injected faults; with real orders neither ever happens")
+    at: str = _f("Sun 04:00", pattern=r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01]\d|2[0-3]):[0-5]\d",
+                 doc="Ddd HH:MM, UTC market time of the weekly experiment, e.g. Sun 04:00 "
+                     "(after the nightly training, shadow verdicts and housekeeping)")
+    services: str = _f("feed,trading,shadow,risk,training",
+                       csv_choices=("feed", "trading", "shadow", "risk", "training"),
+                       doc="the services the weekly experiment crashes, one a week, in turn")
+    timeout_s: float = _f(300.0, lo=10.0, hi=3600.0,
+                          doc="wall seconds the weekly experiment waits for a healthy "
+                              "appliance before the crash, and then for recovery; past it the "
+                              "run is given up and not held")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ reader of it sees, is unchanged.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 _Name = TypeVar("_Name", bound=StrEnum)
 
@@ -48,6 +48,7 @@ class Snapshot(StrEnum):
     PIPELINE = "pipeline"  # datasets and their manifests
     TRAINING = "training"  # training runs and the queue
     INCIDENTS = "incidents"  # the latest incidents from DuckDB (the Incidents screen's history)
+    CHAOS = "chaos"  # the weekly chaos schedule and its last result (services/chaos.py)
 
 
 class Command(StrEnum):
@@ -86,8 +87,9 @@ class TradeEvent(TypedDict):
 
 class IncidentEvent(TypedDict):
     service: str
-    kind: str  # crash, failed, restart, outage, recovered, parity, ...
+    kind: str  # crash, failed, restart, outage, recovered, parity, chaos, ...
     message: str
+    mttr_s: NotRequired[float | None]  # a chaos incident's time to recovery (the MTTR column)
 
 
 class ModelTransitionEvent(TypedDict):

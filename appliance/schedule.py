@@ -7,6 +7,8 @@ import re
 import time
 
 DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # time.gmtime's tm_wday order
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -36,6 +38,25 @@ def next_daily(now: float, at_s: int) -> float:
     midnight = now - now % DAY_S
     t = midnight + at_s
     return t if t > now else t + DAY_S
+
+
+def parse_weekly(text: str) -> tuple[int, int]:
+    """'Sun 04:00' → (weekday, seconds after midnight UTC), weekday 0 = Monday as in
+    ``time.gmtime``; raises ValueError naming the text."""
+    day, _, hhmm = text.strip().partition(" ")
+    if day not in WEEKDAYS:
+        raise ValueError(f"{text!r} is not a weekly time; use Ddd HH:MM (UTC), Ddd one of "
+                         f"{', '.join(WEEKDAYS)}, e.g. Sun 04:00")
+    return WEEKDAYS.index(day), parse_hhmm(hhmm.strip())
+
+
+def next_weekly(after: float, weekday: int, at_s: int) -> float:
+    """The first moment strictly after ``after`` that is weekday ``weekday`` (0 = Monday),
+    ``at_s`` seconds past its UTC midnight."""
+    midnight = after - after % DAY_S
+    days_ahead = (weekday - time.gmtime(midnight).tm_wday) % 7
+    t = midnight + days_ahead * DAY_S + at_s
+    return t if t > after else t + WEEK_S
 
 
 def is_sunday(t: float) -> bool:

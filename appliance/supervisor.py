@@ -17,6 +17,8 @@ Task tree of ``methtrader run``::
          ├─ supervise("risk")          7-day drawdown → deploys_frozen; VaR
          ├─ supervise("housekeeping")  nightly: old per-bar rows → daily aggregates
          ├─ supervise("notify")        webhook sender (events and audit always)
+         ├─ supervise("chaos")         chaos.enabled (sim, replay, paper only): weekly, one
+         │                             service crashed on purpose, MTTR → chaos incident
          └─ supervise("feed")          closed 1m candles → DuckDB; closed 5m/1h bars → bar hub
 
 Later layers add their services to ``build_services``; each is an ``async def run(ctx, ...)``
@@ -50,10 +52,10 @@ from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
 from appliance.safety import prepare_state_dir
-from appliance.services import (consumer, datasets, discovery, feed, heartbeat, housekeeping,
-                                 operator, risk, shadow, trading, training)
+from appliance.services import (chaos, consumer, datasets, discovery, feed, heartbeat,
+                                 housekeeping, operator, risk, shadow, trading, training)
 from appliance.store import StoreRunner
-from appliance.supervision import Supervisor
+from appliance.supervision import IncidentFn, Supervisor
 
 log = service_logger("supervisor")
 
@@ -99,7 +101,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
     life = Lifecycle(ctx.store, ctx.bus, notifier, state_dir)
     engine = trading.TradingEngine(ctx)
     hub = BarHub()
-    return {
+    services: dict[str, Callable[[], Awaitable[None]]] = {
         "notify": notifier.run,
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
                                          ctx.cfg.jobs.stop_grace_s),
@@ -118,6 +120,21 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         risk.NAME: functools.partial(risk.run, ctx, notifier),
         housekeeping.NAME: functools.partial(housekeeping.run, ctx),
     }
+    weekly_chaos = chaos.scheduled_service(ctx, supervisor, notifier, engine)
+    if weekly_chaos is not None:  # chaos.enabled, and never with real orders
+        services[chaos.NAME] = weekly_chaos
+    return services
+
+
+def incident_recorder(ctx: ServiceContext) -> IncidentFn:
+    """The supervisor's incidents (crashes, restarts, failures): a DuckDB row and a bus event."""
+
+    async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
+        await ctx.store.call("record_incident", service, kind, message, tb)
+        ctx.bus.publish(Event.INCIDENT, {"service": service, "kind": kind, "message": message},
+                        service="supervisor", market_ts=ctx.clock.now())
+
+    return on_incident
 
 
 def start_metrics_server(port: int, metrics: Metrics):
@@ -185,12 +202,7 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
     started_at = time.time()
     jobs = Jobs(state_dir)
 
-    async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
-        await ctx.store.call("record_incident", service, kind, message, tb)
-        bus.publish(Event.INCIDENT, {"service": service, "kind": kind, "message": message},
-                    service="supervisor", market_ts=clock.now())
-
-    supervisor = Supervisor(cfg.supervisor, on_incident=on_incident,
+    supervisor = Supervisor(cfg.supervisor, on_incident=incident_recorder(ctx),
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
     await startup.settle(ctx, findings)
     server = start_metrics_server(cfg.general.metrics_port, metrics)

@@ -54,6 +54,16 @@ class Verdict:
                       self.failures)
 
 
+def incident_message(r: Result) -> str:
+    """A ``chaos`` incident's message: the verdict and ``mttr=…s``, which the Incidents
+    screen's MTTR column reads back (:func:`appliance.services.heartbeat.incidents_snapshot`).
+    ``details["origin"]`` says where the run came from (the weekly schedule); else its seed."""
+    mttr = "none" if r.mttr_s is None else f"{r.mttr_s:.3f}s"
+    verdict = "held" if r.held else "FAILED: " + "; ".join(r.failures)
+    origin = r.details.get("origin") or f"seed {r.details.get('seed')}"
+    return f"{r.experiment} ({origin}): {verdict}; mttr={mttr}; lost={r.lost}"
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str

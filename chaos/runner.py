@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chaos.experiment import Result
+from chaos.experiment import Result, incident_message
 from chaos.experiments import EXPERIMENTS
 from chaos.harness import Harness
 
@@ -37,12 +37,6 @@ def run_experiments(names: list[str], seed: int, *, bounds: dict[str, dict[str, 
                 r.details["seed"] = seed + i
                 out.append(r)
     return out
-
-
-def incident_message(r: Result) -> str:
-    mttr = "none" if r.mttr_s is None else f"{r.mttr_s:.3f}s"
-    verdict = "held" if r.held else "FAILED: " + "; ".join(r.failures)
-    return f"{r.experiment} (seed {r.details.get('seed')}): {verdict}; mttr={mttr}; lost={r.lost}"
 
 
 def record(state_dir: Path, results: list[Result]) -> str:

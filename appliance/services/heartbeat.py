@@ -100,13 +100,21 @@ def source_health(latest: dict[str, int], market_now: float, missing: int,
             "healthy": lag < 180 + 5 * speed}
 
 
+def service_states(ctx: ServiceContext, services: dict[str, dict[str, object]]
+                   ) -> dict[str, dict[str, object]]:
+    """The supervisor's service states as ``status`` shows them: a service that runs while the
+    venue is down under it is ``degraded``, with why."""
+    services = {name: dict(st) for name, st in services.items()}
+    for name, why in ctx.degraded.items():
+        if services.get(name, {}).get("state") == "running":
+            services[name].update(state="degraded", last_error=why)
+    return services
+
+
 def heartbeat_payload(ctx: ServiceContext, services: dict[str, dict[str, object]],
                       started_at: float, *, final: bool = False) -> dict[str, Any]:
     now = time.time()
-    services = {name: dict(st) for name, st in services.items()}
-    for name, why in ctx.degraded.items():  # running, but the venue is down under it
-        if services.get(name, {}).get("state") == "running":
-            services[name].update(state="degraded", last_error=why)
+    services = service_states(ctx, services)
     return {
         "pid": os.getpid(), "market_time": ctx.clock.now(), "started_at": started_at,
         "exchange": ctx.exchange.name, "speed": getattr(ctx.clock, "speed", 1.0),
