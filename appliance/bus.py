@@ -34,7 +34,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import diskcache
 
@@ -260,7 +260,7 @@ class Bus:
                 market_ts: float | None = None) -> int:
         """Append an event; its sequence number is unique and increasing across processes."""
         kind = event_kind(kind).value  # an undeclared kind is a bug: refuse it here
-        with self._events.transact():
+        with self._journal(self._events):
             seq = self.cache.incr("events_seq")
             self._events.append({"seq": seq, "ts": time.time(), "market_ts": market_ts,
                                  "kind": kind, "service": service, "data": data})
@@ -272,13 +272,23 @@ class Bus:
         kind = event_kind(kind).value
         if not items:
             return
-        with self._events.transact():
+        with self._journal(self._events):
             last = self.cache.incr("events_seq", len(items))
             now = time.time()
             for i, data in enumerate(items):
                 self._events.append({"seq": last - len(items) + 1 + i, "ts": now,
                                      "market_ts": market_ts, "kind": kind,
                                      "service": service, "data": data})
+
+    @contextlib.contextmanager
+    def _journal(self, journal: diskcache.Deque) -> Iterator[None]:
+        """Number and append journal entries so that a reader never sees a number before its
+        entry. The counter lives in the main cache, the entries in the journal's own database:
+        the counter's transaction is held open around the append and commits after it, so a
+        reader that read the counter as N finds every entry up to N (and writers in other
+        processes take their numbers in the order their entries land)."""
+        with self.cache.transact(), journal.transact():
+            yield
 
     def last_event_seq(self) -> int:
         return int(self.cache.get("events_seq", 0))
@@ -367,7 +377,7 @@ class Bus:
 
     def audit(self, *, actor: str, action: str, reason: str = "",
               details: dict[str, Any] | None = None) -> dict[str, Any]:
-        with self._audit.transact():
+        with self._journal(self._audit):
             seq = self.cache.incr("audit_seq")
             entry = {"seq": seq, "ts": time.time(), "actor": actor, "action": action,
                      "reason": reason, "details": details or {}}

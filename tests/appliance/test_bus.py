@@ -55,6 +55,38 @@ def test_events_from_several_processes_get_unique_increasing_numbers(tmp_path):
     bus.close()
 
 
+@pytest.mark.timeout(120)
+def test_a_reader_never_sees_a_number_before_its_entry(tmp_path):
+    """CI caught the TUI's trade blotter missing a trade: the counter committed before the
+    event it numbered, a reader took the counter as "read up to", and that event was skipped
+    for good (the audit copy into DuckDB reads the same way). While another process writes
+    events and audit entries, every number the counters show is already in the journal."""
+    path = str(tmp_path / "bus")
+    code = f"""
+        from appliance.bus import Bus
+        b = Bus({path!r})
+        for i in range(600):
+            b.publish("training_progress", {{"i": i}}, service="p")
+            b.audit(actor="p", action=f"step {{i}}")
+    """
+    with Bus(path) as bus:
+        events0, audit0 = bus.last_event_seq(), bus.last_audit_seq()
+        writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)])
+        ahead, reads = 0, 0
+        deadline = time.monotonic() + 90
+        while (writer.poll() is None or reads == 0) and time.monotonic() < deadline:
+            last_event, last_audit = bus.last_event_seq(), bus.last_audit_seq()
+            events = {e["seq"] for e in bus.events_since(events0)}
+            audit = {e["seq"] for e in bus.audit_entries(audit0)}
+            reads += 1
+            ahead += (any(s not in events for s in range(events0 + 1, last_event + 1))
+                      or any(s not in audit for s in range(audit0 + 1, last_audit + 1)))
+        assert writer.wait(timeout=60) == 0
+        assert reads > 20, "the reader barely ran: the test proves nothing"
+        assert ahead == 0, f"{ahead} of {reads} reads saw a number before its entry"
+        assert len(bus.events_since(events0)) == 600
+
+
 def test_event_deque_is_bounded_and_keeps_the_newest(tmp_path):
     bus = Bus(tmp_path / "bus", events_maxlen=100)
     for i in range(250):
