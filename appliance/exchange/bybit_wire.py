@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -90,6 +91,17 @@ def json_body(params: Mapping[str, object]) -> str:
 
 # -- primitives --------------------------------------------------------------------------------
 
+#: an integer as Bybit writes one: ASCII digits with an optional minus (``str.isdigit`` also
+#: accepts "²" and other digits that ``int`` refuses)
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 60 characters: a 5000-digit number stays readable in a log."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _field(obj: Mapping[str, Any], key: str, what: str) -> Any:
     if not isinstance(obj, Mapping):
         raise ValidationError(f"{what}: expected an object, got {type(obj).__name__}")
@@ -105,6 +117,9 @@ def to_float(value: object, what: str) -> float:
         out = float(value)
     except ValueError:
         raise ValidationError(f"{what}: not a number: {value!r}") from None
+    except OverflowError:
+        raise ValidationError(f"{what}: not finite: {_shown(value)} is too large for a "
+                              "float") from None
     if not math.isfinite(out):
         raise ValidationError(f"{what}: not finite: {value!r}")
     return out
@@ -115,9 +130,13 @@ def to_int(value: object, what: str) -> int:
         raise ValidationError(f"{what}: expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ValidationError(f"{what}: expected an integer, got {value!r}")
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        try:
+            return int(value)
+        except ValueError:  # more digits than Python converts
+            raise ValidationError(f"{what}: an integer of {len(value.strip())} characters "
+                                  f"is not a timestamp or count: {_shown(value)}") from None
+    raise ValidationError(f"{what}: expected an integer, got {_shown(value)}")
 
 
 def to_decimal(value: object, what: str, *, allow_empty: bool = False) -> Decimal:
@@ -196,8 +215,9 @@ def parse_klines(result: Mapping[str, Any], symbol: str, interval_ms: int,
         raise ValidationError(f"{what}: row {i} is not a 7-field list: {rows[i]!r}")
     try:
         arr = np.array([r[:7] for r in rows], dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"{what}: a row holds a non-numeric field ({exc})") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValidationError(f"{what}: a row holds a non-numeric or out-of-range field "
+                              f"({exc})") from None
 
     def first(mask: np.ndarray, message: str) -> None:
         if mask.any():
