@@ -174,7 +174,7 @@ def parse_envelope(body: bytes) -> Envelope:
     """Decode ``{"retCode","retMsg","result","retExtInfo","time"}``; raise MalformedResponse."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deep: RecursionError
         raise MalformedResponse(f"response is not JSON ({exc}); first bytes {body[:60]!r}") from None
     if not isinstance(data, dict):
         raise MalformedResponse(f"response is {type(data).__name__}, expected an object")
