@@ -153,6 +153,14 @@ def to_decimal(value: object, what: str, *, allow_empty: bool = False) -> Decima
     return out
 
 
+def to_str(value: object, what: str, *, empty: bool = True) -> str:
+    """A string field (symbols, ids, states); ``empty=False`` also refuses ""."""
+    if not isinstance(value, str) or (not empty and not value):
+        raise ValidationError(f"{what}: expected a{'' if empty else ' non-empty'} string, "
+                              f"got {_shown(value)}")
+    return value
+
+
 def _list(result: Mapping[str, Any], what: str) -> list[Any]:
     rows = _field(result, "list", what)
     if not isinstance(rows, list):
@@ -262,9 +270,9 @@ def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]
         if tick <= 0 or step <= 0 or min_qty <= 0:
             raise ValidationError(f"{what}: tick/step/min qty must be positive")
         out.append(Instrument(
-            symbol=symbol, status=str(_field(item, "status", what)),
-            base_coin=str(_field(item, "baseCoin", what)),
-            quote_coin=str(_field(item, "quoteCoin", what)),
+            symbol=symbol, status=to_str(_field(item, "status", what), f"{what} status"),
+            base_coin=to_str(_field(item, "baseCoin", what), f"{what} baseCoin"),
+            quote_coin=to_str(_field(item, "quoteCoin", what), f"{what} quoteCoin"),
             tick_size=tick, qty_step=step, min_order_qty=min_qty,
             launch_time=to_int(_field(item, "launchTime", what), f"{what} launchTime"),
             delivery_time=to_int(item.get("deliveryTime") or "0", f"{what} deliveryTime")))
@@ -277,7 +285,7 @@ def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]
 def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:
     out = []
     for i, item in enumerate(_list(result, "tickers")):
-        symbol = _field(item, "symbol", f"ticker {i}")
+        symbol = to_str(_field(item, "symbol", f"ticker {i}"), f"ticker {i} symbol", empty=False)
         what = f"ticker {symbol}"
         last = to_float(_field(item, "lastPrice", what), f"{what} lastPrice")
         if last <= 0:
@@ -287,7 +295,7 @@ def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:
         if turnover < 0 or volume < 0:
             raise ValidationError(f"{what}: negative 24h volume/turnover")
         bid, ask = _top_of_book(item, what)
-        out.append(Ticker(str(symbol), last, turnover, volume, bid, ask))
+        out.append(Ticker(symbol, last, turnover, volume, bid, ask))
     return out
 
 
@@ -367,12 +375,15 @@ def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
     out = []
     for i, item in enumerate(_list(result, "orders")):
         what = f"order {i}"
+        side = _field(item, "side", what)
+        if side not in ("Buy", "Sell"):
+            raise ValidationError(f"{what}: side {_shown(side)} is neither Buy nor Sell")
         out.append(OrderState(
-            order_id=str(_field(item, "orderId", what)),
-            order_link_id=str(item.get("orderLinkId", "")),
-            symbol=str(_field(item, "symbol", what)),
-            side=str(_field(item, "side", what)),
-            status=str(_field(item, "orderStatus", what)),
+            order_id=to_str(_field(item, "orderId", what), f"{what} orderId", empty=False),
+            order_link_id=to_str(item.get("orderLinkId", ""), f"{what} orderLinkId"),
+            symbol=to_str(_field(item, "symbol", what), f"{what} symbol", empty=False),
+            side=side,
+            status=to_str(_field(item, "orderStatus", what), f"{what} orderStatus"),
             cum_qty=to_decimal(_field(item, "cumExecQty", what), f"{what} cumExecQty",
                                allow_empty=True),
             avg_price=to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice",
@@ -380,14 +391,15 @@ def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
             fee=to_decimal(_field(item, "cumExecFee", what), f"{what} cumExecFee",
                            allow_empty=True),
             updated_ms=to_int(_field(item, "updatedTime", what), f"{what} updatedTime"),
-            reject_reason=str(item.get("rejectReason", ""))))
+            reject_reason=to_str(item.get("rejectReason", ""), f"{what} rejectReason")))
     return out
 
 
 def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
     out = []
     for i, item in enumerate(_list(result, "positions")):
-        symbol = str(_field(item, "symbol", f"position {i}"))
+        symbol = to_str(_field(item, "symbol", f"position {i}"), f"position {i} symbol",
+                        empty=False)
         what = f"position {symbol}"
         size = to_decimal(_field(item, "size", what), f"{what} size")
         side = _field(item, "side", what)
@@ -402,14 +414,17 @@ def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
             to_decimal(item.get("cumRealisedPnl", ""), f"{what} cumRealisedPnl",
                        allow_empty=True)))
     cursor = result.get("nextPageCursor", "") or ""
-    return out, str(cursor)
+    if not isinstance(cursor, str):
+        raise ValidationError(f"positions: nextPageCursor is not a string: {_shown(cursor)}")
+    return out, cursor
 
 
 def parse_fee_rates(result: Mapping[str, Any]) -> dict[str, float]:
     """``/v5/account/fee-rate``: the taker fee rate per symbol (a fraction, in [0, 1%])."""
     out = {}
     for i, item in enumerate(_list(result, "fee-rate")):
-        symbol = str(_field(item, "symbol", f"fee-rate {i}"))
+        symbol = to_str(_field(item, "symbol", f"fee-rate {i}"), f"fee-rate {i} symbol",
+                        empty=False)
         taker = to_float(_field(item, "takerFeeRate", f"fee-rate {symbol}"),
                          f"fee-rate {symbol} takerFeeRate")
         if not 0.0 <= taker <= 0.01:
