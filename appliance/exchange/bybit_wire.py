@@ -372,13 +372,15 @@ def parse_order_ack(result: Mapping[str, Any]) -> str:
 
 
 def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
+    """Order states; an executed quantity is not negative and has a positive average price
+    (a unified account always sends one), so no fill is booked at price 0."""
     out = []
     for i, item in enumerate(_list(result, "orders")):
         what = f"order {i}"
         side = _field(item, "side", what)
         if side not in ("Buy", "Sell"):
             raise ValidationError(f"{what}: side {_shown(side)} is neither Buy nor Sell")
-        out.append(OrderState(
+        state = OrderState(
             order_id=to_str(_field(item, "orderId", what), f"{what} orderId", empty=False),
             order_link_id=to_str(item.get("orderLinkId", ""), f"{what} orderLinkId"),
             symbol=to_str(_field(item, "symbol", what), f"{what} symbol", empty=False),
@@ -391,7 +393,12 @@ def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
             fee=to_decimal(_field(item, "cumExecFee", what), f"{what} cumExecFee",
                            allow_empty=True),
             updated_ms=to_int(_field(item, "updatedTime", what), f"{what} updatedTime"),
-            reject_reason=to_str(item.get("rejectReason", ""), f"{what} rejectReason")))
+            reject_reason=to_str(item.get("rejectReason", ""), f"{what} rejectReason"))
+        filled, price = state.cum_qty, state.avg_price
+        if filled < 0 or price < 0 or (filled > 0 and price == 0):
+            raise ValidationError(f"{what}: cumExecQty {filled} at avgPrice {price} is not a "
+                                  "fill")
+        out.append(state)
     return out
 
 
@@ -407,10 +414,14 @@ def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
             raise ValidationError(f"{what}: bad side/size {side!r}/{size}")
         if size == 0:
             continue
-        qty = size if side == "Buy" else -size
+        if side not in ("Buy", "Sell"):  # an open position has a side: "" is not a short
+            raise ValidationError(f"{what}: size {size} with side {side!r}, not Buy or Sell")
+        avg_price = to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice")
+        if avg_price <= 0:
+            raise ValidationError(f"{what}: avgPrice {avg_price} of an open position is not "
+                                  "positive")
         out.append(Position(
-            symbol, qty,
-            to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice"),
+            symbol, size if side == "Buy" else -size, avg_price,
             to_decimal(item.get("cumRealisedPnl", ""), f"{what} cumRealisedPnl",
                        allow_empty=True)))
     cursor = result.get("nextPageCursor", "") or ""
