@@ -211,6 +211,10 @@ class Lake:
     def read_minutes(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
         """1m candles with open time in [start_ms, end_ms), reading only the day files that
         overlap the range (the trading engine's history at start)."""
+        return self._retrying("1m", symbol,
+                              lambda: self._read_minutes(symbol, start_ms, end_ms))
+
+    def _read_minutes(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
         files = [f for f in self.files("1m", symbol)
                  if start_ms - DAY_MS < _day_start_ms(f) < end_ms]
         if not files:
