@@ -41,6 +41,7 @@ import csv
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,6 +52,10 @@ from data.candle_formats import (FileInfo, describe_path, parse_ccxt_json, parse
                                  parse_times, split_pair, table_rows)
 
 SUFFIXES = (".json", ".feather", ".parquet", ".csv", ".zip")
+#: what reading a damaged zip raises besides BadZipFile: a torn deflate stream (zlib.error),
+#: one that ends early (EOFError), a flipped method or encryption flag (NotImplementedError,
+#: RuntimeError)
+_DAMAGED_ZIP = (zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 _KIND_REASONS = {
     "mark": "mark-price candles (freqtrade candle type 'mark'), not traded OHLCV: no order "
@@ -214,12 +219,16 @@ def read_rows(path: Path, info: FileInfo) -> tuple[np.ndarray, str | None]:
     if suffix == ".csv":
         return parse_csv_text(path.read_text(encoding="utf-8-sig"), info.day_ms), None
     if suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) != 1:
-                raise InvalidCandles(f"the zip holds {len(members)} files; expected one CSV")
-            text = zf.read(members[0]).decode("utf-8-sig")
-        return parse_csv_text(text, info.day_ms), None
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    raise InvalidCandles(f"the zip holds {len(members)} files; expected one "
+                                         "CSV")
+                data = zf.read(members[0])
+        except _DAMAGED_ZIP as exc:
+            raise zipfile.BadZipFile(f"{type(exc).__name__}: {exc}") from None
+        return parse_csv_text(data.decode("utf-8-sig"), info.day_ms), None
     if suffix == ".feather":
         import pyarrow.feather as feather
         return table_rows(feather.read_table(path))
@@ -241,7 +250,8 @@ def load_file(path: str | Path) -> CandleSeries:
         raise CandleFileError(path, exc.reason) from None
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise CandleFileError(path, f"cannot read it: {exc}") from None
-    except ValueError as exc:  # json and pyarrow parse errors
+    except (ValueError, csv.Error, RecursionError) as exc:
+        # json, csv and pyarrow parse errors; json recurses once per nesting level
         raise CandleFileError(path, f"not a readable {path.suffix} file: {exc}") from None
     if info.kind != "trade":
         raise CandleFileError(path, _KIND_REASONS.get(
