@@ -257,7 +257,14 @@ def load_file(path: str | Path) -> CandleSeries:
         raise CandleFileError(path, _KIND_REASONS.get(
             info.kind.lower(), f"not OHLCV trade candles: Lean {info.kind!r} data"))
     if rows.shape[1] == 6:
-        rows = np.column_stack([rows, rows[:, 5] * rows[:, 4]])
+        with np.errstate(over="ignore"):
+            turnover = rows[:, 5] * rows[:, 4]
+        if not np.isfinite(turnover).all():
+            bad = np.flatnonzero(~np.isfinite(turnover))
+            raise CandleFileError(path, f"volume × close (the turnover) is too large for a "
+                                        f"float in {len(bad)} rows (first "
+                                        f"{fmt_ms(rows[bad[0], 0])})")
+        rows = np.column_stack([rows, turnover])
     symbol = inner_symbol or info.symbol
     base, quote = (info.base, info.quote) if symbol == info.symbol else split_pair(symbol)
     return CandleSeries(symbol=symbol, interval=interval, rows=rows, market=info.market,
