@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from data.candle_checks import InvalidCandles, check_candles, close_times, fmt_ms
 from data.candle_formats import (FileInfo, describe_path, parse_ccxt_json, parse_csv_text,
@@ -250,8 +251,9 @@ def load_file(path: str | Path) -> CandleSeries:
         raise CandleFileError(path, exc.reason) from None
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise CandleFileError(path, f"cannot read it: {exc}") from None
-    except (ValueError, csv.Error, RecursionError) as exc:
-        # json, csv and pyarrow parse errors; json recurses once per nesting level
+    except (ValueError, csv.Error, RecursionError, pa.ArrowException) as exc:
+        # json, csv and pyarrow parse errors (json recurses once per nesting level; a damaged
+        # Feather or Parquet file may ask for an absurd buffer: ArrowMemoryError)
         raise CandleFileError(path, f"not a readable {path.suffix} file: {exc}") from None
     if info.kind != "trade":
         raise CandleFileError(path, _KIND_REASONS.get(
