@@ -131,6 +131,9 @@ def parse_ccxt_json(data: Any) -> np.ndarray:
     except (TypeError, ValueError):
         raise InvalidCandles(f"not OHLCV candles: non-numeric values in {_CCXT_ROW} "
                              "rows") from None
+    except OverflowError:  # an integer beyond float range: JSON has no limit on digits
+        raise InvalidCandles(f"not OHLCV candles: a number too large for a float in "
+                             f"{_CCXT_ROW} rows") from None
 
 
 def parse_csv_text(text: str, day_ms: int | None = None) -> np.ndarray:

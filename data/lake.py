@@ -10,7 +10,10 @@ Columns: open_time (int64 ms UTC), open, high, low, close, volume, turnover.
 
 A file that cannot be read (truncated, overwritten) is treated as missing: it is moved aside
 to ``<lake>/quarantine/`` with a log line, and the backfill fetches its day again. Nothing that
-reads the lake crash-loops on one damaged file.
+reads the lake crash-loops on one damaged file. Damage that still decodes counts as unreadable
+too: files are written with Parquet page checksums, which every read verifies, a read must
+return the rows the footer counts, and the rows must be candles (:func:`data.candles.validate`;
+a day file's rows inside its day), so flipped bits never come back as prices.
 
 Funding rates of a perpetual live next to its candles, in ``<state>/lake/funding/symbol=<SYMBOL>
 /funding.parquet`` (columns time, int64 ms UTC, and rate): one small file per symbol (three rows
@@ -35,7 +38,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.candles import CandleError, validate
 from data.files import fsync_path
+from data.intervals import INTERVAL_MS, MINUTE_MS
 
 DAY_MS = 86_400_000
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
@@ -115,7 +120,8 @@ class Lake:
                                                "missing": d.missing}).encode()}
             tmp = targets[i].with_name(f".{targets[i].name}.tmp")
             pq.write_table(to_table(d.rows).replace_schema_metadata(meta), tmp,
-                           compression=COMPRESSION, use_dictionary=False)
+                           compression=COMPRESSION, use_dictionary=False,
+                           write_page_checksum=True)
             fsync_path(tmp)
             return tmp
 
@@ -157,12 +163,17 @@ class Lake:
         return target
 
     def sweep(self, interval: str, symbol: str) -> list[Path]:
-        """Read every file of a series in full and quarantine the ones that fail."""
+        """Read every file of a series in full, checked as every read checks it (and a day
+        file's rows inside its day), and quarantine the ones that fail."""
         moved = []
         for f in self.files(interval, symbol):
             try:
-                pq.read_table(f, schema=SCHEMA)
+                rows = self._checked_rows([f], interval)
                 pq.read_schema(f)
+                if f.name.startswith("day=") and len(rows):
+                    day = _day_start_ms(f)
+                    if rows[0, 0] < day or rows[-1, 0] >= day + DAY_MS:
+                        raise CandleError(f"rows outside the day {f.name} names")
             except UNREADABLE as exc:
                 moved.append(self.quarantine(f, exc))
         return moved
@@ -199,9 +210,7 @@ class Lake:
         files = self.files(interval, symbol)
         if not files:
             return np.zeros((0, 7))
-        table = pq.read_table(files, schema=SCHEMA)
-        arr = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in COLUMNS])
-        arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        arr = self._checked_rows(files, interval)
         if start_ms is not None:
             arr = arr[arr[:, 0] >= start_ms]
         if end_ms is not None:
@@ -211,17 +220,34 @@ class Lake:
     def read_minutes(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
         """1m candles with open time in [start_ms, end_ms), reading only the day files that
         overlap the range (the trading engine's history at start)."""
+        return self._retrying("1m", symbol,
+                              lambda: self._read_minutes(symbol, start_ms, end_ms))
+
+    def _read_minutes(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
         files = [f for f in self.files("1m", symbol)
                  if start_ms - DAY_MS < _day_start_ms(f) < end_ms]
         if not files:
             return np.zeros((0, 7))
-        table = pq.read_table(files, schema=SCHEMA)
-        arr = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in COLUMNS])
-        arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        arr = self._checked_rows(files, "1m")
         return arr[(arr[:, 0] >= start_ms) & (arr[:, 0] < end_ms)]
 
+    @staticmethod
+    def _checked_rows(files: list[Path], interval: str) -> np.ndarray:
+        """The candles of ``files`` as one (n, 7) array sorted by open time, or an UNREADABLE
+        error: a page whose checksum fails, fewer rows than the footers count (a damaged row
+        group), or rows that are not candles on the interval's grid."""
+        table = pq.read_table(files, schema=SCHEMA, page_checksum_verification=True)
+        counted = sum(pq.read_metadata(f).num_rows for f in files)
+        if table.num_rows != counted:
+            raise CandleError(f"{table.num_rows} rows read where the footers count {counted}")
+        arr = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in COLUMNS])
+        arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        validate(arr, INTERVAL_MS.get(interval, MINUTE_MS))
+        return arr
+
     def resample(self, symbol: str) -> dict[str, int]:
-        """Derive 5m and 1h from the 1m files (DuckDB, in memory); returns rows per interval."""
+        """Derive 5m and 1h from the 1m files (DuckDB, in memory, over the minutes as every read
+        checks them); returns rows per interval."""
         return self._retrying("1m", symbol, lambda: self._resample(symbol))
 
     def _resample(self, symbol: str) -> dict[str, int]:
@@ -229,15 +255,16 @@ class Lake:
         out: dict[str, int] = {}
         if not files:
             return out
+        minutes = to_table(self._checked_rows(files, "1m"))
         con = duckdb.connect()
         try:
-            src = "[" + ", ".join(f"'{f}'" for f in files) + "]"
+            con.register("minutes", minutes)
             for interval, ms in RESAMPLED.items():
                 table = con.sql(
                     f"SELECT (open_time // {ms}) * {ms} AS open_time, "
                     "arg_min(open, open_time) AS open, max(high) AS high, min(low) AS low, "
                     "arg_max(close, open_time) AS close, sum(volume) AS volume, "
-                    f"sum(turnover) AS turnover FROM read_parquet({src}) "
+                    "sum(turnover) AS turnover FROM minutes "
                     "GROUP BY 1 ORDER BY 1").to_arrow_table()
                 table = table.cast(SCHEMA)
                 write_table_atomic(table, self.dir(interval, symbol) / "data.parquet")
@@ -366,7 +393,8 @@ def to_table(rows: np.ndarray) -> pa.Table:
 def write_table_atomic(table: pa.Table, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=False)
+    pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=False,
+                   write_page_checksum=True)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -41,16 +41,22 @@ import csv
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from data.candle_checks import InvalidCandles, check_candles, close_times, fmt_ms
 from data.candle_formats import (FileInfo, describe_path, parse_ccxt_json, parse_csv_text,
                                  parse_times, split_pair, table_rows)
 
 SUFFIXES = (".json", ".feather", ".parquet", ".csv", ".zip")
+#: what reading a damaged zip raises besides BadZipFile: a torn deflate stream (zlib.error),
+#: one that ends early (EOFError), a flipped method or encryption flag (NotImplementedError,
+#: RuntimeError)
+_DAMAGED_ZIP = (zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 _KIND_REASONS = {
     "mark": "mark-price candles (freqtrade candle type 'mark'), not traded OHLCV: no order "
@@ -214,12 +220,16 @@ def read_rows(path: Path, info: FileInfo) -> tuple[np.ndarray, str | None]:
     if suffix == ".csv":
         return parse_csv_text(path.read_text(encoding="utf-8-sig"), info.day_ms), None
     if suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) != 1:
-                raise InvalidCandles(f"the zip holds {len(members)} files; expected one CSV")
-            text = zf.read(members[0]).decode("utf-8-sig")
-        return parse_csv_text(text, info.day_ms), None
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    raise InvalidCandles(f"the zip holds {len(members)} files; expected one "
+                                         "CSV")
+                data = zf.read(members[0])
+        except _DAMAGED_ZIP as exc:
+            raise zipfile.BadZipFile(f"{type(exc).__name__}: {exc}") from None
+        return parse_csv_text(data.decode("utf-8-sig"), info.day_ms), None
     if suffix == ".feather":
         import pyarrow.feather as feather
         return table_rows(feather.read_table(path))
@@ -241,13 +251,22 @@ def load_file(path: str | Path) -> CandleSeries:
         raise CandleFileError(path, exc.reason) from None
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise CandleFileError(path, f"cannot read it: {exc}") from None
-    except ValueError as exc:  # json and pyarrow parse errors
+    except (ValueError, csv.Error, RecursionError, pa.ArrowException) as exc:
+        # json, csv and pyarrow parse errors (json recurses once per nesting level; a damaged
+        # Feather or Parquet file may ask for an absurd buffer: ArrowMemoryError)
         raise CandleFileError(path, f"not a readable {path.suffix} file: {exc}") from None
     if info.kind != "trade":
         raise CandleFileError(path, _KIND_REASONS.get(
             info.kind.lower(), f"not OHLCV trade candles: Lean {info.kind!r} data"))
     if rows.shape[1] == 6:
-        rows = np.column_stack([rows, rows[:, 5] * rows[:, 4]])
+        with np.errstate(over="ignore"):
+            turnover = rows[:, 5] * rows[:, 4]
+        if not np.isfinite(turnover).all():
+            bad = np.flatnonzero(~np.isfinite(turnover))
+            raise CandleFileError(path, f"volume × close (the turnover) is too large for a "
+                                        f"float in {len(bad)} rows (first "
+                                        f"{fmt_ms(rows[bad[0], 0])})")
+        rows = np.column_stack([rows, turnover])
     symbol = inner_symbol or info.symbol
     base, quote = (info.base, info.quote) if symbol == info.symbol else split_pair(symbol)
     return CandleSeries(symbol=symbol, interval=interval, rows=rows, market=info.market,

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -90,6 +91,17 @@ def json_body(params: Mapping[str, object]) -> str:
 
 # -- primitives --------------------------------------------------------------------------------
 
+#: an integer as Bybit writes one: ASCII digits with an optional minus (``str.isdigit`` also
+#: accepts "²" and other digits that ``int`` refuses)
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 60 characters: a 5000-digit number stays readable in a log."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _field(obj: Mapping[str, Any], key: str, what: str) -> Any:
     if not isinstance(obj, Mapping):
         raise ValidationError(f"{what}: expected an object, got {type(obj).__name__}")
@@ -105,6 +117,9 @@ def to_float(value: object, what: str) -> float:
         out = float(value)
     except ValueError:
         raise ValidationError(f"{what}: not a number: {value!r}") from None
+    except OverflowError:
+        raise ValidationError(f"{what}: not finite: {_shown(value)} is too large for a "
+                              "float") from None
     if not math.isfinite(out):
         raise ValidationError(f"{what}: not finite: {value!r}")
     return out
@@ -115,9 +130,13 @@ def to_int(value: object, what: str) -> int:
         raise ValidationError(f"{what}: expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ValidationError(f"{what}: expected an integer, got {value!r}")
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        try:
+            return int(value)
+        except ValueError:  # more digits than Python converts
+            raise ValidationError(f"{what}: an integer of {len(value.strip())} characters "
+                                  f"is not a timestamp or count: {_shown(value)}") from None
+    raise ValidationError(f"{what}: expected an integer, got {_shown(value)}")
 
 
 def to_decimal(value: object, what: str, *, allow_empty: bool = False) -> Decimal:
@@ -132,6 +151,14 @@ def to_decimal(value: object, what: str, *, allow_empty: bool = False) -> Decima
     if not out.is_finite():
         raise ValidationError(f"{what}: not finite: {value!r}")
     return out
+
+
+def to_str(value: object, what: str, *, empty: bool = True) -> str:
+    """A string field (symbols, ids, states); ``empty=False`` also refuses ""."""
+    if not isinstance(value, str) or (not empty and not value):
+        raise ValidationError(f"{what}: expected a{'' if empty else ' non-empty'} string, "
+                              f"got {_shown(value)}")
+    return value
 
 
 def _list(result: Mapping[str, Any], what: str) -> list[Any]:
@@ -155,7 +182,7 @@ def parse_envelope(body: bytes) -> Envelope:
     """Decode ``{"retCode","retMsg","result","retExtInfo","time"}``; raise MalformedResponse."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deep: RecursionError
         raise MalformedResponse(f"response is not JSON ({exc}); first bytes {body[:60]!r}") from None
     if not isinstance(data, dict):
         raise MalformedResponse(f"response is {type(data).__name__}, expected an object")
@@ -196,8 +223,9 @@ def parse_klines(result: Mapping[str, Any], symbol: str, interval_ms: int,
         raise ValidationError(f"{what}: row {i} is not a 7-field list: {rows[i]!r}")
     try:
         arr = np.array([r[:7] for r in rows], dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"{what}: a row holds a non-numeric field ({exc})") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValidationError(f"{what}: a row holds a non-numeric or out-of-range field "
+                              f"({exc})") from None
 
     def first(mask: np.ndarray, message: str) -> None:
         if mask.any():
@@ -242,9 +270,9 @@ def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]
         if tick <= 0 or step <= 0 or min_qty <= 0:
             raise ValidationError(f"{what}: tick/step/min qty must be positive")
         out.append(Instrument(
-            symbol=symbol, status=str(_field(item, "status", what)),
-            base_coin=str(_field(item, "baseCoin", what)),
-            quote_coin=str(_field(item, "quoteCoin", what)),
+            symbol=symbol, status=to_str(_field(item, "status", what), f"{what} status"),
+            base_coin=to_str(_field(item, "baseCoin", what), f"{what} baseCoin"),
+            quote_coin=to_str(_field(item, "quoteCoin", what), f"{what} quoteCoin"),
             tick_size=tick, qty_step=step, min_order_qty=min_qty,
             launch_time=to_int(_field(item, "launchTime", what), f"{what} launchTime"),
             delivery_time=to_int(item.get("deliveryTime") or "0", f"{what} deliveryTime")))
@@ -257,7 +285,7 @@ def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]
 def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:
     out = []
     for i, item in enumerate(_list(result, "tickers")):
-        symbol = _field(item, "symbol", f"ticker {i}")
+        symbol = to_str(_field(item, "symbol", f"ticker {i}"), f"ticker {i} symbol", empty=False)
         what = f"ticker {symbol}"
         last = to_float(_field(item, "lastPrice", what), f"{what} lastPrice")
         if last <= 0:
@@ -267,7 +295,7 @@ def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:
         if turnover < 0 or volume < 0:
             raise ValidationError(f"{what}: negative 24h volume/turnover")
         bid, ask = _top_of_book(item, what)
-        out.append(Ticker(str(symbol), last, turnover, volume, bid, ask))
+        out.append(Ticker(symbol, last, turnover, volume, bid, ask))
     return out
 
 
@@ -344,15 +372,20 @@ def parse_order_ack(result: Mapping[str, Any]) -> str:
 
 
 def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
+    """Order states; an executed quantity is not negative and has a positive average price
+    (a unified account always sends one), so no fill is booked at price 0."""
     out = []
     for i, item in enumerate(_list(result, "orders")):
         what = f"order {i}"
-        out.append(OrderState(
-            order_id=str(_field(item, "orderId", what)),
-            order_link_id=str(item.get("orderLinkId", "")),
-            symbol=str(_field(item, "symbol", what)),
-            side=str(_field(item, "side", what)),
-            status=str(_field(item, "orderStatus", what)),
+        side = _field(item, "side", what)
+        if side not in ("Buy", "Sell"):
+            raise ValidationError(f"{what}: side {_shown(side)} is neither Buy nor Sell")
+        state = OrderState(
+            order_id=to_str(_field(item, "orderId", what), f"{what} orderId", empty=False),
+            order_link_id=to_str(item.get("orderLinkId", ""), f"{what} orderLinkId"),
+            symbol=to_str(_field(item, "symbol", what), f"{what} symbol", empty=False),
+            side=side,
+            status=to_str(_field(item, "orderStatus", what), f"{what} orderStatus"),
             cum_qty=to_decimal(_field(item, "cumExecQty", what), f"{what} cumExecQty",
                                allow_empty=True),
             avg_price=to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice",
@@ -360,14 +393,20 @@ def parse_orders(result: Mapping[str, Any]) -> list[OrderState]:
             fee=to_decimal(_field(item, "cumExecFee", what), f"{what} cumExecFee",
                            allow_empty=True),
             updated_ms=to_int(_field(item, "updatedTime", what), f"{what} updatedTime"),
-            reject_reason=str(item.get("rejectReason", ""))))
+            reject_reason=to_str(item.get("rejectReason", ""), f"{what} rejectReason"))
+        filled, price = state.cum_qty, state.avg_price
+        if filled < 0 or price < 0 or (filled > 0 and price == 0):
+            raise ValidationError(f"{what}: cumExecQty {filled} at avgPrice {price} is not a "
+                                  "fill")
+        out.append(state)
     return out
 
 
 def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
     out = []
     for i, item in enumerate(_list(result, "positions")):
-        symbol = str(_field(item, "symbol", f"position {i}"))
+        symbol = to_str(_field(item, "symbol", f"position {i}"), f"position {i} symbol",
+                        empty=False)
         what = f"position {symbol}"
         size = to_decimal(_field(item, "size", what), f"{what} size")
         side = _field(item, "side", what)
@@ -375,21 +414,28 @@ def parse_positions(result: Mapping[str, Any]) -> tuple[list[Position], str]:
             raise ValidationError(f"{what}: bad side/size {side!r}/{size}")
         if size == 0:
             continue
-        qty = size if side == "Buy" else -size
+        if side not in ("Buy", "Sell"):  # an open position has a side: "" is not a short
+            raise ValidationError(f"{what}: size {size} with side {side!r}, not Buy or Sell")
+        avg_price = to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice")
+        if avg_price <= 0:
+            raise ValidationError(f"{what}: avgPrice {avg_price} of an open position is not "
+                                  "positive")
         out.append(Position(
-            symbol, qty,
-            to_decimal(_field(item, "avgPrice", what), f"{what} avgPrice"),
+            symbol, size if side == "Buy" else -size, avg_price,
             to_decimal(item.get("cumRealisedPnl", ""), f"{what} cumRealisedPnl",
                        allow_empty=True)))
     cursor = result.get("nextPageCursor", "") or ""
-    return out, str(cursor)
+    if not isinstance(cursor, str):
+        raise ValidationError(f"positions: nextPageCursor is not a string: {_shown(cursor)}")
+    return out, cursor
 
 
 def parse_fee_rates(result: Mapping[str, Any]) -> dict[str, float]:
     """``/v5/account/fee-rate``: the taker fee rate per symbol (a fraction, in [0, 1%])."""
     out = {}
     for i, item in enumerate(_list(result, "fee-rate")):
-        symbol = str(_field(item, "symbol", f"fee-rate {i}"))
+        symbol = to_str(_field(item, "symbol", f"fee-rate {i}"), f"fee-rate {i} symbol",
+                        empty=False)
         taker = to_float(_field(item, "takerFeeRate", f"fee-rate {symbol}"),
                          f"fee-rate {symbol} takerFeeRate")
         if not 0.0 <= taker <= 0.01:
