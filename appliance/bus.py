@@ -218,6 +218,14 @@ class Bus:
     def tradable_pairs(self) -> list[str] | None:
         return self.cache.get("tradable_pairs")
 
+    def set_held_symbols(self, symbols: Iterable[str]) -> None:
+        """The symbols the account's books hold positions in (the trading engine's), so the
+        feed keeps their bars coming after they left the tradable set, until they are closed."""
+        self.cache.set("held_symbols", sorted(symbols))
+
+    def held_symbols(self) -> list[str]:
+        return list(self.cache.get("held_symbols") or [])
+
     def put_snapshot(self, name: str, data: Any) -> None:
         name = snapshot_name(name).value  # an undeclared name is a bug: refuse it here
         self.cache.set(f"snapshot:{name}", {"ts": time.time(), "data": data})

@@ -60,13 +60,16 @@ def serves_1m(ctx: ServiceContext, symbols: list[str]) -> list[str]:
 
 
 async def select_tradable(ctx: ServiceContext) -> list[str]:
+    """The tradable pairs, and every symbol a book still holds (a pair that left the set keeps
+    its bars until its positions are closed: marks, funding prices and the close need them)."""
     pairs = ctx.bus.tradable_pairs()
+    held = ctx.bus.held_symbols()
     if pairs is not None:
-        return serves_1m(ctx, pairs)
+        return serves_1m(ctx, sorted(set(pairs) | set(held)))
     bar = ctx.cfg.discovery.min_turnover_usd
     listed = {i.symbol for i in await ctx.exchange.instruments() if i.status == "Trading"}
-    return serves_1m(ctx, sorted(t.symbol for t in await ctx.exchange.tickers()
-                                 if t.symbol in listed and t.turnover_24h > bar))
+    return serves_1m(ctx, sorted({t.symbol for t in await ctx.exchange.tickers()
+                                  if t.symbol in listed and t.turnover_24h > bar} | set(held)))
 
 
 class Feed:

@@ -116,6 +116,7 @@ class TradingEngine:
         self.decide_ms = 0.0
         self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
         self.identity_gap: Decimal | None = None  # books − venue, as last reported
+        self.held: list[str] | None = None  # the held symbols last told to the feed
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -225,18 +226,25 @@ class TradingEngine:
         rows, paper, live = [], [], []
         orders = self.gateway.begin(self.ledger, self.marks, batch.end_ms)
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
+        pairs = self.ctx.bus.tradable_pairs()
+        tradable = None if pairs is None else set(pairs)
         for m in self.pool.of(batch.interval):
             b = self.ledger.books.get(m.book_id)
             if b is None or b.state != OPEN:
                 continue
             live.append(b)
+            # a symbol that left the tradable set is only decided while the book holds it:
+            # its target is flat, so the position is closed and no new one opens
             mine = [s for s in m.row["symbols"] if s in new and book.warm(s)
-                    and s not in self.delisted and s not in m.excluded]
+                    and s not in self.delisted and s not in m.excluded
+                    and (tradable is None or s in tradable or b.qty(s))]
             if not mine:
                 continue
             probs = m.session.predict(np.stack([book.window(s, m.lookback) for s in mine]))
             fractions = target_fractions(probs, np.array([book.vol(s) for s in mine]),
                                          threshold=self.ctx.cfg.trading.threshold).tolist()
+            if tradable is not None:
+                fractions = [f if s in tradable else 0.0 for s, f in zip(mine, fractions)]
             start_equity = b.equity(self.marks)
             for symbol, p, fraction in zip(mine, probs.tolist(), fractions):
                 rows.append((batch.open_ms, m.model_id, symbol, m.mode, book.close(symbol),
@@ -251,8 +259,17 @@ class TradingEngine:
             self.ledger.dirty.add(b.book_id)
         await self.gateway.send(orders, t0)
         self.decide_ms = (time.perf_counter() - t0) * 1000  # bar close → last order sent
+        self.tell_held()
         await self.record(batch.end_ms, rows, paper,
                           {b.book_id: b.equity(self.marks) for b in live}, orders)
+
+    def tell_held(self) -> None:
+        """Tell the feed which symbols the books hold (when that changed)."""
+        held = sorted({s for b in self.ledger.account_books() for s in b.open_symbols()}
+                      | {s for b in self.ledger.books.values() for s in b.open_symbols()})
+        if held != self.held:
+            self.ctx.bus.set_held_symbols(held)
+            self.held = held
 
     async def catch_up(self, book: BarBook, batch: BarBatch) -> None:
         """Bars the book lacks before this batch come from stored candles (the engine was

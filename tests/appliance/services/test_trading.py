@@ -455,6 +455,44 @@ async def test_a_venue_charge_the_books_do_not_know_is_one_incident(make_ctx, au
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_pair_that_leaves_the_tradable_set_is_closed_not_orphaned(make_ctx,
+                                                                         autojump_clock):
+    """Found by a month run: when discovery dropped a pair the books held, the feed stopped its
+    bars, so the position kept a stale mark, nobody closed it, and its funding waited for a
+    price for ever. Now the feed keeps a held pair's bars coming, the models' target in it is
+    flat (closed, never reopened), and once closed the feed may drop it."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    on_batch, dropped = engine.on_batch, []
+
+    async def drop_eth(batch) -> None:
+        prod = [b for b in engine.ledger.prod_books() if b.qty("ETHUSDT")]
+        if not dropped and prod and batch.interval == "5m":
+            ctx.bus.set_tradable_pairs(["BTCUSDT"])
+            dropped.append((batch.end_ms, prod[0].qty("ETHUSDT")))
+        await on_batch(batch)
+
+    engine.on_batch = drop_eth
+    await trade_for(ctx, engine, 3)
+    assert dropped, "no ETH position was ever held: the test proves nothing"
+    at, held = dropped[0]
+    assert "ETHUSDT" not in {p.symbol for p in await ctx.exchange.positions()}
+    assert engine.ledger.positions().get("ETHUSDT", 0) == 0
+    eth = [f for f in fills(ctx) if f["symbol"] == "ETHUSDT" and f["ts"] >= at]
+    assert eth, "the ETH position was not closed by an order"
+    net = held
+    for f in eth:  # every ETH fill after the drop shrinks the position towards flat
+        after = net + (1 if f["side"] == "Buy" else -1) * Decimal(str(f["qty"]))
+        assert abs(after) < abs(net) and after * net >= 0, (net, f)
+        net = after
+    assert net == 0
+    assert "ETHUSDT" not in ctx.bus.held_symbols()  # closed: the feed may drop it now
+    assert_account_identity(ctx)
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_the_order_rate_cap_counts_market_minutes_not_wall_ones(make_ctx, autojump_clock):
     """Found by the month run: at sim speed a whole market day passes in a wall minute, and a
     cap counted on the wall clock refused 99% of prod orders. Two symbols trade at most two
