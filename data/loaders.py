@@ -164,7 +164,7 @@ def load_funding_file(path: str | Path) -> FundingSeries:
         raise CandleFileError(path, f"not a funding-rate file: {exc.reason}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CandleFileError(path, f"cannot read it: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, OverflowError, csv.Error, RecursionError) as exc:  # never a traceback
         raise CandleFileError(path, f"not a readable {path.suffix} file: {exc}") from None
     if not len(rows):
         raise CandleFileError(path, "no funding rates in the file")

@@ -82,3 +82,18 @@ def test_copies_of_one_funding_series_merge_and_conflicts_are_refused(tmp_path):
     assert len(series) == 1 and len(series[0]) == 91 and len(series[0].sources) == 2
     assert [p.parent.name for p, _ in refused] == ["c"]
     assert "different rates" in refused[0][1]
+
+
+@pytest.mark.parametrize("name, body", [
+    ("XRP_USDT_USDT-8h-funding_rate.json", "[" * 100_000 + "]" * 100_000),
+    ("XRP_USDT_USDT-8h-funding_rate.json", "[[1670889600000, 1" + "0" * 400 + "]]"),
+    ("btcusdt.csv", '20221213 00:00,"' + "x" * 200_000 + '\n'),
+])
+def test_a_mangled_funding_file_is_refused_by_name_never_a_traceback(tmp_path, name, body):
+    """As the candle loaders (tests/data/test_reader_fuzz.py): deep nesting, a number too big
+    for a float and a runaway quoted CSV field are a CandleFileError naming the file."""
+    path = tmp_path / name
+    path.write_text(body)
+    with pytest.raises(CandleFileError) as err:
+        load_funding_file(path)
+    assert name in str(err.value)
