@@ -13,8 +13,12 @@ from chaos.experiments import EXPERIMENTS
 from chaos.runner import run_experiments
 
 RUNS = 5
-LONG: dict[str, dict[str, Any]] = {"exchange-outage": {"fault_s": 300.0, "recover_within_s": 300.0},
-                                   "rate-limit-storm": {"fault_s": 60.0}}
+#: the 5-minute venue outage in each of its modes (503s, dropped connections, a stall)
+LONG: dict[str, dict[str, Any]] = {
+    "exchange-outage": {"fault_s": 300.0, "recover_within_s": 300.0},
+    "exchange-drop": {"fault_s": 300.0, "recover_within_s": 300.0},
+    "exchange-stall": {"fault_s": 300.0, "recover_within_s": 300.0},
+    "rate-limit-storm": {"fault_s": 60.0}}
 
 
 def run() -> dict[str, Any]:

@@ -53,6 +53,20 @@ def test_an_exchange_fault_degrades_then_recovers_without_a_gap(harness, name):
     assert result.details["gaps"] == {}
 
 
+@pytest.mark.parametrize("name, fault_s", [("exchange-drop", 12.0), ("exchange-stall", 28.0)])
+def test_a_dropped_or_stalled_venue_degrades_the_feed_and_every_minute_is_stored(harness, name,
+                                                                               fault_s):
+    """The stall outlasts the adapter's bound on one call (2 timeouts of 10 s), so the feed
+    must have been degraded, not left hanging, before the venue came back."""
+    result = EXPERIMENTS[name](harness, 0, fault_s=fault_s)
+    assert_held(result)
+    assert result.mttr_s <= 10.0  # data flows within 10 s of the lift
+    assert result.details["refused_calls"] > 0
+    assert "feed" in result.details["degraded"]
+    assert "feed" in result.details["outage_incidents"]
+    assert result.details["gaps"] == {}
+
+
 def test_chaos_cli_reports_json_and_records_incidents_with_mttr(tmp_path):
     state = tmp_path / "appliance"
     methtrader("run", "--state-dir", str(state), "--for", "3s", "--metrics-port", "0",
