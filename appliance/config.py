@@ -234,7 +234,8 @@ class BusConfig:
 
 @dataclass(frozen=True)
 class ChaosConfig:
-    enabled: bool = _f(False, doc="allow injected faults (command chaos_crash) in a paper "
+    enabled: bool = _f(False, doc="allow injected faults (commands chaos_crash, "
+                                  "chaos_store_fault, chaos_disk_full) in a paper "
                                   "run; the sim always allows them, real orders never")
 
 

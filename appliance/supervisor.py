@@ -41,6 +41,7 @@ from appliance.bar_hub import BarHub
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
 from appliance.context import ServiceContext
+from appliance.disk_full import DiskWatch
 from appliance.contracts import Command, Event, Snapshot
 from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
@@ -104,11 +105,12 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
                                          ctx.cfg.jobs.stop_grace_s),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
-                                          started_at),
+                                          started_at, DiskWatch(ctx)),
         operator.NAME: functools.partial(operator.run, ctx, {
             **command_handlers(ctx, engine, notifier, life),
             Command.CHAOS_CRASH: chaos_hook.crash_handler(supervisor),
-            Command.CHAOS_STORE_FAULT: chaos_hook.store_fault_handler}),
+            Command.CHAOS_STORE_FAULT: chaos_hook.store_fault_handler,
+            Command.CHAOS_DISK_FULL: chaos_hook.disk_full_handler}),
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
         training.NAME: functools.partial(training.run, ctx, jobs, life),
@@ -186,9 +188,11 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
     jobs = Jobs(state_dir)
 
     async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
-        await ctx.store.call("record_incident", service, kind, message, tb)
-        bus.publish(Event.INCIDENT, {"service": service, "kind": kind, "message": message},
-                    service="supervisor", market_ts=clock.now())
+        try:  # on the bus even when DuckDB cannot take it (a full disk)
+            await ctx.store.call("record_incident", service, kind, message, tb)
+        finally:
+            bus.publish(Event.INCIDENT, {"service": service, "kind": kind, "message": message},
+                        service="supervisor", market_ts=clock.now())
 
     supervisor = Supervisor(cfg.supervisor, on_incident=on_incident,
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())

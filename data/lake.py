@@ -29,13 +29,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.disk import DiskState
 from data.files import fsync_path
+
+T = TypeVar("T")
 
 DAY_MS = 86_400_000
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
@@ -81,8 +85,15 @@ def day_name(day_start_ms: int) -> str:
 
 
 class Lake:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, disk: DiskState | None = None) -> None:
         self.root = Path(root)
+        self.disk = disk  # where its writes report (and meet an injected full disk)
+
+    def _written(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a write to the lake, reported to :attr:`disk` when there is one."""
+        if self.disk is None:
+            return fn(*args)
+        return self.disk.write("lake", fn, *args)
 
     def dir(self, interval: str, symbol: str) -> Path:
         return self.root / "candles" / f"interval={interval}" / f"symbol={symbol}"
@@ -104,6 +115,9 @@ class Lake:
         directory is fsynced once: a crash leaves either the old file or the new one, never
         half of one. Parquet encoding releases the GIL, so a small thread pool uses the cores.
         """
+        return self._written(self._write_days, symbol, days)
+
+    def _write_days(self, symbol: str, days: list["DayBatch"]) -> list[Path]:
         targets = [self.day_path(symbol, d.day_start_ms) for d in days]
         if not targets:
             return []
@@ -222,7 +236,7 @@ class Lake:
 
     def resample(self, symbol: str) -> dict[str, int]:
         """Derive 5m and 1h from the 1m files (DuckDB, in memory); returns rows per interval."""
-        return self._retrying("1m", symbol, lambda: self._resample(symbol))
+        return self._written(self._retrying, "1m", symbol, lambda: self._resample(symbol))
 
     def _resample(self, symbol: str) -> dict[str, int]:
         files = self.files("1m", symbol)
@@ -305,6 +319,9 @@ class Lake:
         if not np.isfinite(new).all() or np.any(np.diff(new[:, 0]) <= 0):
             raise ValueError(f"{symbol}: funding rows need finite values and strictly "
                              "increasing times")
+        return self._written(self._write_funding, symbol, new)
+
+    def _write_funding(self, symbol: str, new: np.ndarray) -> Path:
         old = self.read_funding(symbol)
         merged = np.concatenate([old[~np.isin(old[:, 0], new[:, 0])], new])
         merged = merged[np.argsort(merged[:, 0], kind="stable")]
@@ -343,7 +360,8 @@ class Lake:
 
     def save_manifest(self, m: Manifest) -> Path:
         path = self.root / "manifests" / f"{m.dataset_id}.json"
-        return write_bytes_atomic(path, json.dumps(m.__dict__, sort_keys=True).encode())
+        return self._written(write_bytes_atomic, path,
+                             json.dumps(m.__dict__, sort_keys=True).encode())
 
     def manifests(self) -> list[Manifest]:
         d = self.root / "manifests"

@@ -71,7 +71,7 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
 
 async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     cfg = ctx.cfg.datasets
-    lake = Lake(StatePaths(ctx.cfg.state_path).lake)
+    lake = Lake(StatePaths(ctx.cfg.state_path).lake, ctx.disk)
     known = {d["dataset_id"] for d in await ctx.store.call("datasets")}
     for m in await ctx.io(lake.manifests):  # written by `methtrader backfill` meanwhile
         if m.dataset_id not in known:
