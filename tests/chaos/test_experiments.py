@@ -87,7 +87,9 @@ def test_chaos_cli_reports_json_and_records_incidents_with_mttr(tmp_path):
 def test_chaos_cli_refuses_an_unknown_experiment():
     out = methtrader("chaos", "run", "no-such-thing", check=False)
     assert out.returncode == 2 and "unknown experiment" in out.stderr
-    assert "process-kill" in methtrader("chaos", "list").stdout
+    listed = methtrader("chaos", "list").stdout
+    for name in ("process-kill", "exchange-drop", "exchange-stall", "disk-full"):
+        assert name in listed
 
 
 def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):
@@ -105,6 +107,17 @@ def test_refused_store_writes_are_retried_and_nothing_is_half_written(harness):
     assert result.details["restarts"] > 0  # the faults did reach the services
     assert len(result.details["rounds"]) == 3
     assert result.details["orphans"] == {} and result.details["duplicated"] == {}
+
+
+def test_a_full_disk_degrades_says_so_once_and_recovers_with_nothing_lost(harness):
+    result = EXPERIMENTS["disk-full"](harness, 0)
+    assert_held(result)
+    d = result.details
+    assert d["refused_writes"].get("duckdb", 0) > 0  # the fault did reach the appliance
+    assert d["incidents"] == {"outage": 1, "recovered": 1}
+    assert {"feed", "trading"} <= set(d["degraded"])
+    assert "only reducing" in d["trading_reason"]
+    assert d["gaps"] == {} and d["duplicated"] == {} and d["orphans"] == {}
 
 
 def test_a_killed_worker_s_training_job_runs_again_and_registers_once(harness):
