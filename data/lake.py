@@ -12,6 +12,10 @@ A file that cannot be read (truncated, overwritten) is treated as missing: it is
 to ``<lake>/quarantine/`` with a log line, and the backfill fetches its day again. Nothing that
 reads the lake crash-loops on one damaged file.
 
+A lake given a :class:`~data.disk.DiskState` reports every write to it (a write refused for
+want of space, real or injected by ``chaos_disk_full``, raises ``OSError`` ENOSPC and nothing
+half-written is left in place).
+
 Funding rates of a perpetual live next to its candles, in ``<state>/lake/funding/symbol=<SYMBOL>
 /funding.parquet`` (columns time, int64 ms UTC, and rate): one small file per symbol (three rows
 a day), merged with what it held and replaced whole, crash-safely, on every write. Its manifest
