@@ -27,7 +27,8 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-FULL_MESSAGES = ("no space left on device", "disk quota exceeded")
+#: how DuckDB and SQLite (the bus) say it, in errors that are not OSErrors
+FULL_MESSAGES = ("no space left on device", "disk quota exceeded", "database or disk is full")
 MAX_INJECT_S = 600.0  # the longest an injected full disk lasts
 PROBE_NAME = ".disk-probe"
 PROBE_BYTES = 4096
@@ -36,8 +37,8 @@ _MAX_CHAIN = 16  # causes and contexts followed when classifying an exception
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the disk is full: an ENOSPC/EDQUOT ``OSError`` or an error whose
-    message says so (DuckDB's I/O errors), directly or as a cause; an exception group when
-    every exception in it does."""
+    message says so (DuckDB's I/O errors, SQLite's), directly or as a cause; an exception group
+    when every exception in it does."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_disk_full(e) for e in exc.exceptions)
     seen = 0

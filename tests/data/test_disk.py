@@ -28,6 +28,7 @@ def test_what_counts_as_a_full_disk():
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
     assert is_disk_full(RuntimeError('IO Error: Could not write file "x.wal": No space left on '
                                      'device'))  # DuckDB's wording, not an OSError
+    assert is_disk_full(RuntimeError("database or disk is full"))  # SQLite's (the bus)
     try:
         try:
             raise enospc()
