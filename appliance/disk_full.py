@@ -11,12 +11,14 @@ Every write of the store (DuckDB) and the lake (Parquet) reports to the applianc
 * the trading engine is REDUCING (:func:`appliance.risk.trading_state`): it refuses every order
   that would open or increase a position (reason ``disk_full``) and lets reducing and closing
   orders through; what its bars produced waits in memory and is written once the disk is back;
+* the heartbeat shows the trading service degraded with the reason (:func:`reducing_why`) and
+  the disk's state (``disk`` in the heartbeat);
 * :class:`DiskWatch` (run by the heartbeat service) says so once per episode: an ``outage``
-  incident of service ``disk`` on the bus at once (it reaches DuckDB once DuckDB can be written),
-  a log line, and the trading service shown degraded with the reason. While the disk is full it
-  probes it (a small file written, fsynced and removed in the state dir) every
-  :data:`PROBE_EVERY_S`, so the episode ends within a second of space returning even when no
-  service writes; the end is a ``recovered`` incident with the episode's length.
+  incident of service ``disk`` on the bus at once (it reaches DuckDB once DuckDB can be
+  written) and a log line. While the disk is full it probes it (a small file written, fsynced
+  and removed in the state dir) every :data:`PROBE_EVERY_S`, so the episode ends within a
+  second of space returning even when no service writes; the end is a ``recovered`` incident
+  with the episode's length.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ from data.disk import is_disk_full
 
 NAME = "disk"
 PROBE_EVERY_S = 1.0
-TRADING = "trading"
 REDUCING_WHY = ("disk full: no new or larger positions (only reducing orders) until writes "
                 "succeed again")
+
+
+def reducing_why(ctx: ServiceContext) -> str | None:
+    """Why the trading engine only reduces positions because of the disk, or None."""
+    return REDUCING_WHY if ctx.disk.full else None
 
 
 class DiskWatch:
@@ -58,12 +64,10 @@ class DiskWatch:
             message = f"disk full: {disk.reason}; {REDUCING_WHY}"
             self.log.error("disk full: writes refused; trading only reduces positions",
                            reason=disk.reason)
-            ctx.degraded[TRADING] = REDUCING_WHY
             self._incident("outage", message, self.began)
         elif not disk.full and self.began is not None:
             lasted = time.time() - self.began
             self.began = None
-            ctx.degraded.pop(TRADING, None)
             message = f"disk takes writes again after {lasted:.1f}s"
             self.log.info(message)
             self._incident("recovered", message, time.time())

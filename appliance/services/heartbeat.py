@@ -22,7 +22,7 @@ import trio
 
 from appliance.clock import VirtualClock, save_virtual_clock
 from appliance.context import ServiceContext
-from appliance.disk_full import DiskWatch
+from appliance.disk_full import DiskWatch, reducing_why
 from appliance.contracts import Snapshot
 from appliance.services.operator import sync_audit
 from appliance.startup import recover_lost_bus
@@ -30,6 +30,7 @@ from appliance.store import Store
 from models.metrics import periods_per_year, sharpe_ratio
 
 NAME = "heartbeat"
+TRADING = "trading"
 SNAPSHOT_EVERY_S = 2.0
 
 
@@ -110,6 +111,9 @@ def heartbeat_payload(ctx: ServiceContext, services: dict[str, dict[str, object]
     for name, why in ctx.degraded.items():  # running, but the venue is down under it
         if services.get(name, {}).get("state") == "running":
             services[name].update(state="degraded", last_error=why)
+    disk_why = reducing_why(ctx)  # running, but only reducing positions: the disk is full
+    if disk_why and services.get(TRADING, {}).get("state") == "running":
+        services[TRADING].update(state="degraded", last_error=disk_why)
     return {
         "pid": os.getpid(), "market_time": ctx.clock.now(), "started_at": started_at,
         "exchange": ctx.exchange.name, "speed": getattr(ctx.clock, "speed", 1.0),

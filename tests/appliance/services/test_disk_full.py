@@ -18,6 +18,7 @@ from appliance.config import SupervisorConfig
 from appliance.disk_full import NAME as DISK, DiskWatch
 from appliance.domain import Side
 from appliance.services import trading
+from appliance.services.heartbeat import heartbeat_payload
 from appliance.supervision import DEGRADED, DISK_MAX_WAIT_S, RUNNING, Supervisor
 from data.disk import DiskState
 from tests.appliance.services.test_trading import fills, rows, trade_for, with_model
@@ -128,14 +129,19 @@ async def test_the_appliance_says_once_that_the_disk_is_full_and_when_it_is_back
 
     (outage,) = said("outage")
     assert "disk full" in outage["message"] and "only reducing" in outage["message"]
-    assert ctx.degraded["trading"].startswith("disk full")
+    shown = heartbeat_payload(ctx, {"trading": {"state": "running"}}, 0.0)
+    assert shown["services"]["trading"]["state"] == "degraded"
+    assert shown["services"]["trading"]["last_error"].startswith("disk full")
+    assert shown["disk"]["full"] and shown["disk"]["refused"]["duckdb"] == 1
     assert 2 <= disk.refused["probe"] <= 4  # probed about once a second, not at every tick
     assert rows(ctx, "SELECT * FROM incidents") == []  # DuckDB cannot take it yet
     await trio.sleep(30.0)
     await watch.tick()  # the probe goes through: the episode ends
     (back,) = said("recovered")
     assert "takes writes again" in back["message"]
-    assert "trading" not in ctx.degraded and not disk.full
+    assert not disk.full
+    shown = heartbeat_payload(ctx, {"trading": {"state": "running"}}, 0.0)
+    assert shown["services"]["trading"]["state"] == "running"
     recorded = rows(ctx, "SELECT kind, message FROM incidents WHERE service = ? ORDER BY id",
                     [DISK])
     assert [r["kind"] for r in recorded] == ["outage", "recovered"]
