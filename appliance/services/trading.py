@@ -49,6 +49,7 @@ from appliance.ledger import CLOSING, OPEN, PENDING, Ledger
 from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
 from appliance.model_pool import ModelPool
+from appliance.outage import Outage
 from appliance.order_gateway import OrderBatch, OrderGateway, books_of, trade_event
 from appliance.order_journal import OrderJournal
 from appliance.paths import StatePaths
@@ -65,6 +66,7 @@ NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
 FLUSH_S = 0.5  # virtual clock: write pending bars at least this often (real seconds)
 FLUSH_BARS = 64  # ... or once this many are pending
+RECHECK_S = 60  # market seconds before an hourly check the venue failed is tried again
 
 
 @dataclass
@@ -507,7 +509,14 @@ class TradingEngine:
 async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
     bars = hub.subscribe(NAME, TRADING_INTERVALS)
     engine.started = False
-    await engine.start()
+    outage = Outage(ctx, NAME)
+    while not engine.started:  # the venue is needed to start: wait out an outage, degraded
+        ctx.beat(NAME)
+        try:
+            await engine.start()
+        except ExchangeError as exc:
+            await outage.failed(exc)
+    await outage.ok()
     checked_at = ctx.clock.now()
     virtual = isinstance(ctx.clock, VirtualClock)
     try:
@@ -532,8 +541,14 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
             else:
                 await engine.flush()
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
-                await engine.refresh_instruments()
-                await engine.reconcile()
+                try:
+                    await engine.refresh_instruments()
+                    await engine.reconcile()
+                except ExchangeError as exc:  # an outage: the hourly check waits for the venue
+                    engine.log.warning("hourly check with the venue postponed a minute",
+                                       error=str(exc))
+                    checked_at = ctx.clock.now() - HOUR_MS / 1000 + RECHECK_S
+                    continue
                 await engine.pool.refresh(force=True)
                 checked_at = ctx.clock.now()
     finally:
