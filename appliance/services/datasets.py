@@ -87,14 +87,16 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     outage = Outage(ctx, NAME)
     failures: list[ExchangeError] = []
 
-    async def one(symbol: str, refresh: bool) -> None:
+    async def one(symbol: str, refresh: bool, scope: trio.CancelScope) -> None:
         async with limiter:
             days = 2 if refresh else cfg.days
             try:
                 m = await build_dataset(ctx, lake, jobs, symbol, days, progress)
             except ExchangeError as exc:  # the venue's fault; what is in the lake stays
                 failures.append(exc)
+                scope.cancel()  # the others would meet it too: stop asking, back off
                 return
+            await outage.ok()  # the venue answers again: not degraded while the rest build
             if m is not None:
                 if not refresh:
                     ctx.metrics.datasets_built_total.inc()
@@ -114,9 +116,9 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 for symbol in new:
-                    nursery.start_soon(one, symbol, False)
+                    nursery.start_soon(one, symbol, False, nursery.cancel_scope)
                 for symbol in stale:
-                    nursery.start_soon(one, symbol, True)
+                    nursery.start_soon(one, symbol, True, nursery.cancel_scope)
         finally:
             if hold:
                 ctx.clock.release(NAME)
