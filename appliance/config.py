@@ -239,7 +239,7 @@ class ChaosConfig:
 
     enabled: bool = _f(False, doc="run the weekly chaos experiment inside `run` (sim, replay and "
                                   "paper only) and allow injected faults (chaos_crash, "
-                                  "chaos_store_fault) in a paper run; the sim always allows "
+                                  "chaos_store_fault, chaos_disk_full) in a paper run; the sim always allows "
                                   "injected faults; with real orders neither ever happens")
     at: str = _f("Sun 04:00", pattern=r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01]\d|2[0-3]):[0-5]\d",
                  doc="Ddd HH:MM, UTC market time of the weekly experiment, e.g. Sun 04:00 "

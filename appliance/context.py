@@ -14,6 +14,7 @@ from appliance.config import Config
 from appliance.exchange.base import Exchange
 from appliance.metrics import Metrics
 from appliance.store import StoreRunner
+from data.disk import DiskState
 
 T = TypeVar("T")
 
@@ -40,6 +41,11 @@ class ServiceContext:
             await trio.lowlevel.checkpoint()
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
+
+    @property
+    def disk(self) -> DiskState:
+        """Whether the disk takes writes (the store's; the lake's writes report to it too)."""
+        return self.store.store.disk
 
     def beat(self, service: str) -> None:
         """A service's own liveness mark (wall time), shown as heartbeat_age_seconds."""

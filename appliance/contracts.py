@@ -66,6 +66,7 @@ class Command(StrEnum):
     REPORT = "report"
     CHAOS_CRASH = "chaos_crash"  # raise inside a named service (appliance/chaos_hook.py)
     CHAOS_STORE_FAULT = "chaos_store_fault"  # refuse the next DuckDB writes (chaos_hook.py)
+    CHAOS_DISK_FULL = "chaos_disk_full"  # store and lake writes fail with ENOSPC for a while
 
 
 class TradeEvent(TypedDict):

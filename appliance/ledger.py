@@ -140,6 +140,15 @@ class Ledger:
         del self.books[b.book_id]
         self.closed.append(b)
 
+    def keep_dirty(self, books: list[Book]) -> None:
+        """Books :meth:`take_dirty` gave that could not be saved (a full disk): they are saved
+        with a later bar, as they will stand then."""
+        closed = {b.book_id for b in self.closed}
+        for b in books:
+            self.dirty.add(b.book_id)
+            if b.state == CLOSED and b.book_id not in closed:
+                self.closed.append(b)
+
     def take_dirty(self) -> list[Book]:
         """The books to save with this bar (and forget that they changed)."""
         assert self.house is not None

@@ -4,15 +4,16 @@ Every order of every prod book — a model's rebalance, a closing book, a flatte
 a bar's orders together as one :class:`OrderBatch`:
 
 1. **Checks**, as each order is added: the symbol is not halted by reconciliation; the kill
-   switch (``maintenance_mode``) and the risk limits (:func:`appliance.risk.check_order`:
+   switch (``maintenance_mode``), a full disk (``disk_full``: nothing new could be recorded,
+   :mod:`appliance.disk_full`) and the risk limits (:func:`appliance.risk.check_order`:
    daily loss, order rate, per-symbol notional, gross exposure, leverage) hold on the account as
    it would stand after the orders already in the batch. A refusal is recorded with its reason
    and counted, never sent.
 2. **Write-ahead**: the batch's orders are appended to the order journal (keyed by the
    ``orderLinkId`` the venue sees, :mod:`appliance.order_journal`) *before* any is sent.
 3. **Send**: one by one, shielded from cancellation (an order in flight is never abandoned);
-   the kill switch is read from the bus again right before each, so a switch thrown mid-batch
-   stops every order that would add risk.
+   the kill switch and the disk are read again right before each, so a switch thrown (or a
+   disk filled) mid-batch stops every order that would add risk.
 4. **Book**: the fills go into their books; the orders as they ended, the fills and the books
    are written to DuckDB in one transaction, and the journal is emptied.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Mapping
 
@@ -132,7 +133,8 @@ class OrderGateway:
         return OrderBatch(AccountView(
             equity=equity, positions={s: Decimal(str(q)) for s, q in ledger.positions().items()},
             prices=prices, orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
-            maintenance_mode=self.ctx.bus.switch(MAINTENANCE_MODE)), decided_ms)
+            maintenance_mode=self.ctx.bus.switch(MAINTENANCE_MODE),
+            disk_full=self.ctx.disk.full), decided_ms)
 
     def add(self, batch: OrderBatch, book: Book, symbol: str, side: Side, qty: Decimal,
             reduce_only: bool) -> bool:
@@ -153,9 +155,8 @@ class OrderGateway:
         positions = dict(batch.view.positions)
         positions[symbol] = positions.get(symbol, Decimal(0)) + (qty if side is Side.BUY
                                                                  else -qty)
-        batch.view = AccountView(batch.view.equity, positions, batch.view.prices,
-                                 batch.view.orders_last_minute + 1, batch.view.daily_pnl,
-                                 batch.view.maintenance_mode)
+        batch.view = replace(batch.view, positions=positions,
+                             orders_last_minute=batch.view.orders_last_minute + 1)
         batch.orders.append(order)
         return True
 
@@ -172,9 +173,12 @@ class OrderGateway:
                                  "symbol": o.symbol, "side": o.side.value, "qty": str(o.qty),
                                  "ts": o.ts} for o in batch.orders)
             for order in batch.orders:
-                if not order.reduce_only and self.ctx.bus.switch(MAINTENANCE_MODE):
-                    order.status, order.reason = "refused", "maintenance_mode"
-                    self.ctx.metrics.orders_refused_total.labels("maintenance_mode").inc()
+                stop = None if order.reduce_only else (
+                    "maintenance_mode" if self.ctx.bus.switch(MAINTENANCE_MODE)
+                    else "disk_full" if self.ctx.disk.full else None)
+                if stop is not None:
+                    order.status, order.reason = "refused", stop
+                    self.ctx.metrics.orders_refused_total.labels(stop).inc()
                     continue
                 if t0 is not None:
                     self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
@@ -202,17 +206,6 @@ class OrderGateway:
         self.ctx.bus.publish_many(Event.TRADE, [
             trade_event(o.book, o.fill, o.reduce_only) for o in batch.orders
             if o.fill is not None], service=NAME, market_ts=self.ctx.clock.now())
-
-    async def execute(self, batch: OrderBatch, t0: float | None = None) -> list[BookFill]:
-        """Send a batch and record it on its own (flatten, closing books)."""
-        booked = await self.send(batch, t0)
-        if batch.orders or batch.refused:
-            store = self.ctx.store
-            with trio.CancelScope(shield=True):
-                await store.run(record_orders, store.store, batch.orders + batch.refused,
-                                books_of(batch), int(self.ctx.clock.now() * 1000))
-        self.settled(batch)
-        return booked
 
     @staticmethod
     def _book(book: Book, fill: Fill) -> BookFill:
@@ -243,16 +236,14 @@ class OrderGateway:
             if abs(qty) - reducing:
                 self.add(batch, book, symbol, side, abs(qty) - reducing, False)
 
-    async def flatten(self, ledger: Ledger, marks: Mapping[str, Decimal],
-                      reason: str, decided_ms: int | None = None) -> dict[str, Any]:
-        """Close every position of every account book (the kill switch's flatten)."""
+    def closing_all(self, ledger: Ledger, marks: Mapping[str, Decimal],
+                    decided_ms: int | None = None) -> OrderBatch:
+        """A batch closing every position of every account book (the kill switch's flatten);
+        the engine sends and records it."""
         batch = self.begin(ledger, marks, decided_ms)
         for book in ledger.account_books():
             self.add_closes(batch, book)
-        fills = await self.execute(batch)
-        closed = sorted({f.symbol for f in fills})
-        self.log.warning("flattened", symbols=closed, reason=reason)
-        return {"closed": closed}
+        return batch
 
     # -- after a crash, and hourly ---------------------------------------------------------
 

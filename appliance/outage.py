@@ -20,7 +20,9 @@ from appliance.contracts import Event
 from appliance.logs import service_logger
 
 FIRST_WAIT_S = 0.5
-MAX_WAIT_S = 10.0  # the longest a service waits between two tries at a venue that is down
+#: the longest a service waits between two tries at a venue that is down: short enough that
+#: data flows again within 10 s of the venue's return even after a long outage
+MAX_WAIT_S = 5.0
 
 
 def outage_wait(failures: int) -> float:

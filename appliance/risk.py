@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Mapping, Sequence
 
-from appliance.domain import Side
+from appliance.domain import Side, TradingState
 
 
 def sustained_above(samples: Sequence[tuple[float, float]], now: float, threshold: float,
@@ -55,6 +55,21 @@ class AccountView:
     orders_last_minute: int  # orders already sent in the last 60 s, every kind counted
     daily_pnl: Decimal
     maintenance_mode: bool
+    disk_full: bool = False  # writes are refused for want of space: nothing new can be kept
+
+
+def trading_state(account: AccountView, limits: RiskLimits) -> tuple[TradingState, str | None]:
+    """ACTIVE, or REDUCING with the reason: only orders that shrink a position toward flat may
+    go. The kill switch (``maintenance_mode``), a full disk (``disk_full``: a new position could
+    not be recorded) and the daily loss limit (``daily_loss_limit``) each make it REDUCING, in
+    that order of precedence."""
+    if account.maintenance_mode:
+        return TradingState.REDUCING, "maintenance_mode"
+    if account.disk_full:
+        return TradingState.REDUCING, "disk_full"
+    if account.daily_pnl <= -limits.max_daily_loss:
+        return TradingState.REDUCING, "daily_loss_limit"
+    return TradingState.ACTIVE, None
 
 
 def _shrinks(before: Decimal, after: Decimal) -> bool:
@@ -66,12 +81,14 @@ def check_order(symbol: str, side: Side, qty: Decimal, reduce_only: bool, price:
                 account: AccountView, limits: RiskLimits) -> str | None:
     """None when the order may go to the broker, else the reason it is refused.
 
-    Reasons: "maintenance_mode", "daily_loss_limit", "order_rate_cap", "symbol_notional_cap",
-    "gross_exposure_cap", "leverage_cap" (checked in that order; the first that fails is given).
+    Reasons: "maintenance_mode", "disk_full", "daily_loss_limit", "order_rate_cap",
+    "symbol_notional_cap", "gross_exposure_cap", "leverage_cap" (checked in that order; the
+    first that fails is given).
 
-    * Maintenance mode (the kill switch) and the daily loss limit refuse everything except
-      reduce-only orders, so that the kill switch can still flatten the book. The flag alone is
-      not trusted: the order must really shrink the position toward flat.
+    * In the REDUCING state (:func:`trading_state`: maintenance mode, a full disk, the daily
+      loss limit) everything except reduce-only orders is refused, so that the kill switch can
+      still flatten the book. The flag alone is not trusted: the order must really shrink the
+      position toward flat.
     * The order rate counts every order, reducing ones included: it guards against a runaway
       loop, and the exchange's own rate limit would refuse the excess anyway.
     * The exposure caps are checked on the book as it would be AFTER the order. An order that
@@ -85,10 +102,9 @@ def check_order(symbol: str, side: Side, qty: Decimal, reduce_only: bool, price:
     before = account.positions.get(symbol, Decimal(0))
     after = before + (qty if side is Side.BUY else -qty)
     reducing = reduce_only and _shrinks(before, after)
-    if account.maintenance_mode and not reducing:
-        return "maintenance_mode"
-    if account.daily_pnl <= -limits.max_daily_loss and not reducing:
-        return "daily_loss_limit"
+    state, why = trading_state(account, limits)
+    if state is TradingState.REDUCING and not reducing:
+        return why
     if account.orders_last_minute >= limits.max_orders_per_minute:
         return "order_rate_cap"
     if abs(after) < abs(before):

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import trio
 
+from data.disk import DiskState, is_disk_full
+
 T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
@@ -258,6 +260,10 @@ class Store:
         self.path = Path(path)
         self.read_only = read_only
         self._faults = (0, 0)  # (writes still let through, writes then refused): chaos only
+        self.disk = DiskState()  # whether writes go through (the appliance's one; data/disk.py)
+        #: writes of the transaction in progress (None outside BEGIN ... COMMIT/ROLLBACK): they
+        #: are durable, and prove the disk takes writes, only once committed
+        self._tx_writes: int | None = None
         self.con = connect(self.path, read_only=read_only)
         if not read_only:
             if 0 < (version := schema_version(self.con)) < SCHEMA_VERSION:
@@ -439,9 +445,31 @@ class Store:
         return float(rows[0][0]) if rows else None
 
     def sql(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        if self._faults[1] and sql.lstrip()[:6].upper() in WRITES:
+        """Run one statement. Writes report to :attr:`disk`: a write or commit refused for want
+        of space begins a disk-full episode, a committed write ends it."""
+        head = sql.lstrip()[:10].upper()
+        write = head[:6] in WRITES
+        if self._faults[1] and write:
             self._fault_write()
-        return run_sql(self.con, sql, params)
+        try:
+            if write or head.startswith("CHECKPOINT"):
+                self.disk.check("duckdb")
+            rows = run_sql(self.con, sql, params)
+        except Exception as exc:
+            if is_disk_full(exc):
+                self.disk.failed("duckdb", exc)
+            raise
+        durable = head.startswith("CHECKPOINT") or (write and self._tx_writes is None)
+        if head.startswith("BEGIN"):
+            self._tx_writes = 0
+        elif head.startswith(("COMMIT", "ROLLBACK")):
+            durable = head.startswith("COMMIT") and bool(self._tx_writes)
+            self._tx_writes = None
+        elif write and self._tx_writes is not None:
+            self._tx_writes += 1
+        if durable:
+            self.disk.ok()
+        return rows
 
     def inject_write_faults(self, fail: int, after: int = 0) -> None:
         """Let the next ``after`` write statements (INSERT, UPDATE, DELETE) through, then make

@@ -5,8 +5,11 @@ records the crash (with the traceback) as an incident, waits an exponential back
 (capped) and starts it again. A service that crashes ``max_crashes`` times within
 ``failure_window_s`` is marked *failed* and left down for a cool-down (``failed_retry_s``), so
 one poisoned service cannot spin the CPU while the others keep running; then it is tried again
-from a clean slate (a cause that went away, such as a full disk freed, heals itself). An
-exchange outage is not a crash at all (:mod:`appliance.outage`).
+from a clean slate (a cause that went away heals itself). An exchange outage is not a crash at
+all (:mod:`appliance.outage`), and neither is a full disk: a service whose write was refused for
+want of space (:func:`data.disk.is_disk_full`) is marked *degraded*, waits (half a second,
+doubling to :data:`DISK_MAX_WAIT_S`) and starts again, however often, never counted toward
+failed; the appliance says once that the disk is full (:mod:`appliance.disk_full`).
 
 All waiting here uses trio's clock (wall time in the appliance), never the market clock:
 recovery time is a real-time promise (a crashed service is healthy again in < 2 s).
@@ -24,10 +27,22 @@ import trio
 
 from appliance.config import SupervisorConfig
 from appliance.logs import service_logger
+from data.disk import is_disk_full
 
 ServiceFn = Callable[[], Awaitable[None]]
 
 STARTING, RUNNING, BACKOFF, FAILED, STOPPED = "starting", "running", "backoff", "failed", "stopped"
+DEGRADED = "degraded"  # waiting for disk space to start again
+
+DISK_FIRST_WAIT_S = 0.5
+DISK_MAX_WAIT_S = 2.0  # a service waiting for disk space tries again at least this often
+DISK_CALM_S = 30.0  # a run this long without a full disk starts the waits from the first again
+
+
+def disk_wait(waits: int) -> float:
+    """Seconds before the ``waits``-th consecutive try (1-based) of a service whose write was
+    refused for want of space."""
+    return min(DISK_MAX_WAIT_S, DISK_FIRST_WAIT_S * 2.0 ** max(0, waits - 1))
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float,
@@ -52,6 +67,7 @@ class ServiceState:
     recovered_in_s: float | None = None  # last crash → running again, trio time
     scope: trio.CancelScope | None = None  # the running instance's, for an injected crash
     crash_requested: str | None = None  # why a chaos crash was injected, until it lands
+    disk_waits: int = 0  # consecutive runs that ended on a full disk
 
     def as_dict(self) -> dict[str, object]:
         return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error,
@@ -106,6 +122,19 @@ class Supervisor:
             self._on_restart(st.name)
         await self._incident(st.name, "restart", f"{what} #{st.restarts} after {after}", None)
 
+    async def _wait_for_disk(self, st: ServiceState, exc: Exception, ran_s: float) -> None:
+        """``st``'s service ended on a write refused for want of space: no crash (nothing is
+        recorded against it); it is degraded until it starts again after :func:`disk_wait`."""
+        if ran_s >= DISK_CALM_S:
+            st.disk_waits = 0
+        st.disk_waits += 1
+        st.state = DEGRADED
+        st.last_error = f"disk full: {exc}"[:300]
+        if st.disk_waits == 1:
+            self._log.warning("disk full: the service waits for space and starts again",
+                              service_name=st.name, error=str(exc)[:300])
+        await trio.sleep(disk_wait(st.disk_waits))
+
     async def supervise(self, name: str, fn: ServiceFn,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run ``fn`` until it returns or is cancelled, restarting it after crashes."""
@@ -113,8 +142,9 @@ class Supervisor:
         task_status.started()
         while True:
             st.state = RUNNING
+            began = trio.current_time()
             if st.last_crash_at is not None:
-                st.recovered_in_s = trio.current_time() - st.last_crash_at
+                st.recovered_in_s = began - st.last_crash_at
             try:
                 with trio.CancelScope() as st.scope:
                     await fn()
@@ -122,6 +152,10 @@ class Supervisor:
                     why, st.crash_requested = st.crash_requested, None
                     raise ChaosCrash(f"injected crash in {name}: {why}")
             except Exception as exc:  # Cancelled is a BaseException and passes through
+                if is_disk_full(exc):
+                    await self._wait_for_disk(st, exc, trio.current_time() - began)
+                    continue
+                st.disk_waits = 0
                 now = trio.current_time()
                 tb = "".join(traceback.format_exception(exc))
                 st.last_error = f"{type(exc).__name__}: {exc}"

@@ -43,6 +43,7 @@ from appliance.bar_hub import BarHub
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
 from appliance.context import ServiceContext
+from appliance.disk_full import DiskWatch
 from appliance.contracts import Command, Event, Snapshot
 from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
@@ -106,11 +107,12 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
                                          ctx.cfg.jobs.stop_grace_s),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
-                                          started_at),
+                                          started_at, DiskWatch(ctx)),
         operator.NAME: functools.partial(operator.run, ctx, {
             **command_handlers(ctx, engine, notifier, life),
             Command.CHAOS_CRASH: chaos_hook.crash_handler(supervisor),
-            Command.CHAOS_STORE_FAULT: chaos_hook.store_fault_handler}),
+            Command.CHAOS_STORE_FAULT: chaos_hook.store_fault_handler,
+            Command.CHAOS_DISK_FULL: chaos_hook.disk_full_handler}),
         discovery.NAME: functools.partial(discovery.run, ctx),
         datasets.NAME: functools.partial(datasets.run, ctx, jobs),
         training.NAME: functools.partial(training.run, ctx, jobs, life),
@@ -130,9 +132,12 @@ def incident_recorder(ctx: ServiceContext) -> IncidentFn:
     """The supervisor's incidents (crashes, restarts, failures): a DuckDB row and a bus event."""
 
     async def on_incident(service: str, kind: str, message: str, tb: str | None) -> None:
-        await ctx.store.call("record_incident", service, kind, message, tb)
-        ctx.bus.publish(Event.INCIDENT, {"service": service, "kind": kind, "message": message},
-                        service="supervisor", market_ts=ctx.clock.now())
+        try:  # on the bus even when DuckDB cannot take it (a full disk)
+            await ctx.store.call("record_incident", service, kind, message, tb)
+        finally:
+            ctx.bus.publish(Event.INCIDENT, {"service": service, "kind": kind,
+                                             "message": message},
+                            service="supervisor", market_ts=ctx.clock.now())
 
     return on_incident
 

@@ -200,7 +200,7 @@ class FakeBybit:
 
     def clear(self) -> None:
         self.faults(error_ratio=0.0, drop_ratio=0.0, rate_limit_storm=False, latency_ms=0.0,
-                    malformed_ratio=0.0)
+                    malformed_ratio=0.0, outage="")
 
     def close(self) -> None:
         if self.proc.poll() is None:

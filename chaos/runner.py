@@ -18,6 +18,8 @@ from chaos.harness import Harness
 
 #: the short bounds of a plain ``chaos run`` (the 5-minute outage is ``bench chaos``)
 QUICK: dict[str, dict[str, Any]] = {"exchange-outage": {"fault_s": 30.0},
+                                    "exchange-drop": {"fault_s": 30.0},
+                                    "exchange-stall": {"fault_s": 30.0},
                                     "rate-limit-storm": {"fault_s": 30.0}}
 KILL_SEEDS = 5
 

@@ -15,6 +15,10 @@ too: files are written with Parquet page checksums, which every read verifies, a
 return the rows the footer counts, and the rows must be candles (:func:`data.candles.validate`;
 a day file's rows inside its day), so flipped bits never come back as prices.
 
+A lake given a :class:`~data.disk.DiskState` reports every write to it (a write refused for
+want of space, real or injected by ``chaos_disk_full``, raises ``OSError`` ENOSPC and nothing
+half-written is left in place).
+
 Funding rates of a perpetual live next to its candles, in ``<state>/lake/funding/symbol=<SYMBOL>
 /funding.parquet`` (columns time, int64 ms UTC, and rate): one small file per symbol (three rows
 a day), merged with what it held and replaced whole, crash-safely, on every write. Its manifest
@@ -32,6 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import duckdb
 import numpy as np
@@ -39,8 +44,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.candles import CandleError, validate
+from data.disk import DiskState
 from data.files import fsync_path
 from data.intervals import INTERVAL_MS, MINUTE_MS
+
+T = TypeVar("T")
 
 DAY_MS = 86_400_000
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "turnover")
@@ -86,8 +94,15 @@ def day_name(day_start_ms: int) -> str:
 
 
 class Lake:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, disk: DiskState | None = None) -> None:
         self.root = Path(root)
+        self.disk = disk  # where its writes report (and meet an injected full disk)
+
+    def _written(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a write to the lake, reported to :attr:`disk` when there is one."""
+        if self.disk is None:
+            return fn(*args)
+        return self.disk.write("lake", fn, *args)
 
     def dir(self, interval: str, symbol: str) -> Path:
         return self.root / "candles" / f"interval={interval}" / f"symbol={symbol}"
@@ -109,6 +124,9 @@ class Lake:
         directory is fsynced once: a crash leaves either the old file or the new one, never
         half of one. Parquet encoding releases the GIL, so a small thread pool uses the cores.
         """
+        return self._written(self._write_days, symbol, days)
+
+    def _write_days(self, symbol: str, days: list["DayBatch"]) -> list[Path]:
         targets = [self.day_path(symbol, d.day_start_ms) for d in days]
         if not targets:
             return []
@@ -248,7 +266,7 @@ class Lake:
     def resample(self, symbol: str) -> dict[str, int]:
         """Derive 5m and 1h from the 1m files (DuckDB, in memory, over the minutes as every read
         checks them); returns rows per interval."""
-        return self._retrying("1m", symbol, lambda: self._resample(symbol))
+        return self._written(self._retrying, "1m", symbol, lambda: self._resample(symbol))
 
     def _resample(self, symbol: str) -> dict[str, int]:
         files = self.files("1m", symbol)
@@ -332,6 +350,9 @@ class Lake:
         if not np.isfinite(new).all() or np.any(np.diff(new[:, 0]) <= 0):
             raise ValueError(f"{symbol}: funding rows need finite values and strictly "
                              "increasing times")
+        return self._written(self._write_funding, symbol, new)
+
+    def _write_funding(self, symbol: str, new: np.ndarray) -> Path:
         old = self.read_funding(symbol)
         merged = np.concatenate([old[~np.isin(old[:, 0], new[:, 0])], new])
         merged = merged[np.argsort(merged[:, 0], kind="stable")]
@@ -370,7 +391,8 @@ class Lake:
 
     def save_manifest(self, m: Manifest) -> Path:
         path = self.root / "manifests" / f"{m.dataset_id}.json"
-        return write_bytes_atomic(path, json.dumps(m.__dict__, sort_keys=True).encode())
+        return self._written(write_bytes_atomic, path,
+                             json.dumps(m.__dict__, sort_keys=True).encode())
 
     def manifests(self) -> list[Manifest]:
         d = self.root / "manifests"

@@ -21,6 +21,12 @@ logged — nothing from it is returned. Truncated bodies and bad JSON are retrie
 content that breaks the contract (unsorted pages, high < low) fails at once. Secrets are
 never logged or part of a repr, and the API key is cut out of any server message.
 
+A venue that is down fails a call within a bound, never hangs it: 5xx answers and dropped
+connections are retried ``max_retries`` times with jittered backoff, and a request that gets no
+answer within ``timeout_s`` (a stalled venue) is tried at most ``max_timeouts`` times; then the
+call raises :class:`ExchangeError`, which the services take as an outage
+(:mod:`appliance.outage`: degraded, retried, not crashed).
+
 Paper mode charges what the venue would: fills cross the half spread of the last quoted
 bid/ask (0 before a ticker with a book was seen), and open positions pay funding at each
 funding time, at the rate from ``/v5/market/funding/history`` and the close of the 1m candle
@@ -86,6 +92,9 @@ class BybitSettings:
     recv_window_ms: int = 5000
     max_retries: int = 5
     timeout_s: float = 10.0
+    #: attempts of one call that may time out (``timeout_s`` each) before the call fails: a
+    #: venue that stalls is an outage after this many, not after ``max_retries`` of them
+    max_timeouts: int = 2
     backoff_base_s: float = 0.2
     backoff_max_s: float = 5.0
     backfill_concurrency: int = 4
@@ -101,6 +110,8 @@ class BybitSettings:
             raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
         if not 0 <= self.max_retries <= 20 or self.backfill_concurrency < 1:
             raise ValueError("max_retries must be in [0, 20] and backfill_concurrency >= 1")
+        if self.max_timeouts < 1:
+            raise ValueError("max_timeouts must be >= 1")
         if self.recv_window_ms <= 0 or self.timeout_s <= 0 or self.order_timeout_s <= 0:
             raise ValueError("recv_window_ms, timeout_s and order_timeout_s must be positive")
 
@@ -215,12 +226,23 @@ class BybitExchange:
         """One API call with rate limiting, bounded retries and envelope validation."""
         attempts = self.settings.max_retries + 1
         last: ExchangeError = ExchangeError(f"{path}: no attempt made")
+        timeouts = 0
         for attempt in range(attempts):
             if attempt:
                 self.retries += 1
             await self.limiter.acquire(priority, path)
             try:
                 resp = await self._send(method, path, params, signed)
+            except httpx.TimeoutException as exc:
+                timeouts += 1
+                last = ExchangeError(f"{path}: no answer within {self.settings.timeout_s:g}s "
+                                     f"({type(exc).__name__}), {timeouts} time(s): the venue "
+                                     "stalls")
+                log.warning("bybit %s: timed out (attempt %d/%d)", path, attempt + 1, attempts)
+                if timeouts >= self.settings.max_timeouts:
+                    raise last from None
+                await self._retry_sleep(attempt)
+                continue
             except httpx.TransportError as exc:
                 last = ExchangeError(f"{path}: {type(exc).__name__}: {exc}")
                 log.warning("bybit %s: transport error (attempt %d/%d): %s", path, attempt + 1,

@@ -12,8 +12,9 @@ points::
     run_fake_bybit(18080, 7, Faults(error_ratio=0.05), {"fake-key": "fake-secret"})  # CLI
 
 Faults can be changed while running: ``POST /admin/faults`` with a JSON object of knobs
-(``latency_ms``, ``error_ratio``, ``rate_limit_storm``, ``drop_ratio``, ``malformed_ratio``);
-``GET /admin/faults`` and ``GET /admin/stats`` report. The admin routes answer loopback only.
+(``latency_ms``, ``error_ratio``, ``rate_limit_storm``, ``drop_ratio``, ``malformed_ratio``,
+``outage`` "drop" / "stall" / "", ``stall_max_s``); ``GET /admin/faults`` and
+``GET /admin/stats`` report. The admin routes answer loopback only and never meet an outage.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 IDLE_TIMEOUT_S = 60.0
+STALL_POLL_S = 0.05  # how often a stalled request looks whether the outage was lifted
+MAX_STALLED = 512  # requests a stall holds at once; any more are dropped
 SERVER_HEADER = ("Server", "fake-bybit")
 
 
@@ -52,6 +55,7 @@ class FakeBybitServer:
         # The app is synchronous (numpy for the market, dicts for state); one worker thread at
         # a time keeps its state consistent and big kline requests off the event loop.
         self._limiter = trio.CapacityLimiter(1)
+        self._stalled = 0  # requests held by a stall outage right now
 
     async def serve(self, port: int = 0, host: str = "127.0.0.1", *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -86,6 +90,8 @@ class FakeBybitServer:
                 req = await self._read_request(conn, stream, client)
             if req is None:
                 return
+            if self.app.faults.outage and not await self._through_outage(req):
+                return
             resp = await trio.to_thread.run_sync(self.app.handle, req, limiter=self._limiter)
             if resp.latency_ms:
                 await trio.sleep(resp.latency_ms / 1000)
@@ -95,6 +101,26 @@ class FakeBybitServer:
             if h11.MUST_CLOSE in (conn.our_state, conn.their_state):
                 return
             conn.start_next_cycle()
+
+    async def _through_outage(self, req: FakeRequest) -> bool:
+        """Whether ``req`` gets processed despite a whole-venue outage: at once when it meets
+        none; never in ``drop`` mode (its connection is closed unanswered); in ``stall`` mode
+        once the outage is lifted, or never when ``stall_max_s`` passes first or
+        :data:`MAX_STALLED` requests already wait."""
+        mode = await trio.to_thread.run_sync(self.app.outage_mode, req, limiter=self._limiter)
+        if mode != "stall":
+            return not mode
+        if self._stalled >= MAX_STALLED:
+            return False
+        self._stalled += 1
+        try:
+            with trio.move_on_after(self.app.faults.stall_max_s):
+                while self.app.faults.outage == "stall":
+                    await trio.sleep(STALL_POLL_S)
+                return True
+            return False
+        finally:
+            self._stalled -= 1
 
     async def _read_request(self, conn: h11.Connection, stream: trio.SocketStream,
                             client: str) -> FakeRequest | None:
@@ -191,6 +217,12 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
                         help="fraction of requests whose socket closes unanswered")
     parser.add_argument("--malformed-ratio", type=float, default=d.malformed_ratio,
                         help="fraction of answers with truncated JSON")
+    parser.add_argument("--outage", choices=("drop", "stall"), default=None,
+                        help="start down: close every API connection unanswered (drop) or "
+                             "hold every API request unanswered (stall); lift it with "
+                             "POST /admin/faults {\"outage\": \"\"}")
+    parser.add_argument("--stall-max-s", type=float, default=d.stall_max_s,
+                        help="a stalled request's connection is closed after this long")
     parser.add_argument("--ip-limit", type=int, default=FakeLimits().ip_limit,
                         help="requests per 5 s per IP before HTTP 403 (Bybit: 600)")
     parser.add_argument("--api-key", default=next(iter(DEFAULT_API_KEYS)))
@@ -200,7 +232,8 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
 def faults_from_args(ns: argparse.Namespace) -> Faults:
     return Faults(latency_ms=ns.latency_ms, error_ratio=ns.error_ratio,
                   rate_limit_storm=ns.rate_limit_storm, drop_ratio=ns.drop_ratio,
-                  malformed_ratio=ns.malformed_ratio)
+                  malformed_ratio=ns.malformed_ratio, outage=ns.outage or "",
+                  stall_max_s=ns.stall_max_s)
 
 
 def main_fake_bybit(argv: Sequence[str] | None = None) -> int:

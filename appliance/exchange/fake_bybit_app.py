@@ -42,15 +42,35 @@ DEFAULT_ENDPOINT_LIMITS: Mapping[str, int] = {
 }
 
 
+#: the whole-venue outage modes (``Faults.outage``): "" none, "drop" every API connection
+#: closed unanswered and unprocessed, "stall" every API request read and left unanswered
+OUTAGE_MODES = ("", "drop", "stall")
+MAX_STALL_S = 600.0  # the longest a stalled request is held (``stall_max_s``'s bound)
+
+#: numeric knobs and their bounds (the ratios are probabilities per request)
+_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "latency_ms": (0.0, 60_000.0), "error_ratio": (0.0, 1.0), "drop_ratio": (0.0, 1.0),
+    "malformed_ratio": (0.0, 1.0), "stall_max_s": (0.0, MAX_STALL_S)}
+
+
 @dataclass(frozen=True)
 class Faults:
-    """Fault knobs; every ratio is the probability per request (seeded RNG)."""
+    """Fault knobs; every ratio is the probability per request (seeded RNG).
+
+    ``outage`` takes the whole venue down until it is set back to "": ``drop`` closes every
+    API connection as soon as its request is read (nothing processed, nothing answered),
+    ``stall`` holds every API request unanswered until the outage is lifted (then it is
+    processed and answered) or ``stall_max_s`` has passed (then its connection is closed
+    unanswered). The admin routes are never affected.
+    """
 
     latency_ms: float = 0.0
     error_ratio: float = 0.0  # HTTP 503 instead of an answer
     rate_limit_storm: bool = False  # every API request gets retCode 10006
     drop_ratio: float = 0.0  # the request is processed, then the socket closes unanswered
     malformed_ratio: float = 0.0  # the JSON body is cut in half
+    outage: str = ""  # one of OUTAGE_MODES
+    stall_max_s: float = 300.0  # a stalled request is dropped after this long
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,12 +78,15 @@ class Faults:
             if f.name == "rate_limit_storm":
                 if not isinstance(value, bool):
                     raise ValueError("rate_limit_storm must be true or false")
+            elif f.name == "outage":
+                if value not in OUTAGE_MODES:
+                    raise ValueError(f"outage must be one of {list(OUTAGE_MODES)}, got "
+                                     f"{value!r}")
             elif not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"{f.name} must be a number, got {value!r}")
-            elif f.name == "latency_ms" and not 0 <= value <= 60_000:
-                raise ValueError("latency_ms must be in [0, 60000]")
-            elif f.name != "latency_ms" and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{f.name} must be in [0, 1]")
+            elif not _BOUNDS[f.name][0] <= value <= _BOUNDS[f.name][1]:
+                lo, hi = _BOUNDS[f.name]
+                raise ValueError(f"{f.name} must be in [{lo:g}, {hi:g}]")
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         known = {f.name for f in fields(self)}
@@ -190,6 +213,16 @@ class FakeBybitApp:
         return self._accounts[api_key]
 
     # -- entry point --------------------------------------------------------------------------
+
+    def outage_mode(self, req: FakeRequest) -> str:
+        """The whole-venue outage this request meets ("" none, "drop", "stall"), counted in
+        the stats' faults (a stalled request answered after the lift is then counted as a
+        request by :meth:`handle`); the admin routes never meet one."""
+        mode = self.faults.outage
+        if not mode or req.path.startswith("/admin/"):
+            return ""
+        self.stats.faults[f"outage_{mode}"] += 1
+        return mode
 
     def handle(self, req: FakeRequest) -> FakeResponse:
         now = self.now_ms()

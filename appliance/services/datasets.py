@@ -11,7 +11,9 @@ Once a market day it tops up every dataset to the present, so training always se
 On the virtual clock (sim, replay) market time stands still while a new pair's history is being
 backfilled, so the outcome of a run does not depend on how fast the machine backfills.
 Pairs are backfilled a few at a time; through the Bybit adapter backfill requests run at the
-lowest priority but discovery's, so they never starve the trading path.
+lowest priority but discovery's, so they never starve the trading path. An exchange outage
+degrades the service instead of crashing it (:mod:`appliance.outage`): a backfill that fails
+keeps the days it wrote and resumes after the backoff.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from appliance.backfill import backfill_funding, backfill_symbol
 from appliance.clock import VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
+from appliance.exchange.base import ExchangeError
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
+from appliance.outage import Outage
 from appliance.paths import StatePaths
 from appliance.services.feed import serves_1m
 from data.lake import DAY_MS, Lake, Manifest
@@ -71,7 +75,7 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
 
 async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     cfg = ctx.cfg.datasets
-    lake = Lake(StatePaths(ctx.cfg.state_path).lake)
+    lake = Lake(StatePaths(ctx.cfg.state_path).lake, ctx.disk)
     known = {d["dataset_id"] for d in await ctx.store.call("datasets")}
     for m in await ctx.io(lake.manifests):  # written by `methtrader backfill` meanwhile
         if m.dataset_id not in known:
@@ -80,11 +84,19 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     refreshed_at: dict[str, float] = {}
     progress: dict[str, float] = {}
     limiter = trio.CapacityLimiter(cfg.concurrency)
+    outage = Outage(ctx, NAME)
+    failures: list[ExchangeError] = []
 
-    async def one(symbol: str, refresh: bool) -> None:
+    async def one(symbol: str, refresh: bool, scope: trio.CancelScope) -> None:
         async with limiter:
             days = 2 if refresh else cfg.days
-            m = await build_dataset(ctx, lake, jobs, symbol, days, progress)
+            try:
+                m = await build_dataset(ctx, lake, jobs, symbol, days, progress)
+            except ExchangeError as exc:  # the venue's fault; what is in the lake stays
+                failures.append(exc)
+                scope.cancel()  # the others would meet it too: stop asking, back off
+                return
+            await outage.ok()  # the venue answers again: not degraded while the rest build
             if m is not None:
                 if not refresh:
                     ctx.metrics.datasets_built_total.inc()
@@ -104,10 +116,16 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 for symbol in new:
-                    nursery.start_soon(one, symbol, False)
+                    nursery.start_soon(one, symbol, False, nursery.cancel_scope)
                 for symbol in stale:
-                    nursery.start_soon(one, symbol, True)
+                    nursery.start_soon(one, symbol, True, nursery.cancel_scope)
         finally:
             if hold:
                 ctx.clock.release(NAME)
+        if failures:  # degraded, not crashed: the backfills resume after the backoff
+            exc = failures[0]
+            failures.clear()
+            await outage.failed(exc)
+            continue
+        await outage.ok()
         await ctx.clock.sleep_until(now + cfg.check_interval_s)

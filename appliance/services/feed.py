@@ -14,7 +14,7 @@ ahead of what the machine can store and trade (the outcome of a sim run depends 
 not on the CPU); on the real clock the lag is logged and exported instead.
 
 An exchange outage is a state, not a crash (:mod:`appliance.outage`): a pass whose fetches fail
-stores nothing, the feed is marked degraded and tries again after a backoff of at most 10 s of
+stores nothing, the feed is marked degraded and tries again after a backoff of at most 5 s of
 wall time, and the first pass after the outage fetches every minute it missed.
 
 Until the discovery service keeps ``tradable_pairs`` on the bus, the feed picks the symbols whose
@@ -104,8 +104,9 @@ class Feed:
             if span is not None:
                 try:
                     rows = await ctx.exchange.klines_array(symbol, *span)
-                except ExchangeError as exc:
+                except ExchangeError as exc:  # the pass is lost: stop asking a venue that is down
                     errors.append(exc)
+                    nursery.cancel_scope.cancel()
                     return
                 if len(rows):
                     batches[symbol] = rows

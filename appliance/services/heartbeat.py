@@ -1,7 +1,9 @@
 """Heartbeats and status snapshots on the bus, in wall-clock time.
 
 Every ``heartbeat_interval_s`` the appliance writes its heartbeat (pid, market time, each
-service's state and restart count) and refreshes the metrics that mirror the bus. Every few
+service's state and restart count, whether the disk takes writes) and refreshes the metrics
+that mirror the bus; it also announces a full disk and probes it until it takes writes again
+(:class:`~appliance.disk_full.DiskWatch`). Every few
 seconds it also refreshes the ``status`` snapshot from DuckDB, so ``methtrader status`` and the
 TUI can answer while ``run`` holds the DuckDB file. It saves the virtual clock as it goes, so a
 crash loses at most one interval of market time.
@@ -20,6 +22,7 @@ import trio
 
 from appliance.clock import VirtualClock, save_virtual_clock
 from appliance.context import ServiceContext
+from appliance.disk_full import DiskWatch, reducing_why
 from appliance.contracts import Snapshot
 from appliance.services.operator import sync_audit
 from appliance.startup import recover_lost_bus
@@ -27,6 +30,7 @@ from appliance.store import Store
 from models.metrics import periods_per_year, sharpe_ratio
 
 NAME = "heartbeat"
+TRADING = "trading"
 SNAPSHOT_EVERY_S = 2.0
 
 
@@ -115,21 +119,27 @@ def heartbeat_payload(ctx: ServiceContext, services: dict[str, dict[str, object]
                       started_at: float, *, final: bool = False) -> dict[str, Any]:
     now = time.time()
     services = service_states(ctx, services)
+    disk_why = reducing_why(ctx)  # running, but only reducing positions: the disk is full
+    if disk_why and services.get(TRADING, {}).get("state") == "running":
+        services[TRADING].update(state="degraded", last_error=disk_why)
     return {
         "pid": os.getpid(), "market_time": ctx.clock.now(), "started_at": started_at,
         "exchange": ctx.exchange.name, "speed": getattr(ctx.clock, "speed", 1.0),
         "services": services, "stopped": final,
         "service_beats": {k: round(now - v, 3) for k, v in ctx.beats.items()},
+        "disk": ctx.disk.snapshot(),
     }
 
 
 async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, object]]],
-              state_dir: Path, started_at: float) -> None:
+              state_dir: Path, started_at: float, disk: DiskWatch | None = None) -> None:
     last_snapshot = 0.0
+    disk = disk or DiskWatch(ctx)
     while True:
         ctx.beat(NAME)
         if await recover_lost_bus(ctx, sync_audit):
             last_snapshot = 0.0
+        await disk.tick()
         states = services()
         ctx.bus.beat(heartbeat_payload(ctx, states, started_at))
         ctx.metrics.maintenance_mode.set(1 if ctx.bus.maintenance_mode else 0)

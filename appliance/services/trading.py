@@ -49,12 +49,14 @@ from appliance.ledger import CLOSING, OPEN, PENDING, Ledger
 from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
 from appliance.model_pool import ModelPool
-from appliance.order_gateway import OrderBatch, OrderGateway, trade_event
+from appliance.outage import Outage
+from appliance.order_gateway import OrderBatch, OrderGateway, books_of, trade_event
 from appliance.order_journal import OrderJournal
 from appliance.paths import StatePaths
 from appliance.risk import RiskLimits
 from appliance.services.paper_desk import PaperDesk
 from appliance.sizing import order_for, round_qty, target_fractions, target_qty
+from data.disk import is_disk_full
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
 from models.costs import CostModel, quoted_half_spread
@@ -64,6 +66,7 @@ NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
 FLUSH_S = 0.5  # virtual clock: write pending bars at least this often (real seconds)
 FLUSH_BARS = 64  # ... or once this many are pending
+RECHECK_S = 60  # market seconds before an hourly check the venue failed is tried again
 
 
 @dataclass
@@ -83,6 +86,12 @@ class Pending:
     orders: list[OrderBatch] = field(default_factory=list)
     book_equity: list[tuple[int, str, float, str]] = field(default_factory=list)
     accounts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def then(self, later: "Pending") -> "Pending":
+        """These bars followed by ``later``'s (what a failed write puts back)."""
+        return Pending(self.since, self.bars + later.bars, self.model_rows + later.model_rows,
+                       self.paper + later.paper, self.orders + later.orders,
+                       self.book_equity + later.book_equity, self.accounts + later.accounts)
 
 
 class TradingEngine:
@@ -117,6 +126,7 @@ class TradingEngine:
         self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
         self.identity_gap: Decimal | None = None  # books − venue, as last reported
         self.held: list[str] | None = None  # the held symbols last told to the feed
+        self.unwritten = False  # a flush met a full disk; what it held is still pending
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -129,8 +139,11 @@ class TradingEngine:
     # -- start -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore the books, settle orders a crash left pending, reconcile with the venue."""
+        """Restore the books, settle orders a crash left pending, reconcile with the venue.
+        What an earlier run of the service left unwritten goes: the books are DuckDB's again,
+        and the orders it held are in the order journal, which settles them."""
         store = self.ctx.store
+        self.pending = Pending(trio.current_time())
         await self.refresh_instruments()
         books = await store.run(load_books, store.store)
         venue = await self.ctx.exchange.balance()
@@ -370,8 +383,7 @@ class TradingEngine:
                 self.gateway.add_closes(orders, b, sorted(set(b.open_symbols())
                                                           & self.delisted))
         if orders.orders or orders.refused:
-            await self.flush()  # the journal is emptied by this batch: nothing may wait in it
-            await self.gateway.execute(orders)
+            await self.execute(orders)
         now = self.now_ms()
         for b in closing:
             if b.mode == "shadow" or not b.open_symbols():  # else: try again next bar
@@ -441,6 +453,14 @@ class TradingEngine:
             f"the venue's account is {venue:.6f} ({gap:+.6f}): a charge, fee or fill that one "
             "side does not know; compare the fills and funding of both around that bar"))
 
+    async def execute(self, batch: OrderBatch) -> bool:
+        """Send a batch decided outside a bar's models (closes, a flatten) and write it with
+        what is pending; False when the disk is full (then it is written later)."""
+        await self.gateway.send(batch)
+        self.pending.orders.append(batch)
+        self.ledger.dirty.update(b.book_id for b in books_of(batch))
+        return await self.flush()
+
     def flush_due(self) -> bool:
         """On the real clock every bar is written at once; on the virtual clock bars are
         written together (at most every ``FLUSH_S`` real seconds or ``FLUSH_BARS`` bars)."""
@@ -449,22 +469,42 @@ class TradingEngine:
         return (self.pending.bars >= FLUSH_BARS
                 or trio.current_time() - self.pending.since >= FLUSH_S)
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
         """Write what is pending in one transaction, then empty the order journal and announce
-        the trades (after the write: an event never names a fill DuckDB lacks)."""
+        the trades (after the write: an event never names a fill DuckDB lacks).
+
+        False when the disk is full (:mod:`appliance.disk_full`): then everything stays
+        pending, the journal keeps the orders, and a later flush writes it all; meanwhile the
+        gateway lets only reducing orders through."""
         p, self.pending = self.pending, Pending(trio.current_time())
         books = self.ledger.take_dirty()
-        if not (p.bars or books):
-            return
+        if not (p.bars or books or p.orders):
+            return True
         store = self.ctx.store
-        with trio.CancelScope(shield=True):
-            await store.run(record_bars, store.store, p.model_rows, p.paper, books,
-                            p.book_equity, p.accounts,
-                            [o for b in p.orders for o in b.orders + b.refused], self.now_ms())
+        try:
+            with trio.CancelScope(shield=True):
+                await store.run(record_bars, store.store, p.model_rows, p.paper, books,
+                                p.book_equity, p.accounts,
+                                [o for b in p.orders for o in b.orders + b.refused],
+                                self.now_ms())
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.pending = p.then(self.pending)
+            self.ledger.keep_dirty(books)
+            if not self.unwritten:
+                self.log.warning("disk full: bars kept in memory until they can be written; "
+                                 "only reducing orders meanwhile", error=str(exc)[:300])
+            self.unwritten = True
+            return False
+        if self.unwritten:
+            self.log.info("pending bars written after the disk took writes again", bars=p.bars)
+            self.unwritten = False
         for batch in p.orders:
             self.gateway.settled(batch)
         self.ctx.bus.publish_many(Event.TRADE, [trade_event(b, f) for b, f in p.paper],
                                   service=NAME, market_ts=self.ctx.clock.now())
+        return True
 
     async def save(self) -> None:
         """Write now (new books before their first order, the books after a flatten)."""
@@ -476,17 +516,24 @@ class TradingEngine:
         """Close every prod position with reduce-only orders (allowed under the kill switch)."""
         if not self.started:
             await self.start()
-        await self.flush()  # the journal is emptied by the flatten: nothing may wait in it
-        result = await self.gateway.flatten(self.ledger, self.marks, reason,
-                                            self.decided_at())
-        await self.save()
-        return result
+        batch = self.gateway.closing_all(self.ledger, self.marks, self.decided_at())
+        recorded = await self.execute(batch)
+        closed = sorted({o.fill.symbol for o in batch.orders if o.fill is not None})
+        self.log.warning("flattened", symbols=closed, reason=reason, recorded=recorded)
+        return {"closed": closed, "recorded": recorded}
 
 
 async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
     bars = hub.subscribe(NAME, TRADING_INTERVALS)
     engine.started = False
-    await engine.start()
+    outage = Outage(ctx, NAME)
+    while not engine.started:  # the venue is needed to start: wait out an outage, degraded
+        ctx.beat(NAME)
+        try:
+            await engine.start()
+        except ExchangeError as exc:
+            await outage.failed(exc)
+    await outage.ok()
     checked_at = ctx.clock.now()
     virtual = isinstance(ctx.clock, VirtualClock)
     try:
@@ -511,13 +558,21 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
             else:
                 await engine.flush()
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
-                await engine.refresh_instruments()
-                await engine.reconcile()
+                try:
+                    await engine.refresh_instruments()
+                    await engine.reconcile()
+                except ExchangeError as exc:  # an outage: the hourly check waits for the venue
+                    engine.log.warning("hourly check with the venue postponed a minute",
+                                       error=str(exc))
+                    checked_at = ctx.clock.now() - HOUR_MS / 1000 + RECHECK_S
+                    continue
                 await engine.pool.refresh(force=True)
                 checked_at = ctx.clock.now()
     finally:
         with trio.CancelScope(shield=True):
-            await engine.flush()
+            if not await engine.flush():
+                engine.log.error("stopped with bars unwritten: the disk is full (the order "
+                                 "journal keeps their orders for the next start)")
         if virtual:
             ctx.clock.release(NAME)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from chaos.experiment import Experiment
-from chaos.experiments import bus_loss, exchange, process_kill, service_crash, store_fault, worker_kill
+from chaos.experiments import (bus_loss, disk_full, exchange, process_kill, service_crash,
+                               store_fault, worker_kill)
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    process_kill.EXPERIMENT, exchange.OUTAGE, exchange.STORM, service_crash.EXPERIMENT,
-    bus_loss.EXPERIMENT, store_fault.EXPERIMENT, worker_kill.EXPERIMENT)}
+    process_kill.EXPERIMENT, exchange.OUTAGE, exchange.DROP, exchange.STALL, exchange.STORM,
+    service_crash.EXPERIMENT, bus_loss.EXPERIMENT, store_fault.EXPERIMENT,
+    disk_full.EXPERIMENT, worker_kill.EXPERIMENT)}

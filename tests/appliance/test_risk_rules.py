@@ -3,9 +3,9 @@ from decimal import Decimal
 
 import pytest
 
-from appliance.domain import Side
+from appliance.domain import Side, TradingState
 from appliance.risk import (AccountView, RiskLimits, check_order, drawdown, freeze_decision,
-                            historical_var)
+                            historical_var, trading_state)
 
 D = Decimal
 BUY, SELL = Side.BUY, Side.SELL
@@ -16,9 +16,10 @@ LIMITS = RiskLimits(max_symbol_notional=D(1000), max_gross_exposure=D(2000), max
 
 
 def account(positions=None, prices=None, *, equity=D(10_000), orders=0, pnl=D(0),
-            maintenance=False):
+            maintenance=False, disk_full=False):
     return AccountView(equity=equity, positions=positions or {}, prices=prices or {},
-                       orders_last_minute=orders, daily_pnl=pnl, maintenance_mode=maintenance)
+                       orders_last_minute=orders, daily_pnl=pnl, maintenance_mode=maintenance,
+                       disk_full=disk_full)
 
 
 @pytest.mark.parametrize("side, qty, reduce_only, acct, expected", [
@@ -46,6 +47,14 @@ def account(positions=None, prices=None, *, equity=D(10_000), orders=0, pnl=D(0)
     (SELL, D(3), True, account({"BTC": D(2)}, maintenance=True), "maintenance_mode"),  # flips
     (BUY, D(1), True, account({"BTC": D(2)}, pnl=D(-500)), "daily_loss_limit"),  # adds
     (SELL, D(1), False, account({"BTC": D(2)}, maintenance=True), "maintenance_mode"),
+    # a full disk: nothing new could be recorded, so only reducing orders go
+    (BUY, D(1), False, account(disk_full=True), "disk_full"),
+    (BUY, D(1), False, account({"BTC": D(2)}, disk_full=True), "disk_full"),  # adds
+    (SELL, D(1), True, account({"BTC": D(2)}, disk_full=True), None),
+    (SELL, D(2), True, account({"BTC": D(2)}, disk_full=True), None),  # closes
+    (SELL, D(3), True, account({"BTC": D(2)}, disk_full=True), "disk_full"),  # flips
+    (BUY, D(1), False, account(disk_full=True, maintenance=True), "maintenance_mode"),
+    (BUY, D(1), False, account(disk_full=True, pnl=D(-500)), "disk_full"),
     # the order rate counts every order, reducing ones too
     (SELL, D(1), True, account({"BTC": D(2)}, orders=5), "order_rate_cap"),
     # a reducing order passes a book that is over every exposure cap (after a price move)
@@ -59,6 +68,18 @@ def account(positions=None, prices=None, *, equity=D(10_000), orders=0, pnl=D(0)
 ])
 def test_check_order(side, qty, reduce_only, acct, expected):
     assert check_order("BTC", side, qty, reduce_only, D(100), acct, LIMITS) == expected
+
+
+@pytest.mark.parametrize("acct, expected", [
+    (account(), (TradingState.ACTIVE, None)),
+    (account(maintenance=True), (TradingState.REDUCING, "maintenance_mode")),
+    (account(disk_full=True), (TradingState.REDUCING, "disk_full")),
+    (account(pnl=D(-100)), (TradingState.REDUCING, "daily_loss_limit")),
+    (account(disk_full=True, maintenance=True, pnl=D(-100)),
+     (TradingState.REDUCING, "maintenance_mode")),
+])
+def test_trading_state_is_reducing_for_each_cause(acct, expected):
+    assert trading_state(acct, LIMITS) == expected
 
 
 def test_check_order_prices_the_symbol_at_the_order_price():

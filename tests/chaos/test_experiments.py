@@ -53,6 +53,20 @@ def test_an_exchange_fault_degrades_then_recovers_without_a_gap(harness, name):
     assert result.details["gaps"] == {}
 
 
+@pytest.mark.parametrize("name, fault_s", [("exchange-drop", 12.0), ("exchange-stall", 28.0)])
+def test_a_dropped_or_stalled_venue_degrades_the_feed_and_every_minute_is_stored(harness, name,
+                                                                               fault_s):
+    """The stall outlasts the adapter's bound on one call (2 timeouts of 10 s), so the feed
+    must have been degraded, not left hanging, before the venue came back."""
+    result = EXPERIMENTS[name](harness, 0, fault_s=fault_s)
+    assert_held(result)
+    assert result.mttr_s <= 10.0  # data flows within 10 s of the lift
+    assert result.details["refused_calls"] > 0
+    assert "feed" in result.details["degraded"]
+    assert "feed" in result.details["outage_incidents"]
+    assert result.details["gaps"] == {}
+
+
 def test_chaos_cli_reports_json_and_records_incidents_with_mttr(tmp_path):
     state = tmp_path / "appliance"
     methtrader("run", "--state-dir", str(state), "--for", "3s", "--metrics-port", "0",
@@ -73,7 +87,9 @@ def test_chaos_cli_reports_json_and_records_incidents_with_mttr(tmp_path):
 def test_chaos_cli_refuses_an_unknown_experiment():
     out = methtrader("chaos", "run", "no-such-thing", check=False)
     assert out.returncode == 2 and "unknown experiment" in out.stderr
-    assert "process-kill" in methtrader("chaos", "list").stdout
+    listed = methtrader("chaos", "list").stdout
+    for name in ("process-kill", "exchange-drop", "exchange-stall", "disk-full"):
+        assert name in listed
 
 
 def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):
@@ -91,6 +107,17 @@ def test_refused_store_writes_are_retried_and_nothing_is_half_written(harness):
     assert result.details["restarts"] > 0  # the faults did reach the services
     assert len(result.details["rounds"]) == 3
     assert result.details["orphans"] == {} and result.details["duplicated"] == {}
+
+
+def test_a_full_disk_degrades_says_so_once_and_recovers_with_nothing_lost(harness):
+    result = EXPERIMENTS["disk-full"](harness, 0)
+    assert_held(result)
+    d = result.details
+    assert d["refused_writes"].get("duckdb", 0) > 0  # the fault did reach the appliance
+    assert d["incidents"] == {"outage": 1, "recovered": 1}
+    assert {"feed", "trading"} <= set(d["degraded"])
+    assert "only reducing" in d["trading_reason"]
+    assert d["gaps"] == {} and d["duplicated"] == {} and d["orphans"] == {}
 
 
 def test_a_killed_worker_s_training_job_runs_again_and_registers_once(harness):

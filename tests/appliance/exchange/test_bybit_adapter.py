@@ -121,6 +121,25 @@ async def test_5xx_and_dropped_sockets_are_retried():
     assert ex.retries >= app.stats.faults["5xx"]
 
 
+async def test_a_dropped_or_stalled_venue_fails_each_call_within_a_bound():
+    """A venue that closes every connection fails a call after max_retries; one that never
+    answers fails it after max_timeouts of timeout_s, not max_retries of them."""
+    async with fake_bybit() as (app, url), \
+            BybitExchange(settings(url, timeout_s=0.2, max_timeouts=2)) as ex:
+        app.faults = replace(app.faults, outage="stall")
+        t0 = trio.current_time()
+        with pytest.raises(ExchangeError, match="stalls"):
+            await ex.server_time_ms()
+        assert trio.current_time() - t0 < 2 * 0.2 + 1.0
+        assert app.stats.faults["outage_stall"] == 2
+        app.faults = replace(app.faults, outage="drop")
+        with pytest.raises(ExchangeError):
+            await ex.server_time_ms()
+        assert app.stats.faults["outage_drop"] == ex.settings.max_retries + 1
+        app.faults = replace(app.faults, outage="")
+        assert await ex.server_time_ms() > 0  # back at once when the venue is
+
+
 async def test_dropped_order_response_is_not_sent_twice():
     """The server fills the order but the answer is lost; the retry (same orderLinkId) gets
     110072 and the adapter recovers the one fill instead of trading twice."""

@@ -230,6 +230,41 @@ async def test_fault_knobs_and_admin_endpoint():
     assert app.faults == Faults(drop_ratio=1.0)
 
 
+@pytest.mark.trio
+async def test_outage_modes_drop_or_stall_every_api_call_but_spare_the_admin_routes():
+    async with fake_bybit(clock=frozen(T0)) as (app, url):
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            r = await client.post("/admin/faults", json={"outage": "drop"})
+            assert r.status_code == 200 and r.json()["outage"] == "drop"
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/v5/market/time")
+            await client.post("/admin/faults", json={"outage": "stall"})
+            answers: list[httpx.Response] = []
+
+            async def ask() -> None:
+                answers.append(await client.get("/v5/market/time"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                with trio.fail_after(5):
+                    while not app.stats.faults["outage_stall"]:
+                        await trio.sleep(0.01)
+                await trio.sleep(0.3)
+                assert answers == []  # held, while the admin routes still answer
+                assert (await client.get("/admin/faults")).json()["outage"] == "stall"
+                await client.post("/admin/faults", json={"outage": ""})
+            assert answers[0].status_code == 200 and answers[0].json()["retCode"] == 0
+            await client.post("/admin/faults", json={"outage": "stall", "stall_max_s": 0.2})
+            with trio.fail_after(5), pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/v5/market/time")  # bounded: dropped after stall_max_s
+            assert (await client.post("/admin/faults", json={"outage": "burn"})).status_code \
+                == 400
+            assert (await client.post("/admin/faults", json={"stall_max_s": 601})).status_code \
+                == 400
+    assert app.stats.faults == {"outage_drop": 1, "outage_stall": 2}
+    assert app.stats.requests == 1  # only the stalled request answered after the lift
+
+
 def test_fault_sequence_is_deterministic_per_seed():
     def run(seed: int) -> list[tuple[int, bool]]:
         app = FakeBybitApp(7, faults=Faults(error_ratio=0.3, drop_ratio=0.3), fault_seed=seed,

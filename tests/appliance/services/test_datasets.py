@@ -3,6 +3,7 @@ from dataclasses import replace
 import pytest
 import trio
 
+from appliance.exchange.base import ExchangeError
 from appliance.jobs import Jobs
 from appliance.services import datasets
 from data.lake import Lake
@@ -74,3 +75,32 @@ async def test_a_damaged_day_in_the_lake_is_refetched_not_a_crash_loop(make_ctx,
     assert lake.manifest("BTCUSDT").rows >= built.rows
     assert victim.exists() and victim.stat().st_size > 512
     assert len(list((state_dir / "lake" / "quarantine").rglob("*.corrupt-*"))) == 1
+
+
+@pytest.mark.trio
+async def test_an_exchange_outage_degrades_the_backfill_and_it_resumes_after(make_ctx,
+                                                                           autojump_clock):
+    """A 5-minute exchange-drop left datasets failed: each restart met the outage again."""
+    ctx = make_ctx(speed=60)
+    ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, days=2))
+    ctx.bus.set_tradable_pairs(["BTCUSDT"])
+    down = True
+    klines = ctx.exchange.klines_array
+
+    async def flaky(*args, **kwargs):
+        if down:
+            raise ExchangeError("/v5/market/kline: RemoteProtocolError: the venue is down")
+        return await klines(*args, **kwargs)
+
+    ctx.exchange.klines_array = flaky
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(datasets.run, ctx, None)
+        await trio.sleep(30)  # wall seconds of outage: it would have crashed at once
+        assert ctx.degraded["datasets"].startswith("exchange outage")
+        down = False
+        await trio.sleep(60)
+        assert "datasets" not in ctx.degraded
+        nursery.cancel_scope.cancel()
+    kinds = [e["data"]["kind"] for e in ctx.bus.events_since(0, ["incident"])]
+    assert kinds == ["outage", "recovered"]
+    assert {d["symbol"] for d in await ctx.store.call("datasets")} == {"BTCUSDT"}

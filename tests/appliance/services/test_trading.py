@@ -19,6 +19,7 @@ from appliance.bar_hub import BarHub
 from appliance.book_records import parity_divergence
 from appliance.bus import MAINTENANCE_MODE
 from appliance.domain import OrderIntent, Side
+from appliance.exchange.base import ExchangeError
 from appliance.ledger_store import load_books
 from appliance.services import feed, trading
 from data.lake import Lake
@@ -540,3 +541,29 @@ async def test_a_5m_and_a_1h_model_coexist_each_on_its_own_bars(make_ctx, autoju
         spacing[model_id] = set(np.diff(ts).tolist())
     assert spacing[hour_id] == {3_600_000}
     assert min(spacing[five_id]) == 300_000  # every 5m bar, or nearly
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_an_exchange_outage_at_start_degrades_trading_instead_of_crashing_it(
+        make_ctx, autojump_clock):
+    ctx = make_ctx(speed=60)
+    down = True
+    instruments = ctx.exchange.instruments
+
+    async def flaky(*args, **kwargs):
+        if down:
+            raise ExchangeError("/v5/market/instruments-info: the venue stalls")
+        return await instruments(*args, **kwargs)
+
+    ctx.exchange.instruments = flaky
+    engine = trading.TradingEngine(ctx)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trading.run, ctx, engine, BarHub())
+        await trio.sleep(20)
+        assert not engine.started
+        assert ctx.degraded["trading"].startswith("exchange outage")
+        down = False
+        await trio.sleep(10)
+        assert engine.started and "trading" not in ctx.degraded
+        nursery.cancel_scope.cancel()
