@@ -16,6 +16,9 @@ from appliance.bus import Bus
 
 ROOT = Path(__file__).resolve().parents[2]
 TMUX = shutil.which("tmux")
+# A shell or CI runner that exports COLUMNS/LINES would size every program in the pane to
+# them (Textual asks shutil, which believes the environment first), not to the pane.
+TMUX_ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -32,7 +35,7 @@ class Terminal:
 
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(TMUX), "-u", "-L", self.socket, *args], capture_output=True,
-                              text=True, timeout=20, check=check)
+                              text=True, timeout=20, check=check, env=TMUX_ENV)
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "tui").stdout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
@@ -28,6 +30,7 @@ def fill(table: DataTable, rows: Iterable[tuple[str, Sequence[Any]]]) -> None:
             unique = f"{key}#{n}"
         seen.add(unique)
         table.add_row(*cells, key=unique)
+        _widen(table, cells)
     if selected is not None and selected in seen:
         table.move_cursor(row=table.get_row_index(selected), animate=False)
 
@@ -40,3 +43,14 @@ def selected_key(table: DataTable) -> str | None:
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
     except CellDoesNotExist:
         return None
+
+
+def _widen(table: DataTable, cells: Sequence[Any]) -> None:
+    """Size the auto-width columns for ``cells`` now. DataTable measures new rows only when
+    it next goes idle; on a loaded machine a table refilled by every bus update showed its
+    columns cut to the width of their labels ("bybit-" for "bybit-rest") for good."""
+    for column, cell in zip(table.ordered_columns, cells):
+        text = cell.plain if isinstance(cell, Text) else str(cell)
+        width = max((cell_len(line) for line in text.splitlines()), default=0)
+        column.content_width = max(column.content_width, width)
+
