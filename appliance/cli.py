@@ -45,7 +45,9 @@ def _add_exchange(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="methtrader", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="methtrader", description="methtrader: an autonomous "
+                                 "trading appliance for Bybit USDT perpetuals (default: the "
+                                 "simulated market, no network, no keys)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the appliance (default: the simulated market)")
@@ -57,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop cleanly after this much real time, e.g. 90s")
     p.add_argument("--until", type=parse_duration, metavar="DURATION",
                    help="stop cleanly once this much market time has passed, e.g. 14d")
+    p.add_argument("--log-format", choices=("auto", "text", "colour", "json"), default="auto",
+                   help="stderr: auto = coloured text on a terminal, JSON lines otherwise; "
+                   "the log file is always JSON lines")
     p.add_argument("--metrics-port", type=int, help="Prometheus port on 127.0.0.1 "
                    "(default 9108; 0 disables)")
 
@@ -175,6 +180,13 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: the default state dir, when it holds one)")
     c.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("doctor", help="check this install can run the appliance; says what "
+                       "to fix (exit 1 when run could not work)")
+    _add_common(p)
+    _add_exchange(p)
+    p.add_argument("--metrics-port", type=int, help="the port run would serve metrics on")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
@@ -209,9 +221,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.safety import prepare_state_dir
     from appliance.supervisor import RunLimits, run_sync
 
+    from appliance.console import console_format, startup_summary
+
     cfg = load_config(args, speed=args.speed, metrics_port=args.metrics_port)
     prepare_state_dir(cfg.state_path)
-    setup_logging(cfg.state_path, cfg.general.log_level)
+    console = console_format(args.log_format, sys.stderr)
+    setup_logging(cfg.state_path, cfg.general.log_level, console=console)
+    if console != "json":
+        print(startup_summary(cfg, for_s=args.for_, until_s=args.until), file=sys.stderr,
+              flush=True)
     return run_sync(cfg, RunLimits(for_s=args.for_, until_s=args.until))
 
 
@@ -378,6 +396,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     figures = importlib.import_module(f"benchmarks.{args.suite}").run()
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from appliance.doctor import FAIL, diagnose, render
+
+    findings = diagnose(load_config(args, metrics_port=args.metrics_port))
+    _emit(args, [f.as_dict() for f in findings], render(findings))
+    return 1 if any(f.status == FAIL for f in findings) else 0
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -609,6 +635,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": cmd_config,
     "bench": cmd_bench,
     "chaos": cmd_chaos,
+    "doctor": cmd_doctor,
 }
 
 

@@ -41,6 +41,7 @@ from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
 from appliance.contracts import Event
+from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
 
 RUNNING_PREFIX = "job:running:"
@@ -311,10 +312,10 @@ def consumer_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="the appliance's pid: the consumer exits when it is gone")
+    ap.add_argument("--log-format", choices=CONSOLE_FORMATS, default="json",
+                    help="stderr's format, as the appliance's own (it shares that stderr)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format='{"ts": %(created).3f, "level": "%(levelname)s", '
-                               '"service": "huey", "msg": "%(message)s"}')
+    logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     run_consumer(Jobs(Path(args.state_dir)), args.workers)
     return 0

@@ -23,7 +23,7 @@ import trio
 from appliance.context import ServiceContext
 from appliance.contracts import Event
 from appliance.jobs import Jobs
-from appliance.logs import service_logger
+from appliance.logs import service_logger, stderr_format
 
 NAME = "huey"
 WATCH_S = 1.0
@@ -53,7 +53,8 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
         log.info("re-queued interrupted jobs", jobs=requeued)
         ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
-           "--workers", str(workers), "--parent-pid", str(os.getpid())]
+           "--workers", str(workers), "--parent-pid", str(os.getpid()),
+           "--log-format", stderr_format()]
     ctx.beat(NAME)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_workers, ctx, jobs)

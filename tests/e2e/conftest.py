@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,27 @@ def run_proc():
         if p.poll() is None:
             p.kill()
             p.wait(timeout=10)
+
+
+@pytest.fixture
+def fake_bybit(tmp_path):
+    """Start ``methtrader fake-bybit`` on a free loopback port (flags as given); gives its URL."""
+    def start(*flags: str) -> str:
+        proc = subprocess.Popen([*METHTRADER, "fake-bybit", "--port", "0", *flags],
+                                stdout=subprocess.PIPE,
+                                stderr=open(tmp_path / f"fake-{len(procs)}.err", "w"),
+                                text=True)
+        procs.append(proc)
+        line = proc.stdout.readline().strip()
+        assert line.startswith("fake-bybit listening on http://127.0.0.1:"), line
+        return line.rsplit(" ", 1)[1]
+
+    procs: list[subprocess.Popen] = []
+    yield start
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+

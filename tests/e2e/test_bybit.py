@@ -4,7 +4,6 @@ way an operator drives it: ``--exchange bybit --base-url http://127.0.0.1:PORT``
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,26 +17,6 @@ from tests.e2e.conftest import METHTRADER, methtrader, status_json, stderr_of
 from tests.e2e.test_run import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def fake_bybit(tmp_path):
-    def start(*flags: str) -> str:
-        proc = subprocess.Popen([*METHTRADER, "fake-bybit", "--port", "0", *flags],
-                                stdout=subprocess.PIPE, stderr=open(tmp_path / f"fake-{len(procs)}.err", "w"), text=True)
-        procs.append(proc)
-        line = proc.stdout.readline().strip()
-        assert line.startswith("fake-bybit listening on http://127.0.0.1:"), line
-        return line.rsplit(" ", 1)[1]
-
-    procs: list[subprocess.Popen] = []
-    yield start
-    for p in procs:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def bybit(url: str) -> list[str]:
