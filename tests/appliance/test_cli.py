@@ -1,0 +1,51 @@
+"""The command line reads as plain text and hides nothing: every command in the top-level help,
+every benchmark suite in `bench --help`, no reStructuredText markup in any help."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from appliance.cli import COMMANDS, _parser
+
+ROOT = Path(__file__).resolve().parents[2]
+MARKUP = re.compile(r"``|:(func|class|meth|mod|data|attr):`")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _all_helps(parser: argparse.ArgumentParser, path: str = "methtrader"
+               ) -> list[tuple[str, str]]:
+    out = [(path, parser.format_help())]
+    for name, sub in _subparsers(parser).items():
+        out += _all_helps(sub, f"{path} {name}")
+    return out
+
+
+def test_every_help_is_plain_text() -> None:
+    helps = _all_helps(_parser())
+    assert len(helps) > len(COMMANDS)
+    marked = [path for path, text in helps if MARKUP.search(text)]
+    assert marked == []
+
+
+def test_the_top_level_help_lists_every_command() -> None:
+    text = _parser().format_help()
+    missing = [name for name in COMMANDS if not re.search(rf"^\s+{re.escape(name)}\b", text,
+                                                          re.M)]
+    assert missing == []
+    assert set(_subparsers(_parser())) == set(COMMANDS)
+
+
+def test_bench_offers_every_suite_in_benchmarks() -> None:
+    suites = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_")}
+    bench = _subparsers(_parser())["bench"]
+    offered = next(a for a in bench._actions if a.dest == "suite").choices
+    assert set(offered) == suites
+    assert all(suite in bench.format_help() for suite in suites)
