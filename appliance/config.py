@@ -194,6 +194,17 @@ class RiskConfig:
 @dataclass(frozen=True)
 class NotifyConfig:
     webhook_url: str = _f("", secret=True, doc="Slack-compatible; from METHTRADER_WEBHOOK_URL")
+    format: str = _f("slack", choices=("slack", "json"),
+                     doc="slack: Slack's incoming-webhook payload (text plus blocks); json: "
+                         "{source, kind, text, data, ts} for any other receiver")
+    dedupe_s: float = _f(900.0, lo=0.0, hi=86_400.0,
+                         doc="wall seconds during which a repeat of the same alert (kind and "
+                             "subject, e.g. one service's crashes) is counted, not sent")
+    max_per_hour: int = _f(60, lo=1, hi=3600,
+                           doc="webhook messages per wall hour at most; the rest are counted "
+                               "and reported with the next message")
+    daily_at: str = _f("08:00", pattern=r"([01]\d|2[0-3]):[0-5]\d|",
+                       doc="daily summary time (HH:MM UTC, market time); empty: none")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class Event(StrEnum):
     MODEL_TRANSITION = "model_transition"  # ModelTransitionEvent (the lifecycle)
     MODEL_REGISTERED = "model_registered"  # a training run's model entered the registry
     JOBS_REQUEUED = "jobs_requeued"  # jobs a dead worker held were queued again
+    JOB_FAILED = "job_failed"  # a job's last attempt failed: it will not run again
     DISCOVERY_THROTTLED = "discovery_throttled"  # discovery slowed for the rate limit
     DELISTING = "delisting"  # the venue is delisting a symbol
 

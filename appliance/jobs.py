@@ -92,6 +92,13 @@ class Jobs:
                                      "started": time.time(), "pid": os.getpid()})
             try:
                 return fn(self.state_dir, *args, **kwargs)
+            except Exception as exc:
+                if not task.retries:  # huey counts down: this was the last attempt
+                    self.bus.publish(Event.JOB_FAILED, {
+                        "job": name, "task_id": task.id, "attempts": retries + 1,
+                        "args": [str(a) for a in args][:4],
+                        "error": f"{type(exc).__name__}: {exc}"[:500]}, service="huey")
+                raise
             finally:
                 self.bus.cache.delete(key)
 

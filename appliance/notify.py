@@ -7,6 +7,15 @@ webhook is best effort. A webhook that is slow or down must never hold up tradin
 a separate sender task (:meth:`Notifier.run`, under the supervisor) does the network work with
 retries. When the queue is full the oldest message goes: the newest state matters most.
 
+An on-call person wants one message per problem, not one per crash of a crash loop: a repeat of
+the same alert (its ``kind`` and ``key``, e.g. one service's crashes) within ``dedupe_s`` is
+counted, not sent, and the next message of that alert says how many were folded into it; over
+``max_per_hour`` messages the rest are counted and reported with the next one sent. Both
+windows are wall time (a person's hour), read from the injected ``now``.
+
+Payloads: Slack's incoming-webhook format (``text`` plus ``blocks``) or, with ``fmt="json"``, a
+plain ``{source, kind, text, data, ts}`` object for any other receiver.
+
 The webhook URL usually carries a secret token in its path, so logs name only scheme://host.
 """
 
@@ -14,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import random
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 import httpx
 import trio
@@ -28,9 +39,23 @@ from appliance.supervision import backoff_delay
 
 log = service_logger("notify")
 
-Message = tuple[str, str]  # (kind, text)
+Message = tuple[str, str, dict[str, Any], float]  # (kind, text, data, wall ts)
 
 JITTER = 0.5
+FORMATS = ("slack", "json")
+
+
+def payload(fmt: str, kind: str, text: str, data: dict[str, Any], ts: float) -> dict[str, Any]:
+    """The JSON body POSTed for one message."""
+    if fmt == "json":
+        return {"source": "methtrader", "kind": kind, "text": text,
+                "data": json.loads(json.dumps(data, default=str)), "ts": ts}
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return {"text": f"[methtrader] {kind}: {text}",
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"*{kind}*: {text}"}},
+                {"type": "context", "elements": [
+                    {"type": "mrkdwn", "text": f"methtrader · {when}"}]}]}
 
 
 def safe_url(url: str) -> str:
@@ -61,9 +86,12 @@ class Notifier:
     def __init__(self, bus: Bus | None, webhook_url: str | None, *, max_queue: int = 100,
                  attempts: int = 5, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  timeout_s: float = 5.0, transport: httpx.AsyncBaseTransport | None = None,
-                 rng: random.Random | None = None) -> None:
-        if max_queue < 1 or attempts < 1:
-            raise ValueError("max_queue and attempts must be at least 1")
+                 rng: random.Random | None = None, fmt: str = "slack", dedupe_s: float = 0.0,
+                 max_per_hour: int = 3600, now: Callable[[], float] = time.monotonic) -> None:
+        if max_queue < 1 or attempts < 1 or max_per_hour < 1:
+            raise ValueError("max_queue, attempts and max_per_hour must be at least 1")
+        if fmt not in FORMATS:
+            raise ValueError(f"notification format {fmt!r}: one of {', '.join(FORMATS)}")
         if webhook_url:
             try:  # fail at start-up, not on the first promotion
                 url = httpx.URL(webhook_url)
@@ -85,17 +113,60 @@ class Notifier:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self.fmt = fmt
+        self.dedupe_s = dedupe_s
+        self.max_per_hour = max_per_hour
+        self._now = now
+        self._last_sent: dict[tuple[str, str], float] = {}  # alert -> when it last went out
+        self._folded: dict[tuple[str, str], int] = {}  # alert -> repeats since then
+        self._window: deque[float] = deque()  # when the last hour's messages went out
+        self._over_cap = 0  # messages held back by max_per_hour since the last one sent
+        self.suppressed = 0
 
     @property
     def pending(self) -> int:
         """Messages waiting for the sender."""
         return self._receive.statistics().current_buffer_used
 
-    def notify(self, kind: str, text: str, data: dict[str, Any]) -> None:
+    def _admit(self, kind: str, key: str | None, text: str) -> str | None:
+        """The text to send for this alert now, or None when it is folded into an earlier
+        one (a repeat within ``dedupe_s``) or held back by ``max_per_hour``."""
+        now = self._now()
+        alert = (kind, key or "")
+        last = self._last_sent.get(alert)
+        if key is not None and last is not None and now - last < self.dedupe_s:
+            self._folded[alert] = self._folded.get(alert, 0) + 1
+            self.suppressed += 1
+            return None
+        while self._window and now - self._window[0] >= 3600.0:
+            self._window.popleft()
+        if len(self._window) >= self.max_per_hour:
+            self._over_cap += 1
+            self.suppressed += 1
+            return None
+        notes = []
+        if folded := self._folded.pop(alert, 0):
+            notes.append(f"{folded} repeat(s) since the last message")
+        if self._over_cap:
+            notes.append(f"{self._over_cap} other message(s) held back by the hourly cap")
+            self._over_cap = 0
+        self._last_sent[alert] = now
+        self._window.append(now)
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+    def notify(self, kind: str, text: str, data: dict[str, Any], key: str | None = None
+               ) -> None:
         """Record and queue a notification; returns at once and never raises.
 
-        Call it from the trio thread (it never awaits, so it cannot be cancelled half-way).
+        ``key`` names the alert's subject within its kind (a service, a symbol, a model): a
+        repeat of the same (kind, key) within ``dedupe_s`` is counted, not sent; without a key
+        nothing is folded (each promotion, each kill switch change). Call it from
+        the trio thread (it never awaits, so it cannot be cancelled half-way).
         """
+        admitted = self._admit(kind, key, text)
+        if admitted is None:
+            return
+        text = admitted
         if self.bus is not None:
             try:
                 self.bus.publish(Event.NOTIFICATION, {"kind": kind, "text": text, "data": data},
@@ -106,14 +177,15 @@ class Notifier:
         if self.webhook_url is None:
             return
         try:
+            message = (kind, text, data, time.time())
             try:
-                self._send.send_nowait((kind, text))
+                self._send.send_nowait(message)
             except trio.WouldBlock:
-                old_kind, _ = self._receive.receive_nowait()
+                old_kind = self._receive.receive_nowait()[0]
                 self.dropped += 1
                 log.warning("notification queue full, dropped the oldest message",
                             dropped_kind=old_kind, dropped=self.dropped)
-                self._send.send_nowait((kind, text))
+                self._send.send_nowait(message)
         except Exception as exc:
             log.error("notification not queued", kind=kind, error=f"{type(exc).__name__}: {exc}")
 
@@ -123,23 +195,23 @@ class Notifier:
             await trio.sleep_forever()
         async with httpx.AsyncClient(transport=self._transport,
                                      timeout=httpx.Timeout(self.timeout_s)) as client:
-            async for kind, text in self._receive:
+            async for kind, text, data, ts in self._receive:
                 try:
-                    await self._deliver(client, kind, text)
+                    await self._deliver(client, kind, payload(self.fmt, kind, text, data, ts))
                 except Exception as exc:  # one bad message must not kill the sender
                     self.failed += 1
                     log.error("notification dropped", kind=kind, target=self.target,
                               error=self._redact(f"{type(exc).__name__}: {exc}"))
 
-    async def _deliver(self, client: httpx.AsyncClient, kind: str, text: str) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, kind: str, body: dict[str, Any]
+                       ) -> None:
         """POST one message; retry network errors, 5xx and 429; give up after ``attempts``."""
         assert self.webhook_url is not None
-        payload = {"text": f"[methtrader] {kind}: {text}"}
         reason = ""
         for attempt in range(self.attempts):
             wait: float | None = None
             try:
-                resp = await client.post(self.webhook_url, json=payload)
+                resp = await client.post(self.webhook_url, json=body)
             except httpx.HTTPError as exc:
                 reason = self._redact(f"{type(exc).__name__}: {exc}")
             else:

@@ -440,6 +440,30 @@ class Store:
         return {"free_cash": float(house[0][0]) if house else None,
                 "books": [{**b, "capital": float(b["capital"])} for b in books]}
 
+    def day_summary(self, since_ms: int, until_ms: int, after_incident: int) -> dict[str, Any]:
+        """The daily summary's figures over market time [since_ms, until_ms): equity at both
+        ends, prod trades and fills, model mode changes, and the incidents recorded since id
+        ``after_incident`` (incident times mix wall and market clocks, their ids do not)."""
+        def equity_at(ms: int) -> float | None:
+            rows = self.sql("SELECT equity FROM equity WHERE ts < ? ORDER BY ts DESC LIMIT 1",
+                            [ms])
+            return float(rows[0][0]) if rows else None
+
+        trades, fills = self.sql(
+            "SELECT count(*) FILTER (WHERE trade), count(*) FROM fills WHERE mode = 'prod' "
+            "AND ts >= ? AND ts < ?", [since_ms, until_ms])[0]
+        changes = self._dicts(
+            "SELECT to_mode, count(*) AS n FROM model_transitions WHERE ts >= ? AND ts < ? "
+            "GROUP BY to_mode ORDER BY to_mode", [since_ms / 1000, until_ms / 1000])
+        incidents = self._dicts(
+            "SELECT kind, count(*) AS n, max(id) AS last_id FROM incidents WHERE id > ? "
+            "GROUP BY kind ORDER BY n DESC, kind", [after_incident])
+        return {"equity_start": equity_at(since_ms), "equity_end": equity_at(until_ms),
+                "trades": int(trades), "fills": int(fills),
+                "model_changes": {c["to_mode"]: int(c["n"]) for c in changes},
+                "incidents": {i["kind"]: int(i["n"]) for i in incidents},
+                "last_incident_id": max([after_incident, *(int(i["last_id"]) for i in incidents)])}
+
     def last_equity(self) -> float | None:
         rows = self.sql("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1")
         return float(rows[0][0]) if rows else None

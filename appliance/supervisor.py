@@ -53,7 +53,7 @@ from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
 from appliance.safety import prepare_state_dir
-from appliance.services import (chaos, consumer, datasets, discovery, feed, heartbeat,
+from appliance.services import (alerts, chaos, consumer, datasets, discovery, feed, heartbeat,
                                  housekeeping, operator, risk, shadow, trading, training)
 from appliance.store import StoreRunner
 from appliance.supervision import IncidentFn, Supervisor
@@ -98,12 +98,15 @@ def command_handlers(ctx: ServiceContext, engine: trading.TradingEngine,
 def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
                    started_at: float) -> dict[str, Callable[[], Awaitable[None]]]:
     state_dir = ctx.cfg.state_path
-    notifier = Notifier(ctx.bus, ctx.cfg.notify.webhook_url or None)
+    ncfg = ctx.cfg.notify
+    notifier = Notifier(ctx.bus, ncfg.webhook_url or None, fmt=ncfg.format,
+                        dedupe_s=ncfg.dedupe_s, max_per_hour=ncfg.max_per_hour)
     life = Lifecycle(ctx.store, ctx.bus, notifier, state_dir)
     engine = trading.TradingEngine(ctx)
     hub = BarHub()
     services: dict[str, Callable[[], Awaitable[None]]] = {
         "notify": notifier.run,
+        alerts.NAME: functools.partial(alerts.run, ctx, notifier),
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
                                          ctx.cfg.jobs.stop_grace_s),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,

@@ -66,7 +66,7 @@ async def check(ctx: ServiceContext, notifier: Notifier) -> dict[str, float]:
         ctx.metrics.portfolio_var_95.set(var)
         if cfg.var_limit and var > cfg.var_limit:
             notifier.notify("var_limit", f"1-day VaR(95%) {var:.2%} above the limit "
-                            f"{cfg.var_limit:.2%}", {"var_95": var})
+                            f"{cfg.var_limit:.2%}", {"var_95": var}, key="var_95")
     return figures
 
 

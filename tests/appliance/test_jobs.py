@@ -103,3 +103,55 @@ def test_a_job_whose_worker_died_is_requeued_first_and_given_up_after_three_deat
         assert jobs.pending() == 3  # two more re-queues of it, and "other"
     finally:
         jobs.close()
+
+
+ALWAYS_FAILS = """
+import sys
+from pathlib import Path
+from appliance import jobs as J
+
+state = Path(sys.argv[1])
+
+def broken(state_dir, *args, **kwargs):
+    with open(state / "attempts", "a") as f:
+        f.write("x")
+    raise RuntimeError("the data folder is gone")
+
+jobs = J.Jobs(state, defaults=False)
+jobs.register("train", broken, retry_delay=0.1)
+J.run_consumer(jobs, workers=1)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_job_whose_last_attempt_fails_is_one_job_failed_event(tmp_path):
+    from appliance.bus import Bus
+    from appliance.contracts import Event
+
+    state = tmp_path / "state"
+    state.mkdir()
+    jobs = Jobs(state, defaults=False)
+    jobs.register("train", lambda *a, **k: None, retry_delay=0.1)
+    consumer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(ALWAYS_FAILS),
+                                 str(state)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        jobs.enqueue("train", "run-broken", "t1-a", ["BTCUSDT"], "rf", {}, {})
+        attempts = state / "attempts"
+        deadline = time.monotonic() + 90
+        with Bus(state / "bus") as bus:
+            while time.monotonic() < deadline and not bus.events_since(
+                    0, kinds=[Event.JOB_FAILED]):
+                time.sleep(0.1)
+            time.sleep(1.0)  # nothing more comes after the last attempt
+            failed = bus.events_since(0, kinds=[Event.JOB_FAILED])
+        assert attempts.read_text() == "xxx"  # three attempts, then it gave up
+        assert len(failed) == 1
+        data = failed[0]["data"]
+        assert data["job"] == "train" and data["attempts"] == 3
+        assert data["error"] == "RuntimeError: the data folder is gone"
+        assert data["args"][0] == "run-broken"
+    finally:
+        consumer.send_signal(2)
+        consumer.wait(timeout=30)
+        jobs.close()

@@ -304,3 +304,77 @@ def test_helpers():
     assert retry_after_s(None) is None
     with pytest.raises(ValueError):
         Notifier(None, "ftp://example.com/x")
+
+
+class FakeWall:
+    """The notifier's wall time, moved by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def sent_texts(bus: Bus) -> list[str]:
+    return [e["data"]["text"] for e in bus.events_since(0, kinds=["notification"])]
+
+
+def test_a_crash_loop_is_one_message_and_the_next_one_counts_the_repeats(tmp_path):
+    wall = FakeWall()
+    with Bus(tmp_path / "bus") as bus:
+        n = Notifier(bus, None, dedupe_s=900.0, now=wall)
+        for i in range(200):
+            n.notify("service_crash", f"feed crashed: boom #{i}", {}, key="feed")
+            wall.t += 1.0
+        n.notify("service_crash", "trading crashed: boom", {}, key="trading")  # another subject
+        assert sent_texts(bus) == ["feed crashed: boom #0", "trading crashed: boom"]
+        wall.t += 900.0
+        n.notify("service_crash", "feed crashed: boom #200", {}, key="feed")
+        assert sent_texts(bus)[-1] == "feed crashed: boom #200 (199 repeat(s) since the last " \
+                                      "message)"
+        assert n.suppressed == 199
+
+
+def test_without_a_key_nothing_is_folded(tmp_path):
+    with Bus(tmp_path / "bus") as bus:
+        n = Notifier(bus, None, dedupe_s=900.0, now=FakeWall())
+        for actor in ("alice", "bob", "alice"):
+            n.notify("kill_switch", f"kill switch ON (by {actor})", {})
+        assert len(sent_texts(bus)) == 3
+
+
+def test_the_hourly_cap_holds_back_the_rest_and_says_so(tmp_path):
+    wall = FakeWall()
+    with Bus(tmp_path / "bus") as bus:
+        n = Notifier(bus, None, max_per_hour=3, now=wall)
+        for i in range(10):
+            n.notify("incident:parity", f"m{i} diverged", {}, key=f"m{i}")
+        assert sent_texts(bus) == ["m0 diverged", "m1 diverged", "m2 diverged"]
+        wall.t += 3600.0
+        n.notify("kill_switch", "kill switch ON", {})
+        assert sent_texts(bus)[-1] == ("kill switch ON (7 other message(s) held back by the "
+                                       "hourly cap)")
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_slack_gets_text_and_blocks_and_json_gets_the_data():
+    rx = Receiver([200])
+    async with trio.open_nursery() as nursery:
+        url = await rx.serve(nursery)
+        for fmt in ("slack", "json"):
+            n = Notifier(None, url, backoff_initial_s=0.01, fmt=fmt)
+            nursery.start_soon(n.run)
+            n.notify("kill_switch", "kill switch ON (by alice: venue)", {"actor": "alice"})
+            await wait_done(n)
+        nursery.cancel_scope.cancel()
+    slack, plain = (json.loads(body) for _, _, body in rx.requests)
+    assert slack["text"] == "[methtrader] kill_switch: kill switch ON (by alice: venue)"
+    assert slack["blocks"][0] == {"type": "section", "text": {
+        "type": "mrkdwn", "text": "*kill_switch*: kill switch ON (by alice: venue)"}}
+    assert slack["blocks"][1]["type"] == "context"
+    assert plain["source"] == "methtrader" and plain["kind"] == "kill_switch"
+    assert plain["data"] == {"actor": "alice"} and isinstance(plain["ts"], float)
+    with pytest.raises(ValueError, match="format 'xml'"):
+        Notifier(None, None, fmt="xml")
