@@ -54,3 +54,19 @@ class Metrics:
                                       registry=r)
         self.market_time_seconds = Gauge("market_time_seconds", "The market clock (epoch s)",
                                          registry=r)
+        self.candle_lag_seconds = Gauge("candle_lag_seconds", "Market seconds a symbol's "
+                                        "newest stored candle trails the clock", ["symbol"],
+                                        registry=r)
+        self.disk_used_ratio = Gauge("disk_used_ratio", "Used fraction of the state dir's "
+                                     "filesystem", registry=r)
+        self.equity_usd = Gauge("equity_usd", "The account's equity by the books (USD)",
+                                registry=r)
+        self.daily_pnl_usd = Gauge("daily_pnl_usd", "Equity change since the market day "
+                                   "began (USD)", registry=r)
+        self.gross_exposure_usd = Gauge("gross_exposure_usd", "Sum of |position| x mark over "
+                                        "the account's symbols (USD)", registry=r)
+        self.orders_total = Counter("orders", "Orders sent to the venue, by outcome",
+                                    ["status"], registry=r)
+        self.promotions_total = Counter("promotions", "Models that became prod", registry=r)
+        self.incidents_total = Counter("incidents", "Incidents recorded, by kind", ["kind"],
+                                       registry=r)

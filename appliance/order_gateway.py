@@ -179,6 +179,7 @@ class OrderGateway:
                 if stop is not None:
                     order.status, order.reason = "refused", stop
                     self.ctx.metrics.orders_refused_total.labels(stop).inc()
+                    self.ctx.metrics.orders_total.labels("refused").inc()
                     continue
                 if t0 is not None:
                     self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
@@ -192,9 +193,11 @@ class OrderGateway:
                     fill = await self.ctx.exchange.place_order(intent)
                 except ExchangeError as exc:
                     order.status, order.reason = "failed", str(exc)
+                    self.ctx.metrics.orders_total.labels("failed").inc()
                     self.log.error("order failed", symbol=order.symbol,
                                    book=order.book.book_id, error=str(exc))
                     continue
+                self.ctx.metrics.orders_total.labels("filled").inc()
                 order.status, order.fill = "filled", self._book(order.book, fill)
                 booked.append(order.fill)
         return booked

@@ -17,6 +17,7 @@ import trio
 
 from appliance.alert_rules import WATCHED, alert_for
 from appliance.context import ServiceContext
+from appliance.contracts import Event
 from appliance.logs import service_logger
 from appliance.notify import Notifier
 from appliance.schedule import DAY_S, day_tag, next_daily, parse_hhmm
@@ -52,10 +53,12 @@ class Alerts:
         self.daily_at = parse_hhmm(at) if at else None
 
     def tick(self) -> int:
-        """Page for the bus events since the cursor; the number of alerts raised."""
-        events = self.ctx.bus.events_since(self.seq, kinds=list(WATCHED))
+        """Page for the bus events since the cursor (and count incidents and promotions for
+        Prometheus); the number of alerts raised."""
+        events = self.ctx.bus.events_since(self.seq, kinds=[*WATCHED, Event.MODEL_TRANSITION])
         raised = 0
         for event in events:
+            self.count(event)
             alert = alert_for(event)
             if alert is not None:
                 self.notifier.notify(alert.kind, alert.text, alert.data, key=alert.key)
@@ -67,6 +70,13 @@ class Alerts:
             self.seq = last  # only unwatched events came: move on
         self.ctx.bus.cache.set(CURSOR, self.seq)
         return raised
+
+    def count(self, event: dict[str, Any]) -> None:
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        if event["kind"] == Event.INCIDENT:
+            self.ctx.metrics.incidents_total.labels(str(data.get("kind", "?"))).inc()
+        elif event["kind"] == Event.MODEL_TRANSITION and data.get("to_mode") == "prod":
+            self.ctx.metrics.promotions_total.inc()
 
     async def daily(self) -> bool:
         """Send the summary of the market day that ended at the last ``daily_at``, once."""

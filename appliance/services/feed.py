@@ -77,6 +77,7 @@ class Feed:
 
     def __init__(self, ctx: ServiceContext, hub: BarHub) -> None:
         self.ctx, self.hub = ctx, hub
+        self.lag_labels: set[str] = set()  # symbols with a candle_lag_seconds series
         self.log = service_logger(NAME)
         self.latest: dict[str, int] = {}
         self.symbols: list[str] = []
@@ -141,7 +142,14 @@ class Feed:
         return total
 
     def lag_s(self, closed_end: int) -> float:
-        """Market seconds the slowest traded symbol's newest stored minute trails the clock."""
+        """Market seconds the slowest traded symbol's newest stored minute trails the clock
+        (and each symbol's lag to ``candle_lag_seconds``)."""
+        gauge = self.ctx.metrics.candle_lag_seconds
+        for s in self.lag_labels - set(self.symbols):  # no longer followed: no stale series
+            gauge.remove(s)
+        self.lag_labels = {s for s in self.symbols if s in self.latest}
+        for s in self.lag_labels:
+            gauge.labels(s).set(max(0.0, (closed_end - (self.latest[s] + MINUTE_MS)) / 1000))
         stored = [self.latest[s] for s in self.symbols if s in self.latest]
         return 0.0 if not stored else (closed_end - (min(stored) + MINUTE_MS)) / 1000
 

@@ -12,6 +12,7 @@ crash loses at most one interval of market time.
 from __future__ import annotations
 
 import os
+import shutil
 import re
 import time
 from pathlib import Path
@@ -145,6 +146,8 @@ async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, ob
         ctx.metrics.maintenance_mode.set(1 if ctx.bus.maintenance_mode else 0)
         ctx.metrics.deploys_frozen.set(1 if ctx.bus.deploys_frozen else 0)
         ctx.metrics.market_time_seconds.set(ctx.clock.now())
+        usage = shutil.disk_usage(state_dir)
+        ctx.metrics.disk_used_ratio.set(1 - usage.free / usage.total if usage.total else 0.0)
         now = time.time()
         for name, st in states.items():
             ctx.metrics.service_up.labels(name).set(1 if st["state"] == "running" else 0)

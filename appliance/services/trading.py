@@ -125,6 +125,7 @@ class TradingEngine:
         self.decide_ms = 0.0
         self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
         self.identity_gap: Decimal | None = None  # books − venue, as last reported
+        self.day_open: tuple[int, Decimal] | None = None  # (market day, equity at its start)
         self.held: list[str] | None = None  # the held symbols last told to the feed
         self.unwritten = False  # a flush met a full disk; what it held is still pending
 
@@ -417,6 +418,7 @@ class TradingEngine:
         balance = await self.ctx.exchange.balance()
         venue = venue_as_of(balance, self.marks, marked_ts, self.now_ms())
         equity = self.ledger.equity(self.marks)
+        self.export_account(marked_ts, equity)
         if venue is not None and not self.funding.owed:
             await self.check_identity(marked_ts, equity, venue)
         account = {"equity": equity, "cash": self.ledger.house.cash,
@@ -435,6 +437,19 @@ class TradingEngine:
         self.ctx.bus.put_snapshot(Snapshot.ALLOCATION, {
             "rule": self.ctx.cfg.trading.allocation,
             **self.ledger.summary(self.marks, self.weights)})
+
+    def export_account(self, marked_ts: int, equity: Decimal) -> None:
+        """equity_usd, daily_pnl_usd (since the market day's first bar) and
+        gross_exposure_usd for the dashboards and alert rules."""
+        m = self.ctx.metrics
+        day = marked_ts - marked_ts % DAY_MS
+        if self.day_open is None or self.day_open[0] != day:
+            self.day_open = (day, equity)
+        m.equity_usd.set(float(equity))
+        m.daily_pnl_usd.set(float(equity - self.day_open[1]))
+        m.gross_exposure_usd.set(sum(abs(float(q)) * float(self.marks[s])
+                                     for s, q in self.ledger.positions().items()
+                                     if q and s in self.marks))
 
     async def check_identity(self, bar_ms: int, books: Decimal, venue: Decimal) -> None:
         """The account identity, checked at every comparable bar: the books' total must be

@@ -34,6 +34,18 @@ def test_the_cli_kill_switch_and_a_crash_loop_page_once_each(make_ctx):
     assert [n["kind"] for n in sent] == ["kill_switch", "service_crash"]
     assert sent[0]["text"] == "kill switch ON: no new orders (by alice: venue looks wrong)"
     assert sent[1]["text"] == "feed crashed: ExchangeError #0"
+    sample = ctx.metrics.registry.get_sample_value
+    assert sample("incidents_total", {"kind": "crash"}) == 30
+    assert sample("incidents_total", {"kind": "restart"}) == 30
+
+
+def test_promotions_are_counted_for_prometheus(make_ctx):
+    ctx = make_ctx()
+    alerts = Alerts(ctx, Notifier(ctx.bus, None))
+    for to in ("shadow", "prod", "retired", "prod"):
+        ctx.bus.publish(Event.MODEL_TRANSITION, {"model_id": "m", "to_mode": to})
+    alerts.tick()
+    assert ctx.metrics.registry.get_sample_value("promotions_total") == 2
 
 
 def test_a_restarted_service_sends_what_came_while_it_was_down_and_nothing_twice(make_ctx):

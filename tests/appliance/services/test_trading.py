@@ -119,6 +119,12 @@ async def test_prod_trades_whole_lots_and_the_books_are_the_venues(make_ctx, aut
     assert bars >= 30  # every 5m bar of the three hours, or nearly
     assert_account_identity(ctx)
     assert ctx.metrics.trade_latency_ms._sum.get() > 0
+    sample = ctx.metrics.registry.get_sample_value  # what the dashboards and alerts read
+    assert sample("orders_total", {"status": "filled"}) == len(done)
+    assert sample("equity_usd") == pytest.approx(float(engine.ledger.equity(engine.marks)))
+    gross = sum(abs(float(q)) * float(engine.marks[s]) for s, q in ours.items())
+    assert sample("gross_exposure_usd") == pytest.approx(gross) and gross > 0
+    assert sample("daily_pnl_usd") != 0
     # one group served: the equal-risk split gives it the whole account
     assert prod_book.capital == Decimal("100000.00")
     assert engine.ledger.house.cash == 0
