@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install methtrader into ./.venv.
 #   ./install.sh            the appliance (onnxruntime, or onnxruntime-gpu when nvidia-smi sees a GPU)
-#   ./install.sh --dev      also the test tools (pytest, hypothesis, tmux for the terminal test)
+#   ./install.sh --dev      also the test tools (pytest, hypothesis, tmux for the terminal test,
+#                           promtool for the Prometheus rule tests)
 #   ./install.sh --systemd  also write a systemd unit for `methtrader run` (installing it is yours)
 # Running it again with the same options changes nothing.
 set -euo pipefail
@@ -64,6 +65,17 @@ if [ "$dev" = 1 ] && ! command -v tmux >/dev/null 2>&1; then
       || echo "methtrader: could not install tmux; the tmux test will be skipped."
   else
     echo "methtrader: tmux not found; install it to run the terminal test (it is skipped otherwise)."
+  fi
+fi
+
+# 3b. promtool for the Prometheus rule tests (dev only; best effort; Debian's prometheus package)
+if [ "$dev" = 1 ] && ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1)) \
+      && echo "methtrader: installed promtool (for the Prometheus rule tests)." \
+      || echo "methtrader: could not install promtool; the rule tests will be skipped."
+  else
+    echo "methtrader: promtool not found; apt-get install prometheus to run the rule tests (they are skipped otherwise)."
   fi
 fi
 

@@ -68,5 +68,9 @@ class Metrics:
         self.orders_total = Counter("orders", "Orders sent to the venue, by outcome",
                                     ["status"], registry=r)
         self.promotions_total = Counter("promotions", "Models that became prod", registry=r)
+        self.models = Gauge("models", "Models in the registry, by mode", ["mode"], registry=r)
+        self.backfill_progress_ratio = Gauge("backfill_progress_ratio", "Share of a symbol's "
+                                             "history window backfilled, 0..1", ["symbol"],
+                                             registry=r)
         self.incidents_total = Counter("incidents", "Incidents recorded, by kind", ["kind"],
                                        registry=r)

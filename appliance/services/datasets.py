@@ -41,6 +41,7 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
 
     async def report(sym: str, done: int, total: int) -> None:
         progress[sym] = round(100.0 * done / total, 1)
+        ctx.metrics.backfill_progress_ratio.labels(sym).set(done / total if total else 1.0)
         ctx.bus.put_snapshot(Snapshot.BACKFILL, dict(progress))
         ctx.bus.publish(Event.DATA_SOURCE_UPDATE, {"source": "backfill", "symbol": sym,
                                                "percent": progress[sym]},

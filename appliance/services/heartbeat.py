@@ -157,6 +157,8 @@ async def run(ctx: ServiceContext, services: Callable[[], dict[str, dict[str, ob
             await trio.to_thread.run_sync(save_virtual_clock, state_dir, ctx.clock)
         if now - last_snapshot >= SNAPSHOT_EVERY_S:
             snap = await ctx.store.run(status_snapshot, ctx.store.store)
+            for mode, n in snap["models"].items():
+                ctx.metrics.models.labels(mode).set(n)
             pipeline = await ctx.store.run(pipeline_snapshot, ctx.store.store,
                                            ctx.bus.snapshot(Snapshot.BACKFILL))
             snap["sources"] = {ctx.exchange.name: source_health(
