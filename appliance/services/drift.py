@@ -10,7 +10,8 @@ same ``models.features`` code as training and trading (a :class:`~appliance.bar_
 Every ``drift.interval`` of market time (1 h) a pass computes, per symbol, the KL divergence of
 each feature's live histogram from the model's reference (``feature_reference``,
 :mod:`models.drift`) and their mean, and applies the user's rule: an aggregate more than
-``drift.sigma`` (3) standard deviations above the mean of the symbol's own history (the passes
+``drift.sigma`` (3) standard deviations above the mean of the symbol's own history (on the log
+scale, :func:`models.drift.three_sigma` says why) (the passes
 of the last ``drift.history``, 14 days, measured against the same model; no verdict before
 ``drift.min_history`` of them) is drift. Each pass is a ``drift`` row per symbol, the gauges
 ``feature_drift{symbol}`` and ``feature_drift_feature{symbol,feature}``, and the ``drift``
@@ -27,7 +28,8 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
          "kl": 0.031,                         # the aggregate (mean over features)
          "features": {"ret_1": 0.012, ...},   # per-feature KL
          "verdict": "warming" | "ok" | "drift",
-         "mean": 0.03, "std": 0.004, "line": 0.042, "zscore": 0.3,   # None while warming
+         "line": 0.042,                       # the 3σ line in KL units; None while warming
+         "mean": -3.5, "std": 0.1, "zscore": 0.3,   # of log(kl) over the history
          "points": 120,                       # history points behind the verdict
          "history": [[ts_s, kl], ...],        # the last HISTORY_POINTS passes (a sparkline)
          "moved": ["atr_14", "vol_12", "vol_48"],   # the features that rose most
@@ -37,7 +39,6 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,8 +61,7 @@ from appliance.schedule import day_tag, duration_s
 from appliance.services.training import enqueue_run
 from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
-from models.drift import (DRIFT, aggregate, drift_features, feature_kls, moved_most,
-                          reference_from_json, three_sigma)
+from models.drift import drift_pass, reference_from_json
 from models.features import FEATURE_NAMES
 from models.registry import load_reference
 
@@ -101,7 +101,6 @@ class DriftMonitor:
         self.next_ms = 0
         self.seen: int | None = None  # the registry version (bus mirror) last followed
         self.snapshot: dict[str, Any] = {}
-        self.features = drift_features(FEATURE_NAMES)
         self.log = service_logger(NAME)
 
     def now_ms(self) -> int:
@@ -173,18 +172,16 @@ class DriftMonitor:
             window = self.window(symbol, served)
             if not ref or window is None:
                 continue
-            kls = feature_kls(window, FEATURE_NAMES, ref)
-            kl = aggregate(kls)
-            if not math.isfinite(kl):
-                continue
             h = self.history.get(symbol)
             if h is None or h.model_id != served.model_id:
                 h = self.history[symbol] = SymbolHistory(served.model_id)
             h.trim(ts_ms - self.history_ms)
-            past = [p[1] for p in h.points]
-            verdict = three_sigma(past, kl, min_history=self.ctx.cfg.drift.min_history,
-                                  k=self.ctx.cfg.drift.sigma)
-            moved = moved_most(kls, [p[2] for p in h.points], MOVED)
+            p = drift_pass(window, FEATURE_NAMES, ref, [(v, f) for _, v, f in h.points],
+                           min_history=self.ctx.cfg.drift.min_history,
+                           k=self.ctx.cfg.drift.sigma, moved=MOVED)
+            if p is None:
+                continue
+            kls, kl, verdict, moved = p.kls, p.kl, p.verdict, p.moved
             retrain = None
             if verdict.fired:
                 retrain = await self.act(symbol, served, kl, verdict, moved, ts_ms)

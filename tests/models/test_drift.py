@@ -114,5 +114,7 @@ def test_the_rule_fires_on_a_planted_jump_and_not_on_stationary_noise(rng):
     assert sum(fired) <= 2  # a 3σ excursion of Gaussian noise: p ≈ 0.13% per point
     jump = three_sigma(series[-history_len:], 0.05 + 0.005 * 6, min_history=48)
     assert jump.fired and jump.zscore > 3 and jump.line == pytest.approx(
-        jump.mean + 3 * jump.std)
+        math.exp(jump.mean + 3 * jump.std))
+    logs = np.log(series[-history_len:])  # the rule is taken on the log scale
+    assert jump.mean == pytest.approx(logs.mean()) and jump.std == pytest.approx(logs.std(ddof=1))
     assert three_sigma(series[-history_len:], 0.05, min_history=48).state == OK
