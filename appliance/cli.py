@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos"))
+                                     "chaos", "drift"))
     p.add_argument("--json", action="store_true")
     return ap
 

@@ -133,18 +133,65 @@ def kl_divergence(values: np.ndarray, ref: Histogram, alpha: float = ALPHA) -> f
     return float(np.sum(p * np.log(p / ref.probs)))
 
 
-def feature_kls(window: np.ndarray, names: Sequence[str], ref: Mapping[str, Histogram],
-                alpha: float = ALPHA) -> dict[str, float]:
-    """KL of each referenced feature over a live window (n, len(names)) of feature rows."""
-    w = np.asarray(window, dtype=np.float64).reshape(-1, len(names))
-    out = {}
-    for j, name in enumerate(names):
-        h = ref.get(name)
-        if h is not None:
-            kl = kl_divergence(w[:, j], h, alpha)
-            if math.isfinite(kl):
-                out[name] = kl
-    return out
+@dataclass(frozen=True)
+class Compiled:
+    """A reference laid out for a whole window at once: per referenced feature (in window
+    column order) its interior edges and its log probabilities padded with 0 to the widest
+    feature's bins, so one pass scores every feature in a few vectorised steps."""
+
+    names: tuple[str, ...]
+    columns: np.ndarray  # (F,) their columns in the window
+    edges: tuple[np.ndarray, ...]  # per feature
+    log_q: np.ndarray  # (F, B)
+    real: np.ndarray  # (F, B) which bins a feature has
+
+
+def compile_reference(ref: Mapping[str, Histogram], names: Sequence[str]) -> Compiled:
+    picked = [(j, n) for j, n in enumerate(names) if n in ref]
+    width = max((ref[n].bins for _, n in picked), default=1)
+    log_q = np.zeros((len(picked), width))
+    real = np.zeros((len(picked), width), dtype=bool)
+    for i, (_, n) in enumerate(picked):
+        h = ref[n]
+        log_q[i, :h.bins] = np.log(h.probs)
+        real[i, :h.bins] = True
+    return Compiled(tuple(n for _, n in picked), np.array([j for j, _ in picked], dtype=int),
+                    tuple(ref[n].edges for _, n in picked), log_q, real)
+
+
+def feature_kls(window: np.ndarray, names: Sequence[str],
+                ref: Mapping[str, Histogram] | Compiled, alpha: float = ALPHA
+                ) -> dict[str, float]:
+    """KL of each referenced feature over a live window (n, len(names)) of feature rows, the
+    same figures as :func:`kl_divergence` feature by feature (pass a :class:`Compiled`
+    reference to skip laying it out again)."""
+    return feature_kls_many([window], names, ref, alpha)[0]
+
+
+def feature_kls_many(windows: Sequence[np.ndarray], names: Sequence[str],
+                     ref: Mapping[str, Histogram] | Compiled, alpha: float = ALPHA
+                     ) -> list[dict[str, float]]:
+    """:func:`feature_kls` of several symbols' windows against one reference (a group's
+    symbols share their model's), binned together: one comparison per feature for all of them."""
+    c = ref if isinstance(ref, Compiled) else compile_reference(ref, names)
+    if not len(c.names) or not windows:
+        return [{} for _ in windows]
+    parts = [np.asarray(w, dtype=np.float64).reshape(-1, len(names))[:, c.columns]
+             for w in windows]
+    f, width = c.real.shape
+    x = np.full((f, len(parts), max(len(p) for p in parts)), np.nan)  # NaN-padded
+    for s, part in enumerate(parts):
+        x[:, s, :len(part)] = part.T
+    finite = np.count_nonzero(np.isfinite(x), axis=2)  # (F, S)
+    counts = np.zeros((len(parts), f, width), dtype=np.int64)
+    for i, e in enumerate(c.edges):  # values <= each edge (NaN never is), then bin by bin
+        le = np.count_nonzero(x[i][:, None, :] <= e[None, :, None], axis=2)  # (S, B_i - 1)
+        counts[:, i, :len(e) + 1] = np.diff(le, axis=1, prepend=0, append=finite[i][:, None])
+    n = counts.sum(axis=2)
+    p = np.where(c.real, (counts + alpha) / (n + alpha * c.real.sum(axis=1))[:, :, None], 1.0)
+    kl = np.where(c.real, p * (np.log(p) - c.log_q), 0.0).sum(axis=2)
+    return [{name: float(v) for name, v, m in zip(c.names, kl[s], n[s]) if m}
+            for s in range(len(parts))]
 
 
 def aggregate(kls: Mapping[str, float]) -> float:
@@ -204,15 +251,16 @@ class Pass:
     moved: list[str]  # the features that rose most above their own history
 
 
-def drift_pass(window: np.ndarray, names: Sequence[str], ref: Mapping[str, Histogram],
-               history: Sequence[tuple[float, Mapping[str, float]]], *, min_history: int,
-               k: float = K_SIGMA, moved: int = 3) -> Pass | None:
-    """A symbol's pass: its live window (n, len(names)) against the reference, and the rule
+def drift_pass(kls: dict[str, float], history: Sequence[tuple[float, Mapping[str, float]]],
+               *, min_history: int, k: float = K_SIGMA, moved: int = 3) -> Pass | None:
+    """A symbol's pass from its features' KL (:func:`feature_kls`): the aggregate, and the rule
     against ``history`` (earlier passes' aggregate and per-feature KL, oldest first). None when
-    no feature has a finite KL."""
-    kls = feature_kls(window, names, ref)
+    no feature has a finite KL. ``moved`` names the features that rose most above their own
+    history when the rule fires, else simply those with the largest KL (cheaper: the history
+    is only read feature by feature when it matters)."""
     kl = aggregate(kls)
     if not math.isfinite(kl):
         return None
     verdict = three_sigma([h[0] for h in history], kl, min_history=min_history, k=k)
-    return Pass(kls, kl, verdict, moved_most(kls, [h[1] for h in history], moved))
+    past = [h[1] for h in history] if verdict.fired else []
+    return Pass(kls, kl, verdict, moved_most(kls, past, moved))

@@ -32,7 +32,8 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
          "mean": -3.5, "std": 0.1, "zscore": 0.3,   # of log(kl) over the history
          "points": 120,                       # history points behind the verdict
          "history": [[ts_s, kl], ...],        # the last HISTORY_POINTS passes (a sparkline)
-         "moved": ["atr_14", "vol_12", "vol_48"],   # the features that rose most
+         "moved": ["atr_14", "vol_12", "vol_48"],   # drifted: the features that rose most
+                                              # over their history; else the largest KLs
          "bars": 864,                         # live rows in the window
          "last_retrain": {"ts": market s, "run_id": "..."} | None}}}
 """
@@ -61,7 +62,8 @@ from appliance.schedule import day_tag, duration_s
 from appliance.services.training import enqueue_run
 from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
-from models.drift import drift_pass, reference_from_json
+from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
+                          reference_from_json)
 from models.features import FEATURE_NAMES
 from models.registry import load_reference
 
@@ -95,7 +97,7 @@ class DriftMonitor:
                       for i in TRADING_INTERVALS}
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.served: dict[str, Served] = {}
-        self.refs: dict[str, dict[str, Any]] = {}  # model_id -> reference (Histograms)
+        self.refs: dict[str, Compiled | None] = {}  # model_id -> its reference (None: none)
         self.history: dict[str, SymbolHistory] = {}
         self.retrained: dict[str, tuple[int, str]] = {}  # group -> (ts_ms, run_id)
         self.next_ms = 0
@@ -130,7 +132,8 @@ class DriftMonitor:
         for symbol, s in served.items():
             if s.model_id not in self.refs:
                 data = await store.run(load_reference, store.store, s.model_id)
-                self.refs[s.model_id] = reference_from_json(data) if data else {}
+                self.refs[s.model_id] = (compile_reference(reference_from_json(data),
+                                                           FEATURE_NAMES) if data else None)
             await self.fill(symbol, s.timeframe, end_ms)
         self.served = served
         return changed
@@ -164,24 +167,34 @@ class DriftMonitor:
         rows = book.rows.get(symbol) if book is not None else None
         return np.asarray(rows, dtype=np.float64) if rows else None
 
+    def measure(self) -> dict[str, dict[str, float]]:
+        """Every served symbol's per-feature KL, the symbols of one model binned together."""
+        by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for symbol, served in sorted(self.served.items()):
+            window = self.window(symbol, served)
+            if self.refs.get(served.model_id) is not None and window is not None:
+                by_model.setdefault(served.model_id, []).append((symbol, window))
+        out = {}
+        for model_id, items in by_model.items():
+            kls = feature_kls_many([w for _, w in items], FEATURE_NAMES, self.refs[model_id])
+            out.update({symbol: k for (symbol, _), k in zip(items, kls)})
+        return out
+
     async def run_pass(self, ts_ms: int) -> None:
         rows: list[PassRow] = []
         symbols: dict[str, Any] = {}
-        for symbol, served in sorted(self.served.items()):
-            ref = self.refs.get(served.model_id)
-            window = self.window(symbol, served)
-            if not ref or window is None:
-                continue
+        for symbol, kls in sorted(self.measure().items()):
+            served = self.served[symbol]
             h = self.history.get(symbol)
             if h is None or h.model_id != served.model_id:
                 h = self.history[symbol] = SymbolHistory(served.model_id)
             h.trim(ts_ms - self.history_ms)
-            p = drift_pass(window, FEATURE_NAMES, ref, [(v, f) for _, v, f in h.points],
+            p = drift_pass(kls, [(v, f) for _, v, f in h.points],
                            min_history=self.ctx.cfg.drift.min_history,
                            k=self.ctx.cfg.drift.sigma, moved=MOVED)
             if p is None:
                 continue
-            kls, kl, verdict, moved = p.kls, p.kl, p.verdict, p.moved
+            kl, verdict, moved = p.kl, p.verdict, p.moved
             retrain = None
             if verdict.fired:
                 retrain = await self.act(symbol, served, kl, verdict, moved, ts_ms)
@@ -198,7 +211,7 @@ class DriftMonitor:
                 "verdict": verdict.state, "mean": verdict.mean, "std": verdict.std,
                 "line": verdict.line, "zscore": verdict.zscore, "points": verdict.points,
                 "history": [[t / 1000, v] for t, v, _ in list(h.points)[-HISTORY_POINTS:]],
-                "moved": moved, "bars": len(window),
+                "moved": moved, "bars": len(self.books[served.timeframe].rows[symbol]),
                 "last_retrain": None if last is None else {"ts": last[0] / 1000,
                                                            "run_id": last[1] or None}}
         if rows:

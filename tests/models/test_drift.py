@@ -93,6 +93,16 @@ def test_feature_kls_and_the_aggregate_is_their_mean(rng):
     live[:, 1] += 2.0  # only b moved
     kls = feature_kls(live, names, ref)
     assert set(kls) == set(names) and kls["b"] > 10 * max(kls["a"], kls["c"])
+    for j, n in enumerate(names):  # the vectorised pass is kl_divergence, feature by feature
+        assert kls[n] == pytest.approx(kl_divergence(live[:, j], ref[n]), rel=1e-12)
+    ragged = {"a": reference_histogram(np.r_[np.zeros(500), np.ones(500)]), "b": ref["b"]}
+    coin = (live[:, 0] > 0.5).astype(float)  # 3 bins for a, 20 for b; some values NaN
+    coin[::7] = np.nan
+    got = feature_kls(np.column_stack([coin, live[:, 1:]]), names, ragged)
+    assert set(got) == {"a", "b"}
+    assert got["a"] == pytest.approx(kl_divergence(coin, ragged["a"]), rel=1e-12)
+    assert got["b"] == pytest.approx(kls["b"], rel=1e-12)
+    assert feature_kls(np.full((5, 3), np.nan), names, ref) == {}
     assert aggregate(kls) == pytest.approx(np.mean(list(kls.values())))
     assert math.isnan(aggregate({}))
     assert moved_most(kls, [], n=1) == ["b"]

@@ -16,7 +16,7 @@ import pytest
 from appliance.bars import bars_from_minutes
 from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, SimMarket
 from appliance.exchange.simshock import Shock
-from models.drift import DRIFT, build_reference, drift_pass
+from models.drift import DRIFT, build_reference, compile_reference, drift_pass, feature_kls
 from models.features import FEATURE_NAMES, compute_features
 
 SYMBOL, SEED = "BTCUSDT", 7  # the sim's default seed
@@ -34,13 +34,14 @@ def verdicts(market: SimMarket) -> list[tuple[int, str, float]]:
     rows = market.candles(SYMBOL, TRAIN[0], T + 30 * DAY_MS)
     bars = bars_from_minutes(rows, STEP, T + 30 * DAY_MS)
     feats, close = compute_features(bars), bars[:, 0] + STEP
-    ref = build_reference(feats[(bars[:, 0] >= TRAIN[0]) & (close <= TRAIN[1])], FEATURE_NAMES)
+    ref = compile_reference(build_reference(
+        feats[(bars[:, 0] >= TRAIN[0]) & (close <= TRAIN[1])], FEATURE_NAMES), FEATURE_NAMES)
     history: list[tuple[float, dict[str, float]]] = []
     out = []
     for hour in range(-RUNNING, 30 * 24):
         end = np.searchsorted(close, T + hour * HOUR_MS, side="right")
-        p = drift_pass(feats[end - WINDOW:end], FEATURE_NAMES, ref, history[-HISTORY_H:],
-                       min_history=MIN_HISTORY)
+        p = drift_pass(feature_kls(feats[end - WINDOW:end], FEATURE_NAMES, ref),
+                       history[-HISTORY_H:], min_history=MIN_HISTORY)
         history.append((p.kl, p.kls))
         if hour >= 0:
             out.append((hour, p.verdict.state, p.kl))
