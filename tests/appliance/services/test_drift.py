@@ -12,6 +12,7 @@ import trio
 from appliance import lifecycle
 from appliance.bar_hub import BarHub
 from appliance.bars import bars_from_minutes
+from appliance.drift_view import format_drift, select
 from appliance.exchange.simmarket import EPOCH_MS, SimMarket
 from appliance.exchange.simshock import Shock
 from appliance.jobs import Jobs
@@ -128,7 +129,7 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
     rows = ctx.store.store.sql("SELECT verdict, retrain, line, kl FROM drift "
                                "WHERE ts >= ? ORDER BY ts", [START_MS])
     assert [r[0] for r in rows] == ["drift"] * 4
-    run_id = f"20241027-t2-a-rf-drift0000-1h"
+    run_id = "20241027-t2-a-rf-drift0000-1h"
     assert [r[1] for r in rows] == [run_id, None, None, None]  # once per cooldown
     assert all(r[3] > r[2] for r in rows)
     assert jobs.pending() == 1
@@ -145,6 +146,8 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
     assert audit["actor"] == "drift" and audit["details"]["run_id"] == run_id
     snap = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
     assert snap["verdict"] == "drift" and snap["last_retrain"]["run_id"] == run_id
+    text = format_drift(select(ctx.bus.snapshot("drift"), [SYMBOL]), detail=True)  # the CLI's
+    assert f"{SYMBOL:<12} drift" in text and f"early retrain {run_id}" in text
 
     # a restart inside the cooldown remembers the retrain (the drift table)
     async with trio.open_nursery() as nursery:
