@@ -195,7 +195,6 @@ class DriftConfig:
                           "above the mean of its history")
     cooldown: str = _f("24h", pattern=r"\d+(\.\d+)?[mhdw]",
                        doc="at most one early retrain of a group per this much market time")
-    bins: int = _f(20, lo=2, hi=1000, doc="reference histogram bins (training-data quantiles)")
     retrain: bool = _f(True, doc="queue an early retrain when the rule fires (else only "
                                  "event, audit and notification)")
 
