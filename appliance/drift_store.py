@@ -4,7 +4,8 @@
 * the ``drift`` rows: one per symbol and pass (:func:`save_passes`), read back at start as the
   symbols' history (:func:`load_history`) and the groups' last early retrains
   (:func:`last_retrains`), so a restart neither forgets the 3σ history nor retrains twice in a
-  cooldown.
+  cooldown;
+* the latest early retrains, from the audit log (:func:`recent_retrains`).
 """
 
 from __future__ import annotations
@@ -84,3 +85,11 @@ def last_retrains(store: Store) -> dict[str, int]:
     """group → the market time (ms) of its last early retrain."""
     return {g: int(t) for g, t in store.sql(
         "SELECT grp, max(ts) FROM drift WHERE retrain IS NOT NULL GROUP BY grp")}
+
+
+def recent_retrains(store: Store, limit: int) -> list[dict[str, Any]]:
+    """The details of the latest early retrains (the audit log's ``drift_retrain`` rows),
+    newest first: the Incidents screen's list, kept across restarts."""
+    rows = store.sql("SELECT details FROM audit_log WHERE action = 'drift_retrain' "
+                     "ORDER BY id DESC LIMIT ?", [limit])
+    return [json.loads(d) for (d,) in rows if d]

@@ -35,7 +35,9 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
          "moved": ["atr_14", "vol_12", "vol_48"],   # drifted: the features that rose most
                                               # over their history; else the largest KLs
          "bars": 864,                         # live rows in the window
-         "last_retrain": {"ts": market s, "run_id": "..."} | None}}}
+         "last_retrain": {"ts": market s, "run_id": "..."} | None}},
+     "retrains": [{"ts", "symbol", "group", "model_id", "kl", "line", "zscore", "features",
+                   "run_id"}, ...]}          # the latest early retrains, newest first
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
-from appliance.drift_store import (PassRow, Served, last_retrains, load_history, save_passes,
-                                   serving)
+from appliance.drift_store import (PassRow, Served, last_retrains, load_history,
+                                   recent_retrains, save_passes, serving)
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
 from appliance.notify import Notifier
@@ -69,6 +71,7 @@ from models.registry import load_reference
 
 NAME = "drift"
 HISTORY_POINTS = 48  # passes in the snapshot's sparkline
+RETRAINS_KEPT = 20  # early retrains in the snapshot (the Incidents screen)
 MOVED = 3  # features named in a notification
 
 
@@ -100,6 +103,7 @@ class DriftMonitor:
         self.refs: dict[str, Compiled | None] = {}  # model_id -> its reference (None: none)
         self.history: dict[str, SymbolHistory] = {}
         self.retrained: dict[str, tuple[int, str]] = {}  # group -> (ts_ms, run_id)
+        self.retrains: deque[dict[str, Any]] = deque(maxlen=RETRAINS_KEPT)  # newest first
         self.next_ms = 0
         self.seen: int | None = None  # the registry version (bus mirror) last followed
         self.snapshot: dict[str, Any] = {}
@@ -119,6 +123,7 @@ class DriftMonitor:
             h.points.append((ts, kl, kls))
         self.retrained = {g: (t, "") for g, t in (await store.run(last_retrains,
                                                                   store.store)).items()}
+        self.retrains.extend(await store.run(recent_retrains, store.store, RETRAINS_KEPT))
         self.seen = self.ctx.bus.counter(lifecycle.REGISTRY_VERSION)
         await self.refresh_models(now)
         self.next_ms = now - now % self.interval_ms
@@ -218,7 +223,7 @@ class DriftMonitor:
             await self.ctx.store.run(save_passes, self.ctx.store.store, rows)
         self.snapshot = {"ts": ts_ms / 1000, "sigma": self.ctx.cfg.drift.sigma,
                          "window_s": self.window_s, "interval_s": self.interval_ms / 1000,
-                         "symbols": symbols}
+                         "symbols": symbols, "retrains": list(self.retrains)}
         self.ctx.bus.put_snapshot(Snapshot.DRIFT, self.snapshot)
 
     async def act(self, symbol: str, served: Served, kl: float, verdict: Any,
@@ -247,6 +252,7 @@ class DriftMonitor:
         details = {"symbol": symbol, "group": served.group, "model_id": served.model_id,
                    "kl": kl, "line": verdict.line, "zscore": verdict.zscore,
                    "features": moved, "run_id": run_id or None, "ts": ts_ms / 1000}
+        self.retrains.appendleft(details)
         self.ctx.bus.publish(Event.DRIFT_RETRAIN, details, service=NAME,
                              market_ts=ts_ms / 1000)
         self.ctx.bus.audit(actor=NAME, action="drift_retrain", reason=what, details=details)

@@ -146,12 +146,16 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
     assert audit["actor"] == "drift" and audit["details"]["run_id"] == run_id
     snap = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
     assert snap["verdict"] == "drift" and snap["last_retrain"]["run_id"] == run_id
+    assert [r["run_id"] for r in ctx.bus.snapshot("drift")["retrains"]] == [run_id]
     text = format_drift(select(ctx.bus.snapshot("drift"), [SYMBOL]), detail=True)  # the CLI's
     assert f"{SYMBOL:<12} drift" in text and f"early retrain {run_id}" in text
 
-    # a restart inside the cooldown remembers the retrain (the drift table)
+    # a restart inside the cooldown remembers the retrain (the drift table), and lists it
+    # (the audit log, once `run` has copied the bus's journal there)
+    ctx.store.store.copy_audit(ctx.bus.audit_entries())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drift.run, ctx, BarHub(), jobs, Notifier(ctx.bus, None))
         await trio.sleep(2)
         nursery.cancel_scope.cancel()
     assert jobs.pending() == 1 and ctx.metrics.drift_retrains_total._value.get() == 1
+    assert [r["run_id"] for r in ctx.bus.snapshot("drift")["retrains"]] == [run_id]
