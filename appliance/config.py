@@ -197,6 +197,15 @@ class DriftConfig:
                        doc="at most one early retrain of a group per this much market time")
     retrain: bool = _f(True, doc="queue an early retrain when the rule fires (else only "
                                  "event, audit and notification)")
+    vol_high: float = _f(2.0, lo=1.0, hi=100.0,
+                         doc="seasonal volatility: realised over profiled above this is a high "
+                             "regime (once sustained)")
+    vol_low: float = _f(0.5, lo=0.0, hi=1.0,
+                        doc="seasonal volatility: realised over profiled below this is a low "
+                            "regime (once sustained)")
+    vol_sustain: int = _f(3, lo=1, hi=1000,
+                          doc="drift passes in a row a volatility departure (or return) must "
+                              "last to change the regime")
 
 
 @dataclass(frozen=True)

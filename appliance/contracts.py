@@ -35,6 +35,7 @@ class Event(StrEnum):
     DISCOVERY_THROTTLED = "discovery_throttled"  # discovery slowed for the rate limit
     DELISTING = "delisting"  # the venue is delisting a symbol
     DRIFT_RETRAIN = "drift_retrain"  # DriftRetrainEvent: the 3σ rule queued an early retrain
+    VOL_REGIME = "vol_regime"  # a symbol's seasonal volatility regime changed (services/drift.py)
 
 
 class Snapshot(StrEnum):

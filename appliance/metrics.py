@@ -24,6 +24,9 @@ class Metrics:
         self.feature_drift_feature = Gauge("feature_drift_feature", "One feature's KL "
                                            "divergence vs the training reference",
                                            ["symbol", "feature"], registry=r)
+        self.vol_regime_ratio = Gauge("vol_regime_ratio", "Realised over seasonally profiled "
+                                      "5m volatility over the last day", ["symbol"],
+                                      registry=r)
         self.drift_retrains_total = Counter("drift_retrains", "Early retrains queued by the "
                                             "drift rule", registry=r)
         self.training_progress = Gauge("training_progress", "Training progress, 0..1",

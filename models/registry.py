@@ -3,7 +3,8 @@
 ``training_runs`` keeps every run (kind, group, params, metrics, tags such as autogen, the
 dataset's sha256, the feature set, the parent run, status, times, loss curve); ``ml_models``
 keeps the models those runs produced and their ``mode``; ``feature_reference`` each model's drift
-reference (:mod:`models.drift`), one row per feature. Modes change only through
+reference (:mod:`models.drift`), one row per feature; ``vol_profile`` its symbols' seasonal
+volatility profiles (:mod:`models.vol_regime`). Modes change only through
 :mod:`appliance.lifecycle` (candidate → shadow → prod → retired → archived; rejected), which also
 registers runs (idempotent by run id, so a job that ran twice is registered once).
 
@@ -25,7 +26,7 @@ from typing import Any
 from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import Store
 from data.files import sha256_file
-from models.artifacts import REFERENCE_FILE
+from models.artifacts import REFERENCE_FILE, VOL_PROFILE_FILE
 
 
 class RegistryError(RuntimeError):
@@ -51,6 +52,7 @@ def insert_candidate(store: Store, r: dict[str, Any], now: float) -> dict[str, A
          json.dumps(r.get("loss_curve", []))])
     model_id = model_id_of(r["run_id"])
     save_reference(store, model_id, r["run_id"])
+    save_vol_profiles(store, model_id, r["run_id"])
     store.sql(
         "INSERT INTO ml_models (model_id, run_id, grp, symbols, timeframe, kind, mode, "
         "onnx_path, onnx_sha256, created, metrics, mode_since) VALUES (?, ?, ?, ?, ?, ?, "
@@ -72,6 +74,26 @@ def save_reference(store: Store, model_id: str, run_id: str) -> int:
         store.sql("INSERT INTO feature_reference VALUES (?, ?, ?)",
                   [model_id, feature, json.dumps(stats)])
     return len(ref)
+
+
+def save_vol_profiles(store: Store, model_id: str, run_id: str) -> int:
+    """The run's seasonal volatility profiles (``vol_profile.json``) as ``vol_profile`` rows,
+    one per symbol; 0 for a run that has none."""
+    path = state_paths(store).run_dir(run_id) / VOL_PROFILE_FILE
+    if not path.exists():
+        return 0
+    profiles = json.loads(path.read_text())
+    store.sql("DELETE FROM vol_profile WHERE model_id = ?", [model_id])
+    for symbol, profile in sorted(profiles.items()):
+        store.sql("INSERT INTO vol_profile VALUES (?, ?, ?)",
+                  [model_id, symbol, json.dumps(profile)])
+    return len(profiles)
+
+
+def load_vol_profiles(store: Store, model_id: str) -> dict[str, list[float]]:
+    """A model's seasonal volatility profile per symbol (empty when none)."""
+    return {s: json.loads(p) for s, p in store.sql(
+        "SELECT symbol, profile FROM vol_profile WHERE model_id = ?", [model_id])}
 
 
 def load_reference(store: Store, model_id: str) -> dict[str, dict[str, Any]]:

@@ -20,6 +20,12 @@ timeframe, run id ``<day>-<group>-<kind>-drift<HHMM>``, tagged ``trigger: drift`
 per ``drift.cooldown`` (24 h) a group, with a ``drift_retrain`` event, an audit row and one
 notification naming the features that moved most; ``drift_retrains_total`` counts them.
 
+The same pass judges each symbol's seasonal volatility (:mod:`models.vol_regime`): the last
+day's 5m returns against the hour-of-week profile its model stored at training time, as
+``vol_regime_ratio{symbol}``; a departure above ``drift.vol_high`` or below ``drift.vol_low``
+sustained for ``drift.vol_sustain`` passes (and the return from one) is a ``vol_regime`` event.
+It is context for the operator and never triggers a retrain.
+
 The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
 
     {"ts": market s of the pass, "sigma": 3.0, "window_s": ..., "interval_s": ...,
@@ -35,6 +41,8 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
          "moved": ["atr_14", "vol_12", "vol_48"],   # drifted: the features that rose most
                                               # over their history; else the largest KLs
          "bars": 864,                         # live rows in the window
+         "vol_ratio": 1.1,                    # realised/profiled volatility (None: no profile)
+         "vol_regime": "normal" | "high" | "low" | None,
          "last_retrain": {"ts": market s, "run_id": "..."} | None}},
      "retrains": [{"ts", "symbol", "group", "model_id", "kl", "line", "zscore", "features",
                    "run_id"}, ...]}          # the latest early retrains, newest first
@@ -67,10 +75,13 @@ from data.lake import Lake
 from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
                           reference_from_json)
 from models.features import FEATURE_NAMES
-from models.registry import load_reference
+from models.registry import load_reference, load_vol_profiles
+from models.vol_regime import NORMAL, next_regime, vol_ratio
 
 NAME = "drift"
 HISTORY_POINTS = 48  # passes in the snapshot's sparkline
+FIVE_MINUTES_MS = 300_000
+DAY_BARS = 288  # 5m bars in the volatility regime's day
 RETRAINS_KEPT = 20  # early retrains in the snapshot (the Incidents screen)
 MOVED = 3  # features named in a notification
 
@@ -101,6 +112,10 @@ class DriftMonitor:
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.served: dict[str, Served] = {}
         self.refs: dict[str, Compiled | None] = {}  # model_id -> its reference (None: none)
+        self.profiles: dict[str, dict[str, list[float]]] = {}  # model_id -> symbol -> profile
+        self.closes5: dict[str, deque[tuple[int, float]]] = {}  # the last day of 5m closes
+        self.ratios: dict[str, deque[float]] = {}
+        self.regimes: dict[str, str] = {}
         self.history: dict[str, SymbolHistory] = {}
         self.retrained: dict[str, tuple[int, str]] = {}  # group -> (ts_ms, run_id)
         self.retrains: deque[dict[str, Any]] = deque(maxlen=RETRAINS_KEPT)  # newest first
@@ -139,7 +154,10 @@ class DriftMonitor:
                 data = await store.run(load_reference, store.store, s.model_id)
                 self.refs[s.model_id] = (compile_reference(reference_from_json(data),
                                                            FEATURE_NAMES) if data else None)
+                self.profiles[s.model_id] = await store.run(load_vol_profiles, store.store,
+                                                            s.model_id)
             await self.fill(symbol, s.timeframe, end_ms)
+            await self.fill_closes(symbol, end_ms)
         self.served = served
         return changed
 
@@ -157,7 +175,31 @@ class DriftMonitor:
                                end_ms)
         book.extend(symbol, bars)
 
+    async def fill_closes(self, symbol: str, end_ms: int) -> None:
+        """The last day of 5m closes (the volatility regime's), from stored candles when the
+        day held is not contiguous up to ``end_ms``."""
+        step = FIVE_MINUTES_MS
+        end_ms -= end_ms % step
+        held = self.closes5.get(symbol)
+        if held and held[-1][0] >= end_ms - step:
+            return
+        start = end_ms - DAY_BARS * step if not held else max(held[-1][0] + step,
+                                                               end_ms - DAY_BARS * step)
+        store = self.ctx.store
+        bars = await store.run(stored_bars, store.store, self.lake, symbol, "5m", start, end_ms)
+        closes = self.closes5.setdefault(symbol, deque(maxlen=DAY_BARS + 1))
+        for t, c in bars[:, [0, 4]]:
+            if not closes or t > closes[-1][0]:
+                closes.append((int(t), float(c)))
+
     async def on_batch(self, batch: BarBatch) -> None:
+        if batch.interval == "5m":
+            for symbol in sorted(set(batch.bars) & set(self.served)):
+                await self.fill_closes(symbol, batch.open_ms)
+                closes = self.closes5[symbol]
+                bar = batch.bars[symbol]
+                if not closes or bar[0] > closes[-1][0]:
+                    closes.append((int(bar[0]), float(bar[4])))
         book = self.books.get(batch.interval)
         if book is None:
             return
@@ -207,6 +249,7 @@ class DriftMonitor:
             self.ctx.metrics.feature_drift.labels(symbol).set(kl)
             for f, v in kls.items():
                 self.ctx.metrics.feature_drift_feature.labels(symbol, f).set(v)
+            vol = self.vol_regime(symbol, served, ts_ms)
             rows.append(PassRow(ts_ms, symbol, kl, verdict.zscore, served.model_id,
                                 served.group, kls, verdict.line, verdict.state, retrain))
             last = self.retrained.get(served.group)
@@ -217,6 +260,7 @@ class DriftMonitor:
                 "line": verdict.line, "zscore": verdict.zscore, "points": verdict.points,
                 "history": [[t / 1000, v] for t, v, _ in list(h.points)[-HISTORY_POINTS:]],
                 "moved": moved, "bars": len(self.books[served.timeframe].rows[symbol]),
+                "vol_ratio": vol, "vol_regime": self.regimes.get(symbol),
                 "last_retrain": None if last is None else {"ts": last[0] / 1000,
                                                            "run_id": last[1] or None}}
         if rows:
@@ -225,6 +269,34 @@ class DriftMonitor:
                          "window_s": self.window_s, "interval_s": self.interval_ms / 1000,
                          "symbols": symbols, "retrains": list(self.retrains)}
         self.ctx.bus.put_snapshot(Snapshot.DRIFT, self.snapshot)
+
+    def vol_regime(self, symbol: str, served: Served, ts_ms: int) -> float | None:
+        """The symbol's realised/profiled volatility over the last day, its metric, and a
+        ``vol_regime`` event when a sustained departure (or return) changes its regime. Context
+        for the operator: it never retrains anything."""
+        profile = self.profiles.get(served.model_id, {}).get(symbol)
+        closes = self.closes5.get(symbol)
+        if profile is None or not closes:
+            return None
+        t, c = np.array(closes, dtype=np.float64).T
+        ratio = vol_ratio(t, c, profile, end_ms=ts_ms)
+        if not np.isfinite(ratio):
+            return None
+        self.ctx.metrics.vol_regime_ratio.labels(symbol).set(ratio)
+        cfg = self.ctx.cfg.drift
+        ratios = self.ratios.setdefault(symbol, deque(maxlen=cfg.vol_sustain))
+        ratios.append(ratio)
+        before = self.regimes.get(symbol, NORMAL)
+        after = next_regime(before, list(ratios), low=cfg.vol_low, high=cfg.vol_high,
+                            sustain=cfg.vol_sustain)
+        self.regimes[symbol] = after
+        if after != before:
+            self.ctx.bus.publish(Event.VOL_REGIME, {
+                "symbol": symbol, "regime": after, "previous": before, "ratio": ratio,
+                "ts": ts_ms / 1000}, service=NAME, market_ts=ts_ms / 1000)
+            self.log.info("volatility regime", symbol=symbol, regime=after, previous=before,
+                          ratio=round(ratio, 3))
+        return ratio
 
     async def act(self, symbol: str, served: Served, kl: float, verdict: Any,
                   moved: list[str], ts_ms: int) -> str | None:

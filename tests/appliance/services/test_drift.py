@@ -18,9 +18,10 @@ from appliance.exchange.simshock import Shock
 from appliance.jobs import Jobs
 from appliance.notify import Notifier
 from appliance.services import drift
-from models.artifacts import REFERENCE_FILE, run_dir
+from models.artifacts import REFERENCE_FILE, VOL_PROFILE_FILE, run_dir
 from models.drift import build_reference, reference_to_json
 from models.features import FEATURE_NAMES, compute_features
+from models.vol_regime import vol_profile
 from tests.builders import fake_run
 
 DAY_MS, HOUR_MS = 86_400_000, 3_600_000
@@ -36,11 +37,20 @@ def reference_from_sim(market: SimMarket, days: int = 30) -> dict:
     return reference_to_json(build_reference(feats, FEATURE_NAMES))
 
 
+def profile_from_sim(market: SimMarket, days: int = 30) -> dict:
+    """The symbol's seasonal volatility profile, as training stores it."""
+    first = START_MS - 40 * DAY_MS
+    bars = bars_from_minutes(market.candles(SYMBOL, first, first + days * DAY_MS), 300_000,
+                             first + days * DAY_MS)
+    return {SYMBOL: list(vol_profile(bars[:, 0], bars[:, 4]))}
+
+
 def add_model(ctx, market: SimMarket) -> str:
     receipt = fake_run(ctx.cfg.state_path, "r-sol", group="t2-a", symbols=(SYMBOL,),
                        timeframe="1h")
-    (run_dir(ctx.cfg.state_path, "r-sol") / REFERENCE_FILE).write_text(
-        json.dumps(reference_from_sim(market)))
+    folder = run_dir(ctx.cfg.state_path, "r-sol")
+    (folder / REFERENCE_FILE).write_text(json.dumps(reference_from_sim(market)))
+    (folder / VOL_PROFILE_FILE).write_text(json.dumps(profile_from_sim(market)))
     lifecycle.register(ctx.store.store, receipt, now=START_MS / 1000 - 86_400)
     return "m-r-sol"
 
@@ -108,6 +118,10 @@ async def test_values_at_once_from_stored_candles_then_a_pass_every_market_hour(
     assert ctx.metrics.feature_drift_feature.labels(SYMBOL, "atr_14")._value.get() == \
         pytest.approx(last["features"]["atr_14"])
     assert jobs.pending() == 0
+    # the seasonal volatility of an undisturbed market: about its profile, no regime change
+    assert last["vol_ratio"] == pytest.approx(1.0, abs=0.35) and last["vol_regime"] == "normal"
+    assert ctx.metrics.vol_regime_ratio.labels(SYMBOL)._value.get() == last["vol_ratio"]
+    assert ctx.bus.events_since(0, ["vol_regime"]) == []
 
 
 @pytest.mark.trio
@@ -147,6 +161,11 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
     snap = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
     assert snap["verdict"] == "drift" and snap["last_retrain"]["run_id"] == run_id
     assert [r["run_id"] for r in ctx.bus.snapshot("drift")["retrains"]] == [run_id]
+    # the tripled volatility is also a high volatility regime, once it lasted 3 passes
+    (regime,) = ctx.bus.events_since(0, ["vol_regime"])
+    assert regime["data"]["regime"] == "high" and regime["data"]["previous"] == "normal"
+    assert regime["market_ts"] == (START_MS + 2 * HOUR_MS) / 1000  # the third pass
+    assert snap["vol_ratio"] > ctx.cfg.drift.vol_high and snap["vol_regime"] == "high"
     text = format_drift(select(ctx.bus.snapshot("drift"), [SYMBOL]), detail=True)  # the CLI's
     assert f"{SYMBOL:<12} drift" in text and f"early retrain {run_id}" in text
 
