@@ -58,6 +58,9 @@ def format_drift(view: dict[str, Any], detail: bool) -> str:
         lines.append(f"{symbol:<12} {s['verdict']:<8} {_num(s['kl']):>7} {_num(s['line']):>8} "
                      f"{_num(s['zscore'], 1):>6} {s['points']:>6}  {s['timeframe']:<3} "
                      f"{s['model_id']:<34} {sparkline(history, s['line'])}")
+        if s.get("vol_ratio") is not None:
+            lines.append(f"    seasonal volatility ×{s['vol_ratio']:.2f} of its profile "
+                         f"({s.get('vol_regime') or 'normal'} regime)")
         if detail:
             for f, kl in sorted(s["features"].items(), key=lambda kv: -kv[1]):
                 mark = "  ← moved most" if s["verdict"] == "drift" and f in s["moved"] else ""

@@ -25,6 +25,8 @@ def symbol_figures(verdict: str, kl: float, line: float | None) -> dict:
             "zscore": None if line is None else 4.2, "points": 0 if line is None else 120,
             "history": [[T - 3600 * i, 0.05] for i in range(5, 0, -1)] + [[T, kl]],
             "moved": ["atr_14", "vol_12", "ret_1"], "bars": 864,
+            "vol_ratio": 2.5 if verdict == "drift" else 1.0,
+            "vol_regime": "high" if verdict == "drift" else "normal",
             "last_retrain": None if verdict != "drift" else
             {"ts": T, "run_id": "20260528-t1-a-rf-drift2000"}}
 
@@ -67,6 +69,7 @@ def test_every_symbols_verdict_while_run_holds_the_database(state) -> None:
     assert list(rows) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert rows["SOLUSDT"][3] == "0.120" and rows["ETHUSDT"][3] == "—"
     assert "early retrain 20260528-t1-a-rf-drift2000" in text
+    assert "seasonal volatility ×2.50 of its profile (high regime)" in text
 
 
 def test_named_symbols_get_every_feature_and_json_carries_the_figures(state) -> None:
@@ -74,7 +77,7 @@ def test_named_symbols_get_every_feature_and_json_carries_the_figures(state) -> 
     text = methtrader("drift", "solusdt", "--state-dir", str(state)).stdout
     assert "BTCUSDT" not in text
     features = [line.split() for line in text.splitlines() if line.startswith("    ")
-                and not line.strip().startswith("early")]
+                and not line.strip().startswith(("early", "seasonal"))]
     assert [f[0] for f in features] == ["atr_14", "vol_12", "ret_1"]  # largest first
     assert "moved most" in text
     data = json.loads(methtrader("drift", "SOLUSDT", "BTCUSDT", "--json", "--state-dir",

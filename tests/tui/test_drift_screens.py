@@ -1,5 +1,5 @@
 """Drift on mission control: the Data pipeline screen's drift column per symbol (aggregate,
-sparkline of its history, the 3σ line, the verdict) and the Incidents screen's drift retrains,
+sparkline of its history, the 3σ line, the verdict, the seasonal volatility ratio and regime) and the Incidents screen's drift retrains,
 read from the ``drift`` snapshot as the drift service publishes it, under Pilot."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ RETRAIN = {"ts": MARKET_T0 - 600, "symbol": "SOLUSDT", "group": "t2-a", "model_i
            "run_id": "20240601-t2-a-rf-drift1150"}
 
 
-def figures(kl: float, line: float | None, verdict: str, history: list[float]) -> dict:
-    return {"model_id": "m-x", "group": "t1-a", "timeframe": "5m", "kl": kl,
+def figures(kl: float, line: float | None, verdict: str, history: list[float],
+            vol: float | None = 1.04, regime: str | None = "normal") -> dict:
+    return {"vol_ratio": vol, "vol_regime": regime, "model_id": "m-x", "group": "t1-a", "timeframe": "5m", "kl": kl,
             "features": {"atr_14": kl}, "verdict": verdict, "mean": None, "std": None,
             "line": line, "zscore": None, "points": len(history), "moved": ["atr_14"],
             "history": [[MARKET_T0 - 3600 * (len(history) - i), v]
@@ -35,23 +36,24 @@ def put_drift(state_dir: Path, symbols: dict, retrains: list) -> None:
 
 def test_the_pipeline_shows_each_symbols_drift_history_and_line(bus_state: Path) -> None:
     put_drift(bus_state, {"BTCUSDT": figures(0.05, 0.09, "ok", [0.04, 0.05, 0.06, 0.05]),
-                          "ETHUSDT": figures(0.06, None, "warming", [0.06])}, [])
+                          "ETHUSDT": figures(0.06, None, "warming", [0.06], None, None)}, [])
     app = make_app(bus_state)
 
     async def scenario(pilot) -> None:
         await switch_to(app, pilot, "4", "pipeline")
         table = app.screen.query_one("#drift")  # the sparkline is scaled to reach the line
-        assert rows(app, "#drift") == [["BTCUSDT", "0.050", "▁▂▄▂", "0.090", "ok"],
-                                       ["ETHUSDT", "0.060", "▁", "—", "warming"]]
+        assert rows(app, "#drift") == [["BTCUSDT", "0.050", "▁▂▄▂", "0.090", "ok", "1.04"],
+                                       ["ETHUSDT", "0.060", "▁", "—", "warming", "—"]]
         assert table.border_subtitle == "0/2 drifted"
         # the next pass: BTC crosses its line
         put_drift(bus_state, {"BTCUSDT": figures(0.3, 0.09, "drift",
-                                                 [0.04, 0.05, 0.06, 0.05, 0.3]),
+                                                 [0.04, 0.05, 0.06, 0.05, 0.3], 2.65, "high"),
                               "ETHUSDT": figures(0.06, None, "warming", [0.06, 0.06])},
                   [RETRAIN])
         await wait_for(lambda: rows(app, "#drift")[0][4] == "drift")
         assert rows(app, "#drift")[0][:2] == ["BTCUSDT", "0.300"]
         assert rows(app, "#drift")[0][2][-1] == "█" and table.border_subtitle == "1/2 drifted"
+        assert rows(app, "#drift")[0][5] == "2.65 high"
 
     run_scenario(app, scenario)
 

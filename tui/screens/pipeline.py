@@ -1,6 +1,7 @@
 """Data pipeline: per-source lag, missing candles and cache hit rate, backfill progress per
 symbol, the discovery timeline (listed/delisted), feature drift per symbol (the aggregate KL,
-a sparkline of its history, the 3σ line, the verdict) and an overall health verdict."""
+a sparkline of its history, the 3σ line, the verdict, and the seasonal volatility ratio with
+its regime) and an overall health verdict."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tui.widgets.table import fill, make_table
 EVENT_STYLES = {"listed": "green", "crossed_bar": "green", "delisted": "red",
                 "dropped_below_bar": "yellow"}
 VERDICT_STYLES = {"drift": "bold red", "ok": "green", "warming": "dim"}
+REGIME_STYLES = {"high": "bold yellow", "low": "cyan", "normal": ""}
 
 
 def health(state: MissionState) -> tuple[str, str]:
@@ -35,6 +37,16 @@ def health(state: MissionState) -> tuple[str, str]:
     return "HEALTHY", "bold white on green"
 
 
+def vol_cell(s: Mapping[str, Any]) -> Text:
+    """The seasonal volatility ratio and, when it is not normal, its regime."""
+    ratio = fmt.as_float(s.get("vol_ratio"))
+    regime = fmt.text(s.get("vol_regime"))
+    if ratio is None:
+        return Text(fmt.DASH)
+    label = f"{ratio:.2f}" + ("" if regime in ("normal", fmt.DASH) else f" {regime}")
+    return Text(label, style=REGIME_STYLES.get(regime, ""))
+
+
 class PipelineScreen(MissionScreen):
     MODE = "pipeline"
 
@@ -45,7 +57,8 @@ class PipelineScreen(MissionScreen):
             yield make_table(("Symbol", "Backfill", "Missing"), id="backfill")
         with Horizontal(classes="tables"):
             yield make_table(("Time (UTC)", "Symbol", "Event"), id="discovery")
-            yield make_table(("Symbol", "Drift", "History", "3σ line", "Verdict"), id="drift")
+            yield make_table(("Symbol", "Drift", "History", "3σ line", "Verdict", "Vol ×"),
+                             id="drift")
 
     def on_mount(self) -> None:
         self.query_one("#pipe-sources").border_title = "Sources"
@@ -82,7 +95,8 @@ class PipelineScreen(MissionScreen):
             rows.append((str(sym), (str(sym), fmt.num(s.get("kl"), 3),
                                     sparkline([h for h in history if h is not None], line, 16),
                                     fmt.num(line, 3),
-                                    Text(verdict, style=VERDICT_STYLES.get(verdict, "")))))
+                                    Text(verdict, style=VERDICT_STYLES.get(verdict, "")),
+                                    vol_cell(s))))
         fill(table, rows)
         drifted = sum(1 for s in symbols.values()
                       if isinstance(s, Mapping) and s.get("verdict") == "drift")
