@@ -187,10 +187,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="the port run would serve metrics on")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("drift", help="feature drift per symbol: KL vs the training reference "
+                       "and the 3σ verdict (works while run runs)")
+    _add_common(p)
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="default: every symbol")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos"))
+                                     "chaos", "drift"))
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -404,6 +410,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     findings = diagnose(load_config(args, metrics_port=args.metrics_port))
     _emit(args, [f.as_dict() for f in findings], render(findings))
     return 1 if any(f.status == FAIL for f in findings) else 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """The drift snapshot on the bus (never DuckDB: it works while `run` holds the file)."""
+    from appliance.contracts import Snapshot
+    from appliance.drift_view import NoDrift, format_drift, select
+
+    cfg = load_config(args)
+    with _state_bus(cfg) as bus:
+        snapshot = bus.snapshot(Snapshot.DRIFT)
+    try:
+        view = select(snapshot, args.symbols)
+    except NoDrift as exc:
+        if args.json:
+            _emit(args, {"error": str(exc)}, "")
+        else:
+            print(f"methtrader: {exc}", file=sys.stderr)
+        return 1
+    _emit(args, view, format_drift(view, detail=bool(args.symbols)))
+    return 0
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -636,13 +662,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "chaos": cmd_chaos,
     "doctor": cmd_doctor,
+    "drift": cmd_drift,
 }
 
 
 # Commands that create files in the state dir: their files are the operator's alone.
 CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
                  "rollback", "backfill", "train", "tui", "discover", "status", "models",
-                 "report", "backup", "restore"}
+                 "report", "backup", "restore", "drift"}
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

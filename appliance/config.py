@@ -61,6 +61,13 @@ class SimConfig:
                              r"( \d{2}:\d{2})?)*|",
                      doc="plant delistings: SYMBOL@YYYY-MM-DD[ HH:MM] (UTC), comma-separated; "
                          "announced a day before")
+    shock_at: str = _f("", pattern=r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?|",
+                       doc="plant a regime break: YYYY-MM-DD[ HH:MM] (UTC) from which the "
+                           "shocked symbols' returns are shock_vol times larger; empty: none")
+    shock_symbols: str = _f("", pattern=r"\w+(,\w+)*|",
+                            doc="symbols the regime break hits, comma-separated; empty: all")
+    shock_vol: float = _f(3.0, lo=0.1, hi=20.0,
+                          doc="the regime break's factor on log returns (1 changes nothing)")
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,37 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Feature drift and early retraining (:mod:`appliance.services.drift`)."""
+
+    window: str = _f("3d", pattern=r"\d+(\.\d+)?[mhdw]",
+                     doc="live feature values per symbol the KL is taken over (market time, on "
+                         "the serving model's timeframe)")
+    interval: str = _f("1h", pattern=r"\d+(\.\d+)?[mhdw]",
+                       doc="market time between drift passes")
+    history: str = _f("14d", pattern=r"\d+(\.\d+)?[hdw]",
+                      doc="a symbol's own past aggregates the 3σ rule compares with")
+    min_history: int = _f(48, lo=2, hi=100_000,
+                          doc="past aggregates needed before the rule gives a verdict")
+    sigma: float = _f(3.0, lo=0.5, hi=20.0,
+                      doc="drift is an aggregate more than this many standard deviations "
+                          "above the mean of its history")
+    cooldown: str = _f("24h", pattern=r"\d+(\.\d+)?[mhdw]",
+                       doc="at most one early retrain of a group per this much market time")
+    retrain: bool = _f(True, doc="queue an early retrain when the rule fires (else only "
+                                 "event, audit and notification)")
+    vol_high: float = _f(2.0, lo=1.0, hi=100.0,
+                         doc="seasonal volatility: realised over profiled above this is a high "
+                             "regime (once sustained)")
+    vol_low: float = _f(0.5, lo=0.0, hi=1.0,
+                        doc="seasonal volatility: realised over profiled below this is a low "
+                            "regime (once sustained)")
+    vol_sustain: int = _f(3, lo=1, hi=1000,
+                          doc="drift passes in a row a volatility departure (or return) must "
+                              "last to change the regime")
+
+
+@dataclass(frozen=True)
 class LifecycleConfig:
     keep_retired: int = _f(3, lo=0, hi=100, doc="retired prod models kept per group for "
                                                 "rollback; older ones are archived")
@@ -277,6 +315,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     trading: TradingConfig = field(default_factory=TradingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)

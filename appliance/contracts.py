@@ -35,6 +35,8 @@ class Event(StrEnum):
     JOB_FAILED = "job_failed"  # a job's last attempt failed: it will not run again
     DISCOVERY_THROTTLED = "discovery_throttled"  # discovery slowed for the rate limit
     DELISTING = "delisting"  # the venue is delisting a symbol
+    DRIFT_RETRAIN = "drift_retrain"  # DriftRetrainEvent: the 3σ rule queued an early retrain
+    VOL_REGIME = "vol_regime"  # a symbol's seasonal volatility regime changed (services/drift.py)
 
 
 class Snapshot(StrEnum):
@@ -50,6 +52,7 @@ class Snapshot(StrEnum):
     TRAINING = "training"  # training runs and the queue
     INCIDENTS = "incidents"  # the latest incidents from DuckDB (the Incidents screen's history)
     CHAOS = "chaos"  # the weekly chaos schedule and its last result (services/chaos.py)
+    DRIFT = "drift"  # per-symbol feature drift and the 3σ verdict (services/drift.py)
 
 
 class Command(StrEnum):
@@ -108,6 +111,20 @@ class ModelTransitionEvent(TypedDict):
     version: int  # the registry version it made
     details: dict[str, Any]
     action: str  # "promoted", "retired", ...
+
+
+class DriftRetrainEvent(TypedDict):
+    """A symbol's drift crossed its 3σ line (:mod:`appliance.services.drift`)."""
+
+    symbol: str
+    group: str
+    model_id: str  # whose reference the drift was measured against
+    kl: float  # the aggregate
+    line: float  # the 3σ line it crossed
+    zscore: float
+    features: list[str]  # the features that moved most
+    run_id: str | None  # the early retrain queued (None in its group's cooldown or when off)
+    ts: float  # market time
 
 
 def _declared(enum: type[_Name], name: str, what: str) -> _Name:

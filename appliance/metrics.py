@@ -19,7 +19,16 @@ class Metrics:
         self.models_trained_total = Counter("models_trained", "Training runs finished",
                                             registry=r)
         self.feature_drift = Gauge("feature_drift", "Feature KL divergence vs the training "
-                                   "reference", ["symbol"], registry=r)
+                                   "reference (a symbol's mean over its features)", ["symbol"],
+                                   registry=r)
+        self.feature_drift_feature = Gauge("feature_drift_feature", "One feature's KL "
+                                           "divergence vs the training reference",
+                                           ["symbol", "feature"], registry=r)
+        self.vol_regime_ratio = Gauge("vol_regime_ratio", "Realised over seasonally profiled "
+                                      "5m volatility over the last day", ["symbol"],
+                                      registry=r)
+        self.drift_retrains_total = Counter("drift_retrains", "Early retrains queued by the "
+                                            "drift rule", registry=r)
         self.training_progress = Gauge("training_progress", "Training progress, 0..1",
                                        ["model_id"], registry=r)
         self.trade_latency_ms = Histogram(

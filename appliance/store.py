@@ -164,6 +164,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE books ADD COLUMN funded_to BIGINT;
     UPDATE books SET funding = '0', funded_to = greatest(opened, coalesce(updated, opened));
     """,
+    # v9: a drift pass per symbol (appliance/services/drift.py): ts is market ms, kl the
+    # aggregate, zscore against the symbol's history; the model whose reference it was measured
+    # against, the per-feature KL, the 3σ line, the verdict and the early retrain it queued;
+    # each model's seasonal volatility profile per symbol (models/vol_regime.py)
+    """
+    CREATE TABLE vol_profile (model_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
+        profile JSON NOT NULL, PRIMARY KEY (model_id, symbol));
+    ALTER TABLE drift ADD COLUMN model_id VARCHAR;
+    ALTER TABLE drift ADD COLUMN grp VARCHAR;
+    ALTER TABLE drift ADD COLUMN features JSON;
+    ALTER TABLE drift ADD COLUMN line DOUBLE;
+    ALTER TABLE drift ADD COLUMN verdict VARCHAR;
+    ALTER TABLE drift ADD COLUMN retrain VARCHAR;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

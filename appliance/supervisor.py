@@ -16,6 +16,8 @@ Task tree of ``methtrader run``::
          ├─ supervise("shadow")        candidates → shadow (1%) → nightly promotion, parity
          ├─ supervise("risk")          7-day drawdown → deploys_frozen; VaR
          ├─ supervise("housekeeping")  nightly: old per-bar rows → daily aggregates
+         ├─ supervise("drift")         closed bars → feature KL vs the training reference →
+         │                             3σ rule → early retrain (a training job)
          ├─ supervise("notify")        webhook sender (events and audit always)
          ├─ supervise("chaos")         chaos.enabled (sim, replay, paper only): weekly, one
          │                             service crashed on purpose, MTTR → chaos incident
@@ -53,8 +55,9 @@ from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
 from appliance.safety import prepare_state_dir
-from appliance.services import (alerts, chaos, consumer, datasets, discovery, feed, heartbeat,
-                                 housekeeping, operator, risk, shadow, trading, training)
+from appliance.services import (alerts, chaos, consumer, datasets, discovery, drift, feed,
+                                 heartbeat, housekeeping, operator, risk, shadow, trading,
+                                 training)
 from appliance.store import StoreRunner
 from appliance.supervision import IncidentFn, Supervisor
 
@@ -124,6 +127,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         shadow.NAME: functools.partial(shadow.run, ctx, notifier, life),
         risk.NAME: functools.partial(risk.run, ctx, notifier),
         housekeeping.NAME: functools.partial(housekeeping.run, ctx),
+        drift.NAME: functools.partial(drift.run, ctx, hub, jobs, notifier),
     }
     weekly_chaos = chaos.scheduled_service(ctx, supervisor, notifier, engine)
     if weekly_chaos is not None:  # chaos.enabled, and never with real orders

@@ -1,5 +1,5 @@
 """Run artifacts on disk: ``<state>/artifacts/<run_id>/`` (model.onnx, params.json,
-metrics.json, loss_curve.json, result.json).
+metrics.json, loss_curve.json, reference.json, vol_profile.json, result.json).
 
 A run's folder appears whole or not at all: everything is written into ``<run_id>.partial``,
 fsynced, and the folder is renamed. ``result.json`` is the receipt the appliance registers from;
@@ -20,6 +20,9 @@ from typing import Any, Callable
 
 from appliance.paths import StatePaths
 from data.files import fsync_path, sha256_file
+
+REFERENCE_FILE = "reference.json"  # the run's drift reference (models.drift), per feature
+VOL_PROFILE_FILE = "vol_profile.json"  # its symbols' seasonal volatility (models.vol_regime)
 
 
 def artifacts_root(state_dir: Path) -> Path:

@@ -2,7 +2,9 @@
 
 ``training_runs`` keeps every run (kind, group, params, metrics, tags such as autogen, the
 dataset's sha256, the feature set, the parent run, status, times, loss curve); ``ml_models``
-keeps the models those runs produced and their ``mode``. Modes change only through
+keeps the models those runs produced and their ``mode``; ``feature_reference`` each model's drift
+reference (:mod:`models.drift`), one row per feature; ``vol_profile`` its symbols' seasonal
+volatility profiles (:mod:`models.vol_regime`). Modes change only through
 :mod:`appliance.lifecycle` (candidate → shadow → prod → retired → archived; rejected), which also
 registers runs (idempotent by run id, so a job that ran twice is registered once).
 
@@ -24,6 +26,7 @@ from typing import Any
 from appliance.paths import OutsideStateDir, StatePaths
 from appliance.store import Store
 from data.files import sha256_file
+from models.artifacts import REFERENCE_FILE, VOL_PROFILE_FILE
 
 
 class RegistryError(RuntimeError):
@@ -48,6 +51,8 @@ def insert_candidate(store: Store, r: dict[str, Any], now: float) -> dict[str, A
          r["feature_set"], r.get("parent_run_id"), r["started"], r["ended"],
          json.dumps(r.get("loss_curve", []))])
     model_id = model_id_of(r["run_id"])
+    save_reference(store, model_id, r["run_id"])
+    save_vol_profiles(store, model_id, r["run_id"])
     store.sql(
         "INSERT INTO ml_models (model_id, run_id, grp, symbols, timeframe, kind, mode, "
         "onnx_path, onnx_sha256, created, metrics, mode_since) VALUES (?, ?, ?, ?, ?, ?, "
@@ -55,6 +60,46 @@ def insert_candidate(store: Store, r: dict[str, Any], now: float) -> dict[str, A
         [model_id, r["run_id"], r["group"], json.dumps(r["symbols"]), r["timeframe"],
          r["kind"], stored_path(store, r["onnx_path"]), r["onnx_sha256"], now, json.dumps(r["metrics"]), now])
     return get_model(store, model_id)
+
+
+def save_reference(store: Store, model_id: str, run_id: str) -> int:
+    """The run's drift reference (its folder's ``reference.json``) as ``feature_reference``
+    rows, one per feature; 0 for a run that has none (trained before drift existed)."""
+    path = state_paths(store).run_dir(run_id) / REFERENCE_FILE
+    if not path.exists():
+        return 0
+    ref = json.loads(path.read_text())
+    store.sql("DELETE FROM feature_reference WHERE model_id = ?", [model_id])
+    for feature, stats in sorted(ref.items()):
+        store.sql("INSERT INTO feature_reference VALUES (?, ?, ?)",
+                  [model_id, feature, json.dumps(stats)])
+    return len(ref)
+
+
+def save_vol_profiles(store: Store, model_id: str, run_id: str) -> int:
+    """The run's seasonal volatility profiles (``vol_profile.json``) as ``vol_profile`` rows,
+    one per symbol; 0 for a run that has none."""
+    path = state_paths(store).run_dir(run_id) / VOL_PROFILE_FILE
+    if not path.exists():
+        return 0
+    profiles = json.loads(path.read_text())
+    store.sql("DELETE FROM vol_profile WHERE model_id = ?", [model_id])
+    for symbol, profile in sorted(profiles.items()):
+        store.sql("INSERT INTO vol_profile VALUES (?, ?, ?)",
+                  [model_id, symbol, json.dumps(profile)])
+    return len(profiles)
+
+
+def load_vol_profiles(store: Store, model_id: str) -> dict[str, list[float]]:
+    """A model's seasonal volatility profile per symbol (empty when none)."""
+    return {s: json.loads(p) for s, p in store.sql(
+        "SELECT symbol, profile FROM vol_profile WHERE model_id = ?", [model_id])}
+
+
+def load_reference(store: Store, model_id: str) -> dict[str, dict[str, Any]]:
+    """A model's drift reference as stored: feature → histogram data (empty when none)."""
+    return {f: json.loads(s) for f, s in store.sql(
+        "SELECT feature, stats FROM feature_reference WHERE model_id = ?", [model_id])}
 
 
 def record_failed_run(store: Store, run_id: str, kind: str, group: str, error: str) -> None:

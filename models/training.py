@@ -3,8 +3,10 @@
 Reads the group's candles of the run's timeframe from the lake (never DuckDB), validates the
 kind walk-forward (:mod:`models.validation`: K folds, purge, an inner split for early stopping,
 each test block scored by replaying the strategy as it trades, costs included), refits it on
-every bar, exports ONNX, and writes the run's artifacts with a ``result.json`` receipt. The
-appliance registers receipts in DuckDB. Idempotent by run id: a run that already has a receipt
+every bar, exports ONNX, and writes the run's artifacts with a ``result.json`` receipt and the
+drift reference of its features (``reference.json``, :mod:`models.drift`) and its symbols'
+seasonal volatility profiles (``vol_profile.json``, :mod:`models.vol_regime`). The appliance
+registers receipts (references and profiles too) in DuckDB. Idempotent by run id: a run that already has a receipt
 returns it without training again (a retried or re-queued job costs nothing twice).
 """
 
@@ -19,9 +21,12 @@ import numpy as np
 import pyarrow as pa
 
 from data.intervals import interval_ms
-from models.artifacts import read_result, write_run
+from models.artifacts import REFERENCE_FILE, VOL_PROFILE_FILE, read_result, write_run
 from models.costs import CostModel
-from models.dataset import DataSpec, build_panel, dataset_sha256, lake_at, load_group_candles
+from models.dataset import (DataSpec, Panel, build_panel, dataset_sha256, lake_at,
+                            load_group_candles)
+from models.drift import build_reference, reference_to_json
+from models.vol_regime import vol_profile
 from models.features import FEATURE_NAMES, FEATURE_SET_ID
 from models.funding import funding_per_bar
 from models.validation import inner_split, walk_forward
@@ -68,6 +73,31 @@ def group_funding(lake: Any, panel: Any, interval: str) -> np.ndarray | None:
         cols.append(funding_per_bar(close_ms, events))
     out = np.stack(cols, axis=1) if cols else None
     return out if out is not None and out.any() else None
+
+
+def panel_reference(panel: Panel) -> dict[str, Any]:
+    """The run's drift reference (:mod:`models.drift`): every usable bar of every symbol of
+    the group, pooled (the features are scale-free, as the model's samples are pooled)."""
+    rows = np.concatenate([panel.features[s][panel.usable[:, s]]
+                           for s in range(len(panel.symbols))])
+    return reference_to_json(build_reference(rows, FEATURE_NAMES))
+
+
+def panel_vol_profiles(lake: Any, panel: Panel) -> dict[str, list[float]]:
+    """Each symbol's seasonal volatility profile (:mod:`models.vol_regime`) from the lake's 5m
+    bars over the run's training span (whatever the run's timeframe); a symbol without enough
+    5m bars has none."""
+    first, last = int(panel.open_time[0]), int(panel.open_time[-1])
+    out = {}
+    for symbol in panel.symbols:
+        bars = lake.read("5m", symbol)
+        bars = bars[(bars[:, 0] >= first) & (bars[:, 0] <= last)] if len(bars) else bars
+        if len(bars) > 1:
+            try:
+                out[symbol] = [float(v) for v in vol_profile(bars[:, 0], bars[:, 4])]
+            except ValueError:
+                continue
+    return out
 
 
 def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: str,
@@ -133,7 +163,9 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
     }
     result = write_run(state_dir, run_id, model.export_onnx,
                        {"params.json": result["params"], "metrics.json": metrics,
-                        "loss_curve.json": result["loss_curve"]}, result)
+                        "loss_curve.json": result["loss_curve"],
+                        REFERENCE_FILE: panel_reference(panel),
+                        VOL_PROFILE_FILE: panel_vol_profiles(lake, panel)}, result)
     if progress is not None:
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
                   "loss": result["loss_curve"][-1] if result["loss_curve"] else None,

@@ -39,6 +39,7 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "models": ("models",),
     "training": ("training",),
     "pipeline": ("pipeline",),
+    "drift": ("drift",),
     "incidents": ("incidents",),
     "history": ("switch_history",),
     "trades": ("trades",),
@@ -65,6 +66,7 @@ class MissionState:
     models: tuple[Mapping[str, Any], ...] = ()
     training: tuple[Mapping[str, Any], ...] = ()
     pipeline: Mapping[str, Any] = field(default_factory=dict)
+    drift: Mapping[str, Any] = field(default_factory=dict)  # the drift snapshot
     incidents: tuple[Mapping[str, Any], ...] = ()
     switch_history: tuple[Mapping[str, Any], ...] = ()
     trades: tuple[Mapping[str, Any], ...] = ()
@@ -149,7 +151,7 @@ class BusReader:
             age = max(0.0, self._now() - hb["wall_ts"])
         running = self._running()
         for name in (Snapshot.STATUS, Snapshot.MODELS, Snapshot.TRAINING, Snapshot.PIPELINE,
-                     Snapshot.INCIDENTS):
+                     Snapshot.INCIDENTS, Snapshot.DRIFT):
             self._read_snapshot(name)
         self._read_events()
         self._read_audit()
@@ -167,6 +169,7 @@ class BusReader:
             models=tuple(_dicts(self._snapshot(Snapshot.MODELS))),
             training=tuple(self._merged_runs()),
             pipeline=self._merged_pipeline(),
+            drift=_dict(self._snapshot(Snapshot.DRIFT)),
             incidents=tuple(self._merged_list(Snapshot.INCIDENTS, self._incidents)),
             switch_history=tuple(self._history),
             trades=tuple(self._trades),

@@ -22,6 +22,7 @@ from appliance.config import SimConfig
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
 from appliance.exchange.base import PAPER, VOLUME_BAR, ExchangeError
 from appliance.exchange.paper import PaperBroker
+from appliance.exchange.simshock import parse_shock
 from appliance.exchange.simmarket import MINUTE_MS, SimMarket, half_spread, symbol_spec
 from data.lake import write_bytes_atomic
 
@@ -70,7 +71,9 @@ class SimExchange:
         self.clock = clock
         self.inline = inline
         self.market = market or SimMarket(cfg.seed, parse_delistings(cfg.delist),
-                                          cfg.trend_share)
+                                          cfg.trend_share, parse_shock(cfg.shock_at,
+                                                                       cfg.shock_symbols,
+                                                                       cfg.shock_vol))
         self.broker = PaperBroker(
             self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
             starting_balance=cfg.starting_balance,

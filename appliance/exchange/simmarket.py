@@ -38,6 +38,7 @@ from scipy.signal import lfilter
 
 from appliance.domain import Candle, Instrument, Ticker
 from appliance.exchange.base import quote_around
+from appliance.exchange.simshock import Shock
 from models.funding import FUNDING_PERIOD_MS, funding_times
 
 MINUTE_MS = 60_000
@@ -134,12 +135,14 @@ class SimMarket:
     """The synthetic market. Thread-safe for reads (caches are per instance, pure data)."""
 
     def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None,
-                 trend_share: float = TREND_SHARE) -> None:
+                 trend_share: float = TREND_SHARE, shock: Shock | None = None) -> None:
         """``delistings`` plants a delisting: symbol → the moment (ms) it settles and closes;
         the venue announces it (``delivery_time``) a day before (``sim.delist``).
         ``trend_share`` sizes the learnable drift (``sim.trend_share``): 0 is a market with no
-        edge to find beyond the daily regimes, larger values are easier markets."""
+        edge to find beyond the daily regimes, larger values are easier markets. ``shock``
+        plants a regime break (:mod:`appliance.exchange.simshock`, ``sim.shock_at``)."""
         self.seed = int(seed)
+        self.shock = shock
         self.trend_share = float(trend_share)
         self.delistings = dict(delistings or {})
         self._day_cache: dict[int, np.ndarray] = {}
@@ -310,7 +313,15 @@ class SimMarket:
             parts.append(np.column_stack([times.astype(np.float64), block]))
         if not parts:
             return np.zeros((0, 7))
-        return np.concatenate(parts)
+        out = np.concatenate(parts)
+        if self.shock is not None:
+            out = self.shock.apply(symbol, out, float(UNIVERSE[idx].tick), self._open_at)
+        return out
+
+    def _open_at(self, symbol: str, t_ms: int) -> float:
+        """The unshocked open of the minute at ``t_ms`` (listed or not)."""
+        day, minute = divmod((t_ms - EPOCH_MS) // MINUTE_MS, MINUTES_PER_DAY)
+        return float(self._day(int(day))[_INDEX[symbol], int(minute), 0])
 
     def candle_records(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
         arr = self.candles(symbol, start_ms, end_ms)

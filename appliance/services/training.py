@@ -148,6 +148,27 @@ def training_snapshot(store: Store, progress: list[dict[str, Any]], device: str
     return sorted(runs.values(), key=lambda r: r["run_id"])[-100:]
 
 
+def config_setup(ctx: ServiceContext, timeframe: str) -> dict[str, Any]:
+    """A run's setup (:func:`models.training.run_setup`) from the appliance's config."""
+    cfg = ctx.cfg
+    return run_setup(timeframe, cfg.training.folds, cfg.trading.threshold, cfg.sim.taker_fee,
+                     cfg.sim.slippage_bps / 10_000)
+
+
+async def enqueue_run(ctx: ServiceContext, jobs: Jobs, group: str, symbols: list[str],
+                      kind: str, run_id: str, tags: dict[str, Any], timeframe: str = "5m"
+                      ) -> None:
+    """Queue one training job (announced on the bus first, so the Training screen shows it
+    queued); its receipt is registered by the training service like any other run."""
+    ctx.bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {
+        "run_id": run_id, "group": group, "kind": kind, "status": "queued", "percent": 0.0,
+        "symbols": list(symbols), "timeframe": timeframe})
+    args = (run_id, group, list(symbols), kind, {}, tags, None, config_setup(ctx, timeframe))
+    await ctx.io(lambda: jobs.enqueue("train", *args))
+    service_logger(NAME).info("training queued", run_id=run_id, group=group, kind=kind,
+                              timeframe=timeframe, trigger=tags.get("trigger"))
+
+
 class Trainer:
     """The service's state between passes (kept out of module globals for tests)."""
 
@@ -172,11 +193,6 @@ class Trainer:
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
-    def setup(self, timeframe: str) -> dict[str, Any]:
-        cfg = self.ctx.cfg
-        return run_setup(timeframe, cfg.training.folds, cfg.trading.threshold,
-                         cfg.sim.taker_fee, cfg.sim.slippage_bps / 10_000)
-
     def runs(self, day: str, group: Group, kinds: list[str]) -> list[tuple[str, str, str]]:
         """(run id, kind, timeframe) of a group's runs of the day: ``<day>-<group>-<kind>``,
         suffixed with the timeframe when it is not 5m."""
@@ -185,14 +201,8 @@ class Trainer:
 
     async def enqueue(self, group: Group, kind: str, run_id: str, tags: dict[str, Any],
                       timeframe: str = "5m") -> None:
-        self.ctx.bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {
-            "run_id": run_id, "group": group.name, "kind": kind, "status": "queued",
-            "percent": 0.0, "symbols": list(group.symbols), "timeframe": timeframe})
-        args = (run_id, group.name, list(group.symbols), kind, {}, tags, None,
-                self.setup(timeframe))
-        await self.ctx.io(lambda: self.jobs.enqueue("train", *args))
-        self.log.info("training queued", run_id=run_id, group=group.name, kind=kind,
-                      timeframe=timeframe)
+        await enqueue_run(self.ctx, self.jobs, group.name, list(group.symbols), kind, run_id,
+                          tags, timeframe)
 
     async def refresh_groups(self) -> None:
         """Regroup each market day, and whenever the set of pairs with datasets changes."""

@@ -152,3 +152,13 @@ def test_an_invalid_webhook_url_is_a_config_error_that_hides_the_url(url):
     assert url not in str(info.value)
     good = build_config(env={"METHTRADER_WEBHOOK_URL": "https://hooks.example.com/T/B/x"})
     assert good.notify.webhook_url.endswith("/x")
+
+
+def test_the_drift_section_has_its_defaults_and_checks_its_ranges():
+    cfg = build_config(env={}, overrides={})
+    assert (cfg.drift.window, cfg.drift.interval, cfg.drift.history, cfg.drift.min_history,
+            cfg.drift.cooldown, cfg.drift.sigma) == ("3d", "1h", "14d", 48, "24h", 3.0)
+    for key, bad in (("window", "3 days"), ("min_history", 1), ("sigma", 0.0),
+                     ("cooldown", "soon")):
+        with pytest.raises(ConfigError, match=f"drift.{key}|{key}"):
+            build_config(env={}, overrides={"drift": {key: bad}})

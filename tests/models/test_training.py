@@ -125,3 +125,43 @@ def test_a_run_pays_the_lakes_funding_and_an_unreadable_file_scores_without(tmp_
                                                                         rel=0.2, abs=1e-4)
     assert {k: c[k] for k in ("sharpe", "total_return", "trades")} == {
         k: a[k] for k in ("sharpe", "total_return", "trades")}
+
+
+def test_a_run_stores_its_drift_reference_and_registering_it_fills_feature_reference(lake_dir):
+    """The drift reference and the volatility profiles are the run's: files in its folder,
+    rows of ``feature_reference`` and ``vol_profile`` once the appliance registers it; its training data sits at the reference's own level (a
+    KL near 0) and a later regime does not."""
+    from appliance import lifecycle
+    from appliance.store import Store
+    from models.drift import CALENDAR, aggregate, feature_kls, reference_from_json
+    from models.vol_regime import vol_ratio
+    from models.features import FEATURE_NAMES, compute_features
+    from models.registry import load_reference, load_vol_profiles
+
+    receipt = run(lake_dir, "r-1h", "1h")
+    saved = json.loads((run_dir(lake_dir, "r-1h") / "reference.json").read_text())
+    assert set(saved) == set(FEATURE_NAMES) - CALENDAR
+    store = Store(lake_dir / "methtrader.duckdb")
+    try:
+        lifecycle.register(store, receipt, now=1.0)
+        stored = load_reference(store, "m-r-1h")
+        profiles = load_vol_profiles(store, "m-r-1h")
+    finally:
+        store.close()
+    assert stored == saved
+    # the seasonal volatility profile of each symbol, from its 5m bars (the run is 1h)
+    assert profiles == json.loads((run_dir(lake_dir, "r-1h") / "vol_profile.json").read_text())
+    assert set(profiles) == set(SYMBOLS) and all(len(p) == 168 for p in profiles.values())
+    bars = lake_at(lake_dir).read("5m", "BTCUSDT")
+    assert vol_ratio(bars[:, 0], bars[:, 4], profiles["BTCUSDT"]) == pytest.approx(1, abs=0.3)
+    ref = reference_from_json(stored)
+    assert all(h.count > 1000 and h.bins >= 10 for h in ref.values())  # 2 × 720 bars pooled
+    lake = lake_at(lake_dir)
+    trained = np.concatenate([compute_features(lake.read("1h", s)) for s in SYMBOLS])
+    assert aggregate(feature_kls(trained, FEATURE_NAMES, ref)) < 0.01  # its own data
+    candles = lake.read("1h", "BTCUSDT")
+    wild = candles.copy()  # the same path with its log returns tripled
+    log_close = np.log(candles[:, 4])
+    wild[:, 1:5] = np.exp(np.log(candles[:, 1:5]) + 2 * (log_close - log_close[0])[:, None])
+    kls = feature_kls(compute_features(wild), FEATURE_NAMES, ref)
+    assert min(kls[f] for f in ("vol_12", "vol_48", "atr_14")) > 1.0

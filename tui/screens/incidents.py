@@ -1,5 +1,6 @@
-"""Incidents: crashes, restarts, failures, chaos experiments with their MTTR, and the history
-of the kill switch (and deploy freeze) from the operator audit journal."""
+"""Incidents: crashes, restarts, failures, chaos experiments with their MTTR, the early
+retrains the drift rule queued, and the history of the kill switch (and deploy freeze) from
+the operator audit journal."""
 
 from __future__ import annotations
 
@@ -37,10 +38,13 @@ class IncidentsScreen(MissionScreen):
     def compose_body(self) -> ComposeResult:
         yield Static(id="incidents-summary", classes="summary")
         yield make_table(("Time (UTC)", "Service", "Kind", "Message", "MTTR"), id="incidents")
+        yield make_table(("Time (UTC)", "Symbol", "Group", "Drift / line", "Moved most", "Run"),
+                         id="drift-retrains")
         yield make_table(("Time (UTC)", "Actor", "Action", "Reason", "Source"), id="switch-history")
 
     def on_mount(self) -> None:
         self.query_one("#incidents").border_title = "Crashes, restarts, chaos"
+        self.query_one("#drift-retrains").border_title = "Drift retrains"
         self.query_one("#switch-history").border_title = "Kill switch history"
         super().on_mount()
 
@@ -52,6 +56,15 @@ class IncidentsScreen(MissionScreen):
                 Text(fmt.text(item.get("kind")), style=KIND_STYLES.get(str(item.get("kind")), "")),
                 fmt.clip(item.get("message"), 60), fmt.seconds(item.get("mttr_s"))))
                 for i, item in enumerate(state.incidents)))
+        if "drift" in changed:
+            retrains = fmt.get(state.drift, "retrains")
+            fill(self.query_one("#drift-retrains"), ((str(i), (
+                fmt.timestamp(r.get("ts")), fmt.text(r.get("symbol")), fmt.text(r.get("group")),
+                f"{fmt.num(r.get('kl'), 3)} / {fmt.num(r.get('line'), 3)}",
+                fmt.clip(", ".join(map(str, r.get("features") or [])), 40),
+                fmt.text(r.get("run_id") or "(retraining off)")))
+                for i, r in enumerate(retrains if isinstance(retrains, list) else [])
+                if isinstance(r, Mapping)))
         if "history" in changed:
             fill(self.query_one("#switch-history"), ((str(fmt.get(e, "seq")), (
                 fmt.timestamp(e.get("ts")), fmt.text(e.get("actor")),

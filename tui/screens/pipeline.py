@@ -1,5 +1,7 @@
 """Data pipeline: per-source lag, missing candles and cache hit rate, backfill progress per
-symbol, the discovery timeline (listed/delisted) and an overall health verdict."""
+symbol, the discovery timeline (listed/delisted), feature drift per symbol (the aggregate KL,
+a sparkline of its history, the 3σ line, the verdict, and the seasonal volatility ratio with
+its regime) and an overall health verdict."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from textual.containers import Horizontal
 
 from textual.widgets import Static
 
+from appliance.drift_view import sparkline
 from tui.client import MissionState
 from tui.screens.base import MissionScreen
 from tui.widgets import fmt
@@ -18,6 +21,8 @@ from tui.widgets.table import fill, make_table
 
 EVENT_STYLES = {"listed": "green", "crossed_bar": "green", "delisted": "red",
                 "dropped_below_bar": "yellow"}
+VERDICT_STYLES = {"drift": "bold red", "ok": "green", "warming": "dim"}
+REGIME_STYLES = {"high": "bold yellow", "low": "cyan", "normal": ""}
 
 
 def health(state: MissionState) -> tuple[str, str]:
@@ -32,6 +37,16 @@ def health(state: MissionState) -> tuple[str, str]:
     return "HEALTHY", "bold white on green"
 
 
+def vol_cell(s: Mapping[str, Any]) -> Text:
+    """The seasonal volatility ratio and, when it is not normal, its regime."""
+    ratio = fmt.as_float(s.get("vol_ratio"))
+    regime = fmt.text(s.get("vol_regime"))
+    if ratio is None:
+        return Text(fmt.DASH)
+    label = f"{ratio:.2f}" + ("" if regime in ("normal", fmt.DASH) else f" {regime}")
+    return Text(label, style=REGIME_STYLES.get(regime, ""))
+
+
 class PipelineScreen(MissionScreen):
     MODE = "pipeline"
 
@@ -40,12 +55,16 @@ class PipelineScreen(MissionScreen):
         with Horizontal(classes="tables"):
             yield make_table(("Source", "Lag", "Missing", "Cache hit", "Health"), id="pipe-sources")
             yield make_table(("Symbol", "Backfill", "Missing"), id="backfill")
-        yield make_table(("Time (UTC)", "Symbol", "Event"), id="discovery")
+        with Horizontal(classes="tables"):
+            yield make_table(("Time (UTC)", "Symbol", "Event"), id="discovery")
+            yield make_table(("Symbol", "Drift", "History", "3σ line", "Verdict", "Vol ×"),
+                             id="drift")
 
     def on_mount(self) -> None:
         self.query_one("#pipe-sources").border_title = "Sources"
         self.query_one("#backfill").border_title = "Backfill"
         self.query_one("#discovery").border_title = "Discovery timeline"
+        self.query_one("#drift").border_title = "Feature drift (KL vs training)"
         super().on_mount()
 
     def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
@@ -58,6 +77,30 @@ class PipelineScreen(MissionScreen):
                 for name, row in sorted(state.sources.items())))
         if "pipeline" in changed:
             self._render_pipeline(state.pipeline)
+        if "drift" in changed:
+            self._render_drift(state.drift)
+
+    def _render_drift(self, drift: Mapping[str, Any]) -> None:
+        symbols = fmt.get(drift, "symbols")
+        symbols = symbols if isinstance(symbols, Mapping) else {}
+        table = self.query_one("#drift")
+        rows = []
+        for sym, s in sorted(symbols.items(), key=lambda kv: str(kv[0])):
+            if not isinstance(s, Mapping):
+                continue
+            history = [fmt.as_float(p[1]) for p in s.get("history") or []
+                       if isinstance(p, (list, tuple)) and len(p) == 2]
+            line = fmt.as_float(s.get("line"))
+            verdict = fmt.text(s.get("verdict"))
+            rows.append((str(sym), (str(sym), fmt.num(s.get("kl"), 3),
+                                    sparkline([h for h in history if h is not None], line, 16),
+                                    fmt.num(line, 3),
+                                    Text(verdict, style=VERDICT_STYLES.get(verdict, "")),
+                                    vol_cell(s))))
+        fill(table, rows)
+        drifted = sum(1 for s in symbols.values()
+                      if isinstance(s, Mapping) and s.get("verdict") == "drift")
+        table.border_subtitle = f"{drifted}/{len(symbols)} drifted" if symbols else "no figures yet"
 
     def _render_health(self, state: MissionState) -> None:
         verdict, style = health(state)
