@@ -572,7 +572,7 @@ def cmd_fake_bybit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     run_fake_bybit(args.port, args.seed, faults, {args.api_key: args.api_secret},
-                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit))
+                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit), pairs=args.pairs)
     return 0
 
 
