@@ -8,14 +8,17 @@ Generated symbols make the tail of a Bybit-like market:
 
 * names of the shape consonant-vowel-consonant-vowel-``X`` (``KAROX``, ``MIVEX``), unique and
   never one of the hand-written (real) names;
-* 24h turnover log-normal around ~$5.6M (10**6.75), so about a third of them, and ~40% of a
-  universe of 150-400 with the liquid hand-written ones, trade above the $10M tradable bar;
+* 24h turnover log-normal around ~$7M (10**6.85, a factor 3.5 either way for one standard
+  deviation), so ~39% of them trade above the $10M tradable bar; with the liquid hand-written
+  ones that is 40-50% of the symbols listed at a time, from 150 pairs (~65 above the bar) to
+  400 (~150);
 * the price log-uniform from $0.00003 to $500, the tick ~1e-4 of it (4-5 significant digits),
   the qty step worth $1-$10, a daily volatility that rises as turnover falls, a beta in
   [0.8, 1.3];
 * listings spread over time: 40% trade from the epoch, the rest launch on a day spread evenly
-  up to :data:`LAUNCH_SPAN_DAYS`; 8% pause and relist periodically (``cycle_days``) and 6% are
-  delisted for good some months after launch (``delist_day``, announced a day before).
+  up to :data:`LAUNCH_SPAN_DAYS` (2027-01-05; later, only relistings); 8% pause and relist
+  periodically (``cycle_days``) and 5% are delisted for good some months after launch
+  (``delist_day``, announced a day before).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_PAIRS = 400
-LAUNCH_SPAN_DAYS = 1250  # generated launches spread over the epoch's first ~3.4 years
-TURNOVER_LOG10_MEAN, TURNOVER_LOG10_STD = 6.75, 0.55
+LAUNCH_SPAN_DAYS = 1100  # generated launches spread over the epoch's first 3 years
+TURNOVER_LOG10_MEAN, TURNOVER_LOG10_STD = 6.85, 0.55
 BETA_MAX = 1.4  # the common factor's loading is scaled by this (the hand-written maximum)
 
 _CONSONANTS = "BDFGKLMNPRSTVZ"
@@ -113,7 +116,7 @@ def _generated(seed: int, index: int, taken: set[str]) -> SimSymbol:
     fate = rng.random()
     if fate < 0.08:
         cycle = int(rng.integers(30, 121))
-    elif fate < 0.14:
+    elif fate < 0.13:
         delist = launch + int(rng.integers(60, 700))
     return SimSymbol(
         name, price, round(10 ** log_turnover, -3), round(min(0.12, max(0.035, vol)), 4),
