@@ -179,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
                                      "chaos"))
+    p.add_argument("--symbols", type=int, default=None, metavar="N",
+                   help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -374,8 +376,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
+    import inspect
 
-    figures = importlib.import_module(f"benchmarks.{args.suite}").run()
+    run = importlib.import_module(f"benchmarks.{args.suite}").run
+    # per-suite options: given only when set, and only to a suite whose run() takes them
+    options = {k: v for k, v in (("symbols", args.symbols),) if v is not None}
+    refused = [k for k in options if k not in inspect.signature(run).parameters]
+    if refused:
+        raise ConfigError(f"bench {args.suite} takes no --{refused[0]}")
+    figures = run(**options)
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0
 
