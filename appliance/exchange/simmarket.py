@@ -53,7 +53,7 @@ EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: the market's first day
 TREND_SHARE = 0.10  # drift std as a share of a minute's volatility
 TREND_MINUTES = 360.0  # the drift's memory
 BLOCK = 8  # generated symbols share a random stream per block of this many (divides 376)
-CACHE_ROW_DAYS = 2048  # days of one symbol kept computed (LRU by block): ~140 MB at most
+CACHE_ROW_DAYS = 1560  # symbol-days kept computed (LRU by block): ~108 MB, as 65 days of 24 had
 UNIVERSE: tuple[SimSymbol, ...] = HAND_WRITTEN  # the default universe (sim.pairs = 24)
 _N_BASE = len(HAND_WRITTEN)
 DEFAULT_PAIRS = _N_BASE
