@@ -362,10 +362,20 @@ class SimMarket:
         return [Candle(symbol, "1m", int(row[0]), *map(float, row[1:])) for row in arr]
 
     def last_price(self, symbol: str, t_ms: int) -> float | None:
-        """Close of the last minute that closed at or before ``t_ms`` (the last few minutes
-        are looked at first: a fill asks this, and two days of candles per fill was most of a
-        bar's time in ``bench trading``)."""
+        """Close of the last minute that closed at or before ``t_ms``. Fills and the paper
+        equity ask this per symbol, so the usual case reads the one minute from the computed
+        day; only when that minute is missing (not listed) are recent candles searched."""
         end = t_ms - t_ms % MINUTE_MS
+        minute = end - MINUTE_MS
+        idx = self._index.get(symbol)
+        if idx is None:
+            raise KeyError(f"unknown sim symbol {symbol!r}")
+        day, offset = divmod(minute - EPOCH_MS, DAY_MS)
+        if (minute >= EPOCH_MS and minute < self.delistings.get(symbol, end)
+                and self.listed(symbol, EPOCH_MS + day * DAY_MS)):
+            b = self._block_of(idx)
+            return float(self._day(day, [b])[0][idx - self._rows(b).start,
+                                                 offset // MINUTE_MS, 3])
         arr = self.candles(symbol, end - 10 * MINUTE_MS, end)
         if not len(arr):
             arr = self.candles(symbol, end - 2 * DAY_MS, end)

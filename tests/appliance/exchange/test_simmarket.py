@@ -114,3 +114,17 @@ def test_the_hand_written_symbols_are_the_market_they_always_were(pairs):
         (1773129600000, 6.983e-05), (1773158400000, 0.00011057), (1773187200000, 8.195e-05)]
     btc = next(x for x in m.tickers(t) if x.symbol == "BTCUSDT")
     assert (btc.last_price, btc.bid, btc.ask) == (78500.90000000001, 78496.9, 78504.9)
+
+
+def test_last_price_is_the_close_of_the_last_candle_across_listing_edges():
+    delisted = EPOCH_MS + 900 * DAY_MS + 37 * MINUTE_MS
+    m = SimMarket(7, {"ETHUSDT": delisted}, pairs=60)
+    times = [EPOCH_MS, EPOCH_MS + MINUTE_MS, EPOCH_MS + MINUTE_MS + 59_999, T0 + 30_000,
+             delisted, delisted + MINUTE_MS, delisted + 3 * DAY_MS,
+             EPOCH_MS + 825 * DAY_MS + 5, EPOCH_MS + 825 * DAY_MS + 61_000,  # SEI pauses
+             EPOCH_MS + 90 * DAY_MS + 60_001]  # SUI's first minute
+    for t in times:
+        for symbol in ("BTCUSDT", "ETHUSDT", "SEIUSDT", "SUIUSDT", *m.symbols()[24:]):
+            end = t - t % MINUTE_MS
+            rows = m.candles(symbol, end - 2 * DAY_MS, end)
+            assert m.last_price(symbol, t) == (rows[-1, 4] if len(rows) else None), (symbol, t)
