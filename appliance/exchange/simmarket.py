@@ -34,6 +34,7 @@ How a day is made (all vectorised with numpy, one day of all symbols at a time):
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from decimal import Decimal
 
@@ -89,7 +90,7 @@ _TOD = _tod_profile()
 
 
 class SimMarket:
-    """The synthetic market. Thread-safe for reads (caches are per instance, pure data)."""
+    """The synthetic market. Thread-safe (one lock around its cache of computed days)."""
 
     def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None,
                  trend_share: float = TREND_SHARE, pairs: int = _N_BASE) -> None:
@@ -114,6 +115,7 @@ class SimMarket:
         self._ticks = np.array([float(s.tick) for s in self._specs])
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # LRU
         self._cached_rows = 0
+        self._lock = threading.Lock()
         self._levels = np.zeros((0, len(self._specs)))  # opening log-price per day
         self._day_sigma = np.zeros((0, len(self._specs)))
         self._activity = np.zeros((0, len(self._specs)))
@@ -236,6 +238,10 @@ class SimMarket:
         per block asked for; the blocks not cached are computed together."""
         if day < 0:
             raise ValueError("the sim market starts on 2024-01-01")
+        with self._lock:
+            return self._cached_day(day, blocks)
+
+    def _cached_day(self, day: int, blocks: list[int]) -> list[np.ndarray]:
         missing = [b for b in blocks if (day, b) not in self._cache]
         if missing:
             out = self._compute(day, missing)
