@@ -95,8 +95,8 @@ def traded_symbols(n: int | None, start: int, end: int) -> tuple[SimMarket, list
     checks = [*range(start, end, DAY_MS), end - 1]
     listed = [s for s in market.symbols() if all(market.listed(s, t) for t in checks)]
     if not 1 <= n <= len(listed):
-        raise ConfigError(f"bench trading: --symbols must be in [1, {len(listed)}] (the symbols listed over "
-                         "the benchmark's days)")
+        raise ConfigError(f"bench trading: --symbols must be in [1, {len(listed)}] (the "
+                          "symbols listed over the benchmark's days)")
     turnover = {t.symbol: t.turnover_24h for t in market.tickers(start)}
     return market, sorted(listed, key=lambda s: -turnover.get(s, 0.0))[:n]
 

@@ -2,9 +2,10 @@
 
 Market data is computed, not fetched: a kline request for minutes that have not closed on the
 clock yet returns nothing, so no service can see the future. The paper venue charges the sim's
-costs: fills cross its half spread (:meth:`~appliance.exchange.simmarket.SimMarket.half_spread`, quoted
-by the tickers as bid/ask) and open positions pay its funding every 8 hours at the last price
-of the funding time (:mod:`appliance.exchange.paper`).
+costs: fills cross its half spread
+(:meth:`~appliance.exchange.simmarket.SimMarket.half_spread`, quoted by the tickers as bid/ask)
+and open positions pay its funding every 8 hours at the last price of the funding time
+(:mod:`appliance.exchange.paper`).
 """
 
 from __future__ import annotations

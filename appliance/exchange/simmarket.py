@@ -25,8 +25,8 @@ How a day is made (all vectorised with numpy, one day of all symbols at a time):
   symbols come from their own streams, per block of :data:`BLOCK` symbols, so a symbol's candles
   are the same in a universe of 24, 150 or 400.
 * Costs of trading it: a constant half spread per symbol (:meth:`SimMarket.half_spread`,
-  0.5 bp for BTC up to 10 bp for the thinnest), which the tickers quote as bid/ask around the last close and the
-  paper venue charges on every fill; and a funding rate every 8 hours (:meth:`SimMarket
+  0.5 bp for BTC up to 10 bp for the thinnest), which the tickers quote as bid/ask around the
+  last close and the paper venue charges on every fill; and a funding rate every 8 hours (:meth:`SimMarket
   .funding_rate`), mostly positive around 0.01%, some negative, a pure function of
   ``(seed, symbol, funding time)``.
 """
