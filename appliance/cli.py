@@ -197,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
                                      "chaos", "drift"))
+    p.add_argument("--symbols", type=int, default=None, metavar="N",
+                   help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -398,8 +400,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
+    import inspect
 
-    figures = importlib.import_module(f"benchmarks.{args.suite}").run()
+    run = importlib.import_module(f"benchmarks.{args.suite}").run
+    # per-suite options: given only when set, and only to a suite whose run() takes them
+    options = {k: v for k, v in (("symbols", args.symbols),) if v is not None}
+    refused = [k for k in options if k not in inspect.signature(run).parameters]
+    if refused:
+        raise ConfigError(f"bench {args.suite} takes no --{refused[0]}")
+    figures = run(**options)
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0
 
@@ -624,7 +633,7 @@ def cmd_fake_bybit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     run_fake_bybit(args.port, args.seed, faults, {args.api_key: args.api_secret},
-                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit))
+                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit), pairs=args.pairs)
     return 0
 
 

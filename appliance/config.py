@@ -49,6 +49,10 @@ class GeneralConfig:
 @dataclass(frozen=True)
 class SimConfig:
     seed: int = _f(7, lo=0, hi=2**31 - 1)
+    pairs: int = _f(24, lo=24, hi=400,
+                    doc="symbols in the sim universe: the 24 hand-written ones, then generated "
+                        "ones (a Bybit-like long tail, ~40% above the $10M bar, listings and "
+                        "delistings over time); `fake-bybit --pairs` serves the same universe")
     history_days: int = _f(120, lo=1, hi=3650, doc="days of history before the clock's start")
     slippage_bps: float = _f(2.0, lo=0.0, hi=500.0)
     taker_fee: float = _f(0.00055, lo=0.0, hi=0.01)

@@ -61,9 +61,9 @@ def ingest_rate(source: Lake, symbols: list[str], target: Path) -> float:
     return lake.rows / lake.write_s
 
 
-def _start_server(ip_limit: int) -> tuple[subprocess.Popen, str]:
+def _start_server(ip_limit: int, pairs: int = 24) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "fake-bybit", "--port", "0",
-                             "--ip-limit", str(ip_limit)],
+                             "--ip-limit", str(ip_limit), "--pairs", str(pairs)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("fake-bybit listening on "):
@@ -98,8 +98,9 @@ def run_one(pairs: int = 24, days: int = 90, concurrency: int = 4,
             ip_limit: int = IP_LIMIT) -> dict[str, Any]:
     """``ip_limit`` below 600 shows the pacing where the limit, not this machine's two cores
     (shared by the fake server and the client), is what binds."""
-    symbols = SimMarket.symbols()[:pairs]
-    proc, url = _start_server(ip_limit)
+    universe = max(24, pairs)
+    symbols = SimMarket(7, pairs=universe).symbols()[:pairs]
+    proc, url = _start_server(ip_limit, universe)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             lake = TimedLake(Path(tmp))

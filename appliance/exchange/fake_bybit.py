@@ -30,6 +30,8 @@ import trio
 
 from appliance.exchange.fake_bybit_app import (DEFAULT_API_KEYS, FakeBybitApp, FakeLimits,
                                                FakeRequest, FakeResponse, Faults)
+from appliance.exchange.simmarket import DEFAULT_PAIRS
+from appliance.exchange.simuniverse import MAX_PAIRS
 
 __all__ = ["FakeBybitApp", "FakeLimits", "Faults", "FakeBybitServer", "serve_fake_bybit",
            "run_fake_bybit", "main_fake_bybit", "add_fake_bybit_args", "faults_from_args"]
@@ -178,15 +180,17 @@ async def serve_fake_bybit(port: int, seed: int, *, host: str = "127.0.0.1",
                            faults: Faults = Faults(), api_keys: Mapping[str, str] | None = None,
                            clock: Callable[[], float] | None = None,
                            limits: FakeLimits = FakeLimits(), fault_seed: int | None = None,
+                           pairs: int = DEFAULT_PAIRS,
                            task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled; ``nursery.start`` gets the bound port (``port=0``: ephemeral)."""
     app = FakeBybitApp(seed, faults=faults, api_keys=api_keys, clock=clock, limits=limits,
-                       fault_seed=fault_seed)
+                       fault_seed=fault_seed, pairs=pairs)
     await FakeBybitServer(app).serve(port, host, task_status=task_status)
 
 
 def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str],
-                   host: str = "127.0.0.1", limits: FakeLimits = FakeLimits()) -> None:
+                   host: str = "127.0.0.1", limits: FakeLimits = FakeLimits(),
+                   pairs: int = DEFAULT_PAIRS) -> None:
     """Block running the fake server; print the listening line; stop on Ctrl-C / SIGTERM."""
 
     async def main() -> None:
@@ -194,7 +198,7 @@ def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(partial(serve_fake_bybit, port, seed, host=host,
                                                     faults=faults, api_keys=api_keys,
-                                                    limits=limits))
+                                                    limits=limits, pairs=pairs))
                 print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
@@ -208,6 +212,10 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=18080, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--seed", type=int, default=7, help="sim market and fault RNG seed")
+    parser.add_argument("--pairs", type=_pairs, default=DEFAULT_PAIRS,
+                        help=f"size of the sim universe, {DEFAULT_PAIRS}..{MAX_PAIRS} (the "
+                             "appliance's sim.pairs): the same seed and pairs serve the same "
+                             "market")
     parser.add_argument("--latency-ms", type=float, default=d.latency_ms)
     parser.add_argument("--error-ratio", type=float, default=d.error_ratio,
                         help="fraction of requests answered HTTP 503")
@@ -229,6 +237,13 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-secret", default=next(iter(DEFAULT_API_KEYS.values())))
 
 
+def _pairs(text: str) -> int:
+    value = int(text)
+    if not DEFAULT_PAIRS <= value <= MAX_PAIRS:
+        raise argparse.ArgumentTypeError(f"must be in [{DEFAULT_PAIRS}, {MAX_PAIRS}]")
+    return value
+
+
 def faults_from_args(ns: argparse.Namespace) -> Faults:
     return Faults(latency_ms=ns.latency_ms, error_ratio=ns.error_ratio,
                   rate_limit_storm=ns.rate_limit_storm, drop_ratio=ns.drop_ratio,
@@ -246,5 +261,5 @@ def main_fake_bybit(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     run_fake_bybit(ns.port, ns.seed, faults, {ns.api_key: ns.api_secret}, host=ns.host,
-                   limits=FakeLimits(ip_limit=ns.ip_limit))
+                   limits=FakeLimits(ip_limit=ns.ip_limit), pairs=ns.pairs)
     return 0

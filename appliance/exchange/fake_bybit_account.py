@@ -20,7 +20,7 @@ from appliance.exchange.base import ExchangeError
 from appliance.exchange.bybit_wire import sign
 from appliance.exchange.fake_bybit_market import ApiFault, dec, require_linear, require_symbol
 from appliance.exchange.paper import PaperBroker
-from appliance.exchange.simmarket import SimMarket, symbol_spec
+from appliance.exchange.simmarket import SimMarket
 
 MAX_ORDERS_KEPT = 10_000
 
@@ -95,15 +95,14 @@ class Account:
         self.broker = PaperBroker(
             lambda s: market.last_price(s, now_ms()), taker_fee=taker_fee,
             slippage_bps=slippage_bps, starting_balance=starting_balance,
-            tick_of=lambda s: Decimal(symbol_spec(s).tick),
-            step_of=lambda s: Decimal(symbol_spec(s).qty_step))
+            tick_of=market.tick, step_of=market.qty_step)
         self.orders: OrderedDict[str, _Order] = OrderedDict()
         self.by_link: dict[str, str] = {}
         self._ids = itertools.count(1)
 
     def create_order(self, body: Mapping[str, Any]) -> dict[str, Any]:
         require_linear(body)
-        symbol = require_symbol(body)
+        symbol = require_symbol(self.market, body)
         now = self._now_ms()
         if not self.market.listed(symbol, now):
             raise ApiFault(10001, f"params error: {symbol} is not trading")
@@ -141,7 +140,7 @@ class Account:
 
     def cancel_order(self, body: Mapping[str, Any]) -> dict[str, Any]:
         require_linear(body)
-        require_symbol(body)
+        require_symbol(self.market, body)
         order_id = str(body.get("orderId") or self.by_link.get(str(body.get("orderLinkId")), ""))
         if not order_id:
             raise ApiFault(10001, "params error: orderId or orderLinkId is required")
@@ -164,7 +163,7 @@ class Account:
         require_linear(params)
         symbol = params.get("symbol")
         if symbol:
-            symbols = [require_symbol(params)]
+            symbols = [require_symbol(self.market, params)]
         elif params.get("settleCoin") == "USDT":
             symbols = sorted(s for s, p in self.broker.positions.items() if p.qty)
         else:

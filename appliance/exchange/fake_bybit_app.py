@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from appliance.exchange import fake_bybit_market as mkt
 from appliance.exchange.fake_bybit_account import Account, check_auth
 from appliance.exchange.fake_bybit_market import ApiFault
-from appliance.exchange.simmarket import SimMarket
+from appliance.exchange.simmarket import DEFAULT_PAIRS, SimMarket
 
 DEFAULT_API_KEYS: Mapping[str, str] = {"fake-key": "fake-secret"}
 
@@ -190,8 +190,11 @@ class FakeBybitApp:
                  api_keys: Mapping[str, str] | None = None,
                  clock: Callable[[], float] | None = None, limits: FakeLimits = FakeLimits(),
                  fault_seed: int | None = None, starting_balance: float = 100_000.0,
-                 taker_fee: float = 0.00055, slippage_bps: float = 2.0) -> None:
-        self.market = SimMarket(seed)
+                 taker_fee: float = 0.00055, slippage_bps: float = 2.0,
+                 pairs: int = DEFAULT_PAIRS) -> None:
+        """``pairs``: the sim universe's size (``sim.pairs``); the same seed and pairs serve
+        the same instruments and candles as the appliance's ``sim`` exchange."""
+        self.market = SimMarket(seed, pairs=pairs)
         self.faults = faults
         self.api_keys = dict(DEFAULT_API_KEYS if api_keys is None else api_keys)
         self.clock = clock or time.time

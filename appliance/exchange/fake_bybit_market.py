@@ -15,8 +15,7 @@ import numpy as np
 
 from appliance.bars import aggregate_buckets
 from appliance.exchange.bybit_wire import WIRE_MINUTES
-from appliance.exchange.simmarket import (DAY_MS, MINUTE_MS, UNIVERSE, SimMarket,
-                                          symbol_spec)
+from appliance.exchange.simmarket import DAY_MS, MINUTE_MS, SimMarket
 from models.funding import FUNDING_PERIOD_MS
 
 
@@ -62,10 +61,10 @@ def require_linear(params: Mapping[str, str], *, required: bool = True) -> None:
                               "(the fake serves linear only)")
 
 
-def require_symbol(params: Mapping[str, str]) -> str:
+def require_symbol(market: SimMarket, params: Mapping[str, str]) -> str:
     symbol = params.get("symbol", "")
     try:
-        symbol_spec(symbol)
+        market.spec(symbol)
     except KeyError:
         raise ApiFault(10001, "params error: symbol invalid") from None
     return symbol
@@ -98,7 +97,7 @@ def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[st
     are absent, so such a window can hold fewer rows.
     """
     require_linear(params, required=False)
-    symbol = require_symbol(params)
+    symbol = require_symbol(market, params)
     interval = params.get("interval", "")
     if interval not in WIRE_MINUTES:
         raise ApiFault(10001, "params error: intervalTime is invalid")
@@ -130,8 +129,7 @@ def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[st
 
 def _instrument_item(market: SimMarket, symbol: str, status: str, launch: int,
                      delivery: int = 0) -> dict[str, Any]:
-    spec = symbol_spec(symbol)
-    tick, step = Decimal(spec.tick), Decimal(spec.qty_step)
+    tick, step = market.tick(symbol), market.qty_step(symbol)
     return {
         "symbol": symbol, "contractType": "LinearPerpetual", "status": status,
         "baseCoin": symbol[:-4], "quoteCoin": "USDT", "settleCoin": "USDT",
@@ -203,9 +201,11 @@ def tickers(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[s
     require_linear(params)
     wanted = params.get("symbol")
     if wanted:
-        symbols = [require_symbol(params)]
+        symbols = [require_symbol(market, params)]
     else:
-        symbols = [s.symbol for s in UNIVERSE]
+        symbols = market.symbols()
+        end = now_ms - now_ms % MINUTE_MS
+        market.precompute(end - DAY_MS, end)
     items = [ticker_item(market, s, now_ms) for s in symbols if market.listed(s, now_ms)]
     return {"category": "linear", "list": [i for i in items if i is not None]}
 
@@ -219,7 +219,7 @@ def funding_history(market: SimMarket, params: Mapping[str, str], now_ms: int
     Bybit, ``startTime`` without ``endTime`` is an error; without either, the newest up to
     now."""
     require_linear(params)
-    symbol = require_symbol(params)
+    symbol = require_symbol(market, params)
     limit = int_param(params, "limit", 200, 1, 200)
     start = int_param(params, "startTime", None, 0, 2**62)
     end = int_param(params, "endTime", None, 0, 2**62)

@@ -2,9 +2,10 @@
 
 Market data is computed, not fetched: a kline request for minutes that have not closed on the
 clock yet returns nothing, so no service can see the future. The paper venue charges the sim's
-costs: fills cross its half spread (:func:`~appliance.exchange.simmarket.half_spread`, quoted
-by the tickers as bid/ask) and open positions pay its funding every 8 hours at the last price
-of the funding time (:mod:`appliance.exchange.paper`).
+costs: fills cross its half spread
+(:meth:`~appliance.exchange.simmarket.SimMarket.half_spread`, quoted by the tickers as bid/ask)
+and open positions pay its funding every 8 hours at the last price of the funding time
+(:mod:`appliance.exchange.paper`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import calendar
 import json
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import trio
@@ -22,8 +22,8 @@ from appliance.config import SimConfig
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
 from appliance.exchange.base import PAPER, VOLUME_BAR, ExchangeError
 from appliance.exchange.paper import PaperBroker
+from appliance.exchange.simmarket import MINUTE_MS, SimMarket
 from appliance.exchange.simshock import parse_shock
-from appliance.exchange.simmarket import MINUTE_MS, SimMarket, half_spread, symbol_spec
 from data.lake import write_bytes_atomic
 
 
@@ -71,15 +71,14 @@ class SimExchange:
         self.clock = clock
         self.inline = inline
         self.market = market or SimMarket(cfg.seed, parse_delistings(cfg.delist),
-                                          cfg.trend_share, parse_shock(cfg.shock_at,
-                                                                       cfg.shock_symbols,
-                                                                       cfg.shock_vol))
+                                          cfg.trend_share, cfg.pairs,
+                                          parse_shock(cfg.shock_at, cfg.shock_symbols,
+                                                      cfg.shock_vol))
         self.broker = PaperBroker(
             self._last_price, taker_fee=cfg.taker_fee, slippage_bps=cfg.slippage_bps,
             starting_balance=cfg.starting_balance,
-            tick_of=lambda s: Decimal(symbol_spec(s).tick),
-            step_of=lambda s: Decimal(symbol_spec(s).qty_step),
-            price_at=self.market.last_price, half_spread_of=half_spread,
+            tick_of=self.market.tick, step_of=self.market.qty_step,
+            price_at=self.market.last_price, half_spread_of=self.market.half_spread,
             funding_of=self.market.funding_rates)
         self.account_file = account_file
         if account_file is not None and account_file.exists():

@@ -151,6 +151,15 @@ def test_status_on_a_damaged_bus_says_so_in_one_line(state: Path) -> None:
     assert "bus" in line and "damaged" in line
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["backtest", "--symbols", "5"], "bench backtest takes no --symbols"),
+    (["trading", "--symbols", "999"], "--symbols must be in [1, "),
+])
+def test_a_bench_flag_a_suite_cannot_take_is_refused(args: list[str], needle: str) -> None:
+    out = methtrader("bench", *args, check=False)
+    assert needle in one_error_line(out, 2) and out.stdout == ""
+
+
 # -- the exchange is down -----------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [["discover"], ["backfill", "BTCUSDT", "--days", "1"]])

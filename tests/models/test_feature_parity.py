@@ -132,7 +132,7 @@ def test_symbols_pushed_in_subsets_that_skip_bars():
 
 def test_a_capacity_of_many_symbols_keeps_each_series_apart():
     market, end = SimMarket(7), EPOCH_MS + 30 * DAY_MS
-    symbols = [s for s in SimMarket.symbols()
+    symbols = [s for s in market.symbols()
                if market.listed(s, end - 300 * 60_000) and market.listed(s, end)][:20]
     data = sim_history(symbols, bars=300)
     assert len(symbols) == 20 and all(len(b) == 300 for b in data.values())

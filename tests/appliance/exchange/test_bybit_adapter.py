@@ -341,7 +341,7 @@ async def test_the_accounts_fee_rate_per_symbol_comes_from_the_venue_when_keys_e
         assert app.stats.by_path.get("/v5/account/fee-rate", 0) == 0
         async with BybitExchange(live(url)) as ex:
             fees = await ex.fee_rates()
-    assert fees["BTCUSDT"] == 0.0004 and set(fees) == set(SimMarket.symbols())
+    assert fees["BTCUSDT"] == 0.0004 and set(fees) == set(SimMarket(7).symbols())
     costs = CostModel(taker_fee=0.00055).with_fees(fees)
     assert costs.fee("BTCUSDT") == 0.0004 and costs.fee("NOTLISTED") == 0.00055
     assert costs.with_spreads({"BTCUSDT": 1e-4}).fee("BTCUSDT") == 0.0004  # kept

@@ -20,8 +20,7 @@ from appliance.exchange.paper import PaperBroker
 from appliance.exchange.replay import ReplayExchange
 from appliance.exchange.sim import SimExchange
 from appliance.account_identity import venue_as_of
-from appliance.exchange.simmarket import (DAY_MS, EPOCH_MS, MINUTE_MS, UNIVERSE, SimMarket,
-                                          half_spread, symbol_spec)
+from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, MINUTE_MS, UNIVERSE, SimMarket
 from models.costs import quoted_half_spread, roll_half_spread
 from models.funding import FUNDING_PERIOD_MS, funding_due, funding_times
 from tests.conftest import REAL_DATA as REAL
@@ -55,16 +54,16 @@ def on_tick(x: float, tick: float) -> bool:
 
 
 def test_sim_spreads_grow_as_liquidity_thins_and_tickers_quote_them():
-    halves = {s.symbol: half_spread(s.symbol) for s in UNIVERSE}
+    market = SimMarket(7)
+    halves = {s.symbol: market.half_spread(s.symbol) for s in UNIVERSE}
     assert halves["BTCUSDT"] == 0.5e-4 and max(halves.values()) == halves["TIAUSDT"] == 10e-4
     by_turnover = sorted(UNIVERSE, key=lambda s: -s.turnover_usd)
     assert [halves[s.symbol] for s in by_turnover] == sorted(halves.values())
     t = DAY400 + 7 * HOUR + 13 * MINUTE_MS
-    market = SimMarket(7)
     tickers = market.tickers(t)
     assert len(tickers) >= 20
     for x in tickers:
-        tick, h = float(symbol_spec(x.symbol).tick), halves[x.symbol]
+        tick, h = float(market.tick(x.symbol)), halves[x.symbol]
         assert x.last_price == market.last_price(x.symbol, t)
         assert x.bid < x.last_price < x.ask and on_tick(x.bid, tick) and on_tick(x.ask, tick)
         # the quote is the model's spread, widened outward to the tick and no further
@@ -118,9 +117,9 @@ async def test_sim_fills_pay_the_symbols_half_spread(tmp_path):
     assert isinstance(ex, Exchange)
     for symbol in ("BTCUSDT", "XLMUSDT"):
         last = D(str(ex.market.last_price(symbol, t)))
-        tick = D(symbol_spec(symbol).tick)
-        fill = await ex.place_order(OrderIntent(symbol, Side.BUY, D(symbol_spec(symbol).qty_step)))
-        want = last * (1 + D("0.0002") + D(str(half_spread(symbol))))
+        tick = ex.market.tick(symbol)
+        fill = await ex.place_order(OrderIntent(symbol, Side.BUY, ex.market.qty_step(symbol)))
+        want = last * (1 + D("0.0002") + D(str(ex.market.half_spread(symbol))))
         assert fill.price == (want / tick).quantize(D(1)) * tick
 
 

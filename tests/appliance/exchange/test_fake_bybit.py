@@ -17,10 +17,11 @@ import trio
 from pybit.exceptions import InvalidRequestError
 from pybit.unified_trading import HTTP
 
+from appliance.exchange.bybit import BybitExchange, BybitSettings
 from appliance.exchange.bybit_wire import sign
 from appliance.exchange.fake_bybit import FakeBybitApp, FakeLimits, Faults
 from appliance.exchange.fake_bybit_app import FakeRequest
-from appliance.exchange.simmarket import SimMarket
+from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, SimMarket
 
 from tests.appliance.exchange.bybit_fixtures import KEY, SECRET, T0, fake_bybit, frozen
 
@@ -129,6 +130,25 @@ async def test_instruments_cursor_pagination_and_tickers():
     assert float(tick[0]["lastPrice"]) == market.last_price("SOLUSDT", now)
     assert {t["symbol"] for t in every} == {s for s in market.symbols() if market.listed(s, now)}
     assert bad_cursor["retCode"] == 10001
+
+
+@pytest.mark.trio
+async def test_a_200_pair_universe_is_served_as_the_sim_market_has_it():
+    """``--pairs 200``: the real adapter, over TCP, sees the instruments and tickers that the
+    sim market of the same seed and size has at that moment."""
+    now = EPOCH_MS + 1040 * DAY_MS + 7 * MIN
+    market = SimMarket(7, pairs=200)
+    async with fake_bybit(clock=frozen(now), pairs=200) as (_, url), \
+            BybitExchange(BybitSettings(base_url=url)) as ex:
+        instruments, tickers = await ex.instruments(), await ex.tickers()
+
+    def spec(i):
+        return i.symbol, i.tick_size, i.qty_step, i.launch_time, i.delivery_time
+
+    want = [spec(i) for i in market.instruments(now) if i.status == "Trading"]
+    assert sorted(map(spec, instruments)) == sorted(want) and len(want) > 150
+    assert {(t.symbol, t.last_price, t.bid, t.ask, t.turnover_24h) for t in tickers} == {
+        (t.symbol, t.last_price, t.bid, t.ask, t.turnover_24h) for t in market.tickers(now)}
 
 
 @pytest.mark.trio

@@ -43,3 +43,15 @@ def test_the_break_comes_from_the_config(tmp_path):
         build_config(env={}, overrides={"sim": {"shock_at": "June 10"}})
     with pytest.raises(ConfigError, match="shock_vol"):
         build_config(env={}, overrides={"sim": {"shock_vol": 0.0}})
+
+
+def test_fills_and_marks_see_the_break_too():
+    # last_price (what the paper venue fills and marks at) reads the computed day directly for
+    # speed; after the break it must read the shocked candles the feed stores
+    shock = parse_shock("2024-06-10 12:00", "BTCUSDT", 3.0)
+    broken = SimMarket(7, shock=shock)
+    for t in (shock.at_ms + 7 * 60_000, shock.at_ms + DAY_MS // 2):
+        close = broken.candles("BTCUSDT", t - 60_000, t)[-1, 4]
+        assert broken.last_price("BTCUSDT", t) == close
+    assert SimMarket(7).last_price("BTCUSDT", shock.at_ms + DAY_MS // 2) != \
+        broken.last_price("BTCUSDT", shock.at_ms + DAY_MS // 2)

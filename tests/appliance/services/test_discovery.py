@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import pytest
 import trio
 
 from appliance.exchange.sim import SimExchange
-from appliance.exchange.simmarket import DAY_MS, EPOCH_MS
+from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, UNIVERSE
 from appliance.services import discovery
 
 # SEIUSDT trades 45 days, pauses 15 (a 60-day cycle): day 825 after the epoch it is delisted.
@@ -93,3 +95,22 @@ async def test_an_exchange_outage_degrades_discovery_instead_of_crashing_it(make
     with trio.move_on_after(20):
         await discovery.run(ctx)
     assert ctx.degraded == {} and "BTCUSDT" in ctx.bus.tradable_pairs()
+
+
+@pytest.mark.trio
+async def test_discovery_picks_the_tradable_ones_of_a_200_pair_universe(make_ctx, autojump_clock):
+    """``sim.pairs = 200``: the real pairlist keeps exactly the Trading symbols above $10M of
+    24h turnover (dozens, generated ones among them) and drops the long tail."""
+    ctx = make_ctx(speed=600, start=(EPOCH_MS + 1040 * DAY_MS) / 1000)
+    ctx.exchange = SimExchange(ctx.clock, replace(ctx.cfg.sim, pairs=200), inline=True)
+    with trio.move_on_after(60 / 600):  # one market minute: the first pass
+        await discovery.run(ctx)
+    market, now = ctx.exchange.market, int(ctx.clock.now() * 1000)
+    trading = {i.symbol for i in market.instruments(now) if i.status == "Trading"}
+    above = {t.symbol for t in market.tickers(now) if t.turnover_24h > 10e6}
+    tradable = set(ctx.bus.tradable_pairs())
+    assert tradable == trading & above
+    assert len(tradable) >= 60 and len(tradable - {s.symbol for s in UNIVERSE}) >= 40
+    pairs = dict(ctx.store.store.sql("SELECT symbol, tradable FROM pairs"))
+    assert set(pairs) == {i.symbol for i in market.instruments(now)}  # Closed ones too
+    assert {s for s, ok in pairs.items() if ok} == tradable
