@@ -37,6 +37,17 @@ def test_process_kill_loses_and_duplicates_nothing(harness, seed):
     assert result.details["missing"] == {} and result.details["duplicated"] == {}
 
 
+def test_a_kill_with_open_positions_reconciles_and_keeps_the_account_identity(harness):
+    result = EXPERIMENTS["process-kill-positions"](harness, 0, kill_within_s=3.0)
+    assert_held(result)
+    d = result.details
+    assert d["held_at_kill"]  # the venue held positions when run was killed
+    assert d["books"] == d["venue"] and d["reconciliation"] == []
+    assert d["venue_orders"] > 0 and d["unbooked"] == []
+    assert d["account_rows_after"] > 0 and d["identity_breaks"] == []
+    assert d["missing"] == {} and d["duplicated"] == {}
+
+
 def test_a_crash_in_each_service_is_restarted_and_data_flows_again(harness):
     result = EXPERIMENTS["service-crash"](harness, 0)
     assert_held(result)
