@@ -109,8 +109,14 @@ def test_chaos_cli_refuses_an_unknown_experiment():
     out = methtrader("chaos", "run", "no-such-thing", check=False)
     assert out.returncode == 2 and "unknown experiment" in out.stderr
     listed = methtrader("chaos", "list").stdout
-    for name in ("process-kill", "exchange-drop", "exchange-stall", "disk-full"):
+    for name in ("process-kill", "process-kill-positions", "exchange-drop", "exchange-stall",
+                 "disk-full", "rate-limit-storm"):
         assert name in listed
+    lines = listed.splitlines()
+    # one column for the hypotheses and what they inject, however long a name is
+    starts = {len(line) - len(line.split(" ", 1)[1].lstrip()) for line in lines[0::2]}
+    starts |= {len(line) - len(line.lstrip()) for line in lines[1::2]}
+    assert len(starts) == 1
 
 
 def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):
