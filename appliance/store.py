@@ -471,8 +471,10 @@ class Store:
             return []
         if self._faults[1] and write:
             self._fault_write()
+        # a commit writes the transaction's WAL: a full disk refuses it as it refuses a write
+        commits = head.startswith("COMMIT") and bool(self._tx_writes)
         try:
-            if write or head.startswith("CHECKPOINT"):
+            if write or commits or head.startswith("CHECKPOINT"):
                 self.disk.check("duckdb")
             rows = run_sql(self.con, sql, params)
         except Exception as exc:

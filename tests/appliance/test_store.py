@@ -1,4 +1,5 @@
 import contextlib
+import errno
 import os
 import resource
 import signal
@@ -189,3 +190,24 @@ def test_a_real_enospc_is_a_full_disk_and_the_store_recovers_when_space_returns(
         if store is not None:
             store.close()
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_commit_while_the_disk_is_full_is_refused_and_the_episode_goes_on(tmp_path):
+    """A transaction whose writes went through before the disk filled up cannot commit (its
+    WAL write is refused): the episode goes on, nothing is stored, and the same write goes
+    through once space is back. Before, the commit went through and ended the episode in the
+    middle of it, and the next refused write began a second one (two disk-full incidents)."""
+    store = Store(tmp_path / "m.duckdb")
+    store.sql("BEGIN")
+    store.sql("INSERT INTO incidents (ts, service, kind, message) VALUES (1, 'feed', 'x', 'y')")
+    store.disk.inject(30)
+    with pytest.raises(OSError) as refused:
+        store.sql("COMMIT")
+    assert refused.value.errno == errno.ENOSPC
+    store.sql("ROLLBACK")
+    assert store.disk.full and store.disk.episodes == 1
+    store.disk.lift()
+    assert store.incidents() == []
+    store.record_incident("feed", "x", "y")
+    assert len(store.incidents()) == 1 and not store.disk.full and store.disk.episodes == 1
+    store.close()
