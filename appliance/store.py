@@ -466,9 +466,10 @@ class Store:
         of space begins a disk-full episode, a committed write ends it."""
         head = sql.lstrip()[:10].upper()
         write = head[:6] in WRITES
-        if self._tx_lost and head.startswith("ROLLBACK"):
+        if self._tx_lost and head.startswith(("ROLLBACK", "BEGIN")):
             self._tx_lost = False  # nothing left to roll back: it went with the old database
-            return []
+            if head.startswith("ROLLBACK"):
+                return []
         if self._faults[1] and write:
             self._fault_write()
         # a commit writes the transaction's WAL: a full disk refuses it as it refuses a write

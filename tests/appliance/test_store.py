@@ -211,3 +211,20 @@ def test_a_commit_while_the_disk_is_full_is_refused_and_the_episode_goes_on(tmp_
     store.record_incident("feed", "x", "y")
     assert len(store.incidents()) == 1 and not store.disk.full and store.disk.episodes == 1
     store.close()
+
+
+def test_a_transaction_begun_after_an_invalidated_one_rolls_back_for_real(tmp_path):
+    """The transaction the fatal error took needs no rollback; one begun afterwards does."""
+    path = tmp_path / "m.duckdb"
+    store = Store(path)
+    store.sql("CHECKPOINT")
+    store.sql("PRAGMA checkpoint_threshold = '1KB'")
+    store.sql("BEGIN")
+    store.upsert_candles("BTCUSDT", "1m", candles(1_700_000_000_000, 300))
+    with file_size_limit(path.stat().st_size), pytest.raises(duckdb.Error):
+        store.sql("COMMIT")
+    store.sql("BEGIN")  # no ROLLBACK of the lost one first
+    store.upsert_candles("ETHUSDT", "1m", candles(1_700_000_000_000, 10))
+    store.sql("ROLLBACK")
+    assert store.candle_count() == 0
+    store.close()
