@@ -444,11 +444,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from chaos.experiments import EXPERIMENTS
 
+    w = max(len(name) for name in EXPERIMENTS)  # the name column
     if args.chaos_command == "list":
         rows = [{"experiment": e.name, "hypothesis": e.hypothesis, "injection": e.injection,
                  "target_mttr_s": e.target_mttr_s} for e in EXPERIMENTS.values()]
-        _emit(args, rows, "\n".join(f"{r['experiment']:<18} {r['hypothesis']}\n"
-                                     f"{'':<18} injects: {r['injection']}; MTTR target "
+        _emit(args, rows, "\n".join(f"{r['experiment']:<{w}} {r['hypothesis']}\n"
+                                     f"{'':<{w}} injects: {r['injection']}; MTTR target "
                                      f"< {r['target_mttr_s']:g}s" for r in rows))
         return 0
     from appliance.safety import is_state_dir
@@ -464,12 +465,12 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     where = record(target, results) if is_state_dir(target) else None
     data = [{"experiment": r.experiment, "held": r.held, "mttr_s": r.mttr_s, "lost": r.lost}
             for r in results]
-    lines = [f"{'experiment':<18} {'seed':>4}  {'held':<5} {'MTTR':>8}  lost"]
+    lines = [f"{'experiment':<{w}} {'seed':>4}  {'held':<5} {'MTTR':>8}  lost"]
     for r in results:
         mttr = "—" if r.mttr_s is None else f"{r.mttr_s:.2f}s"
-        lines.append(f"{r.experiment:<18} {r.details.get('seed', ''):>4}  "
+        lines.append(f"{r.experiment:<{w}} {r.details.get('seed', ''):>4}  "
                      f"{'yes' if r.held else 'NO':<5} {mttr:>8}  {r.lost}")
-        lines += [f"{'':<18} failed: {f}" for f in r.failures]
+        lines += [f"{'':<{w}} failed: {f}" for f in r.failures]
     if where:
         lines.append(f"results {where}")
     _emit(args, data, "\n".join(lines))

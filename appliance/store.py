@@ -5,6 +5,11 @@ does). Everything here is synchronous; services call it through :class:`StoreRun
 keeps one thread at a time on the connection (several threads on one connection have crashed
 for others).
 
+A fatal error inside DuckDB (a checkpoint that a full disk refused) invalidates the whole
+database: every later statement on the connection fails, even once space is back. The store
+then opens the file again (what was committed is in it and its WAL) before its next statement,
+and keeps trying at each statement while that fails too.
+
 Migrations are append-only: each entry of ``MIGRATIONS`` moves the schema from version ``i`` to
 ``i + 1`` inside one transaction, and ``schema_version`` records where a file stands. Never edit
 a released migration; add the next one.
@@ -12,6 +17,7 @@ a released migration; add the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import trio
 
+from appliance.logs import service_logger
 from data.disk import DiskState, is_disk_full
 
 T = TypeVar("T")
@@ -244,7 +251,6 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = SCHEMA_VERSION) -> int:
 def backup_before_migration(con: duckdb.DuckDBPyConnection, path: Path, version: int) -> Path:
     """Copy the file as it stands to ``<state>/backups/methtrader-v<version>-<stamp>.duckdb``
     (the state dir is the file's folder) before a migration touches it."""
-    from appliance.logs import service_logger
     from appliance.paths import StatePaths
 
     run_sql(con, "CHECKPOINT")  # the file alone then holds everything committed
@@ -278,7 +284,10 @@ class Store:
         #: writes of the transaction in progress (None outside BEGIN ... COMMIT/ROLLBACK): they
         #: are durable, and prove the disk takes writes, only once committed
         self._tx_writes: int | None = None
-        self.con = connect(self.path, read_only=read_only)
+        self._invalidated: str | None = None  # DuckDB's fatal error, until the file is reopened
+        self._tx_lost = False  # a transaction in progress went with the invalidated database
+        self.reopened = 0
+        self._con = connect(self.path, read_only=read_only)
         if not read_only:
             if 0 < (version := schema_version(self.con)) < SCHEMA_VERSION:
                 backup_before_migration(self.con, self.path, version)
@@ -288,8 +297,16 @@ class Store:
             raise StoreError(f"{self.path} is at schema version {version}, this methtrader "
                              f"expects {SCHEMA_VERSION}; start `methtrader run` once to migrate")
 
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection; opened again first when a fatal error invalidated the database
+        (raising, and staying invalidated, while that fails too)."""
+        if self._invalidated is not None:
+            self._reopen()
+        return self._con
+
     def close(self) -> None:
-        self.con.close()
+        self._con.close()
 
     # -- candles -----------------------------------------------------------------------------
 
@@ -487,15 +504,22 @@ class Store:
         of space begins a disk-full episode, a committed write ends it."""
         head = sql.lstrip()[:10].upper()
         write = head[:6] in WRITES
+        if self._tx_lost and head.startswith(("ROLLBACK", "BEGIN")):
+            self._tx_lost = False  # nothing left to roll back: it went with the old database
+            if head.startswith("ROLLBACK"):
+                return []
         if self._faults[1] and write:
             self._fault_write()
+        # a commit writes the transaction's WAL: a full disk refuses it as it refuses a write
+        commits = head.startswith("COMMIT") and bool(self._tx_writes)
         try:
-            if write or head.startswith("CHECKPOINT"):
+            if write or commits or head.startswith("CHECKPOINT"):
                 self.disk.check("duckdb")
             rows = run_sql(self.con, sql, params)
         except Exception as exc:
             if is_disk_full(exc):
                 self.disk.failed("duckdb", exc)
+            self._note_invalidated(exc)
             raise
         durable = head.startswith("CHECKPOINT") or (write and self._tx_writes is None)
         if head.startswith("BEGIN"):
@@ -525,9 +549,34 @@ class Store:
                                  "more to come")
 
     def _dicts(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, params or [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        try:
+            cur = self.con.execute(sql, params or [])
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+        except Exception as exc:
+            self._note_invalidated(exc)
+            raise
+
+    def _note_invalidated(self, exc: BaseException) -> None:
+        """After a fatal DuckDB error the database is unusable until it is opened again."""
+        if self._invalidated is None and (isinstance(exc, duckdb.FatalException)
+                                          or "database has been invalidated" in str(exc)):
+            self._invalidated = str(exc).splitlines()[0]
+            self._tx_lost = self._tx_writes is not None
+            self._tx_writes = None
+            service_logger("store").error("the database was invalidated by a fatal error; "
+                                          "it is reopened before the next statement",
+                                          error=self._invalidated)
+
+    def _reopen(self) -> None:
+        """Open the file again (raises, and stays invalidated, while that fails too)."""
+        with contextlib.suppress(Exception):
+            self._con.close()
+        self._con = connect(self.path, read_only=self.read_only)
+        self.reopened += 1
+        service_logger("store").warning("database reopened after a fatal error",
+                                        error=self._invalidated)
+        self._invalidated = None
 
 
 class StoreRunner:

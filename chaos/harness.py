@@ -192,11 +192,15 @@ class FakeBybit:
         r.raise_for_status()
         return r.json()
 
-    def faulted(self) -> int:
-        """Requests the server answered with an injected fault so far."""
+    def stats(self) -> dict[str, Any]:
+        """The server's request counts: ``requests``, ``by_path``, ``ret_codes``, ``faults``."""
         r = httpx.get(f"{self.url}/admin/stats", timeout=5)
         r.raise_for_status()
-        return sum((r.json().get("faults") or {}).values())
+        return r.json()
+
+    def faulted(self) -> int:
+        """Requests the server answered with an injected fault so far."""
+        return sum((self.stats().get("faults") or {}).values())
 
     def clear(self) -> None:
         self.faults(error_ratio=0.0, drop_ratio=0.0, rate_limit_storm=False, latency_ms=0.0,

@@ -6,16 +6,42 @@ Implementations: :mod:`appliance.exchange.sim` (the default, no network), ``repl
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
-from typing import Protocol, runtime_checkable
 
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
 
 
 class ExchangeError(RuntimeError):
     """The exchange refused or failed a request; the message says which and why."""
+
+
+class RateLimited(ExchangeError):
+    """The venue refused a request for its rate limit (Bybit: retCode 10006, HTTP 403/429)."""
+
+
+_YIELDING: contextvars.ContextVar[bool] = contextvars.ContextVar("yielding", default=False)
+
+
+@contextlib.contextmanager
+def yielding_to_rate_limits() -> Iterator[None]:
+    """Calls made in this block (by this task) give up at the venue's first rate-limit refusal
+    instead of retrying it: the caller is the least important user of the budget (discovery),
+    backs off by itself and leaves the retries to the data and order paths."""
+    token = _YIELDING.set(True)
+    try:
+        yield
+    finally:
+        _YIELDING.reset(token)
+
+
+def yields_to_rate_limits() -> bool:
+    """Whether the running task is inside :func:`yielding_to_rate_limits`."""
+    return _YIELDING.get()
 
 
 PAPER = "paper"  # orders fill on the local paper engine, not at a venue

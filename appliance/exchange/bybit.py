@@ -25,7 +25,9 @@ A venue that is down fails a call within a bound, never hangs it: 5xx answers an
 connections are retried ``max_retries`` times with jittered backoff, and a request that gets no
 answer within ``timeout_s`` (a stalled venue) is tried at most ``max_timeouts`` times; then the
 call raises :class:`ExchangeError`, which the services take as an outage
-(:mod:`appliance.outage`: degraded, retried, not crashed).
+(:mod:`appliance.outage`: degraded, retried, not crashed). A rate-limit refusal (retCode
+10006, HTTP 403/429) is a :class:`~appliance.exchange.base.RateLimited`; inside
+:func:`~appliance.exchange.base.yielding_to_rate_limits` (discovery) it is not retried at all.
 
 Paper mode charges what the venue would: fills cross the half spread of the last quoted
 bid/ask (0 before a ticker with a book was seen), and open positions pay funding at each
@@ -49,8 +51,10 @@ import trio
 
 from appliance.domain import (Balance, Candle, Fill, Instrument, OrderIntent, Position, Side,
                               Ticker)
-from appliance.exchange.base import PAPER, REAL_TIME, VOLUME_BAR, ExchangeError
+from appliance.exchange.base import (PAPER, REAL_TIME, VOLUME_BAR, ExchangeError, RateLimited,
+                                     yields_to_rate_limits)
 from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, BybitApiError,
+                                           BybitRateLimited,
                                            Envelope, MalformedResponse, OrderState,
                                            ValidationError, json_body, parse_envelope,
                                            parse_fee_rates, parse_funding_history,
@@ -256,9 +260,11 @@ class BybitExchange:
             if status in (403, 429):
                 pause = self.limiter.pause_all(self._reset_delay(
                     resp, DEFAULT_IP_PAUSE_S if status == 403 else DEFAULT_429_PAUSE_S))
-                last = ExchangeError(f"{path}: HTTP {status} (IP rate limit or banned region); "
-                                     f"paused all requests for {pause:.2f}s")
+                last = RateLimited(f"{path}: HTTP {status} (IP rate limit or banned region); "
+                                   f"paused all requests for {pause:.2f}s")
                 log.warning("%s", last)
+                if yields_to_rate_limits():
+                    raise last
                 continue
             if status >= 500:
                 last = ExchangeError(f"{path}: HTTP {status}")
@@ -277,11 +283,14 @@ class BybitExchange:
                 continue
             if env.ret_code == 0:
                 return env
-            last = BybitApiError(path, env.ret_code, self._redact(env.ret_msg))
+            last = (BybitRateLimited if env.ret_code == 10006 else BybitApiError)(
+                path, env.ret_code, self._redact(env.ret_msg))
             if env.ret_code == 10006:
                 delay = self.limiter.backoff(path, self._reset_delay(resp,
                                                                      DEFAULT_10006_BACKOFF_S))
                 log.warning("bybit %s: 10006 too many visits; endpoint waits %.3fs", path, delay)
+                if yields_to_rate_limits():
+                    raise last
             elif env.ret_code == 10002 and signed:
                 await self._sync_time()
             elif env.ret_code in RETRYABLE_RET_CODES:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import numpy as np
 
 from appliance.domain import Instrument, Position, Ticker
-from appliance.exchange.base import ExchangeError
+from appliance.exchange.base import ExchangeError, RateLimited
 
 MINUTE_MS = 60_000
 
@@ -59,6 +59,10 @@ class BybitApiError(ExchangeError):
         self.path = path
         self.ret_code = ret_code
         self.ret_msg = ret_msg
+
+
+class BybitRateLimited(BybitApiError, RateLimited):
+    """retCode 10006: too many visits to one endpoint."""
 
 
 # -- signing -----------------------------------------------------------------------------------

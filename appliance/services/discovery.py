@@ -6,8 +6,12 @@ is tradable within that interval; the instrument list itself is refreshed every 
 (hourly). The tradable set goes to the bus (``tradable_pairs``), every change is a
 ``pair_events`` row and a ``pair_event`` on the bus, and ``pairs_total`` follows the set.
 
-While the exchange's rate-limit usage has stayed above 90% for 5 minutes, both intervals are
-multiplied by ``throttle_factor`` (×4) and an event says so: discovery yields to trading.
+While the exchange's rate-limit usage has stayed above 90% for 5 minutes, or the venue refused
+one of discovery's calls for its rate limit in the last ``throttle_window_s`` (5 minutes), both
+intervals are multiplied by ``throttle_factor`` (×4) and a ``discovery_throttled`` event (with
+its reason) says so: discovery yields to trading. Its calls give up at the first rate-limit
+refusal (:func:`~appliance.exchange.base.yielding_to_rate_limits`) instead of retrying, so a
+rate-limit storm costs one request per outage backoff.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from appliance.config import DiscoveryConfig
 from appliance.context import ServiceContext
 from appliance.contracts import Event
 from appliance.domain import Instrument, Ticker
-from appliance.exchange.base import VOLUME_BAR, Exchange, ExchangeError
+from appliance.exchange.base import (VOLUME_BAR, Exchange, ExchangeError, RateLimited,
+                                     yielding_to_rate_limits)
 from appliance.logs import service_logger
 from appliance.outage import Outage
 from appliance.pairlist import PairChange, PairFilter, PairRow, candidates, changes, select
@@ -59,6 +64,7 @@ async def run(ctx: ServiceContext) -> None:
     instruments_at = float("-inf")
     usage: deque[tuple[float, float]] = deque()
     throttled = False
+    refused_at = float("-inf")  # market time of the venue's last rate-limit refusal
     outage = Outage(ctx, NAME)
     while True:
         ctx.beat(NAME)
@@ -66,21 +72,27 @@ async def run(ctx: ServiceContext) -> None:
         usage.append((now, ctx.exchange.rate_limit_usage()))
         while len(usage) > 2 and usage[1][0] < now - cfg.throttle_window_s:
             usage.popleft()
-        now_throttled = sustained_above(list(usage), now, cfg.throttle_usage,
-                                        cfg.throttle_window_s)
+        refused = now - refused_at < cfg.throttle_window_s
+        now_throttled = refused or sustained_above(list(usage), now, cfg.throttle_usage,
+                                                   cfg.throttle_window_s)
         if now_throttled != throttled:
             throttled = now_throttled
+            reason = "rate_limited" if refused else "usage" if throttled else None
             ctx.bus.publish(Event.DISCOVERY_THROTTLED, {"throttled": throttled,
-                                                    "factor": cfg.throttle_factor},
+                                                    "factor": cfg.throttle_factor,
+                                                    "reason": reason},
                             service=NAME, market_ts=now)
             log.warning("discovery throttled" if throttled else "discovery unthrottled",
-                        usage=usage[-1][1])
+                        usage=usage[-1][1], reason=reason)
         factor = cfg.throttle_factor if throttled else 1.0
         try:
-            if instruments is None or now - instruments_at >= cfg.interval_s * factor:
-                instruments, instruments_at = await ctx.exchange.instruments(), now
-            tickers = await ctx.exchange.tickers()
+            with yielding_to_rate_limits():
+                if instruments is None or now - instruments_at >= cfg.interval_s * factor:
+                    instruments, instruments_at = await ctx.exchange.instruments(), now
+                tickers = await ctx.exchange.tickers()
         except ExchangeError as exc:  # the venue's fault: degraded, not crashed
+            if isinstance(exc, RateLimited):
+                refused_at = now
             await outage.failed(exc)
             continue
         await outage.ok()

@@ -1,6 +1,6 @@
 """Exchange faults against ``methtrader fake-bybit``, each for a bounded time, then lifted: an
 outage in three modes (every call answered HTTP 503; every connection dropped unanswered; every
-request stalled unanswered) and a rate-limit storm (every call answered retCode 10006).
+request stalled unanswered). The rate-limit storm is :mod:`chaos.experiments.storm`.
 
 The fault is timed to straddle a minute boundary, so the feed's poll for the minute that just
 closed meets it (the venue is on wall time: one candle a minute); discovery polls its tickers
@@ -94,11 +94,6 @@ def stall(h: Harness, rng: random.Random, *, fault_s: float = 30.0,
                   recover_within_s=recover_within_s, recover_target_s=recover_target_s)
 
 
-def storm(h: Harness, rng: random.Random, *, fault_s: float = 30.0,
-          recover_within_s: float = 120.0) -> Result:
-    return _fault(STORM.name, {"rate_limit_storm": True}, h, rng, fault_s=fault_s,
-                  recover_within_s=recover_within_s)
-
 
 OUTAGE = Experiment(
     "exchange-outage", "no service fails; candles flow again soon after the venue is back; "
@@ -115,7 +110,3 @@ STALL = Experiment(
     "data flows within 10 s of the lift",
     "fake Bybit reads every API request and never answers it until the fault is lifted",
     target_mttr_s=10.0, run=stall, needs_fake_bybit=True)
-STORM = Experiment(
-    "rate-limit-storm", "discovery and the feed back off (degraded, not crashed); nothing "
-    "lost; data resumes when the storm ends", "fake Bybit answers retCode 10006 to every call",
-    target_mttr_s=10.0, run=storm, needs_fake_bybit=True)

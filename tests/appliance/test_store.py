@@ -1,3 +1,10 @@
+import contextlib
+import errno
+import os
+import resource
+import signal
+import subprocess
+
 import duckdb
 import numpy as np
 import pytest
@@ -101,4 +108,123 @@ def test_an_injected_write_fault_inside_a_batch_rolls_the_whole_batch_back(tmp_p
     assert store.candle_count() == 0  # the first symbol's rows went with the rollback
     assert store.upsert_candle_batches("1m", {"BTCUSDT": rows, "ETHUSDT": rows}) == 20
     assert store.candle_count() == 20  # one fault, then writes pass again
+    store.close()
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes that would make a file of this process larger than ``limit`` fail with EFBIG, as
+    they fail with ENOSPC on a full disk (the signal that would kill the process is ignored)."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_database_invalidated_by_a_failed_checkpoint_is_reopened_with_its_data(tmp_path):
+    """DuckDB invalidates the whole database when a checkpoint cannot write its file (a real
+    write failure here: the file size limit), and every later statement failed, even once the
+    writes went through again. The store opens the file again; nothing committed is lost."""
+    path = tmp_path / "m.duckdb"
+    store = Store(path)
+    store.sql("CHECKPOINT")
+    store.upsert_candles("BTCUSDT", "1m", candles(1_700_000_000_000, 300))  # in the WAL
+    with file_size_limit(path.stat().st_size):
+        with pytest.raises(duckdb.FatalException, match="File too large"):
+            store.sql("CHECKPOINT")
+    assert store.candle_count() == 300
+    assert store.upsert_candles("ETHUSDT", "1m", candles(1_700_000_000_000, 300)) == 300
+    store.sql("CHECKPOINT")
+    assert store.reopened == 1
+    store.close()
+    again = Store(path, read_only=True)
+    assert again.candle_count() == 600
+    again.close()
+
+
+def test_a_batch_whose_commit_invalidated_the_database_fails_whole_and_the_next_goes(tmp_path):
+    """The commit's automatic checkpoint fails for real inside a batch: the batch raises its
+    own error (not the rollback's, which has nothing left to roll back), none of it is stored,
+    and the same batch goes through afterwards."""
+    path = tmp_path / "m.duckdb"
+    store = Store(path)
+    store.sql("CHECKPOINT")
+    store.sql("PRAGMA checkpoint_threshold = '1KB'")  # every commit checkpoints
+    rows = candles(1_700_000_000_000, 300)
+    with file_size_limit(path.stat().st_size):
+        with pytest.raises(duckdb.Error, match="File too large"):
+            store.upsert_candle_batches("1m", {"BTCUSDT": rows, "ETHUSDT": rows})
+    assert store.candle_count() == 0
+    assert store.upsert_candle_batches("1m", {"BTCUSDT": rows, "ETHUSDT": rows}) == 600
+    assert store.candle_count() == 600
+    store.close()
+
+
+def test_a_real_enospc_is_a_full_disk_and_the_store_recovers_when_space_returns(tmp_path):
+    """On a real full disk (a small tmpfs: needs root to mount it, skipped without)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs",
+                                            str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    store = None
+    try:
+        store = Store(mnt / "m.duckdb")
+        store.sql("CHECKPOINT")
+        store.upsert_candles("BTCUSDT", "1m", candles(1_700_000_000_000, 300))
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+        with pytest.raises(duckdb.FatalException, match="No space left"):
+            store.sql("CHECKPOINT")
+        assert store.disk.snapshot()["full"]
+        filler.unlink()
+        assert store.upsert_candles("ETHUSDT", "1m", candles(1_700_000_000_000, 300)) == 300
+        assert store.candle_count() == 600 and not store.disk.snapshot()["full"]
+    finally:
+        if store is not None:
+            store.close()
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_commit_while_the_disk_is_full_is_refused_and_the_episode_goes_on(tmp_path):
+    """A transaction whose writes went through before the disk filled up cannot commit (its
+    WAL write is refused): the episode goes on, nothing is stored, and the same write goes
+    through once space is back. Before, the commit went through and ended the episode in the
+    middle of it, and the next refused write began a second one (two disk-full incidents)."""
+    store = Store(tmp_path / "m.duckdb")
+    store.sql("BEGIN")
+    store.sql("INSERT INTO incidents (ts, service, kind, message) VALUES (1, 'feed', 'x', 'y')")
+    store.disk.inject(30)
+    with pytest.raises(OSError) as refused:
+        store.sql("COMMIT")
+    assert refused.value.errno == errno.ENOSPC
+    store.sql("ROLLBACK")
+    assert store.disk.full and store.disk.episodes == 1
+    store.disk.lift()
+    assert store.incidents() == []
+    store.record_incident("feed", "x", "y")
+    assert len(store.incidents()) == 1 and not store.disk.full and store.disk.episodes == 1
+    store.close()
+
+
+def test_a_transaction_begun_after_an_invalidated_one_rolls_back_for_real(tmp_path):
+    """The transaction the fatal error took needs no rollback; one begun afterwards does."""
+    path = tmp_path / "m.duckdb"
+    store = Store(path)
+    store.sql("CHECKPOINT")
+    store.sql("PRAGMA checkpoint_threshold = '1KB'")
+    store.sql("BEGIN")
+    store.upsert_candles("BTCUSDT", "1m", candles(1_700_000_000_000, 300))
+    with file_size_limit(path.stat().st_size), pytest.raises(duckdb.Error):
+        store.sql("COMMIT")
+    store.sql("BEGIN")  # no ROLLBACK of the lost one first
+    store.upsert_candles("ETHUSDT", "1m", candles(1_700_000_000_000, 10))
+    store.sql("ROLLBACK")
+    assert store.candle_count() == 0
     store.close()

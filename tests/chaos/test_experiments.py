@@ -37,6 +37,17 @@ def test_process_kill_loses_and_duplicates_nothing(harness, seed):
     assert result.details["missing"] == {} and result.details["duplicated"] == {}
 
 
+def test_a_kill_with_open_positions_reconciles_and_keeps_the_account_identity(harness):
+    result = EXPERIMENTS["process-kill-positions"](harness, 0, kill_within_s=3.0)
+    assert_held(result)
+    d = result.details
+    assert d["held_at_kill"]  # the venue held positions when run was killed
+    assert d["books"] == d["venue"] and d["reconciliation"] == []
+    assert d["venue_orders"] > 0 and d["unbooked"] == []
+    assert d["account_rows_after"] > 0 and d["identity_breaks"] == []
+    assert d["missing"] == {} and d["duplicated"] == {}
+
+
 def test_a_crash_in_each_service_is_restarted_and_data_flows_again(harness):
     result = EXPERIMENTS["service-crash"](harness, 0)
     assert_held(result)
@@ -45,12 +56,22 @@ def test_a_crash_in_each_service_is_restarted_and_data_flows_again(harness):
     assert all(p["supervisor_recovered_in_s"] is not None for p in per.values())
 
 
-@pytest.mark.parametrize("name", ["exchange-outage", "rate-limit-storm"])
-def test_an_exchange_fault_degrades_then_recovers_without_a_gap(harness, name):
-    result = EXPERIMENTS[name](harness, 0, fault_s=6.0)
+def test_an_exchange_outage_degrades_then_recovers_without_a_gap(harness):
+    result = EXPERIMENTS["exchange-outage"](harness, 0, fault_s=6.0)
     assert_held(result)
     assert result.details["refused_calls"] > 0  # the fault did reach the appliance
     assert result.details["gaps"] == {}
+
+
+def test_a_rate_limit_storm_throttles_discovery_and_the_backfill_resumes(harness):
+    result = EXPERIMENTS["rate-limit-storm"](harness, 0, fault_s=12.0)
+    assert_held(result)
+    d = result.details
+    assert d["refused_calls"] > 0  # the storm did reach the appliance
+    assert d["backfill_in_flight"] > 0  # and met a backfill, which then completed
+    assert d["discovery_requests"] <= d["discovery_allowed"]
+    assert {"throttled": True, "reason": "rate_limited"}.items() <= d["throttled_events"][0].items()
+    assert d["gaps"] == {} and d["duplicated"] == {} and d["dataset_holes"] == {}
 
 
 @pytest.mark.parametrize("name, fault_s", [("exchange-drop", 12.0), ("exchange-stall", 28.0)])
@@ -88,8 +109,14 @@ def test_chaos_cli_refuses_an_unknown_experiment():
     out = methtrader("chaos", "run", "no-such-thing", check=False)
     assert out.returncode == 2 and "unknown experiment" in out.stderr
     listed = methtrader("chaos", "list").stdout
-    for name in ("process-kill", "exchange-drop", "exchange-stall", "disk-full"):
+    for name in ("process-kill", "process-kill-positions", "exchange-drop", "exchange-stall",
+                 "disk-full", "rate-limit-storm"):
         assert name in listed
+    lines = listed.splitlines()
+    # one column for the hypotheses and what they inject, however long a name is
+    starts = {len(line) - len(line.split(" ", 1)[1].lstrip()) for line in lines[0::2]}
+    starts |= {len(line) - len(line.lstrip()) for line in lines[1::2]}
+    assert len(starts) == 1
 
 
 def test_a_deleted_bus_is_rebuilt_with_its_switches_and_a_kill_holds(harness):

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from appliance.domain import OrderIntent, Side
-from appliance.exchange.base import Exchange, ExchangeError
+from appliance.exchange.base import Exchange, ExchangeError, RateLimited, yielding_to_rate_limits
 from appliance.exchange.bybit import BybitApiError, BybitExchange, BybitSettings, ValidationError
 from appliance.exchange.fake_bybit import FakeLimits
 from appliance.exchange.ratelimit import Priority, RateLimiter
@@ -110,6 +110,24 @@ async def test_10006_backoff_waits_for_the_reset_then_succeeds():
     for (_, _, _, _, _, code), (_, _, _, t_next, _, _), reset in zip(log, log[1:], announced):
         assert code == 10006 and t_next >= reset - 5  # 5 ms slack for time.time vs monotonic
     assert ex.limiter.endpoint_backoffs == len(announced)
+
+
+async def test_a_caller_that_yields_to_rate_limits_gives_up_at_the_first_refusal():
+    """Discovery's calls are not retried through a rate-limit storm (one request each, a
+    RateLimited error); everyone else's still retry, and end as RateLimited when the storm
+    outlasts their retries."""
+    async with fake_bybit() as (app, url), \
+            BybitExchange(settings(url, max_retries=2)) as ex:
+        app.faults = replace(app.faults, rate_limit_storm=True)
+        with yielding_to_rate_limits(), pytest.raises(RateLimited, match="10006"):
+            await ex.tickers()
+        assert app.stats.by_path["/v5/market/tickers"] == 1
+        with pytest.raises(RateLimited, match="10006"):
+            await ex.tickers()  # not yielding: retried max_retries times
+        assert app.stats.by_path["/v5/market/tickers"] == 1 + 3
+        app.faults = replace(app.faults, rate_limit_storm=False)
+        with yielding_to_rate_limits():
+            assert await ex.tickers()
 
 
 async def test_5xx_and_dropped_sockets_are_retried():

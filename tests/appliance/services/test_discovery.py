@@ -3,6 +3,7 @@ from dataclasses import replace
 import pytest
 import trio
 
+from appliance.exchange.base import RateLimited
 from appliance.exchange.sim import SimExchange
 from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, UNIVERSE
 from appliance.services import discovery
@@ -114,3 +115,52 @@ async def test_discovery_picks_the_tradable_ones_of_a_200_pair_universe(make_ctx
     pairs = dict(ctx.store.store.sql("SELECT symbol, tradable FROM pairs"))
     assert set(pairs) == {i.symbol for i in market.instruments(now)}  # Closed ones too
     assert {s for s, ok in pairs.items() if ok} == tradable
+
+
+class StormyExchange(SimExchange):
+    """The sim market behind a rate-limit storm the test switches on and off."""
+
+    storm = False
+
+    async def tickers(self):
+        if self.storm:
+            raise RateLimited("/v5/market/tickers: retCode 10006: Too many visits")
+        return await super().tickers()
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_a_rate_limit_refusal_throttles_discovery_at_once(make_ctx, autojump_clock):
+    """Issue 11, rate-limit storm: discovery throttles (an event with the reason, ×4 intervals)
+    as soon as the venue refuses it for the rate limit, degraded meanwhile, and runs at its
+    throttled pace for ``throttle_window_s`` after the storm before it unthrottles."""
+    ctx = make_ctx(speed=1)
+    ctx.exchange = StormyExchange(ctx.clock, ctx.cfg.sim, inline=True)
+    ctx.exchange.storm = True
+    calls = []
+    real = ctx.exchange.tickers
+
+    async def counted():
+        calls.append(ctx.clock.now())
+        return await real()
+
+    ctx.exchange.tickers = counted
+    cfg = ctx.cfg.discovery
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(discovery.run, ctx)
+        await trio.sleep(20)
+        assert "discovery" in ctx.degraded
+        flips = [e["data"] for e in ctx.bus.events_since(0, ["discovery_throttled"])]
+        assert flips == [{"throttled": True, "factor": cfg.throttle_factor,
+                          "reason": "rate_limited"}]
+        ctx.exchange.storm = False
+        lifted = ctx.clock.now()
+        await trio.sleep(cfg.throttle_window_s + 2 * cfg.ticker_interval_s * cfg.throttle_factor)
+        nursery.cancel_scope.cancel()
+    assert "discovery" not in ctx.degraded and ctx.bus.tradable_pairs()
+    flips = [e["data"]["throttled"] for e in ctx.bus.events_since(0, ["discovery_throttled"])]
+    assert flips == [True, False]
+    after = [c for c in calls if c > lifted + 10]
+    gaps = [b - a for a, b in zip(after, after[1:])]
+    assert gaps[0] == pytest.approx(cfg.ticker_interval_s * cfg.throttle_factor, abs=1)
+    assert gaps[-1] == pytest.approx(cfg.ticker_interval_s, abs=1)
