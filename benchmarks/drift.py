@@ -89,3 +89,32 @@ def run() -> dict[str, Any]:
             "drift_pass_cpu_ms_per_symbol_refs": round(float(np.median(apart)) * 1000, 2),
             "drift_budget_ms": BUDGET_MS,
             "drift_within_budget": median < BUDGET_MS}
+
+
+def false_alarms() -> dict[str, Any]:
+    """``methtrader bench drift --false-alarms``: the 3σ rule as configured by default, over
+    30 stationary sim days and over their shocked twins (returns ×3 from day 20) for every
+    symbol/seed pair of :data:`models.drift_trial.PAIRS` (:mod:`models.drift_trial`; about
+    6 s of a core per pair). Per pair: the stationary hours it fired, and the hours from the
+    shock to its first firing (None: never in the 10 days after it)."""
+    from appliance.config import DriftConfig
+    from appliance.schedule import duration_s
+    from models.drift import three_sigma
+    from models.drift_trial import PAIRS, SHOCK_DAY, judge, trial
+
+    cfg = DriftConfig()
+    history = int(duration_s(cfg.history) // duration_s(cfg.interval))
+
+    def rule(h: Any, v: float) -> bool:
+        return three_sigma(h, v, min_history=cfg.min_history, k=cfg.sigma).fired
+
+    out: dict[str, Any] = {"drift_trial_pairs": len(PAIRS), "drift_trial_shock_day": SHOCK_DAY}
+    verdicts = [judge(trial(symbol, seed), rule, history) for symbol, seed in PAIRS]
+    for v in verdicts:
+        out[f"false_alarm_hours_{v.symbol}_{v.seed}"] = v.false_hours
+    for v in verdicts:
+        out[f"detect_delay_h_{v.symbol}_{v.seed}"] = v.delay_h
+    out["drift_trial_quiet_pairs"] = sum(v.false_hours == 0 for v in verdicts)
+    out["drift_trial_caught_within_72h"] = sum(v.delay_h is not None and v.delay_h <= 72
+                                               for v in verdicts)
+    return out
