@@ -95,7 +95,7 @@ def false_alarms() -> dict[str, Any]:
     """``methtrader bench drift --false-alarms``: the 3σ rule as configured by default, over
     30 stationary sim days and over their shocked twins (returns ×3 from day 20) for every
     symbol/seed pair of :data:`models.drift_trial.PAIRS` (:mod:`models.drift_trial`; about
-    6 s of a core per pair). Per pair: the stationary hours it fired, and the hours from the
+    6 s of a core per pair, 12 pairs). Per pair: the stationary hours it fired, and the hours from the
     shock to its first firing (None: never in the 10 days after it)."""
     from appliance.config import DriftConfig
     from appliance.schedule import duration_s
@@ -103,13 +103,15 @@ def false_alarms() -> dict[str, Any]:
     from models.drift_trial import PAIRS, SHOCK_DAY, judge, trial
 
     cfg = DriftConfig()
-    history = int(duration_s(cfg.history) // duration_s(cfg.interval))
+    span = int(duration_s(cfg.history) // duration_s(cfg.interval))
 
     def rule(h: Any, v: float) -> bool:
-        return three_sigma(h, v, min_history=cfg.min_history, k=cfg.sigma).fired
+        return three_sigma(h, v, min_history=cfg.min_history, k=cfg.sigma,
+                           floor=cfg.sigma_floor, persist=cfg.persist, span=span).fired
 
     out: dict[str, Any] = {"drift_trial_pairs": len(PAIRS), "drift_trial_shock_day": SHOCK_DAY}
-    verdicts = [judge(trial(symbol, seed), rule, history) for symbol, seed in PAIRS]
+    verdicts = [judge(trial(symbol, seed), rule, span + cfg.persist - 1)
+                for symbol, seed in PAIRS]
     for v in verdicts:
         out[f"false_alarm_hours_{v.symbol}_{v.seed}"] = v.false_hours
     for v in verdicts:

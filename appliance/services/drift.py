@@ -10,10 +10,11 @@ same ``models.features`` code as training and trading (a :class:`~appliance.bar_
 Every ``drift.interval`` of market time (1 h) a pass computes, per symbol, the KL divergence of
 each feature's live histogram from the model's reference (``feature_reference``,
 :mod:`models.drift`) and their mean, and applies the user's rule: an aggregate more than
-``drift.sigma`` (3) standard deviations above the mean of the symbol's own history (on the log
-scale, :func:`models.drift.three_sigma` says why) (the passes
+``drift.sigma`` (3) standard deviations above the mean of the symbol's own history (the passes
 of the last ``drift.history``, 14 days, measured against the same model; no verdict before
-``drift.min_history`` of them) is drift. Each pass is a ``drift`` row per symbol, the gauges
+``drift.min_history`` of them) for ``drift.persist`` passes in a row, on the log scale and with
+the deviation at least ``drift.sigma_floor`` (:func:`models.drift.three_sigma` says why), is
+drift. Each pass is a ``drift`` row per symbol, the gauges
 ``feature_drift{symbol}`` and ``feature_drift_feature{symbol,feature}``, and the ``drift``
 snapshot. Drift queues an early retrain of the symbol's group (the serving model's kind and
 timeframe, run id ``<day>-<group>-<kind>-drift<HHMM>``, tagged ``trigger: drift``), at most once
@@ -62,7 +63,7 @@ from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
-from appliance.drift_store import (PassRow, Served, last_retrains, load_history,
+from appliance.drift_store import (PassRow, Served, kept_ms, last_retrains, load_history,
                                    recent_retrains, save_passes, serving)
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
@@ -105,6 +106,10 @@ class DriftMonitor:
         self.window_s = duration_s(cfg.window)
         self.interval_ms = int(duration_s(cfg.interval) * 1000)
         self.history_ms = int(duration_s(cfg.history) * 1000)
+        self.span = max(2, self.history_ms // self.interval_ms)  # passes in drift.history
+        # the rule's persistence judges the persist - 1 passes before this one on full
+        # histories too: that many intervals more are kept (and read back at start)
+        self.kept_ms = kept_ms(cfg)
         self.cooldown_ms = int(duration_s(cfg.cooldown) * 1000)
         self.books = {i: BarBook(i, rows_kept=max(2, int(self.window_s * 1000
                                                          // interval_ms(i))))
@@ -131,7 +136,7 @@ class DriftMonitor:
         store = self.ctx.store
         now = self.now_ms()
         for ts, symbol, model_id, kl, kls in await store.run(load_history, store.store,
-                                                             now - self.history_ms):
+                                                             now - self.kept_ms):
             h = self.history.get(symbol)
             if h is None or h.model_id != model_id:
                 h = self.history[symbol] = SymbolHistory(model_id)
@@ -235,10 +240,11 @@ class DriftMonitor:
             h = self.history.get(symbol)
             if h is None or h.model_id != served.model_id:
                 h = self.history[symbol] = SymbolHistory(served.model_id)
-            h.trim(ts_ms - self.history_ms)
-            p = drift_pass(kls, [(v, f) for _, v, f in h.points],
-                           min_history=self.ctx.cfg.drift.min_history,
-                           k=self.ctx.cfg.drift.sigma, moved=MOVED)
+            h.trim(ts_ms - self.kept_ms)
+            cfg = self.ctx.cfg.drift
+            p = drift_pass(kls, [(v, f) for _, v, f in h.points], min_history=cfg.min_history,
+                           k=cfg.sigma, floor=cfg.sigma_floor, persist=cfg.persist,
+                           span=self.span, moved=MOVED)
             if p is None:
                 continue
             kl, verdict, moved = p.kl, p.verdict, p.moved

@@ -61,14 +61,15 @@ def store_minutes(ctx, market: SimMarket, start_ms: int, end_ms: int) -> np.ndar
     return rows
 
 
-def plant_history(ctx, model_id: str, points: int = 60) -> None:
-    """Calm past passes against the model: aggregate 0.05 ± 0.005."""
+def plant_history(ctx, model_id: str, points: int = 300, broken: int = 0) -> None:
+    """Past passes against the model: calm ones (aggregate 0.05 ± 0.005), then ``broken``
+    ones at 0.4 (the break had begun before the start)."""
     rng = np.random.default_rng(1)
-    for i in range(points):
+    kls = [0.05 + 0.005 * rng.standard_normal() for _ in range(points - broken)]
+    for i, kl in enumerate(kls + [0.4] * broken):
         ctx.store.store.sql("INSERT INTO drift (ts, symbol, kl, model_id, grp, features, "
                             "verdict) VALUES (?, ?, ?, ?, 't2-a', '{}', 'ok')",
-                            [START_MS - (points - i) * HOUR_MS, SYMBOL,
-                             0.05 + 0.005 * rng.standard_normal(), model_id])
+                            [START_MS - (points - i) * HOUR_MS, SYMBOL, kl, model_id])
 
 
 async def feed_hours(ctx, hub: BarHub, market: SimMarket, hours: int) -> None:
@@ -133,7 +134,9 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
     broken = SimMarket(ctx.cfg.sim.seed, shock=Shock(START_MS - 2 * DAY_MS,
                                                      frozenset({SYMBOL})))
     store_minutes(ctx, broken, START_MS - 8 * DAY_MS, START_MS)
-    plant_history(ctx, model_id)
+    # the passes before the start already above the line: with drift.persist (6) in a row,
+    # the first live pass is drift (those before it are read back with the history)
+    plant_history(ctx, model_id, broken=ctx.cfg.drift.persist - 1)
     hub = BarHub()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drift.run, ctx, hub, jobs, Notifier(ctx.bus, None))
