@@ -334,7 +334,9 @@ class DriftMonitor:
         self.ctx.bus.publish(Event.DRIFT_RETRAIN, details, service=NAME,
                              market_ts=ts_ms / 1000)
         self.ctx.bus.audit(actor=NAME, action="drift_retrain", reason=what, details=details)
-        self.notifier.notify("drift", f"{what}; {action}", details)
+        # keyed by group: the group is what is retrained, so its repeats within the
+        # notifier's dedupe_s (wall time; a fast sim passes many cooldowns in it) are one page
+        self.notifier.notify("drift", f"{what}; {action}", details, key=served.group)
         self.log.warning("drift", symbol=symbol, group=served.group, kl=round(kl, 4),
                          line=round(verdict.line, 4), features=moved, run_id=run_id or None)
         return run_id

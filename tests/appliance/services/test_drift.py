@@ -181,3 +181,29 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
         nursery.cancel_scope.cancel()
     assert jobs.pending() == 1 and ctx.metrics.drift_retrains_total._value.get() == 1
     assert [r["run_id"] for r in ctx.bus.snapshot("drift")["retrains"]] == [run_id]
+
+
+@pytest.mark.trio
+async def test_repeated_drift_of_a_group_is_one_message_within_the_notifiers_dedupe(
+        make_ctx, jobs, autojump_clock):
+    from dataclasses import replace
+
+    ctx = make_ctx(start=START_MS / 1000)
+    ctx.cfg = replace(ctx.cfg, drift=replace(ctx.cfg.drift, cooldown="1h"))
+    calm = SimMarket(ctx.cfg.sim.seed)
+    model_id = add_model(ctx, calm)
+    broken = SimMarket(ctx.cfg.sim.seed, shock=Shock(START_MS - 2 * DAY_MS,
+                                                     frozenset({SYMBOL})))
+    store_minutes(ctx, broken, START_MS - 8 * DAY_MS, START_MS)
+    plant_history(ctx, model_id, broken=ctx.cfg.drift.persist - 1)
+    notifier = Notifier(ctx.bus, None, dedupe_s=900.0, now=lambda: 1000.0)  # one wall moment
+    hub = BarHub()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drift.run, ctx, hub, jobs, notifier)
+        await feed_hours(ctx, hub, broken, 3)
+        nursery.cancel_scope.cancel()
+    acted = [a for a in ctx.bus.audit_entries() if a["action"] == "drift_retrain"]
+    assert len(acted) == 4  # a pass an hour, each past the group's cooldown
+    notes = [e["data"] for e in ctx.bus.events_since(0, ["notification"])
+             if e["data"]["kind"] == "drift"]
+    assert len(notes) == 1 and notifier.suppressed == 3  # the repeats were folded
