@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "chaos", "drift"))
     p.add_argument("--false-alarms", action="store_true",
                    help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
-                        "twins for 12 symbol/seed pairs (hours fired, detection delay; ~1.5 min)")
+                        "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")
     p.add_argument("--json", action="store_true")
     return ap
 

@@ -95,12 +95,14 @@ def false_alarms() -> dict[str, Any]:
     """``methtrader bench drift --false-alarms``: the 3σ rule as configured by default, over
     30 stationary sim days and over their shocked twins (returns ×3 from day 20) for every
     symbol/seed pair of :data:`models.drift_trial.PAIRS` (:mod:`models.drift_trial`; about
-    6 s of a core per pair, 12 pairs). Per pair: the stationary hours it fired, and the hours from the
-    shock to its first firing (None: never in the 10 days after it)."""
+    10 s of a core per pair, 12 pairs). Per pair: the stationary hours it fired, and the hours
+    from the shock to its first firing (None: never in the 10 days after it); and the stationary hours
+    fired after a retrain on the day the judged days start (its history seeded from stored
+    candles, as the drift service seeds a new model's: ``false_alarm_hours_new_model_*``)."""
     from appliance.config import DriftConfig
     from appliance.schedule import duration_s
     from models.drift import three_sigma
-    from models.drift_trial import PAIRS, SHOCK_DAY, judge, trial
+    from models.drift_trial import PAIRS, SHOCK_DAY, fired_hours, fresh, judge, trial
 
     cfg = DriftConfig()
     span = int(duration_s(cfg.history) // duration_s(cfg.interval))
@@ -116,7 +118,13 @@ def false_alarms() -> dict[str, Any]:
         out[f"false_alarm_hours_{v.symbol}_{v.seed}"] = v.false_hours
     for v in verdicts:
         out[f"detect_delay_h_{v.symbol}_{v.seed}"] = v.delay_h
+    new_model = {f"{symbol}_{seed}": len(fired_hours(fresh(symbol, seed), rule,
+                                                     span + cfg.persist - 1))
+                 for symbol, seed in PAIRS}
+    for pair, hours in new_model.items():
+        out[f"false_alarm_hours_new_model_{pair}"] = hours
     out["drift_trial_quiet_pairs"] = sum(v.false_hours == 0 for v in verdicts)
     out["drift_trial_caught_within_72h"] = sum(v.delay_h is not None and v.delay_h <= 72
                                                for v in verdicts)
+    out["drift_trial_quiet_pairs_new_model"] = sum(h == 0 for h in new_model.values())
     return out

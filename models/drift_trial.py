@@ -9,9 +9,15 @@ of a pair is the same market with its log returns multiplied by ``factor`` from 
 ``SHOCK_DAY`` of the judged span on (:class:`appliance.exchange.simshock.Shock`); its passes
 before the shock are the stationary ones.
 
-The expensive part (candles, features, KL) gives each pair's series of aggregates
-(:func:`trial`); a rule is then judged on the series (:func:`judge`) in milliseconds, so
-``methtrader bench drift --false-alarms`` and the tests can compare rules on the same figures.
+A second stationary series (:func:`fresh`) asks the same of a model trained up to the judged
+days, its history seeded from the candles it was trained on (as the service seeds a new
+model's). The expensive part (candles, features, KL) gives each pair's series of aggregates
+(:func:`trial`, :func:`fresh`); a rule is then judged on the series (:func:`judge`) in
+milliseconds, so ``methtrader bench drift --false-alarms`` and the tests can compare rules on
+the same figures.
+
+The reference here is the symbol's own; a real run pools its group's symbols into one
+(:func:`models.training.panel_reference`), which moves each symbol's baseline KL.
 """
 
 from __future__ import annotations
@@ -57,14 +63,16 @@ class Series:
     shocked: np.ndarray
 
 
-def aggregates(market: SimMarket, symbol: str, first_hour: int = -RUNNING) -> np.ndarray:
+def aggregates(market: SimMarket, symbol: str, first_hour: int = -RUNNING,
+               train: tuple[int, int] = TRAIN) -> np.ndarray:
     """The aggregate KL of every hourly pass from ``first_hour`` (relative to ``T``) to the end
-    of the judged days."""
+    of the judged days, against a reference of the bars within ``train`` (ms)."""
     end_ms = T + DAYS * DAY_MS
-    bars = bars_from_minutes(market.candles(symbol, TRAIN[0], end_ms), STEP, end_ms)
+    bars = bars_from_minutes(market.candles(symbol, min(train[0], T - RUNNING * HOUR_MS
+                                                        - 4 * DAY_MS), end_ms), STEP, end_ms)
     feats, close = compute_features(bars), bars[:, 0] + STEP
     ref = compile_reference(build_reference(
-        feats[(bars[:, 0] >= TRAIN[0]) & (close <= TRAIN[1])], FEATURE_NAMES), FEATURE_NAMES)
+        feats[(bars[:, 0] >= train[0]) & (close <= train[1])], FEATURE_NAMES), FEATURE_NAMES)
     out = []
     for hour in range(first_hour, DAYS * 24):
         end = int(np.searchsorted(close, T + hour * HOUR_MS, side="right"))
@@ -86,6 +94,13 @@ def fired_hours(series: np.ndarray, rule: Rule, history: int) -> list[int]:
     passes before it."""
     return [h for h in range(DAYS * 24)
             if rule(series[max(0, RUNNING + h - history):RUNNING + h], series[RUNNING + h])]
+
+
+def fresh(symbol: str, seed: int) -> np.ndarray:
+    """A pair's stationary aggregates against a model trained on the 87 days up to ``T`` (a
+    retrain the day the judged days start): the passes before ``T`` are what the drift
+    service seeds the new model's history with, over days the model was trained on."""
+    return aggregates(SimMarket(seed), symbol, train=(T - 87 * DAY_MS, T))
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,14 @@ Per symbol the service keeps the live feature rows of the last ``drift.window`` 
 market time) on the timeframe of the model that serves it (the prod model of its group, else
 its newest model): bars come from the feed's bar channel (:class:`~appliance.bar_hub.BarHub`),
 and a symbol's window is filled from stored candles when it is first served (at start, or when
-a new model appears), so values are published at once, not a window later. Features are the
-same ``models.features`` code as training and trading (a :class:`~appliance.bar_book.BarBook`).
+a new model appears), so values are published at once, not a window later. The rule's history
+is seeded the same way: when a model starts serving a symbol (or at start, when the stored
+passes do not reach back over ``drift.history``), the passes it lacks are computed from stored
+candles against that model's reference (:func:`models.drift.past_passes`), so the rule has a
+verdict at the first pass and a new model is judged on its own reference rather than after
+``drift.min_history`` blind passes (seeded passes are not written as ``drift`` rows). Features
+are the same ``models.features`` code as training and trading (a
+:class:`~appliance.bar_book.BarBook`).
 
 Every ``drift.interval`` of market time (1 h) a pass computes, per symbol, the KL divergence of
 each feature's live histogram from the model's reference (``feature_reference``,
@@ -74,8 +80,8 @@ from appliance.services.training import enqueue_run
 from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
 from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
-                          reference_from_json)
-from models.features import FEATURE_NAMES
+                          past_passes, reference_from_json)
+from models.features import FEATURE_NAMES, FeatureBook
 from models.registry import load_reference, load_vol_profiles
 from models.vol_regime import NORMAL, next_regime, vol_ratio
 
@@ -122,6 +128,7 @@ class DriftMonitor:
         self.ratios: dict[str, deque[float]] = {}
         self.regimes: dict[str, str] = {}
         self.history: dict[str, SymbolHistory] = {}
+        self.seeded: set[tuple[str, str]] = set()  # (symbol, model_id) seeded from candles
         self.retrained: dict[str, tuple[int, str]] = {}  # group -> (ts_ms, run_id)
         self.retrains: deque[dict[str, Any]] = deque(maxlen=RETRAINS_KEPT)  # newest first
         self.next_ms = 0
@@ -240,6 +247,9 @@ class DriftMonitor:
             h = self.history.get(symbol)
             if h is None or h.model_id != served.model_id:
                 h = self.history[symbol] = SymbolHistory(served.model_id)
+            if (symbol, served.model_id) not in self.seeded:
+                self.seeded.add((symbol, served.model_id))
+                await self.seed(symbol, served, h, ts_ms)
             h.trim(ts_ms - self.kept_ms)
             cfg = self.ctx.cfg.drift
             p = drift_pass(kls, [(v, f) for _, v, f in h.points], min_history=cfg.min_history,
@@ -275,6 +285,31 @@ class DriftMonitor:
                          "window_s": self.window_s, "interval_s": self.interval_ms / 1000,
                          "symbols": symbols, "retrains": list(self.retrains)}
         self.ctx.bus.put_snapshot(Snapshot.DRIFT, self.snapshot)
+
+    async def seed(self, symbol: str, served: Served, h: SymbolHistory, ts_ms: int) -> None:
+        """Fill the passes a symbol's history lacks before ``ts_ms`` (back to what the rule
+        reads, on the pass times it would have had) from stored candles, against the serving
+        model's reference: the rule has a verdict at once, and a new model is judged on its own
+        reference rather than after ``drift.min_history`` blind passes. Once per symbol and
+        model; the seeded passes are not written (a restart seeds again what is missing)."""
+        ref = self.refs.get(served.model_id)
+        book = self.books.get(served.timeframe)
+        oldest = h.points[0][0] if h.points else ts_ms
+        times = [t for t in range(ts_ms - self.kept_ms, oldest, self.interval_ms)]
+        if ref is None or book is None or not times:
+            return
+        step = book.step
+        start = times[0] - times[0] % step - (book.warmup_bars + 1) * step
+        store = self.ctx.store
+        bars = await store.run(stored_bars, store.store, self.lake, symbol, served.timeframe,
+                               start, times[-1])
+        if not len(bars):
+            return
+        points = await self.ctx.io(seed_passes, bars, step, ref, times, book.rows_kept)
+        h.points.extendleft(reversed(points))
+        self.ctx.beat(NAME)  # a few tenths of a second a symbol: a fleet's start is longer
+        self.log.info("drift history seeded from stored candles", symbol=symbol,
+                      model_id=served.model_id, passes=len(points))
 
     def vol_regime(self, symbol: str, served: Served, ts_ms: int) -> float | None:
         """The symbol's realised/profiled volatility over the last day, its metric, and a
@@ -340,6 +375,16 @@ class DriftMonitor:
         self.log.warning("drift", symbol=symbol, group=served.group, kl=round(kl, 4),
                          line=round(verdict.line, 4), features=moved, run_id=run_id or None)
         return run_id
+
+
+def seed_passes(bars: np.ndarray, step: int, ref: Compiled, times: list[int],
+                window: int) -> list[tuple[int, float, dict[str, float]]]:
+    """:func:`models.drift.past_passes` over stored bars, their features computed by the batch
+    engine the bar book fills itself with (CPU work: run off the loop)."""
+    book = FeatureBook()
+    rows = np.array(book.prefill_rows("seed", bars), dtype=np.float64)
+    rows[:book.feature_set.warmup] = np.nan  # as the bar book: no row before it is warm
+    return past_passes(rows, bars[:, 0] + step, FEATURE_NAMES, ref, times, window)
 
 
 def hhmm_of(ts_ms: int) -> str:

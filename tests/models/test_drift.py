@@ -9,7 +9,7 @@ import pytest
 
 from models.drift import (DRIFT, OK, WARMING, Histogram, aggregate, bin_counts, build_reference,
                           feature_kls, kl_divergence, moved_most, reference_from_json,
-                          reference_histogram, reference_to_json, three_sigma)
+                          past_passes, reference_histogram, reference_to_json, three_sigma)
 
 N = 20_000
 LIVE = 864  # a 3-day window of 5m bars
@@ -151,3 +151,21 @@ def test_drift_needs_persist_passes_in_a_row_above_the_line(rng):
     assert states[5:] == [(DRIFT, 6), (DRIFT, 6)]
     spike = list(0.05 * np.exp(0.1 * rng.standard_normal(336))) + [0.5] * 5 + [0.05]
     assert three_sigma(spike, 0.5, min_history=48, persist=6, span=336).above == 1
+
+
+def test_past_passes_are_the_passes_a_live_window_would_have_given(rng):
+    names = ["a", "b"]
+    ref = build_reference(rng.standard_normal((2000, 2)), names)
+    rows = rng.standard_normal((300, 2)) * np.linspace(1, 3, 300)[:, None]  # volatility rising
+    rows[:20] = np.nan  # not warm yet
+    close = 1_000 + 10 * np.arange(300)
+    window = 50
+    times = [1_000, 1_400, 1_695, 2_000, 3_990, 5_000]
+    got = past_passes(rows, close, names, ref, times, window)
+    # 1000 and 1400: fewer than a full window of warm rows closed by then
+    assert [t for t, _, _ in got] == [1_695, 2_000, 3_990, 5_000]
+    for t, kl, kls in got:
+        end = int(np.searchsorted(close, t, side="right"))
+        assert kls == pytest.approx(feature_kls(rows[end - window:end], names, ref))
+        assert kl == pytest.approx(aggregate(kls))
+    assert got[-1][1] > got[0][1]  # the rising volatility shows

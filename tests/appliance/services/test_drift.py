@@ -114,7 +114,12 @@ async def test_values_at_once_from_stored_candles_then_a_pass_every_market_hour(
     assert [r[0] for r in rows] == [START_MS + h * HOUR_MS for h in range(4)]
     assert {r[2] for r in rows} == {model_id} and {r[3] for r in rows} == {"warming"}
     last = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
-    assert [p[0] for p in last["history"]] == [r[0] / 1000 for r in rows]
+    history = [p[0] for p in last["history"]]
+    assert history[-4:] == [r[0] / 1000 for r in rows]
+    # before them, the passes seeded from the stored candles (on the pass times; too few of
+    # 8 days for a verdict: each needs a full 3-day window of warm feature rows)
+    assert 0 < len(history) - 4 < ctx.cfg.drift.min_history
+    assert all(b - a == HOUR_MS / 1000 for a, b in zip(history, history[1:]))
     assert ctx.metrics.feature_drift.labels(SYMBOL)._value.get() == pytest.approx(rows[-1][1])
     assert ctx.metrics.feature_drift_feature.labels(SYMBOL, "atr_14")._value.get() == \
         pytest.approx(last["features"]["atr_14"])
@@ -207,3 +212,37 @@ async def test_repeated_drift_of_a_group_is_one_message_within_the_notifiers_ded
     notes = [e["data"] for e in ctx.bus.events_since(0, ["notification"])
              if e["data"]["kind"] == "drift"]
     assert len(notes) == 1 and notifier.suppressed == 3  # the repeats were folded
+
+
+@pytest.mark.trio
+async def test_the_history_is_seeded_from_stored_candles_and_again_for_a_new_model(
+        make_ctx, jobs, autojump_clock):
+    ctx = make_ctx(start=START_MS / 1000)
+    market = SimMarket(ctx.cfg.sim.seed)
+    first = add_model(ctx, market)
+    store_minutes(ctx, market, START_MS - 24 * DAY_MS, START_MS)
+    span = 14 * 24  # drift.history over drift.interval
+    hub = BarHub()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drift.run, ctx, hub, jobs, Notifier(ctx.bus, None))
+        await trio.sleep(2)
+        at_start = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
+        # a new model for the group, with a reference of other days
+        receipt = fake_run(ctx.cfg.state_path, "r-sol2", group="t2-a", symbols=(SYMBOL,),
+                           timeframe="1h")
+        folder = run_dir(ctx.cfg.state_path, "r-sol2")
+        (folder / REFERENCE_FILE).write_text(json.dumps(reference_from_sim(market, days=5)))
+        lifecycle.register(ctx.store.store, receipt, now=START_MS / 1000)
+        ctx.bus.counter_incr(lifecycle.REGISTRY_VERSION)
+        await feed_hours(ctx, hub, market, 1)
+        nursery.cancel_scope.cancel()
+    # a verdict at the first pass, before any live bar, on the rule's whole history
+    assert at_start["model_id"] == first
+    assert at_start["verdict"] == "ok" and at_start["points"] == span
+    assert [r[0] for r in ctx.store.store.sql("SELECT ts FROM drift WHERE model_id = ?",
+                                              [first])] == [START_MS]  # seeded: not written
+    # the new model's history is its own, seeded again against its reference, not reset
+    after = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
+    assert after["model_id"] == "m-r-sol2" and after["verdict"] != "warming"
+    assert after["points"] == span
+    assert after["mean"] != pytest.approx(at_start["mean"], abs=0.05)
