@@ -95,10 +95,11 @@ def false_alarms() -> dict[str, Any]:
     """``methtrader bench drift --false-alarms``: the 3σ rule as configured by default, over
     30 stationary sim days and over their shocked twins (returns ×3 from day 20) for every
     symbol/seed pair of :data:`models.drift_trial.PAIRS` (:mod:`models.drift_trial`; about
-    10 s of a core per pair, 12 pairs). Per pair: the stationary hours it fired, and the hours
-    from the shock to its first firing (None: never in the 10 days after it); and the stationary hours
-    fired after a retrain on the day the judged days start (its history seeded from stored
-    candles, as the drift service seeds a new model's: ``false_alarm_hours_new_model_*``)."""
+    10 s of a core per pair, 12 pairs). Per pair: the stationary hours it fired, the hours from
+    the shock to its first firing (None: never in the 10 days after it), and the stationary
+    hours fired after a retrain on the day the judged days start (its history seeded from
+    stored candles, as the drift service seeds a new model's: ``false_alarm_hours_new_model_*``).
+    """
     from appliance.config import DriftConfig
     from appliance.schedule import duration_s
     from models.drift import three_sigma

@@ -35,7 +35,7 @@ It is context for the operator and never triggers a retrain.
 
 The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
 
-    {"ts": market s of the pass, "sigma": 3.0, "window_s": ..., "interval_s": ...,
+    {"ts": market s of the pass, "sigma": 3.0, "persist": 6, "window_s": ..., "interval_s": ...,
      "symbols": {"BTCUSDT": {
          "model_id": "m-...", "group": "t1-a", "timeframe": "5m",
          "kl": 0.031,                         # the aggregate (mean over features)
@@ -44,6 +44,8 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
          "line": 0.042,                       # the 3σ line in KL units; None while warming
          "mean": -3.5, "std": 0.1, "zscore": 0.3,   # of log(kl) over the history
          "points": 120,                       # history points behind the verdict
+         "above": 0,                          # passes in a row above the line (drift at
+                                              # "persist" of them)
          "history": [[ts_s, kl], ...],        # the last HISTORY_POINTS passes (a sparkline)
          "moved": ["atr_14", "vol_12", "vol_48"],   # drifted: the features that rose most
                                               # over their history; else the largest KLs
@@ -274,6 +276,7 @@ class DriftMonitor:
                 "timeframe": served.timeframe, "kl": kl, "features": kls,
                 "verdict": verdict.state, "mean": verdict.mean, "std": verdict.std,
                 "line": verdict.line, "zscore": verdict.zscore, "points": verdict.points,
+                "above": verdict.above,
                 "history": [[t / 1000, v] for t, v, _ in list(h.points)[-HISTORY_POINTS:]],
                 "moved": moved, "bars": len(self.books[served.timeframe].rows[symbol]),
                 "vol_ratio": vol, "vol_regime": self.regimes.get(symbol),
@@ -282,6 +285,7 @@ class DriftMonitor:
         if rows:
             await self.ctx.store.run(save_passes, self.ctx.store.store, rows)
         self.snapshot = {"ts": ts_ms / 1000, "sigma": self.ctx.cfg.drift.sigma,
+                         "persist": self.ctx.cfg.drift.persist,
                          "window_s": self.window_s, "interval_s": self.interval_ms / 1000,
                          "symbols": symbols, "retrains": list(self.retrains)}
         self.ctx.bus.put_snapshot(Snapshot.DRIFT, self.snapshot)
