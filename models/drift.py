@@ -52,7 +52,7 @@ Pure functions only; the ``drift`` service (:mod:`appliance.services.drift`) fee
 
   Over the grid tried (history 14 or 21 days, mean/std or median/MAD, floor 0.3-0.6, k 2.5-4,
   persist 1-12) nothing else kept 11 pairs quiet with more than 8 caught; keeping all 12 quiet
-  catches at most 3; letting LINK/13 and LTC/4 fire (k 2.5, persist 3) catches 11.
+  catches at most 3; letting LINK/13 and LTC/4 fire (71 and 59 h; k 2.5, persist 3) catches 11.
   The limit is the sim itself: its daily volatility is a GARCH process clipped at 4x the base,
   so a stationary market has spells as large as the planted x3 break. LTC/4 (seed 4) has one
   (the aggregate up e^2.1 in three days) and the rule still fires on it for 41 hours; a
