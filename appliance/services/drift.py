@@ -101,6 +101,7 @@ class SymbolHistory:
 
     model_id: str
     points: deque[tuple[int, float, dict[str, float]]] = field(default_factory=deque)
+    seeded: bool = False  # the passes it lacked were computed from stored candles
 
     def trim(self, since_ms: int) -> None:
         while self.points and self.points[0][0] < since_ms:
@@ -130,7 +131,6 @@ class DriftMonitor:
         self.ratios: dict[str, deque[float]] = {}
         self.regimes: dict[str, str] = {}
         self.history: dict[str, SymbolHistory] = {}
-        self.seeded: set[tuple[str, str]] = set()  # (symbol, model_id) seeded from candles
         self.retrained: dict[str, tuple[int, str]] = {}  # group -> (ts_ms, run_id)
         self.retrains: deque[dict[str, Any]] = deque(maxlen=RETRAINS_KEPT)  # newest first
         self.next_ms = 0
@@ -249,8 +249,8 @@ class DriftMonitor:
             h = self.history.get(symbol)
             if h is None or h.model_id != served.model_id:
                 h = self.history[symbol] = SymbolHistory(served.model_id)
-            if (symbol, served.model_id) not in self.seeded:
-                self.seeded.add((symbol, served.model_id))
+            if not h.seeded:
+                h.seeded = True
                 await self.seed(symbol, served, h, ts_ms)
             h.trim(ts_ms - self.kept_ms)
             cfg = self.ctx.cfg.drift
@@ -294,8 +294,9 @@ class DriftMonitor:
         """Fill the passes a symbol's history lacks before ``ts_ms`` (back to what the rule
         reads, on the pass times it would have had) from stored candles, against the serving
         model's reference: the rule has a verdict at once, and a new model is judged on its own
-        reference rather than after ``drift.min_history`` blind passes. Once per symbol and
-        model; the seeded passes are not written (a restart seeds again what is missing)."""
+        reference rather than after ``drift.min_history`` blind passes. Once per
+        history (a model serving the symbol again gets a new one); the seeded passes are not
+        written (a restart seeds again what is missing)."""
         ref = self.refs.get(served.model_id)
         book = self.books.get(served.timeframe)
         oldest = h.points[0][0] if h.points else ts_ms
