@@ -199,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "chaos", "drift"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
                    help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
+    p.add_argument("--false-alarms", action="store_true", default=None,
+                   help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
+                        "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -404,10 +407,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     run = importlib.import_module(f"benchmarks.{args.suite}").run
     # per-suite options: given only when set, and only to a suite whose run() takes them
-    options = {k: v for k, v in (("symbols", args.symbols),) if v is not None}
+    options = {k: v for k, v in (("symbols", args.symbols),
+                                 ("false_alarms", args.false_alarms)) if v is not None}
     refused = [k for k in options if k not in inspect.signature(run).parameters]
     if refused:
-        raise ConfigError(f"bench {args.suite} takes no --{refused[0]}")
+        raise ConfigError(f"bench {args.suite} takes no --{refused[0].replace('_', '-')}")
     figures = run(**options)
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0

@@ -197,6 +197,12 @@ class DriftConfig:
     sigma: float = _f(3.0, lo=0.5, hi=20.0,
                       doc="drift is an aggregate more than this many standard deviations "
                           "above the mean of its history")
+    sigma_floor: float = _f(0.4, lo=0.0, hi=5.0,
+                            doc="the least standard deviation of log(aggregate) the 3σ line "
+                                "is drawn with: a calm history does not put the line within "
+                                "an ordinary volatile spell")
+    persist: int = _f(6, lo=1, hi=1000,
+                      doc="passes in a row above the 3σ line before it is drift")
     cooldown: str = _f("24h", pattern=r"\d+(\.\d+)?[mhdw]",
                        doc="at most one early retrain of a group per this much market time")
     retrain: bool = _f(True, doc="queue an early retrain when the rule fires (else only "

@@ -5,7 +5,10 @@
   symbols' history (:func:`load_history`) and the groups' last early retrains
   (:func:`last_retrains`), so a restart neither forgets the 3σ history nor retrains twice in a
   cooldown;
-* the latest early retrains, from the audit log (:func:`recent_retrains`).
+* the latest early retrains, from the audit log (:func:`recent_retrains`);
+* pruning: nightly, housekeeping deletes the rows older than what a restart reads back
+  (:func:`kept_ms`) plus a day (:func:`prune`); about 1,200 rows a day for 50 symbols otherwise
+  pile up for ever. The early retrains stay in the audit log.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.config import DriftConfig
+from appliance.schedule import duration_s
 from appliance.store import Store
 from models.registry import list_models
 
@@ -93,3 +98,16 @@ def recent_retrains(store: Store, limit: int) -> list[dict[str, Any]]:
     rows = store.sql("SELECT details FROM audit_log WHERE action = 'drift_retrain' "
                      "ORDER BY id DESC LIMIT ?", [limit])
     return [json.loads(d) for (d,) in rows if d]
+
+
+def kept_ms(cfg: DriftConfig) -> int:
+    """How far back the drift service needs its rows: the rule's history and the
+    ``persist - 1`` passes before it judges on full histories too, or the cooldown (the last
+    early retrain per group) when that is longer."""
+    history = duration_s(cfg.history) + (cfg.persist - 1) * duration_s(cfg.interval)
+    return int(max(history, duration_s(cfg.cooldown)) * 1000)
+
+
+def prune(store: Store, before_ms: int) -> int:
+    """Delete the drift rows older than ``before_ms``; returns how many went."""
+    return len(store.sql("DELETE FROM drift WHERE ts < ? RETURNING 1", [before_ms]))

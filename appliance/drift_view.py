@@ -48,14 +48,19 @@ def format_drift(view: dict[str, Any], detail: bool) -> str:
     """The text of ``methtrader drift``: a line per symbol, with every feature's KL when
     ``detail`` (symbols were named)."""
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(view["ts"]))
+    persist = int(view.get("persist") or 1)
     lines = [f"drift at {when} UTC market time: KL of the live window "
              f"({view['window_s'] / 86400:g} d) vs the serving model's training reference; "
-             f"drift above the {view['sigma']:g}σ line of the symbol's history",
+             f"drift above the {view['sigma']:g}σ line of the symbol's history"
+             + (f" for {persist} passes in a row" if persist > 1 else ""),
              f"{'symbol':<12} {'verdict':<8} {'KL':>7} {'3σ line':>8} {'z':>6} {'points':>6}  "
              f"{'tf':<3} {'model':<34} history"]
     for symbol, s in view["symbols"].items():
         history = [p[1] for p in s.get("history") or []]
-        lines.append(f"{symbol:<12} {s['verdict']:<8} {_num(s['kl']):>7} {_num(s['line']):>8} "
+        verdict = s["verdict"]
+        if verdict == "ok" and s.get("above"):  # above the line, not yet for long enough
+            verdict = f"ok {s['above']}/{persist}"
+        lines.append(f"{symbol:<12} {verdict:<8} {_num(s['kl']):>7} {_num(s['line']):>8} "
                      f"{_num(s['zscore'], 1):>6} {s['points']:>6}  {s['timeframe']:<3} "
                      f"{s['model_id']:<34} {sparkline(history, s['line'])}")
         if s.get("vol_ratio") is not None:

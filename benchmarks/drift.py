@@ -76,7 +76,11 @@ def timed(fn: Any, *args: Any) -> tuple[list[float], list[float]]:
     return cpu, wall
 
 
-def run() -> dict[str, Any]:
+def run(false_alarms: bool = False) -> dict[str, Any]:
+    """The cost of a drift pass; with ``false_alarms`` the rule's false alarms and detection
+    delays instead (:func:`false_alarm_figures`)."""
+    if false_alarms:
+        return false_alarm_figures()
     windows, ref, history = workload()
     cpu, wall = timed(one_pass, windows, ref, history)
     apart, _ = timed(one_pass_apart, windows, ref, history)
@@ -89,3 +93,43 @@ def run() -> dict[str, Any]:
             "drift_pass_cpu_ms_per_symbol_refs": round(float(np.median(apart)) * 1000, 2),
             "drift_budget_ms": BUDGET_MS,
             "drift_within_budget": median < BUDGET_MS}
+
+
+def false_alarm_figures() -> dict[str, Any]:
+    """``methtrader bench drift --false-alarms``: the 3σ rule as configured by default, over
+    30 stationary sim days and over their shocked twins (returns ×3 from day 20) for every
+    symbol/seed pair of :data:`models.drift_trial.PAIRS` (:mod:`models.drift_trial`; about
+    10 s of a core per pair, 12 pairs). Per pair: the stationary hours it fired, the hours from
+    the shock to its first firing (None: never in the 10 days after it), and the stationary
+    hours fired after a retrain on the day the judged days start (its history seeded from
+    stored candles, as the drift service seeds a new model's: ``false_alarm_hours_new_model_*``).
+    """
+    from appliance.config import DriftConfig
+    from appliance.schedule import duration_s
+    from models.drift import three_sigma
+    from models.drift_trial import PAIRS, SHOCK_DAY, fired_hours, fresh, judge, trial
+
+    cfg = DriftConfig()
+    span = int(duration_s(cfg.history) // duration_s(cfg.interval))
+
+    def rule(h: Any, v: float) -> bool:
+        return three_sigma(h, v, min_history=cfg.min_history, k=cfg.sigma,
+                           floor=cfg.sigma_floor, persist=cfg.persist, span=span).fired
+
+    out: dict[str, Any] = {"drift_trial_pairs": len(PAIRS), "drift_trial_shock_day": SHOCK_DAY}
+    verdicts = [judge(trial(symbol, seed), rule, span + cfg.persist - 1)
+                for symbol, seed in PAIRS]
+    for v in verdicts:
+        out[f"false_alarm_hours_{v.symbol}_{v.seed}"] = v.false_hours
+    for v in verdicts:
+        out[f"detect_delay_h_{v.symbol}_{v.seed}"] = v.delay_h
+    new_model = {f"{symbol}_{seed}": len(fired_hours(fresh(symbol, seed), rule,
+                                                     span + cfg.persist - 1))
+                 for symbol, seed in PAIRS}
+    for pair, hours in new_model.items():
+        out[f"false_alarm_hours_new_model_{pair}"] = hours
+    out["drift_trial_quiet_pairs"] = sum(v.false_hours == 0 for v in verdicts)
+    out["drift_trial_caught_within_72h"] = sum(v.delay_h is not None and v.delay_h <= 72
+                                               for v in verdicts)
+    out["drift_trial_quiet_pairs_new_model"] = sum(h == 0 for h in new_model.values())
+    return out

@@ -4,16 +4,23 @@ Per symbol the service keeps the live feature rows of the last ``drift.window`` 
 market time) on the timeframe of the model that serves it (the prod model of its group, else
 its newest model): bars come from the feed's bar channel (:class:`~appliance.bar_hub.BarHub`),
 and a symbol's window is filled from stored candles when it is first served (at start, or when
-a new model appears), so values are published at once, not a window later. Features are the
-same ``models.features`` code as training and trading (a :class:`~appliance.bar_book.BarBook`).
+a new model appears), so values are published at once, not a window later. The rule's history
+is seeded the same way: when a model starts serving a symbol (or at start, when the stored
+passes do not reach back over ``drift.history``), the passes it lacks are computed from stored
+candles against that model's reference (:func:`models.drift.past_passes`), so the rule has a
+verdict at the first pass and a new model is judged on its own reference rather than after
+``drift.min_history`` blind passes (seeded passes are not written as ``drift`` rows). Features
+are the same ``models.features`` code as training and trading (a
+:class:`~appliance.bar_book.BarBook`).
 
 Every ``drift.interval`` of market time (1 h) a pass computes, per symbol, the KL divergence of
 each feature's live histogram from the model's reference (``feature_reference``,
 :mod:`models.drift`) and their mean, and applies the user's rule: an aggregate more than
-``drift.sigma`` (3) standard deviations above the mean of the symbol's own history (on the log
-scale, :func:`models.drift.three_sigma` says why) (the passes
+``drift.sigma`` (3) standard deviations above the mean of the symbol's own history (the passes
 of the last ``drift.history``, 14 days, measured against the same model; no verdict before
-``drift.min_history`` of them) is drift. Each pass is a ``drift`` row per symbol, the gauges
+``drift.min_history`` of them) for ``drift.persist`` passes in a row, on the log scale and with
+the deviation at least ``drift.sigma_floor`` (:func:`models.drift.three_sigma` says why), is
+drift. Each pass is a ``drift`` row per symbol, the gauges
 ``feature_drift{symbol}`` and ``feature_drift_feature{symbol,feature}``, and the ``drift``
 snapshot. Drift queues an early retrain of the symbol's group (the serving model's kind and
 timeframe, run id ``<day>-<group>-<kind>-drift<HHMM>``, tagged ``trigger: drift``), at most once
@@ -28,7 +35,7 @@ It is context for the operator and never triggers a retrain.
 
 The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
 
-    {"ts": market s of the pass, "sigma": 3.0, "window_s": ..., "interval_s": ...,
+    {"ts": market s of the pass, "sigma": 3.0, "persist": 6, "window_s": ..., "interval_s": ...,
      "symbols": {"BTCUSDT": {
          "model_id": "m-...", "group": "t1-a", "timeframe": "5m",
          "kl": 0.031,                         # the aggregate (mean over features)
@@ -37,6 +44,8 @@ The ``drift`` snapshot (read by ``methtrader drift`` and the TUI)::
          "line": 0.042,                       # the 3σ line in KL units; None while warming
          "mean": -3.5, "std": 0.1, "zscore": 0.3,   # of log(kl) over the history
          "points": 120,                       # history points behind the verdict
+         "above": 0,                          # passes in a row above the line (drift at
+                                              # "persist" of them)
          "history": [[ts_s, kl], ...],        # the last HISTORY_POINTS passes (a sparkline)
          "moved": ["atr_14", "vol_12", "vol_48"],   # drifted: the features that rose most
                                               # over their history; else the largest KLs
@@ -62,7 +71,7 @@ from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
-from appliance.drift_store import (PassRow, Served, last_retrains, load_history,
+from appliance.drift_store import (PassRow, Served, kept_ms, last_retrains, load_history,
                                    recent_retrains, save_passes, serving)
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
@@ -73,8 +82,8 @@ from appliance.services.training import enqueue_run
 from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
 from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
-                          reference_from_json)
-from models.features import FEATURE_NAMES
+                          past_passes, reference_from_json)
+from models.features import FEATURE_NAMES, FeatureBook
 from models.registry import load_reference, load_vol_profiles
 from models.vol_regime import NORMAL, next_regime, vol_ratio
 
@@ -92,6 +101,7 @@ class SymbolHistory:
 
     model_id: str
     points: deque[tuple[int, float, dict[str, float]]] = field(default_factory=deque)
+    seeded: bool = False  # the passes it lacked were computed from stored candles
 
     def trim(self, since_ms: int) -> None:
         while self.points and self.points[0][0] < since_ms:
@@ -105,6 +115,10 @@ class DriftMonitor:
         self.window_s = duration_s(cfg.window)
         self.interval_ms = int(duration_s(cfg.interval) * 1000)
         self.history_ms = int(duration_s(cfg.history) * 1000)
+        self.span = max(2, self.history_ms // self.interval_ms)  # passes in drift.history
+        # the rule's persistence judges the persist - 1 passes before this one on full
+        # histories too: that many intervals more are kept (and read back at start)
+        self.kept_ms = kept_ms(cfg)
         self.cooldown_ms = int(duration_s(cfg.cooldown) * 1000)
         self.books = {i: BarBook(i, rows_kept=max(2, int(self.window_s * 1000
                                                          // interval_ms(i))))
@@ -131,7 +145,7 @@ class DriftMonitor:
         store = self.ctx.store
         now = self.now_ms()
         for ts, symbol, model_id, kl, kls in await store.run(load_history, store.store,
-                                                             now - self.history_ms):
+                                                             now - self.kept_ms):
             h = self.history.get(symbol)
             if h is None or h.model_id != model_id:
                 h = self.history[symbol] = SymbolHistory(model_id)
@@ -235,10 +249,14 @@ class DriftMonitor:
             h = self.history.get(symbol)
             if h is None or h.model_id != served.model_id:
                 h = self.history[symbol] = SymbolHistory(served.model_id)
-            h.trim(ts_ms - self.history_ms)
-            p = drift_pass(kls, [(v, f) for _, v, f in h.points],
-                           min_history=self.ctx.cfg.drift.min_history,
-                           k=self.ctx.cfg.drift.sigma, moved=MOVED)
+            if not h.seeded:
+                h.seeded = True
+                await self.seed(symbol, served, h, ts_ms)
+            h.trim(ts_ms - self.kept_ms)
+            cfg = self.ctx.cfg.drift
+            p = drift_pass(kls, [(v, f) for _, v, f in h.points], min_history=cfg.min_history,
+                           k=cfg.sigma, floor=cfg.sigma_floor, persist=cfg.persist,
+                           span=self.span, moved=MOVED)
             if p is None:
                 continue
             kl, verdict, moved = p.kl, p.verdict, p.moved
@@ -258,6 +276,7 @@ class DriftMonitor:
                 "timeframe": served.timeframe, "kl": kl, "features": kls,
                 "verdict": verdict.state, "mean": verdict.mean, "std": verdict.std,
                 "line": verdict.line, "zscore": verdict.zscore, "points": verdict.points,
+                "above": verdict.above,
                 "history": [[t / 1000, v] for t, v, _ in list(h.points)[-HISTORY_POINTS:]],
                 "moved": moved, "bars": len(self.books[served.timeframe].rows[symbol]),
                 "vol_ratio": vol, "vol_regime": self.regimes.get(symbol),
@@ -266,9 +285,36 @@ class DriftMonitor:
         if rows:
             await self.ctx.store.run(save_passes, self.ctx.store.store, rows)
         self.snapshot = {"ts": ts_ms / 1000, "sigma": self.ctx.cfg.drift.sigma,
+                         "persist": self.ctx.cfg.drift.persist,
                          "window_s": self.window_s, "interval_s": self.interval_ms / 1000,
                          "symbols": symbols, "retrains": list(self.retrains)}
         self.ctx.bus.put_snapshot(Snapshot.DRIFT, self.snapshot)
+
+    async def seed(self, symbol: str, served: Served, h: SymbolHistory, ts_ms: int) -> None:
+        """Fill the passes a symbol's history lacks before ``ts_ms`` (back to what the rule
+        reads, on the pass times it would have had) from stored candles, against the serving
+        model's reference: the rule has a verdict at once, and a new model is judged on its own
+        reference rather than after ``drift.min_history`` blind passes. Once per
+        history (a model serving the symbol again gets a new one); the seeded passes are not
+        written (a restart seeds again what is missing)."""
+        ref = self.refs.get(served.model_id)
+        book = self.books.get(served.timeframe)
+        oldest = h.points[0][0] if h.points else ts_ms
+        times = [t for t in range(ts_ms - self.kept_ms, oldest, self.interval_ms)]
+        if ref is None or book is None or not times:
+            return
+        step = book.step
+        start = times[0] - times[0] % step - (book.warmup_bars + 1) * step
+        store = self.ctx.store
+        bars = await store.run(stored_bars, store.store, self.lake, symbol, served.timeframe,
+                               start, times[-1])
+        if not len(bars):
+            return
+        points = await self.ctx.io(seed_passes, bars, step, ref, times, book.rows_kept)
+        h.points.extendleft(reversed(points))
+        self.ctx.beat(NAME)  # a few tenths of a second a symbol: a fleet's start is longer
+        self.log.info("drift history seeded from stored candles", symbol=symbol,
+                      model_id=served.model_id, passes=len(points))
 
     def vol_regime(self, symbol: str, served: Served, ts_ms: int) -> float | None:
         """The symbol's realised/profiled volatility over the last day, its metric, and a
@@ -328,10 +374,22 @@ class DriftMonitor:
         self.ctx.bus.publish(Event.DRIFT_RETRAIN, details, service=NAME,
                              market_ts=ts_ms / 1000)
         self.ctx.bus.audit(actor=NAME, action="drift_retrain", reason=what, details=details)
-        self.notifier.notify("drift", f"{what}; {action}", details)
+        # keyed by group: the group is what is retrained, so its repeats within the
+        # notifier's dedupe_s (wall time; a fast sim passes many cooldowns in it) are one page
+        self.notifier.notify("drift", f"{what}; {action}", details, key=served.group)
         self.log.warning("drift", symbol=symbol, group=served.group, kl=round(kl, 4),
                          line=round(verdict.line, 4), features=moved, run_id=run_id or None)
         return run_id
+
+
+def seed_passes(bars: np.ndarray, step: int, ref: Compiled, times: list[int],
+                window: int) -> list[tuple[int, float, dict[str, float]]]:
+    """:func:`models.drift.past_passes` over stored bars, their features computed by the batch
+    engine the bar book fills itself with (CPU work: run off the loop)."""
+    book = FeatureBook()
+    rows = np.array(book.prefill_rows("seed", bars), dtype=np.float64)
+    rows[:book.feature_set.warmup] = np.nan  # as the bar book: no row before it is warm
+    return past_passes(rows, bars[:, 0] + step, FEATURE_NAMES, ref, times, window)
 
 
 def hhmm_of(ts_ms: int) -> str:

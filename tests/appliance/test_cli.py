@@ -49,3 +49,12 @@ def test_bench_offers_every_suite_in_benchmarks() -> None:
     offered = next(a for a in bench._actions if a.dest == "suite").choices
     assert set(offered) == suites
     assert all(suite in bench.format_help() for suite in suites)
+
+
+def test_false_alarms_is_a_mode_of_bench_drift_only(capsys) -> None:
+    from appliance.cli import main
+
+    bench = _subparsers(_parser())["bench"]
+    assert "--false-alarms" in bench.format_help()
+    assert main(["bench", "train", "--false-alarms"]) == 2
+    assert "bench train takes no --false-alarms" in capsys.readouterr().err

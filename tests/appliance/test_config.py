@@ -157,8 +157,9 @@ def test_an_invalid_webhook_url_is_a_config_error_that_hides_the_url(url):
 def test_the_drift_section_has_its_defaults_and_checks_its_ranges():
     cfg = build_config(env={}, overrides={})
     assert (cfg.drift.window, cfg.drift.interval, cfg.drift.history, cfg.drift.min_history,
-            cfg.drift.cooldown, cfg.drift.sigma) == ("3d", "1h", "14d", 48, "24h", 3.0)
+            cfg.drift.cooldown, cfg.drift.sigma, cfg.drift.sigma_floor, cfg.drift.persist
+            ) == ("3d", "1h", "14d", 48, "24h", 3.0, 0.4, 6)
     for key, bad in (("window", "3 days"), ("min_history", 1), ("sigma", 0.0),
-                     ("cooldown", "soon")):
+                     ("cooldown", "soon"), ("sigma_floor", -0.1), ("persist", 0)):
         with pytest.raises(ConfigError, match=f"drift.{key}|{key}"):
             build_config(env={}, overrides={"drift": {key: bad}})

@@ -9,7 +9,7 @@ import pytest
 
 from models.drift import (DRIFT, OK, WARMING, Histogram, aggregate, bin_counts, build_reference,
                           feature_kls, kl_divergence, moved_most, reference_from_json,
-                          reference_histogram, reference_to_json, three_sigma)
+                          past_passes, reference_histogram, reference_to_json, three_sigma)
 
 N = 20_000
 LIVE = 864  # a 3-day window of 5m bars
@@ -113,18 +113,59 @@ def test_feature_kls_and_the_aggregate_is_their_mean(rng):
 def test_no_verdict_before_min_history():
     v = three_sigma([0.1] * 9, 5.0, min_history=10)
     assert v.state == WARMING and v.points == 9 and v.line is None and not v.fired
-    assert three_sigma([0.1, 0.2] * 5, 5.0, min_history=10).state == DRIFT
+    assert three_sigma([0.1, 0.2] * 5, 5.0, min_history=10, persist=1).state == DRIFT
 
 
 def test_the_rule_fires_on_a_planted_jump_and_not_on_stationary_noise(rng):
     series = list(0.05 + 0.005 * rng.standard_normal(24 * 28))  # 4 weeks of hourly noise
     history_len = 24 * 14
-    fired = [three_sigma(series[max(0, i - history_len):i], series[i], min_history=48).fired
-             for i in range(len(series))]
+    bare = {"floor": 0.0, "persist": 1}  # the plain 3σ rule on the log scale
+    fired = [three_sigma(series[max(0, i - history_len):i], series[i], min_history=48,
+                         **bare).fired for i in range(len(series))]
     assert sum(fired) <= 2  # a 3σ excursion of Gaussian noise: p ≈ 0.13% per point
-    jump = three_sigma(series[-history_len:], 0.05 + 0.005 * 6, min_history=48)
+    jump = three_sigma(series[-history_len:], 0.05 + 0.005 * 6, min_history=48, **bare)
     assert jump.fired and jump.zscore > 3 and jump.line == pytest.approx(
         math.exp(jump.mean + 3 * jump.std))
     logs = np.log(series[-history_len:])  # the rule is taken on the log scale
     assert jump.mean == pytest.approx(logs.mean()) and jump.std == pytest.approx(logs.std(ddof=1))
-    assert three_sigma(series[-history_len:], 0.05, min_history=48).state == OK
+    assert three_sigma(series[-history_len:], 0.05, min_history=48, **bare).state == OK
+
+
+def test_a_calm_history_draws_the_line_with_the_floor(rng):
+    calm = list(0.05 * np.exp(0.05 * rng.standard_normal(336)))  # log deviation ~0.05
+    spell = 0.05 * math.exp(0.6)  # an ordinary volatile spell: 12σ of this history
+    v = three_sigma(calm, spell, min_history=48, persist=1)
+    assert v.state == OK and v.std == 0.4 and v.zscore < 3
+    assert three_sigma(calm, spell, min_history=48, persist=1, floor=0.0).fired
+    assert three_sigma(calm, 0.05 * math.exp(1.3), min_history=48, persist=1).fired
+
+
+def test_drift_needs_persist_passes_in_a_row_above_the_line(rng):
+    history = list(0.05 * np.exp(0.1 * rng.standard_normal(336)))
+    states = []
+    for _ in range(7):  # a sustained tenfold rise
+        v = three_sigma(history, 0.5, min_history=48, persist=6, span=336)
+        states.append((v.state, v.above))
+        history.append(0.5)
+    assert states[:5] == [(OK, n) for n in range(1, 6)]
+    assert states[5:] == [(DRIFT, 6), (DRIFT, 6)]
+    spike = list(0.05 * np.exp(0.1 * rng.standard_normal(336))) + [0.5] * 5 + [0.05]
+    assert three_sigma(spike, 0.5, min_history=48, persist=6, span=336).above == 1
+
+
+def test_past_passes_are_the_passes_a_live_window_would_have_given(rng):
+    names = ["a", "b"]
+    ref = build_reference(rng.standard_normal((2000, 2)), names)
+    rows = rng.standard_normal((300, 2)) * np.linspace(1, 3, 300)[:, None]  # volatility rising
+    rows[:20] = np.nan  # not warm yet
+    close = 1_000 + 10 * np.arange(300)
+    window = 50
+    times = [1_000, 1_400, 1_695, 2_000, 3_990, 5_000]
+    got = past_passes(rows, close, names, ref, times, window)
+    # 1000 and 1400: fewer than a full window of warm rows closed by then
+    assert [t for t, _, _ in got] == [1_695, 2_000, 3_990, 5_000]
+    for t, kl, kls in got:
+        end = int(np.searchsorted(close, t, side="right"))
+        assert kls == pytest.approx(feature_kls(rows[end - window:end], names, ref))
+        assert kl == pytest.approx(aggregate(kls))
+    assert got[-1][1] > got[0][1]  # the rising volatility shows

@@ -61,14 +61,15 @@ def store_minutes(ctx, market: SimMarket, start_ms: int, end_ms: int) -> np.ndar
     return rows
 
 
-def plant_history(ctx, model_id: str, points: int = 60) -> None:
-    """Calm past passes against the model: aggregate 0.05 ± 0.005."""
+def plant_history(ctx, model_id: str, points: int = 300, broken: int = 0) -> None:
+    """Past passes against the model: calm ones (aggregate 0.05 ± 0.005), then ``broken``
+    ones at 0.4 (the break had begun before the start)."""
     rng = np.random.default_rng(1)
-    for i in range(points):
+    kls = [0.05 + 0.005 * rng.standard_normal() for _ in range(points - broken)]
+    for i, kl in enumerate(kls + [0.4] * broken):
         ctx.store.store.sql("INSERT INTO drift (ts, symbol, kl, model_id, grp, features, "
                             "verdict) VALUES (?, ?, ?, ?, 't2-a', '{}', 'ok')",
-                            [START_MS - (points - i) * HOUR_MS, SYMBOL,
-                             0.05 + 0.005 * rng.standard_normal(), model_id])
+                            [START_MS - (points - i) * HOUR_MS, SYMBOL, kl, model_id])
 
 
 async def feed_hours(ctx, hub: BarHub, market: SimMarket, hours: int) -> None:
@@ -113,7 +114,12 @@ async def test_values_at_once_from_stored_candles_then_a_pass_every_market_hour(
     assert [r[0] for r in rows] == [START_MS + h * HOUR_MS for h in range(4)]
     assert {r[2] for r in rows} == {model_id} and {r[3] for r in rows} == {"warming"}
     last = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
-    assert [p[0] for p in last["history"]] == [r[0] / 1000 for r in rows]
+    history = [p[0] for p in last["history"]]
+    assert history[-4:] == [r[0] / 1000 for r in rows]
+    # before them, the passes seeded from the stored candles (on the pass times; too few of
+    # 8 days for a verdict: each needs a full 3-day window of warm feature rows)
+    assert 0 < len(history) - 4 < ctx.cfg.drift.min_history
+    assert all(b - a == HOUR_MS / 1000 for a, b in zip(history, history[1:]))
     assert ctx.metrics.feature_drift.labels(SYMBOL)._value.get() == pytest.approx(rows[-1][1])
     assert ctx.metrics.feature_drift_feature.labels(SYMBOL, "atr_14")._value.get() == \
         pytest.approx(last["features"]["atr_14"])
@@ -133,7 +139,9 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
     broken = SimMarket(ctx.cfg.sim.seed, shock=Shock(START_MS - 2 * DAY_MS,
                                                      frozenset({SYMBOL})))
     store_minutes(ctx, broken, START_MS - 8 * DAY_MS, START_MS)
-    plant_history(ctx, model_id)
+    # the passes before the start already above the line: with drift.persist (6) in a row,
+    # the first live pass is drift (those before it are read back with the history)
+    plant_history(ctx, model_id, broken=ctx.cfg.drift.persist - 1)
     hub = BarHub()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drift.run, ctx, hub, jobs, Notifier(ctx.bus, None))
@@ -178,3 +186,63 @@ async def test_a_regime_break_fires_the_rule_and_queues_one_early_retrain_per_co
         nursery.cancel_scope.cancel()
     assert jobs.pending() == 1 and ctx.metrics.drift_retrains_total._value.get() == 1
     assert [r["run_id"] for r in ctx.bus.snapshot("drift")["retrains"]] == [run_id]
+
+
+@pytest.mark.trio
+async def test_repeated_drift_of_a_group_is_one_message_within_the_notifiers_dedupe(
+        make_ctx, jobs, autojump_clock):
+    from dataclasses import replace
+
+    ctx = make_ctx(start=START_MS / 1000)
+    ctx.cfg = replace(ctx.cfg, drift=replace(ctx.cfg.drift, cooldown="1h"))
+    calm = SimMarket(ctx.cfg.sim.seed)
+    model_id = add_model(ctx, calm)
+    broken = SimMarket(ctx.cfg.sim.seed, shock=Shock(START_MS - 2 * DAY_MS,
+                                                     frozenset({SYMBOL})))
+    store_minutes(ctx, broken, START_MS - 8 * DAY_MS, START_MS)
+    plant_history(ctx, model_id, broken=ctx.cfg.drift.persist - 1)
+    notifier = Notifier(ctx.bus, None, dedupe_s=900.0, now=lambda: 1000.0)  # one wall moment
+    hub = BarHub()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drift.run, ctx, hub, jobs, notifier)
+        await feed_hours(ctx, hub, broken, 3)
+        nursery.cancel_scope.cancel()
+    acted = [a for a in ctx.bus.audit_entries() if a["action"] == "drift_retrain"]
+    assert len(acted) == 4  # a pass an hour, each past the group's cooldown
+    notes = [e["data"] for e in ctx.bus.events_since(0, ["notification"])
+             if e["data"]["kind"] == "drift"]
+    assert len(notes) == 1 and notifier.suppressed == 3  # the repeats were folded
+
+
+@pytest.mark.trio
+async def test_the_history_is_seeded_from_stored_candles_and_again_for_a_new_model(
+        make_ctx, jobs, autojump_clock):
+    ctx = make_ctx(start=START_MS / 1000)
+    market = SimMarket(ctx.cfg.sim.seed)
+    first = add_model(ctx, market)
+    store_minutes(ctx, market, START_MS - 24 * DAY_MS, START_MS)
+    span = 14 * 24  # drift.history over drift.interval
+    hub = BarHub()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drift.run, ctx, hub, jobs, Notifier(ctx.bus, None))
+        await trio.sleep(2)
+        at_start = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
+        # a new model for the group, with a reference of other days
+        receipt = fake_run(ctx.cfg.state_path, "r-sol2", group="t2-a", symbols=(SYMBOL,),
+                           timeframe="1h")
+        folder = run_dir(ctx.cfg.state_path, "r-sol2")
+        (folder / REFERENCE_FILE).write_text(json.dumps(reference_from_sim(market, days=5)))
+        lifecycle.register(ctx.store.store, receipt, now=START_MS / 1000)
+        ctx.bus.counter_incr(lifecycle.REGISTRY_VERSION)
+        await feed_hours(ctx, hub, market, 1)
+        nursery.cancel_scope.cancel()
+    # a verdict at the first pass, before any live bar, on the rule's whole history
+    assert at_start["model_id"] == first
+    assert at_start["verdict"] == "ok" and at_start["points"] == span
+    assert [r[0] for r in ctx.store.store.sql("SELECT ts FROM drift WHERE model_id = ?",
+                                              [first])] == [START_MS]  # seeded: not written
+    # the new model's history is its own, seeded again against its reference, not reset
+    after = ctx.bus.snapshot("drift")["symbols"][SYMBOL]
+    assert after["model_id"] == "m-r-sol2" and after["verdict"] != "warming"
+    assert after["points"] == span
+    assert after["mean"] != pytest.approx(at_start["mean"], abs=0.05)
