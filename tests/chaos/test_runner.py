@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from chaos import runner
-from chaos.experiment import Experiment, Result
+from chaos.experiment import Experiment, Result, incident_message
 from chaos.experiments import EXPERIMENTS
 from tests.e2e.conftest import methtrader
 
@@ -41,6 +41,8 @@ def test_lanes_run_experiments_at_once_in_their_own_work_dirs_and_report_in_orde
     assert [(r.experiment, r.held, r.details["seed"], r.details["lanes"]) for r in results] == [
         ("first", True, 3, 2), ("second", True, 3, 2)]
     assert len(set(seen["workdirs"])) == 2  # a harness each: no shared state dir or log
+    # the incident says the MTTR was measured beside another experiment
+    assert incident_message(results[0]) == "first (seed 3, 2 lanes): held; mttr=1.000s; lost=0"
 
 
 def test_one_lane_runs_them_one_after_another(monkeypatch, tmp_path):
@@ -50,6 +52,7 @@ def test_one_lane_runs_them_one_after_another(monkeypatch, tmp_path):
     results = runner.run_experiments(["first", "second"], 0, workdir=tmp_path, lanes=1)
     assert [(r.experiment, r.held, r.details["lanes"]) for r in results] == [
         ("first", False, 1), ("second", True, 1)]
+    assert incident_message(results[1]) == "second (seed 0): held; mttr=2.000s; lost=0"
 
 
 @pytest.mark.e2e
