@@ -30,6 +30,17 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _lanes(text: str) -> int:
+    """``chaos run --lanes``: a whole number of experiments at once, 1..8."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= 8:
+        raise argparse.ArgumentTypeError(f"{n} is not in 1..8")
+    return n
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", help="state directory (default ~/.local/state/methtrader; "
                    "env METHTRADER_STATE_DIR)")
@@ -176,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
     c.add_argument("--seed", type=int, default=0, help="seed of the random moments "
                    "(process-kill runs seeds S..S+4)")
+    c.add_argument("--lanes", type=_lanes, default=None, metavar="N",
+                   help="experiments at once, each in its own scratch appliance (default: 3; "
+                   "1 runs them one after another, as `bench chaos` does)")
     c.add_argument("--state-dir", help="record the results as incidents of this appliance "
                    "(default: the default state dir, when it holds one)")
     c.add_argument("--json", action="store_true")
@@ -457,24 +471,26 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                                      f"< {r['target_mttr_s']:g}s" for r in rows))
         return 0
     from appliance.safety import is_state_dir
-    from chaos.runner import record, run_experiments
+    from chaos.runner import LANES, record, run_experiments
 
     unknown = [n for n in args.experiments if n not in EXPERIMENTS]
     if unknown:
         print(f"methtrader: unknown experiment(s) {', '.join(unknown)}; known: "
               f"{', '.join(EXPERIMENTS)} (see `methtrader chaos list`)", file=sys.stderr)
         return 2
-    results = run_experiments(args.experiments or list(EXPERIMENTS), args.seed)
+    lanes = LANES if args.lanes is None else args.lanes
+    results = run_experiments(args.experiments or list(EXPERIMENTS), args.seed, lanes=lanes)
     target = load_config(args).state_path
     where = record(target, results) if is_state_dir(target) else None
-    data = [{"experiment": r.experiment, "held": r.held, "mttr_s": r.mttr_s, "lost": r.lost}
-            for r in results]
+    data = [{"experiment": r.experiment, "held": r.held, "mttr_s": r.mttr_s, "lost": r.lost,
+             "lanes": lanes} for r in results]
     lines = [f"{'experiment':<{w}} {'seed':>4}  {'held':<5} {'MTTR':>8}  lost"]
     for r in results:
         mttr = "—" if r.mttr_s is None else f"{r.mttr_s:.2f}s"
         lines.append(f"{r.experiment:<{w}} {r.details.get('seed', ''):>4}  "
                      f"{'yes' if r.held else 'NO':<5} {mttr:>8}  {r.lost}")
         lines += [f"{'':<{w}} failed: {f}" for f in r.failures]
+    lines.append(f"{len(results)} runs, at most {lanes} at once")
     if where:
         lines.append(f"results {where}")
     _emit(args, data, "\n".join(lines))

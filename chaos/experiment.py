@@ -57,10 +57,14 @@ class Verdict:
 def incident_message(r: Result) -> str:
     """A ``chaos`` incident's message: the verdict and ``mttr=…s``, which the Incidents
     screen's MTTR column reads back (:func:`appliance.services.heartbeat.incidents_snapshot`).
-    ``details["origin"]`` says where the run came from (the weekly schedule); else its seed."""
+    ``details["origin"]`` says where the run came from (the weekly schedule); else its seed,
+    and how many experiments ran at once when more than one did (an MTTR measured beside others
+    carries their contention)."""
     mttr = "none" if r.mttr_s is None else f"{r.mttr_s:.3f}s"
     verdict = "held" if r.held else "FAILED: " + "; ".join(r.failures)
     origin = r.details.get("origin") or f"seed {r.details.get('seed')}"
+    if int(r.details.get("lanes") or 1) > 1:
+        origin += f", {r.details['lanes']} lanes"
     return f"{r.experiment} ({origin}): {verdict}; mttr={mttr}; lost={r.lost}"
 
 

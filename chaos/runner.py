@@ -9,6 +9,7 @@ and as incident events (the TUI shows them live, the audit journal keeps them) w
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +23,59 @@ QUICK: dict[str, dict[str, Any]] = {"exchange-outage": {"fault_s": 30.0},
                                     "exchange-stall": {"fault_s": 30.0},
                                     "rate-limit-storm": {"fault_s": 30.0}}
 KILL_SEEDS = 5
+#: experiments at once in a plain ``chaos run``: most of an experiment's wall time is waiting
+#: (for a minute boundary, a fault held, a restart), so three lanes fit 2 cores; ``bench
+#: chaos`` keeps one, so that its MTTR figures carry no contention
+LANES = 3
+MAX_LANES = 8
+
+
+def runs_of(names: list[str], seed: int, kill_seeds: int = KILL_SEEDS) -> list[tuple[str, int]]:
+    """The (experiment, seed) runs of ``names`` in order: process-kill ``kill_seeds`` times
+    (seeds ``seed``, ``seed+1``, …), every other experiment once."""
+    return [(name, seed + i) for name in names
+            for i in range(kill_seeds if name == "process-kill" else 1)]
+
+
+def run_one(name: str, seed: int, bounds: dict[str, Any], workdir: Path | None,
+            lanes: int) -> Result:
+    """One run of one experiment in a harness of its own (its own scratch work dir, state
+    dirs, ``run`` and ``fake-bybit`` processes on free loopback ports): two lanes share
+    nothing but the machine."""
+    with Harness(workdir) as h:
+        r = EXPERIMENTS[name](h, seed, **bounds)
+    r.details["seed"] = seed
+    r.details["lanes"] = lanes
+    return r
 
 
 def run_experiments(names: list[str], seed: int, *, bounds: dict[str, dict[str, Any]] | None
-                    = None, kill_seeds: int = KILL_SEEDS, workdir: Path | None = None
-                    ) -> list[Result]:
+                    = None, kill_seeds: int = KILL_SEEDS, workdir: Path | None = None,
+                    lanes: int = 1) -> list[Result]:
     """Each named experiment once (process-kill ``kill_seeds`` times, seeds ``seed``,
-    ``seed+1``, …), in a scratch work dir removed afterwards."""
+    ``seed+1``, …), each in a scratch work dir removed afterwards (under ``workdir``, kept, when
+    given), at most ``lanes`` at once. The results are in the order of ``names`` whatever order
+    the runs end in, each with its seed and the lane count in ``details``."""
+    if not 1 <= lanes <= MAX_LANES:
+        raise ValueError(f"lanes must be 1..{MAX_LANES}, not {lanes}")
     bounds = QUICK if bounds is None else bounds
-    out: list[Result] = []
-    with Harness(workdir) as h:
-        for name in names:
-            exp = EXPERIMENTS[name]
-            for i in range(kill_seeds if name == "process-kill" else 1):
-                r = exp(h, seed + i, **bounds.get(name, {}))
-                r.details["seed"] = seed + i
-                out.append(r)
-    return out
+    runs = runs_of(names, seed, kill_seeds)
+
+    def one(k: int) -> Result:
+        name, s = runs[k]
+        where = None if workdir is None else Path(workdir) / f"{k:02d}-{name}-{s}"
+        return run_one(name, s, bounds.get(name, {}), where, lanes)
+
+    if lanes == 1:  # in this thread: a Ctrl-C reaches the experiment and its harness cleans up
+        return [one(k) for k in range(len(runs))]
+    pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="chaos-lane")
+    try:
+        futures = [pool.submit(one, k) for k in range(len(runs))]
+        return [f.result() for f in futures]
+    finally:
+        # on an interrupt, runs not started are dropped; each running one is bounded and its
+        # harness stops its processes
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def record(state_dir: Path, results: list[Result]) -> str:

@@ -95,8 +95,9 @@ def test_chaos_cli_reports_json_and_records_incidents_with_mttr(tmp_path):
     out = methtrader("chaos", "run", "service-crash", "--json", "--state-dir", str(state),
                      timeout=200)
     rows = json.loads(out.stdout)
-    assert [set(r) for r in rows] == [{"experiment", "held", "mttr_s", "lost"}]
+    assert [set(r) for r in rows] == [{"experiment", "held", "mttr_s", "lost", "lanes"}]
     assert rows[0]["experiment"] == "service-crash" and rows[0]["held"] is True
+    assert rows[0]["lanes"] == 3  # the default: three experiments at once
     store = Store(state / "methtrader.duckdb", read_only=True)
     try:
         chaos = [i for i in incidents_snapshot(store) if i["kind"] == "chaos"]
