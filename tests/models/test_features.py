@@ -107,6 +107,32 @@ def test_changing_future_bars_never_changes_past_features(n, seed, data):
     assert np.array_equal(before, compute_features(bars[:t + 1]), equal_nan=True)
 
 
+@pytest.mark.parametrize("mode", ["redraw", "scale", "nan"])
+def test_changing_future_bars_of_a_long_history_never_changes_past_features(mode):
+    """The same across the batch path's full-size chunks: bars changed from inside a later
+    chunk on (a window block and a smoother block straddle the change) leave every row before
+    them exactly as they were, and a single changed bar changes nothing before it."""
+    from models.features.batch import chunks
+
+    rng = np.random.default_rng(11)
+    bars = random_bars(rng, 30_000)
+    boundaries = [a for a, _, _ in chunks(len(bars))]
+    assert len(boundaries) >= 3
+    for t in (boundaries[2] + 5_003, boundaries[1] - 1, boundaries[2]):
+        changed = bars.copy()
+        if mode == "redraw":
+            changed[t + 1:, 1:] = random_bars(rng, len(bars))[t + 1:, 1:]
+        elif mode == "scale":
+            changed[t + 1:, 1:] *= rng.uniform(0.5, 2.0, (len(bars) - t - 1, 6))
+        else:
+            changed[t + 1:, 1:] = np.nan
+        one = bars.copy()
+        one[t + 1, 1:] *= 3.0
+        before = compute_features(bars)[:t + 1]
+        for other in (changed, one):
+            assert np.array_equal(compute_features(other)[:t + 1], before, equal_nan=True), t
+
+
 def test_values_follow_their_definitions_on_real_candles():
     bars = load_freqtrade("ETH_BTC-5m.json")
     feats = compute_features(bars)
