@@ -8,13 +8,15 @@ step, reported per bar for 50 and 150 symbols (p50/p99 in microseconds); and the
 Workload: one-minute bars, minute-aligned open times, geometric random-walk closes with
 lognormal volumes. Batch: BATCH_SYMBOLS symbols x BATCH_ROWS bars as one (bars, symbols, 7)
 array, best and median of REPEATS runs, wall clock and the thread's CPU time (the box is shared,
-so the CPU-time rate is the steadier figure). Live: each book is prefilled with PREFILL bars per
+so the CPU-time rate is the steadier figure; the 1-minute load average before and after the run
+is reported with it). Live: each book is prefilled with PREFILL bars per
 symbol, then LIVE_BARS bars are pushed, all symbols in one ``push`` per bar; the parity figure
 is the largest difference between those rows and ``compute_features`` over the same candles.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -91,7 +93,9 @@ def live_step(symbols: int, seed: int = 1) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
+    load_start = round(os.getloadavg()[0], 2)
     figures = batch_rate(candles(BATCH_ROWS, BATCH_SYMBOLS))
+    figures["load_average_1m_start"] = load_start
     parity = 0.0
     for symbols in LIVE_SYMBOLS:
         step = live_step(symbols)
@@ -100,7 +104,8 @@ def run() -> dict[str, Any]:
     figures.update({"features_parity_max_abs_diff": parity,
                     "features_parity_bound": PARITY_BOUND,
                     "features_warmup_bars": WARMUP_BARS,
-                    "symbols": max(LIVE_SYMBOLS)})
+                    "symbols": max(LIVE_SYMBOLS),
+                    "load_average_1m_end": round(os.getloadavg()[0], 2)})
     return figures
 
 
