@@ -74,7 +74,7 @@ from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
 from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
                           reference_from_json)
-from models.features import FEATURE_NAMES
+from models.features import FS2
 from models.registry import load_reference, load_vol_profiles
 from models.vol_regime import NORMAL, next_regime, vol_ratio
 
@@ -153,7 +153,7 @@ class DriftMonitor:
             if s.model_id not in self.refs:
                 data = await store.run(load_reference, store.store, s.model_id)
                 self.refs[s.model_id] = (compile_reference(reference_from_json(data),
-                                                           FEATURE_NAMES) if data else None)
+                                                           FS2.names) if data else None)
                 self.profiles[s.model_id] = await store.run(load_vol_profiles, store.store,
                                                             s.model_id)
             await self.fill(symbol, s.timeframe, end_ms)
@@ -223,7 +223,7 @@ class DriftMonitor:
                 by_model.setdefault(served.model_id, []).append((symbol, window))
         out = {}
         for model_id, items in by_model.items():
-            kls = feature_kls_many([w for _, w in items], FEATURE_NAMES, self.refs[model_id])
+            kls = feature_kls_many([w for _, w in items], FS2.names, self.refs[model_id])
             out.update({symbol: k for (symbol, _), k in zip(items, kls)})
         return out
 

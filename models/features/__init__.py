@@ -71,10 +71,22 @@ def feature_set(set_id: str) -> FeatureSet:
                          ) from None
 
 
+def serving_columns(set_id: str | None, features: list[str] | None = None) -> np.ndarray:
+    """Where a model's input columns sit in a live row of the catalogue (``fs2``, whose first
+    columns are fs1's): the trading engine and the drift service compute the catalogue once
+    per bar and hand each model its own columns. ``features`` (a run's column list) defaults
+    to all of the set's columns."""
+    names = list(feature_set(set_id or FS1.id).names if features is None else features)
+    try:
+        return np.array([FS2.names.index(n) for n in names], dtype=np.intp)
+    except ValueError:
+        raise ValueError(f"features {names} are not all in the catalogue") from None
+
+
 __all__ = [
     "ATR_PERIOD", "BB_WIDTH", "BB_WINDOW", "CLOSE", "FEATURE_NAMES", "FEATURE_SET_ID", "FS1",
     "HIGH", "HISTORY", "LOW", "MACD_FAST", "MACD_SIGNAL", "MACD_SLOW", "N_COLUMNS", "OPEN",
     "FEATURE_SETS", "FS2", "INDICATOR_GROUPS", "OPEN_TIME", "RETURN_LAGS", "RSI_PERIOD", "TURNOVER", "VOLUME", "VOLUME_Z_WINDOW",
     "VOL_WINDOWS", "WARMUP_BARS", "FeatureBook", "FeatureSet", "FeatureState",
-    "compute", "compute_features", "feature_set", "latest_features",
+    "compute", "compute_features", "feature_set", "latest_features", "serving_columns",
 ]
