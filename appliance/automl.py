@@ -13,15 +13,19 @@ service, which registers every receipt it finds.
 from __future__ import annotations
 
 import json
+import os
+import time
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from appliance.config import Config
 from appliance.paths import StatePaths
-from appliance.schedule import duration_s
+from appliance.schedule import WEEK_S, duration_s, next_weekly
 from models import automl
 from models.costs import CostModel
 from models.dataset import lake_at, load_group_candles
@@ -78,7 +82,16 @@ def run_group_study(cfg: Config, group: str, symbols: list[str], *, now: float,
                               default=None)})
 
     automl.run_trials(study, pre, space, setup, trials, timeout_s, callbacks=[report])
-    verdict = automl.select(study, candles, cut, setup, cfg.automl.dsr_threshold)
+    return conclude(state, study, group, symbols, candles, cut, setup,
+                    cfg.automl.dsr_threshold, now)
+
+
+def conclude(state: Path, study: optuna.Study, group: str, symbols: list[str],
+             candles: dict[str, Any], cut: int, setup: automl.Setup, dsr_threshold: float,
+             now: float) -> dict[str, Any]:
+    """Select, train a winner as an autogen run, record the verdict; the summary."""
+    name = study.study_name
+    verdict = automl.select(study, candles, cut, setup, dsr_threshold)
     summary: dict[str, Any] = {"group": group, "study": name, **verdict.as_dict(),
                                "run_id": None, "model_id": None, "receipt": None}
     if verdict.registered and verdict.best is not None:
@@ -98,3 +111,116 @@ def run_group_study(cfg: Config, group: str, symbols: list[str], *, now: float,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, default=str))
     return summary
+
+
+# -- the weekly study inside `run`: its schedule and its huey jobs ----------------------------
+
+def study_due(now: float, first_prod: float | None, last_started: float | None,
+              weekday: int, at_s: int) -> bool:
+    """Whether a group's weekly study is due at market time ``now``.
+
+    Never before the group has had a prod model for a week (so never at a first start); the
+    first study is due a week after its first prod model; after that at each weekly slot
+    (``automl.weekly_at``) with no study started since (so one missed while ``run`` was down
+    runs at start), and never within half a week of the last one.
+    """
+    if first_prod is None or now < first_prod + WEEK_S:
+        return False
+    if last_started is None:
+        return True
+    slot = next_weekly(now - WEEK_S, weekday, at_s)  # the latest slot at or before now
+    return last_started < slot and now - last_started >= WEEK_S / 2
+
+
+def setup_to_json(setup: automl.Setup) -> dict[str, Any]:
+    return {"interval": setup.interval, "folds": setup.folds, "threshold": setup.threshold,
+            "taker_fee": setup.costs.taker_fee, "slippage": setup.costs.slippage,
+            "seed": setup.seed, "max_train_samples": setup.max_train_samples}
+
+
+def setup_from_json(d: dict[str, Any]) -> automl.Setup:
+    return automl.Setup(interval=d["interval"], folds=int(d["folds"]),
+                        threshold=float(d["threshold"]),
+                        costs=CostModel(float(d["taker_fee"]), float(d["slippage"])),
+                        seed=int(d["seed"]), max_train_samples=int(d["max_train_samples"]))
+
+
+def space_to_json(space: automl.Space) -> dict[str, Any]:
+    return {f.name: list(getattr(space, f.name)) for f in fields(space)}
+
+
+def space_from_json(d: dict[str, Any]) -> automl.Space:
+    return automl.Space(**{k: tuple(v) for k, v in d.items()})
+
+
+def trial_job(state_dir: Path, study: str, symbols: list[str], setup: dict[str, Any],
+              space: dict[str, Any], budget: int, timeout_s: float) -> str:
+    """One trial of a weekly study (a huey job): none when the budget is spent (a retried or
+    re-queued job never overshoots) or ``timeout_s`` of wall time have passed since the
+    study's first trial began (then the study is marked ``stopped``)."""
+    st = setup_from_json(setup)
+    s = automl.open_study(state_dir, study, st.seed, fail_stale=False)
+    if len(automl.finished(s)) >= budget:
+        return "budget spent"
+    began = s.user_attrs.get("wall_started")
+    if began is None:
+        s.set_user_attr("wall_started", time.time())
+    elif time.time() - float(began) > timeout_s:
+        s.set_user_attr("stopped", f"automl.timeout ({timeout_s:g} s) reached")
+        return "timeout"
+    candles = load_group_candles(lake_at(state_dir), symbols, st.interval)
+    pre, _ = automl.split_holdout(candles, st.folds)
+    automl.run_trials(s, pre, space_from_json(space), st, len(automl.finished(s)) + 1)
+    return "trial run"
+
+
+def finish_job(state_dir: Path, study: str, group: str, symbols: list[str],
+               setup: dict[str, Any], dsr_threshold: float, now: float) -> dict[str, Any]:
+    """A weekly study's selection (a huey job); the winner's receipt is registered by the
+    training service like any run's."""
+    st = setup_from_json(setup)
+    candles = load_group_candles(lake_at(state_dir), symbols, st.interval)
+    _, cut = automl.split_holdout(candles, st.folds)
+    s = automl.open_study(state_dir, study, st.seed, fail_stale=False)
+    summary = conclude(Path(state_dir), s, group, symbols, candles, cut, st, dsr_threshold,
+                       now)
+    return {k: v for k, v in summary.items() if k != "receipt"}
+
+
+def schedule_path(state_dir: Path) -> Path:
+    return Path(state_dir) / STUDY_DIR / "schedule.json"
+
+
+def load_schedule(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each group's latest weekly study: name, market start, wall deadline, budget, and
+    whether its selection was queued (kept across restarts)."""
+    try:
+        return json.loads(schedule_path(state_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_schedule(state_dir: Path, schedule: dict[str, dict[str, Any]]) -> None:
+    path = schedule_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(schedule, indent=1))
+    os.replace(tmp, path)
+
+
+def search_over(state_dir: Path, study: str, budget: int) -> bool:
+    """Whether a weekly study's trial jobs are all done: ``budget`` trials ended (complete,
+    pruned or failed) or its time ran out; read from the journal."""
+    path = Path(state_dir) / automl.JOURNAL_FILE
+    if not path.exists():
+        return False
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    try:
+        study_id = storage.get_study_id_from_name(study)
+    except KeyError:
+        return False
+    if "stopped" in storage.get_study_user_attrs(study_id):
+        return True
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+             optuna.trial.TrialState.FAIL)
+    return len(storage.get_all_trials(study_id, deepcopy=False, states=ended)) >= budget

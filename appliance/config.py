@@ -212,6 +212,11 @@ class DriftConfig:
 class AutomlConfig:
     """AutoML studies (:mod:`models.automl`, ``methtrader automl``)."""
 
+    weekly_at: str = _f("Sun 06:00",
+                        pattern=r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01]\d|2[0-3]):[0-5]\d",
+                        doc="the weekly study of each group inside `run` (weekday HH:MM, UTC, "
+                            "market time); a group's first comes a week after its first prod "
+                            "model")
     trials: int = _f(50, lo=1, hi=10_000, doc="trials per study and group (the budget)")
     timeout: str = _f("4h", pattern=r"\d+(\.\d+)?[smhdw]",
                       doc="wall time a study may run; it stops after the trial in progress")

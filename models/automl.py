@@ -191,16 +191,19 @@ def _bar_days(interval: str) -> float:
     return 365.0 / periods_per_year(interval)
 
 
-def open_study(state_dir: Path, name: str, seed: int) -> optuna.Study:
+def open_study(state_dir: Path, name: str, seed: int, *, fail_stale: bool = True
+               ) -> optuna.Study:
     """The study ``name`` in ``<state>/optuna.journal`` (created, or loaded to resume): TPE
-    with ``seed``, the median pruner on walk-forward folds. Trials left running by a killed
-    process are marked failed (this process is the study's only writer)."""
+    with ``seed``, the median pruner on walk-forward folds. With ``fail_stale``, trials left
+    running by a killed process are marked failed (only where this process is the study's
+    one writer: the foreground command, or the weekly study before its jobs are queued)."""
     storage = JournalStorage(JournalFileBackend(str(Path(state_dir) / JOURNAL_FILE)))
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in (study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+              if fail_stale else []):
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     return study
 

@@ -10,6 +10,8 @@
 * Jobs run in the huey consumer (3 attempts, exponential backoff); each leaves a receipt in its
   artifacts folder, which this service registers in DuckDB as a ``candidate`` (idempotent by run
   id), counting ``models_trained_total``.
+* The weekly AutoML study of each group (:mod:`appliance.services.automl_weekly`), queued
+  behind the nightly runs; its winner is registered here like any run.
 * Disk guard, once per nightly run (:mod:`appliance.disk_guard`): when the state dir's
   filesystem is fuller than ``training.disk_threshold`` it archives the worst 20% of the models
   that had their verdict (through the lifecycle), or, when the lake is what fills the disk,
@@ -37,6 +39,7 @@ from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
+from appliance.services.automl_weekly import WeeklyStudies
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
 from data.lake import Lake
@@ -190,6 +193,7 @@ class Trainer:
         self.kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()]
         self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
         self.device = training_device()
+        self.weekly = WeeklyStudies(ctx, jobs)
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
@@ -336,6 +340,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
             if ctx.clock.now() >= t.next_nightly:
                 await t.nightly()
                 await t.guard_disk()
+            await t.weekly.step(t.groups)
             await t.publish_snapshot()
             if holding:
                 await trio.sleep(1.0)  # market time stands still: poll in real time
