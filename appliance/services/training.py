@@ -104,7 +104,7 @@ def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
                "val_sharpe": metrics.get("sharpe"), "sharpe": metrics.get("sharpe"),
                "pnl": None, "days_in_shadow": None, "trades": metrics.get("trades"),
                "fills": None, "parity": None, "pinned": bool(m.get("pinned")),
-               "live": current}
+               "autogen": bool((m.get("tags") or {}).get("autogen")), "live": current}
         if current:
             row.update({k: current.get(k) for k in ("sharpe", "pnl", "trades", "fills",
                                                      "days_in_shadow", "parity")})

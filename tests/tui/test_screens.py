@@ -192,9 +192,10 @@ def test_models_leaderboard_puts_prod_then_shadow_and_hides_archived(bus_state: 
         board = rows(app, "#leaderboard")
         assert [r[0] for r in board] == ["m000", "m001", "m002", "m003", "m004", "m006"]
         assert board[0] == ["m000", "BTCUSDT", "LSTM", "prod", "06-01 12:00", "1.92", "+812.50",
-                            "7.0", "412", "1,650", "0.0031", "yes"]
+                            "7.0", "412", "1,650", "0.0031", "yes", ""]
         assert board[4] == ["m004", "XRPUSDT", "MLP", "candidate", "—", "—", "—", "—", "—", "—",
-                            "—", ""]
+                            "—", "", ""]
+        assert board[2][-1] == "automl"  # found by an AutoML study
         assert text(app, "#models-summary").startswith(
             "prod 3 · shadow 5 · candidate 2 · retired 1 · rejected 4 · archived 7")
 
