@@ -224,3 +224,41 @@ def search_over(state_dir: Path, study: str, budget: int) -> bool:
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
              optuna.trial.TrialState.FAIL)
     return len(storage.get_all_trials(study_id, deepcopy=False, states=ended)) >= budget
+
+
+def studies_snapshot(state_dir: Path) -> list[dict[str, Any]]:
+    """Each group's latest weekly study for the Training screen: its trials so far (done,
+    pruned, each completed trial's value in order, the best), and its state: ``searching``,
+    ``selecting`` (the selection job is queued) or ``done`` with the verdict."""
+    schedule = load_schedule(state_dir)
+    path = Path(state_dir) / automl.JOURNAL_FILE
+    storage = JournalStorage(JournalFileBackend(str(path))) if path.exists() else None
+    out = []
+    for group, entry in sorted(schedule.items()):
+        trials: list[Any] = []
+        if storage is not None:
+            try:
+                study_id = storage.get_study_id_from_name(entry["study"])
+                trials = storage.get_all_trials(study_id, deepcopy=False)
+            except KeyError:
+                trials = []
+        state = optuna.trial.TrialState
+        values = [float(t.value) for t in trials
+                  if t.state == state.COMPLETE and t.value is not None]
+        verdict = None
+        if entry.get("finish_queued"):
+            try:
+                verdict = json.loads(verdict_path(state_dir, entry["study"]).read_text())
+            except (OSError, ValueError):
+                verdict = None
+        out.append({
+            "group": group, "study": entry["study"], "budget": entry["budget"],
+            "done": sum(t.state in (state.COMPLETE, state.PRUNED, state.FAIL) for t in trials),
+            "pruned": sum(t.state == state.PRUNED for t in trials),
+            "best": max(values, default=None), "values": values,
+            "state": ("searching" if not entry.get("finish_queued")
+                      else "selecting" if verdict is None else "done"),
+            "passed": None if verdict is None else verdict.get("passed"),
+            "reason": None if verdict is None else verdict.get("reason"),
+            "run_id": None if verdict is None else verdict.get("run_id")})
+    return out

@@ -39,6 +39,7 @@ from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
+from appliance.automl import studies_snapshot
 from appliance.services.automl_weekly import WeeklyStudies
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
@@ -326,6 +327,8 @@ class Trainer:
             models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
         self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
             list_models, self.ctx.store.store))
+        self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
+            studies_snapshot, self.ctx.cfg.state_path))
 
 
 async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,

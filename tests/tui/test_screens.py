@@ -10,6 +10,7 @@ from textual.widgets import Digits, Sparkline
 from tests.tui.conftest import (MARKET_T0, TRADES, make_app, run_scenario, switch_to, trade,
                                 wait_for)
 from tests.tui.helpers import cell, publish, rows, text
+from appliance.bus import Bus
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.training import compute_device
 from tui.widgets.cards import NumberCard, TextCard
@@ -148,6 +149,32 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
         await wait_for(lambda: "r-rf-eth" in text(app, "#loss-title"))
         assert text(app, "#folds") == ("Walk-forward 2 folds  1: 2.00 (31 tr)  2: 0.40 (27 tr)"
                                        "  ·  mean 1.20  std 0.80  score 0.80")
+
+    run_scenario(app, scenario)
+
+
+def test_training_shows_the_weekly_automl_studies_and_their_trial_values(bus_state: Path
+                                                                         ) -> None:
+    with Bus(bus_state / "bus") as bus:
+        bus.put_snapshot("automl", [
+            {"group": "t1-a", "study": "t1-a-2026-W48", "budget": 50, "done": 2, "pruned": 0,
+             "best": 1.5, "values": [1.5, -0.2], "state": "done", "passed": True,
+             "reason": "hold-out DSR 0.981 > 0.95 over 2 trials",
+             "run_id": "automl-t1-a-2026-W48-t0"},
+            {"group": "t2-a", "study": "t2-a-2026-W48", "budget": 50, "done": 12, "pruned": 4,
+             "best": 3.25, "values": [0.5, 3.25, -1.0], "state": "searching", "passed": None,
+             "reason": None, "run_id": None}])
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "3", "training")
+        await wait_for(lambda: "t2-a-2026-W48" in text(app, "#studies"))
+        assert text(app, "#studies").splitlines() == [
+            "AutoML t1-a-2026-W48: 2/50 trials, 0 pruned, best 1.50  ·  candidate "
+            "automl-t1-a-2026-W48-t0: hold-out DSR 0.981 > 0.95 over 2 trials",
+            "AutoML t2-a-2026-W48: 12/50 trials, 4 pruned, best 3.25  ·  searching"]
+        # the plot follows the study still searching
+        assert app.screen.query_one("#study-values", Sparkline).data == [0.5, 3.25, -1.0]
 
     run_scenario(app, scenario)
 

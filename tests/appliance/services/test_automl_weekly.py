@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from appliance import lifecycle
-from appliance.automl import load_schedule, verdict_path
+from appliance.automl import load_schedule, studies_snapshot, verdict_path
 from appliance.backfill import backfill_symbol
 from appliance.jobs import Jobs
 from appliance.schedule import DAY_S, WEEK_S, utc
@@ -79,6 +79,10 @@ async def test_weekly_studies_follow_the_first_prod_model_and_the_slot(make_ctx,
     assert load_schedule(state_dir)[GROUP.name]["finish_queued"]
     verdict = json.loads(verdict_path(state_dir, first).read_text())
     assert verdict["trials"] == 2 and verdict["reason"]
+    [shown] = studies_snapshot(state_dir)  # what the Training screen shows
+    assert (shown["study"], shown["done"], shown["budget"], shown["state"]) == (
+        first, 2, 2, "done")
+    assert shown["reason"] == verdict["reason"] and len(shown["values"]) <= 2
     await weekly.step([GROUP])
     assert trials_of(state_dir, first) == 2  # nothing queued twice
     audit = [e for e in ctx.bus.audit_entries() if e["action"] == "automl_study_queued"]
