@@ -24,7 +24,6 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from appliance.config import Config
-from appliance.paths import StatePaths
 from appliance.schedule import WEEK_S, duration_s, next_weekly
 from models import automl
 from models.costs import CostModel

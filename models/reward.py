@@ -11,9 +11,10 @@ the same forward bars the label looks at:
 
 Weights are capped at ``CAP`` risk units (a path without risk on it, e.g. no down bar for
 ``sortino``, weighs ``CAP``). Each row's weight depends on its own forward bars only (no
-normalisation over the series), so it never changes with bars past its horizon. ``none`` keeps every sample equal (no resampling): the
-default, and what every non-AutoML run uses. Weights look forward exactly as far as labels do,
-so the purge that protects labels protects them too. Every trial is still *scored* on the
+normalisation over the series), so it never changes with bars past its horizon.
+``none`` keeps every sample equal (no resampling): the default, and what every non-AutoML
+run uses. Weights look forward exactly as far as labels do, so the purge that protects labels
+protects them too. Every trial is still *scored* on the
 walk-forward score (:mod:`models.validation`), whatever it was trained on.
 """
 

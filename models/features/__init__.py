@@ -86,7 +86,8 @@ def serving_columns(set_id: str | None, features: list[str] | None = None) -> np
 __all__ = [
     "ATR_PERIOD", "BB_WIDTH", "BB_WINDOW", "CLOSE", "FEATURE_NAMES", "FEATURE_SET_ID", "FS1",
     "HIGH", "HISTORY", "LOW", "MACD_FAST", "MACD_SIGNAL", "MACD_SLOW", "N_COLUMNS", "OPEN",
-    "FEATURE_SETS", "FS2", "INDICATOR_GROUPS", "OPEN_TIME", "RETURN_LAGS", "RSI_PERIOD", "TURNOVER", "VOLUME", "VOLUME_Z_WINDOW",
+    "FEATURE_SETS", "FS2", "INDICATOR_GROUPS",
+    "OPEN_TIME", "RETURN_LAGS", "RSI_PERIOD", "TURNOVER", "VOLUME", "VOLUME_Z_WINDOW",
     "VOL_WINDOWS", "WARMUP_BARS", "FeatureBook", "FeatureSet", "FeatureState",
     "compute", "compute_features", "feature_set", "latest_features", "serving_columns",
 ]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
