@@ -21,9 +21,9 @@ from appliance.bars import bars_from_minutes
 from appliance.store import Store
 from data.intervals import interval_ms
 from data.lake import Lake
-from models.features import FEATURE_NAMES, WARMUP_BARS, FeatureBook
+from models.features import FS2, WARMUP_BARS, FeatureBook
 
-VOL = FEATURE_NAMES.index("vol_12")
+VOL = FS2.names.index("vol_12")
 HISTORY_BARS = 288  # closes kept per symbol (a day of 5m bars): allocation's volatility
 
 
@@ -32,7 +32,8 @@ class BarBook:
         self.interval = interval
         self.step = interval_ms(interval)
         self.rows_kept = rows_kept
-        self.features = FeatureBook()
+        # the catalogue (fs1's columns first): each model reads its own columns of a row
+        self.features = FeatureBook(feature_set=FS2)
         self.rows: dict[str, deque[np.ndarray]] = {}
         self.closes: dict[str, deque[float]] = {}
         self.last_open: dict[str, int] = {}
@@ -99,12 +100,15 @@ class BarBook:
     def warm(self, symbol: str) -> bool:
         return bool(self.rows.get(symbol))
 
-    def window(self, symbol: str, lookback: int) -> np.ndarray:
-        """The last ``lookback`` feature rows (the first repeated when fewer exist)."""
+    def window(self, symbol: str, lookback: int, columns: np.ndarray | None = None
+               ) -> np.ndarray:
+        """The last ``lookback`` feature rows (the first repeated when fewer exist), of
+        ``columns`` only when given (:func:`models.features.serving_columns`)."""
         rows = list(self.rows[symbol])
         if len(rows) < lookback:
             rows = [rows[0]] * (lookback - len(rows)) + rows
-        return np.asarray(rows[-lookback:], dtype=np.float32)
+        out = np.asarray(rows[-lookback:], dtype=np.float32)
+        return out if columns is None else out[:, columns]
 
     def vol(self, symbol: str) -> float:
         return float(self.rows[symbol][-1][VOL])

@@ -137,6 +137,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: training.kinds of the config")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("automl", help="run an AutoML study per group in the foreground (trials "
+                       "in-process); --report GROUP prints a study's parameter importances")
+    _add_common(p)
+    p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
+    p.add_argument("--trials", type=int, help="trials per study (default automl.trials)")
+    p.add_argument("--timeout", type=parse_duration, metavar="DURATION",
+                   help="wall time per study, e.g. 30m (default automl.timeout)")
+    p.add_argument("--report", metavar="GROUP",
+                   help="the group's latest study: fANOVA importances and its best trials")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("models", help="the model registry")
     _add_common(p)
     p.add_argument("--json", action="store_true")
@@ -210,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos", "drift"))
+                                     "chaos", "drift", "automl"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
                    help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
     p.add_argument("--false-alarms", action="store_true", default=None,
@@ -558,6 +569,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_automl(args: argparse.Namespace) -> int:
+    from appliance.automl_report import latest_report, render_report
+    from appliance.commands import automl_groups
+
+    cfg = load_config(args)
+    if args.report:
+        try:
+            report = latest_report(cfg.state_path, args.report)
+        except ValueError as exc:
+            print(f"methtrader: {exc}", file=sys.stderr)
+            return 2
+        _emit(args, report, render_report(report))
+        return 0
+    if args.trials is not None and args.trials < 1:
+        print("methtrader: --trials must be at least 1", file=sys.stderr)
+        return 2
+
+    def progress(p: dict[str, Any]) -> None:
+        best = "-" if p["best"] is None else f"{p['best']:.2f}"
+        value = "-" if p["value"] is None else f"{p['value']:.2f}"
+        print(f"{p['group']} trial {p['trial']}/{p['trials']} {p['state']} {value}  "
+              f"best {best}  pruned {p['pruned']}", file=sys.stderr, flush=True)
+
+    try:
+        results = automl_groups(cfg, args.groups, trials=args.trials, timeout_s=args.timeout,
+                                progress=progress)
+    except ValueError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 2
+    _emit(args, results, "\n".join(
+        f"{r['group']:<8} {r['trials']} trials ({r['pruned']} pruned)  wf score "
+        f"{_num(r['wf_score'])}  hold-out Sharpe {_num(r['holdout_sharpe'])}  DSR "
+        f"{_num(r['dsr'], 3)}  "
+        + (f"registered {r['model_id']}" if r["model_id"] else f"none: {r['reason']}")
+        for r in results))
+    return 0
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from appliance.commands import list_registry
 
@@ -679,6 +732,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "backfill": cmd_backfill,
     "fake-bybit": cmd_fake_bybit,
     "train": cmd_train,
+    "automl": cmd_automl,
     "models": cmd_models,
     "report": cmd_report,
     "backup": cmd_backup,
@@ -699,7 +753,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # Commands that create files in the state dir: their files are the operator's alone.
 CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
                  "rollback", "backfill", "train", "tui", "discover", "status", "models",
-                 "report", "backup", "restore", "drift"}
+                 "report", "backup", "restore", "drift", "automl"}
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

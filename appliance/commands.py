@@ -9,7 +9,7 @@ manifests in the lake for the appliance to register on its next pass.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -313,3 +313,74 @@ def _market_now(cfg: Config) -> float:
     """Market time while ``run`` is down: the saved virtual clock in sim/replay, else now."""
     clock = make_clock(cfg)
     return clock.now()
+
+
+def lake_groups(cfg: Config, group_names: list[str]) -> list[Any]:
+    """The symbol groups of the lake (as ``run`` forms them), or those named; ValueError for an
+    unknown name or an empty lake."""
+    from appliance.services.training import groups_from_lake
+    from models.groups import GroupingRules
+
+    lake_root = StatePaths(cfg.state_path).lake
+    with Bus(StatePaths(cfg.state_path).bus) as bus:
+        tradable = bus.tradable_pairs()
+    symbols = tradable if tradable else Lake(lake_root).symbols("5m")
+    groups = groups_from_lake(lake_root, symbols,
+                              GroupingRules(max_size=cfg.training.max_group_size))
+    if group_names:
+        unknown = sorted(set(group_names) - {g.name for g in groups})
+        if unknown:
+            raise ValueError(f"unknown group(s) {', '.join(unknown)}; groups of the lake: "
+                             f"{', '.join(g.name for g in groups) or 'none (backfill first)'}")
+        groups = [g for g in groups if g.name in group_names]
+    if not groups:
+        raise ValueError(f"no symbol in {lake_root} has a 5m dataset yet; run "
+                         "`methtrader backfill` first")
+    return groups
+
+
+def automl_groups(cfg: Config, group_names: list[str], *, trials: int | None = None,
+                  timeout_s: float | None = None,
+                  progress: Callable[[dict[str, Any]], None] | None = None,
+                  now: float | None = None) -> list[dict[str, Any]]:
+    """``methtrader automl``: each group's study in the foreground, its trials in-process,
+    and its winner registered (:func:`register_winners`). One summary per group."""
+    import time as _time
+
+    from appliance.automl import run_group_study
+
+    now = _time.time() if now is None else now
+    return register_winners(cfg, [
+        run_group_study(cfg, group.name, list(group.symbols), now=now, trials=trials,
+                        timeout_s=timeout_s, progress=progress)
+        for group in lake_groups(cfg, group_names)])
+
+
+def register_winners(cfg: Config, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Register the winners' runs as candidates through the lifecycle when ``run`` does not
+    hold DuckDB (else ``run``'s training service registers their receipts); the summaries
+    with ``model_id`` filled in and without the receipts."""
+    import time as _time
+
+    from appliance.lifecycle import register
+    from models.registry import model_id_of
+
+    receipts = [s for s in summaries if s.get("receipt")]
+    if receipts:
+        try:
+            store = Store(StatePaths(cfg.state_path).duckdb)
+        except StoreError:
+            store = None  # run holds it; its training service registers the receipts
+        if store is not None:
+            try:
+                with Bus(StatePaths(cfg.state_path).bus,
+                         events_maxlen=cfg.bus.events_maxlen) as bus:
+                    life = _offline_lifecycle(cfg, store, bus)
+                    for s in receipts:
+                        life.publish(register(store, s["receipt"], now=_time.time(),
+                                              actor="automl"))
+            finally:
+                store.close()
+    for s in receipts:
+        s["model_id"] = model_id_of(s["run_id"])
+    return [{k: v for k, v in s.items() if k != "receipt"} for s in summaries]

@@ -219,6 +219,28 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class AutomlConfig:
+    """AutoML studies (:mod:`models.automl`, ``methtrader automl``)."""
+
+    weekly_at: str = _f("Sun 06:00",
+                        pattern=r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01]\d|2[0-3]):[0-5]\d",
+                        doc="the weekly study of each group inside `run` (weekday HH:MM, UTC, "
+                            "market time); a group's first comes a week after its first prod "
+                            "model")
+    trials: int = _f(50, lo=1, hi=10_000, doc="trials per study and group (the budget)")
+    timeout: str = _f("4h", pattern=r"\d+(\.\d+)?[smhdw]",
+                      doc="wall time a study may run; it stops after the trial in progress")
+    dsr_threshold: float = _f(0.95, lo=0.0, hi=1.0,
+                              doc="the winner's deflated Sharpe ratio on the hold-out block "
+                                  "must exceed this before it becomes a candidate")
+    kinds: str = _f("rf,mlp,lstm", csv_choices=("rf", "mlp", "lstm"),
+                    doc="model kinds the search may pick")
+    seed: int = _f(0, lo=0, hi=2**31 - 1, doc="the TPE sampler's and the models' seed")
+    max_train_samples: int = _f(200_000, lo=1_000, hi=10_000_000,
+                                doc="training samples per trial fit (drawn at random above it)")
+
+
+@dataclass(frozen=True)
 class LifecycleConfig:
     keep_retired: int = _f(3, lo=0, hi=100, doc="retired prod models kept per group for "
                                                 "rollback; older ones are archived")
@@ -326,6 +348,7 @@ class Config:
     trading: TradingConfig = field(default_factory=TradingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    automl: AutomlConfig = field(default_factory=AutomlConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)

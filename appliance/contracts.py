@@ -53,6 +53,7 @@ class Snapshot(StrEnum):
     INCIDENTS = "incidents"  # the latest incidents from DuckDB (the Incidents screen's history)
     CHAOS = "chaos"  # the weekly chaos schedule and its last result (services/chaos.py)
     DRIFT = "drift"  # per-symbol feature drift and the 3σ verdict (services/drift.py)
+    AUTOML = "automl"  # the weekly AutoML studies: trials, pruned, best, values, verdict
 
 
 class Command(StrEnum):

@@ -72,6 +72,8 @@ class Jobs:
             self.register("selftest", selftest)
             self.register("features", _build_features)
             self.register("train", _train, retry_delay=TRAIN_RETRY_DELAY_S)
+            self.register("automl_trial", _automl_trial)
+            self.register("automl_finish", _automl_finish, retry_delay=TRAIN_RETRY_DELAY_S)
 
     @property
     def bus(self) -> Bus:
@@ -277,6 +279,18 @@ def _build_features(state_dir: Path, symbol: str) -> int:
     from data.feature_job import build_features  # heavy imports stay in the worker
 
     return build_features(state_dir, symbol)
+
+
+def _automl_trial(state_dir: Path, *args: Any) -> str:
+    from appliance.automl import trial_job  # optuna, torch and sklearn load in the worker
+
+    return trial_job(state_dir, *args)
+
+
+def _automl_finish(state_dir: Path, *args: Any) -> dict[str, Any]:
+    from appliance.automl import finish_job
+
+    return finish_job(state_dir, *args)
 
 
 def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: str,

@@ -10,11 +10,14 @@ A model file is opened only after its sha256 matches the registry; one that does
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
+
+import numpy as np
 
 from appliance import lifecycle
 from appliance.books import book_id_of
+from models.features import serving_columns
 from models.registry import RegistryError, list_models, verified_onnx_path
 from models.serving import OnnxModel
 
@@ -25,6 +28,8 @@ LIVE_MODES = ("prod", "shadow")
 class PooledModel:
     row: dict[str, Any]  # the registry row (mode, mode_since, symbols, timeframe, ...)
     session: OnnxModel
+    columns: np.ndarray = field(default_factory=lambda: serving_columns(None))
+    """The model's input columns in the bar book's rows (its run's feature set and list)."""
 
     @property
     def model_id(self) -> str:
@@ -83,12 +88,14 @@ class ModelPool:
                 keep[model_id] = known
                 continue
             try:
+                columns = serving_columns(row.get("feature_set"),
+                                          (row.get("params") or {}).get("features"))
                 path = await store.run(verified_onnx_path, store.store, model_id)
                 session = await self.ctx.io(OnnxModel, path)
-            except (RegistryError, OSError) as exc:
+            except (RegistryError, OSError, ValueError) as exc:
                 await self.on_refused("model_refused", str(exc))
                 continue
-            keep[model_id] = PooledModel(row, session)
+            keep[model_id] = PooledModel(row, session, columns)
         self.models = keep
         return True
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from appliance.paths import StatePaths
 from data.lake import Lake
-from models.features import FEATURE_NAMES, compute_features
+from models.features import FS1, FeatureSet, compute
 from models.labels import UNLABELLED, label_classes
+from models.reward import sample_weights
 
-VOL = FEATURE_NAMES.index("vol_12")
+VOL_FEATURE = "vol_12"  # the sizing's per-bar volatility, in every feature set
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Panel:
     usable: np.ndarray  # (T, S) features warm
     features: list[np.ndarray] = field(default_factory=list)  # per symbol (T, F) float32
     lookback: int = 1
+    names: tuple[str, ...] = FS1.names  # the model's input columns, in order
+    weights: np.ndarray | None = None  # (T, S) sample weights (models.reward); None: equal
 
     @property
     def bars(self) -> int:
@@ -70,6 +74,8 @@ class Panel:
                 ok &= self.labels[rows, s] != UNLABELLED
             picks.append((s, rows[ok]))
         total = sum(len(r) for _, r in picks)
+        if self.weights is not None and labelled and total:
+            return self._weighted(picks, total if limit is None else min(total, limit), seed)
         keep = None
         if limit is not None and total > limit:
             keep = np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
@@ -81,8 +87,27 @@ class Panel:
                 r = r[mine]
             xs.append(self.windows(s)[r])
             ys.append(self.labels[r, s])
-        x = np.concatenate(xs) if xs else np.zeros((0, self.lookback, len(FEATURE_NAMES)))
+        x = np.concatenate(xs) if xs else np.zeros((0, self.lookback, len(self.names)))
         return x.astype(np.float32, copy=False), np.concatenate(ys).astype(np.int64)
+
+    def _weighted(self, picks: list[tuple[int, np.ndarray]], count: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` samples drawn with replacement, each with probability proportional to
+        its weight (a zero-weight row is never drawn), oldest first per symbol."""
+        assert self.weights is not None
+        w = np.concatenate([self.weights[r, s] for s, r in picks])
+        w = np.where(np.isfinite(w), w, 0.0)
+        if not w.sum() > 0:
+            w = np.ones_like(w)
+        draw = np.sort(np.random.default_rng(seed).choice(len(w), count, p=w / w.sum()))
+        xs, ys, offset = [], [], 0
+        for s, r in picks:
+            mine = draw[(draw >= offset) & (draw < offset + len(r))] - offset
+            offset += len(r)
+            xs.append(self.windows(s)[r[mine]])
+            ys.append(self.labels[r[mine], s])
+        return (np.concatenate(xs).astype(np.float32, copy=False),
+                np.concatenate(ys).astype(np.int64))
 
 
 def windows(features: np.ndarray, lookback: int) -> np.ndarray:
@@ -93,8 +118,21 @@ def windows(features: np.ndarray, lookback: int) -> np.ndarray:
 
 
 def build_panel(candles: dict[str, np.ndarray], spec: DataSpec, *,
-                taker_fee: float | None = None, slippage: float | None = None) -> Panel:
-    """Align a group's candles on their common bars and derive everything a run needs."""
+                taker_fee: float | None = None, slippage: float | None = None,
+                margin: float = 0.0, feature_set: FeatureSet = FS1,
+                columns: Sequence[str] | None = None, risk: str = "none") -> Panel:
+    """Align a group's candles on their common bars and derive everything a run needs.
+
+    ``feature_set`` computes the features; ``columns`` (default: all of them, in the set's
+    order) are the model's inputs. ``margin`` widens the labels' dead band
+    (:func:`models.labels.dead_band`); ``risk`` weights the samples (:mod:`models.reward`).
+    """
+    names = tuple(feature_set.names if columns is None else columns)
+    unknown = sorted(set(names) - set(feature_set.names))
+    if unknown or not names:
+        raise ValueError(f"columns {unknown or '[]'} are not features of {feature_set.id}")
+    pick = [feature_set.names.index(n) for n in names]
+    vol_at = feature_set.names.index(VOL_FEATURE)
     symbols = tuple(s for s in sorted(candles) if len(candles[s]) >= 200)
     if not symbols:
         raise ValueError("no symbol of the group has enough history to train on "
@@ -105,22 +143,27 @@ def build_panel(candles: dict[str, np.ndarray], spec: DataSpec, *,
     if len(common) < 200:
         raise ValueError(f"the group's symbols share only {len(common)} {spec.interval} bars")
     aligned = {s: candles[s][np.isin(candles[s][:, 0], common)] for s in symbols}
-    cost = {} if taker_fee is None else {"taker_fee": taker_fee}
+    cost: dict[str, float] = {"margin": margin}
+    if taker_fee is not None:
+        cost["taker_fee"] = taker_fee
     if slippage is not None:
         cost["slippage"] = slippage
-    feats, labels, usable, vol = [], [], [], []
+    feats, labels, usable, vol, weights = [], [], [], [], []
     for s in symbols:
         c = aligned[s]
-        f = compute_features(c).astype(np.float32)
+        full = compute(feature_set, c)
+        f = np.ascontiguousarray(full[:, pick], dtype=np.float32)
         feats.append(f)
         labels.append(label_classes(c[:, 4], spec.horizon, **cost))
         ok = np.isfinite(windows(f, spec.lookback)).all(axis=(1, 2))
         usable.append(ok)
-        vol.append(f[:, VOL].astype(np.float64))
+        vol.append(full[:, vol_at].astype(np.float32).astype(np.float64))
+        weights.append(sample_weights(c[:, 4], spec.horizon, risk))
     return Panel(symbols, common.astype(np.int64),
                  np.column_stack([aligned[s][:, 4] for s in symbols]),
                  np.column_stack(vol), np.column_stack(labels), np.column_stack(usable),
-                 feats, spec.lookback)
+                 feats, spec.lookback, names,
+                 None if risk == "none" else np.column_stack(weights))
 
 
 def load_group_candles(lake: Lake, symbols: list[str], interval: str) -> dict[str, np.ndarray]:

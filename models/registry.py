@@ -125,7 +125,7 @@ def list_models(store: Store, mode: str | None = None) -> list[dict[str, Any]]:
         "SELECT m.model_id, m.run_id, r.parent_run_id, m.grp AS \"group\", m.symbols, "
         "m.timeframe, m.kind, m.mode, m.onnx_path, m.onnx_sha256, r.tags, m.metrics, "
         "m.created, m.shadow_started, m.promoted, m.retired, m.archived, m.mode_since, "
-        "m.pinned, r.feature_set, "
+        "m.pinned, r.feature_set, r.params, "
         f"r.dataset_sha256 FROM ml_models m LEFT JOIN training_runs r USING (run_id) {where} "
         "ORDER BY m.created, m.model_id", params)
     return [_decode(r) for r in rows]

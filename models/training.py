@@ -27,7 +27,7 @@ from models.dataset import (DataSpec, Panel, build_panel, dataset_sha256, lake_a
                             load_group_candles)
 from models.drift import build_reference, reference_to_json
 from models.vol_regime import vol_profile
-from models.features import FEATURE_NAMES, FEATURE_SET_ID
+from models.features import FS1, feature_set
 from models.funding import funding_per_bar
 from models.validation import inner_split, walk_forward
 
@@ -80,7 +80,24 @@ def panel_reference(panel: Panel) -> dict[str, Any]:
     the group, pooled (the features are scale-free, as the model's samples are pooled)."""
     rows = np.concatenate([panel.features[s][panel.usable[:, s]]
                            for s in range(len(panel.symbols))])
-    return reference_to_json(build_reference(rows, FEATURE_NAMES))
+    return reference_to_json(build_reference(rows, panel.names))
+
+
+DATA_PARAMS = ("horizon", "feature_set", "features", "margin", "risk", "window_days")
+"""Run params about the data rather than the model (popped before the kind sees them):
+``horizon`` (label bars), ``feature_set`` (fs1 default) and ``features`` (a subset of its
+columns, in order), ``margin`` (added to the labels' dead band), ``risk`` (sample weighting,
+:mod:`models.reward`) and ``window_days`` (train and validate on the last that many days only).
+The defaults give exactly the run every non-AutoML path has always trained."""
+
+
+def window_candles(candles: dict[str, np.ndarray], days: float | None) -> dict[str, np.ndarray]:
+    """Each symbol's candles of the last ``days`` days before the group's newest bar."""
+    if not days or not candles:
+        return candles
+    newest = max(int(c[-1, 0]) for c in candles.values() if len(c))
+    first = newest - int(days * 86_400_000)
+    return {s: c[c[:, 0] > first] for s, c in candles.items()}
 
 
 def panel_vol_profiles(lake: Any, panel: Panel) -> dict[str, list[float]]:
@@ -112,16 +129,21 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
     if done is not None:
         return done
     params = dict(params or {})
+    data = {k: params.pop(k) for k in DATA_PARAMS if k in params}
     started = time.time()
     spec = DataSpec(interval=timeframe,
                     lookback=int(params.get("lookback", DEFAULT_LOOKBACK.get(kind, 1))),
-                    horizon=int(params.pop("horizon", 12)), seed=seed)
+                    horizon=int(data.get("horizon", 12)), seed=seed)
+    fs = feature_set(str(data.get("feature_set", FS1.id)))
     params.setdefault("lookback", spec.lookback)
     if kind == "ensemble":
         params.pop("lookback", None)
         params.setdefault("members", list(ENSEMBLE_MEMBERS))
     lake = lake_at(state_dir)
-    panel = build_panel(load_group_candles(lake, symbols, spec.interval), spec)
+    candles = window_candles(load_group_candles(lake, symbols, spec.interval),
+                             data.get("window_days"))
+    panel = build_panel(candles, spec, margin=float(data.get("margin", 0.0)), feature_set=fs,
+                        columns=data.get("features"), risk=str(data.get("risk", "none")))
     funding = group_funding(lake, panel, spec.interval)
     steps = folds + 1
 
@@ -154,9 +176,9 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
     metrics["train_samples"] = int(len(y))
     result = {
         "run_id": run_id, "kind": kind, "group": group, "symbols": list(panel.symbols),
-        "timeframe": spec.interval, "params": {**model.params, "horizon": spec.horizon},
+        "timeframe": spec.interval, "params": {**model.params, **data, "horizon": spec.horizon},
         "metrics": metrics, "tags": tags or {}, "parent_run_id": parent_run_id,
-        "feature_set": FEATURE_SET_ID, "features": list(FEATURE_NAMES),
+        "feature_set": fs.id, "features": list(panel.names),
         "dataset_sha256": dataset_sha256(lake, list(panel.symbols), spec.interval),
         "loss_curve": [float(v) for v in model.loss_curve], "started": started,
         "ended": time.time(),

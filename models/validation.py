@@ -90,8 +90,13 @@ def predict_block(model: Any, panel: Panel, rows: np.ndarray) -> np.ndarray:
 
 def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: CostModel,
                  threshold: float, funding: np.ndarray | None = None,
-                 on_fold: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train and score ``folds`` folds (module docstring); returns the run's metrics."""
+                 on_fold: Callable[[int], None] | None = None,
+                 on_record: Callable[[int, dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any]:
+    """Train and score ``folds`` folds (module docstring); returns the run's metrics.
+
+    ``on_record(k, record)`` is called with each fold's record as it is scored (AutoML's
+    pruner: it may raise to stop the run there)."""
     purge = spec.horizon + spec.lookback
     test_size = panel.bars // (folds + 1)
     results: list[FoldResult] = []
@@ -110,6 +115,8 @@ def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: Co
                                   costs))
         if on_fold is not None:
             on_fold(k)
+        if on_record is not None:
+            on_record(k, results[-1].record)
     return summarize_folds(results, panel, spec, costs_on(panel, np.arange(panel.bars), base))
 
 

@@ -37,7 +37,7 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "switches": ("maintenance_mode", "deploys_frozen", "switch_meta"),
     "status": ("status", "sources"),
     "models": ("models",),
-    "training": ("training",),
+    "training": ("training", "automl"),
     "pipeline": ("pipeline",),
     "drift": ("drift",),
     "incidents": ("incidents",),
@@ -65,6 +65,7 @@ class MissionState:
     sources: Mapping[str, Any] = field(default_factory=dict)
     models: tuple[Mapping[str, Any], ...] = ()
     training: tuple[Mapping[str, Any], ...] = ()
+    automl: tuple[Mapping[str, Any], ...] = ()  # the weekly AutoML studies
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     drift: Mapping[str, Any] = field(default_factory=dict)  # the drift snapshot
     incidents: tuple[Mapping[str, Any], ...] = ()
@@ -151,7 +152,7 @@ class BusReader:
             age = max(0.0, self._now() - hb["wall_ts"])
         running = self._running()
         for name in (Snapshot.STATUS, Snapshot.MODELS, Snapshot.TRAINING, Snapshot.PIPELINE,
-                     Snapshot.INCIDENTS, Snapshot.DRIFT):
+                     Snapshot.INCIDENTS, Snapshot.DRIFT, Snapshot.AUTOML):
             self._read_snapshot(name)
         self._read_events()
         self._read_audit()
@@ -168,6 +169,7 @@ class BusReader:
             sources=self._merged_sources(_dict(status.get("sources"))),
             models=tuple(_dicts(self._snapshot(Snapshot.MODELS))),
             training=tuple(self._merged_runs()),
+            automl=tuple(_dicts(self._snapshot(Snapshot.AUTOML))),
             pipeline=self._merged_pipeline(),
             drift=_dict(self._snapshot(Snapshot.DRIFT)),
             incidents=tuple(self._merged_list(Snapshot.INCIDENTS, self._incidents)),

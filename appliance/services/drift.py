@@ -83,7 +83,7 @@ from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
 from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
                           past_passes, reference_from_json)
-from models.features import FEATURE_NAMES, FeatureBook
+from models.features import FS2, FeatureBook
 from models.registry import load_reference, load_vol_profiles
 from models.vol_regime import NORMAL, next_regime, vol_ratio
 
@@ -167,7 +167,7 @@ class DriftMonitor:
             if s.model_id not in self.refs:
                 data = await store.run(load_reference, store.store, s.model_id)
                 self.refs[s.model_id] = (compile_reference(reference_from_json(data),
-                                                           FEATURE_NAMES) if data else None)
+                                                           FS2.names) if data else None)
                 self.profiles[s.model_id] = await store.run(load_vol_profiles, store.store,
                                                             s.model_id)
             await self.fill(symbol, s.timeframe, end_ms)
@@ -237,7 +237,7 @@ class DriftMonitor:
                 by_model.setdefault(served.model_id, []).append((symbol, window))
         out = {}
         for model_id, items in by_model.items():
-            kls = feature_kls_many([w for _, w in items], FEATURE_NAMES, self.refs[model_id])
+            kls = feature_kls_many([w for _, w in items], FS2.names, self.refs[model_id])
             out.update({symbol: k for (symbol, _), k in zip(items, kls)})
         return out
 
@@ -386,10 +386,10 @@ def seed_passes(bars: np.ndarray, step: int, ref: Compiled, times: list[int],
                 window: int) -> list[tuple[int, float, dict[str, float]]]:
     """:func:`models.drift.past_passes` over stored bars, their features computed by the batch
     engine the bar book fills itself with (CPU work: run off the loop)."""
-    book = FeatureBook()
+    book = FeatureBook(feature_set=FS2)  # the catalogue the bar book computes
     rows = np.array(book.prefill_rows("seed", bars), dtype=np.float64)
     rows[:book.feature_set.warmup] = np.nan  # as the bar book: no row before it is warm
-    return past_passes(rows, bars[:, 0] + step, FEATURE_NAMES, ref, times, window)
+    return past_passes(rows, bars[:, 0] + step, FS2.names, ref, times, window)
 
 
 def hhmm_of(ts_ms: int) -> str:

@@ -254,7 +254,7 @@ class TradingEngine:
                     and (tradable is None or s in tradable or b.qty(s))]
             if not mine:
                 continue
-            probs = m.session.predict(np.stack([book.window(s, m.lookback) for s in mine]))
+            probs = m.session.predict(np.stack([book.window(s, m.lookback, m.columns) for s in mine]))
             fractions = target_fractions(probs, np.array([book.vol(s) for s in mine]),
                                          threshold=self.ctx.cfg.trading.threshold).tolist()
             if tradable is not None:

@@ -10,6 +10,8 @@
 * Jobs run in the huey consumer (3 attempts, exponential backoff); each leaves a receipt in its
   artifacts folder, which this service registers in DuckDB as a ``candidate`` (idempotent by run
   id), counting ``models_trained_total``.
+* The weekly AutoML study of each group (:mod:`appliance.services.automl_weekly`), queued
+  behind the nightly runs; its winner is registered here like any run.
 * Disk guard, once per nightly run (:mod:`appliance.disk_guard`): when the state dir's
   filesystem is fuller than ``training.disk_threshold`` it archives the worst 20% of the models
   that had their verdict (through the lifecycle), or, when the lake is what fills the disk,
@@ -37,6 +39,8 @@ from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
+from appliance.automl import studies_snapshot
+from appliance.services.automl_weekly import WeeklyStudies
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
 from data.lake import Lake
@@ -101,7 +105,7 @@ def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
                "val_sharpe": metrics.get("sharpe"), "sharpe": metrics.get("sharpe"),
                "pnl": None, "days_in_shadow": None, "trades": metrics.get("trades"),
                "fills": None, "parity": None, "pinned": bool(m.get("pinned")),
-               "live": current}
+               "autogen": bool((m.get("tags") or {}).get("autogen")), "live": current}
         if current:
             row.update({k: current.get(k) for k in ("sharpe", "pnl", "trades", "fills",
                                                      "days_in_shadow", "parity")})
@@ -190,6 +194,7 @@ class Trainer:
         self.kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()]
         self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
         self.device = training_device()
+        self.weekly = WeeklyStudies(ctx, jobs)
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
@@ -322,6 +327,8 @@ class Trainer:
             models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
         self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
             list_models, self.ctx.store.store))
+        self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
+            studies_snapshot, self.ctx.cfg.state_path))
 
 
 async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
@@ -336,6 +343,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
             if ctx.clock.now() >= t.next_nightly:
                 await t.nightly()
                 await t.guard_disk()
+            await t.weekly.step(t.groups)
             await t.publish_snapshot()
             if holding:
                 await trio.sleep(1.0)  # market time stands still: poll in real time

@@ -43,6 +43,7 @@ from .batch import compute
 from .fs1 import (ATR_PERIOD, BB_WIDTH, BB_WINDOW, FEATURE_NAMES, FEATURE_SET_ID, FS1, HISTORY,
                   MACD_FAST, MACD_SIGNAL, MACD_SLOW, RETURN_LAGS, RSI_PERIOD, VOL_WINDOWS,
                   VOLUME_Z_WINDOW, WARMUP_BARS)
+from .fs2 import FS2, INDICATOR_GROUPS
 from .live import FeatureBook, FeatureState, latest_features
 from .spec import CLOSE, HIGH, LOW, N_COLUMNS, OPEN, OPEN_TIME, TURNOVER, VOLUME, FeatureSet
 
@@ -56,10 +57,37 @@ def compute_features(ohlcv: np.ndarray) -> np.ndarray:
     return compute(FS1, ohlcv)
 
 
+FEATURE_SETS: dict[str, FeatureSet] = {FS1.id: FS1, FS2.id: FS2}
+"""Feature sets by id: ``fs1`` (the default everywhere) and ``fs2``, the catalogue (fs1's
+columns first, then ten more classic indicators; ``fs2.py``) that AutoML picks subsets of."""
+
+
+def feature_set(set_id: str) -> FeatureSet:
+    """The feature set called ``set_id``; ValueError for an unknown one."""
+    try:
+        return FEATURE_SETS[set_id]
+    except KeyError:
+        raise ValueError(f"unknown feature set {set_id!r}; known: {sorted(FEATURE_SETS)}"
+                         ) from None
+
+
+def serving_columns(set_id: str | None, features: list[str] | None = None) -> np.ndarray:
+    """Where a model's input columns sit in a live row of the catalogue (``fs2``, whose first
+    columns are fs1's): the trading engine and the drift service compute the catalogue once
+    per bar and hand each model its own columns. ``features`` (a run's column list) defaults
+    to all of the set's columns."""
+    names = list(feature_set(set_id or FS1.id).names if features is None else features)
+    try:
+        return np.array([FS2.names.index(n) for n in names], dtype=np.intp)
+    except ValueError:
+        raise ValueError(f"features {names} are not all in the catalogue") from None
+
+
 __all__ = [
     "ATR_PERIOD", "BB_WIDTH", "BB_WINDOW", "CLOSE", "FEATURE_NAMES", "FEATURE_SET_ID", "FS1",
     "HIGH", "HISTORY", "LOW", "MACD_FAST", "MACD_SIGNAL", "MACD_SLOW", "N_COLUMNS", "OPEN",
+    "FEATURE_SETS", "FS2", "INDICATOR_GROUPS",
     "OPEN_TIME", "RETURN_LAGS", "RSI_PERIOD", "TURNOVER", "VOLUME", "VOLUME_Z_WINDOW",
     "VOL_WINDOWS", "WARMUP_BARS", "FeatureBook", "FeatureSet", "FeatureState",
-    "compute_features", "latest_features",
+    "compute", "compute_features", "feature_set", "latest_features", "serving_columns",
 ]

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from .spec import FLAT_REL, N_COLUMNS, Bar, FeatureSet, flat_windows
@@ -279,6 +280,11 @@ class BatchSeries:
             mean = current[suspects] - dev[suspects] + mean_dev[suspects]
             z[suspects[flat_windows(std, mean)]] = 0.0
         return z
+
+    def window(self, name: str, w: int) -> np.ndarray:
+        _check(1 <= w <= self.history, f"window {w} needs history >= {w}")
+        x = self.inputs[name][self.start - w + 1:self.start + self.rows]
+        return sliding_window_view(x, w)
 
     def ema(self, key: str, x: np.ndarray, alpha: float) -> np.ndarray:
         _check(key not in self.used, f"smoother {key!r} used twice")

@@ -229,6 +229,9 @@ class LiveSeries:
             index = self._index[w] = self.newest[:, None] + np.arange(1 - w, 1)
         return self._flat(name).take(index)
 
+    def window(self, name: str, w: int) -> np.ndarray:
+        return self._window(name, w)
+
     def std(self, name: str, w: int, ddof: int) -> np.ndarray:
         win = self._window(name, w)
         mean = win.sum(axis=1, keepdims=True)

@@ -58,6 +58,11 @@ class Series(Protocol):
     def zscore(self, name: str, w: int, ddof: int) -> np.ndarray:
         """(x - mean) / std over the last w values of ``name``; 0 where the window is flat."""
 
+    def window(self, name: str, w: int) -> np.ndarray:
+        """(rows, w): the last w values of ``name`` for each row, oldest first (read-only; NaN
+        before the first bar). For statistics the other operations do not give (extremes,
+        higher moments, autocorrelation): O(w) per row, so keep w small."""
+
     def ema(self, key: str, x: np.ndarray, alpha: float) -> np.ndarray:
         """y = alpha * x + (1 - alpha) * y[previous bar], seeded with x at the first bar.
 

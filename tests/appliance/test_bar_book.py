@@ -9,7 +9,7 @@ import pytest
 from appliance.bar_book import VOL, BarBook
 from appliance.bars import bars_from_minutes
 from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, SimMarket
-from models.features import WARMUP_BARS, compute_features
+from models.features import FS1, FS2, WARMUP_BARS, compute, compute_features, serving_columns
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 STEP = 300_000
@@ -25,8 +25,9 @@ def bars() -> dict[str, np.ndarray]:
 
 
 def expected(bars: np.ndarray, upto: int, lookback: int) -> np.ndarray:
-    """Training's rows of the last ``lookback`` bars up to index ``upto`` (inclusive)."""
-    return compute_features(bars[:upto + 1])[upto + 1 - lookback:upto + 1]
+    """Training's rows (the catalogue's: fs1's columns first) of the last ``lookback`` bars up
+    to index ``upto`` (inclusive)."""
+    return compute(FS2, bars[:upto + 1])[upto + 1 - lookback:upto + 1]
 
 
 def test_bars_pushed_together_give_the_training_features(bars) -> None:
@@ -89,3 +90,20 @@ def test_a_symbol_with_too_few_bars_is_not_warm(bars) -> None:
     assert len(at_once.rows["SOLUSDT"]) == 1
     np.testing.assert_allclose(at_once.window("SOLUSDT", 1),
                                expected(bars["SOLUSDT"], WARMUP_BARS, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_each_model_reads_its_own_columns_of_the_catalogue_row(bars) -> None:
+    """An fs1 model gets fs1's fifteen columns, an AutoML model the subset it was trained on,
+    in its order, from the one row the book computes per bar."""
+    book = BarBook("5m", rows_kept=4)
+    book.extend("BTCUSDT", bars["BTCUSDT"])
+    fs1 = book.window("BTCUSDT", 4, serving_columns("fs1"))
+    assert fs1.shape == (4, len(FS1.names))
+    np.testing.assert_allclose(fs1, compute_features(bars["BTCUSDT"])[-4:], rtol=1e-5,
+                               atol=1e-6)
+    subset = ["adx_14", "ret_1", "skew_48"]
+    got = book.window("BTCUSDT", 4, serving_columns("fs2", subset))
+    want = compute(FS2, bars["BTCUSDT"])[-4:, [FS2.names.index(n) for n in subset]]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not all in the catalogue"):
+        serving_columns("fs2", ["nope"])

@@ -165,3 +165,27 @@ def test_a_run_stores_its_drift_reference_and_registering_it_fills_feature_refer
     wild[:, 1:5] = np.exp(np.log(candles[:, 1:5]) + 2 * (log_close - log_close[0])[:, None])
     kls = feature_kls(compute_features(wild), FEATURE_NAMES, ref)
     assert min(kls[f] for f in ("vol_12", "vol_48", "atr_14")) > 1.0
+
+
+def test_a_run_trains_on_a_catalogue_subset_with_its_reward_and_window(lake_dir):
+    """AutoML's knobs: an fs2 column subset is the model's input (recorded as feature_set,
+    features and params), the training window keeps the last days only, the dead band margin
+    and the sample weighting are recorded; a default run is unchanged (fs1, all columns)."""
+    cols = ["ret_1", "vol_12", "stoch_k_14", "adx_14", "skew_48"]
+    got = train_run(lake_dir, "r-fs2", "t1-a", SYMBOLS, "rf",
+                    {**RF, "feature_set": "fs2", "features": cols, "margin": 0.001,
+                     "risk": "sortino", "window_days": 10, "horizon": 6}, folds=2)
+    assert (got["feature_set"], got["features"]) == ("fs2", cols)
+    assert got["params"]["n_features"] == len(cols)
+    assert {k: got["params"][k] for k in ("features", "margin", "risk", "window_days",
+                                          "horizon")} == {
+        "features": cols, "margin": 0.001, "risk": "sortino", "window_days": 10, "horizon": 6}
+    assert got["metrics"]["bars"] == pytest.approx(2 * 10 * 288 // 3, abs=2)
+    ref = json.loads((run_dir(lake_dir, "r-fs2") / "reference.json").read_text())
+    assert sorted(ref) == sorted(cols)
+    plain = run(lake_dir, "r-plain")
+    assert plain["feature_set"] == "fs1" and len(plain["features"]) == 15
+    assert not {"feature_set", "risk", "window_days"} & set(plain["params"])
+    with pytest.raises(ValueError, match="not features of fs2"):
+        train_run(lake_dir, "r-bad", "t1-a", SYMBOLS, "rf",
+                  {**RF, "feature_set": "fs2", "features": ["nope"]}, folds=2)

@@ -10,6 +10,7 @@ from textual.widgets import Digits, Sparkline
 from tests.tui.conftest import (MARKET_T0, TRADES, make_app, run_scenario, switch_to, trade,
                                 wait_for)
 from tests.tui.helpers import cell, publish, rows, text
+from appliance.bus import Bus
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.training import compute_device
 from tui.widgets.cards import NumberCard, TextCard
@@ -152,6 +153,32 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
     run_scenario(app, scenario)
 
 
+def test_training_shows_the_weekly_automl_studies_and_their_trial_values(bus_state: Path
+                                                                         ) -> None:
+    with Bus(bus_state / "bus") as bus:
+        bus.put_snapshot("automl", [
+            {"group": "t1-a", "study": "t1-a-2026-W48", "budget": 50, "done": 2, "pruned": 0,
+             "best": 1.5, "values": [1.5, -0.2], "state": "done", "passed": True,
+             "reason": "hold-out DSR 0.981 > 0.95 over 2 trials",
+             "run_id": "automl-t1-a-2026-W48-t0"},
+            {"group": "t2-a", "study": "t2-a-2026-W48", "budget": 50, "done": 12, "pruned": 4,
+             "best": 3.25, "values": [0.5, 3.25, -1.0], "state": "searching", "passed": None,
+             "reason": None, "run_id": None}])
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "3", "training")
+        await wait_for(lambda: "t2-a-2026-W48" in text(app, "#studies"))
+        assert text(app, "#studies").splitlines() == [
+            "AutoML t1-a-2026-W48: 2/50 trials, 0 pruned, best 1.50  ·  candidate "
+            "automl-t1-a-2026-W48-t0: hold-out DSR 0.981 > 0.95 over 2 trials",
+            "AutoML t2-a-2026-W48: 12/50 trials, 4 pruned, best 3.25  ·  searching"]
+        # the plot follows the study still searching
+        assert app.screen.query_one("#study-values", Sparkline).data == [0.5, 3.25, -1.0]
+
+    run_scenario(app, scenario)
+
+
 def test_compute_device_is_the_gpu_name_or_cpu() -> None:
     assert compute_device(({"device": "CPU"}, {"device": None}, {})) == "CPU"
     assert compute_device(({"device": "CPU"}, {"device": "NVIDIA L4"})) == "NVIDIA L4"
@@ -192,9 +219,10 @@ def test_models_leaderboard_puts_prod_then_shadow_and_hides_archived(bus_state: 
         board = rows(app, "#leaderboard")
         assert [r[0] for r in board] == ["m000", "m001", "m002", "m003", "m004", "m006"]
         assert board[0] == ["m000", "BTCUSDT", "LSTM", "prod", "06-01 12:00", "1.92", "+812.50",
-                            "7.0", "412", "1,650", "0.0031", "yes"]
+                            "7.0", "412", "1,650", "0.0031", "yes", ""]
         assert board[4] == ["m004", "XRPUSDT", "MLP", "candidate", "—", "—", "—", "—", "—", "—",
-                            "—", ""]
+                            "—", "", ""]
+        assert board[2][-1] == "automl"  # found by an AutoML study
         assert text(app, "#models-summary").startswith(
             "prod 3 · shadow 5 · candidate 2 · retired 1 · rejected 4 · archived 7")
 

@@ -2,6 +2,7 @@
 
 Shadow and prod rows show their current book's own figures (Sharpe, P&L, trades — entries and
 flips — and fills since the mode period began); candidates show their validation Sharpe.
+Models an AutoML study found (tagged ``autogen``) say ``automl`` under Origin.
 ``v`` opens the selected model's report (:mod:`appliance.report`), the text of
 ``methtrader report``."""
 
@@ -22,7 +23,7 @@ from tui.widgets.table import fill, make_table, selected_key
 
 MODE_ORDER = {"prod": 0, "shadow": 1, "candidate": 2, "retired": 3}
 COLUMNS = ("Model", "Group", "Kind", "Mode", "Since", "Sharpe", "P&L", "Days in shadow",
-           "Trades", "Fills", "Parity", "Pinned")
+           "Trades", "Fills", "Parity", "Pinned", "Origin")
 
 
 def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]]:
@@ -60,7 +61,8 @@ class ModelsScreen(MissionScreen):
             fmt.timestamp(m.get("since"), "%m-%d %H:%M"), fmt.num(m.get("sharpe")),
             fmt.pnl(m.get("pnl")), fmt.num(m.get("days_in_shadow"), 1),
             fmt.integer(m.get("trades")), fmt.integer(m.get("fills")), fmt.num(m.get("parity"), 4),
-            "yes" if m.get("pinned") else ""))
+            "yes" if m.get("pinned") else "",
+            Text("automl", style="magenta") if m.get("autogen") else ""))
             for m in leaderboard(state.models)))
 
     def selected_model(self) -> Mapping[str, Any] | None:

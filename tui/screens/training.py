@@ -1,5 +1,7 @@
 """Training: runs with progress bars, model kind and status, timeframe and walk-forward score,
-the selected run's folds and loss curve, and the compute device (the GPU's name, or "CPU")."""
+the selected run's folds and loss curve, the compute device (the GPU's name, or "CPU"), and the
+weekly AutoML studies (trials done and pruned, the best walk-forward score so far, a plot of
+the trials' values, the verdict)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,19 @@ def folds_line(run: Mapping[str, Any] | None) -> str:
             f"  score {fmt.num(fmt.get(run, 'wf_score'), 2)}")
 
 
+def study_line(study: Mapping[str, Any]) -> str:
+    """One AutoML study: its progress, best so far and, once selected, its verdict."""
+    head = (f"AutoML {fmt.text(study.get('study'))}: {fmt.integer(study.get('done'))}/"
+            f"{fmt.integer(study.get('budget'))} trials, {fmt.integer(study.get('pruned'))} "
+            f"pruned, best {fmt.num(study.get('best'), 2)}")
+    state = study.get("state")
+    if state == "done":
+        verdict = (f"candidate {fmt.text(study.get('run_id'))}" if study.get("passed")
+                   else "no candidate")
+        return f"{head}  ·  {verdict}: {fmt.text(study.get('reason'))}"
+    return f"{head}  ·  {fmt.text(state)}"
+
+
 class TrainingScreen(MissionScreen):
     MODE = "training"
 
@@ -58,10 +73,13 @@ class TrainingScreen(MissionScreen):
             yield Static(id="folds")
             yield Static(id="loss-title")
             yield Sparkline([], id="loss-curve")
+            yield Static(id="studies")
+            yield Sparkline([], id="study-values")
 
     def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
         if "training" not in changed:
             return
+        self._show_studies(state.automl)
         runs = sorted(state.training, key=lambda r: STATUS_ORDER.get(str(r.get("status")), 9))
         counts = {name: sum(r.get("status") == name for r in runs) for name in STATUS_ORDER}
         self.query_one("#training-summary", Static).update(
@@ -74,6 +92,18 @@ class TrainingScreen(MissionScreen):
             fmt.num(r.get("loss"), 4), fmt.num(r.get("wf_score"), 2),
             fmt.text(r.get("device")))) for r in runs))
         self._show_curve()
+
+    def _show_studies(self, studies: tuple[Mapping[str, Any], ...]) -> None:
+        """A line per group's latest study; the plot is the trials' values of the first one
+        still searching (else the first listed)."""
+        self.query_one("#studies", Static).update(
+            "\n".join(study_line(s) for s in studies) or "AutoML: no weekly study yet")
+        shown = next((s for s in studies if s.get("state") == "searching"),
+                     studies[0] if studies else None)
+        raw = fmt.get(shown, "values") if shown is not None else None
+        values = [v for v in map(fmt.as_float, raw if isinstance(raw, (list, tuple)) else [])
+                  if v is not None]
+        self.query_one("#study-values", Sparkline).data = values
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_curve()

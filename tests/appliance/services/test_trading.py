@@ -32,8 +32,9 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 HOUR = 3600 / 60  # trio seconds per market hour at speed 60
 
 
-async def with_model(ctx, mode: str = "prod", run_id: str = "run-test", **trading_cfg):
-    """A real rf trained on the lake, registered, and put in ``mode``."""
+async def with_model(ctx, mode: str = "prod", run_id: str = "run-test", params=None,
+                     **trading_cfg):
+    """A real rf trained on the lake (with ``params``), registered, and put in ``mode``."""
     ctx.cfg = replace(ctx.cfg, trading=replace(ctx.cfg.trading, threshold=0.0, **trading_cfg))
     lake = Lake(ctx.cfg.state_path / "lake")
     end = int(ctx.clock.now() * 1000) // 60_000 * 60_000
@@ -42,7 +43,7 @@ async def with_model(ctx, mode: str = "prod", run_id: str = "run-test", **tradin
             await backfill_symbol(ctx.exchange, lake, s, end - 10 * 86_400_000, end,
                                   inline=True)
             lake.resample(s)
-    result = train_run(ctx.cfg.state_path, run_id, "t1-a", SYMBOLS, "rf")
+    result = train_run(ctx.cfg.state_path, run_id, "t1-a", SYMBOLS, "rf", params)
     store = ctx.store.store
     lifecycle.register(store, result, now=ctx.clock.now())
     model_id = f"m-{run_id}"
@@ -195,6 +196,33 @@ async def test_shadow_trades_on_paper_at_one_percent_unrounded(make_ctx, autojum
              [book.book_id])[0]["n"]
     assert n >= 30
     assert engine.ledger.house.cash == Decimal(100_000)  # paper: the account is untouched
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(240)
+async def test_an_automl_model_on_catalogue_columns_shadows_next_to_an_fs1_prod(make_ctx,
+                                                                              autojump_clock):
+    """A model trained on an fs2 subset (as AutoML's winners are) gets its own columns of the
+    bar book's row, in its order; the fs1 prod model beside it gets fs1's."""
+    ctx = make_ctx(speed=60)
+    prod = await with_model(ctx, mode="prod")
+    subset = ["adx_14", "ret_1", "stoch_k_14", "vol_12", "skew_48"]
+    shadow = await with_model(ctx, mode="shadow", run_id="run-automl",
+                              params={"feature_set": "fs2", "features": subset})
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 3)
+    pooled = engine.pool.models
+    assert pooled[shadow].columns.tolist() == [
+        ["ret_1", "ret_3", "ret_12", "ret_48", "vol_12", "vol_48", "bb_pctb_20",
+         "volume_z_48", "tod_sin", "tod_cos", "dow_sin", "dow_cos", "rsi_14", "macd_hist",
+         "atr_14", "stoch_k_14", "adx_14", "obv_slope_24", "donchian_pos_48", "skew_48",
+         "kurt_48", "autocorr_48", "vwret_24", "hl_range_24", "close_loc"].index(n)
+        for n in subset]
+    assert pooled[prod].columns.tolist() == list(range(15))
+    decided = {r["model_id"]: r["n"] for r in rows(
+        ctx, "SELECT model_id, count(*) AS n FROM model_bars GROUP BY model_id")}
+    assert decided.get(shadow, 0) >= 30 and decided.get(prod, 0) >= 30
+    assert fills(ctx, "shadow")
 
 
 @pytest.mark.trio
