@@ -55,7 +55,7 @@ def jobs(state_dir):
 
 
 @pytest.mark.trio
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # real training runs: minutes on a loaded 2-core machine
 async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx, jobs, life,
                                                                      autojump_clock):
     ctx = trainer_ctx
@@ -91,7 +91,7 @@ async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx
 
 
 @pytest.mark.trio
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # real training runs: minutes on a loaded 2-core machine
 async def test_a_full_disk_never_eats_fresh_models_and_archives_verdicts_once_a_night(
         trainer_ctx, jobs, life, state_dir, autojump_clock):
     """Finding 3: with the disk above 80% the guard used to fire on every check and archived a
@@ -121,7 +121,7 @@ async def test_a_full_disk_never_eats_fresh_models_and_archives_verdicts_once_a_
 
 
 @pytest.mark.trio
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # real training runs: minutes on a loaded 2-core machine
 async def test_when_the_lake_fills_the_disk_it_is_trimmed_not_the_models(trainer_ctx, jobs,
                                                                         life, autojump_clock):
     ctx = trainer_ctx
