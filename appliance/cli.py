@@ -9,247 +9,18 @@ While ``run`` is up it alone touches DuckDB; the other commands act through the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from appliance.config import Config, ConfigError, build_config, config_as_toml
-from appliance.contracts import Command
-from appliance.paths import StatePaths
-from appliance.schedule import duration_s
-from appliance.store import StoreError
+from appliance.cli_common import emit as _emit, load_config, state_bus
+from appliance.cli_parser import _parser
+from appliance.cli_switches import cmd_unfreeze, set_maintenance
+from appliance.config import ConfigError, build_config, config_as_toml
 from appliance.exchange.factory import StartupError
-
-def parse_duration(text: str) -> float:
-    try:
-        return duration_s(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _lanes(text: str) -> int:
-    """``chaos run --lanes``: a whole number of experiments at once, 1..8."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= n <= 8:
-        raise argparse.ArgumentTypeError(f"{n} is not in 1..8")
-    return n
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", help="state directory (default ~/.local/state/methtrader; "
-                   "env METHTRADER_STATE_DIR)")
-    p.add_argument("--config", help="TOML config file")
-
-
-def _add_exchange(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exchange", choices=("sim", "replay", "bybit"),
-                   help="the market (default sim: no network, no keys)")
-    p.add_argument("--base-url", help="bybit: API host, e.g. http://127.0.0.1:PORT for "
-                   "methtrader fake-bybit")
-    p.add_argument("--replay-folder", help="replay: folder of candle files")
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="methtrader", description="methtrader: an autonomous "
-                                 "trading appliance for Bybit USDT perpetuals (default: the "
-                                 "simulated market, no network, no keys)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="run the appliance (default: the simulated market)")
-    _add_common(p)
-    _add_exchange(p)
-    p.add_argument("--speed", type=float, help="virtual seconds per real second (sim; "
-                   "default 60)")
-    p.add_argument("--for", dest="for_", type=parse_duration, metavar="DURATION",
-                   help="stop cleanly after this much real time, e.g. 90s")
-    p.add_argument("--until", type=parse_duration, metavar="DURATION",
-                   help="stop cleanly once this much market time has passed, e.g. 14d")
-    p.add_argument("--log-format", choices=("auto", "text", "colour", "json"), default="auto",
-                   help="stderr: auto = coloured text on a terminal, JSON lines otherwise; "
-                   "the log file is always JSON lines")
-    p.add_argument("--metrics-port", type=int, help="Prometheus port on 127.0.0.1 "
-                   "(default 9108; 0 disables)")
-
-    p = sub.add_parser("status", help="what the appliance is doing (running or not)")
-    _add_common(p)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("kill", help="kill switch: set maintenance_mode (no new orders)")
-    _add_common(p)
-    p.add_argument("--reason", default="operator kill switch")
-    p.add_argument("--flatten", action="store_true",
-                   help="also close every position with reduce-only orders")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("unfreeze", help="clear deploys_frozen (set by the drawdown guard)")
-    _add_common(p)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--json", action="store_true")
-
-    for name, what in (("promote", "make a model prod (retires the group's prod model)"),
-                       ("demote", "take a prod model out of service (retired) or end a "
-                                  "shadow (rejected)"),
-                       ("pin", "keep a prod model from being replaced or archived"),
-                       ("unpin", "let a pinned prod model be replaced again")):
-        p = sub.add_parser(name, help=what)
-        _add_common(p)
-        p.add_argument("model_id")
-        p.add_argument("--reason", required=name in ("promote", "demote"),
-                       default="operator")
-        p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("rollback", help="make a group's previous prod model prod again")
-    _add_common(p)
-    p.add_argument("group")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("resume", help="clear maintenance_mode")
-    _add_common(p)
-    p.add_argument("--reason", default="operator resume")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("discover", help="run pair discovery once and print the table")
-    _add_common(p)
-    _add_exchange(p)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("backfill", help="backfill candle history into the lake")
-    _add_common(p)
-    _add_exchange(p)
-    p.add_argument("symbols", nargs="*", metavar="SYMBOL",
-                   help="default: the tradable set (discovered first when none is known)")
-    p.add_argument("--days", type=int, default=None, help="days of history (default 90)")
-    p.add_argument("--interval", default="1m",
-                   help="only 1m is fetched; 5m and 1h are derived from it")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("train", help="train the symbol groups once, in the foreground")
-    _add_common(p)
-    p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
-    p.add_argument("--kind", choices=("rf", "mlp", "lstm", "ensemble"),
-                   help="default: training.kinds of the config")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("automl", help="run an AutoML study per group in the foreground (trials "
-                       "in-process); --report GROUP prints a study's parameter importances")
-    _add_common(p)
-    p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
-    p.add_argument("--trials", type=int, help="trials per study (default automl.trials)")
-    p.add_argument("--timeout", type=parse_duration, metavar="DURATION",
-                   help="wall time per study, e.g. 30m (default automl.timeout)")
-    p.add_argument("--report", metavar="GROUP",
-                   help="the group's latest study: fANOVA importances and its best trials")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("models", help="the model registry")
-    _add_common(p)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("report", help="why a model holds its mode: walk-forward folds, costs "
-                       "per symbol, validation vs shadow vs prod (text, or --html with plots)")
-    _add_common(p)
-    p.add_argument("model_id", metavar="MODEL_ID")
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with "
-                   "each book's equity and drawdown plots")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("backup", help="a consistent copy of the state dir (also while run is "
-                       "up), with a MANIFEST.json of sha256s")
-    _add_common(p)
-    p.add_argument("dest", metavar="DEST", help="a new (or empty) folder")
-    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
-                   help="how long to wait for a running appliance to copy its database")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("restore", help="put a backup back as the state dir (checks sha256s "
-                       "first; run must be stopped)")
-    _add_common(p)
-    p.add_argument("src", metavar="SRC", help="a folder made by methtrader backup")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("fake-bybit", help="a loopback Bybit v5 server backed by the sim market")
-    from appliance.exchange.fake_bybit import add_fake_bybit_args
-
-    add_fake_bybit_args(p)
-
-    p = sub.add_parser("tui", help="mission control (Textual) for a running appliance")
-    _add_common(p)
-
-    p = sub.add_parser("config", help="configuration tools")
-    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    c = csub.add_parser("check", help="validate a config and print the effective config")
-    c.add_argument("file", nargs="?", help="TOML file (default: none, i.e. the defaults)")
-    c.add_argument("--state-dir")
-    c.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("chaos", help="break a scratch appliance on purpose and measure "
-                       "its recovery (MTTR)")
-    csub = p.add_subparsers(dest="chaos_command", required=True, metavar="SUBCOMMAND")
-    csub.add_parser("list", help="the experiments and their hypotheses")
-    c = csub.add_parser("run", help="run experiments (default: all) in a scratch state dir; "
-                        "exit 1 when a hypothesis failed")
-    c.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random moments "
-                   "(process-kill runs seeds S..S+4)")
-    c.add_argument("--lanes", type=_lanes, default=None, metavar="N",
-                   help="experiments at once, each in its own scratch appliance (default: 3; "
-                   "1 runs them one after another, as `bench chaos` does)")
-    c.add_argument("--state-dir", help="record the results as incidents of this appliance "
-                   "(default: the default state dir, when it holds one)")
-    c.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("doctor", help="check this install can run the appliance; says what "
-                       "to fix (exit 1 when run could not work)")
-    _add_common(p)
-    _add_exchange(p)
-    p.add_argument("--metrics-port", type=int, help="the port run would serve metrics on")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("drift", help="feature drift per symbol: KL vs the training reference "
-                       "and the 3σ verdict (works while run runs)")
-    _add_common(p)
-    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="default: every symbol")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
-    p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
-                                     "train", "tui", "trading", "features", "honesty",
-                                     "chaos", "drift", "automl"))
-    p.add_argument("--symbols", type=int, default=None, metavar="N",
-                   help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
-    p.add_argument("--false-alarms", action="store_true", default=None,
-                   help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
-                        "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")
-    p.add_argument("--json", action="store_true")
-    return ap
-
-
-def load_config(args: argparse.Namespace, **general: Any) -> Config:
-    overrides: dict[str, dict[str, Any]] = {
-        "general": {"state_dir": getattr(args, "state_dir", None),
-                    "exchange": getattr(args, "exchange", None), **general},
-        "bybit": {"base_url": getattr(args, "base_url", None)},
-        "replay": {"folder": getattr(args, "replay_folder", None)},
-    }
-    return build_config(getattr(args, "config", None), overrides=overrides)
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    try:
-        if getattr(args, "json", False):
-            print(json.dumps(data, default=str))
-        else:
-            print(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `methtrader status | head`: the reader left, which is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+from appliance.store import StoreError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -304,100 +75,6 @@ def cmd_status(args: argparse.Namespace) -> int:
                  f"retired {m['retired']} rejected {m['rejected']} archived {m['archived']}   "
                  f"trades {st['trades']}   equity {st['equity']:.2f}")
     _emit(args, st, "\n".join(lines))
-    return 0
-
-
-def _state_bus(cfg: Config):
-    """The bus of an existing state dir (refusing any other directory)."""
-    from appliance.bus import Bus
-    from appliance.safety import require_state_dir
-
-    require_state_dir(cfg.state_path)
-    return Bus(StatePaths(cfg.state_path).bus, events_maxlen=cfg.bus.events_maxlen,
-               command_deadline_s=cfg.bus.command_deadline_s)
-
-
-def _set_maintenance(args: argparse.Namespace, value: bool) -> int:
-    """kill (``value``) or resume. A kill still works on a damaged bus (a kill file); a resume
-    also cancels a pending flatten; ``kill --flatten`` waits for the flatten while ``run`` is
-    up, and queues it for the next start while it is down."""
-    from appliance.bus import MAINTENANCE_MODE, BusError, operator_name
-
-    cfg = load_config(args)
-    flatten = getattr(args, "flatten", False)
-    try:
-        bus = _state_bus(cfg)
-    except BusError as exc:
-        if not value:
-            raise BusError(f"{exc}; resume cannot be recorded there: start `methtrader run` "
-                           "once (it rebuilds the bus), then resume") from None
-        return _kill_without_bus(args, cfg, exc, flatten)
-    failed = flattened = None
-    with bus:
-        entry = bus.set_switch(MAINTENANCE_MODE, value, actor=operator_name(),
-                               reason=args.reason, source="cli", clear_kill_file=True)
-        word = "ON: no new orders" if value else "off: trading may resume"
-        text = f"maintenance_mode {word} (by {entry['actor']}: {entry['reason']})"
-        if not value:
-            cancelled = bus.cancel_pending(Command.FLATTEN, actor=operator_name(),
-                                           reason="resume cancels a pending flatten")
-            if cancelled:
-                text += f"\ncancelled {len(cancelled)} pending flatten command(s)"
-        elif flatten:
-            flattened, more, failed = _flatten(bus, cfg, args.reason)
-            text += more
-    if failed:
-        print(f"methtrader: maintenance_mode is ON, but {failed}", file=sys.stderr)
-    _emit(args, {"maintenance_mode": value, "audit": entry, "flatten_command": flattened,
-                 "error": failed}, text)
-    return 1 if failed else 0
-
-
-def _flatten(bus, cfg: Config, reason: str) -> tuple[dict[str, Any] | None, str, str | None]:
-    """(result, text to add, failure) of the flatten that goes with a kill."""
-    from appliance.bus import operator_name
-    from appliance.commands import CommandFailed, send_and_wait
-    from appliance.liveness import is_running
-
-    fargs = {"reason": reason, "actor": operator_name()}
-    if not is_running(cfg.state_path):
-        cid = bus.send_command(Command.FLATTEN, fargs, source="cli", deadline_s=None)
-        return {"queued": cid}, ("\nflatten queued: the appliance is not running; it closes "
-                                 "every position with reduce-only orders when it starts (a "
-                                 "resume cancels it)"), None
-    try:
-        result = send_and_wait(bus, Command.FLATTEN, fargs, deadline_s=cfg.bus.command_deadline_s)
-    except CommandFailed as exc:
-        return None, "", f"flatten failed: {exc}"
-    return result, f"\nflatten done: closed {len(result.get('closed') or [])} positions", None
-
-
-def _kill_without_bus(args: argparse.Namespace, cfg: Config, exc: Exception,
-                      flatten: bool) -> int:
-    """The bus cannot be opened: write the kill file, which ``run`` honours until a resume."""
-    from appliance.safety import write_kill_file
-
-    entry = write_kill_file(cfg.state_path, args.reason, str(exc))
-    path = StatePaths(cfg.state_path).kill_file
-    text = (f"maintenance_mode ON: the bus is damaged, so a kill file was written at {path} "
-            f"(by {entry['actor']}: {entry['reason']}); the appliance honours it until a resume")
-    if flatten:
-        print("methtrader: maintenance_mode is ON (kill file), but the flatten was not queued: "
-              "it needs the bus; start `methtrader run` to rebuild it, then flatten",
-              file=sys.stderr)
-    _emit(args, {"maintenance_mode": True, "kill_file": entry, "flatten_command": None}, text)
-    return 1 if flatten else 0
-
-
-def cmd_unfreeze(args: argparse.Namespace) -> int:
-    from appliance.bus import DEPLOYS_FROZEN, operator_name
-
-    cfg = load_config(args)
-    with _state_bus(cfg) as bus:
-        entry = bus.set_switch(DEPLOYS_FROZEN, False, actor=operator_name(),
-                               reason=args.reason, source="cli")
-    _emit(args, {"deploys_frozen": False, "audit": entry},
-          f"deploys_frozen off (by {entry['actor']}: {entry['reason']})")
     return 0
 
 
@@ -456,7 +133,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from appliance.drift_view import NoDrift, format_drift, select
 
     cfg = load_config(args)
-    with _state_bus(cfg) as bus:
+    with state_bus(cfg) as bus:
         snapshot = bus.snapshot(Snapshot.DRIFT)
     try:
         view = select(snapshot, args.symbols)
@@ -740,8 +417,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tui": cmd_tui,
     "run": cmd_run,
     "status": cmd_status,
-    "kill": lambda a: _set_maintenance(a, True),
-    "resume": lambda a: _set_maintenance(a, False),
+    "kill": lambda a: set_maintenance(a, True),
+    "resume": lambda a: set_maintenance(a, False),
     "config": cmd_config,
     "bench": cmd_bench,
     "chaos": cmd_chaos,
