@@ -512,13 +512,14 @@ class Store:
             self._fault_write()
         # a commit writes the transaction's WAL: a full disk refuses it as it refuses a write
         commits = head.startswith("COMMIT") and bool(self._tx_writes)
+        ticket = self.disk.ticket()
         try:
             if write or commits or head.startswith("CHECKPOINT"):
                 self.disk.check("duckdb")
             rows = run_sql(self.con, sql, params)
         except Exception as exc:
             if is_disk_full(exc):
-                self.disk.failed("duckdb", exc)
+                self.disk.failed("duckdb", exc, ticket)
             self._note_invalidated(exc)
             raise
         durable = head.startswith("CHECKPOINT") or (write and self._tx_writes is None)
@@ -530,7 +531,7 @@ class Store:
         elif write and self._tx_writes is not None:
             self._tx_writes += 1
         if durable:
-            self.disk.ok()
+            self.disk.ok(ticket)
         return rows
 
     def inject_write_faults(self, fail: int, after: int = 0) -> None:

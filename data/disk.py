@@ -2,7 +2,14 @@
 
 The store (DuckDB) and the lake (Parquet) pass their writes through :meth:`DiskState.write`. A
 write refused for want of space (``OSError`` ENOSPC or EDQUOT, or DuckDB's I/O error saying so)
-begins a *disk-full episode*; the next write that succeeds ends it. The appliance reads the
+begins a *disk-full episode*; the next write that succeeds ends it.
+
+Writes run on several threads and overlap, so "next" means next *begun*: each write takes a
+ticket when it begins, and an outcome counts only against outcomes of writes begun before it. A
+long write that began before the disk filled and finishes after a refusal proves nothing about
+the disk now (it does not end the episode), and a refusal of a write begun before a success that
+ended the episode does not begin a new one. Without this rule one full disk could be announced
+as two episodes. The appliance reads the
 state to stop opening positions while it cannot persist them and to say why
 (:mod:`appliance.disk_full`).
 
@@ -17,6 +24,7 @@ state on the event loop.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import threading
 import time
@@ -62,6 +70,9 @@ class DiskState:
         self.reason = ""  # the first refused write of the current episode
         self.episodes = 0  # disk-full episodes so far
         self.refused: Counter[str] = Counter()  # writes refused for want of space, by area
+        self._tickets = itertools.count(1)  # next() is atomic: writes on any thread take one
+        self._last_refused = 0  # the ticket of the latest-begun write refused
+        self._last_ok = 0  # the ticket of the latest-begun write that went through
 
     @property
     def full(self) -> bool:
@@ -93,33 +104,45 @@ class DiskState:
 
     # -- what the writes report --------------------------------------------------------------
 
-    def failed(self, area: str, exc: BaseException) -> None:
-        """A write to ``area`` was refused for want of space."""
+    def ticket(self) -> int:
+        """Taken when a write begins (before :meth:`check`); handed to :meth:`failed` or
+        :meth:`ok` with its outcome."""
+        return next(self._tickets)
+
+    def failed(self, area: str, exc: BaseException, ticket: int | None = None) -> None:
+        """A write to ``area`` (begun with ``ticket``; None: now) was refused for want of
+        space. It begins an episode unless a write begun after it has gone through since."""
+        ticket = self.ticket() if ticket is None else ticket
         with self._lock:
             self.refused[area] += 1
-            if self.since is None:
+            self._last_refused = max(self._last_refused, ticket)
+            if self.since is None and ticket > self._last_ok:
                 self.since = time.time()
                 self.episodes += 1
                 self.reason = f"{area} write refused: {exc}"[:300]
 
-    def ok(self) -> None:
-        """A write went through: the disk takes writes again."""
-        if self.since is None:
-            return
+    def ok(self, ticket: int | None = None) -> None:
+        """A write (begun with ``ticket``; None: now) went through: the disk takes writes again,
+        unless a write begun after it has been refused."""
+        ticket = self.ticket() if ticket is None else ticket
         with self._lock:
+            if ticket < self._last_refused:
+                return
+            self._last_ok = max(self._last_ok, ticket)
             self.since, self.reason = None, ""
 
     def write(self, area: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, a write to ``area``: refused while an injection lasts; a disk-full
         failure is reported (and raised), a success ends an episode."""
+        ticket = self.ticket()
         try:
             self.check(area)
             out = fn(*args)
         except Exception as exc:
             if is_disk_full(exc):
-                self.failed(area, exc)
+                self.failed(area, exc, ticket)
             raise
-        self.ok()
+        self.ok(ticket)
         return out
 
     def probe(self, folder: Path) -> bool:

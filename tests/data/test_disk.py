@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 
 import numpy as np
 import pytest
@@ -83,6 +84,56 @@ def test_a_real_enospc_starts_an_episode_and_other_errors_do_not(tmp_path):
     assert disk.full and disk.refused == {"duckdb": 1}
     assert disk.probe(tmp_path)  # a probe that goes through ends it
     assert not disk.full and not (tmp_path / PROBE_NAME).exists()
+
+
+def test_a_write_begun_before_the_disk_filled_does_not_end_the_episode():
+    """One full disk is one episode: a long write on another thread that began before the
+    fault and finishes after a refusal proves nothing about the disk now."""
+    clock = Clock()
+    disk = DiskState(monotonic=clock)
+    started, release = threading.Event(), threading.Event()
+    results: list[int] = []
+
+    def slow() -> int:
+        started.set()
+        assert release.wait(10)
+        return 1
+
+    long_write = threading.Thread(target=lambda: results.append(disk.write("duckdb", slow)))
+    long_write.start()
+    assert started.wait(10)
+    disk.inject(5.0)
+    with pytest.raises(OSError):
+        disk.write("lake", lambda: 1)
+    release.set()
+    long_write.join(10)
+    assert results == [1]
+    assert disk.full and disk.episodes == 1
+    with pytest.raises(OSError):
+        disk.write("lake", lambda: 1)
+    assert disk.episodes == 1 and disk.refused == {"lake": 2}
+    clock.t += 5.0
+    assert disk.write("lake", lambda: 2) == 2 and not disk.full and disk.episodes == 1
+
+
+def test_a_refusal_reported_after_the_disk_recovered_does_not_begin_a_new_episode():
+    """A write refused during the fault whose report arrives after a later write went through
+    (threads interleave) is counted, but the episode stays over."""
+    clock = Clock()
+    disk = DiskState(monotonic=clock)
+    disk.inject(5.0)
+    late = disk.ticket()  # this write begins during the fault...
+    with pytest.raises(OSError) as refused:
+        disk.check("lake")
+    disk.failed("lake", refused.value, disk.ticket())
+    assert disk.full and disk.episodes == 1
+    clock.t += 5.0
+    assert disk.write("probe", lambda: True)
+    assert not disk.full
+    disk.failed("lake", refused.value, late)  # ...and reports only now
+    assert not disk.full and disk.episodes == 1 and disk.refused == {"lake": 2}
+    disk.failed("lake", refused.value)  # a write begun now and refused: a new episode
+    assert disk.full and disk.episodes == 2
 
 
 def test_the_probe_meets_an_injected_full_disk_and_leaves_no_file(tmp_path):
