@@ -20,6 +20,7 @@ from appliance.cli_parser import _parser
 from appliance.cli_switches import cmd_unfreeze, set_maintenance
 from appliance.config import ConfigError, build_config, config_as_toml
 from appliance.exchange.factory import StartupError
+from appliance.parent_watch import exit_with_parent
 from appliance.store import StoreError
 
 
@@ -32,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args, speed=args.speed, metrics_port=args.metrics_port)
     prepare_state_dir(cfg.state_path)
+    if args.exit_with_parent:
+        exit_with_parent()
     console = console_format(args.log_format, sys.stderr)
     setup_logging(cfg.state_path, cfg.general.log_level, console=console)
     if console != "json":
@@ -159,7 +162,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                                      f"< {r['target_mttr_s']:g}s" for r in rows))
         return 0
     from appliance.safety import is_state_dir
-    from chaos.runner import LANES, record, run_experiments
+    from chaos.runner import LANES, interrupt_on_sigterm, record, run_experiments
 
     unknown = [n for n in args.experiments if n not in EXPERIMENTS]
     if unknown:
@@ -167,6 +170,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
               f"{', '.join(EXPERIMENTS)} (see `methtrader chaos list`)", file=sys.stderr)
         return 2
     lanes = LANES if args.lanes is None else args.lanes
+    interrupt_on_sigterm()
     results = run_experiments(args.experiments or list(EXPERIMENTS), args.seed, lanes=lanes)
     target = load_config(args).state_path
     where = record(target, results) if is_state_dir(target) else None
@@ -383,6 +387,8 @@ def cmd_fake_bybit(args: argparse.Namespace) -> int:
         faults = faults_from_args(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if args.exit_with_parent:
+        exit_with_parent()
     run_fake_bybit(args.port, args.seed, faults, {args.api_key: args.api_secret},
                    host=args.host, limits=FakeLimits(ip_limit=args.ip_limit), pairs=args.pairs)
     return 0

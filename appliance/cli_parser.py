@@ -43,6 +43,12 @@ def _add_exchange(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-folder", help="replay: folder of candle files")
 
 
+def _add_exit_with_parent(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop cleanly (as on SIGTERM) once the process that started this one "
+                   "is gone (for harnesses and supervisors that may be killed)")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="methtrader", description="methtrader: an autonomous "
                                  "trading appliance for Bybit USDT perpetuals (default: the "
@@ -63,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                    "the log file is always JSON lines")
     p.add_argument("--metrics-port", type=int, help="Prometheus port on 127.0.0.1 "
                    "(default 9108; 0 disables)")
+    _add_exit_with_parent(p)
 
     p = sub.add_parser("status", help="what the appliance is doing (running or not)")
     _add_common(p)
@@ -166,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.exchange.fake_bybit import add_fake_bybit_args
 
     add_fake_bybit_args(p)
+    _add_exit_with_parent(p)
 
     p = sub.add_parser("tui", help="mission control (Textual) for a running appliance")
     _add_common(p)

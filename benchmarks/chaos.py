@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from chaos.experiments import EXPERIMENTS
-from chaos.runner import run_experiments
+from chaos.runner import interrupt_on_sigterm, run_experiments
 
 RUNS = 5
 #: the 5-minute venue outage in each of its modes (503s, dropped connections, a stall)
@@ -41,6 +41,7 @@ def _runs(name: str) -> list[Any]:
 
 
 def run() -> dict[str, Any]:
+    interrupt_on_sigterm()  # a stopped bench leaves no scratch appliance behind
     figures: dict[str, Any] = {}
     for name in EXPERIMENTS:
         results = _runs(name)

@@ -22,7 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,10 +51,31 @@ SMALL_ENV: dict[str, str] = {
 POLL_S = 0.1
 
 
+#: set by :func:`abort_all` (the runner was interrupted): every wait gives up at once
+ABORTED = threading.Event()
+_LIVE: "weakref.WeakSet[Harness]" = weakref.WeakSet()
+
+
+class Aborted(Exception):
+    """The chaos run was interrupted (Ctrl-C, SIGTERM): the experiment stops where it is."""
+
+
+def abort_all() -> None:
+    """Stop every process of every live harness now, and make the experiments still running
+    in other threads give up at their next wait (an interrupted ``chaos run`` leaves nothing
+    running)."""
+    ABORTED.set()
+    for h in list(_LIVE):
+        h.stop_processes()
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float) -> Any:
-    """``predicate()``'s first truthy value within ``timeout_s`` wall seconds, else None."""
+    """``predicate()``'s first truthy value within ``timeout_s`` wall seconds, else None
+    (:class:`Aborted` once the run was interrupted)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if ABORTED.is_set():
+            raise Aborted("the chaos run was interrupted")
         value = predicate()
         if value or time.monotonic() >= deadline:
             return value or None
@@ -67,7 +90,7 @@ class RunProcess:
         self.state_dir = state_dir
         self.log_path = log_path
         self.proc = subprocess.Popen([*METHTRADER, "run", "--state-dir", str(state_dir),
-                                      "--metrics-port", "0", *args],
+                                      "--metrics-port", "0", "--exit-with-parent", *args],
                                      stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"),
                                      env={**os.environ, **env})
         self.env = env
@@ -179,7 +202,7 @@ class FakeBybit:
 
     def __init__(self, log_path: Path, seed: int = 7) -> None:
         self.proc = subprocess.Popen([*METHTRADER, "fake-bybit", "--port", "0", "--seed",
-                                      str(seed)], stdout=subprocess.PIPE,
+                                      str(seed), "--exit-with-parent"], stdout=subprocess.PIPE,
                                      stderr=open(log_path, "ab"), text=True)
         line = (self.proc.stdout.readline() if self.proc.stdout else "").strip()
         if not line.startswith("fake-bybit listening on "):
@@ -230,6 +253,7 @@ class Harness:
         self._runs: list[RunProcess] = []
         self._fakes: list[FakeBybit] = []
         self._n = 0
+        _LIVE.add(self)
 
     def state_dir(self, name: str) -> Path:
         self._n += 1
@@ -238,6 +262,8 @@ class Harness:
     def start_run(self, state_dir: Path, *args: str, exchange_url: str | None = None,
                   env: dict[str, str] | None = None) -> RunProcess:
         """``run`` on ``state_dir`` (``env`` overrides the harness's small settings)."""
+        if ABORTED.is_set():
+            raise Aborted("the chaos run was interrupted")
         state_dir.parent.mkdir(parents=True, exist_ok=True)
         extra = (["--exchange", "bybit", "--base-url", exchange_url] if exchange_url
                  else ["--speed", f"{self.speed:g}"])
@@ -251,11 +277,16 @@ class Harness:
         self._fakes.append(fake)
         return fake
 
-    def close(self) -> None:
-        for run in self._runs:
+    def stop_processes(self) -> None:
+        """Stop every ``run`` and ``fake-bybit`` this harness started (safe to repeat)."""
+        for run in list(self._runs):
             run.stop(timeout_s=15)
-        for fake in self._fakes:
+        for fake in list(self._fakes):
             fake.close()
+
+    def close(self) -> None:
+        self.stop_processes()
+        _LIVE.discard(self)
         if self._own and not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

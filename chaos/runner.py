@@ -8,6 +8,7 @@ and as incident events (the TUI shows them live, the audit journal keeps them) w
 
 from __future__ import annotations
 
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from chaos.experiment import Result, incident_message
 from chaos.experiments import EXPERIMENTS
-from chaos.harness import Harness
+from chaos.harness import Harness, abort_all
 
 #: the short bounds of a plain ``chaos run`` (the 5-minute outage is ``bench chaos``)
 QUICK: dict[str, dict[str, Any]] = {"exchange-outage": {"fault_s": 30.0},
@@ -72,10 +73,22 @@ def run_experiments(names: list[str], seed: int, *, bounds: dict[str, dict[str, 
     try:
         futures = [pool.submit(one, k) for k in range(len(runs))]
         return [f.result() for f in futures]
+    except BaseException:
+        # interrupted: runs not started are dropped, the running ones' processes are stopped
+        # now and their experiments give up at their next wait
+        abort_all()
+        raise
     finally:
-        # on an interrupt, runs not started are dropped; each running one is bounded and its
-        # harness stops its processes
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM stops a chaos run as Ctrl-C does: the harnesses stop every process they
+    started before the command exits (130)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def record(state_dir: Path, results: list[Result]) -> str:
