@@ -4,7 +4,7 @@ Budget (issue 4): the nightly retrain of 50 symbols takes under 30 minutes. One 
 symbols x 90 days of 5-minute bars pooled (259,200 rows x 15 features); 50 symbols are five such
 groups, trained one after the other, so their time is extrapolated as 5x (training time is
 linear in rows for every kind at fixed epochs and trees). Each kind trains with its defaults
-(``KINDS[kind].defaults``), two threads. The windows are a strided view of the feature matrix,
+(``KINDS[kind].defaults``), torch on one thread (``TRAIN_THREADS``). The windows are a strided view of the feature matrix,
 as the training service can pass them, so the lstm's (rows, 32, 15) windows are never copied.
 
 Walk-forward is included by arithmetic: a run fits ``training.folds`` expanding folds and a refit,

@@ -213,7 +213,7 @@ def train(kind: str, x: np.ndarray, y: np.ndarray, *, params: dict[str, Any] | N
     ``n_features``. x may hold more rows than the lookback (the last ones are used) and may be a
     strided view. ``progress(epoch, loss, percent)`` is called as training goes. Validation
     data, when given, is scored each epoch (``val_loss_curve``); torch kinds keep their best
-    epoch on it. Torch uses at most two threads while training.
+    epoch on it. Torch trains on one thread (``torch_common.TRAIN_THREADS`` says why).
     """
     k = get_kind(kind)
     merged = merge_params(k, params)

@@ -25,7 +25,13 @@ from models.kinds.base import (INPUT_NAME, OPSET, OUTPUT_NAME, Progress, Trained
                                class_weights)
 
 CLIP = 8.0
-TRAIN_THREADS = 2
+#: torch's intra-op threads while training. One: the nets are small, so an op's parallel share
+#: is tiny, and every op ends at a barrier that waits for the other thread to be scheduled. On
+#: a busy 2-core box (the appliance trains beside ``run``) two threads made an mlp AutoML trial
+#: 5.4x slower by the wall clock and 8x costlier in CPU (87 s / 30 CPU-s against 16 s / 3.6
+#: CPU-s, identical result), and an lstm trial 8x slower (516 s / 161 CPU-s against 62 s /
+#: 16.5 CPU-s, identical result; load average 11 to 15 on 2 cores).
+TRAIN_THREADS = 1
 _SCALE_ROWS = 200_000
 _PREDICT_CHUNK = 8192
 _PROGRESS_STEPS = 10
