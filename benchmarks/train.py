@@ -7,6 +7,10 @@ linear in rows for every kind at fixed epochs and trees). Each kind trains with 
 (``KINDS[kind].defaults``), two threads. The windows are a strided view of the feature matrix,
 as the training service can pass them, so the lstm's (rows, 32, 15) windows are never copied.
 
+``--device`` (auto, cpu, cuda; default cpu) picks where the torch kinds train, as
+``training.device`` does (CUDA that torch cannot see falls back to the CPU); the figure names
+the device used.
+
 Walk-forward is included by arithmetic: a run fits ``training.folds`` expanding folds and a refit,
 each on the rows before its test block less the early-stopping share, capped at
 ``max_train_samples``; ``walk_forward_factor`` is their total rows over the timed fit's rows.
@@ -24,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from models.dataset import DataSpec
 from models.features import FEATURE_NAMES
 from models.kinds import KINDS, train
+from models.kinds.torch_common import on_device, resolve_device
 from models.training import DEFAULT_FOLDS
 from models.validation import EARLY_STOP_FRACTION
 
@@ -54,14 +59,17 @@ def walk_forward_factor(rows: int, folds: int = DEFAULT_FOLDS) -> float:
     return sum(fits) / rows
 
 
-def run(rows: int = ROWS) -> dict[str, Any]:
-    figures: dict[str, Any] = {"train_rows_per_group": rows, "train_budget_50_symbols_s": BUDGET_S}
+def run(rows: int = ROWS, device: str = "cpu") -> dict[str, Any]:
+    used = resolve_device(device)
+    figures: dict[str, Any] = {"train_rows_per_group": rows, "train_device": used,
+                               "train_budget_50_symbols_s": BUDGET_S}
     total = 0.0
     for kind in KINDS_TIMED:
         lookback = int(KINDS[kind].defaults["lookback"])
         x, y = _data(rows, lookback)
         start = time.perf_counter()
-        model = train(kind, x, y, seed=0)
+        with on_device(used):
+            model = train(kind, x, y, seed=0)
         elapsed = time.perf_counter() - start
         group_share = elapsed * SYMBOLS / GROUP_SYMBOLS
         total += group_share

@@ -161,7 +161,8 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
             if progress is not None:
                 progress({"run_id": run_id, "group": group, "kind": kind, "epoch": epoch,
                           "loss": float(loss), "percent": (100.0 * step + percent) / steps,
-                          "status": "running", "fold": step if step < folds else None})
+                          "status": "running", "fold": step if step < folds else None,
+                          "device": device})
         return inner
 
     fold_no = [0]
@@ -201,5 +202,5 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
     if progress is not None:
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
                   "loss": result["loss_curve"][-1] if result["loss_curve"] else None,
-                  "percent": 100.0, "status": "completed"})
+                  "percent": 100.0, "status": "completed", "device": device})
     return result
