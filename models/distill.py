@@ -128,7 +128,7 @@ def distill_group(state_dir: Path, group: str, symbols: list[str], setup: dict[s
 
     def say(record: dict[str, Any]) -> None:
         if progress is not None:
-            progress({"group": group, **record})
+            progress({"group": group, "device": device, **record})
 
     say({"phase": "teacher", "run_id": teacher_run_id, "percent": 0.0})
     teacher = train_run(
