@@ -139,8 +139,11 @@ def distill_group(state_dir: Path, group: str, symbols: list[str], setup: dict[s
         costs=base, threshold=float(setup["threshold"]), device=device,
         progress=lambda p: say({"phase": "teacher", "run_id": teacher_run_id,
                                 "percent": p["percent"], "loss": p.get("loss")}))
+    say({"phase": "teacher", "run_id": teacher_run_id, "percent": 100.0})
     done = read_result(state_dir, student_run_id)
     if done is not None:
+        say({"phase": "done", "run_id": student_run_id, "percent": 100.0,
+             "agreement": done["metrics"].get("teacher_agreement")})
         return {"teacher": teacher, "student": done}
     started = time.time()
     lake = lake_at(state_dir)
@@ -178,7 +181,7 @@ def distill_group(state_dir: Path, group: str, symbols: list[str], setup: dict[s
         step[0] += 1
         return model
 
-    metrics = walk_forward(bars, spec, lambda *a: None, folds=folds, base=base,
+    metrics = walk_forward(bars, spec, None, folds=folds, base=base,
                            threshold=float(setup["threshold"]),
                            funding=group_funding(lake, bars, spec.interval), fit_rows=fit_rows)
     train_rows, stop_rows = inner_split(np.arange(bars.bars), spec.horizon + spec.lookback)

@@ -88,7 +88,7 @@ def predict_block(model: Any, panel: Panel, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: CostModel,
+def walk_forward(panel: Panel, spec: DataSpec, fit: Fit | None, *, folds: int, base: CostModel,
                  threshold: float, funding: np.ndarray | None = None,
                  on_fold: Callable[[int], None] | None = None,
                  on_record: Callable[[int, dict[str, Any]], None] | None = None,
@@ -100,6 +100,8 @@ def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: Co
     pruner: it may raise to stop the run there). ``fit_rows(train_rows, stop_rows)``, when
     given, is called instead of ``fit`` with the fold's bar indices (a learner that needs more
     than labelled windows, such as the ``ddqn`` student, reads its own data off the panel)."""
+    if (fit is None) == (fit_rows is None):
+        raise ValueError("give walk_forward one of fit and fit_rows")
     purge = spec.horizon + spec.lookback
     test_size = panel.bars // (folds + 1)
     results: list[FoldResult] = []
@@ -109,6 +111,7 @@ def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: Co
         if fit_rows is not None:
             model = fit_rows(train_rows, stop_rows)
         else:
+            assert fit is not None
             x, y = panel.samples(train_rows, limit=spec.max_train_samples, seed=spec.seed + k)
             xv, yv = panel.samples(stop_rows, limit=spec.max_train_samples // 4,
                                    seed=spec.seed)

@@ -110,3 +110,29 @@ def test_a_second_call_returns_the_receipts_without_training(distilled) -> None:
                           student_run_id="d-student")
     assert again["student"]["onnx_sha256"] == out["student"]["onnx_sha256"]
     assert again["teacher"]["onnx_sha256"] == out["teacher"]["onnx_sha256"]
+
+
+def test_the_distill_job_reports_both_runs_on_the_bus(distilled) -> None:
+    """The huey job (immediate mode, in this process) as `run` queues it: its runs show on
+    the bus as the Training screen reads them (here both already trained: nothing twice)."""
+    from appliance.bus import Bus
+    from appliance.jobs import TRAINING_PREFIX, Jobs
+    from appliance.paths import StatePaths
+
+    state, out, _ = distilled
+    jobs = Jobs(state)
+    jobs.huey.immediate = True
+    try:
+        result = jobs.enqueue("distill", "t1-a", SYMBOLS, distill_setup(), "d-teacher",
+                              "d-student", {"trigger": "distill"})()
+    finally:
+        jobs.close()
+    assert result["student"]["parent_run_id"] == "d-teacher"
+    with Bus(StatePaths(state).bus) as bus:
+        teacher = bus.cache.get(f"{TRAINING_PREFIX}d-teacher")
+        student = bus.cache.get(f"{TRAINING_PREFIX}d-student")
+    assert (teacher["kind"], teacher["timeframe"], teacher["status"]) == ("lstm", "1h",
+                                                                         "completed")
+    assert (student["kind"], student["timeframe"], student["status"]) == ("ddqn", "5m",
+                                                                         "completed")
+    assert student["agreement"] == out["student"]["metrics"]["teacher_agreement"]
