@@ -39,9 +39,13 @@ from torch import nn
 
 from models.kinds.base import Progress, TrainedModel
 from models.kinds.mlp import build_mlp
-from models.kinds.torch_common import (TRAIN_THREADS, ProbabilityNet, export_net, feature_scale,
-                                       predict_net, torch_threads, train_device)
+from models.kinds.torch_common import (ProbabilityNet, export_net, feature_scale, predict_net,
+                                       torch_threads, train_device)
 
+RL_THREADS = 1
+"""Torch threads while the student trains: its batches are tiny, and a second intra-op thread
+costs more than it saves (measured: 7.6 ms a step on one thread, 10.4 ms on two, far worse on
+a busy machine where the threads spin waiting for each other)."""
 POSITIONS = np.array([-1.0, 0.0, 1.0])
 """The position of each action, in the classes' order (short, flat, long)."""
 EpisodeReport = Callable[[dict[str, Any]], None]
@@ -216,7 +220,7 @@ def fit_rl(data: RlData, params: dict[str, Any], *, seed: int,
                          "(lower episode_bars, or train on more history)")
     rng = np.random.default_rng(seed)
     device = train_device()
-    with torch_threads(TRAIN_THREADS):
+    with torch_threads(RL_THREADS):
         torch.manual_seed(seed)
         mean, std = feature_scale(data.x[np.flatnonzero(data.next_ok)], seed)
         base = build_mlp(int(params["n_features"]), lookback,
