@@ -327,7 +327,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         lines.append(f"{m['model_id']:<40} {m['group']:<7} {m['kind']:<9} {m['mode']:<10} "
                      f"{num((m['metrics'] or {}).get('sharpe')):>10} "
                      f"{num(live.get('sharpe')):>11} {num(live.get('pnl')):>10} "
-                     f"{live.get('trades', '—')!s:>6}")
+                     f"{live.get('trades', '—')!s:>6}"
+                     + (f"  (student of run {m['parent_run_id']})" if m["parent_run_id"]
+                        else ""))
     _emit(args, data, "\n".join(lines) if data else "no models yet")
     return 0
 

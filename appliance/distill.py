@@ -121,9 +121,15 @@ def distill_groups(cfg: Config, group_names: list[str], *,
     out = []
     for group in groups:
         teacher_id, student_id = run_ids(tag, group.name)
-        runs = distill_group(cfg.state_path, group.name, list(group.symbols), setup,
-                             teacher_run_id=teacher_id, student_run_id=student_id,
-                             tags={"trigger": "manual"}, progress=progress)
+        try:
+            runs = distill_group(cfg.state_path, group.name, list(group.symbols), setup,
+                                 teacher_run_id=teacher_id, student_run_id=student_id,
+                                 tags={"trigger": "manual"}, progress=progress)
+        except ValueError as exc:
+            raise ValueError(
+                f"group {group.name} cannot be distilled: {exc}; backfill more days, or lower "
+                "training.folds or distill.teacher_lookback (the 1h teacher needs "
+                f"{cfg.training.folds + 1} test blocks of 1h bars)") from None
         register_receipts(cfg, [runs["teacher"], runs["student"]], actor="distill")
         teacher, student = with_absolute_paths(cfg, [_summary(runs["teacher"]),
                                                      _summary(runs["student"])])

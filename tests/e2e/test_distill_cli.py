@@ -43,5 +43,14 @@ def test_distill_registers_a_teacher_and_its_student_and_models_links_them(tmp_p
     assert parent["parent_run_id"] is None
     assert taught["device"] == parent["device"] == "cpu"
 
+    text = methtrader("models", "--state-dir", str(state)).stdout
+    assert f"(student of run {teacher['run_id']})" in text
+
     bad = methtrader("distill", "nosuch", "--state-dir", str(state), check=False)
     assert bad.returncode == 2 and "unknown group" in bad.stderr
+    short = tmp_path / "short.toml"
+    short.write_text(SMALL.replace("teacher_lookback = 16", "teacher_lookback = 200"))
+    refused = methtrader("distill", "--config", str(short), "--state-dir", str(state),
+                         check=False, timeout=120)
+    assert refused.returncode == 2 and "cannot be distilled" in refused.stderr
+    assert "backfill more days" in refused.stderr
