@@ -113,7 +113,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run = importlib.import_module(f"benchmarks.{args.suite}").run
     # per-suite options: given only when set, and only to a suite whose run() takes them
     options = {k: v for k, v in (("symbols", args.symbols),
-                                 ("false_alarms", args.false_alarms)) if v is not None}
+                                 ("false_alarms", args.false_alarms),
+                                 ("device", args.device)) if v is not None}
     refused = [k for k in options if k not in inspect.signature(run).parameters]
     if refused:
         raise ConfigError(f"bench {args.suite} takes no --{refused[0].replace('_', '-')}")
@@ -288,6 +289,25 @@ def cmd_automl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from appliance.distill import distill_groups, progress_bar
+
+    cfg = load_config(args)
+    try:
+        with progress_bar(show=not args.json) as progress:
+            results = distill_groups(cfg, args.groups, progress=progress)
+    except ValueError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 2
+    _emit(args, results, "\n".join(
+        f"{r['group']:<8} teacher {r['teacher']['model_id']} (1h lstm, wf score "
+        f"{_num(r['teacher']['wf_score'])})  student {r['student']['model_id']} (5m ddqn, "
+        f"wf score {_num(r['student']['wf_score'])}, agrees with the teacher "
+        f"{_num(r['student']['teacher_agreement'], 3)}, trained on {r['student']['device']})"
+        for r in results))
+    return 0
+
+
 def _num(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -298,7 +318,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     models = list_registry(load_config(args))
     keys = ("model_id", "run_id", "parent_run_id", "group", "symbols", "timeframe", "kind",
             "mode", "mode_since", "onnx_path", "onnx_sha256", "tags", "metrics", "live",
-            "pinned", "created")
+            "pinned", "created", "device")
     data = [{k: m.get(k) for k in keys} for m in models]
     lines = [f"{'model':<40} {'group':<7} {'kind':<9} {'mode':<10} {'val sharpe':>10} "
              f"{'live sharpe':>11} {'live pnl':>10} {'trades':>6}"]
@@ -311,7 +331,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         lines.append(f"{m['model_id']:<40} {m['group']:<7} {m['kind']:<9} {m['mode']:<10} "
                      f"{num((m['metrics'] or {}).get('sharpe')):>10} "
                      f"{num(live.get('sharpe')):>11} {num(live.get('pnl')):>10} "
-                     f"{live.get('trades', '—')!s:>6}")
+                     f"{live.get('trades', '—')!s:>6}"
+                     + (f"  (student of run {m['parent_run_id']})" if m["parent_run_id"]
+                        else ""))
     _emit(args, data, "\n".join(lines) if data else "no models yet")
     return 0
 
@@ -416,6 +438,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fake-bybit": cmd_fake_bybit,
     "train": cmd_train,
     "automl": cmd_automl,
+    "distill": cmd_distill,
     "models": cmd_models,
     "report": cmd_report,
     "backup": cmd_backup,
@@ -436,7 +459,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # Commands that create files in the state dir: their files are the operator's alone.
 CREATES_STATE = {"run", "kill", "resume", "unfreeze", "promote", "demote", "pin", "unpin",
                  "rollback", "backfill", "train", "tui", "discover", "status", "models",
-                 "report", "backup", "restore", "drift", "automl"}
+                 "report", "backup", "restore", "drift", "automl", "distill"}
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -143,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the group's latest study: fANOVA importances and its best trials")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("distill", help="distil each group once, in the foreground: a 1h lstm "
+                       "teacher, then a 5m ddqn student that learns from it (layer 8)")
+    _add_common(p)
+    p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("models", help="the model registry")
     _add_common(p)
     p.add_argument("--json", action="store_true")
@@ -217,11 +223,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos", "drift", "automl"))
+                                     "chaos", "drift", "automl", "distill"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
                    help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
     p.add_argument("--false-alarms", action="store_true", default=None,
                    help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
                         "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="train and distill: where torch trains (default cpu for train, "
+                        "training.device's default auto for distill)")
     p.add_argument("--json", action="store_true")
     return ap

@@ -173,7 +173,8 @@ def train_groups(cfg: Config, kinds: list[str], group_names: list[str], *,
                     tags={"trigger": "manual"}, progress=progress,
                     **run_kwargs(run_setup(timeframe, cfg.training.folds,
                                            cfg.trading.threshold, cfg.sim.taker_fee,
-                                           cfg.sim.slippage_bps / 10_000))))
+                                           cfg.sim.slippage_bps / 10_000,
+                                           cfg.training.device))))
     try:
         store = Store(StatePaths(cfg.state_path).duckdb)
     except StoreError:

@@ -145,6 +145,10 @@ class TrainingConfig:
     bootstrap_hold_s: float = _f(600.0, lo=0.0, hi=86400.0,
                                  doc="sim/replay: market time waits at most this long (real "
                                      "seconds) for the first models; 0 never waits")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"),
+                     doc="where torch models train, picked once per run and recorded: auto = "
+                         "CUDA when torch sees it, else the CPU (cuda without one falls back "
+                         "to the CPU)")
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,33 @@ class AutomlConfig:
     seed: int = _f(0, lo=0, hi=2**31 - 1, doc="the TPE sampler's and the models' seed")
     max_train_samples: int = _f(200_000, lo=1_000, hi=10_000_000,
                                 doc="training samples per trial fit (drawn at random above it)")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Layer 8: a 1h lstm teacher distilled into a 5m ddqn student (:mod:`models.distill`,
+    ``methtrader distill``)."""
+
+    weekly: bool = _f(True, doc="distil each group weekly inside `run`")
+    weekly_at: str = _f("Sun 12:00",
+                        pattern=r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01]\d|2[0-3]):[0-5]\d",
+                        doc="the weekly distillation of each group inside `run` (weekday HH:MM, "
+                            "UTC, market time), after AutoML's; a group's first comes a week "
+                            "after its first prod model")
+    temperature: float = _f(1.0, lo=0.05, hi=100.0,
+                            doc="T of the distillation term KL(softmax(Q/T) || teacher) and "
+                                "of the student's exported softmax(Q/T)")
+    weight: float = _f(1.0, lo=0.0, hi=100.0,
+                       doc="weight of the distillation term in the student's loss (0: the "
+                           "student learns from rewards alone)")
+    episodes: int = _f(40, lo=1, hi=100_000, doc="student episodes per fit")
+    episode_bars: int = _f(256, lo=16, hi=1_000_000, doc="5m bars of each episode")
+    updates: int = _f(40, lo=1, hi=100_000, doc="gradient steps after each episode")
+    teacher_epochs: int = _f(5, lo=1, hi=1_000, doc="epochs of the teacher lstm")
+    teacher_lookback: int = _f(32, lo=2, hi=512, doc="hours the teacher lstm reads per window")
+    window_days: float = _f(90.0, lo=7.0, hi=3650.0,
+                            doc="days of history the teacher and the student train on")
+    seed: int = _f(0, lo=0, hi=2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -349,6 +380,7 @@ class Config:
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     automl: AutomlConfig = field(default_factory=AutomlConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)

@@ -74,6 +74,7 @@ class Jobs:
             self.register("train", _train, retry_delay=TRAIN_RETRY_DELAY_S)
             self.register("automl_trial", _automl_trial)
             self.register("automl_finish", _automl_finish, retry_delay=TRAIN_RETRY_DELAY_S)
+            self.register("distill", _distill, retry_delay=TRAIN_RETRY_DELAY_S)
 
     @property
     def bus(self) -> Bus:
@@ -324,6 +325,32 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
                       "loss": None, "percent": 0.0, "status": "failed",
                       "error": f"{type(exc).__name__}: {exc}"})
             raise
+
+
+def _distill(state_dir: Path, group: str, symbols: list[str], setup: dict[str, Any],
+             teacher_run_id: str, student_run_id: str, tags: dict[str, Any]
+             ) -> dict[str, Any]:
+    """The weekly distillation job (:mod:`models.distill`): the teacher's and the student's
+    progress go to the bus as training runs (the Training screen shows both); the training
+    service registers their receipts."""
+    from models.distill import distill_group
+
+    with Bus(StatePaths(state_dir).bus) as bus:
+        def progress(p: dict[str, Any]) -> None:
+            run_id, teacher = p["run_id"], p["phase"] == "teacher"
+            entry = {"run_id": run_id, "group": group, "kind": "lstm" if teacher else "ddqn",
+                     "timeframe": "1h" if teacher else "5m", "percent": p.get("percent"),
+                     "loss": p.get("loss"), "epoch": p.get("episode"),
+                     "agreement": p.get("agreement"), "device": p.get("device"),
+                     "symbols": symbols, "ts": time.time(),
+                     "status": ("completed" if p["phase"] == "done"
+                                or (teacher and (p.get("percent") or 0) >= 100)
+                                else "running")}
+            bus.cache.set(f"{TRAINING_PREFIX}{run_id}", entry)
+            bus.publish(Event.TRAINING_PROGRESS, entry, service="huey")
+
+        return distill_group(state_dir, group, symbols, setup, teacher_run_id=teacher_run_id,
+                             student_run_id=student_run_id, tags=tags, progress=progress)
 
 
 def consumer_main(argv: list[str] | None = None) -> int:

@@ -185,6 +185,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE drift ADD COLUMN verdict VARCHAR;
     ALTER TABLE drift ADD COLUMN retrain VARCHAR;
     """,
+    # the device a run trained on ("cpu" or "cuda", picked once per run; training.device)
+    """
+    ALTER TABLE training_runs ADD COLUMN device VARCHAR;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,8 +4,13 @@ Budget (issue 4): the nightly retrain of 50 symbols takes under 30 minutes. One 
 symbols x 90 days of 5-minute bars pooled (259,200 rows x 15 features); 50 symbols are five such
 groups, trained one after the other, so their time is extrapolated as 5x (training time is
 linear in rows for every kind at fixed epochs and trees). Each kind trains with its defaults
-(``KINDS[kind].defaults``), torch on one thread (``TRAIN_THREADS``). The windows are a strided view of the feature matrix,
-as the training service can pass them, so the lstm's (rows, 32, 15) windows are never copied.
+(``KINDS[kind].defaults``), torch on one thread (``TRAIN_THREADS``). The windows are a strided
+view of the feature matrix, as the training service can pass them, so the lstm's (rows, 32, 15)
+windows are never copied.
+
+``--device`` (auto, cpu, cuda; default cpu) picks where the torch kinds train, as
+``training.device`` does (CUDA that torch cannot see falls back to the CPU); the figure names
+the device used.
 
 Walk-forward is included by arithmetic: a run fits ``training.folds`` expanding folds and a refit,
 each on the rows before its test block less the early-stopping share, capped at
@@ -29,6 +34,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from models.dataset import DataSpec
 from models.features import FEATURE_NAMES
 from models.kinds import KINDS, train
+from models.kinds.torch_common import on_device, resolve_device
 from models.training import DEFAULT_FOLDS
 from models.validation import EARLY_STOP_FRACTION
 
@@ -59,15 +65,18 @@ def walk_forward_factor(rows: int, folds: int = DEFAULT_FOLDS) -> float:
     return sum(fits) / rows
 
 
-def run(rows: int = ROWS) -> dict[str, Any]:
-    figures: dict[str, Any] = {"train_rows_per_group": rows, "train_budget_50_symbols_s": BUDGET_S}
+def run(rows: int = ROWS, device: str = "cpu") -> dict[str, Any]:
+    used = resolve_device(device)
+    figures: dict[str, Any] = {"train_rows_per_group": rows, "train_device": used,
+                               "train_budget_50_symbols_s": BUDGET_S}
     figures["load_average_1m_start"] = round(os.getloadavg()[0], 2)
     total = cpu_total = 0.0
     for kind in KINDS_TIMED:
         lookback = int(KINDS[kind].defaults["lookback"])
         x, y = _data(rows, lookback)
         start, cpu_start = time.perf_counter(), time.process_time()
-        model = train(kind, x, y, seed=0)
+        with on_device(used):
+            model = train(kind, x, y, seed=0)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         cpu_total += cpu * SYMBOLS / GROUP_SYMBOLS
         figures[f"train_{kind}_group_cpu_s"] = round(cpu, 1)

@@ -1,7 +1,8 @@
 """The model registry in DuckDB: our own lightweight MLflow.
 
 ``training_runs`` keeps every run (kind, group, params, metrics, tags such as autogen, the
-dataset's sha256, the feature set, the parent run, status, times, loss curve); ``ml_models``
+dataset's sha256, the feature set, the parent run (a distilled student's teacher), the device
+it trained on, status, times, loss curve); ``ml_models``
 keeps the models those runs produced and their ``mode``; ``feature_reference`` each model's drift
 reference (:mod:`models.drift`), one row per feature; ``vol_profile`` its symbols' seasonal
 volatility profiles (:mod:`models.vol_regime`). Modes change only through
@@ -44,12 +45,12 @@ def insert_candidate(store: Store, r: dict[str, Any], now: float) -> dict[str, A
     store.sql("DELETE FROM training_runs WHERE run_id = ?", [r["run_id"]])  # a failed try
     store.sql(
         "INSERT INTO training_runs (run_id, kind, grp, params, metrics, tags, "
-        "dataset_sha256, feature_set, parent_run_id, status, started, ended, loss_curve) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'completed', ?, ?, ?)",
+        "dataset_sha256, feature_set, parent_run_id, status, started, ended, loss_curve, "
+        "device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?)",
         [r["run_id"], r["kind"], r["group"], json.dumps(r["params"]),
          json.dumps(r["metrics"]), json.dumps(r.get("tags", {})), r["dataset_sha256"],
          r["feature_set"], r.get("parent_run_id"), r["started"], r["ended"],
-         json.dumps(r.get("loss_curve", []))])
+         json.dumps(r.get("loss_curve", [])), r.get("device")])
     model_id = model_id_of(r["run_id"])
     save_reference(store, model_id, r["run_id"])
     save_vol_profiles(store, model_id, r["run_id"])
@@ -125,7 +126,7 @@ def list_models(store: Store, mode: str | None = None) -> list[dict[str, Any]]:
         "SELECT m.model_id, m.run_id, r.parent_run_id, m.grp AS \"group\", m.symbols, "
         "m.timeframe, m.kind, m.mode, m.onnx_path, m.onnx_sha256, r.tags, m.metrics, "
         "m.created, m.shadow_started, m.promoted, m.retired, m.archived, m.mode_since, "
-        "m.pinned, r.feature_set, r.params, "
+        "m.pinned, r.feature_set, r.params, r.device, "
         f"r.dataset_sha256 FROM ml_models m LEFT JOIN training_runs r USING (run_id) {where} "
         "ORDER BY m.created, m.model_id", params)
     return [_decode(r) for r in rows]

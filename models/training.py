@@ -36,18 +36,20 @@ ENSEMBLE_MEMBERS = ("rf", "mlp")
 DEFAULT_LOOKBACK = {"rf": 1, "mlp": 1, "lstm": 32, "ensemble": 1}
 DEFAULT_FOLDS = 4
 DEFAULT_THRESHOLD = 0.1
+CPU_ONLY = ("rf",)
+"""Kinds that never use torch's device (scikit-learn trains on the CPU)."""
 
 
 def run_setup(timeframe: str, folds: int, threshold: float, taker_fee: float,
-              slippage: float) -> dict[str, Any]:
+              slippage: float, device: str = "cpu") -> dict[str, Any]:
     """What a run needs from the appliance's config, as plain data (a job argument)."""
     return {"timeframe": timeframe, "folds": folds, "threshold": threshold,
-            "taker_fee": taker_fee, "slippage": slippage}
+            "taker_fee": taker_fee, "slippage": slippage, "device": device}
 
 
 def run_kwargs(setup: dict[str, Any]) -> dict[str, Any]:
     """:func:`run_setup`'s data as :func:`train_run`'s keyword arguments."""
-    out: dict[str, Any] = {k: setup[k] for k in ("timeframe", "folds", "threshold")
+    out: dict[str, Any] = {k: setup[k] for k in ("timeframe", "folds", "threshold", "device")
                            if k in setup}
     if "taker_fee" in setup or "slippage" in setup:
         out["costs"] = CostModel(float(setup.get("taker_fee", CostModel.taker_fee)),
@@ -122,8 +124,14 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
               parent_run_id: str | None = None, seed: int = 0,
               progress: Progress | None = None, timeframe: str = "5m",
               folds: int = DEFAULT_FOLDS, costs: CostModel | None = None,
-              threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+              threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> dict[str, Any]:
+    """Train, validate, export and write one run (module docstring); its receipt.
+
+    ``device`` ("auto", "cpu" or "cuda", ``training.device``) is resolved once, here: the
+    torch kinds train there (a CUDA device torch cannot see falls back to the CPU), and the
+    receipt records the device actually used."""
     from models.kinds import train  # torch and sklearn load in the worker only
+    from models.kinds.torch_common import on_device, resolve_device
 
     done = read_result(state_dir, run_id)
     if done is not None:
@@ -131,6 +139,7 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
     params = dict(params or {})
     data = {k: params.pop(k) for k in DATA_PARAMS if k in params}
     started = time.time()
+    device = resolve_device(device) if kind not in CPU_ONLY else "cpu"
     spec = DataSpec(interval=timeframe,
                     lookback=int(params.get("lookback", DEFAULT_LOOKBACK.get(kind, 1))),
                     horizon=int(data.get("horizon", 12)), seed=seed)
@@ -152,14 +161,16 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
             if progress is not None:
                 progress({"run_id": run_id, "group": group, "kind": kind, "epoch": epoch,
                           "loss": float(loss), "percent": (100.0 * step + percent) / steps,
-                          "status": "running", "fold": step if step < folds else None})
+                          "status": "running", "fold": step if step < folds else None,
+                          "device": device})
         return inner
 
     fold_no = [0]
 
     def fit(x: np.ndarray, y: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None) -> Any:
-        return train(kind, x, y, params=params, seed=seed, progress=report(fold_no[0]),
-                     x_val=xv, y_val=yv)
+        with on_device(device):
+            return train(kind, x, y, params=params, seed=seed, progress=report(fold_no[0]),
+                         x_val=xv, y_val=yv)
 
     def next_fold(k: int) -> None:
         fold_no[0] = k + 1
@@ -180,8 +191,8 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
         "metrics": metrics, "tags": tags or {}, "parent_run_id": parent_run_id,
         "feature_set": fs.id, "features": list(panel.names),
         "dataset_sha256": dataset_sha256(lake, list(panel.symbols), spec.interval),
-        "loss_curve": [float(v) for v in model.loss_curve], "started": started,
-        "ended": time.time(),
+        "loss_curve": [float(v) for v in model.loss_curve], "device": device,
+        "started": started, "ended": time.time(),
     }
     result = write_run(state_dir, run_id, model.export_onnx,
                        {"params.json": result["params"], "metrics.json": metrics,
@@ -191,5 +202,5 @@ def train_run(state_dir: Path, run_id: str, group: str, symbols: list[str], kind
     if progress is not None:
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
                   "loss": result["loss_curve"][-1] if result["loss_curve"] else None,
-                  "percent": 100.0, "status": "completed"})
+                  "percent": 100.0, "status": "completed", "device": device})
     return result

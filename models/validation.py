@@ -88,24 +88,34 @@ def predict_block(model: Any, panel: Panel, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def walk_forward(panel: Panel, spec: DataSpec, fit: Fit, *, folds: int, base: CostModel,
+def walk_forward(panel: Panel, spec: DataSpec, fit: Fit | None, *, folds: int, base: CostModel,
                  threshold: float, funding: np.ndarray | None = None,
                  on_fold: Callable[[int], None] | None = None,
-                 on_record: Callable[[int, dict[str, Any]], None] | None = None
+                 on_record: Callable[[int, dict[str, Any]], None] | None = None,
+                 fit_rows: Callable[[np.ndarray, np.ndarray], Any] | None = None
                  ) -> dict[str, Any]:
     """Train and score ``folds`` folds (module docstring); returns the run's metrics.
 
     ``on_record(k, record)`` is called with each fold's record as it is scored (AutoML's
-    pruner: it may raise to stop the run there)."""
+    pruner: it may raise to stop the run there). ``fit_rows(train_rows, stop_rows)``, when
+    given, is called instead of ``fit`` with the fold's bar indices (a learner that needs more
+    than labelled windows, such as the ``ddqn`` student, reads its own data off the panel)."""
+    if (fit is None) == (fit_rows is None):
+        raise ValueError("give walk_forward one of fit and fit_rows")
     purge = spec.horizon + spec.lookback
     test_size = panel.bars // (folds + 1)
     results: list[FoldResult] = []
     for k, fold in enumerate(walk_forward_folds(panel.bars, folds, test_size, purge, 0,
                                                 min_train=max(200, purge + 1))):
         train_rows, stop_rows = inner_split(fold.train_idx, purge)
-        x, y = panel.samples(train_rows, limit=spec.max_train_samples, seed=spec.seed + k)
-        xv, yv = panel.samples(stop_rows, limit=spec.max_train_samples // 4, seed=spec.seed)
-        model = fit(x, y, xv if len(xv) else None, yv if len(yv) else None)
+        if fit_rows is not None:
+            model = fit_rows(train_rows, stop_rows)
+        else:
+            assert fit is not None
+            x, y = panel.samples(train_rows, limit=spec.max_train_samples, seed=spec.seed + k)
+            xv, yv = panel.samples(stop_rows, limit=spec.max_train_samples // 4,
+                                   seed=spec.seed)
+            model = fit(x, y, xv if len(xv) else None, yv if len(yv) else None)
         costs = costs_on(panel, fold.train_idx, base)
         rows = fold.test_idx
         r = score_block(panel, rows, predict_block(model, panel, rows), costs, threshold,

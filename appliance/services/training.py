@@ -11,20 +11,22 @@
   artifacts folder, which this service registers in DuckDB as a ``candidate`` (idempotent by run
   id), counting ``models_trained_total``.
 * The weekly AutoML study of each group (:mod:`appliance.services.automl_weekly`), queued
-  behind the nightly runs; its winner is registered here like any run.
+  behind the nightly runs; its winner is registered here like any run. The weekly
+  distillation (:mod:`appliance.services.distill_weekly`) after it: its teacher and student
+  are registered here too.
 * Disk guard, once per nightly run (:mod:`appliance.disk_guard`): when the state dir's
   filesystem is fuller than ``training.disk_threshold`` it archives the worst 20% of the models
   that had their verdict (through the lifecycle), or, when the lake is what fills the disk,
   raises an incident and trims the lake's days older than ``datasets.retention_days``.
 
-The ``training`` snapshot on the bus (run progress, loss curves, device) feeds the dashboard.
+The ``training`` snapshot on the bus (run progress, loss curves, the device each run trained on)
+feeds the dashboard.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,30 +43,18 @@ from appliance.logs import service_logger
 from appliance.paths import StatePaths
 from appliance.automl import studies_snapshot
 from appliance.services.automl_weekly import WeeklyStudies
+from appliance.services.distill_weekly import WeeklyDistillation
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
 from data.lake import Lake
 from models.artifacts import finished_runs
 from models.groups import Group, GroupingRules, make_groups
-from models.registry import list_models
+from models.registry import list_models, model_id_of
 from models.training import run_setup
 
 NAME = "training"
 CATCH_UP_S = 6 * 3600
 DiskUsage = Callable[[Path], tuple[int, int]]
-
-
-def training_device() -> str:
-    """What the training screen shows: the GPU's name when nvidia-smi sees one, else CPU.
-    (Asked of nvidia-smi so that the appliance itself never loads torch.)"""
-    if shutil.which("nvidia-smi") is None:
-        return "CPU"
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "CPU"
-    line = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else ""
-    return line.split(":", 1)[1].split("(")[0].strip() if ":" in line else "CPU"
 
 
 def filesystem_usage(path: Path) -> tuple[int, int]:
@@ -95,13 +85,17 @@ def groups_from_lake(lake_root: Path, symbols: list[str], rules: GroupingRules) 
 def models_snapshot(store: Store, live: dict[str, dict[str, Any]] | None = None
                     ) -> list[dict[str, Any]]:
     """The Models screen's leaderboard rows: validation figures for candidates, the current
-    book's own figures (``live``, from the shadow desk) for shadow and prod models."""
+    book's own figures (``live``, from the shadow desk) for shadow and prod models, and each
+    model's parent (a distilled student's teacher: its run and model ids)."""
     rows = []
     for m in list_models(store):
         metrics = m["metrics"] or {}
         current = (live or {}).get(m["model_id"])
+        parent = m.get("parent_run_id")
         row = {"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
-               "mode": m["mode"], "since": m.get("mode_since"),
+               "mode": m["mode"], "since": m.get("mode_since"), "run_id": m["run_id"],
+               "timeframe": m.get("timeframe"), "parent_run_id": parent,
+               "parent_model_id": model_id_of(parent) if parent else None,
                "val_sharpe": metrics.get("sharpe"), "sharpe": metrics.get("sharpe"),
                "pnl": None, "days_in_shadow": None, "trades": metrics.get("trades"),
                "fills": None, "parity": None, "pinned": bool(m.get("pinned")),
@@ -133,14 +127,16 @@ def model_files(store: Store, state_dir: Path) -> list[ModelFiles]:
     return out
 
 
-def training_snapshot(store: Store, progress: list[dict[str, Any]], device: str
-                      ) -> list[dict[str, Any]]:
-    runs = {p["run_id"]: {**p, "device": device} for p in progress}
+def training_snapshot(store: Store, progress: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run for the Training screen: its progress (from the jobs) or its registry row,
+    with the device it trained on as the run recorded it (None until it says)."""
+    runs = {p["run_id"]: dict(p) for p in progress}
     for m in list_models(store):
         entry = runs.setdefault(m["run_id"], {"run_id": m["run_id"], "status": "completed",
-                                              "percent": 100.0, "device": device})
+                                              "percent": 100.0})
         metrics = m.get("metrics") or {}
-        entry.update({"model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
+        entry.update({"device": m.get("device") or entry.get("device"),
+                      "parent_run_id": m.get("parent_run_id"), "model_id": m["model_id"], "group": m["group"], "kind": m["kind"],
                       "symbols": m["symbols"], "timeframe": m.get("timeframe"),
                       "wf_score": metrics.get("wf_score"), "wf_mean": metrics.get("wf_mean"),
                       "wf_std": metrics.get("wf_std"),
@@ -156,7 +152,7 @@ def config_setup(ctx: ServiceContext, timeframe: str) -> dict[str, Any]:
     """A run's setup (:func:`models.training.run_setup`) from the appliance's config."""
     cfg = ctx.cfg
     return run_setup(timeframe, cfg.training.folds, cfg.trading.threshold, cfg.sim.taker_fee,
-                     cfg.sim.slippage_bps / 10_000)
+                     cfg.sim.slippage_bps / 10_000, cfg.training.device)
 
 
 async def enqueue_run(ctx: ServiceContext, jobs: Jobs, group: str, symbols: list[str],
@@ -193,8 +189,8 @@ class Trainer:
         self.log = service_logger(NAME)
         self.kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()]
         self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
-        self.device = training_device()
         self.weekly = WeeklyStudies(ctx, jobs)
+        self.distill = WeeklyDistillation(ctx, jobs)
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
@@ -320,8 +316,7 @@ class Trainer:
         for p in progress:
             if p.get("percent") is not None:
                 self.ctx.metrics.training_progress.labels(p["run_id"]).set(p["percent"] / 100)
-        snap = await self.ctx.store.run(training_snapshot, self.ctx.store.store, progress,
-                                        self.device)
+        snap = await self.ctx.store.run(training_snapshot, self.ctx.store.store, progress)
         self.ctx.bus.put_snapshot(Snapshot.TRAINING, snap)
         self.ctx.bus.put_snapshot(Snapshot.MODELS, await self.ctx.store.run(
             models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
@@ -344,6 +339,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
                 await t.nightly()
                 await t.guard_disk()
             await t.weekly.step(t.groups)
+            await t.distill.step(t.groups)
             await t.publish_snapshot()
             if holding:
                 await trio.sleep(1.0)  # market time stands still: poll in real time

@@ -13,6 +13,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,41 @@ _SCALE_ROWS = 200_000
 _PREDICT_CHUNK = 8192
 _PROGRESS_STEPS = 10
 """Progress reports per epoch (the last one at the epoch's end)."""
+DEVICES = ("auto", "cpu", "cuda")
+_DEVICE: ContextVar[str] = ContextVar("methtrader_train_device", default="cpu")
+
+log = logging.getLogger("methtrader.training")
+
+
+def resolve_device(setting: str) -> str:
+    """The device a run trains on, picked once: "cuda" when asked for ("cuda") or allowed
+    ("auto") and torch sees one, else "cpu" (asking for CUDA without one falls back to the
+    CPU with a warning: a run never fails for want of a GPU)."""
+    if setting not in DEVICES:
+        raise ValueError(f"training device must be one of {DEVICES}, got {setting!r}")
+    if setting == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if setting == "cuda":
+        log.warning("training.device = cuda but torch sees no CUDA device; training on the CPU")
+    return "cpu"
+
+
+@contextmanager
+def on_device(device: str) -> Iterator[None]:
+    """Torch kinds trained inside the block train on ``device`` ("cpu" or "cuda"); the model
+    comes back on the CPU (prediction and export run there)."""
+    token = _DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def train_device() -> torch.device:
+    """The device of the current run (:func:`on_device`; the CPU by default)."""
+    return torch.device(_DEVICE.get())
 
 
 class Standardize(nn.Module):
@@ -110,9 +146,11 @@ def fit_net(net: ProbabilityNet, x: np.ndarray, y: np.ndarray, params: dict[str,
     lookback, epochs = int(params["lookback"]), int(params["epochs"])
     batch = int(params["batch_size"])
     rng = np.random.default_rng(seed)
-    weights = torch.as_tensor(class_weights(y), dtype=torch.float32)
+    device = train_device()
+    net.to(device)
+    weights = torch.as_tensor(class_weights(y), dtype=torch.float32, device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    labels = torch.from_numpy(y)
+    labels = torch.from_numpy(y).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=float(params["lr"]),
                                  weight_decay=float(params["weight_decay"]))
     n_batches = -(-len(x) // batch)
@@ -125,7 +163,8 @@ def fit_net(net: ProbabilityNet, x: np.ndarray, y: np.ndarray, params: dict[str,
         total, seen = 0.0, 0
         for i, (idx, xb) in enumerate(_batches(x, rng.permutation(len(x)), lookback, batch), 1):
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(net.logits(xb), labels[idx])
+            xb = xb.to(device)
+            loss = loss_fn(net.logits(xb), labels[torch.from_numpy(idx).to(device)])
             loss.backward()
             optimiser.step()
             total += loss.item() * len(idx)
@@ -141,18 +180,20 @@ def fit_net(net: ProbabilityNet, x: np.ndarray, y: np.ndarray, params: dict[str,
             progress(epoch, train_curve[-1], 100.0 * epoch / epochs)
     if best is not None:
         net.load_state_dict(best[1])
-    net.eval()
+    net.to("cpu").eval()
     return train_curve, val_curve
 
 
 def _eval_loss(net: ProbabilityNet, x: np.ndarray, y: np.ndarray, lookback: int,
                loss_fn: nn.CrossEntropyLoss) -> float:
     net.eval()
-    labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    device = next(net.parameters()).device
+    labels = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     total = 0.0
     with torch.inference_mode():
         for idx, xb in _batches(x, np.arange(len(x)), lookback, _PREDICT_CHUNK):
-            total += float(loss_fn(net.logits(xb), labels[idx])) * len(idx)
+            total += float(loss_fn(net.logits(xb.to(device)),
+                                   labels[torch.from_numpy(idx).to(device)])) * len(idx)
     net.train()
     return total / len(x)
 

@@ -50,6 +50,10 @@ def test_config_is_frozen():
     ("[shadow]\ntrials_lookback_days = 0.5\n", "'shadow.trials_lookback_days'.*out of range"),
     ("[shadow]\npsr_threshold = 1.5\n", "'shadow.psr_threshold'.*out of range"),
     ("[general\nspeed = 3\n", "not valid TOML"),
+    ("[distill]\ntemperature = 0\n", "'distill.temperature'.*out of range"),
+    ("[distill]\nweight = -1\n", "'distill.weight'.*out of range"),
+    ("[distill]\nweekly_at = 'Sunday 12:00'\n", "'distill.weekly_at'.*expected form"),
+    ("[training]\ndevice = 'tpu'\n", "'training.device'.*not one of auto, cpu, cuda"),
 ])
 def test_bad_input_names_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("'", "'")):

@@ -132,7 +132,8 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
         assert runs[2][5] == "—" and runs[1][1] == "BTCUSDT,ETHUSDT,SOLUSDT +3"
         assert runs[4][3] == "1h" and runs[4][8] == "0.80"  # timeframe, walk-forward score
         assert "Walk-forward: no folds yet" in text(app, "#folds")
-        assert text(app, "#training-summary").startswith("Compute: NVIDIA H100 80GB HBM3")
+        assert text(app, "#training-summary").startswith("Trained on: CPU, CUDA")
+        assert runs[0][9] == "cuda" and runs[4][9] == "cpu"  # as each run recorded it
         assert app.screen.query_one("#loss-curve", Sparkline).data == [0.95, 0.81, 0.70, 0.612]
         assert "r-lstm-btc (LSTM): 4 epochs" in text(app, "#loss-title")
 
@@ -179,9 +180,50 @@ def test_training_shows_the_weekly_automl_studies_and_their_trial_values(bus_sta
     run_scenario(app, scenario)
 
 
-def test_compute_device_is_the_gpu_name_or_cpu() -> None:
-    assert compute_device(({"device": "CPU"}, {"device": None}, {})) == "CPU"
-    assert compute_device(({"device": "CPU"}, {"device": "NVIDIA L4"})) == "NVIDIA L4"
+def test_compute_device_is_what_the_runs_recorded() -> None:
+    assert compute_device(({"device": "cpu"}, {"device": None}, {})) == "CPU"
+    assert compute_device(({"device": "cpu"}, {"device": "cuda"})) == "CPU, CUDA"
+    assert compute_device(({}, {"device": None})) == "—"
+
+
+def fake_nvidia_smi(folder: Path) -> Path:
+    """An ``nvidia-smi`` that answers the query as a machine with one H200 would."""
+    folder.mkdir()
+    exe = folder / "nvidia-smi"
+    exe.write_text("#!/bin/sh\necho '0, NVIDIA H200, 37, 2048, 143771'\n")
+    exe.chmod(0o755)
+    return folder
+
+
+def test_training_shows_gpu_load_only_where_there_is_a_gpu(bus_state: Path, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "bin")))
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "3", "training")
+        await wait_for(lambda: app.screen.query_one("#gpu").display
+                       and "H200" in text(app, "#gpu"))
+        assert text(app, "#gpu") == "GPU 0 NVIDIA H200: 37% busy · memory 2.0 / 140.4 GiB"
+
+    run_scenario(app, scenario)
+
+
+def test_training_shows_nothing_gpu_related_without_a_gpu(bus_state: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no nvidia-smi to ask
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "3", "training")
+        await wait_for(lambda: rows(app, "#runs"))
+        await wait_for(lambda: app.screen.gpu_polls >= 1)  # nvidia-smi was looked for
+        assert not app.screen.query_one("#gpu").display
+        shown = " ".join(str(w.content) for w in app.screen.query("Static"))
+        assert "GPU" not in shown and "NVIDIA" not in shown
+
+    run_scenario(app, scenario)
 
 
 def test_pipeline_shows_sources_backfill_discovery_and_health(bus_state: Path) -> None:
@@ -223,8 +265,25 @@ def test_models_leaderboard_puts_prod_then_shadow_and_hides_archived(bus_state: 
         assert board[4] == ["m004", "XRPUSDT", "MLP", "candidate", "—", "—", "—", "—", "—", "—",
                             "—", "", ""]
         assert board[2][-1] == "automl"  # found by an AutoML study
+        assert board[3][-1] == "distilled"  # a student, taught by m000
         assert text(app, "#models-summary").startswith(
             "prod 3 · shadow 5 · candidate 2 · retired 1 · rejected 4 · archived 7")
+
+    run_scenario(app, scenario)
+
+
+def test_models_screen_names_a_students_teacher(bus_state: Path) -> None:
+    app = make_app(bus_state)
+
+    async def scenario(pilot) -> None:
+        await switch_to(app, pilot, "5", "models")
+        await wait_for(lambda: "Parent of m000" in text(app, "#model-parent"))
+        assert text(app, "#model-parent") == ("Parent of m000: none (trained from the data "
+                                              "alone)")
+        await pilot.press("down", "down", "down")  # m003, the ddqn student
+        await wait_for(lambda: "m003" in text(app, "#model-parent"))
+        assert text(app, "#model-parent") == ("Parent of m003: m000 (teacher run r000; "
+                                              "LSTM 1h, prod)")
 
     run_scenario(app, scenario)
 

@@ -2,7 +2,9 @@
 
 Shadow and prod rows show their current book's own figures (Sharpe, P&L, trades — entries and
 flips — and fills since the mode period began); candidates show their validation Sharpe.
-Models an AutoML study found (tagged ``autogen``) say ``automl`` under Origin.
+Models an AutoML study found (tagged ``autogen``) say ``automl`` under Origin, distilled students
+``distilled``; the line under the table names the selected model's parent (a student's 1h
+teacher), so provenance is a chain the operator can follow.
 ``v`` opens the selected model's report (:mod:`appliance.report`), the text of
 ``methtrader report``."""
 
@@ -37,6 +39,28 @@ def leaderboard(models: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]
     return sorted(live, key=rank)
 
 
+def origin(model: Mapping[str, Any]) -> Text | str:
+    if model.get("parent_run_id"):
+        return Text("distilled", style="yellow")
+    return Text("automl", style="magenta") if model.get("autogen") else ""
+
+
+def parent_line(model: Mapping[str, Any] | None, models: tuple[Mapping[str, Any], ...]) -> str:
+    """The selected model's provenance: its parent (teacher) model, or that it has none."""
+    if model is None:
+        return "Parent: no model selected"
+    name = fmt.text(model.get("model_id"))
+    parent_run = model.get("parent_run_id")
+    if not parent_run:
+        return f"Parent of {name}: none (trained from the data alone)"
+    parent_id = model.get("parent_model_id")
+    parent = next((m for m in models if m.get("model_id") == parent_id), None)
+    about = ("not in the registry" if parent is None else
+             f"{fmt.kind(parent.get('kind'))} {fmt.text(parent.get('timeframe'))}, "
+             f"{fmt.text(parent.get('mode'))}")
+    return (f"Parent of {name}: {fmt.text(parent_id)} (teacher run {parent_run}; {about})")
+
+
 class ModelsScreen(MissionScreen):
     MODE = "models"
     BINDINGS = [Binding("p", "promote", "Promote"), Binding("d", "demote", "Demote"),
@@ -45,6 +69,7 @@ class ModelsScreen(MissionScreen):
     def compose_body(self) -> ComposeResult:
         yield Static(id="models-summary", classes="summary")
         yield make_table(COLUMNS, id="leaderboard", cursor=True)
+        yield Static(id="model-parent")
 
     def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
         if not changed & {"models", "status"}:
@@ -61,9 +86,16 @@ class ModelsScreen(MissionScreen):
             fmt.timestamp(m.get("since"), "%m-%d %H:%M"), fmt.num(m.get("sharpe")),
             fmt.pnl(m.get("pnl")), fmt.num(m.get("days_in_shadow"), 1),
             fmt.integer(m.get("trades")), fmt.integer(m.get("fills")), fmt.num(m.get("parity"), 4),
-            "yes" if m.get("pinned") else "",
-            Text("automl", style="magenta") if m.get("autogen") else ""))
+            "yes" if m.get("pinned") else "", origin(m)))
             for m in leaderboard(state.models)))
+        self._show_parent()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_parent()
+
+    def _show_parent(self) -> None:
+        self.query_one("#model-parent", Static).update(
+            parent_line(self.selected_model(), self.mission.state.models))
 
     def selected_model(self) -> Mapping[str, Any] | None:
         key = selected_key(self.query_one("#leaderboard", DataTable))

@@ -1,15 +1,23 @@
 """Training: runs with progress bars, model kind and status, timeframe and walk-forward score,
-the selected run's folds and loss curve, the compute device (the GPU's name, or "CPU"), and the
-weekly AutoML studies (trials done and pruned, the best walk-forward score so far, a plot of
-the trials' values, the verdict)."""
+the device each run actually trained on (as the run recorded it: CPU or CUDA), the selected
+run's folds and loss curve, and the weekly AutoML studies (trials done and pruned, the best
+walk-forward score so far, a plot of the trials' values, the verdict).
+
+When this machine has a GPU (``nvidia-smi`` answers), a line per GPU shows its utilisation and
+memory, refreshed every ``GPU_REFRESH_S`` seconds by a thread worker; without one the screen
+shows nothing GPU-related."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Sparkline, Static
+
+from appliance.gpu import gpu_line, gpu_stats
 
 from tui.client import MissionState
 from tui.screens.base import MissionScreen
@@ -21,11 +29,15 @@ COLUMNS = ("Run", "Symbols", "Kind", "TF", "Status", "Progress", "Epoch", "Loss"
            "Device")
 
 
+GPU_REFRESH_S = 3.0
+
+
 def compute_device(runs: tuple[Mapping[str, Any], ...]) -> str:
-    """The GPU name when any run reports one, else "CPU"."""
-    gpus = sorted({str(r["device"]) for r in runs
-                   if r.get("device") and str(r["device"]).lower() not in ("cpu", "none")})
-    return ", ".join(gpus) if gpus else "CPU"
+    """The devices the runs trained on, as they recorded them ("CPU", "CUDA", "CPU, CUDA");
+    "—" before any run said."""
+    used = sorted({str(r["device"]).upper() for r in runs
+                   if r.get("device") and str(r["device"]).lower() != "none"})
+    return ", ".join(used) if used else "—"
 
 
 def _symbols(run: Mapping[str, Any]) -> str:
@@ -68,6 +80,7 @@ class TrainingScreen(MissionScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="training-summary", classes="summary")
+        yield Static(id="gpu", classes="summary")
         yield make_table(COLUMNS, id="runs", cursor=True)
         with Vertical(id="loss-panel"):
             yield Static(id="folds")
@@ -76,6 +89,30 @@ class TrainingScreen(MissionScreen):
             yield Static(id="studies")
             yield Sparkline([], id="study-values")
 
+    gpu_polls = 0
+    """How often nvidia-smi's answer (or its absence) has been shown."""
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#gpu", Static).display = False
+        self._poll_gpu()
+        self.set_interval(GPU_REFRESH_S, self._poll_gpu)
+
+    @work(thread=True, exclusive=True, group="gpu")
+    def _poll_gpu(self) -> None:
+        stats = gpu_stats()
+        self.app.call_from_thread(self._show_gpu, stats)
+
+    def _show_gpu(self, stats: list[dict[str, Any]]) -> None:
+        """One line per GPU, or nothing at all without one."""
+        try:
+            widget = self.query_one("#gpu", Static)
+        except NoMatches:  # the screen went away while nvidia-smi answered
+            return
+        widget.display = bool(stats)
+        widget.update("\n".join(gpu_line(g) for g in stats))
+        self.gpu_polls += 1
+
     def render_state(self, state: MissionState, changed: frozenset[str]) -> None:
         if "training" not in changed:
             return
@@ -83,7 +120,7 @@ class TrainingScreen(MissionScreen):
         runs = sorted(state.training, key=lambda r: STATUS_ORDER.get(str(r.get("status")), 9))
         counts = {name: sum(r.get("status") == name for r in runs) for name in STATUS_ORDER}
         self.query_one("#training-summary", Static).update(
-            f"Compute: {compute_device(state.training)}  ·  "
+            f"Trained on: {compute_device(state.training)}  ·  "
             + " · ".join(f"{n} {name}" for name, n in counts.items()))
         fill(self.query_one("#runs", DataTable), ((str(r.get("run_id")), (
             fmt.text(r.get("run_id")), _symbols(r), fmt.kind(r.get("kind")),

@@ -71,7 +71,7 @@ async def test_bootstrap_nightly_and_sunday_runs_register_candidates(trainer_ctx
     progress = ctx.bus.events_since(0, ["training_progress"])
     assert progress and progress[-1]["data"]["status"] == "completed"
     snap = ctx.bus.snapshot("training")
-    assert {r["status"] for r in snap} == {"completed"} and snap[0]["device"] == "CPU"
+    assert {r["status"] for r in snap} == {"completed"} and snap[0]["device"] == "cpu"
     assert snap[0]["loss_curve"]
     # the Training screen's walk-forward record comes with each run
     assert snap[0]["timeframe"] == "5m" and len(snap[0]["folds"]) == ctx.cfg.training.folds
