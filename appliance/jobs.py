@@ -1,4 +1,6 @@
-"""The job queue: huey on SQLite (``<state>/queue.db``), consumed by a child process.
+"""The job queue: huey on SQLite (``<state>/queue.db``), consumed by a child process; or, with
+``jobs.backend = "redis"``, huey on Redis, consumed also by ``methtrader worker`` processes on
+other machines (:mod:`appliance.worker`, :mod:`appliance.job_reports`).
 
 Heavy work (training, AutoML, distillation, heavy backfill) runs as huey jobs so that the trio
 process stays responsive. The consumer cannot live inside trio (it installs signal handlers), so
@@ -23,6 +25,7 @@ finish a job that the next ``run`` re-queues, so it would run twice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -34,9 +37,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from huey import SqliteHuey
+from huey import PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
@@ -51,21 +54,52 @@ TRAIN_RETRY_DELAY_S = 30
 TRAINING_PREFIX = "training:"
 KILLED_PREFIX = "job:killed:"  # how often a job's worker died under it
 KILLED_TTL_S = 86400
+QUEUE_URL_ENV = "METHTRADER_QUEUE_REDIS_URL"  # the consumer child's Redis URL (not in argv)
 REQUEUE_PRIORITY = 10  # huey runs higher priorities first (the default is none: 0)
 
 
-def make_huey(state_dir: Path) -> SqliteHuey:
+class JobsUnavailable(RuntimeError):
+    """The queue cannot be reached (Redis is down or unreachable); the message says which."""
+
+
+_current: "Jobs | None" = None  # the Jobs whose task runs in this (worker) process
+
+
+def current() -> "Jobs | None":
+    """The :class:`Jobs` running the current task, inside a task; None elsewhere."""
+    return _current
+
+
+def make_huey(state_dir: Path, redis_url: str | None = None) -> Any:
+    """SQLite huey in the state dir, or (with ``redis_url``) huey on Redis with priorities."""
+    if redis_url:
+        from appliance.redis_support import require_client
+
+        require_client()
+        return PriorityRedisHuey(name="methtrader", url=redis_url, results=True, utc=True,
+                                 client_name=None)
     return SqliteHuey(name="methtrader", filename=str(StatePaths(state_dir).queue),
                       results=True, utc=True)
 
 
 class Jobs:
-    """The task registry bound to one state dir; the same object on both sides of the queue."""
+    """The task registry bound to one state dir; the same object on both sides of the queue.
 
-    def __init__(self, state_dir: Path, *, defaults: bool = True) -> None:
+    ``redis_url``: the queue is on Redis (``jobs.backend = "redis"``). ``root``: the folder
+    tasks work in (they read ``<root>/lake`` and write ``<root>/artifacts``), default the
+    state dir (``jobs.artifact_root``). ``remote``: this is a ``methtrader worker`` on another
+    machine: it has no bus (the bus is local to the appliance's disk), so running jobs are not
+    noted there and failures, progress and receipts go to huey's result store instead.
+    """
+
+    def __init__(self, state_dir: Path, *, defaults: bool = True, redis_url: str | None = None,
+                 root: Path | None = None, remote: bool = False) -> None:
         """``defaults=False`` leaves the registry empty (a test registers its own jobs)."""
         self.state_dir = Path(state_dir)
-        self.huey = make_huey(self.state_dir)
+        self.root = Path(root) if root is not None else self.state_dir
+        self.redis_url = redis_url or None
+        self.remote = remote
+        self.huey = make_huey(self.state_dir, self.redis_url)
         self._bus: Bus | None = None
         self.tasks: dict[str, Any] = {}
         if defaults:
@@ -77,6 +111,8 @@ class Jobs:
 
     @property
     def bus(self) -> Bus:
+        if self.remote:
+            raise RuntimeError("a remote worker has no bus; report through huey's result store")
         if self._bus is None:  # opened lazily: in the consumer, after the fork
             self._bus = Bus(StatePaths(self.state_dir).bus)
         elif self._bus.lost():  # the bus directory was deleted: use the one rebuilt there
@@ -89,20 +125,30 @@ class Jobs:
 
         @functools.wraps(fn)
         def journalled(*args: Any, task: Any = None, **kwargs: Any) -> Any:
+            global _current
+            from appliance import job_reports
+
             key = f"{RUNNING_PREFIX}{task.id}"
-            self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
-                                     "started": time.time(), "pid": os.getpid()})
+            if not self.remote:
+                self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
+                                         "started": time.time(), "pid": os.getpid()})
+            _current = self
             try:
-                return fn(self.state_dir, *args, **kwargs)
+                return fn(self.root, *args, **kwargs)
             except Exception as exc:
                 if not task.retries:  # huey counts down: this was the last attempt
-                    self.bus.publish(Event.JOB_FAILED, {
-                        "job": name, "task_id": task.id, "attempts": retries + 1,
-                        "args": [str(a) for a in args][:4],
-                        "error": f"{type(exc).__name__}: {exc}"[:500]}, service="huey")
+                    failure = {"job": name, "task_id": task.id, "attempts": retries + 1,
+                               "args": [str(a) for a in args][:4],
+                               "error": f"{type(exc).__name__}: {exc}"[:500]}
+                    if self.remote:
+                        job_reports.report(self, job_reports.FAILED, task.id, failure)
+                    else:
+                        self.bus.publish(Event.JOB_FAILED, failure, service="huey")
                 raise
             finally:
-                self.bus.cache.delete(key)
+                _current = None
+                if not self.remote:
+                    self.bus.cache.delete(key)
 
         # huey names a task by module and name; pin the module so the name is the same in the
         # appliance and in the consumer (where this module runs as __main__)
@@ -113,9 +159,29 @@ class Jobs:
         return task
 
     def enqueue(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Queue job ``name``; :class:`JobsUnavailable` when the queue cannot be reached."""
         if name not in self.tasks:
             raise KeyError(f"unknown job {name!r}; known jobs: {', '.join(sorted(self.tasks))}")
-        return self.tasks[name](*args, **kwargs)
+        with self.reachable("queue job " + name):
+            return self.tasks[name](*args, **kwargs)
+
+    @contextlib.contextmanager
+    def reachable(self, what: str) -> Iterator[None]:
+        """Turn a lost Redis connection into :class:`JobsUnavailable` (what, where, what to
+        do); SQLite errors pass through unchanged."""
+        if not self.redis_url:
+            yield
+            return
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            from appliance.redis_support import mask_url
+
+            raise JobsUnavailable(
+                f"cannot {what}: Redis at {mask_url(self.redis_url)} is unreachable ({exc}); "
+                "start it or fix jobs.redis_url") from None
 
     def running(self) -> list[dict[str, Any]]:
         cache = self.bus.cache
@@ -163,7 +229,8 @@ class Jobs:
         return requeued, dropped
 
     def pending(self) -> int:
-        return self.huey.pending_count()
+        with self.reachable("count pending jobs"):
+            return self.huey.pending_count()
 
     def close(self) -> None:
         if self._bus is not None:
@@ -297,7 +364,8 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
            params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
            parent_run_id: str | None = None, setup: dict[str, Any] | None = None
            ) -> dict[str, Any]:
-    """The training job: progress goes to the bus (an event per epoch and the run's state).
+    """The training job: progress goes to the bus (an event per epoch and the run's state), or
+    from a remote worker to huey's result store (:mod:`appliance.job_reports`).
     ``setup``: the run's timeframe, walk-forward folds, sizing threshold and cost model (see
     :func:`models.training.run_setup`)."""
     import warnings
@@ -307,23 +375,36 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
     # huey's worker processes are daemonic, so joblib runs forests on one core: say it once
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
 
-    with Bus(StatePaths(state_dir).bus) as bus:
-        def progress(p: dict[str, Any]) -> None:
-            bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {**p, "symbols": symbols,
-                                                         "ts": time.time()})
-            bus.publish(Event.TRAINING_PROGRESS, p, service="huey")
+    from appliance import job_reports
 
+    jobs = current()
+    remote = jobs is not None and jobs.remote
+    bus = None if remote else Bus(StatePaths(state_dir).bus)
+
+    def progress(p: dict[str, Any]) -> None:
+        note = {**p, "symbols": symbols, "ts": time.time()}
+        if bus is None:
+            job_reports.report(jobs, job_reports.PROGRESS, run_id, note)  # type: ignore[arg-type]
+            return
+        bus.cache.set(f"{TRAINING_PREFIX}{run_id}", note)
+        bus.publish(Event.TRAINING_PROGRESS, p, service="huey")
+
+    try:
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": 0, "loss": None,
                   "percent": 0.0, "status": "running"})
-        try:
-            return train_run(state_dir, run_id, group, symbols, kind, params, tags=tags,
-                             parent_run_id=parent_run_id, progress=progress,
-                             **run_kwargs(setup or {}))
-        except Exception as exc:
-            progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
-                      "loss": None, "percent": 0.0, "status": "failed",
-                      "error": f"{type(exc).__name__}: {exc}"})
-            raise
+        receipt = train_run(state_dir, run_id, group, symbols, kind, params, tags=tags,
+                            parent_run_id=parent_run_id, progress=progress,
+                            **run_kwargs(setup or {}))
+        job_reports.report_receipt(receipt)
+        return receipt
+    except Exception as exc:
+        progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
+                  "loss": None, "percent": 0.0, "status": "failed",
+                  "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        if bus is not None:
+            bus.close()
 
 
 def consumer_main(argv: list[str] | None = None) -> int:
@@ -335,11 +416,24 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="the appliance's pid: the consumer exits when it is gone")
     ap.add_argument("--log-format", choices=CONSOLE_FORMATS, default="json",
                     help="stderr's format, as the appliance's own (it shares that stderr)")
+    ap.add_argument("--artifact-root", default=None,
+                    help="where jobs read the lake and write artifacts (default: the state dir)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
-    run_consumer(Jobs(Path(args.state_dir)), args.workers)
+    # the Redis URL comes in the environment: a password on the command line shows in `ps`
+    redis_url = os.environ.get(QUEUE_URL_ENV) or None
+    run_consumer(Jobs(Path(args.state_dir), redis_url=redis_url,
+                      root=Path(args.artifact_root) if args.artifact_root else None),
+                 args.workers)
     return 0
+
+
+def jobs_for(cfg: Any) -> Jobs:
+    """The appliance's :class:`Jobs` as its config says (``[jobs]``)."""
+    return Jobs(cfg.state_path,
+                redis_url=cfg.jobs.redis_url if cfg.jobs.backend == "redis" else None,
+                root=cfg.artifact_path)
 
 
 def run_consumer(jobs: Jobs, workers: int) -> None:

@@ -50,7 +50,8 @@ class WeeklyStudies:
         for group in groups:
             entry = schedule.get(group.name)
             if entry is not None and not entry.get("finish_queued"):
-                if await ctx.io(studies.search_over, state, entry["study"], entry["budget"]):
+                if await ctx.io(studies.search_over, state, entry["study"], entry["budget"],
+                                studies.storage_url(ctx.cfg)):
                     await self.finish(group, entry, now)
                     changed = True
                 continue  # one study of a group at a time
@@ -65,9 +66,10 @@ class WeeklyStudies:
     async def start(self, group: Group, now: float) -> dict[str, Any]:
         cfg, state = self.ctx.cfg, self.ctx.cfg.state_path
         name = studies.study_name(group.name, now)
-        setup = studies.setup_to_json(studies.setup_of(cfg))
+        setup = studies.setup_to_json(studies.setup_of(cfg), cfg.automl.storage)
         # created here, before any job runs: trials a crash left running are failed now
-        await self.ctx.io(automl.open_study, state, name, cfg.automl.seed)
+        await self.ctx.io(lambda: automl.open_study(state, name, cfg.automl.seed,
+                                                    redis_url=studies.storage_url(cfg)))
         args = (name, list(group.symbols), setup, studies.space_to_json(studies.space_of(cfg)),
                 cfg.automl.trials, duration_s(cfg.automl.timeout))
         for _ in range(cfg.automl.trials):

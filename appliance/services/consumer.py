@@ -22,7 +22,7 @@ import trio
 
 from appliance.context import ServiceContext
 from appliance.contracts import Event
-from appliance.jobs import Jobs
+from appliance.jobs import QUEUE_URL_ENV, Jobs
 from appliance.logs import service_logger, stderr_format
 
 NAME = "huey"
@@ -54,12 +54,13 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
         ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid()),
-           "--log-format", stderr_format()]
+           "--log-format", stderr_format(), "--artifact-root", str(Path(jobs.root))]
+    env = {**os.environ, QUEUE_URL_ENV: jobs.redis_url} if jobs.redis_url else None
     ctx.beat(NAME)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_workers, ctx, jobs)
         # its own session: a terminal's Ctrl-C reaches only `run`, which stops the consumer
-        proc = await trio.run_process(cmd, check=False, start_new_session=True,
+        proc = await trio.run_process(cmd, check=False, start_new_session=True, env=env,
                                       deliver_cancel=functools.partial(stop_consumer,
                                                                        grace_s=grace_s))
         nursery.cancel_scope.cancel()

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import trio
 
-from appliance import lifecycle
+from appliance import job_reports, lifecycle
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
@@ -39,7 +39,7 @@ from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
-from appliance.automl import studies_snapshot
+from appliance.automl import storage_url, studies_snapshot
 from appliance.services.automl_weekly import WeeklyStudies
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
 from appliance.store import Store
@@ -195,6 +195,7 @@ class Trainer:
         self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
         self.device = training_device()
         self.weekly = WeeklyStudies(ctx, jobs)
+        self.queue_down = False  # the job queue (Redis) was unreachable at the last pass
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
@@ -270,10 +271,21 @@ class Trainer:
         self.next_nightly = next_daily(t, self.nightly_s)
 
     async def register(self) -> None:
-        new = await self.ctx.store.run(unregistered_runs, self.ctx.store.store,
-                                       self.ctx.cfg.state_path)
+        """Register every finished run: receipts in the state dir's artifacts folder, and
+        (``jobs.backend = "redis"``) those reported through huey's result store."""
+        state = self.ctx.cfg.state_path
+        reported = await self.ctx.io(job_reports.take, self.jobs, state, self.ctx.bus)
+        for receipt, error in reported:
+            if error is not None:
+                self.log.warning("a worker's run cannot be imported yet", reason=error)
+        new = await self.ctx.store.run(unregistered_runs, self.ctx.store.store, state)
+        seen = {r["run_id"] for r in new}
+        new += [r for r, error in reported if error is None and r["run_id"] not in seen]
         for r in new:
             done = await self.life.apply(lifecycle.register, r, now=self.ctx.clock.now())
+            if r["run_id"] in {x["run_id"] for x, _ in reported}:
+                await self.ctx.io(job_reports.ack, self.jobs, job_reports.RECEIPT,
+                                  str(r["run_id"]))
             if not done:
                 continue
             self.ctx.metrics.models_trained_total.inc()
@@ -283,6 +295,25 @@ class Trainer:
                 market_ts=self.ctx.clock.now())
             self.log.info("candidate registered", run_id=r["run_id"], kind=r["kind"],
                           group=r["group"], sharpe=r["metrics"].get("sharpe"))
+
+    async def queue_lost(self, exc: BaseException) -> None:
+        """The job queue (Redis) cannot be reached: one incident per outage, then the service
+        carries on (nothing is queued or registered until it is back; schedules catch up)."""
+        message = f"job queue unreachable: {exc}"
+        self.log.warning("job queue unreachable; training and AutoML wait for it",
+                         reason=str(exc))
+        if self.queue_down:
+            return
+        self.queue_down = True
+        await self.ctx.store.call("record_incident", NAME, "job_queue", message[:500], None)
+        self.ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": "job_queue",
+                                              "message": message[:500]}, service=NAME,
+                             market_ts=self.ctx.clock.now())
+
+    async def queue_back(self) -> None:
+        if self.queue_down:
+            self.queue_down = False
+            self.log.info("job queue reachable again")
 
     async def guard_disk(self) -> None:
         """Once per nightly run: free space by the disk guard's rule (appliance/disk_guard)."""
@@ -328,23 +359,29 @@ class Trainer:
         self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
             list_models, self.ctx.store.store))
         self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
-            studies_snapshot, self.ctx.cfg.state_path))
+            studies_snapshot, self.ctx.cfg.state_path, storage_url(self.ctx.cfg)))
 
 
 async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
               disk_usage: DiskUsage = filesystem_usage) -> None:
     t = Trainer(ctx, jobs, life, disk_usage)
+    lost = job_reports.queue_errors(jobs)
     try:
         while True:
             ctx.beat(NAME)
             await t.refresh_groups()
-            await t.register()
-            holding = t.hold_for_bootstrap(await t.bootstrap())
-            if ctx.clock.now() >= t.next_nightly:
-                await t.nightly()
-                await t.guard_disk()
-            await t.weekly.step(t.groups)
-            await t.publish_snapshot()
+            holding = False
+            try:
+                await t.register()
+                holding = t.hold_for_bootstrap(await t.bootstrap())
+                if ctx.clock.now() >= t.next_nightly:
+                    await t.nightly()
+                    await t.guard_disk()
+                await t.weekly.step(t.groups)
+                await t.publish_snapshot()
+                await t.queue_back()
+            except lost as exc:  # Redis is away: jobs wait, trading goes on
+                await t.queue_lost(exc)
             if holding:
                 await trio.sleep(1.0)  # market time stands still: poll in real time
                 continue

@@ -1,0 +1,63 @@
+"""A real ``redis-server`` for tests: on a free loopback port, in a temporary folder, with no
+persistence, stopped afterwards. Tests that need it are skipped (with the reason) only where the
+binary is absent (``install.sh --dev`` installs Debian's ``redis-server``)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import free_port
+
+STARTUP_S = 10.0
+
+
+def _ping(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
+                         socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (./install.sh --dev installs it; or "
+                    "apt-get install redis-server)")
+    pytest.importorskip("redis", reason="the redis extra is not installed "
+                                        "(pip install -e '.[redis]')")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    port = free_port()
+    log = open(folder / "redis.log", "w")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(folder),
+                             "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while not _ping(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port}: "
+                                   f"{(folder / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
