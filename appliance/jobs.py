@@ -46,6 +46,7 @@ from appliance.bus import Bus
 from appliance.contracts import Event
 from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
+from appliance.redis_support import QueueOutageFilter
 
 RUNNING_PREFIX = "job:running:"
 RETRIES = 2  # 3 attempts in all
@@ -76,8 +77,7 @@ def make_huey(state_dir: Path, redis_url: str | None = None) -> Any:
         from appliance.redis_support import require_client
 
         require_client()
-        return PriorityRedisHuey(name="methtrader", url=redis_url, results=True, utc=True,
-                                 client_name=None)
+        return PriorityRedisHuey(name="methtrader", url=redis_url, results=True, utc=True)
     return SqliteHuey(name="methtrader", filename=str(StatePaths(state_dir).queue),
                       results=True, utc=True)
 
@@ -140,8 +140,9 @@ class Jobs:
                     failure = {"job": name, "task_id": task.id, "attempts": retries + 1,
                                "args": [str(a) for a in args][:4],
                                "error": f"{type(exc).__name__}: {exc}"[:500]}
-                    if self.remote:
-                        job_reports.report(self, job_reports.FAILED, task.id, failure)
+                    if self.remote:  # best effort: the job's own error matters more
+                        with contextlib.suppress(JobsUnavailable):
+                            job_reports.report(self, job_reports.FAILED, task.id, failure)
                     else:
                         self.bus.publish(Event.JOB_FAILED, failure, service="huey")
                 raise
@@ -223,8 +224,14 @@ class Jobs:
                 dropped.append(note["name"])
                 continue
             # ahead of the queue: it was the job being worked on
-            self.huey.enqueue(self.tasks[note["name"]].s(*note["args"], priority=REQUEUE_PRIORITY,
-                                                         **note["kwargs"]))
+            try:
+                with self.reachable("re-queue job " + note["name"]):
+                    self.huey.enqueue(self.tasks[note["name"]].s(
+                        *note["args"], priority=REQUEUE_PRIORITY, **note["kwargs"]))
+            except JobsUnavailable:
+                cache.set(key, note)  # kept for the next watch
+                cache.incr(kills_key, -1)
+                raise
             requeued.append(note["name"])
         return requeued, dropped
 
@@ -419,7 +426,9 @@ def consumer_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifact-root", default=None,
                     help="where jobs read the lake and write artifacts (default: the state dir)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
+    handler = stderr_handler(args.log_format, "huey")
+    handler.addFilter(QueueOutageFilter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     # the Redis URL comes in the environment: a password on the command line shows in `ps`
     redis_url = os.environ.get(QUEUE_URL_ENV) or None

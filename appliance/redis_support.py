@@ -7,6 +7,9 @@ built, so a bad URL or a missing library stops a command before anything starts.
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 SCHEMES = ("redis", "rediss", "unix")
@@ -75,3 +78,41 @@ def require_client() -> None:
         import redis  # noqa: F401
     except ImportError:
         raise ImportError(f"the redis client library is not installed; {EXTRA_HINT}") from None
+
+
+class QueueOutageFilter(logging.Filter):
+    """Huey's consumer logs a traceback each time it fails to read Redis (several a second
+    while Redis is away). This keeps one short warning per ``every_s`` and drops the rest:
+    the consumer keeps retrying by itself, and the log stays readable."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self.last: float | None = None
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (str(record.msg).startswith("Error reading") and _is_connection_error(exc)):
+            return True
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every_s:
+            self.dropped += 1
+            return False
+        note = f" ({self.dropped} more since the last note)" if self.dropped else ""
+        record.msg = f"job queue unreachable: {exc}; the consumer keeps retrying{note}"
+        record.args, record.exc_info, record.exc_text = (), None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self.last, self.dropped = now, 0
+        return True
+
+
+def _is_connection_error(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    try:
+        import redis
+    except ImportError:
+        return False
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from appliance.config import ConfigError
 from appliance.logs import stderr_handler
-from appliance.redis_support import mask_url
+from appliance.redis_support import QueueOutageFilter, mask_url
 
 PING_TIMEOUT_S = 5.0
 log = logging.getLogger("methtrader.worker")
@@ -59,7 +59,9 @@ def run_worker(redis_url: str, root: Path, workers: int, log_format: str) -> int
     """Check Redis and the root, then consume the queue until SIGINT."""
     from appliance.jobs import Jobs, run_consumer
 
-    logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(log_format, "worker")])
+    handler = stderr_handler(log_format, "worker")
+    handler.addFilter(QueueOutageFilter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     check_root(root)
     check_redis(redis_url)
     jobs = Jobs(root, redis_url=redis_url, root=root, remote=True)

@@ -7,6 +7,10 @@ re-queued next time, so nothing is lost and shutdown stays within its bound. If 
 exits by itself, this service raises and the supervisor restarts it with backoff. While it
 runs, a job whose worker process died under it (the consumer only replaces the worker) is put
 back on the queue every ``WATCH_S`` (:meth:`Jobs.requeue_dead`).
+
+With ``jobs.backend = "redis"`` the consumer shares the Redis queue with ``methtrader worker``
+processes elsewhere; while Redis is away it keeps retrying (one warning a minute, no crash) and
+the training service records the outage as an incident.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import trio
 
 from appliance.context import ServiceContext
 from appliance.contracts import Event
-from appliance.jobs import QUEUE_URL_ENV, Jobs
+from appliance.jobs import QUEUE_URL_ENV, Jobs, JobsUnavailable
 from appliance.logs import service_logger, stderr_format
 
 NAME = "huey"
@@ -48,7 +52,11 @@ async def stop_consumer(proc: trio.Process, grace_s: float) -> None:
 
 async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> None:
     log = service_logger(NAME)
-    requeued = await trio.to_thread.run_sync(jobs.requeue_interrupted)
+    try:
+        requeued = await trio.to_thread.run_sync(jobs.requeue_interrupted)
+    except JobsUnavailable as exc:  # Redis is away: the notes stay for the next start
+        log.warning("could not re-queue interrupted jobs", reason=str(exc))
+        requeued = 0
     if requeued:
         log.info("re-queued interrupted jobs", jobs=requeued)
         ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)

@@ -159,6 +159,15 @@ def config_setup(ctx: ServiceContext, timeframe: str) -> dict[str, Any]:
                      cfg.sim.slippage_bps / 10_000)
 
 
+async def queue_incident(ctx: ServiceContext, service: str, message: str) -> None:
+    """Record that the job queue could not be reached (an incident, evented): jobs degrade,
+    the service goes on."""
+    await ctx.store.call("record_incident", service, "job_queue", message[:500], None)
+    ctx.bus.publish(Event.INCIDENT, {"service": service, "kind": "job_queue",
+                                     "message": message[:500]}, service=service,
+                    market_ts=ctx.clock.now())
+
+
 async def enqueue_run(ctx: ServiceContext, jobs: Jobs, group: str, symbols: list[str],
                       kind: str, run_id: str, tags: dict[str, Any], timeframe: str = "5m"
                       ) -> None:
@@ -299,16 +308,12 @@ class Trainer:
     async def queue_lost(self, exc: BaseException) -> None:
         """The job queue (Redis) cannot be reached: one incident per outage, then the service
         carries on (nothing is queued or registered until it is back; schedules catch up)."""
-        message = f"job queue unreachable: {exc}"
         self.log.warning("job queue unreachable; training and AutoML wait for it",
                          reason=str(exc))
         if self.queue_down:
             return
         self.queue_down = True
-        await self.ctx.store.call("record_incident", NAME, "job_queue", message[:500], None)
-        self.ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": "job_queue",
-                                              "message": message[:500]}, service=NAME,
-                             market_ts=self.ctx.clock.now())
+        await queue_incident(self.ctx, NAME, f"job queue unreachable: {exc}")
 
     async def queue_back(self) -> None:
         if self.queue_down:
