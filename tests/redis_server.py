@@ -30,8 +30,30 @@ def _ping(port: int) -> bool:
         client.close()
 
 
+class RedisServer:
+    """A running ``redis-server``: its URL, and :meth:`stop` to take it away mid-test."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc, self.port = proc, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (./install.sh --dev installs it; or "
@@ -52,12 +74,8 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
                 raise RuntimeError(f"redis-server did not start on port {port}: "
                                    f"{(folder / 'redis.log').read_text()[-2000:]}")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        server = RedisServer(proc, port)
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        RedisServer(proc, port).stop()
         log.close()

@@ -308,10 +308,11 @@ class Trainer:
     async def queue_lost(self, exc: BaseException) -> None:
         """The job queue (Redis) cannot be reached: one incident per outage, then the service
         carries on (nothing is queued or registered until it is back; schedules catch up)."""
+        if self.queue_down:  # said once per outage; each pass after that only at debug
+            self.log.debug("job queue still unreachable", reason=str(exc))
+            return
         self.log.warning("job queue unreachable; training and AutoML wait for it",
                          reason=str(exc))
-        if self.queue_down:
-            return
         self.queue_down = True
         await queue_incident(self.ctx, NAME, f"job queue unreachable: {exc}")
 
