@@ -7,10 +7,10 @@ Task tree of ``methtrader run``::
          ├─ metrics endpoint           prometheus-client HTTP thread on 127.0.0.1
          ├─ supervise("heartbeat")     bus heartbeat, status snapshot, virtual clock saved
          ├─ supervise("operator")      bus commands → handlers; audit journal → audit_log
-         ├─ supervise("huey")          the job consumer child process (queue.db)
+         ├─ supervise("huey")          the job consumer child process (queue.db or Redis)
          ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
          ├─ supervise("datasets")      new pair → 90-day backfill → lake + manifest → feature job
-         ├─ supervise("training")      groups → nightly/Sunday jobs → receipts → registry
+         ├─ supervise("training")      groups → nightly/Sunday jobs → receipts, reports → registry
          ├─ supervise("trading")       closed bars (from the feed, via the bar hub) → models →
          │                             books → order gateway (risk, kill switch) / paper desk
          ├─ supervise("shadow")        candidates → shadow (1%) → nightly promotion, parity

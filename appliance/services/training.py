@@ -204,7 +204,9 @@ class Trainer:
         self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
         self.device = training_device()
         self.weekly = WeeklyStudies(ctx, jobs)
-        self.queue_down = False  # the job queue (Redis) was unreachable at the last pass
+        self.lost = job_reports.queue_errors(jobs)  # what a lost Redis raises
+        self.queue_down = False  # the job queue (Redis) is unreachable (an incident was made)
+        self.queue_ok = True  # nothing in this pass found it unreachable
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
@@ -283,7 +285,11 @@ class Trainer:
         """Register every finished run: receipts in the state dir's artifacts folder, and
         (``jobs.backend = "redis"``) those reported through huey's result store."""
         state = self.ctx.cfg.state_path
-        reported = await self.ctx.io(job_reports.take, self.jobs, state, self.ctx.bus)
+        try:
+            reported = await self.ctx.io(job_reports.take, self.jobs, state, self.ctx.bus)
+        except self.lost as exc:  # the runs in the state dir's own folder still register
+            await self.queue_lost(exc)
+            reported = []
         for receipt, error in reported:
             if error is not None:
                 self.log.warning("a worker's run cannot be imported yet", reason=error)
@@ -308,6 +314,7 @@ class Trainer:
     async def queue_lost(self, exc: BaseException) -> None:
         """The job queue (Redis) cannot be reached: one incident per outage, then the service
         carries on (nothing is queued or registered until it is back; schedules catch up)."""
+        self.queue_ok = False
         if self.queue_down:  # said once per outage; each pass after that only at debug
             self.log.debug("job queue still unreachable", reason=str(exc))
             return
@@ -317,7 +324,8 @@ class Trainer:
         await queue_incident(self.ctx, NAME, f"job queue unreachable: {exc}")
 
     async def queue_back(self) -> None:
-        if self.queue_down:
+        """End of a pass: the outage is over when nothing in it found the queue away."""
+        if self.queue_ok and self.queue_down:
             self.queue_down = False
             self.log.info("job queue reachable again")
 
@@ -364,19 +372,22 @@ class Trainer:
             models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
         self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
             list_models, self.ctx.store.store))
-        self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
-            studies_snapshot, self.ctx.cfg.state_path, storage_url(self.ctx.cfg)))
+        try:
+            self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
+                studies_snapshot, self.ctx.cfg.state_path, storage_url(self.ctx.cfg)))
+        except self.lost as exc:  # studies on Redis: the screen keeps its last snapshot
+            await self.queue_lost(exc)
 
 
 async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
               disk_usage: DiskUsage = filesystem_usage) -> None:
     t = Trainer(ctx, jobs, life, disk_usage)
-    lost = job_reports.queue_errors(jobs)
     try:
         while True:
             ctx.beat(NAME)
             await t.refresh_groups()
             holding = False
+            t.queue_ok = True
             try:
                 await t.register()
                 holding = t.hold_for_bootstrap(await t.bootstrap())
@@ -384,10 +395,10 @@ async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
                     await t.nightly()
                     await t.guard_disk()
                 await t.weekly.step(t.groups)
-                await t.publish_snapshot()
-                await t.queue_back()
-            except lost as exc:  # Redis is away: jobs wait, trading goes on
+            except t.lost as exc:  # Redis is away: jobs wait (schedules catch up), trading goes on
                 await t.queue_lost(exc)
+            await t.publish_snapshot()
+            await t.queue_back()
             if holding:
                 await trio.sleep(1.0)  # market time stands still: poll in real time
                 continue
