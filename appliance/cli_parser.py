@@ -221,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos", "drift", "automl"))
+                                     "chaos", "drift", "automl", "workers"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
                    help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
     p.add_argument("--false-alarms", action="store_true", default=None,
