@@ -9,10 +9,12 @@ appliance's DuckDB file or bus; it reports through huey's result store
 (:mod:`appliance.job_reports`). AutoML studies with ``automl.storage = "redis"`` are shared
 through Optuna's journal on the same Redis.
 
-SIGINT (Ctrl-C) stops it gracefully: running jobs finish first. A job cut short by a harder stop
-is lost to this worker; the appliance re-queues a weekly study's missing trials only through its
-budget (each trial job runs the study up to its budget), and training runs are re-queued by the
-next nightly schedule.
+SIGINT (Ctrl-C) stops it gracefully: running jobs finish first. A job cut short by a harder
+stop (SIGKILL, a machine lost) is lost: huey had taken it off the queue, and the appliance cannot
+see a process on another machine die (its own consumer's jobs are re-queued from the bus; a
+worker has none). A training run is queued again by the next schedule (run ids are per day);
+a weekly study misses that trial and is selected from the trials that finished once a week
+has passed (:mod:`appliance.services.automl_weekly`).
 """
 
 from __future__ import annotations
