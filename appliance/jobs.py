@@ -128,13 +128,18 @@ class Jobs:
             global _current
             from appliance import job_reports
 
+            from appliance import remote_jobs
+
             key = f"{RUNNING_PREFIX}{task.id}"
             if not self.remote:
                 self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
                                          "started": time.time(), "pid": os.getpid()})
             _current = self
+            note = (remote_jobs.running(self, task.id, name, args, kwargs) if self.remote
+                    else contextlib.nullcontext())
             try:
-                return fn(self.root, *args, **kwargs)
+                with note:
+                    return fn(self.root, *args, **kwargs)
             except Exception as exc:
                 if not task.retries:  # huey counts down: this was the last attempt
                     failure = {"job": name, "task_id": task.id, "attempts": retries + 1,
@@ -215,25 +220,49 @@ class Jobs:
                 continue
             if not cache.delete(key) or note.get("name") not in self.tasks:
                 continue
-            ident = json.dumps([note["name"], note["args"], note["kwargs"]], sort_keys=True,
-                               default=str)
-            kills_key = KILLED_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:24]
-            kills = cache.incr(kills_key, 1, default=0)
-            cache.touch(kills_key, expire=KILLED_TTL_S)
-            if kills > RETRIES + 1:
+            if self._count_kill(note) > RETRIES + 1:
                 dropped.append(note["name"])
                 continue
-            # ahead of the queue: it was the job being worked on
             try:
-                with self.reachable("re-queue job " + note["name"]):
-                    self.huey.enqueue(self.tasks[note["name"]].s(
-                        *note["args"], priority=REQUEUE_PRIORITY, **note["kwargs"]))
+                self._put_back(note)
             except JobsUnavailable:
                 cache.set(key, note)  # kept for the next watch
-                cache.incr(kills_key, -1)
+                cache.incr(_kills_key(note), -1)
                 raise
             requeued.append(note["name"])
         return requeued, dropped
+
+    def requeue_remote(self, stale_s: float | None = None) -> tuple[list[str], list[str]]:
+        """:meth:`requeue_dead` for ``methtrader worker`` processes (:mod:`appliance.remote_jobs`):
+        put back every job whose note in Redis went stale; returns the names re-queued and
+        those given up (their workers died more than ``RETRIES`` times)."""
+        from appliance import remote_jobs
+
+        requeued: list[str] = []
+        dropped: list[str] = []
+        stale = remote_jobs.take_stale(self, remote_jobs.STALE_S if stale_s is None else stale_s)
+        for note in stale:
+            if note.get("name") not in self.tasks:
+                continue
+            if self._count_kill(note) > RETRIES + 1:
+                dropped.append(note["name"])
+                continue
+            self._put_back(note)
+            requeued.append(note["name"])
+        return requeued, dropped
+
+    def _count_kill(self, note: dict[str, Any]) -> int:
+        """How often a worker died under this job (name and args), kept a day on the bus."""
+        kills_key = _kills_key(note)
+        kills = self.bus.cache.incr(kills_key, 1, default=0)
+        self.bus.cache.touch(kills_key, expire=KILLED_TTL_S)
+        return kills
+
+    def _put_back(self, note: dict[str, Any]) -> None:
+        """Queue a job again ahead of the rest: it was the one being worked on."""
+        with self.reachable("re-queue job " + note["name"]):
+            self.huey.enqueue(self.tasks[note["name"]].s(
+                *note["args"], priority=REQUEUE_PRIORITY, **note["kwargs"]))
 
     def pending(self) -> int:
         with self.reachable("count pending jobs"):
@@ -242,6 +271,11 @@ class Jobs:
     def close(self) -> None:
         if self._bus is not None:
             self._bus.close()
+
+
+def _kills_key(note: dict[str, Any]) -> str:
+    ident = json.dumps([note["name"], note["args"], note["kwargs"]], sort_keys=True, default=str)
+    return KILLED_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
 def selftest(state_dir: Path, seconds: float, marker: str) -> int:

@@ -9,12 +9,10 @@ appliance's DuckDB file or bus; it reports through huey's result store
 (:mod:`appliance.job_reports`). AutoML studies with ``automl.storage = "redis"`` are shared
 through Optuna's journal on the same Redis.
 
-SIGINT (Ctrl-C) stops it gracefully: running jobs finish first. A job cut short by a harder
-stop (SIGKILL, a machine lost) is lost: huey had taken it off the queue, and the appliance cannot
-see a process on another machine die (its own consumer's jobs are re-queued from the bus; a
-worker has none). A training run is queued again by the next schedule (run ids are per day);
-a weekly study misses that trial and is selected from the trials that finished once a week
-has passed (:mod:`appliance.services.automl_weekly`).
+SIGINT (Ctrl-C) stops it gracefully: running jobs finish first. While a job runs, its note in
+Redis is renewed every 10 s (:mod:`appliance.remote_jobs`); a worker stopped harder (SIGKILL, a
+machine lost) leaves a note that goes stale, and ``run`` puts the job back on the queue a minute
+later, as it does for its own consumer's dead workers.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import trio
 
+from appliance import remote_jobs
 from appliance.context import ServiceContext
 from appliance.contracts import Event
 from appliance.jobs import QUEUE_URL_ENV, Jobs, JobsUnavailable
@@ -79,20 +81,34 @@ async def watch_workers(ctx: ServiceContext, jobs: Jobs) -> None:
     """Re-queue the jobs of dead workers until cancelled (never raises: the consumer matters
     more than this watch)."""
     log = service_logger(NAME)
+    outage = False  # Redis was away at the last look
+    back_at = -math.inf  # (trio time) when it came back
     while True:
         await trio.sleep(WATCH_S)
         ctx.beat(NAME)
         try:
             requeued, dropped = await trio.to_thread.run_sync(jobs.requeue_dead)
+            # methtrader worker processes elsewhere; not until their beats could be renewed
+            # after an outage (every note went stale while Redis was away)
+            if jobs.redis_url and trio.current_time() - back_at > remote_jobs.STALE_S:
+                more, lost = await trio.to_thread.run_sync(jobs.requeue_remote)
+                requeued, dropped = requeued + more, dropped + lost
+        except JobsUnavailable as exc:  # the training service records the outage
+            if not outage:
+                log.warning("could not check the running jobs", reason=str(exc))
+            outage = True
+            continue
         except Exception as exc:
             log.warning("could not check the running jobs", reason=str(exc))
             continue
+        if outage:
+            outage, back_at = False, trio.current_time()
         if requeued:
             log.warning("a worker died mid-job: re-queued its job", jobs=requeued)
             ctx.bus.publish(Event.JOBS_REQUEUED, {"count": len(requeued), "jobs": requeued,
                                                   "reason": "worker died"}, service=NAME)
         for name in dropped:
             message = (f"job {name} dropped: its worker process died under it more than "
-                       "3 times")
+                       "3 times")  # (here or, with Redis, on a methtrader worker elsewhere)
             log.error(message)
             await ctx.store.call("record_incident", NAME, "job_lost", message, None)

@@ -143,3 +143,39 @@ def test_two_workers_share_one_study_each_trial_once_winner_registered_once(tmp_
         store.close()
         bus.close()
     assert job_reports.pending(jobs).receipts == {}
+
+
+def test_the_job_of_a_killed_worker_is_put_back_and_runs_once(tmp_path, redis_url):
+    """A worker SIGKILLed mid-job (or its machine lost): its note in Redis goes stale, the
+    appliance puts the job back, another worker runs it, once."""
+    from appliance import remote_jobs
+    from appliance.jobs import Jobs
+
+    state, root = tmp_path / "state", tmp_path / "shared"
+    state.mkdir()
+    (root / "lake").mkdir(parents=True)
+    jobs = Jobs(state, redis_url=redis_url, root=root)  # the appliance's side
+    jobs.enqueue("selftest", 8.0, "slow")
+    first = start_worker(redis_url, root, tmp_path / "worker-a.err")
+    second = None
+    try:
+        wait_until(lambda: remote_jobs.notes(jobs), 60, "the job to start", [first])
+        [note] = remote_jobs.notes(jobs).values()
+        assert note["name"] == "selftest" and note["args"] == [8.0, "slow"]
+        assert jobs.requeue_remote(stale_s=30) == ([], [])  # its beat is fresh: alive
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        assert not (root / "jobs" / "slow").exists()  # cut short
+        wait_until(lambda: jobs.requeue_remote(stale_s=2)[0] == ["selftest"], 30,
+                   "its note to go stale")
+        assert remote_jobs.notes(jobs) == {} and jobs.requeue_remote(stale_s=2) == ([], [])
+        second = start_worker(redis_url, root, tmp_path / "worker-b.err")
+        wait_until(lambda: (root / "jobs" / "slow").exists(), 90, "the job again", [second])
+        wait_until(lambda: remote_jobs.notes(jobs) == {}, 30, "its note to go", [second])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert len((root / "jobs" / "slow").read_text().split()) == 1  # exactly once
+    assert len(executed(tmp_path / "worker-b.err", "selftest")) == 1
+    jobs.close()
