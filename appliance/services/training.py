@@ -205,6 +205,7 @@ class Trainer:
         self.device = training_device()
         self.weekly = WeeklyStudies(ctx, jobs)
         self.lost = job_reports.queue_errors(jobs)  # what a lost Redis raises
+        self.unimported: set[str] = set()  # reported runs whose artifacts are not there yet
         self.queue_down = False  # the job queue (Redis) is unreachable (an incident was made)
         self.queue_ok = True  # nothing in this pass found it unreachable
         self.held_since: float | None = None  # trio time the bootstrap hold began
@@ -291,7 +292,8 @@ class Trainer:
             await self.queue_lost(exc)
             reported = []
         for receipt, error in reported:
-            if error is not None:
+            if error is not None and receipt["run_id"] not in self.unimported:
+                self.unimported.add(receipt["run_id"])  # said once; tried on every pass
                 self.log.warning("a worker's run cannot be imported yet", reason=error)
         new = await self.ctx.store.run(unregistered_runs, self.ctx.store.store, state)
         seen = {r["run_id"] for r in new}
