@@ -57,7 +57,8 @@ def check_root(root: Path) -> None:
 
 def run_worker(redis_url: str, root: Path, workers: int, log_format: str) -> int:
     """Check Redis and the root, then consume the queue until SIGINT."""
-    from appliance.jobs import Jobs, run_consumer
+    from appliance.consumer_process import run_consumer
+    from appliance.jobs import Jobs
 
     handler = stderr_handler(log_format, "worker")
     handler.addFilter(QueueOutageFilter())
