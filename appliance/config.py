@@ -613,6 +613,10 @@ def _check_redis(cfg: Config) -> None:
     users = [name for name, on in (("jobs.backend = \"redis\"", cfg.jobs.backend == "redis"),
                                    ("automl.storage = \"redis\"", cfg.automl.storage == "redis"))
              if on]
+    if cfg.jobs.backend == "sqlite" and cfg.artifact_path != cfg.state_path:
+        raise ConfigError("'jobs.artifact_root' is where workers on other machines write: it "
+                          "needs jobs.backend = \"redis\" (their runs come back through it); "
+                          "on one box leave it unset")
     url = cfg.jobs.redis_url
     if url:
         try:

@@ -34,6 +34,15 @@ def test_a_redis_queue_from_the_file_with_a_shared_artifact_root(tmp_path):
     assert cfg.artifact_path == Path("/mnt/methtrader")
 
 
+def test_an_artifact_root_without_a_redis_queue_is_refused(tmp_path):
+    """On one box a run written outside the state dir would never be registered."""
+    with pytest.raises(ConfigError, match=r"'jobs.artifact_root'.*needs jobs.backend"):
+        build_config(env={}, overrides={"jobs": {"artifact_root": str(tmp_path / "shared")}})
+    same = build_config(env={}, overrides={"general": {"state_dir": str(tmp_path)},
+                                           "jobs": {"artifact_root": str(tmp_path)}})
+    assert same.artifact_path == same.state_path  # naming the state dir itself is fine
+
+
 @pytest.mark.parametrize("section,key", [("jobs", "backend"), ("automl", "storage")])
 def test_redis_without_a_url_is_refused_naming_the_key(section, key):
     with pytest.raises(ConfigError, match=r"needs 'jobs.redis_url'.*METHTRADER__JOBS__REDIS_URL"):
