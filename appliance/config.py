@@ -242,7 +242,8 @@ class AutomlConfig:
                                 doc="training samples per trial fit (drawn at random above it)")
     storage: str = _f("file", choices=("file", "redis"),
                       doc="file: the journal <state>/optuna.journal; redis: Optuna's journal "
-                          "on jobs.redis_url, shared by the workers of every machine")
+                          "on jobs.redis_url, shared by the workers of every machine (needs "
+                          "jobs.backend = redis)")
 
 
 @dataclass(frozen=True)
@@ -617,6 +618,10 @@ def _check_redis(cfg: Config) -> None:
         raise ConfigError("'jobs.artifact_root' is where workers on other machines write: it "
                           "needs jobs.backend = \"redis\" (their runs come back through it); "
                           "on one box leave it unset")
+    if cfg.automl.storage == "redis" and cfg.jobs.backend != "redis":
+        raise ConfigError("automl.storage = \"redis\" shares studies with the workers of a Redis "
+                          "queue: it needs jobs.backend = \"redis\" too (or keep "
+                          "storage = \"file\" on one box)")
     url = cfg.jobs.redis_url
     if url:
         try:

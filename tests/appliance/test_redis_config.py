@@ -43,10 +43,18 @@ def test_an_artifact_root_without_a_redis_queue_is_refused(tmp_path):
     assert same.artifact_path == same.state_path  # naming the state dir itself is fine
 
 
-@pytest.mark.parametrize("section,key", [("jobs", "backend"), ("automl", "storage")])
-def test_redis_without_a_url_is_refused_naming_the_key(section, key):
+def test_redis_without_a_url_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"needs 'jobs.redis_url'.*METHTRADER__JOBS__REDIS_URL"):
-        build_config(env={}, overrides={section: {key: "redis"}})
+        build_config(env={}, overrides={"jobs": {"backend": "redis"}})
+    with pytest.raises(ConfigError, match=r"needs 'jobs.redis_url'"):
+        build_config(env={}, overrides={"jobs": {"backend": "redis"},
+                                        "automl": {"storage": "redis"}})
+
+
+def test_a_study_on_redis_needs_the_redis_queue_its_trials_run_on():
+    with pytest.raises(ConfigError, match=r"automl.storage = \"redis\".*jobs.backend"):
+        build_config(env={}, overrides={"jobs": {"redis_url": "redis://127.0.0.1:6379/0"},
+                                        "automl": {"storage": "redis"}})
 
 
 @pytest.mark.parametrize("url,why", [
