@@ -190,8 +190,38 @@ def trial_job(state_dir: Path, study: str, symbols: list[str], setup: dict[str, 
         return "timeout"
     candles = load_group_candles(lake_at(state_dir), symbols, st.interval)
     pre, _ = automl.split_holdout(candles, st.folds)
-    automl.run_trials(s, pre, space_from_json(space), st, len(automl.finished(s)) + 1)
+    from appliance.jobs import current_task_id
+
+    task_id = current_task_id()
+
+    def tag(trial: optuna.Trial) -> None:  # which job runs it (fail_trials_of_job)
+        if task_id is not None:
+            trial.set_user_attr("job", task_id)
+
+    automl.run_trials(s, pre, space_from_json(space), st, len(automl.finished(s)) + 1,
+                      on_start=tag)
     return "trial run"
+
+
+def fail_trials_of_job(state_dir: Path, args: list[Any], task_id: str,
+                       queue_url: str | None) -> int:
+    """Mark failed the trials a dead trial job (huey id ``task_id``, its args ``args``) left
+    running, so the study's record says what happened; how many there were."""
+    study, setup = str(args[0]), args[2]
+    url = queue_url if setup.get("storage") == "redis" else None
+    if not automl.journal_exists(state_dir, url):
+        return 0
+    storage = automl.journal_storage(state_dir, url)
+    try:
+        study_id = storage.get_study_id_from_name(study)
+    except KeyError:
+        return 0
+    lost = [t for t in storage.get_all_trials(study_id, deepcopy=False,
+                                              states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get("job") == task_id]
+    for t in lost:
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    return len(lost)
 
 
 def finish_job(state_dir: Path, study: str, group: str, symbols: list[str],

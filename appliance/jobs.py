@@ -58,11 +58,17 @@ class JobsUnavailable(RuntimeError):
 
 
 _current: "Jobs | None" = None  # the Jobs whose task runs in this (worker) process
+_current_task: str | None = None  # and that task's id
 
 
 def current() -> "Jobs | None":
     """The :class:`Jobs` running the current task, inside a task; None elsewhere."""
     return _current
+
+
+def current_task_id() -> str | None:
+    """The huey id of the task running in this process, inside a task; None elsewhere."""
+    return _current_task
 
 
 def make_huey(state_dir: Path, redis_url: str | None = None) -> Any:
@@ -119,16 +125,14 @@ class Jobs:
 
         @functools.wraps(fn)
         def journalled(*args: Any, task: Any = None, **kwargs: Any) -> Any:
-            global _current
-            from appliance import job_reports
-
-            from appliance import remote_jobs
+            global _current, _current_task
+            from appliance import job_reports, remote_jobs
 
             key = f"{RUNNING_PREFIX}{task.id}"
             if not self.remote:
                 self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
                                          "started": time.time(), "pid": os.getpid()})
-            _current = self
+            _current, _current_task = self, task.id
             note = (remote_jobs.running(self, task.id, name, args, kwargs) if self.remote
                     else contextlib.nullcontext())
             try:
@@ -146,7 +150,7 @@ class Jobs:
                         self.bus.publish(Event.JOB_FAILED, failure, service="huey")
                 raise
             finally:
-                _current = None
+                _current = _current_task = None
                 if not self.remote:
                     self.bus.cache.delete(key)
 
@@ -214,6 +218,7 @@ class Jobs:
                 continue
             if not cache.delete(key) or note.get("name") not in self.tasks:
                 continue
+            self._clean_up_after({**note, "task_id": str(key)[len(RUNNING_PREFIX):]})
             if self._count_kill(note) > RETRIES + 1:
                 dropped.append(note["name"])
                 continue
@@ -238,12 +243,26 @@ class Jobs:
         for note in stale:
             if note.get("name") not in self.tasks:
                 continue
+            self._clean_up_after(note)
             if self._count_kill(note) > RETRIES + 1:
                 dropped.append(note["name"])
                 continue
             self._put_back(note)
             requeued.append(note["name"])
         return requeued, dropped
+
+    def _clean_up_after(self, note: dict[str, Any]) -> None:
+        """What a job that died leaves behind: an AutoML trial stays ``RUNNING`` in its study
+        for good; it is marked failed (best effort: the job is put back either way)."""
+        if note.get("name") != "automl_trial" or not note.get("task_id"):
+            return
+        from appliance.automl import fail_trials_of_job
+
+        try:
+            fail_trials_of_job(self.root, note["args"], str(note["task_id"]), self.redis_url)
+        except Exception as exc:  # noqa: BLE001  (the job matters more than the record)
+            logging.getLogger("methtrader.huey").warning(
+                "could not mark the lost trial failed: %s", exc)
 
     def _count_kill(self, note: dict[str, Any]) -> int:
         """How often a worker died under this job (name and args), kept a day on the bus."""

@@ -91,5 +91,5 @@ def take_stale(jobs: "Jobs", stale_s: float = STALE_S) -> list[dict[str, Any]]:
         for task_id, note in notes(jobs).items():
             if now - float(note.get("beat", now)) > stale_s and \
                     jobs.huey.storage.delete_data(f"{RUNNING}:{task_id}"):
-                stale.append(note)
+                stale.append({**note, "task_id": task_id})
         return stale

@@ -152,12 +152,16 @@ def split_holdout(candles: Mapping[str, np.ndarray], folds: int
 
 
 def objective(candles: Mapping[str, np.ndarray], space: Space, setup: Setup,
-              on_trial: Callable[[optuna.Trial, dict[str, Any]], None] | None = None
+              on_trial: Callable[[optuna.Trial, dict[str, Any]], None] | None = None,
+              on_start: Callable[[optuna.Trial], None] | None = None
               ) -> Callable[[optuna.Trial], float]:
-    """The study's objective over the pre-hold-out ``candles``."""
+    """The study's objective over the pre-hold-out ``candles``; ``on_start`` is called with
+    each trial before anything else (a job tags it with its id)."""
     days = max(len(c) for c in candles.values()) * _bar_days(setup.interval)
 
     def run(trial: optuna.Trial) -> float:
+        if on_start is not None:
+            on_start(trial)
         params = suggest(trial, space, days)
         trial.set_user_attr("params", params)
         panel, spec = trial_panel(candles, params, setup)
@@ -259,13 +263,14 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def run_trials(study: optuna.Study, candles: Mapping[str, np.ndarray], space: Space,
                setup: Setup, trials: int, timeout_s: float | None = None,
                on_trial: Callable[[optuna.Trial, dict[str, Any]], None] | None = None,
-               callbacks: list[Callable[..., None]] | None = None) -> None:
+               callbacks: list[Callable[..., None]] | None = None,
+               on_start: Callable[[optuna.Trial], None] | None = None) -> None:
     """Run the study's remaining trials of a budget of ``trials`` (finished ones count)."""
     left = trials - len(finished(study))
     if left <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective(candles, space, setup, on_trial), n_trials=left,
+    study.optimize(objective(candles, space, setup, on_trial, on_start), n_trials=left,
                    timeout=timeout_s, catch=(ValueError,), callbacks=callbacks or [])
 
 

@@ -179,3 +179,46 @@ def test_the_job_of_a_killed_worker_is_put_back_and_runs_once(tmp_path, redis_ur
     assert len((root / "jobs" / "slow").read_text().split()) == 1  # exactly once
     assert len(executed(tmp_path / "worker-b.err", "selftest")) == 1
     jobs.close()
+
+
+def test_a_trial_whose_worker_died_is_marked_failed_and_run_again(tmp_path, redis_url):
+    """The trial a SIGKILLed worker was running would stay RUNNING in the study for good: when
+    the appliance puts its job back it marks that trial failed, and the job runs a new one."""
+    from appliance import remote_jobs
+    from appliance.jobs import Jobs
+
+    state, root = tmp_path / "state", tmp_path / "shared"
+    state.mkdir()
+    lake_of(root, sim_drift(0, symbols=tuple(SYMBOLS), days=30))
+    jobs = Jobs(state, redis_url=redis_url, root=root)
+    setup = setup_to_json(SETUP, "redis")
+    automl.open_study(state, STUDY, SETUP.seed, redis_url=redis_url)
+    jobs.enqueue("automl_trial", STUDY, SYMBOLS, setup, space_to_json(SPACE), 1, 3600.0)
+
+    def trials(*states):
+        s = automl.open_study(state, STUDY, SETUP.seed, fail_stale=False, redis_url=redis_url)
+        return s.get_trials(deepcopy=False, states=states or None)
+
+    first = start_worker(redis_url, root, tmp_path / "worker-a.err")
+    second = None
+    try:
+        wait_until(lambda: trials(TrialState.RUNNING), 90, "the trial to start", [first])
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        [lost] = trials(TrialState.RUNNING)
+        wait_until(lambda: jobs.requeue_remote(stale_s=2)[0] == ["automl_trial"], 30,
+                   "its note to go stale")
+        assert [t.number for t in trials(TrialState.FAIL)] == [lost.number]
+        second = start_worker(redis_url, root, tmp_path / "worker-b.err")
+        wait_until(lambda: search_over(state, STUDY, 2, redis_url), 120, "the trial again",
+                   [second])
+        wait_until(lambda: remote_jobs.notes(jobs) == {}, 30, "the job's end", [second])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    done = trials()
+    assert [t.state for t in done][0] == TrialState.FAIL and len(done) == 2
+    assert done[1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert done[0].user_attrs["job"] != done[1].user_attrs["job"]  # a new job ran it
+    jobs.close()
