@@ -11,7 +11,6 @@ import pytest
 
 from appliance.liveness import RunLock
 from tests.e2e.conftest import methtrader
-from tests.redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

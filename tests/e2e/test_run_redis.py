@@ -18,7 +18,6 @@ from appliance.store import Store
 from tests.e2e.conftest import stderr_of
 from tests.e2e.test_run import wait_for
 from tests.e2e.test_workers import executed, start_worker, stop
-from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -29,7 +29,6 @@ from models.honesty import sim_drift
 from models.registry import list_models, verified_onnx_path
 from tests.e2e.conftest import METHTRADER
 from tests.e2e.test_automl_cli import lake_of
-from tests.redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -16,7 +16,6 @@ from appliance.services import training
 from models.registry import list_models, verified_onnx_path
 from models.training import train_run
 from tests.appliance.services.test_training import ROOMY, SATURDAY_0130, SYMBOLS, fill_lake
-from tests.redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 SMALL = {"n_estimators": 5, "max_depth": 3, "tree_batches": 1, "n_jobs": 1}
 
