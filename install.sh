@@ -2,7 +2,8 @@
 # Install methtrader into ./.venv.
 #   ./install.sh            the appliance (onnxruntime, or onnxruntime-gpu when nvidia-smi sees a GPU)
 #   ./install.sh --dev      also the test tools (pytest, hypothesis, tmux for the terminal test,
-#                           promtool for the Prometheus rule tests)
+#                           promtool for the Prometheus rule tests, the redis extra and
+#                           redis-server for the scale-out tests)
 #   ./install.sh --systemd  also write a systemd unit for `methtrader run` (installing it is yours)
 # Running it again with the same options changes nothing.
 set -euo pipefail
@@ -40,7 +41,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q 
   runtime=gpu
 fi
 extras="$runtime"
-[ "$dev" = 1 ] && extras="$extras,dev"
+[ "$dev" = 1 ] && extras="$extras,dev,redis"
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.methtrader-install"
@@ -76,6 +77,19 @@ if [ "$dev" = 1 ] && ! command -v promtool >/dev/null 2>&1; then
       || echo "methtrader: could not install promtool; the rule tests will be skipped."
   else
     echo "methtrader: promtool not found; apt-get install prometheus to run the rule tests (they are skipped otherwise)."
+  fi
+fi
+
+# 3c. redis-server for the scale-out tests (dev only; best effort; Debian's redis-server package)
+if [ "$dev" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1)) \
+      && echo "methtrader: installed redis-server (for the scale-out tests; they start their own on a loopback port)." \
+      || echo "methtrader: could not install redis-server; the scale-out tests will be skipped."
+  elif command -v apt-get >/dev/null 2>&1; then
+    echo "methtrader: redis-server not found; run: sudo apt-get install redis-server (the scale-out tests are skipped otherwise)."
+  else
+    echo "methtrader: redis-server not found and apt-get is not available here; install Redis 7 from your system's packages to run the scale-out tests (they are skipped otherwise)."
   fi
 fi
 

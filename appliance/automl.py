@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from appliance.config import Config
 from appliance.schedule import WEEK_S, duration_s, next_weekly
@@ -46,6 +45,25 @@ def setup_of(cfg: Config) -> automl.Setup:
                         seed=cfg.automl.seed, max_train_samples=cfg.automl.max_train_samples)
 
 
+def storage_url(cfg: Config) -> str | None:
+    """The Redis URL of the studies' journal (``automl.storage = "redis"``), else None."""
+    return cfg.jobs.redis_url if cfg.automl.storage == "redis" else None
+
+
+def job_storage_url(setup: dict[str, Any]) -> str | None:
+    """Inside a job: the study's Redis URL when the queued setup says ``storage = redis``:
+    the queue's own (a worker knows it from ``--redis-url``; it never travels in job args)."""
+    if setup.get("storage") != "redis":
+        return None
+    from appliance.jobs import current
+
+    jobs = current()
+    if jobs is None or not jobs.redis_url:
+        raise ValueError("the study is on Redis (automl.storage = redis) but this job did not "
+                         "come from a Redis queue; set jobs.backend = redis too")
+    return jobs.redis_url
+
+
 def space_of(cfg: Config) -> automl.Space:
     return automl.Space(kinds=tuple(k for k in cfg.automl.kinds.split(",") if k))
 
@@ -67,7 +85,7 @@ def run_group_study(cfg: Config, group: str, symbols: list[str], *, now: float,
     name = study_name(group, now)
     candles = load_group_candles(lake_at(state), symbols, setup.interval)
     pre, cut = automl.split_holdout(candles, setup.folds)
-    study = automl.open_study(state, name, setup.seed)
+    study = automl.open_study(state, name, setup.seed, redis_url=storage_url(cfg))
 
     def report(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if progress is None:
@@ -131,10 +149,12 @@ def study_due(now: float, first_prod: float | None, last_started: float | None,
     return last_started < slot and now - last_started >= WEEK_S / 2
 
 
-def setup_to_json(setup: automl.Setup) -> dict[str, Any]:
+def setup_to_json(setup: automl.Setup, storage: str = "file") -> dict[str, Any]:
+    """A study's setup as job args; ``storage``: where its journal is (``automl.storage``)."""
     return {"interval": setup.interval, "folds": setup.folds, "threshold": setup.threshold,
             "taker_fee": setup.costs.taker_fee, "slippage": setup.costs.slippage,
-            "seed": setup.seed, "max_train_samples": setup.max_train_samples}
+            "seed": setup.seed, "max_train_samples": setup.max_train_samples,
+            "storage": storage}
 
 
 def setup_from_json(d: dict[str, Any]) -> automl.Setup:
@@ -158,7 +178,8 @@ def trial_job(state_dir: Path, study: str, symbols: list[str], setup: dict[str, 
     re-queued job never overshoots) or ``timeout_s`` of wall time have passed since the
     study's first trial began (then the study is marked ``stopped``)."""
     st = setup_from_json(setup)
-    s = automl.open_study(state_dir, study, st.seed, fail_stale=False)
+    s = automl.open_study(state_dir, study, st.seed, fail_stale=False,
+                          redis_url=job_storage_url(setup), seed_per_trial=True)
     if len(automl.finished(s)) >= budget:
         return "budget spent"
     began = s.user_attrs.get("wall_started")
@@ -169,8 +190,38 @@ def trial_job(state_dir: Path, study: str, symbols: list[str], setup: dict[str, 
         return "timeout"
     candles = load_group_candles(lake_at(state_dir), symbols, st.interval)
     pre, _ = automl.split_holdout(candles, st.folds)
-    automl.run_trials(s, pre, space_from_json(space), st, len(automl.finished(s)) + 1)
+    from appliance.jobs import current_task_id
+
+    task_id = current_task_id()
+
+    def tag(trial: optuna.Trial) -> None:  # which job runs it (fail_trials_of_job)
+        if task_id is not None:
+            trial.set_user_attr("job", task_id)
+
+    automl.run_trials(s, pre, space_from_json(space), st, len(automl.finished(s)) + 1,
+                      on_start=tag)
     return "trial run"
+
+
+def fail_trials_of_job(state_dir: Path, args: list[Any], task_id: str,
+                       queue_url: str | None) -> int:
+    """Mark failed the trials a dead trial job (huey id ``task_id``, its args ``args``) left
+    running, so the study's record says what happened; how many there were."""
+    study, setup = str(args[0]), args[2]
+    url = queue_url if setup.get("storage") == "redis" else None
+    if not automl.journal_exists(state_dir, url):
+        return 0
+    storage = automl.journal_storage(state_dir, url)
+    try:
+        study_id = storage.get_study_id_from_name(study)
+    except KeyError:
+        return 0
+    lost = [t for t in storage.get_all_trials(study_id, deepcopy=False,
+                                              states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get("job") == task_id]
+    for t in lost:
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    return len(lost)
 
 
 def finish_job(state_dir: Path, study: str, group: str, symbols: list[str],
@@ -180,9 +231,13 @@ def finish_job(state_dir: Path, study: str, group: str, symbols: list[str],
     st = setup_from_json(setup)
     candles = load_group_candles(lake_at(state_dir), symbols, st.interval)
     _, cut = automl.split_holdout(candles, st.folds)
-    s = automl.open_study(state_dir, study, st.seed, fail_stale=False)
+    s = automl.open_study(state_dir, study, st.seed, fail_stale=False,
+                          redis_url=job_storage_url(setup))
     summary = conclude(Path(state_dir), s, group, symbols, candles, cut, st, dsr_threshold,
                        now)
+    from appliance.job_reports import report_receipt
+
+    report_receipt(summary.get("receipt"))
     return {k: v for k, v in summary.items() if k != "receipt"}
 
 
@@ -207,13 +262,13 @@ def save_schedule(state_dir: Path, schedule: dict[str, dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def search_over(state_dir: Path, study: str, budget: int) -> bool:
+def search_over(state_dir: Path, study: str, budget: int, redis_url: str | None = None
+                ) -> bool:
     """Whether a weekly study's trial jobs are all done: ``budget`` trials ended (complete,
     pruned or failed) or its time ran out; read from the journal."""
-    path = Path(state_dir) / automl.JOURNAL_FILE
-    if not path.exists():
+    if not automl.journal_exists(state_dir, redis_url):
         return False
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = automl.journal_storage(state_dir, redis_url)
     try:
         study_id = storage.get_study_id_from_name(study)
     except KeyError:
@@ -225,20 +280,22 @@ def search_over(state_dir: Path, study: str, budget: int) -> bool:
     return len(storage.get_all_trials(study_id, deepcopy=False, states=ended)) >= budget
 
 
-def studies_snapshot(state_dir: Path) -> list[dict[str, Any]]:
+def studies_snapshot(state_dir: Path, redis_url: str | None = None) -> list[dict[str, Any]]:
     """Each group's latest weekly study for the Training screen: its trials so far (done,
     pruned, each completed trial's value in order, the best), and its state: ``searching``,
     ``selecting`` (the selection job is queued) or ``done`` with the verdict."""
     schedule = load_schedule(state_dir)
-    path = Path(state_dir) / automl.JOURNAL_FILE
-    storage = JournalStorage(JournalFileBackend(str(path))) if path.exists() else None
+    storage = (automl.journal_storage(state_dir, redis_url)
+               if automl.journal_exists(state_dir, redis_url) else None)
     out = []
     for group, entry in sorted(schedule.items()):
         trials: list[Any] = []
+        recorded = None  # the verdict in the journal (a worker's file may be on its disk)
         if storage is not None:
             try:
                 study_id = storage.get_study_id_from_name(entry["study"])
                 trials = storage.get_all_trials(study_id, deepcopy=False)
+                recorded = storage.get_study_user_attrs(study_id).get("verdict")
             except KeyError:
                 trials = []
         state = optuna.trial.TrialState
@@ -249,7 +306,7 @@ def studies_snapshot(state_dir: Path) -> list[dict[str, Any]]:
             try:
                 verdict = json.loads(verdict_path(state_dir, entry["study"]).read_text())
             except (OSError, ValueError):
-                verdict = None
+                verdict = recorded
         out.append({
             "group": group, "study": entry["study"], "budget": entry["budget"],
             "done": sum(t.state in (state.COMPLETE, state.PRUNED, state.FAIL) for t in trials),

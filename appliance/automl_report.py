@@ -11,24 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from models.automl import JOURNAL_FILE
+from models.automl import JOURNAL_FILE, journal_exists, journal_storage
 
 TOP = 10
 
 
-def latest_report(state_dir: Path, group: str) -> dict[str, Any]:
-    """The newest study of ``group``: name, verdict, importances, best trials."""
-    path = Path(state_dir) / JOURNAL_FILE
-    if not path.exists():
+def latest_report(state_dir: Path, group: str, redis_url: str | None = None
+                  ) -> dict[str, Any]:
+    """The newest study of ``group``: name, verdict, importances, best trials (from the
+    journal file, or from Redis with ``redis_url``)."""
+    if not journal_exists(state_dir, redis_url):
         raise ValueError(f"no AutoML study has run in {state_dir} yet")
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = journal_storage(state_dir, redis_url)
     names = sorted(s.study_name for s in storage.get_all_studies()
                    if s.study_name.startswith(f"{group}-"))
     if not names:
-        raise ValueError(f"no AutoML study of group {group!r} in {path}")
+        where = "the Redis journal" if redis_url else Path(state_dir) / JOURNAL_FILE
+        raise ValueError(f"no AutoML study of group {group!r} in {where}")
     study = optuna.load_study(study_name=names[-1], storage=storage)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     importances: dict[str, float] = {}

@@ -252,13 +252,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_automl(args: argparse.Namespace) -> int:
+    from appliance.automl import storage_url
     from appliance.automl_report import latest_report, render_report
     from appliance.commands import automl_groups
 
     cfg = load_config(args)
     if args.report:
         try:
-            report = latest_report(cfg.state_path, args.report)
+            report = latest_report(cfg.state_path, args.report, storage_url(cfg))
         except ValueError as exc:
             print(f"methtrader: {exc}", file=sys.stderr)
             return 2
@@ -306,6 +307,25 @@ def cmd_distill(args: argparse.Namespace) -> int:
         f"{_num(r['student']['teacher_agreement'], 3)}, trained on {r['student']['device']})"
         for r in results))
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from appliance.config import build_config
+    from appliance.worker import run_worker
+
+    cfg = build_config(args.config, overrides={"jobs": {
+        "backend": "redis", "redis_url": args.redis_url, "artifact_root": args.artifact_root,
+        "workers": args.workers}})
+    if not cfg.jobs.artifact_root:
+        print("methtrader: worker needs --artifact-root (or jobs.artifact_root): this "
+              "machine's mount of the appliance's artifact root", file=sys.stderr)
+        return 2
+    try:
+        return run_worker(cfg.jobs.redis_url, cfg.artifact_path, cfg.jobs.workers,
+                          args.log_format)
+    except ConnectionError as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 1
 
 
 def _num(x: float | None, digits: int = 2) -> str:
@@ -439,6 +459,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "automl": cmd_automl,
     "distill": cmd_distill,
+    "worker": cmd_worker,
     "models": cmd_models,
     "report": cmd_report,
     "backup": cmd_backup,

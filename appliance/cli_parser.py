@@ -149,6 +149,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("worker", help="consume the appliance's Redis job queue on this "
+                       "machine (jobs.backend = redis); Ctrl-C stops it after running jobs")
+    p.add_argument("--config", help="TOML config file ([jobs] redis_url, artifact_root, "
+                   "workers)")
+    p.add_argument("--redis-url", help="the queue, e.g. redis://10.0.0.5:6379/0 (default "
+                   "jobs.redis_url; a password is better kept in METHTRADER__JOBS__REDIS_URL "
+                   "than on a command line)")
+    p.add_argument("--artifact-root", help="this machine's mount of the appliance's "
+                   "jobs.artifact_root (holds lake/ and artifacts/)")
+    p.add_argument("--workers", type=int, help="worker processes (default jobs.workers)")
+    p.add_argument("--log-format", choices=("text", "colour", "json"), default="text")
+
     p = sub.add_parser("models", help="the model registry")
     _add_common(p)
     p.add_argument("--json", action="store_true")
@@ -223,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos", "drift", "automl", "distill"))
+                                     "chaos", "drift", "automl", "distill", "workers"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
                    help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
     p.add_argument("--false-alarms", action="store_true", default=None,

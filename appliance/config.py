@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, get_type_hints
 
+from appliance.redis_support import RedisUrlError, check_redis_url, mask_url, require_client
+
 DEFAULT_STATE_DIR = "~/.local/state/methtrader"
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; /dev/zero must not eat the memory
 
@@ -242,6 +244,10 @@ class AutomlConfig:
     seed: int = _f(0, lo=0, hi=2**31 - 1, doc="the TPE sampler's and the models' seed")
     max_train_samples: int = _f(200_000, lo=1_000, hi=10_000_000,
                                 doc="training samples per trial fit (drawn at random above it)")
+    storage: str = _f("file", choices=("file", "redis"),
+                      doc="file: the journal <state>/optuna.journal; redis: Optuna's journal "
+                          "on jobs.redis_url, shared by the workers of every machine (needs "
+                          "jobs.backend = redis)")
 
 
 @dataclass(frozen=True)
@@ -334,6 +340,16 @@ class JobsConfig:
     stop_grace_s: float = _f(2.0, lo=0.0, hi=60.0,
                              doc="on stop, time a running job gets before it is interrupted "
                                  "(and re-queued)")
+    backend: str = _f("sqlite", choices=("sqlite", "redis"),
+                      doc="sqlite: one box (<state>/queue.db); redis: a queue shared with "
+                          "`methtrader worker` processes on other machines (needs the `redis` "
+                          "extra and jobs.redis_url)")
+    redis_url: str = _f("", doc="redis://[:password@]host:port/db (or rediss://, unix://) of "
+                                "the shared queue and, with automl.storage = redis, the study; "
+                                "its password is masked wherever the config is printed")
+    artifact_root: str = _f("", doc="the folder jobs read the lake from (<root>/lake) and write "
+                                    "run artifacts to (<root>/artifacts); a mount shared with "
+                                    "the workers; default: the state dir")
 
 
 @dataclass(frozen=True)
@@ -393,6 +409,12 @@ class Config:
     def state_path(self) -> Path:
         return Path(self.general.state_dir).expanduser()
 
+    @property
+    def artifact_path(self) -> Path:
+        """Where jobs read the lake and write artifacts (``jobs.artifact_root``)."""
+        root = self.jobs.artifact_root
+        return Path(root).expanduser() if root else self.state_path
+
     def to_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         """The effective configuration as plain data; secrets are masked."""
         out: dict[str, dict[str, Any]] = {}
@@ -403,6 +425,8 @@ class Config:
                 value = getattr(section, f.name)
                 if mask_secrets and f.metadata.get("secret") and value:
                     value = "****"
+                elif mask_secrets and (sec.name, f.name) == ("jobs", "redis_url"):
+                    value = mask_url(value)
                 out[sec.name][f.name] = value
         return out
 
@@ -611,7 +635,41 @@ def build_config(path: str | Path | None = None, env: Mapping[str, str] | None =
     if overrides:
         clean = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
         cfg = _apply(cfg, {s: kv for s, kv in clean.items() if kv}, "command line")
-    return _secrets(cfg, env)
+    cfg = _secrets(cfg, env)
+    _check_redis(cfg)
+    return cfg
+
+
+def _check_redis(cfg: Config) -> None:
+    """The keys that only make sense together: a Redis queue or study needs a good
+    ``jobs.redis_url`` and the ``redis`` extra."""
+    users = [name for name, on in (("jobs.backend = \"redis\"", cfg.jobs.backend == "redis"),
+                                   ("automl.storage = \"redis\"", cfg.automl.storage == "redis"))
+             if on]
+    if cfg.jobs.backend == "sqlite" and cfg.artifact_path != cfg.state_path:
+        raise ConfigError("'jobs.artifact_root' is where workers on other machines write: it "
+                          "needs jobs.backend = \"redis\" (their runs come back through it); "
+                          "on one box leave it unset")
+    if cfg.automl.storage == "redis" and cfg.jobs.backend != "redis":
+        raise ConfigError("automl.storage = \"redis\" shares studies with the workers of a Redis "
+                          "queue: it needs jobs.backend = \"redis\" too (or keep "
+                          "storage = \"file\" on one box)")
+    url = cfg.jobs.redis_url
+    if url:
+        try:
+            check_redis_url(url)
+        except RedisUrlError as exc:
+            raise ConfigError(f"'jobs.redis_url' {mask_url(url)!r}: {exc}") from None
+    if not users:
+        return
+    if not url:
+        raise ConfigError(f"{' and '.join(users)} needs 'jobs.redis_url' (e.g. "
+                          "redis://10.0.0.5:6379/0); set it in [jobs] or "
+                          "METHTRADER__JOBS__REDIS_URL")
+    try:
+        require_client()
+    except ImportError as exc:
+        raise ConfigError(f"{' and '.join(users)}: {exc}") from None
 
 
 def check_webhook_url(url: str) -> None:

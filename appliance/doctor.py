@@ -219,10 +219,34 @@ def check_exchange(cfg: Config) -> Finding:
     return Finding("exchange", OK, f"bybit at {host} answered")
 
 
+def check_job_queue(cfg: Config) -> Finding:
+    """One box needs nothing; a Redis queue or study must answer, and the artifact root must
+    hold the lake the jobs read."""
+    if cfg.jobs.backend != "redis" and cfg.automl.storage != "redis":
+        return Finding("job queue", OK, f"sqlite: {cfg.state_path / 'queue.db'} (one box)")
+    from appliance.redis_support import mask_url
+    from appliance.worker import check_redis
+
+    try:
+        check_redis(cfg.jobs.redis_url)
+    except ConnectionError as exc:
+        return Finding("job queue", FAIL, str(exc),
+                       "start redis-server, or fix jobs.redis_url (see 'Running jobs across "
+                       "machines' in the README)")
+    root = cfg.artifact_path
+    if root != cfg.state_path and not (root / "lake").is_dir():
+        return Finding("job queue", WARN, f"Redis at {mask_url(cfg.jobs.redis_url)} answers, "
+                       f"but jobs.artifact_root {root} has no lake/",
+                       "bind-mount the state dir's lake/ there (see the README)")
+    return Finding("job queue", OK, f"Redis at {mask_url(cfg.jobs.redis_url)} answers; "
+                   f"artifacts under {root}")
+
+
 def diagnose(cfg: Config) -> list[Finding]:
     return [check_python(), *check_packages(), *check_onnx_and_gpu(),
             *check_state_dir(cfg.state_path), check_clock(),
-            check_metrics_port(cfg.general.metrics_port, cfg.state_path), check_exchange(cfg)]
+            check_metrics_port(cfg.general.metrics_port, cfg.state_path), check_exchange(cfg),
+            check_job_queue(cfg)]
 
 
 def render(findings: list[Finding]) -> str:

@@ -1,4 +1,6 @@
-"""The job queue: huey on SQLite (``<state>/queue.db``), consumed by a child process.
+"""The job queue: huey on SQLite (``<state>/queue.db``), consumed by a child process; or, with
+``jobs.backend = "redis"``, huey on Redis, consumed also by ``methtrader worker`` processes on
+other machines (:mod:`appliance.worker`, :mod:`appliance.job_reports`).
 
 Heavy work (training, AutoML, distillation, heavy backfill) runs as huey jobs so that the trio
 process stays responsive. The consumer cannot live inside trio (it installs signal handlers), so
@@ -14,35 +16,31 @@ process that dies mid-job (SIGKILL, the OOM killer) takes its job with it (huey 
 it off the queue, and the consumer only replaces the worker): the ``huey`` service notices the
 note of a dead pid and puts the job back (:meth:`Jobs.requeue_dead`), 3 times at most.
 
-No process outlives ``run``: the consumer watches its parent and takes its process group down
-when ``run`` dies, and each of its worker processes (and huey's scheduler) dies with the
-consumer (Linux ``PR_SET_PDEATHSIG``, a watching thread elsewhere). An orphan would otherwise
-finish a job that the next ``run`` re-queues, so it would run twice.
+No process outlives ``run`` (:mod:`appliance.consumer_process`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from huey import SqliteHuey
-from huey.consumer import Consumer, ProcessEnvironment
+from huey import PriorityRedisHuey, SqliteHuey
 
 from appliance.bus import Bus
+from appliance.consumer_process import exit_with_parent, process_alive, run_consumer
 from appliance.contracts import Event
 from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
+from appliance.redis_support import QueueOutageFilter
 
 RUNNING_PREFIX = "job:running:"
 RETRIES = 2  # 3 attempts in all
@@ -51,21 +49,57 @@ TRAIN_RETRY_DELAY_S = 30
 TRAINING_PREFIX = "training:"
 KILLED_PREFIX = "job:killed:"  # how often a job's worker died under it
 KILLED_TTL_S = 86400
+QUEUE_URL_ENV = "METHTRADER_QUEUE_REDIS_URL"  # the consumer child's Redis URL (not in argv)
 REQUEUE_PRIORITY = 10  # huey runs higher priorities first (the default is none: 0)
 
 
-def make_huey(state_dir: Path) -> SqliteHuey:
+class JobsUnavailable(RuntimeError):
+    """The queue cannot be reached (Redis is down or unreachable); the message says which."""
+
+
+_current: "Jobs | None" = None  # the Jobs whose task runs in this (worker) process
+_current_task: str | None = None  # and that task's id
+
+
+def current() -> "Jobs | None":
+    """The :class:`Jobs` running the current task, inside a task; None elsewhere."""
+    return _current
+
+
+def current_task_id() -> str | None:
+    """The huey id of the task running in this process, inside a task; None elsewhere."""
+    return _current_task
+
+
+def make_huey(state_dir: Path, redis_url: str | None = None) -> Any:
+    """SQLite huey in the state dir, or (with ``redis_url``) huey on Redis with priorities."""
+    if redis_url:
+        from appliance.redis_support import require_client
+
+        require_client()
+        return PriorityRedisHuey(name="methtrader", url=redis_url, results=True, utc=True)
     return SqliteHuey(name="methtrader", filename=str(StatePaths(state_dir).queue),
                       results=True, utc=True)
 
 
 class Jobs:
-    """The task registry bound to one state dir; the same object on both sides of the queue."""
+    """The task registry bound to one state dir; the same object on both sides of the queue.
 
-    def __init__(self, state_dir: Path, *, defaults: bool = True) -> None:
+    ``redis_url``: the queue is on Redis (``jobs.backend = "redis"``). ``root``: the folder
+    tasks work in (they read ``<root>/lake`` and write ``<root>/artifacts``), default the
+    state dir (``jobs.artifact_root``). ``remote``: this is a ``methtrader worker`` on another
+    machine: it has no bus (the bus is local to the appliance's disk), so running jobs are not
+    noted there and failures, progress and receipts go to huey's result store instead.
+    """
+
+    def __init__(self, state_dir: Path, *, defaults: bool = True, redis_url: str | None = None,
+                 root: Path | None = None, remote: bool = False) -> None:
         """``defaults=False`` leaves the registry empty (a test registers its own jobs)."""
         self.state_dir = Path(state_dir)
-        self.huey = make_huey(self.state_dir)
+        self.root = Path(root) if root is not None else self.state_dir
+        self.redis_url = redis_url or None
+        self.remote = remote
+        self.huey = make_huey(self.state_dir, self.redis_url)
         self._bus: Bus | None = None
         self.tasks: dict[str, Any] = {}
         if defaults:
@@ -78,6 +112,8 @@ class Jobs:
 
     @property
     def bus(self) -> Bus:
+        if self.remote:
+            raise RuntimeError("a remote worker has no bus; report through huey's result store")
         if self._bus is None:  # opened lazily: in the consumer, after the fork
             self._bus = Bus(StatePaths(self.state_dir).bus)
         elif self._bus.lost():  # the bus directory was deleted: use the one rebuilt there
@@ -90,20 +126,34 @@ class Jobs:
 
         @functools.wraps(fn)
         def journalled(*args: Any, task: Any = None, **kwargs: Any) -> Any:
+            global _current, _current_task
+            from appliance import job_reports, remote_jobs
+
             key = f"{RUNNING_PREFIX}{task.id}"
-            self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
-                                     "started": time.time(), "pid": os.getpid()})
+            if not self.remote:
+                self.bus.cache.set(key, {"name": name, "args": list(args), "kwargs": kwargs,
+                                         "started": time.time(), "pid": os.getpid()})
+            _current, _current_task = self, task.id
+            note = (remote_jobs.running(self, task.id, name, args, kwargs) if self.remote
+                    else contextlib.nullcontext())
             try:
-                return fn(self.state_dir, *args, **kwargs)
+                with note:
+                    return fn(self.root, *args, **kwargs)
             except Exception as exc:
                 if not task.retries:  # huey counts down: this was the last attempt
-                    self.bus.publish(Event.JOB_FAILED, {
-                        "job": name, "task_id": task.id, "attempts": retries + 1,
-                        "args": [str(a) for a in args][:4],
-                        "error": f"{type(exc).__name__}: {exc}"[:500]}, service="huey")
+                    failure = {"job": name, "task_id": task.id, "attempts": retries + 1,
+                               "args": [str(a) for a in args][:4],
+                               "error": f"{type(exc).__name__}: {exc}"[:500]}
+                    if self.remote:  # best effort: the job's own error matters more
+                        with contextlib.suppress(JobsUnavailable):
+                            job_reports.report(self, job_reports.FAILED, task.id, failure)
+                    else:
+                        self.bus.publish(Event.JOB_FAILED, failure, service="huey")
                 raise
             finally:
-                self.bus.cache.delete(key)
+                _current = _current_task = None
+                if not self.remote:
+                    self.bus.cache.delete(key)
 
         # huey names a task by module and name; pin the module so the name is the same in the
         # appliance and in the consumer (where this module runs as __main__)
@@ -114,9 +164,29 @@ class Jobs:
         return task
 
     def enqueue(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Queue job ``name``; :class:`JobsUnavailable` when the queue cannot be reached."""
         if name not in self.tasks:
             raise KeyError(f"unknown job {name!r}; known jobs: {', '.join(sorted(self.tasks))}")
-        return self.tasks[name](*args, **kwargs)
+        with self.reachable("queue job " + name):
+            return self.tasks[name](*args, **kwargs)
+
+    @contextlib.contextmanager
+    def reachable(self, what: str) -> Iterator[None]:
+        """Turn a lost Redis connection into :class:`JobsUnavailable` (what, where, what to
+        do); SQLite errors pass through unchanged."""
+        if not self.redis_url:
+            yield
+            return
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            from appliance.redis_support import mask_url
+
+            raise JobsUnavailable(
+                f"cannot {what}: Redis at {mask_url(self.redis_url)} is unreachable ({exc}); "
+                "start it or fix jobs.redis_url") from None
 
     def running(self) -> list[dict[str, Any]]:
         cache = self.bus.cache
@@ -149,26 +219,77 @@ class Jobs:
                 continue
             if not cache.delete(key) or note.get("name") not in self.tasks:
                 continue
-            ident = json.dumps([note["name"], note["args"], note["kwargs"]], sort_keys=True,
-                               default=str)
-            kills_key = KILLED_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:24]
-            kills = cache.incr(kills_key, 1, default=0)
-            cache.touch(kills_key, expire=KILLED_TTL_S)
-            if kills > RETRIES + 1:
+            self._clean_up_after({**note, "task_id": str(key)[len(RUNNING_PREFIX):]})
+            if self._count_kill(note) > RETRIES + 1:
                 dropped.append(note["name"])
                 continue
-            # ahead of the queue: it was the job being worked on
-            self.huey.enqueue(self.tasks[note["name"]].s(*note["args"], priority=REQUEUE_PRIORITY,
-                                                         **note["kwargs"]))
+            try:
+                self._put_back(note)
+            except JobsUnavailable:
+                cache.set(key, note)  # kept for the next watch
+                cache.incr(_kills_key(note), -1)
+                raise
             requeued.append(note["name"])
         return requeued, dropped
 
+    def requeue_remote(self, stale_s: float | None = None) -> tuple[list[str], list[str]]:
+        """:meth:`requeue_dead` for ``methtrader worker`` processes (:mod:`appliance.remote_jobs`):
+        put back every job whose note in Redis went stale; returns the names re-queued and
+        those given up (their workers died more than ``RETRIES`` times)."""
+        from appliance import remote_jobs
+
+        requeued: list[str] = []
+        dropped: list[str] = []
+        stale = remote_jobs.take_stale(self, remote_jobs.STALE_S if stale_s is None else stale_s)
+        for note in stale:
+            if note.get("name") not in self.tasks:
+                continue
+            self._clean_up_after(note)
+            if self._count_kill(note) > RETRIES + 1:
+                dropped.append(note["name"])
+                continue
+            self._put_back(note)
+            requeued.append(note["name"])
+        return requeued, dropped
+
+    def _clean_up_after(self, note: dict[str, Any]) -> None:
+        """What a job that died leaves behind: an AutoML trial stays ``RUNNING`` in its study
+        for good; it is marked failed (best effort: the job is put back either way)."""
+        if note.get("name") != "automl_trial" or not note.get("task_id"):
+            return
+        from appliance.automl import fail_trials_of_job
+
+        try:
+            fail_trials_of_job(self.root, note["args"], str(note["task_id"]), self.redis_url)
+        except Exception as exc:  # noqa: BLE001  (the job matters more than the record)
+            logging.getLogger("methtrader.huey").warning(
+                "could not mark the lost trial failed: %s", exc)
+
+    def _count_kill(self, note: dict[str, Any]) -> int:
+        """How often a worker died under this job (name and args), kept a day on the bus."""
+        kills_key = _kills_key(note)
+        kills = self.bus.cache.incr(kills_key, 1, default=0)
+        self.bus.cache.touch(kills_key, expire=KILLED_TTL_S)
+        return kills
+
+    def _put_back(self, note: dict[str, Any]) -> None:
+        """Queue a job again ahead of the rest: it was the one being worked on."""
+        with self.reachable("re-queue job " + note["name"]):
+            self.huey.enqueue(self.tasks[note["name"]].s(
+                *note["args"], priority=REQUEUE_PRIORITY, **note["kwargs"]))
+
     def pending(self) -> int:
-        return self.huey.pending_count()
+        with self.reachable("count pending jobs"):
+            return self.huey.pending_count()
 
     def close(self) -> None:
         if self._bus is not None:
             self._bus.close()
+
+
+def _kills_key(note: dict[str, Any]) -> str:
+    ident = json.dumps([note["name"], note["args"], note["kwargs"]], sort_keys=True, default=str)
+    return KILLED_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
 def selftest(state_dir: Path, seconds: float, marker: str) -> int:
@@ -181,99 +302,6 @@ def selftest(state_dir: Path, seconds: float, marker: str) -> int:
     with open(out, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return os.getpid()
-
-
-PR_SET_PDEATHSIG = 1
-PARENT_POLL_S = 0.2
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie, dead but not yet reaped, is not)."""
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _set_parent_death_signal() -> bool:
-    """Linux: have the kernel SIGKILL this process when the thread that forked it ends.
-    False where that is not available (then a thread watches the parent instead)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _watch_parent(parent_pid: int, on_orphaned: Callable[[], None]) -> None:
-    """Call ``on_orphaned`` as soon as this process no longer has ``parent_pid`` as parent
-    (at once when it already lost it: the parent may die before the watch starts)."""
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_POLL_S)
-        on_orphaned()
-
-    if os.getppid() != parent_pid:
-        on_orphaned()
-        return
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _kill_self() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make this (forked) process die when ``parent_pid``, its parent, dies, even by SIGKILL."""
-    if _set_parent_death_signal():
-        if os.getppid() != parent_pid:  # the parent died before the signal was armed
-            _kill_self()
-        return
-    _watch_parent(parent_pid, _kill_self)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """If ``run`` dies (even by SIGKILL), take the consumer and its workers down with it, so
-    the next ``run`` re-queues their jobs instead of racing an orphan that finishes them.
-
-    A thread watches here rather than ``PR_SET_PDEATHSIG``: trio starts the consumer from a
-    worker thread, and that signal fires when the forking *thread* ends, which trio's idle
-    threads do after a few seconds.
-    """
-    _watch_parent(parent_pid, lambda: os.killpg(os.getpgid(0), signal.SIGKILL))
-
-
-class _OrphanFreeEnvironment(ProcessEnvironment):
-    """huey's process environment, with every child (workers and the scheduler) bound to die
-    with the consumer: a SIGKILLed consumer leaves no worker finishing its job."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.consumer_pid = os.getpid()
-
-    def init_child(self, process: Any) -> None:
-        super().init_child(process)
-        die_with_parent(self.consumer_pid)
-
-
-class _Consumer(Consumer):
-    def get_environment(self, worker_type: str) -> Any:
-        if worker_type == "process":
-            return _OrphanFreeEnvironment(self._graceful_sig, self._interrupt_sig)
-        return super().get_environment(worker_type)
 
 
 def _build_features(state_dir: Path, symbol: str) -> int:
@@ -298,7 +326,8 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
            params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
            parent_run_id: str | None = None, setup: dict[str, Any] | None = None
            ) -> dict[str, Any]:
-    """The training job: progress goes to the bus (an event per epoch and the run's state).
+    """The training job: progress goes to the bus (an event per epoch and the run's state), or
+    from a remote worker to huey's result store (:mod:`appliance.job_reports`).
     ``setup``: the run's timeframe, walk-forward folds, sizing threshold and cost model (see
     :func:`models.training.run_setup`)."""
     import warnings
@@ -308,23 +337,36 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
     # huey's worker processes are daemonic, so joblib runs forests on one core: say it once
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
 
-    with Bus(StatePaths(state_dir).bus) as bus:
-        def progress(p: dict[str, Any]) -> None:
-            bus.cache.set(f"{TRAINING_PREFIX}{run_id}", {**p, "symbols": symbols,
-                                                         "ts": time.time()})
-            bus.publish(Event.TRAINING_PROGRESS, p, service="huey")
+    from appliance import job_reports
 
+    jobs = current()
+    remote = jobs is not None and jobs.remote
+    bus = None if remote else Bus(StatePaths(state_dir).bus)
+
+    def progress(p: dict[str, Any]) -> None:
+        note = {**p, "symbols": symbols, "ts": time.time()}
+        if bus is None:
+            job_reports.report(jobs, job_reports.PROGRESS, run_id, note)  # type: ignore[arg-type]
+            return
+        bus.cache.set(f"{TRAINING_PREFIX}{run_id}", note)
+        bus.publish(Event.TRAINING_PROGRESS, p, service="huey")
+
+    try:
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": 0, "loss": None,
                   "percent": 0.0, "status": "running"})
-        try:
-            return train_run(state_dir, run_id, group, symbols, kind, params, tags=tags,
-                             parent_run_id=parent_run_id, progress=progress,
-                             **run_kwargs(setup or {}))
-        except Exception as exc:
-            progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
-                      "loss": None, "percent": 0.0, "status": "failed",
-                      "error": f"{type(exc).__name__}: {exc}"})
-            raise
+        receipt = train_run(state_dir, run_id, group, symbols, kind, params, tags=tags,
+                            parent_run_id=parent_run_id, progress=progress,
+                            **run_kwargs(setup or {}))
+        job_reports.report_receipt(receipt)
+        return receipt
+    except Exception as exc:
+        progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
+                  "loss": None, "percent": 0.0, "status": "failed",
+                  "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        if bus is not None:
+            bus.close()
 
 
 def _distill(state_dir: Path, group: str, symbols: list[str], setup: dict[str, Any],
@@ -362,18 +404,26 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="the appliance's pid: the consumer exits when it is gone")
     ap.add_argument("--log-format", choices=CONSOLE_FORMATS, default="json",
                     help="stderr's format, as the appliance's own (it shares that stderr)")
+    ap.add_argument("--artifact-root", default=None,
+                    help="where jobs read the lake and write artifacts (default: the state dir)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
-    _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
-    run_consumer(Jobs(Path(args.state_dir)), args.workers)
+    handler = stderr_handler(args.log_format, "huey")
+    handler.addFilter(QueueOutageFilter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
+    # the Redis URL comes in the environment: a password on the command line shows in `ps`
+    redis_url = os.environ.get(QUEUE_URL_ENV) or None
+    run_consumer(Jobs(Path(args.state_dir), redis_url=redis_url,
+                      root=Path(args.artifact_root) if args.artifact_root else None),
+                 args.workers)
     return 0
 
 
-def run_consumer(jobs: Jobs, workers: int) -> None:
-    """Consume ``jobs``' queue in this process until SIGINT (graceful) or SIGTERM."""
-    consumer = _Consumer(jobs.huey, workers=workers, worker_type="process", periodic=False,
-                         initial_delay=0.05, max_delay=0.5, check_worker_health=True)
-    consumer.run()
+def jobs_for(cfg: Any) -> Jobs:
+    """The appliance's :class:`Jobs` as its config says (``[jobs]``)."""
+    return Jobs(cfg.state_path,
+                redis_url=cfg.jobs.redis_url if cfg.jobs.backend == "redis" else None,
+                root=cfg.artifact_path)
 
 
 if __name__ == "__main__":

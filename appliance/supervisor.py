@@ -7,10 +7,10 @@ Task tree of ``methtrader run``::
          ├─ metrics endpoint           prometheus-client HTTP thread on 127.0.0.1
          ├─ supervise("heartbeat")     bus heartbeat, status snapshot, virtual clock saved
          ├─ supervise("operator")      bus commands → handlers; audit journal → audit_log
-         ├─ supervise("huey")          the job consumer child process (queue.db)
+         ├─ supervise("huey")          the job consumer child process (queue.db or Redis)
          ├─ supervise("discovery")     tradable pairs → bus, pairs / pair_events
          ├─ supervise("datasets")      new pair → 90-day backfill → lake + manifest → feature job
-         ├─ supervise("training")      groups → nightly/Sunday jobs → receipts → registry
+         ├─ supervise("training")      groups → nightly/Sunday jobs → receipts, reports → registry
          ├─ supervise("trading")       closed bars (from the feed, via the bar hub) → models →
          │                             books → order gateway (risk, kill switch) / paper desk
          ├─ supervise("shadow")        candidates → shadow (1%) → nightly promotion, parity
@@ -50,7 +50,7 @@ from appliance.contracts import Command, Event, Snapshot
 from appliance.exchange.factory import StartupError, make_clock, make_exchange
 from appliance.logs import service_logger
 from appliance.metrics import Metrics
-from appliance.jobs import Jobs
+from appliance.jobs import Jobs, jobs_for
 from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
@@ -212,7 +212,7 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
     ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store),
                          exchange=exchange, metrics=metrics)
     started_at = time.time()
-    jobs = Jobs(state_dir)
+    jobs = jobs_for(cfg)
 
     supervisor = Supervisor(cfg.supervisor, on_incident=incident_recorder(ctx),
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())

@@ -152,12 +152,16 @@ def split_holdout(candles: Mapping[str, np.ndarray], folds: int
 
 
 def objective(candles: Mapping[str, np.ndarray], space: Space, setup: Setup,
-              on_trial: Callable[[optuna.Trial, dict[str, Any]], None] | None = None
+              on_trial: Callable[[optuna.Trial, dict[str, Any]], None] | None = None,
+              on_start: Callable[[optuna.Trial], None] | None = None
               ) -> Callable[[optuna.Trial], float]:
-    """The study's objective over the pre-hold-out ``candles``."""
+    """The study's objective over the pre-hold-out ``candles``; ``on_start`` is called with
+    each trial before anything else (a job tags it with its id)."""
     days = max(len(c) for c in candles.values()) * _bar_days(setup.interval)
 
     def run(trial: optuna.Trial) -> float:
+        if on_start is not None:
+            on_start(trial)
         params = suggest(trial, space, days)
         trial.set_user_attr("params", params)
         panel, spec = trial_panel(candles, params, setup)
@@ -191,16 +195,60 @@ def _bar_days(interval: str) -> float:
     return 365.0 / periods_per_year(interval)
 
 
-def open_study(state_dir: Path, name: str, seed: int, *, fail_stale: bool = True
-               ) -> optuna.Study:
-    """The study ``name`` in ``<state>/optuna.journal`` (created, or loaded to resume): TPE
-    with ``seed``, the median pruner on walk-forward folds. With ``fail_stale``, trials left
-    running by a killed process are marked failed (only where this process is the study's
-    one writer: the foreground command, or the weekly study before its jobs are queued)."""
-    storage = JournalStorage(JournalFileBackend(str(Path(state_dir) / JOURNAL_FILE)))
+REDIS_PREFIX = "methtrader-optuna"
+
+
+def journal_storage(state_dir: Path, redis_url: str | None = None) -> JournalStorage:
+    """The studies' journal: ``<state>/optuna.journal``, or with ``redis_url`` Optuna's
+    journal on Redis (``automl.storage = "redis"``), shared by workers on other machines."""
+    if redis_url:
+        import warnings
+
+        from optuna.storages.journal import JournalRedisBackend
+
+        with warnings.catch_warnings():  # "experimental" since optuna 3.1; we pin >=4
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalRedisBackend(redis_url, prefix=REDIS_PREFIX))
+    return JournalStorage(JournalFileBackend(str(Path(state_dir) / JOURNAL_FILE)))
+
+
+def journal_exists(state_dir: Path, redis_url: str | None = None) -> bool:
+    return bool(redis_url) or (Path(state_dir) / JOURNAL_FILE).exists()
+
+
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random state is reseeded from (seed, trial number) before each trial.
+
+    A weekly study's trials run as separate jobs, each opening the study with a fresh sampler
+    (in another process, perhaps on another machine): seeded only once, every one of them would
+    draw the same first point. Trial numbers are unique (the storage hands them out), so each
+    trial draws its own, and a study stays reproducible trial by trial.
+    """
+
+    def __init__(self, *, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        mixed = (self._base_seed * 1_000_003 + trial.number) % (2**32)
+        self._rng.rng.seed(mixed)
+        self._random_sampler._rng.rng.seed(mixed)
+        super().before_trial(study, trial)
+
+
+def open_study(state_dir: Path, name: str, seed: int, *, fail_stale: bool = True,
+               redis_url: str | None = None, seed_per_trial: bool = False) -> optuna.Study:
+    """The study ``name`` in the journal (:func:`journal_storage`; created, or loaded to
+    resume): TPE with ``seed``, the median pruner on walk-forward folds. With ``fail_stale``,
+    trials left running by a killed process are marked failed (only where this process is the
+    study's one writer: the foreground command, or the weekly study before its jobs are
+    queued). ``seed_per_trial``: for a process that runs one trial of a shared study
+    (:class:`TrialSeededTPE`)."""
+    storage = journal_storage(state_dir, redis_url)
+    tpe = TrialSeededTPE if seed_per_trial else optuna.samplers.TPESampler
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        sampler=tpe(seed=seed, n_startup_trials=5),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
     for t in (study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
               if fail_stale else []):
@@ -215,13 +263,14 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def run_trials(study: optuna.Study, candles: Mapping[str, np.ndarray], space: Space,
                setup: Setup, trials: int, timeout_s: float | None = None,
                on_trial: Callable[[optuna.Trial, dict[str, Any]], None] | None = None,
-               callbacks: list[Callable[..., None]] | None = None) -> None:
+               callbacks: list[Callable[..., None]] | None = None,
+               on_start: Callable[[optuna.Trial], None] | None = None) -> None:
     """Run the study's remaining trials of a budget of ``trials`` (finished ones count)."""
     left = trials - len(finished(study))
     if left <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective(candles, space, setup, on_trial), n_trials=left,
+    study.optimize(objective(candles, space, setup, on_trial, on_start), n_trials=left,
                    timeout=timeout_s, catch=(ValueError,), callbacks=callbacks or [])
 
 

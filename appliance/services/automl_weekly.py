@@ -5,7 +5,8 @@ the first a week after the group's first prod model; then at ``automl.weekly_at`
 one missed while ``run`` was down runs at start), this queues ``automl.trials`` trial jobs on
 the huey queue (behind whatever training is already queued, nightly runs included), each one
 trial of the study in the journal, stopping once ``automl.timeout`` of wall time has passed
-since the first began. When the search is over it queues the selection job; a winner's receipt
+since the first began. When the search is over (or a week has passed: trial jobs lost with the
+queue must not hold the group's studies for good) it queues the selection job; a winner's receipt
 is then registered by the training service like any run's, as an ``autogen`` candidate.
 What was queued is kept in ``<state>/automl/schedule.json``, so a restart neither loses a study
 nor queues it twice.
@@ -19,7 +20,7 @@ from appliance import automl as studies
 from appliance.context import ServiceContext
 from appliance.jobs import Jobs
 from appliance.logs import service_logger
-from appliance.schedule import duration_s, parse_weekly
+from appliance.schedule import WEEK_S, duration_s, parse_weekly
 from appliance.store import Store
 from models import automl
 from models.groups import Group
@@ -50,7 +51,11 @@ class WeeklyStudies:
         for group in groups:
             entry = schedule.get(group.name)
             if entry is not None and not entry.get("finish_queued"):
-                if await ctx.io(studies.search_over, state, entry["study"], entry["budget"]):
+                # a week on, select from what finished: trial jobs lost with a Redis that
+                # restarted without persistence must not hold the group's studies for good
+                if now - entry["started"] >= WEEK_S or await ctx.io(
+                        studies.search_over, state, entry["study"], entry["budget"],
+                        studies.storage_url(ctx.cfg)):
                     await self.finish(group, entry, now)
                     changed = True
                 continue  # one study of a group at a time
@@ -65,9 +70,10 @@ class WeeklyStudies:
     async def start(self, group: Group, now: float) -> dict[str, Any]:
         cfg, state = self.ctx.cfg, self.ctx.cfg.state_path
         name = studies.study_name(group.name, now)
-        setup = studies.setup_to_json(studies.setup_of(cfg))
+        setup = studies.setup_to_json(studies.setup_of(cfg), cfg.automl.storage)
         # created here, before any job runs: trials a crash left running are failed now
-        await self.ctx.io(automl.open_study, state, name, cfg.automl.seed)
+        await self.ctx.io(lambda: automl.open_study(state, name, cfg.automl.seed,
+                                                    redis_url=studies.storage_url(cfg)))
         args = (name, list(group.symbols), setup, studies.space_to_json(studies.space_of(cfg)),
                 cfg.automl.trials, duration_s(cfg.automl.timeout))
         for _ in range(cfg.automl.trials):

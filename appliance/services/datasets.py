@@ -25,7 +25,7 @@ from appliance.clock import VirtualClock, floor_minute_ms, now_ms
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.exchange.base import ExchangeError
-from appliance.jobs import Jobs
+from appliance.jobs import Jobs, JobsUnavailable
 from appliance.logs import service_logger
 from appliance.outage import Outage
 from appliance.paths import StatePaths
@@ -66,7 +66,14 @@ async def build_dataset(ctx: ServiceContext, lake: Lake, jobs: Jobs | None, symb
         await ctx.io(lake.save_manifest, fm)
         await ctx.store.call("save_dataset", fm)
     if jobs is not None:
-        await ctx.io(jobs.enqueue, "features", symbol)
+        try:
+            await ctx.io(jobs.enqueue, "features", symbol)
+        except JobsUnavailable as exc:  # the dataset stands; its feature job waits for Redis
+            from appliance.services.training import queue_incident
+
+            service_logger(NAME).warning("feature job not queued", symbol=symbol,
+                                         reason=str(exc))
+            await queue_incident(ctx, NAME, f"feature job of {symbol} not queued: {exc}")
     service_logger(NAME).info("dataset built", symbol=symbol, rows=manifests[0].rows,
                               days_written=result.days_written, missing=result.missing,
                               funding_rows=funding,

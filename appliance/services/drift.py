@@ -73,12 +73,12 @@ from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.drift_store import (PassRow, Served, kept_ms, last_retrains, load_history,
                                    recent_retrains, save_passes, serving)
-from appliance.jobs import Jobs
+from appliance.jobs import Jobs, JobsUnavailable
 from appliance.logs import service_logger
 from appliance.notify import Notifier
 from appliance.paths import StatePaths
 from appliance.schedule import day_tag, duration_s
-from appliance.services.training import enqueue_run
+from appliance.services.training import enqueue_run, queue_incident
 from data.intervals import TRADING_INTERVALS, interval_ms
 from data.lake import Lake
 from models.drift import (Compiled, compile_reference, drift_pass, feature_kls_many,
@@ -357,10 +357,14 @@ class DriftMonitor:
             hhmm = hhmm_of(ts_ms)
             run_id = (f"{day_tag(ts_ms / 1000)}-{served.group}-{served.kind}-drift{hhmm}"
                       + ("" if served.timeframe == "5m" else f"-{served.timeframe}"))
-            await enqueue_run(self.ctx, self.jobs, served.group, list(served.symbols),
-                              served.kind, run_id, {"trigger": "drift", "symbol": symbol,
-                                                    "features": moved}, served.timeframe)
-            self.ctx.metrics.drift_retrains_total.inc()
+            try:
+                await enqueue_run(self.ctx, self.jobs, served.group, list(served.symbols),
+                                  served.kind, run_id, {"trigger": "drift", "symbol": symbol,
+                                                        "features": moved}, served.timeframe)
+                self.ctx.metrics.drift_retrains_total.inc()
+            except JobsUnavailable as exc:  # not queued: the next drift pass tries again
+                await queue_incident(self.ctx, NAME, f"early retrain {run_id} not queued: {exc}")
+                return None
         self.retrained[served.group] = (ts_ms, run_id)
         what = (f"{symbol}: feature drift {kl:.3f} is {verdict.zscore:.1f}σ above its "
                 f"{verdict.points}-pass history (3σ line {verdict.line:.3f}); moved most: "

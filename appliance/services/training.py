@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import trio
 
-from appliance import lifecycle
+from appliance import job_reports, lifecycle
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
@@ -41,7 +41,7 @@ from appliance.disk_guard import ModelFiles, plan
 from appliance.jobs import TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
-from appliance.automl import studies_snapshot
+from appliance.automl import storage_url, studies_snapshot
 from appliance.services.automl_weekly import WeeklyStudies
 from appliance.services.distill_weekly import WeeklyDistillation
 from appliance.schedule import DAY_S, day_tag, is_sunday, next_daily, parse_hhmm
@@ -155,6 +155,15 @@ def config_setup(ctx: ServiceContext, timeframe: str) -> dict[str, Any]:
                      cfg.sim.slippage_bps / 10_000, cfg.training.device)
 
 
+async def queue_incident(ctx: ServiceContext, service: str, message: str) -> None:
+    """Record that the job queue could not be reached (an incident, evented): jobs degrade,
+    the service goes on."""
+    await ctx.store.call("record_incident", service, "job_queue", message[:500], None)
+    ctx.bus.publish(Event.INCIDENT, {"service": service, "kind": "job_queue",
+                                     "message": message[:500]}, service=service,
+                    market_ts=ctx.clock.now())
+
+
 async def enqueue_run(ctx: ServiceContext, jobs: Jobs, group: str, symbols: list[str],
                       kind: str, run_id: str, tags: dict[str, Any], timeframe: str = "5m"
                       ) -> None:
@@ -191,6 +200,10 @@ class Trainer:
         self.timeframes = [t.strip() for t in cfg.timeframes.split(",") if t.strip()]
         self.weekly = WeeklyStudies(ctx, jobs)
         self.distill = WeeklyDistillation(ctx, jobs)
+        self.lost = job_reports.queue_errors(jobs)  # what a lost Redis raises
+        self.unimported: set[str] = set()  # reported runs whose artifacts are not there yet
+        self.queue_down = False  # the job queue (Redis) is unreachable (an incident was made)
+        self.queue_ok = True  # nothing in this pass found it unreachable
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
 
@@ -266,10 +279,26 @@ class Trainer:
         self.next_nightly = next_daily(t, self.nightly_s)
 
     async def register(self) -> None:
-        new = await self.ctx.store.run(unregistered_runs, self.ctx.store.store,
-                                       self.ctx.cfg.state_path)
+        """Register every finished run: receipts in the state dir's artifacts folder, and
+        (``jobs.backend = "redis"``) those reported through huey's result store."""
+        state = self.ctx.cfg.state_path
+        try:
+            reported = await self.ctx.io(job_reports.take, self.jobs, state, self.ctx.bus)
+        except self.lost as exc:  # the runs in the state dir's own folder still register
+            await self.queue_lost(exc)
+            reported = []
+        for receipt, error in reported:
+            if error is not None and receipt["run_id"] not in self.unimported:
+                self.unimported.add(receipt["run_id"])  # said once; tried on every pass
+                self.log.warning("a worker's run cannot be imported yet", reason=error)
+        new = await self.ctx.store.run(unregistered_runs, self.ctx.store.store, state)
+        seen = {r["run_id"] for r in new}
+        new += [r for r, error in reported if error is None and r["run_id"] not in seen]
         for r in new:
             done = await self.life.apply(lifecycle.register, r, now=self.ctx.clock.now())
+            if r["run_id"] in {x["run_id"] for x, _ in reported}:
+                await self.ctx.io(job_reports.ack, self.jobs, job_reports.RECEIPT,
+                                  str(r["run_id"]))
             if not done:
                 continue
             self.ctx.metrics.models_trained_total.inc()
@@ -279,6 +308,24 @@ class Trainer:
                 market_ts=self.ctx.clock.now())
             self.log.info("candidate registered", run_id=r["run_id"], kind=r["kind"],
                           group=r["group"], sharpe=r["metrics"].get("sharpe"))
+
+    async def queue_lost(self, exc: BaseException) -> None:
+        """The job queue (Redis) cannot be reached: one incident per outage, then the service
+        carries on (nothing is queued or registered until it is back; schedules catch up)."""
+        self.queue_ok = False
+        if self.queue_down:  # said once per outage; each pass after that only at debug
+            self.log.debug("job queue still unreachable", reason=str(exc))
+            return
+        self.log.warning("job queue unreachable; training and AutoML wait for it",
+                         reason=str(exc))
+        self.queue_down = True
+        await queue_incident(self.ctx, NAME, f"job queue unreachable: {exc}")
+
+    async def queue_back(self) -> None:
+        """End of a pass: the outage is over when nothing in it found the queue away."""
+        if self.queue_ok and self.queue_down:
+            self.queue_down = False
+            self.log.info("job queue reachable again")
 
     async def guard_disk(self) -> None:
         """Once per nightly run: free space by the disk guard's rule (appliance/disk_guard)."""
@@ -322,8 +369,11 @@ class Trainer:
             models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
         self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
             list_models, self.ctx.store.store))
-        self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
-            studies_snapshot, self.ctx.cfg.state_path))
+        try:
+            self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
+                studies_snapshot, self.ctx.cfg.state_path, storage_url(self.ctx.cfg)))
+        except self.lost as exc:  # studies on Redis: the screen keeps its last snapshot
+            await self.queue_lost(exc)
 
 
 async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
@@ -333,14 +383,20 @@ async def run(ctx: ServiceContext, jobs: Jobs, life: lifecycle.Lifecycle,
         while True:
             ctx.beat(NAME)
             await t.refresh_groups()
-            await t.register()
-            holding = t.hold_for_bootstrap(await t.bootstrap())
-            if ctx.clock.now() >= t.next_nightly:
-                await t.nightly()
-                await t.guard_disk()
-            await t.weekly.step(t.groups)
-            await t.distill.step(t.groups)
+            holding = False
+            t.queue_ok = True
+            try:
+                await t.register()
+                holding = t.hold_for_bootstrap(await t.bootstrap())
+                if ctx.clock.now() >= t.next_nightly:
+                    await t.nightly()
+                    await t.guard_disk()
+                await t.weekly.step(t.groups)
+                await t.distill.step(t.groups)
+            except t.lost as exc:  # Redis is away: jobs wait (schedules catch up), trading goes on
+                await t.queue_lost(exc)
             await t.publish_snapshot()
+            await t.queue_back()
             if holding:
                 await trio.sleep(1.0)  # market time stands still: poll in real time
                 continue

@@ -20,7 +20,8 @@ import time
 import duckdb
 
 from appliance.contracts import Event
-from appliance.jobs import Jobs, process_alive
+from appliance.consumer_process import process_alive
+from appliance.jobs import Jobs
 from appliance.paths import StatePaths
 from chaos.experiment import Experiment, Result, Verdict
 from chaos.harness import Harness, wait_until

@@ -82,7 +82,8 @@ def test_a_job_failing_twice_is_retried_and_registered_once(tmp_path):
 def test_a_job_whose_worker_died_is_requeued_first_and_given_up_after_three_deaths(tmp_path):
     import os
 
-    from appliance.jobs import RUNNING_PREFIX, process_alive
+    from appliance.consumer_process import process_alive
+    from appliance.jobs import RUNNING_PREFIX
 
     calls: list[str] = []
     jobs = Jobs(tmp_path, defaults=False)

@@ -91,3 +91,21 @@ def test_a_configured_exchange_is_asked_and_a_dead_one_fails(tmp_path: Path, fak
                          "--base-url", dead)
     assert code == 1 and found["exchange"]["status"] == "fail"
     assert dead in found["exchange"]["detail"]
+
+
+def test_a_redis_job_queue_is_asked_and_a_dead_one_fails(tmp_path: Path, redis_url):
+    state = str(tmp_path / "state")
+    env = {"METHTRADER__JOBS__BACKEND": "redis", "METHTRADER__JOBS__REDIS_URL": redis_url}
+    out = methtrader("doctor", "--json", "--state-dir", state, "--metrics-port", "0", env=env)
+    found = {f["check"]: f for f in json.loads(out.stdout)}
+    assert found["job queue"]["status"] == "ok" and "answers" in found["job queue"]["detail"]
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://:hunter2@127.0.0.1:{s.getsockname()[1]}/0"
+    out = methtrader("doctor", "--json", "--state-dir", state, "--metrics-port", "0",
+                     env={**env, "METHTRADER__JOBS__REDIS_URL": dead}, check=False)
+    assert out.returncode == 1
+    found = {f["check"]: f for f in json.loads(out.stdout)}
+    assert found["job queue"]["status"] == "fail" and "cannot reach Redis" in \
+        found["job queue"]["detail"]
+    assert "hunter2" not in out.stdout + out.stderr

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
@@ -117,3 +118,20 @@ def test_a_study_killed_mid_trial_resumes_where_it_stopped(tmp_path):
     assert len(after) == len(before) + 1
     assert {n: after[n] for n in before} == before  # what was done stays done
     assert min(set(after) - set(before)) > max(before)
+
+
+def test_trials_run_one_per_process_draw_different_points_reproducibly(tmp_path):
+    """A weekly study's trials are separate jobs, each with a fresh sampler: they must not all
+    draw the seed's first point, and the same study replays the same points."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def points(folder) -> list[float]:
+        folder.mkdir()
+        for _ in range(4):  # four jobs, each opening the study afresh
+            s = automl.open_study(folder, "s", 3, seed_per_trial=True)
+            s.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+        return [t.params["x"] for t in s.trials]
+
+    first = points(tmp_path / "a")
+    assert len(set(first)) == 4
+    assert points(tmp_path / "b") == first

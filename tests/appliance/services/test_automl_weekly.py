@@ -98,3 +98,32 @@ async def test_weekly_studies_follow_the_first_prod_model_and_the_slot(make_ctx,
     assert again["study"] == "t1-a-2026-W48" and again["started"] == ctx.clock.now()
     assert trials_of(state_dir, again["study"]) == 2
     assert ctx.clock.now() - THURSDAY > 2 * WEEK_S - DAY_S
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(300)
+async def test_a_study_whose_trial_jobs_were_lost_is_selected_a_week_on(make_ctx, state_dir,
+                                                                        autojump_clock):
+    """The queue lost the trial jobs (a Redis restarted without persistence): the study does
+    not hold the group for good; a week on, its selection is queued from what finished."""
+    ctx = make_ctx(speed=60, start=THURSDAY)
+    ctx.cfg = replace(ctx.cfg, training=replace(ctx.cfg.training, folds=2),
+                      automl=replace(ctx.cfg.automl, trials=2, kinds="rf",
+                                     max_train_samples=2000))
+    jobs = Jobs(state_dir)  # a real queue nobody consumes
+    try:
+        await prod_model(ctx)
+        await ctx.clock.sleep_until(THURSDAY + WEEK_S)
+        weekly = WeeklyStudies(ctx, jobs)
+        await weekly.step([GROUP])
+        assert jobs.pending() == 2
+        jobs.huey.flush()  # the queue is lost with its jobs
+        await ctx.clock.sleep_until(THURSDAY + WEEK_S + 3 * DAY_S)
+        await weekly.step([GROUP])
+        assert not load_schedule(state_dir)[GROUP.name]["finish_queued"]  # still waiting
+        await ctx.clock.sleep_until(THURSDAY + 2 * WEEK_S)
+        await weekly.step([GROUP])
+        assert load_schedule(state_dir)[GROUP.name]["finish_queued"]
+        assert [t.name for t in jobs.huey.pending()] == ["automl_finish"]
+    finally:
+        jobs.close()
