@@ -41,6 +41,7 @@ from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
 from appliance.contracts import Event
+from appliance.job_process import LOG_FORMAT_ENV, in_child
 from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
 
@@ -71,9 +72,12 @@ class Jobs:
         if defaults:
             self.register("selftest", selftest)
             self.register("features", _build_features)
-            self.register("train", _train, retry_delay=TRAIN_RETRY_DELAY_S)
-            self.register("automl_trial", _automl_trial)
-            self.register("automl_finish", _automl_finish, retry_delay=TRAIN_RETRY_DELAY_S)
+            # torch/sklearn/optuna work runs in a process per job (appliance.job_process)
+            self.register("train", in_child("appliance.jobs:_train"),
+                          retry_delay=TRAIN_RETRY_DELAY_S)
+            self.register("automl_trial", in_child("appliance.jobs:_automl_trial"))
+            self.register("automl_finish", in_child("appliance.jobs:_automl_finish"),
+                          retry_delay=TRAIN_RETRY_DELAY_S)
 
     @property
     def bus(self) -> Bus:
@@ -337,6 +341,7 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="stderr's format, as the appliance's own (it shares that stderr)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
+    os.environ[LOG_FORMAT_ENV] = args.log_format  # job processes log as the consumer does
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     run_consumer(Jobs(Path(args.state_dir)), args.workers)
     return 0

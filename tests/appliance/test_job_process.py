@@ -1,0 +1,88 @@
+"""Heavy jobs run in a short-lived process of their own (appliance.job_process): with a real
+huey consumer, two jobs run in two different processes, neither the worker, and both are gone
+when their jobs are done, so the memory a job used does not stay resident in the worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.job_process import JobProcessError, run_in_child
+from appliance.jobs import Jobs, process_alive
+from benchmarks.proctree import read_proc, tree_usage
+
+CONSUMER = """
+import sys
+from pathlib import Path
+from appliance import jobs as J
+from appliance.job_process import in_child
+
+jobs = J.Jobs(Path(sys.argv[1]), defaults=False)
+jobs.register("selftest", in_child("appliance.jobs:selftest"))
+J.run_consumer(jobs, workers=1)
+"""
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _job_processes(root: int) -> list[int]:
+    """The pids below ``root`` running ``appliance.job_process``."""
+    found = []
+    for pid in tree_usage(read_proc(), root).pids:
+        try:
+            if b"appliance.job_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_each_job_runs_in_its_own_process_that_exits_after_the_job(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    jobs = Jobs(state, defaults=False)
+    jobs.register("selftest", lambda *a, **k: None)
+    consumer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CONSUMER), str(state)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = state / "jobs" / "ran"
+    try:
+        jobs.enqueue("selftest", 1.5, "ran")
+        # while the job sleeps: the job process is in the consumer's tree, below a worker
+        assert _wait_for(lambda: _job_processes(consumer.pid), 60)
+        tree_during = set(tree_usage(read_proc(), consumer.pid).pids)
+        assert _wait_for(lambda: marker.exists() and len(marker.read_text().split()) == 1, 60)
+        jobs.enqueue("selftest", 0.2, "ran")
+        assert _wait_for(lambda: len(marker.read_text().split()) == 2, 60)
+        first, second = (int(p) for p in marker.read_text().split())
+        assert first != second  # a fresh process per job
+        assert first in tree_during  # it ran below the consumer, while the job ran
+        # both exited with their jobs: what they held went back to the system
+        assert _wait_for(lambda: not process_alive(first) and not process_alive(second), 10)
+        after = set(tree_usage(read_proc(), consumer.pid).pids)
+        assert consumer.pid in after and not {first, second} & after
+        assert after - {first} <= tree_during  # the workers stay; no job process lingers
+    finally:
+        consumer.send_signal(2)
+        consumer.wait(timeout=30)
+        jobs.close()
+
+
+def test_a_result_comes_back_and_an_error_is_raised_with_the_childs_message(tmp_path):
+    assert run_in_child("os.path:join", "a", "b") == "a/b"
+    with pytest.raises(JobProcessError, match=r"json:loads: JSONDecodeError: Expecting value"):
+        run_in_child("json:loads", "not json")
+    with pytest.raises(JobProcessError, match="killed by signal 6 before it finished"):
+        run_in_child("os:abort")  # dies without a word, as the OOM killer would leave it
