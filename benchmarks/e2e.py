@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.e2e_setup import START_S, choose_universe, write_state
-from benchmarks.proctree import TreePeak, read_proc, tree_usage
+from benchmarks.proctree import TreePeak, sample_tree
 
 SPEED = 120.0
 DEFAULT_MINUTES = 240
@@ -140,7 +140,7 @@ class Sampler:
         self._next_scrape = 0.0
 
     def sample(self) -> None:
-        usage = tree_usage(read_proc(), self.root)
+        usage = sample_tree(self.root)
         self.peak.add(usage)
         for pid in usage.pids:
             self.seen.setdefault(pid, _start_ticks(pid))

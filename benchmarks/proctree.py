@@ -84,6 +84,26 @@ def read_proc(root: Path = Path("/proc"), with_pss: bool = True) -> dict[int, Pr
     return rows
 
 
+def sample_tree(root: int, proc: Path = Path("/proc")) -> TreeUsage:
+    """One sample of ``root``'s tree: /proc's stat files, then PSS of the tree's processes."""
+    rows = read_proc(proc, with_pss=False)
+    tree = descendants({p: r.ppid for p, r in rows.items()}, root)
+    rows.update(_with_pss(rows, tree, proc))
+    return tree_usage(rows, root)
+
+
+def _with_pss(rows: dict[int, ProcRow], pids: set[int], proc: Path) -> dict[int, ProcRow]:
+    out = {}
+    for pid in pids:
+        try:
+            pss = parse_pss((proc / str(pid) / "smaps_rollup").read_text())
+        except OSError:
+            continue
+        r = rows[pid]
+        out[pid] = ProcRow(r.pid, r.ppid, r.cpu_ticks, r.rss_bytes, pss, r.name)
+    return out
+
+
 def descendants(parents: dict[int, int], root: int) -> set[int]:
     """``root`` and every process below it, given pid → parent pid."""
     children: dict[int, list[int]] = {}

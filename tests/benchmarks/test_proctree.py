@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from benchmarks.proctree import (PAGE, ProcRow, TreePeak, descendants, parse_pss, parse_stat,
-                                 read_proc, tree_usage)
+                                 read_proc, sample_tree, tree_usage)
 
 MB = 2**20
 
@@ -82,9 +82,11 @@ def test_a_real_tree_counts_a_grandchild_in_its_own_session_and_a_reaped_childs_
     grandchild = 0
     try:
         grandchild = int(proc.stdout.readline())
-        usage = tree_usage(read_proc(), proc.pid)
+        usage = sample_tree(proc.pid)
         assert proc.pid in usage.pids and grandchild in usage.pids
         assert usage.rss_bytes >= 80 * MB  # the grandchild's buffer is resident
+        assert 80 * MB <= usage.pss_bytes <= usage.rss_bytes  # its own pages, not shared
+        assert tree_usage(read_proc(), proc.pid).pids == usage.pids
         assert usage.cpu_s >= 0.4  # the reaped child's half second of CPU is still counted
         child_only = tree_usage(read_proc(), grandchild)
         assert child_only.pids == (grandchild,)
