@@ -43,6 +43,7 @@ class TreeUsage:
     cpu_s: float
     rss_bytes: int
     pss_bytes: int
+    root_rss_bytes: int = 0  # the root process alone (``run``: the trio services)
 
 
 def parse_stat(text: str, rss_pages_field: bool = True) -> tuple[int, int, int, int, str]:
@@ -128,7 +129,8 @@ def tree_usage(rows: dict[int, ProcRow], root: int, ticks_per_s: int = TICKS) ->
                      cpu_s=sum(r.cpu_ticks for r in tree) / ticks_per_s,
                      rss_bytes=sum(r.rss_bytes for r in tree),
                      pss_bytes=sum(r.rss_bytes if r.pss_bytes is None else r.pss_bytes
-                                   for r in tree))
+                                   for r in tree),
+                     root_rss_bytes=rows[root].rss_bytes if pids else 0)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class TreePeak:
     cpu_s: float = 0.0
     rss_bytes: int = 0
     pss_bytes: int = 0
+    root_rss_bytes: int = 0
     processes: int = 0
     samples: int = 0
 
@@ -150,4 +153,5 @@ class TreePeak:
         self.cpu_s = max(self.cpu_s, usage.cpu_s)
         self.rss_bytes = max(self.rss_bytes, usage.rss_bytes)
         self.pss_bytes = max(self.pss_bytes, usage.pss_bytes)
+        self.root_rss_bytes = max(self.root_rss_bytes, usage.root_rss_bytes)
         self.processes = max(self.processes, len(usage.pids))

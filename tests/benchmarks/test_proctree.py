@@ -32,6 +32,7 @@ def test_the_tree_is_the_root_and_every_descendant_and_nothing_else():
     assert usage.cpu_s == pytest.approx(4.75)
     assert usage.rss_bytes == (400 + 60 + 200 + 700) * MB
     assert usage.pss_bytes == (300 + 40 + 150 + 690) * MB
+    assert usage.root_rss_bytes == 400 * MB
     assert tree_usage(rows, 99).pids == ()  # the root is gone
     assert descendants({2: 1, 3: 2, 1: 3}, 1) == {1, 2, 3}  # a cycle (pid reuse) ends
 
@@ -57,6 +58,7 @@ def test_peaks_keep_maxima_and_ignore_an_empty_tree():
     peak.add(tree_usage({10: _row(10, 1, 250, 310)}, 10, ticks_per_s=100))
     peak.add(tree_usage({}, 10))
     assert (peak.cpu_s, peak.rss_bytes, peak.processes, peak.samples) == (2.5, 500 * MB, 2, 2)
+    assert peak.root_rss_bytes == 310 * MB
 
 
 TREE = """
