@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance.paths import StatePaths
+
 NICE = 10
 LOG_FORMAT_ENV = "METHTRADER_JOB_LOG_FORMAT"
 
@@ -47,9 +49,12 @@ def resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def run_in_child(target: str, *args: Any, **kwargs: Any) -> Any:
-    """Call ``target(*args, **kwargs)`` in a fresh process and return its result."""
-    with tempfile.TemporaryDirectory(prefix="methtrader-job-") as tmp:
+def run_in_child(target: str, *args: Any, scratch: Path | None = None, **kwargs: Any) -> Any:
+    """Call ``target(*args, **kwargs)`` in a fresh process and return its result. The call
+    and its result pass through a temp folder under ``scratch`` (default the system's)."""
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="job-", dir=scratch) as tmp:
         call, result = Path(tmp) / "call.pickle", Path(tmp) / "result.pickle"
         call.write_bytes(pickle.dumps((target, args, kwargs)))
         proc = subprocess.run([sys.executable, "-m", "appliance.job_process",
@@ -72,7 +77,10 @@ def in_child(target: str) -> Callable[..., Any]:
     name = target.partition(":")[2]
 
     def job(state_dir: Path, *args: Any, **kwargs: Any) -> Any:
-        return run_in_child(target, Path(state_dir), *args, **kwargs)
+        # the scratch folder in the state dir names it on the child's command line, as the
+        # consumer's and workers' do (so `ps` finds every process of one appliance)
+        return run_in_child(target, Path(state_dir), *args,
+                            scratch=StatePaths(state_dir).jobs / "calls", **kwargs)
 
     job.__name__ = job.__qualname__ = name or "job"
     job.__doc__ = f"{target}, in a process of its own (see appliance.job_process)."

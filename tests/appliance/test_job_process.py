@@ -42,7 +42,7 @@ def _job_processes(root: int) -> list[int]:
     found = []
     for pid in tree_usage(read_proc(), root).pids:
         try:
-            if b"appliance.job_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"-m\0appliance.job_process\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
         except OSError:
             continue
@@ -63,6 +63,9 @@ def test_each_job_runs_in_its_own_process_that_exits_after_the_job(tmp_path):
         # while the job sleeps: the job process is in the consumer's tree, below a worker
         assert _wait_for(lambda: _job_processes(consumer.pid), 60)
         tree_during = set(tree_usage(read_proc(), consumer.pid).pids)
+        (job_pid,) = _job_processes(consumer.pid)
+        # its command line names the state dir, as the consumer's does: `ps` finds it
+        assert str(state).encode() in Path(f"/proc/{job_pid}/cmdline").read_bytes()
         assert _wait_for(lambda: marker.exists() and len(marker.read_text().split()) == 1, 60)
         jobs.enqueue("selftest", 0.2, "ran")
         assert _wait_for(lambda: len(marker.read_text().split()) == 2, 60)
