@@ -250,6 +250,7 @@ def run_e2e(symbols: int, minutes: int = DEFAULT_MINUTES, speed: float = SPEED
         "peak_rss_mb": round(sampler.peak.rss_bytes / 2**20, 1),
         "peak_pss_mb": round(sampler.peak.pss_bytes / 2**20, 1),
         "peak_run_process_rss_mb": round(sampler.peak.root_rss_bytes / 2**20, 1),
+        "median_rss_mb": round(sampler.peak.rss_quantile(0.5) / 2**20, 1),
         "rss_budget_mb_at_150": RSS_BUDGET_BYTES // 2**20,
         "rss_budget_mb_per_added_symbol": RSS_PER_SYMBOL_BUDGET_BYTES // 2**20,
         "processes_max": sampler.peak.processes, "samples": sampler.peak.samples,

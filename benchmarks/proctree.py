@@ -18,7 +18,7 @@ child count twice: an upper bound); ``pss`` sums the proportional set size from
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -143,11 +143,13 @@ class TreePeak:
     root_rss_bytes: int = 0
     processes: int = 0
     samples: int = 0
+    rss_series: list[int] = field(default_factory=list)
 
     def add(self, usage: TreeUsage) -> None:
         if not usage.pids:
             return
         self.samples += 1
+        self.rss_series.append(usage.rss_bytes)
         # CPU is cumulative; its maximum is the latest total (a process that exited before
         # its parent reaped it can make one sample dip)
         self.cpu_s = max(self.cpu_s, usage.cpu_s)
@@ -155,3 +157,11 @@ class TreePeak:
         self.pss_bytes = max(self.pss_bytes, usage.pss_bytes)
         self.root_rss_bytes = max(self.root_rss_bytes, usage.root_rss_bytes)
         self.processes = max(self.processes, len(usage.pids))
+
+    def rss_quantile(self, q: float) -> int:
+        """The tree's RSS at quantile ``q`` of the samples (0 with none): the median says
+        what the tree holds most of the time, the peak what a training job adds on top."""
+        if not self.rss_series:
+            return 0
+        ordered = sorted(self.rss_series)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

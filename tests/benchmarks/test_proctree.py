@@ -59,6 +59,8 @@ def test_peaks_keep_maxima_and_ignore_an_empty_tree():
     peak.add(tree_usage({}, 10))
     assert (peak.cpu_s, peak.rss_bytes, peak.processes, peak.samples) == (2.5, 500 * MB, 2, 2)
     assert peak.root_rss_bytes == 310 * MB
+    assert peak.rss_quantile(0.5) == 500 * MB and peak.rss_quantile(0.0) == 310 * MB
+    assert TreePeak().rss_quantile(0.5) == 0
 
 
 TREE = """
