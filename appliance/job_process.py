@@ -1,44 +1,39 @@
-"""Heavy jobs in a short-lived process of their own: one fresh interpreter per job.
+"""Heavy jobs in a short-lived process of their own: one forked process per job.
 
 Training imports torch, sklearn and optuna and leaves 0.7-0.95 GB resident in whatever process
 ran it: a huey worker that trained once kept that memory for good. A job wrapped with
-:func:`in_child` runs in ``python -m appliance.job_process`` instead, started by the worker for
-that one job; when the job ends the process exits and its memory goes back to the system. The
-worker itself stays a small process that waits.
+:func:`in_child` runs in a process forked from the worker for that one job; when the job ends
+the process exits and what it allocated and imported goes back to the system. The worker itself
+stays a small process that waits. Forking (not a fresh interpreter) shares the modules the
+worker already imported, page for page, and saves their import time per job.
 
-* Arguments and the result cross the boundary as pickles in a private temp folder (huey
-  pickles them anyway); an exception in the child comes back as :class:`JobProcessError` with
-  the child's type and message, so huey's retries and the ``job_failed`` event work as before.
-* The child runs at a lower OS priority (``nice`` :data:`NICE`) than ``run``: bar → orders
+* The result (or the exception's type and message) comes back pickled through a pipe; an
+  exception becomes :class:`JobProcessError`, so huey's retries and the ``job_failed`` event
+  work as before. A process that dies without a word (the OOM killer) is an error too.
+* The process runs at a lower OS priority (``nice`` :data:`NICE`) than ``run``: bar → orders
   keeps its core while training saturates the machine.
-* It dies with the worker that started it (``PR_SET_PDEATHSIG``, :func:`appliance.jobs.
-  die_with_parent`) and shares its process group, so a stop of the consumer's group takes it
-  too. It ignores SIGINT, the consumer's *graceful* stop, so the job finishes as it did in the
-  worker; SIGTERM and SIGKILL end it at once (the journal re-queues the job).
+* It dies with the worker that forked it (``PR_SET_PDEATHSIG``) and shares its process group,
+  so a stop of the consumer's group takes it too; if the worker is interrupted while waiting,
+  it kills the job process before it goes on. It ignores SIGINT, the consumer's *graceful*
+  stop, so the job finishes as it did in the worker; SIGTERM and SIGKILL end it at once (the
+  journal re-queues the job).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import importlib
-import logging
 import os
 import pickle
 import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from appliance.paths import StatePaths
-
-NICE = 10
-LOG_FORMAT_ENV = "METHTRADER_JOB_LOG_FORMAT"
+NICE = 5
 
 
 class JobProcessError(RuntimeError):
-    """The job failed in its child process (the message names the child's exception)."""
+    """The job failed in its process (the message names the exception there)."""
 
 
 def resolve(target: str) -> Callable[..., Any]:
@@ -49,22 +44,52 @@ def resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def run_in_child(target: str, *args: Any, scratch: Path | None = None, **kwargs: Any) -> Any:
-    """Call ``target(*args, **kwargs)`` in a fresh process and return its result. The call
-    and its result pass through a temp folder under ``scratch`` (default the system's)."""
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="job-", dir=scratch) as tmp:
-        call, result = Path(tmp) / "call.pickle", Path(tmp) / "result.pickle"
-        call.write_bytes(pickle.dumps((target, args, kwargs)))
-        proc = subprocess.run([sys.executable, "-m", "appliance.job_process",
-                               "--parent-pid", str(os.getpid()), str(call), str(result)],
-                              stdin=subprocess.DEVNULL, check=False)
-        if not result.exists():
-            how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
-                   else f"exited with code {proc.returncode}")
-            raise JobProcessError(f"{target}: its job process {how} before it finished")
-        ok, value = pickle.loads(result.read_bytes())
+def _child(target: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: int,
+           parent: int) -> None:
+    """The forked process: run the job, write its outcome to ``out``, exit (never returns)."""
+    code = 1
+    try:
+        from appliance.jobs import die_with_parent
+
+        die_with_parent(parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a graceful stop lets the job finish
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # huey's handler belongs to the worker
+        os.nice(NICE)
+        try:
+            outcome: tuple[bool, Any] = (True, resolve(target)(*args, **kwargs))
+            data = pickle.dumps(outcome)
+        except Exception as exc:  # reported to the worker, which raises it for huey
+            data = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+        with os.fdopen(out, "wb") as fh:
+            fh.write(data)
+        code = 0
+    finally:
+        os._exit(code)  # no atexit, no huey cleanup: those belong to the worker
+
+
+def run_in_child(target: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``target(*args, **kwargs)`` in a process forked for it; return its result."""
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(target, args, kwargs, write_end, parent)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as fh:
+            data = fh.read()
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # interrupted while waiting: the job must not run on unattended
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    if not data:
+        code = os.waitstatus_to_exitcode(status)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        raise JobProcessError(f"{target}: its job process {how} before it finished")
+    ok, value = pickle.loads(data)
     if not ok:
         raise JobProcessError(f"{target}: {value}")
     return value
@@ -77,41 +102,8 @@ def in_child(target: str) -> Callable[..., Any]:
     name = target.partition(":")[2]
 
     def job(state_dir: Path, *args: Any, **kwargs: Any) -> Any:
-        # the scratch folder in the state dir names it on the child's command line, as the
-        # consumer's and workers' do (so `ps` finds every process of one appliance)
-        return run_in_child(target, Path(state_dir), *args,
-                            scratch=StatePaths(state_dir).jobs / "calls", **kwargs)
+        return run_in_child(target, Path(state_dir), *args, **kwargs)
 
     job.__name__ = job.__qualname__ = name or "job"
     job.__doc__ = f"{target}, in a process of its own (see appliance.job_process)."
     return job
-
-
-def child_main(argv: list[str] | None = None) -> int:
-    from appliance.jobs import die_with_parent
-    from appliance.logs import CONSOLE_FORMATS, stderr_handler
-
-    ap = argparse.ArgumentParser(prog="methtrader-job")
-    ap.add_argument("--parent-pid", type=int, required=True)
-    ap.add_argument("call")
-    ap.add_argument("result")
-    args = ap.parse_args(argv)
-    die_with_parent(args.parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a graceful stop lets the job finish
-    os.nice(NICE)
-    fmt = os.environ.get(LOG_FORMAT_ENV, "json")
-    logging.basicConfig(level=logging.INFO, handlers=[
-        stderr_handler(fmt if fmt in CONSOLE_FORMATS else "json", "huey")])
-    target, call_args, call_kwargs = pickle.loads(Path(args.call).read_bytes())
-    try:
-        outcome: tuple[bool, Any] = (True, resolve(target)(*call_args, **call_kwargs))
-    except Exception as exc:  # reported to the worker, which raises it for huey
-        outcome = (False, f"{type(exc).__name__}: {exc}")
-    tmp = Path(args.result).with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(outcome))
-    tmp.rename(args.result)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main())

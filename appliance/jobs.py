@@ -41,7 +41,7 @@ from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
 from appliance.contracts import Event
-from appliance.job_process import LOG_FORMAT_ENV, in_child
+from appliance.job_process import in_child
 from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
 
@@ -341,7 +341,6 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="stderr's format, as the appliance's own (it shares that stderr)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
-    os.environ[LOG_FORMAT_ENV] = args.log_format  # job processes log as the consumer does
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     run_consumer(Jobs(Path(args.state_dir)), args.workers)
     return 0
