@@ -242,6 +242,8 @@ def run_e2e(symbols: int, minutes: int = DEFAULT_MINUTES, speed: float = SPEED
         "symbols": n, "sim_pairs": universe.pairs,
         "min_turnover_usd": round(universe.min_turnover_usd),
         "market_minutes": round(market_min, 1), "speed": speed,
+        # below ``speed`` when market time stood still for the feed (or bootstrap) to catch up
+        "effective_speed": round(market_min * 60 / wall_s, 1) if wall_s > 0 else None,
         "wall_s": round(wall_s, 1), "prepare_s": round(prep_s, 1), "stopped_by": stopped_by,
         "exit_code": code,
         "cpu_s": round(max(sampler.peak.cpu_s, cpu_rusage), 1),
