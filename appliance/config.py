@@ -145,6 +145,9 @@ class TrainingConfig:
     bootstrap_hold_s: float = _f(600.0, lo=0.0, hi=86400.0,
                                  doc="sim/replay: market time waits at most this long (real "
                                      "seconds) for the first models; 0 never waits")
+    job_nice: int = _f(5, lo=0, hi=19,
+                       doc="OS priority (nice) of the process each training or AutoML job runs "
+                           "in: above 0 it yields the cores to `run`")
 
 
 @dataclass(frozen=True)

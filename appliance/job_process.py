@@ -10,8 +10,8 @@ worker already imported, page for page, and saves their import time per job.
 * The result (or the exception's type and message) comes back pickled through a pipe; an
   exception becomes :class:`JobProcessError`, so huey's retries and the ``job_failed`` event
   work as before. A process that dies without a word (the OOM killer) is an error too.
-* The process runs at a lower OS priority (``nice`` :data:`NICE`) than ``run``: bar → orders
-  keeps its core while training saturates the machine.
+* The process runs at a lower OS priority (``nice``, ``training.job_nice``, default 5) than
+  ``run``: bar → orders keeps its core while training saturates the machine.
 * It dies with the worker that forked it (``PR_SET_PDEATHSIG``) and shares its process group,
   so a stop of the consumer's group takes it too; if the worker is interrupted while waiting,
   it kills the job process before it goes on. It ignores SIGINT, the consumer's *graceful*
@@ -29,7 +29,15 @@ import signal
 from pathlib import Path
 from typing import Any, Callable
 
-NICE = 5
+NICE = 5  # training.job_nice's default; the consumer sets the configured one
+
+
+def set_nice(nice: int) -> None:
+    """The nice of every job process forked from now on in this process (0..19)."""
+    global NICE
+    if not 0 <= nice <= 19:
+        raise ValueError(f"job nice must be in 0..19, not {nice}")
+    NICE = nice
 
 
 class JobProcessError(RuntimeError):
@@ -54,7 +62,8 @@ def _child(target: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: int,
         die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a graceful stop lets the job finish
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # huey's handler belongs to the worker
-        os.nice(NICE)
+        if NICE:
+            os.nice(NICE)
         try:
             outcome: tuple[bool, Any] = (True, resolve(target)(*args, **kwargs))
             data = pickle.dumps(outcome)

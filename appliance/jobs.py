@@ -41,6 +41,7 @@ from huey.consumer import Consumer, ProcessEnvironment
 
 from appliance.bus import Bus
 from appliance.contracts import Event
+from appliance import job_process
 from appliance.job_process import in_child
 from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
@@ -339,7 +340,11 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="the appliance's pid: the consumer exits when it is gone")
     ap.add_argument("--log-format", choices=CONSOLE_FORMATS, default="json",
                     help="stderr's format, as the appliance's own (it shares that stderr)")
+    ap.add_argument("--job-nice", type=int, default=None,
+                    help="nice of the process each training/AutoML job runs in")
     args = ap.parse_args(argv)
+    if args.job_nice is not None:
+        job_process.set_nice(args.job_nice)
     logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     run_consumer(Jobs(Path(args.state_dir)), args.workers)

@@ -54,7 +54,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
         ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid()),
-           "--log-format", stderr_format()]
+           "--log-format", stderr_format(), "--job-nice", str(ctx.cfg.training.job_nice)]
     ctx.beat(NAME)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_workers, ctx, jobs)

@@ -20,8 +20,9 @@ CONSUMER = """
 import sys
 from pathlib import Path
 from appliance import jobs as J
-from appliance.job_process import in_child
+from appliance.job_process import in_child, set_nice
 
+set_nice(7)  # as `--job-nice 7` (training.job_nice) does
 jobs = J.Jobs(Path(sys.argv[1]), defaults=False)
 jobs.register("selftest", in_child("appliance.jobs:selftest"))
 J.run_consumer(jobs, workers=1)
@@ -35,6 +36,10 @@ def _wait_for(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return predicate()
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _job_processes(root: int) -> list[int]:
@@ -62,6 +67,8 @@ def test_each_job_runs_in_its_own_process_that_exits_after_the_job(tmp_path):
         # forked from its worker: its command line names the state dir as the consumer's
         # does (`ps` finds every process of one appliance)
         assert str(state).encode() in Path(f"/proc/{job_pid}/cmdline").read_bytes()
+        # below `run` in priority: the job process is niced, its worker is not
+        assert _nice(job_pid) == 7 and _nice(read_proc(with_pss=False)[job_pid].ppid) == 0
         assert _wait_for(lambda: marker.exists() and len(marker.read_text().split()) == 1, 60)
         jobs.enqueue("selftest", 0.2, "ran")
         assert _wait_for(lambda: len(marker.read_text().split()) == 2, 60)
