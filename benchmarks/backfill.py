@@ -29,7 +29,7 @@ from appliance.backfill import backfill_symbol
 from appliance.exchange.bybit import BybitExchange, BybitSettings
 from appliance.exchange.ratelimit import RateLimiter
 from appliance.exchange.simmarket import DAY_MS, SimMarket
-from benchmarks.proctree import sample_tree
+from benchmarks._proctree import sample_tree
 from data.lake import Lake
 
 IP_LIMIT = 600  # requests per 5 s, Bybit's per-IP limit

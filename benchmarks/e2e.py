@@ -1,13 +1,13 @@
 """``methtrader bench e2e --symbols N [--minutes M]``: the whole appliance at N traded symbols.
 
 It runs ``methtrader run`` as a real subprocess on the sim market, in its own temporary state
-dir prepared by :mod:`benchmarks.e2e_setup` (N symbols above the bar; one prod and two shadow
+dir prepared by :mod:`benchmarks._e2e_setup` (N symbols above the bar; one prod and two shadow
 models registered before the start, so the first closed bar goes to orders), for M minutes of
 market time at ``--speed`` :data:`SPEED`, and reports:
 
 * ``cpu_s`` and ``peak_rss_bytes`` (``peak_pss_bytes``) of the whole process tree: ``run``, the
   huey consumer (its own session), its workers and their job processes, sampled from /proc every
-  :data:`SAMPLE_S` (:mod:`benchmarks.proctree`); CPU also from ``wait4``'s rusage at the end;
+  :data:`SAMPLE_S` (:mod:`benchmarks._proctree`); CPU also from ``wait4``'s rusage at the end;
 * ``bar_to_orders_ms_p99``/``_p50`` from the appliance's own ``trade_latency_ms`` histogram
   (bar close → each order sent) on its Prometheus endpoint, interpolated within the bucket as
   Prometheus' ``histogram_quantile`` does (buckets 0.1 … 1000 ms: a coarse figure);
@@ -35,8 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e_setup import START_S, choose_universe, write_state
-from benchmarks.proctree import TreePeak, sample_tree
+from benchmarks._e2e_setup import START_S, choose_universe, write_state
+from benchmarks._proctree import TreePeak, sample_tree
 
 SPEED = 120.0
 DEFAULT_MINUTES = 240

@@ -14,7 +14,7 @@ import pytest
 
 from appliance.job_process import JobProcessError, run_in_child
 from appliance.jobs import Jobs, process_alive
-from benchmarks.proctree import read_proc, tree_usage
+from benchmarks._proctree import read_proc, tree_usage
 
 CONSUMER = """
 import sys

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.e2e import histogram_quantile, since
-from benchmarks.e2e_setup import pick_universe
+from benchmarks._e2e_setup import pick_universe
 
 INF = float("inf")
 

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import pytest
 
-from benchmarks.proctree import (PAGE, ProcRow, TreePeak, descendants, parse_pss, parse_stat,
+from benchmarks._proctree import (PAGE, ProcRow, TreePeak, descendants, parse_pss, parse_stat,
                                  read_proc, sample_tree, tree_usage)
 
 MB = 2**20
