@@ -235,9 +235,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="performance figures (never asserted by tests)")
     p.add_argument("suite", choices=("supervisor", "backtest", "backfill", "inference",
                                      "train", "tui", "trading", "features", "honesty",
-                                     "chaos", "drift", "automl", "distill", "workers"))
+                                     "chaos", "drift", "automl", "distill", "workers",
+                                     "e2e"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
-                   help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
+                   help="trading: trade N symbols (the most traded of a 400-pair sim universe); "
+                        "e2e: run the appliance with N traded symbols (default 24)")
+    p.add_argument("--minutes", type=int, default=None, metavar="M",
+                   help="e2e only: market minutes the appliance runs (default 240, at speed "
+                        "120; the run is cut at 7 minutes of real time)")
     p.add_argument("--false-alarms", action="store_true", default=None,
                    help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
                         "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")

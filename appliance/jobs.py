@@ -38,6 +38,8 @@ from huey import PriorityRedisHuey, SqliteHuey
 from appliance.bus import Bus
 from appliance.consumer_process import exit_with_parent, process_alive, run_consumer
 from appliance.contracts import Event
+from appliance import job_process
+from appliance.job_process import in_child
 from appliance.logs import CONSOLE_FORMATS, stderr_handler
 from appliance.paths import StatePaths
 from appliance.redis_support import QueueOutageFilter
@@ -105,10 +107,14 @@ class Jobs:
         if defaults:
             self.register("selftest", selftest)
             self.register("features", _build_features)
-            self.register("train", _train, retry_delay=TRAIN_RETRY_DELAY_S)
-            self.register("automl_trial", _automl_trial)
-            self.register("automl_finish", _automl_finish, retry_delay=TRAIN_RETRY_DELAY_S)
-            self.register("distill", _distill, retry_delay=TRAIN_RETRY_DELAY_S)
+            # torch/sklearn/optuna work runs in a process per job (appliance.job_process)
+            self.register("train", in_child("appliance.jobs:_train"),
+                          retry_delay=TRAIN_RETRY_DELAY_S)
+            self.register("automl_trial", in_child("appliance.jobs:_automl_trial"))
+            self.register("automl_finish", in_child("appliance.jobs:_automl_finish"),
+                          retry_delay=TRAIN_RETRY_DELAY_S)
+            self.register("distill", in_child("appliance.jobs:_distill"),
+                          retry_delay=TRAIN_RETRY_DELAY_S)
 
     @property
     def bus(self) -> Bus:
@@ -406,7 +412,11 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="stderr's format, as the appliance's own (it shares that stderr)")
     ap.add_argument("--artifact-root", default=None,
                     help="where jobs read the lake and write artifacts (default: the state dir)")
+    ap.add_argument("--job-nice", type=int, default=None,
+                    help="nice of the process each training/AutoML job runs in")
     args = ap.parse_args(argv)
+    if args.job_nice is not None:
+        job_process.set_nice(args.job_nice)
     handler = stderr_handler(args.log_format, "huey")
     handler.addFilter(QueueOutageFilter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])

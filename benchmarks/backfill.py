@@ -7,11 +7,14 @@ The fake server runs as its own process (as the venue would be), with Bybit's pe
 Figures: wall time against the rate-limit floor (the fewest 1000-candle pages the data needs,
 at 120 requests/s), requests actually made, lake ingest (rows per second of write time), and
 peak RSS. The sim universe has 24 pairs; 50 pairs take 50/24 of the time at the same ratio.
+The CPU per page of the client and of the fake server (``cores_needed_at_limit``) says whether
+this machine can go at the limit at all: both share its cores.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from appliance.backfill import backfill_symbol
 from appliance.exchange.bybit import BybitExchange, BybitSettings
 from appliance.exchange.ratelimit import RateLimiter
 from appliance.exchange.simmarket import DAY_MS, SimMarket
+from benchmarks._proctree import sample_tree
 from data.lake import Lake
 
 IP_LIMIT = 600  # requests per 5 s, Bybit's per-IP limit
@@ -104,8 +108,11 @@ def run_one(pairs: int = 24, days: int = 90, concurrency: int = 4,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             lake = TimedLake(Path(tmp))
+            server0, client0 = sample_tree(proc.pid).cpu_s, time.process_time()
             wall, requests = trio.run(_backfill, url, lake, symbols, days, concurrency,
                                       ip_limit)
+            server_cpu = sample_tree(proc.pid).cpu_s - server0
+            client_cpu = time.process_time() - client0
             rows = lake.rows
             pages_needed = sum(math.ceil(len(lake.read("1m", s)) / 1000) for s in symbols)
             ingest = ingest_rate(lake, symbols, Path(tmp) / "again")
@@ -119,6 +126,11 @@ def run_one(pairs: int = 24, days: int = 90, concurrency: int = 4,
         "wall_s": round(wall, 2), "rate_limit_floor_s": round(floor, 2),
         "wall_over_floor": round(wall / floor, 3), "budget_wall_over_floor": 1.1,
         "requests_per_s": round(requests / wall, 1),
+        # CPU per page: at the full limit (120 pages/s) client + server need this many cores
+        "client_cpu_ms_per_page": round(1000 * client_cpu / requests, 2),
+        "server_cpu_ms_per_page": round(1000 * server_cpu / requests, 2),
+        "cores_needed_at_limit": round((client_cpu + server_cpu) / requests * ip_limit / 5, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "lake_ingest_rows_per_s": int(ingest),
         "lake_write_rows_per_s_during_backfill": int(rows / lake.write_s),
         "budget_lake_ingest_rows_per_s": 2_000_000,

@@ -101,7 +101,7 @@ class BybitSettings:
     max_timeouts: int = 2
     backoff_base_s: float = 0.2
     backoff_max_s: float = 5.0
-    backfill_concurrency: int = 4
+    backfill_concurrency: int = 16  # kline pages in flight (the rate budget still paces)
     order_timeout_s: float = 30.0
     paper_taker_fee: float = 0.00055
     paper_slippage_bps: float = 2.0

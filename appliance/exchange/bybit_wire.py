@@ -206,6 +206,26 @@ def parse_envelope(body: bytes) -> Envelope:
 
 # -- market data -------------------------------------------------------------------------------
 
+def _seven_columns(rows: list[Any], what: str) -> np.ndarray:
+    """The rows as an (n, 7) float array. Bybit sends exactly 7 string fields a row: the whole
+    page converts in one numpy call; anything else (a longer or shorter row, a non-list, a
+    field that is no number) takes the careful path, which names the offending row."""
+    try:
+        arr = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is not None and arr.ndim == 2 and arr.shape[1] == 7:
+        return arr
+    if any(not isinstance(r, (list, tuple)) or len(r) < 7 for r in rows):
+        i = next(i for i, r in enumerate(rows) if not isinstance(r, (list, tuple)) or len(r) < 7)
+        raise ValidationError(f"{what}: row {i} is not a 7-field list: {rows[i]!r}")
+    try:
+        return np.array([r[:7] for r in rows], dtype=np.float64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValidationError(f"{what}: a row holds a non-numeric or out-of-range field "
+                              f"({exc})") from None
+
+
 def parse_klines(result: Mapping[str, Any], symbol: str, interval_ms: int,
                  lo_ms: int, hi_ms: int) -> np.ndarray:
     """Validate one kline page for the window [lo_ms, hi_ms] (inclusive, as sent).
@@ -222,14 +242,7 @@ def parse_klines(result: Mapping[str, Any], symbol: str, interval_ms: int,
     rows = _list(result, what)
     if not rows:
         return np.zeros((0, 7))
-    if any(not isinstance(r, (list, tuple)) or len(r) < 7 for r in rows):
-        i = next(i for i, r in enumerate(rows) if not isinstance(r, (list, tuple)) or len(r) < 7)
-        raise ValidationError(f"{what}: row {i} is not a 7-field list: {rows[i]!r}")
-    try:
-        arr = np.array([r[:7] for r in rows], dtype=np.float64)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValidationError(f"{what}: a row holds a non-numeric or out-of-range field "
-                              f"({exc})") from None
+    arr = _seven_columns(rows, what)
 
     def first(mask: np.ndarray, message: str) -> None:
         if mask.any():

@@ -64,7 +64,8 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
         ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid()),
-           "--log-format", stderr_format(), "--artifact-root", str(Path(jobs.root))]
+           "--log-format", stderr_format(), "--artifact-root", str(Path(jobs.root)),
+           "--job-nice", str(ctx.cfg.training.job_nice)]
     env = {**os.environ, QUEUE_URL_ENV: jobs.redis_url} if jobs.redis_url else None
     ctx.beat(NAME)
     async with trio.open_nursery() as nursery:

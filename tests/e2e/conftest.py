@@ -35,9 +35,12 @@ def start_run(state_dir: Path, *args: str, env: dict[str, str] | None = None
     could fill up and stall it): read it with :func:`stderr_of`."""
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     err_path = state_dir.parent / f"run-{len(list(state_dir.parent.glob('run-*.err')))}.err"
+    # training at normal priority: these tests share the machine with others, and a niced
+    # job (training.job_nice) waits behind all of them, past the tests' time bounds
     proc = subprocess.Popen([*METHTRADER, "run", "--state-dir", str(state_dir), *args],
                             stdout=subprocess.DEVNULL, stderr=open(err_path, "w"),
-                            env={**os.environ, **(env or {})})
+                            env={"METHTRADER__TRAINING__JOB_NICE": "0", **os.environ,
+                                 **(env or {})})
     proc.err_path = err_path  # type: ignore[attr-defined]
     return proc
 
