@@ -44,6 +44,7 @@ from appliance.safety import OWNER_ONLY_DIR, kill_file, operator_name, remove_ki
 MAINTENANCE_MODE = "maintenance_mode"
 DEPLOYS_FROZEN = "deploys_frozen"
 SWITCHES = (MAINTENANCE_MODE, DEPLOYS_FROZEN)
+SWITCH_STAMP = "switches.stamp"  # one byte appended per switch change (see switch_token)
 DEFAULT_COMMAND_DEADLINE_S = 60.0
 COMMAND_STATE_TTL_S = 7 * 86400
 
@@ -75,6 +76,8 @@ class Bus:
         self.path = Path(path)
         self.command_deadline_s = command_deadline_s
         self._kill_file = kill_file(self.path.parent)
+        self._kill_path = str(self._kill_file)
+        self._stamp = str(self.path / SWITCH_STAMP)
         self._events_maxlen = events_maxlen
         self._dir_fd: int | None = None
         self._open()
@@ -109,6 +112,7 @@ class Bus:
             raise BusError(f"the bus at {self.path} is damaged ({exc})") from None
         # held open so that a deleted directory is recognised (its inode cannot be reused)
         self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        os.close(os.open(self._stamp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
 
     def lost(self) -> bool:
         """Whether the directory this bus opened was deleted or replaced under it (its
@@ -168,6 +172,29 @@ class Bus:
             return True
         return switch_value(record) is not False
 
+    def switch_token(self) -> tuple[int, int, bool] | None:
+        """A token that changes whenever a switch is set through :meth:`set_switch` (by any
+        process) or the kill file comes or goes: two ``stat`` calls, microseconds, where
+        :meth:`switch` is a SQLite read. None when it cannot be read (then read the switch).
+
+        Why: the order gateway reads the switch itself at the start of a batch and this token
+        before every send, so a switch thrown mid-batch stops the next order at a
+        microsecond's cost (:class:`appliance.kill_guard.KillGuard`). The stamp file grows by
+        one byte per change, so its size never repeats (a timestamp could, within the file
+        system's clock granularity)."""
+        try:
+            st = os.stat(self._stamp)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, os.path.lexists(self._kill_path)
+
+    def _stamp_switch(self) -> None:
+        fd = os.open(self._stamp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b".")
+        finally:
+            os.close(fd)
+
     @property
     def maintenance_mode(self) -> bool:
         return self.switch(MAINTENANCE_MODE)
@@ -198,6 +225,7 @@ class Bus:
         self.cache.set(f"switch:{name}", {"value": bool(value), "actor": actor,
                                            "reason": reason, "ts": entry["ts"],
                                            "source": source, "seq": entry["seq"]})
+        self._stamp_switch()  # after the record: a reader that sees the stamp sees the switch
         self.publish(Event.SWITCH, {"name": name, "value": bool(value), "actor": actor,
                                 "reason": reason}, service=source)
         return entry
