@@ -300,6 +300,9 @@ class ReplayConfig:
 @dataclass(frozen=True)
 class JobsConfig:
     workers: int = _f(1, lo=1, hi=64, doc="huey worker processes")
+    niceness: int = _f(10, lo=0, hi=19, doc="added to the job consumer's OS niceness (its "
+                                            "workers inherit it): training yields the cores "
+                                            "to `run`'s bar → orders path")
     stop_grace_s: float = _f(2.0, lo=0.0, hi=60.0,
                              doc="on stop, time a running job gets before it is interrupted "
                                  "(and re-queued)")

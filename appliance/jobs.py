@@ -335,7 +335,13 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="the appliance's pid: the consumer exits when it is gone")
     ap.add_argument("--log-format", choices=CONSOLE_FORMATS, default="json",
                     help="stderr's format, as the appliance's own (it shares that stderr)")
+    ap.add_argument("--niceness", type=int, default=0,
+                    help="added to this process's niceness (its workers inherit it)")
     args = ap.parse_args(argv)
+    if args.niceness > 0:
+        # training saturates the cores; at a lower priority it leaves them to `run`, whose
+        # bar → orders path must not wait behind it
+        os.nice(args.niceness)
     logging.basicConfig(level=logging.INFO, handlers=[stderr_handler(args.log_format, "huey")])
     _exit_with_parent(args.parent_pid if args.parent_pid is not None else os.getppid())
     run_consumer(Jobs(Path(args.state_dir)), args.workers)

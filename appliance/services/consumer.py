@@ -46,7 +46,8 @@ async def stop_consumer(proc: trio.Process, grace_s: float) -> None:
     await proc.wait()
 
 
-async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> None:
+async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float,
+              niceness: int = 0) -> None:
     log = service_logger(NAME)
     requeued = await trio.to_thread.run_sync(jobs.requeue_interrupted)
     if requeued:
@@ -54,7 +55,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
         ctx.bus.publish(Event.JOBS_REQUEUED, {"count": requeued}, service=NAME)
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid()),
-           "--log-format", stderr_format()]
+           "--log-format", stderr_format(), "--niceness", str(niceness)]
     ctx.beat(NAME)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_workers, ctx, jobs)
