@@ -212,6 +212,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "chaos", "drift", "automl"))
     p.add_argument("--symbols", type=int, default=None, metavar="N",
                    help="trading: trade N symbols (the most traded of a 400-pair sim universe)")
+    p.add_argument("--busy", type=int, default=None, metavar="N",
+                   help="trading: with N training processes running meanwhile, at the job "
+                        "consumer's niceness (jobs.niceness)")
     p.add_argument("--false-alarms", action="store_true", default=None,
                    help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
                         "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")
