@@ -2,7 +2,8 @@
 
 It is multi-process safe and survives restarts, so the kill switch works even when the
 appliance (or one of its services) is down: ``methtrader kill`` writes the switch here, and the
-trading path reads it before every order.
+trading path reads it once per bar's batch and its token (:meth:`Bus.switch_token`, the
+``switches.stamp`` file) before every order.
 
 Layout under ``<state>/bus``:
 
