@@ -4,12 +4,14 @@ before every send.
 Reading the switch is a SQLite read on the bus (tens of microseconds); a bar's batch at 150
 symbols sends up to 150 orders. So the guard reads the switch itself when a batch begins
 (:meth:`KillGuard.read`) together with the bus's switch token (:meth:`appliance.bus.Bus.
-switch_token`: two ``stat`` calls), and before each send compares the token only
-(:meth:`KillGuard.on`): a switch set through the bus by any process (``methtrader kill``, the
-TUI, the risk service) or a kill file written since changes the token, and the switch is read
-again before that order leaves. It fails closed: a token that cannot be read means a read of
-the switch (which itself reads a missing or damaged switch as ON), and once ON within a batch
-it stays ON for the rest of it (a resume waits for the next batch).
+switch_token`: bytes of a file this process has mapped, no system call), and before each send
+compares the token only (:meth:`KillGuard.on`): a switch set through the bus by any process
+(``methtrader kill``, the TUI, the risk service) or a kill file written by ``kill`` since
+changes the token, and the switch is read again before that order leaves. It fails closed: a
+token that cannot be read means a read of the switch before every order (which itself reads a
+missing or damaged switch as ON), and once ON within a batch it stays ON for the rest of it (a
+resume waits for the next batch). A switch record written behind the bus's back (no stamp; the
+``switches`` service audits it and sets the switch ON) is seen at the next batch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class SwitchSource(Protocol):
 
     def switch_token(self) -> object | None: ...
 
+    def check_stamp(self) -> None: ...
+
 
 class KillGuard:
     def __init__(self, bus: SwitchSource) -> None:
@@ -35,6 +39,7 @@ class KillGuard:
     def read(self) -> bool:
         """Read the switch itself (a batch begins); True when ON. The token is taken first, so
         a change after it is seen by the next :meth:`on`."""
+        self.bus.check_stamp()
         self.token = self.bus.switch_token()
         self.value = self.bus.switch(MAINTENANCE_MODE)
         self.reads += 1

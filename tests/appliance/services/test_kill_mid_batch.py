@@ -102,12 +102,16 @@ async def test_a_kill_file_written_mid_batch_stops_the_next_order(make_ctx, stat
 async def test_a_switch_stamp_that_cannot_be_read_falls_back_to_reading_the_switch(
         make_ctx, state_dir, autojump_clock):
     """Fail closed: without its token the guard reads the switch itself before each order
-    (still OFF here: the orders go); a switch thrown then is seen at once."""
+    (still OFF here: the orders go); a switch written then, even behind the bus's back (no
+    stamp, no journal), is seen at once."""
     ctx = make_ctx()
+    stamp = state_dir / "bus" / "switches.stamp"
+    stamp.unlink()
+    stamp.mkdir()  # the stamp cannot be opened, mapped or written
     engine, batch = await batch_of_buys(ctx, 4)
-    (state_dir / "bus" / "switches.stamp").unlink()
+    assert ctx.bus.switch_token() is None
 
-    def tamper() -> None:  # a switch written behind the bus's back: no stamp, no journal
+    def tamper() -> None:
         ctx.bus.cache.set(f"switch:{MAINTENANCE_MODE}", {"value": True})
 
     after_fills(ctx, 2, tamper)
@@ -115,3 +119,24 @@ async def test_a_switch_stamp_that_cannot_be_read_falls_back_to_reading_the_swit
     assert [o.status for o in batch.orders] == ["filled"] * 2 + ["refused"] * 2
     # begin, then before each of the first three orders; once ON it stays ON for the batch
     assert engine.gateway.kill.reads == 4
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_rebuilt_stamp_is_mapped_again_at_the_next_batch(make_ctx, state_dir,
+                                                                 autojump_clock):
+    ctx = make_ctx()
+    engine, batch = await batch_of_buys(ctx, 2)
+    stamp = state_dir / "bus" / "switches.stamp"
+    stamp.unlink()  # a bus rebuilt by another process: a new stamp file
+    stamp.write_bytes(bytes(8))
+    batch = engine.gateway.begin(engine.ledger, engine.marks)
+    house = engine.ledger.house
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        inst = engine.instruments[symbol]
+        engine.gateway.add(batch, house, symbol, Side.BUY, max(inst.min_order_qty,
+                                                              inst.qty_step), False)
+    after_fills(ctx, 1, lambda: ctx.bus.set_switch(MAINTENANCE_MODE, True, actor="ops",
+                                                   reason="drill", source="cli"))
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled", "refused", "refused"]
