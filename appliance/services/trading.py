@@ -395,17 +395,20 @@ class TradingEngine:
         house holds, and every position in a symbol the venue is delisting."""
         assert self.ledger.house is not None
         closing = [b for b in self.ledger.books.values() if b.state == CLOSING]
-        orders = self.gateway.begin(self.ledger, self.marks, self.decided_at())
-        for b in closing:
-            if b.mode == "prod":
-                self.gateway.add_closes(orders, b)
-        self.gateway.add_closes(orders, self.ledger.house)
-        for b in self.ledger.prod_books():
-            if b.state != CLOSING:
-                self.gateway.add_closes(orders, b, sorted(set(b.open_symbols())
-                                                          & self.delisted))
-        if orders.orders or orders.refused:
-            await self.execute(orders)
+        delisted = [(b, sorted(set(b.open_symbols()) & self.delisted))
+                    for b in self.ledger.prod_books() if b.state != CLOSING]
+        if (any(b.mode == "prod" and b.open_symbols() for b in closing)
+                or self.ledger.house.open_symbols() or any(s for _, s in delisted)):
+            # a batch (and its read of the kill switch) only when there is something to close
+            orders = self.gateway.begin(self.ledger, self.marks, self.decided_at())
+            for b in closing:
+                if b.mode == "prod":
+                    self.gateway.add_closes(orders, b)
+            self.gateway.add_closes(orders, self.ledger.house)
+            for b, symbols in delisted:
+                self.gateway.add_closes(orders, b, symbols)
+            if orders.orders or orders.refused:
+                await self.execute(orders)
         now = self.now_ms()
         for b in closing:
             if b.mode == "shadow" or not b.open_symbols():  # else: try again next bar
