@@ -12,9 +12,9 @@ a bar's orders together as one :class:`OrderBatch`:
 2. **Write-ahead**: the batch's orders are appended to the order journal (keyed by the
    ``orderLinkId`` the venue sees, :mod:`appliance.order_journal`) *before* any is sent.
 3. **Send**: one by one, shielded from cancellation (an order in flight is never abandoned);
-   the kill switch (its bus token: two ``stat`` calls, :mod:`appliance.kill_guard`) and the
-   disk are checked again right before each, so a switch thrown (or a disk filled) mid-batch
-   stops every order that would add risk.
+   the kill switch (its bus token, read from a mapped file without a system call,
+   :mod:`appliance.kill_guard`) and the disk are checked again right before each, so a switch
+   thrown (or a disk filled) mid-batch stops every order that would add risk.
 4. **Book**: the fills go into their books; the orders as they ended, the fills and the books
    are written to DuckDB in one transaction, and the journal is emptied.
 
