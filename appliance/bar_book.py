@@ -37,6 +37,13 @@ class BarBook:
         self.rows: dict[str, deque[np.ndarray]] = {}
         self.closes: dict[str, deque[float]] = {}
         self.last_open: dict[str, int] = {}
+        # the same rows as one float32 ring per symbol slot (symbols × rows_kept × features),
+        # so that a model's windows over every symbol of a bar are one gather (:meth:`windows`)
+        n_features = len(FS2.names)
+        self._slot: dict[str, int] = {}
+        self._ring = np.zeros((0, rows_kept, n_features), dtype=np.float32)
+        self._count = np.zeros(0, dtype=np.int64)  # rows ever kept per slot
+        self._vol = np.zeros(0, dtype=np.float64)  # the newest row's volatility per slot
 
     @property
     def warmup_bars(self) -> int:
@@ -59,7 +66,12 @@ class BarBook:
         rows = np.stack([np.asarray(bars[s], dtype=np.float64) for s in new])
         features, warm = self.features.push(new, rows)
         for symbol, bar, row, ok in zip(new, rows, features, warm):
-            self._keep(symbol, bar, row if ok else None)
+            self._keep(symbol, bar, row if ok else None, ring=False)
+        if warm.any():
+            slots = self.slots([s for s, ok in zip(new, warm) if ok])
+            self._ring[slots, self._count[slots] % self.rows_kept] = features[warm]
+            self._vol[slots] = features[warm, VOL]
+            self._count[slots] += 1
         return new
 
     def extend(self, symbol: str, bars: np.ndarray) -> int:
@@ -82,11 +94,31 @@ class BarBook:
             self._keep(symbol, bar, rows[i] if i >= warm_from else None)
         return len(bars)
 
-    def _keep(self, symbol: str, bar: np.ndarray, row: np.ndarray | None) -> None:
+    def _keep(self, symbol: str, bar: np.ndarray, row: np.ndarray | None,
+              ring: bool = True) -> None:
         self.last_open[symbol] = int(bar[0])
         self.closes.setdefault(symbol, deque(maxlen=HISTORY_BARS)).append(float(bar[4]))
         if row is not None:
             self.rows.setdefault(symbol, deque(maxlen=self.rows_kept)).append(row)
+            if ring:
+                slot = int(self.slots([symbol])[0])
+                self._ring[slot, self._count[slot] % self.rows_kept] = row
+                self._vol[slot] = row[VOL]
+                self._count[slot] += 1
+
+    def slots(self, symbols: list[str]) -> np.ndarray:
+        """The ring's slot of each symbol (a new symbol gets one)."""
+        slot = self._slot
+        for s in symbols:
+            if s not in slot:
+                slot[s] = len(slot)
+        if len(slot) > len(self._count):
+            grow = max(8, 2 * len(self._count), len(slot)) - len(self._count)
+            self._ring = np.concatenate([self._ring, np.zeros(
+                (grow, *self._ring.shape[1:]), dtype=np.float32)])
+            self._count = np.concatenate([self._count, np.zeros(grow, dtype=np.int64)])
+            self._vol = np.concatenate([self._vol, np.zeros(grow)])
+        return np.fromiter((slot[s] for s in symbols), dtype=np.intp, count=len(symbols))
 
     def missing_from(self, symbol: str, end_ms: int) -> int | None:
         """The open time from which bars before ``end_ms`` are missing, or None."""
@@ -110,8 +142,26 @@ class BarBook:
         out = np.asarray(rows[-lookback:], dtype=np.float32)
         return out if columns is None else out[:, columns]
 
+    def windows(self, symbols: list[str], lookback: int, columns: np.ndarray | None = None
+                ) -> np.ndarray:
+        """:meth:`window` of every symbol at once, (symbols, lookback, columns): one gather
+        from the ring, the same values (float32 of the rows kept, the oldest repeated where
+        fewer than ``lookback`` exist). Each symbol must be :meth:`warm`."""
+        slots = self.slots(symbols)
+        count = self._count[slots]
+        k = self.rows_kept
+        idx = count[:, None] - lookback + np.arange(lookback)
+        idx = np.maximum(idx, np.maximum(count - k, 0)[:, None]) % k
+        if columns is None:
+            return self._ring[slots[:, None], idx]
+        return self._ring[slots[:, None, None], idx[:, :, None], np.asarray(columns)[None, None]]
+
     def vol(self, symbol: str) -> float:
         return float(self.rows[symbol][-1][VOL])
+
+    def vols(self, symbols: list[str]) -> np.ndarray:
+        """:meth:`vol` of every symbol at once (float64, as the rows hold it)."""
+        return self._vol[self.slots(symbols)]
 
     def close(self, symbol: str) -> float:
         return self.closes[symbol][-1]

@@ -31,6 +31,7 @@ from typing import Iterable, Mapping, Union
 from models.funding import funding_due
 
 Num = Union[Decimal, float]
+ZERO = Decimal(0)
 HOUSE = "house"
 
 
@@ -100,7 +101,7 @@ class Book:
 
     def qty(self, symbol: str) -> Num:
         h = self.positions.get(symbol)
-        return h.qty if h is not None else self.num(0)
+        return h.qty if h is not None else (ZERO if self.exact else 0.0)
 
     def open_symbols(self) -> list[str]:
         return sorted(s for s, h in self.positions.items() if h.qty)
@@ -117,13 +118,18 @@ class Book:
 
     def apply(self, symbol: str, qty: Num, price: Num, fee: Num, ts: int) -> BookFill:
         """Book a fill of signed ``qty`` at ``price`` paying ``fee``."""
-        q, p, f = self.num(qty), self.num(price), self.num(fee)
+        if self.exact:
+            q, p, f, zero = self.num(qty), self.num(price), self.num(fee), ZERO
+        else:  # a paper book: plain floats, no conversions per value
+            q, p, f, zero = float(qty), float(price), float(fee), 0.0
         if not q:
             raise ValueError(f"{self.book_id}: a fill of zero {symbol}")
-        h = self.positions.setdefault(symbol, Holding(self.num(0), self.num(0), self.num(0)))
+        h = self.positions.get(symbol)
+        if h is None:
+            h = self.positions[symbol] = Holding(zero, zero, zero)
         self.touched.add(symbol)
         before = h.qty
-        realized = self.num(0)
+        realized = zero
         if before and (before > 0) != (q > 0):  # reduces (and maybe flips) the position
             closed = min(abs(q), abs(before))
             avg = h.cost / before
@@ -137,7 +143,7 @@ class Book:
             h.cost += q * p
         h.qty = before + q
         if not h.qty:
-            h.cost = self.num(0)
+            h.cost = zero
         self.cash -= q * p + f
         self.fees += f
         trade = (not before and bool(h.qty)) or (bool(before) and bool(h.qty)

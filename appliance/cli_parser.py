@@ -243,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=int, default=None, metavar="M",
                    help="e2e only: market minutes the appliance runs (default 240, at speed "
                         "120; the run is cut at 7 minutes of real time)")
+    p.add_argument("--busy", type=int, default=None, metavar="N",
+                   help="trading: with N training processes running meanwhile, at the job "
+                        "consumer's niceness (jobs.niceness)")
     p.add_argument("--false-alarms", action="store_true", default=None,
                    help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
                         "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")

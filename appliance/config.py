@@ -152,8 +152,9 @@ class TrainingConfig:
                          "CUDA when torch sees it, else the CPU (cuda without one falls back "
                          "to the CPU)")
     job_nice: int = _f(5, lo=0, hi=19,
-                       doc="OS priority (nice) of the process each training or AutoML job runs "
-                           "in: above 0 it yields the cores to `run`")
+                       doc="added on top of jobs.niceness for the process each training, "
+                           "AutoML or distillation job runs in (nice 15 with the defaults): the "
+                           "heaviest work yields the cores to `run` and to the lighter jobs")
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,9 @@ class ReplayConfig:
 @dataclass(frozen=True)
 class JobsConfig:
     workers: int = _f(1, lo=1, hi=64, doc="huey worker processes")
+    niceness: int = _f(10, lo=0, hi=19, doc="added to the job consumer's OS niceness (its "
+                                            "workers inherit it): training yields the cores "
+                                            "to `run`'s bar → orders path")
     stop_grace_s: float = _f(2.0, lo=0.0, hi=60.0,
                              doc="on stop, time a running job gets before it is interrupted "
                                  "(and re-queued)")

@@ -10,7 +10,8 @@ worker already imported, page for page, and saves their import time per job.
 * The result (or the exception's type and message) comes back pickled through a pipe; an
   exception becomes :class:`JobProcessError`, so huey's retries and the ``job_failed`` event
   work as before. A process that dies without a word (the OOM killer) is an error too.
-* The process runs at a lower OS priority (``nice``, ``training.job_nice``, default 5) than
+* The process runs at a lower OS priority (``nice``, ``training.job_nice``, default 5, added to
+  the consumer's own ``jobs.niceness``) than
   ``run``: bar → orders keeps its core while training saturates the machine.
 * It dies with the worker that forked it (``PR_SET_PDEATHSIG``) and shares its process group,
   so a stop of the consumer's group takes it too; if the worker is interrupted while waiting,

@@ -414,7 +414,13 @@ def consumer_main(argv: list[str] | None = None) -> int:
                     help="where jobs read the lake and write artifacts (default: the state dir)")
     ap.add_argument("--job-nice", type=int, default=None,
                     help="nice of the process each training/AutoML job runs in")
+    ap.add_argument("--niceness", type=int, default=0,
+                    help="added to this process's niceness (its workers inherit it)")
     args = ap.parse_args(argv)
+    if args.niceness > 0:
+        # training saturates the cores; at a lower priority it leaves them to `run`, whose
+        # bar → orders path must not wait behind it
+        os.nice(args.niceness)
     if args.job_nice is not None:
         job_process.set_nice(args.job_nice)
     handler = stderr_handler(args.log_format, "huey")

@@ -12,8 +12,9 @@ a bar's orders together as one :class:`OrderBatch`:
 2. **Write-ahead**: the batch's orders are appended to the order journal (keyed by the
    ``orderLinkId`` the venue sees, :mod:`appliance.order_journal`) *before* any is sent.
 3. **Send**: one by one, shielded from cancellation (an order in flight is never abandoned);
-   the kill switch and the disk are read again right before each, so a switch thrown (or a
-   disk filled) mid-batch stops every order that would add risk.
+   the kill switch (its bus token, read from a mapped file without a system call,
+   :mod:`appliance.kill_guard`) and the disk are checked again right before each, so a switch
+   thrown (or a disk filled) mid-batch stops every order that would add risk.
 4. **Book**: the fills go into their books; the orders as they ended, the fills and the books
    are written to DuckDB in one transaction, and the journal is emptied.
 
@@ -29,14 +30,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
 
 import trio
 
 from appliance.books import Book, BookFill
-from appliance.bus import MAINTENANCE_MODE
 from appliance.clock import VirtualClock
 from appliance.contracts import Event
 from appliance.domain import Fill, OrderIntent, Side
@@ -44,8 +44,9 @@ from appliance.exchange.base import ExchangeError
 from appliance.ledger import Ledger
 from appliance.ledger_store import known_orders, record_orders
 from appliance.logs import service_logger
+from appliance.kill_guard import KillGuard
 from appliance.order_journal import OrderJournal
-from appliance.risk import AccountView, RiskLimits, check_order
+from appliance.risk import AccountView, RiskLimits, check_order, gross_exposure, moved_gross
 
 NAME = "trading"
 
@@ -73,6 +74,7 @@ class OrderBatch:
     decided_ms: int | None = None  # the bar's close the orders answer (None: now)
     orders: list[Order] = field(default_factory=list)
     refused: list[Order] = field(default_factory=list)
+    venue_s: float = 0.0  # wall time spent in the venue's place_order (the network's share)
 
     @property
     def positions(self) -> dict[str, Decimal]:
@@ -101,6 +103,9 @@ class OrderGateway:
         self.halted: set[str] = set()
         self.order_times: deque[float] = deque()
         self.day_start: tuple[int, Decimal] | None = None  # (UTC day ms, account equity)
+        self.kill = KillGuard(ctx.bus)
+        self._order_prefix = f"mt-{uuid.uuid4().hex[:16]}"
+        self._order_seq = 0
 
     # -- the checks ------------------------------------------------------------------------
 
@@ -119,7 +124,8 @@ class OrderGateway:
     def begin(self, ledger: Ledger, marks: Mapping[str, Decimal],
               decided_ms: int | None = None) -> OrderBatch:
         """A batch over the account as it stands (a position without a bar yet is priced at
-        its average price, so that exposure can always be measured)."""
+        its average price, so that exposure can always be measured). The kill switch is read
+        here, once a batch; the gross exposure is summed once and kept running by :meth:`add`."""
         now = self.rate_time(decided_ms)
         while self.order_times and self.order_times[0] < now - 60:
             self.order_times.popleft()
@@ -130,21 +136,32 @@ class OrderGateway:
             for symbol in book.open_symbols():
                 if symbol not in prices:
                     prices[symbol] = Decimal(str(book.positions[symbol].avg_price))
+        positions = {s: q if isinstance(q, Decimal) else Decimal(str(q))
+                     for s, q in ledger.positions().items()}
+        self.kill.bus = self.ctx.bus  # a rebuilt bus is a new object on the context
         return OrderBatch(AccountView(
-            equity=equity, positions={s: Decimal(str(q)) for s, q in ledger.positions().items()},
-            prices=prices, orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
-            maintenance_mode=self.ctx.bus.switch(MAINTENANCE_MODE),
-            disk_full=self.ctx.disk.full), decided_ms)
+            equity=equity, positions=positions, prices=prices,
+            orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
+            maintenance_mode=self.kill.read(), disk_full=self.ctx.disk.full,
+            gross=gross_exposure(positions, prices)), decided_ms)
+
+    def next_order_id(self) -> str:
+        """A new ``orderLinkId``: this gateway's random prefix and a counter (unique across
+        restarts without a uuid4 per order; 27 characters, the venue allows 36)."""
+        self._order_seq += 1
+        return f"{self._order_prefix}{self._order_seq:08x}"
 
     def add(self, batch: OrderBatch, book: Book, symbol: str, side: Side, qty: Decimal,
             reduce_only: bool) -> bool:
         """Check one order against the account after the batch's earlier orders; True when it
-        joins the batch (a refusal is kept, with its reason, to be recorded)."""
-        price = batch.view.prices.get(symbol, Decimal(0))
-        order = Order(book, symbol, side, qty, reduce_only, f"mt-{uuid.uuid4().hex[:24]}",
+        joins the batch (a refusal is kept, with its reason, to be recorded). The batch's
+        positions and running gross exposure move with each order let through."""
+        view = batch.view
+        price = view.prices.get(symbol, Decimal(0))
+        order = Order(book, symbol, side, qty, reduce_only, self.next_order_id(),
                       int(self.ctx.clock.now() * 1000), price)
         reason = "halted" if symbol in self.halted else check_order(
-            symbol, side, qty, reduce_only, price, batch.view, self.limits)
+            symbol, side, qty, reduce_only, price, view, self.limits)
         if reason is not None:
             order.status, order.reason = "refused", reason
             batch.refused.append(order)
@@ -152,11 +169,14 @@ class OrderGateway:
             self.log.info("order refused", symbol=symbol, side=side.value, qty=str(qty),
                           book=book.book_id, reason=reason)
             return False
-        positions = dict(batch.view.positions)
-        positions[symbol] = positions.get(symbol, Decimal(0)) + (qty if side is Side.BUY
-                                                                 else -qty)
-        batch.view = replace(batch.view, positions=positions,
-                             orders_last_minute=batch.view.orders_last_minute + 1)
+        positions = view.positions  # the batch's own dict (begin made it)
+        before = positions.get(symbol, Decimal(0))
+        after = before + (qty if side is Side.BUY else -qty)
+        positions[symbol] = after  # type: ignore[index]
+        batch.view = AccountView(view.equity, positions, view.prices,
+                                 view.orders_last_minute + 1, view.daily_pnl,
+                                 view.maintenance_mode, view.disk_full,
+                                 moved_gross(view.gross, before, after, view.prices.get(symbol)))
         batch.orders.append(order)
         return True
 
@@ -172,23 +192,29 @@ class OrderGateway:
             self.journal.append({"order_id": o.order_id, "book_id": o.book.book_id,
                                  "symbol": o.symbol, "side": o.side.value, "qty": str(o.qty),
                                  "ts": o.ts} for o in batch.orders)
+            metrics = self.ctx.metrics
+            latency = metrics.trade_latency_ms
+            filled = metrics.orders_total.labels("filled")
             for order in batch.orders:
+                # the switch as read when the batch began, read again only when its token
+                # moved since (a switch thrown mid-batch stops the next order)
                 stop = None if order.reduce_only else (
-                    "maintenance_mode" if self.ctx.bus.switch(MAINTENANCE_MODE)
+                    "maintenance_mode" if self.kill.on()
                     else "disk_full" if self.ctx.disk.full else None)
                 if stop is not None:
                     order.status, order.reason = "refused", stop
-                    self.ctx.metrics.orders_refused_total.labels(stop).inc()
-                    self.ctx.metrics.orders_total.labels("refused").inc()
+                    metrics.orders_refused_total.labels(stop).inc()
+                    metrics.orders_total.labels("refused").inc()
                     continue
                 if t0 is not None:
-                    self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
+                    latency.observe((time.perf_counter() - t0) * 1000)
                 self.order_times.append(self.rate_time(batch.decided_ms))
                 intent = OrderIntent(order.symbol, order.side, order.qty,
                                      reduce_only=order.reduce_only,
                                      model_id=order.book.model_id,
                                      order_link_id=order.order_id,
                                      decided_ms=batch.decided_ms)
+                sent = time.perf_counter()
                 try:
                     fill = await self.ctx.exchange.place_order(intent)
                 except ExchangeError as exc:
@@ -197,7 +223,9 @@ class OrderGateway:
                     self.log.error("order failed", symbol=order.symbol,
                                    book=order.book.book_id, error=str(exc))
                     continue
-                self.ctx.metrics.orders_total.labels("filled").inc()
+                finally:
+                    batch.venue_s += time.perf_counter() - sent
+                filled.inc()
                 order.status, order.fill = "filled", self._book(order.book, fill)
                 booked.append(order.fill)
         return booked

@@ -29,7 +29,8 @@ class OrderJournal:
     def append(self, entries: Iterable[dict[str, Any]]) -> None:
         """One ``write`` for the whole batch: the entries are there, or (a crash before the
         call returned) none of them was sent."""
-        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        data = "".join(dumps(e) + "\n" for e in entries).encode()
         if data:
             view = memoryview(data)
             while view:

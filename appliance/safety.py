@@ -129,7 +129,29 @@ def write_kill_file(state_dir: Path, reason: str, why_bus: str) -> dict[str, Any
     entry = {"actor": operator_name(), "uid": os.getuid(), "reason": reason, "ts": time.time(),
              "bus_error": why_bus}
     _write_private(kill_file(state_dir), entry)
+    stamp_switches(StatePaths(state_dir).bus)  # an order being sent now sees it at once
     return entry
+
+
+SWITCH_STAMP = "switches.stamp"
+STAMP_BYTES = 8
+
+
+def stamp_switches(bus_dir: Path) -> bool:
+    """Write new random bytes to the bus's switch stamp (``<bus>/switches.stamp``): every
+    switch change and kill file does, so a reader that mapped the file sees that something
+    changed without a system call (:meth:`appliance.bus.Bus.switch_token`). Random rather than
+    a counter: two writers at once can never leave the value a reader already holds. False
+    when the bus directory is not there (the kill file alone then speaks, at the next read)."""
+    try:
+        fd = os.open(Path(bus_dir) / SWITCH_STAMP, os.O_WRONLY | os.O_CREAT, OWNER_ONLY_FILE)
+    except OSError:
+        return False
+    try:
+        os.pwrite(fd, os.urandom(STAMP_BYTES), 0)
+    finally:
+        os.close(fd)
+    return True
 
 
 def read_kill_file(state_dir: Path) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """Pure position sizing: model probabilities → target fraction → target quantity → one order.
 
-No clock, no I/O: the trading and shadow services pass in what they measured. Quantities are
-``Decimal`` from the target quantity on, so that orders, fills and positions add up exactly; the
-model side (probabilities, volatility, the fraction) is float, as the models produce it.
+No clock, no I/O: the trading and shadow services pass in what they measured. Orders, fills
+and positions are ``Decimal``, so that they add up exactly; the model side (probabilities,
+volatility, the fraction) is float, as the models produce it, and so is the engine's sizing of
+a bar's symbols (:func:`target_lots`: whole lots in float64, one vectorised step), which turns
+into Decimal only for the orders it sends.
 """
 
 from __future__ import annotations
@@ -69,6 +71,34 @@ def target_qty(fraction: float, equity: Decimal, price: Decimal) -> Decimal:
     if price <= 0:
         raise ValueError(f"price must be positive, got {price}")
     return Decimal(str(fraction)) * equity / price
+
+
+def target_lots(fractions: np.ndarray, equity: float, prices: np.ndarray, steps: np.ndarray
+                ) -> np.ndarray:
+    """Whole lots (signed, toward zero) worth ``fractions`` of ``equity`` at ``prices``, for
+    many symbols at once in float64; NaN where there is no price or lot (no order).
+
+    The engine sizes every symbol of a bar this way and turns only the orders that change a
+    position into Decimal (``Decimal(lots) * step``, exact). It is
+    ``round_qty(target_qty(f, equity, price), step) / step`` in float64: the two agree except
+    where ``f·equity/(price·step)`` lies within float64's rounding (~1e-15 relative) of a whole
+    lot, where this may differ by that one lot; a test holds them to that."""
+    f = np.asarray(fractions, dtype=np.float64)
+    p = np.asarray(prices, dtype=np.float64)
+    st = np.asarray(steps, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lots = np.trunc(f * equity / (p * st))
+    usable = np.isfinite(lots) & (p > 0) & (st > 0)
+    return np.where(usable, lots, np.nan)
+
+
+def lots_change(target: np.ndarray, held: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Where the ``target`` lots (:func:`target_lots`) differ from what is ``held`` (base
+    quantity): the symbols that may need an order (:func:`order_for` decides, in Decimal).
+    A held quantity within a millionth of a lot of the target needs none (held quantities are
+    whole lots; Decimal rounds such a remainder away too)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(target) & ~(np.abs(target - held / steps) < 1e-6)
 
 
 def round_qty(qty: Decimal, step: Decimal) -> Decimal:

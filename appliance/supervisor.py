@@ -111,7 +111,7 @@ def build_services(ctx: ServiceContext, supervisor: Supervisor, jobs: Jobs,
         "notify": notifier.run,
         alerts.NAME: functools.partial(alerts.run, ctx, notifier),
         consumer.NAME: functools.partial(consumer.run, ctx, jobs, ctx.cfg.jobs.workers,
-                                         ctx.cfg.jobs.stop_grace_s),
+                                         ctx.cfg.jobs.stop_grace_s, ctx.cfg.jobs.niceness),
         heartbeat.NAME: functools.partial(heartbeat.run, ctx, supervisor.snapshot, state_dir,
                                           started_at, DiskWatch(ctx)),
         operator.NAME: functools.partial(operator.run, ctx, {

@@ -11,10 +11,16 @@ model, sizing, lot rounding, the gateway's checks and its write-ahead row, the s
 shadow books' paper fills. Recording the bar afterwards is reported apart. Budget: p99 ≤ 2 ms
 at 50 symbols, ≤ 6 ms at 150. ``bar_to_orders_ms_p50``/``_p99`` are the worst case (threshold
 0: every book rebalances every symbol every bar); ``default_*`` the default threshold.
+``bar_to_orders_ex_venue_ms_*`` leave out the time inside the venue's ``place_order`` (the
+sim's paper matching here; the network and Bybit's engine live), ``bar_to_orders_cpu_ms_*``
+count CPU time (on a shared machine the wall figures also count other processes' turns).
+``--busy N`` runs N training processes meanwhile, at the job consumer's niceness.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,7 +134,7 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                              metrics=Metrics(), inline=True)
         _register(store, state, symbols, {s: b[:warm] for s, b in bars.items()}, clock.now())
         engine = TradingEngine(ctx)
-        decide, record, on_batch_cpu = [], [], []
+        decide, decide_cpu, venue, record, on_batch_cpu = [], [], [], [], []
 
         async def go() -> None:
             await engine.start()
@@ -146,6 +152,8 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                 t1 = time.perf_counter()
                 await engine.flush()
                 decide.append(engine.decide_ms)
+                decide_cpu.append(engine.decide_cpu_ms)
+                venue.append(engine.decide_venue_ms)
                 record.append((time.perf_counter() - t1) * 1000)
 
         trio.run(go)
@@ -156,12 +164,22 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
         store.close()
         bus.close()
     ms, rec = np.array(decide), np.array(record)
+    own = ms - np.array(venue)
     return {"symbols": len(symbols), "symbols_above_bar": len(above & set(symbols)),
             "models": 3, "bars": n_bars,
             "orders_per_bar": round(orders / n_bars, 1),
             "paper_fills_per_bar": round(paper / n_bars, 1),
             "bar_to_orders_ms_p50": round(float(np.percentile(ms, 50)), 3),
             "bar_to_orders_ms_p99": round(float(np.percentile(ms, 99)), 3),
+            # the same span less the time inside the venue's place_order (the sim's paper
+            # matching engine here; the network and Bybit's engine live): the engine's own
+            "bar_to_orders_ex_venue_ms_p50": round(float(np.percentile(own, 50)), 3),
+            "bar_to_orders_ex_venue_ms_p99": round(float(np.percentile(own, 99)), 3),
+            "venue_ms_p50": round(float(np.percentile(venue, 50)), 3),
+            # the same span in CPU time: on a shared machine, the wall figures above also
+            # count the time other processes held the cores
+            "bar_to_orders_cpu_ms_p50": round(float(np.percentile(decide_cpu, 50)), 3),
+            "bar_to_orders_cpu_ms_p99": round(float(np.percentile(decide_cpu, 99)), 3),
             "record_ms_p50": round(float(np.percentile(rec, 50)), 3),
             # CPU time (all threads) of the whole on_batch: bar→orders and queuing the
             # bar's record; unlike the wall figures, other work on the machine does not inflate it
@@ -170,16 +188,50 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
             "identity_gaps": gaps}  # books vs venue: must be 0
 
 
-def run(symbols: int | None = None) -> dict[str, Any]:
+def run(symbols: int | None = None, busy: int | None = None) -> dict[str, Any]:
     """Worst case (threshold 0: every book rebalances every symbol every bar), then the
-    default threshold of 0.1; ``symbols``: trade that many (``--symbols N``)."""
-    worst = run_one(threshold=0.0, n_symbols=symbols)
-    usual = run_one(threshold=0.1, n_symbols=symbols)
+    default threshold of 0.1; ``symbols``: trade that many (``--symbols N``); ``busy``: with
+    that many training processes running meanwhile (``--busy N``, :mod:`benchmarks._busy`) at
+    the job consumer's ``jobs.niceness`` (from the config file and environment, so
+    ``METHTRADER__JOBS__NICENESS=0`` measures trainers at ``run``'s own priority). The
+    1-minute load average before and after says how busy the (shared) machine was."""
+    if busy is not None and not 0 <= busy <= 8:
+        raise ConfigError(f"bench trading: --busy must be in [0, 8] training processes, got {busy}")
+    niceness = build_config(env=dict(os.environ)).jobs.niceness if busy else None
+    trainers = [_start_trainer(niceness or 0) for _ in range(busy or 0)]
+    try:
+        load_start = round(os.getloadavg()[0], 2)
+        worst = run_one(threshold=0.0, n_symbols=symbols)
+        usual = run_one(threshold=0.1, n_symbols=symbols)
+        load_end = round(os.getloadavg()[0], 2)
+    finally:
+        for p in trainers:
+            p.terminate()
+        for p in trainers:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
     n = worst["symbols"]
     budget = BAR_BUDGET_MS[50] if n <= 50 else BAR_BUDGET_MS[150] if n <= 150 else None
     return {**worst, "budget_ms_p99": budget,
             **{f"default_{k}": v for k, v in usual.items()
-               if k.startswith(("bar_", "orders", "record"))}}
+               if k.startswith(("bar_", "orders", "record"))},
+            "busy_training_processes": busy or 0, "busy_niceness": niceness,
+            "load_average_1m_start": load_start, "load_average_1m_end": load_end}
+
+
+def _start_trainer(niceness: int) -> subprocess.Popen:
+    """A busy training process (:mod:`benchmarks._busy`), once it is training."""
+    p = subprocess.Popen([sys.executable, "-m", "benchmarks._busy", "--niceness", str(niceness)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        p.kill()
+        p.wait()
+        raise RuntimeError("bench trading: a busy training process failed to start")
+    return p
 
 
 if __name__ == "__main__":

@@ -74,12 +74,19 @@ class PaperBroker:
         # charged per funding time (the last FUNDING_LOG_KEEP), complete after log_from
         self.funding_log: dict[int, Decimal] = {}
         self.funding_log_from: int | None = None
+        self._spreads: dict[float, Decimal] = {}
 
     def half_spread(self, symbol: str) -> Decimal:
         """The half spread a fill of ``symbol`` pays now, as a fraction of the price."""
         if self._half_spread_of is None:
             return Decimal(0)
-        return Decimal(str(self._half_spread_of(symbol) or 0))
+        h = self._half_spread_of(symbol) or 0
+        out = self._spreads.get(h)
+        if out is None:  # Decimal(str(float)) once per quoted value, not once per fill
+            if len(self._spreads) > 4096:
+                self._spreads.clear()
+            out = self._spreads[h] = Decimal(str(h))
+        return out
 
     # -- funding ---------------------------------------------------------------------------
 

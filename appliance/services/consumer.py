@@ -52,7 +52,8 @@ async def stop_consumer(proc: trio.Process, grace_s: float) -> None:
     await proc.wait()
 
 
-async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> None:
+async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float,
+              niceness: int = 0) -> None:
     log = service_logger(NAME)
     try:
         requeued = await trio.to_thread.run_sync(jobs.requeue_interrupted)
@@ -65,7 +66,7 @@ async def run(ctx: ServiceContext, jobs: Jobs, workers: int, grace_s: float) -> 
     cmd = [sys.executable, "-m", "appliance.jobs", "--state-dir", str(Path(jobs.state_dir)),
            "--workers", str(workers), "--parent-pid", str(os.getpid()),
            "--log-format", stderr_format(), "--artifact-root", str(Path(jobs.root)),
-           "--job-nice", str(ctx.cfg.training.job_nice)]
+           "--job-nice", str(ctx.cfg.training.job_nice), "--niceness", str(niceness)]
     env = {**os.environ, QUEUE_URL_ENV: jobs.redis_url} if jobs.redis_url else None
     ctx.beat(NAME)
     async with trio.open_nursery() as nursery:

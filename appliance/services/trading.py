@@ -55,7 +55,7 @@ from appliance.order_journal import OrderJournal
 from appliance.paths import StatePaths
 from appliance.risk import RiskLimits
 from appliance.services.paper_desk import PaperDesk
-from appliance.sizing import order_for, round_qty, target_fractions, target_qty
+from appliance.sizing import lots_change, order_for, target_fractions, target_lots
 from data.disk import is_disk_full
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
@@ -116,6 +116,9 @@ class TradingEngine:
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
+        self.fmarks: dict[str, float] = {}  # the same closes as floats (paper books, sizing)
+        self.steps_f: dict[str, float] = {}  # each instrument's lot as a float (sizing)
+        self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
         self.delisted: set[str] = set()
@@ -123,6 +126,8 @@ class TradingEngine:
         self.started_ms = 0
         self.pending = Pending(0.0)
         self.decide_ms = 0.0
+        self.decide_cpu_ms = 0.0
+        self.decide_venue_ms = 0.0
         self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
         self.identity_gap: Decimal | None = None  # books − venue, as last reported
         self.day_open: tuple[int, Decimal] | None = None  # (market day, equity at its start)
@@ -169,6 +174,9 @@ class TradingEngine:
     async def refresh_instruments(self) -> None:
         instruments = await self.ctx.exchange.instruments()
         self.instruments = {i.symbol: i for i in instruments}
+        self.steps_f = {i.symbol: float(i.qty_step) for i in instruments}
+        self.lots_f = {s: float(lot) for s in self.instruments
+                       if (lot := self.lot(s)) is not None}
         lead = self.ctx.cfg.trading.delisting_lead_s * 1000
         now = self.now_ms()
         leaving = {i.symbol for i in instruments if i.status not in ("Trading", "PreLaunch")
@@ -217,12 +225,13 @@ class TradingEngine:
         than ``STALE_BARS`` of its interval ago. On the virtual clock every later bar is
         decided, in order, and the venue fills at the bar's close: a machine that lags behind
         the market clock must not change what the models do."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         book = self.bar_books[batch.interval]
         await self.catch_up(book, batch)
         new = book.push_many(batch.bars)
-        for symbol in new:
+        for symbol in new:  # prices to Decimal once a bar (and as floats for the paper books)
             self.marks[symbol] = book.close_decimal(symbol)
+            self.fmarks[symbol] = book.close(symbol)
         if not new or self.is_history(batch, book.step):
             return
         await self.settle_funding(batch.end_ms)
@@ -242,6 +251,7 @@ class TradingEngine:
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
         pairs = self.ctx.bus.tradable_pairs()
         tradable = None if pairs is None else set(pairs)
+        fresh = set(new)
         for m in self.pool.of(batch.interval):
             b = self.ledger.books.get(m.book_id)
             if b is None or b.state != OPEN:
@@ -249,33 +259,36 @@ class TradingEngine:
             live.append(b)
             # a symbol that left the tradable set is only decided while the book holds it:
             # its target is flat, so the position is closed and no new one opens
-            mine = [s for s in m.row["symbols"] if s in new and book.warm(s)
+            mine = [s for s in m.row["symbols"] if s in fresh and book.warm(s)
                     and s not in self.delisted and s not in m.excluded
                     and (tradable is None or s in tradable or b.qty(s))]
             if not mine:
                 continue
-            probs = m.session.predict(np.stack([book.window(s, m.lookback, m.columns) for s in mine]))
-            fractions = target_fractions(probs, np.array([book.vol(s) for s in mine]),
-                                         threshold=self.ctx.cfg.trading.threshold).tolist()
+            probs = m.session.predict(book.windows(mine, m.lookback, m.columns))
+            fractions = target_fractions(probs, book.vols(mine),
+                                         threshold=self.ctx.cfg.trading.threshold)
             if tradable is not None:
-                fractions = [f if s in tradable else 0.0 for s, f in zip(mine, fractions)]
-            start_equity = b.equity(self.marks)
-            for symbol, p, fraction in zip(mine, probs.tolist(), fractions):
-                rows.append((batch.open_ms, m.model_id, symbol, m.mode, book.close(symbol),
-                             fraction, *p, b.book_id))
-                if m.mode == "prod":
-                    self.plan_prod(orders, b, symbol, fraction, start_equity)
-                elif not paused:
-                    f = self.desk.rebalance(b, symbol, fraction, book.close(symbol),
-                                            float(start_equity), batch.end_ms)
-                    if f is not None:
-                        paper.append((b, f))
+                fractions[[s not in tradable for s in mine]] = 0.0
+            closes = np.array([self.fmarks[s] for s in mine])
+            start_equity = b.equity(self.marks_for(b))
+            for symbol, p, fraction, close in zip(mine, probs.tolist(), fractions.tolist(),
+                                                  closes.tolist()):
+                rows.append((batch.open_ms, m.model_id, symbol, m.mode, close, fraction, *p,
+                             b.book_id))
+            if m.mode == "prod":
+                self.plan_prod(orders, b, mine, fractions, start_equity)
+            elif not paused:
+                paper += [(b, f) for f in self.desk.rebalance_many(
+                    b, mine, fractions, closes, float(start_equity),
+                    np.array([self.lots_f.get(s, np.nan) for s in mine]), batch.end_ms)]
             self.ledger.dirty.add(b.book_id)
         await self.gateway.send(orders, t0)
         self.decide_ms = (time.perf_counter() - t0) * 1000  # bar close → last order sent
+        self.decide_cpu_ms = (time.process_time() - c0) * 1000  # ... in CPU time
+        self.decide_venue_ms = orders.venue_s * 1000  # ... of which in the venue's calls
         self.tell_held()
         await self.record(batch.end_ms, rows, paper,
-                          {b.book_id: b.equity(self.marks) for b in live}, orders)
+                          {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
 
     def tell_held(self) -> None:
         """Tell the feed which symbols the books hold (when that changed)."""
@@ -349,18 +362,26 @@ class TradingEngine:
                 return close
         return None
 
-    def plan_prod(self, orders: OrderBatch, b: Book, symbol: str, fraction: float,
-                  start_equity: Decimal) -> None:
-        """The prod target in whole lots, as one order (a flip is one order) into the bar's
-        batch; the gateway checks it."""
-        inst = self.instruments.get(symbol)
-        price = self.marks.get(symbol)
-        if inst is None or price is None or price <= 0:
-            return
-        target = round_qty(target_qty(fraction, start_equity, price), inst.qty_step)
-        order = order_for(b.qty(symbol), target, step=inst.qty_step, min_qty=inst.min_order_qty)
-        if order is not None:
-            self.gateway.add(orders, b, symbol, *order)
+    def plan_prod(self, orders: OrderBatch, b: Book, symbols: list[str],
+                  fractions: np.ndarray, start_equity: Decimal) -> None:
+        """The prod targets in whole lots, as one order per symbol (a flip is one order) into
+        the bar's batch; the gateway checks each. Sized in float64 over all the symbols at
+        once (:func:`appliance.sizing.target_lots`); Decimal only for the orders that go."""
+        prices = np.array([self.fmarks.get(s, np.nan) for s in symbols])
+        steps = np.array([self.steps_f.get(s, np.nan) for s in symbols])
+        held = np.array([float(b.qty(s)) for s in symbols])
+        target = target_lots(fractions, float(start_equity), prices, steps)
+        for i in np.flatnonzero(lots_change(target, held, steps)):
+            symbol = symbols[i]
+            inst = self.instruments[symbol]
+            order = order_for(b.qty(symbol), Decimal(int(target[i])) * inst.qty_step,
+                              step=inst.qty_step, min_qty=inst.min_order_qty)
+            if order is not None:
+                self.gateway.add(orders, b, symbol, *order)
+
+    def marks_for(self, b: Book) -> dict[str, Decimal] | dict[str, float]:
+        """The bar's marks in the book's number type (Decimal for prod and the house)."""
+        return self.marks if b.exact else self.fmarks
 
     def decided_at(self) -> int | None:
         """The market moment closes are decided for: on the virtual clock the bar being
@@ -374,17 +395,20 @@ class TradingEngine:
         house holds, and every position in a symbol the venue is delisting."""
         assert self.ledger.house is not None
         closing = [b for b in self.ledger.books.values() if b.state == CLOSING]
-        orders = self.gateway.begin(self.ledger, self.marks, self.decided_at())
-        for b in closing:
-            if b.mode == "prod":
-                self.gateway.add_closes(orders, b)
-        self.gateway.add_closes(orders, self.ledger.house)
-        for b in self.ledger.prod_books():
-            if b.state != CLOSING:
-                self.gateway.add_closes(orders, b, sorted(set(b.open_symbols())
-                                                          & self.delisted))
-        if orders.orders or orders.refused:
-            await self.execute(orders)
+        delisted = [(b, sorted(set(b.open_symbols()) & self.delisted))
+                    for b in self.ledger.prod_books() if b.state != CLOSING]
+        if (any(b.mode == "prod" and b.open_symbols() for b in closing)
+                or self.ledger.house.open_symbols() or any(s for _, s in delisted)):
+            # a batch (and its read of the kill switch) only when there is something to close
+            orders = self.gateway.begin(self.ledger, self.marks, self.decided_at())
+            for b in closing:
+                if b.mode == "prod":
+                    self.gateway.add_closes(orders, b)
+            self.gateway.add_closes(orders, self.ledger.house)
+            for b, symbols in delisted:
+                self.gateway.add_closes(orders, b, symbols)
+            if orders.orders or orders.refused:
+                await self.execute(orders)
         now = self.now_ms()
         for b in closing:
             if b.mode == "shadow" or not b.open_symbols():  # else: try again next bar

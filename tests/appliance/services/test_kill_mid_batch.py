@@ -1,0 +1,142 @@
+"""The kill switch is read once per bar's batch, yet a switch thrown while the batch is being
+sent stops the next order: the real gateway, bus, journal and paper venue; the switch thrown
+by another process, or as a kill file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from appliance.bus import MAINTENANCE_MODE
+from appliance.domain import Side
+from appliance.safety import write_kill_file
+from appliance.services import trading
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+async def batch_of_buys(ctx, n: int):
+    """An engine started on the sim venue and a batch of ``n`` buys of one lot each for the
+    house (each adds risk: none is reduce-only)."""
+    engine = trading.TradingEngine(ctx)
+    await engine.start()
+    now = int(ctx.clock.now() * 1000)
+    for s in SYMBOLS:
+        engine.marks[s] = Decimal(repr(ctx.exchange.market.last_price(s, now)))
+    batch = engine.gateway.begin(engine.ledger, engine.marks, now)
+    house = engine.ledger.house
+    for i in range(n):
+        inst = engine.instruments[SYMBOLS[i % len(SYMBOLS)]]
+        assert engine.gateway.add(batch, house, inst.symbol, Side.BUY,
+                                  max(inst.min_order_qty, inst.qty_step), False)
+    return engine, batch
+
+
+def after_fills(ctx, n: int, action) -> list[str]:
+    """Make the venue run ``action`` once it has filled ``n`` orders; returns the ids it
+    filled."""
+    place, filled = ctx.exchange.place_order, []
+
+    async def placing(intent):
+        fill = await place(intent)
+        filled.append(intent.order_link_id)
+        if len(filled) == n:
+            action()
+        return fill
+
+    ctx.exchange.place_order = placing
+    return filled
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_batch_reads_the_switch_itself_once(make_ctx, autojump_clock):
+    ctx = make_ctx()
+    engine, batch = await batch_of_buys(ctx, 6)
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled"] * 6
+    assert engine.gateway.kill.reads == 1  # at begin; each send checked the token only
+    assert len({o.order_id for o in batch.orders}) == 6
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_switch_thrown_by_another_process_mid_batch_stops_the_next_order(
+        make_ctx, state_dir, autojump_clock):
+    ctx = make_ctx()
+    engine, batch = await batch_of_buys(ctx, 6)
+    assert not batch.view.maintenance_mode
+
+    def kill() -> None:
+        subprocess.run([sys.executable, "-c",
+                        "from appliance.bus import Bus, MAINTENANCE_MODE; "
+                        f"Bus({str(state_dir / 'bus')!r}).set_switch(MAINTENANCE_MODE, True, "
+                        "actor='ops', reason='drill', source='cli')"], check=True, timeout=60)
+
+    filled = after_fills(ctx, 2, kill)
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled"] * 2 + ["refused"] * 4
+    assert {o.reason for o in batch.orders[2:]} == {"maintenance_mode"}
+    assert filled == [o.order_id for o in batch.orders[:2]]  # the venue saw no other order
+    assert set(ctx.exchange.broker.by_link) == set(filled)
+    assert engine.gateway.kill.reads == 2  # begin, then once when the token moved
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_kill_file_written_mid_batch_stops_the_next_order(make_ctx, state_dir,
+                                                                 autojump_clock):
+    ctx = make_ctx()
+    engine, batch = await batch_of_buys(ctx, 5)
+    after_fills(ctx, 3, lambda: write_kill_file(state_dir, "drill", "the bus is damaged"))
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled"] * 3 + ["refused"] * 2
+    assert {o.reason for o in batch.orders[3:]} == {"maintenance_mode"}
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_switch_stamp_that_cannot_be_read_falls_back_to_reading_the_switch(
+        make_ctx, state_dir, autojump_clock):
+    """Fail closed: without its token the guard reads the switch itself before each order
+    (still OFF here: the orders go); a switch written then, even behind the bus's back (no
+    stamp, no journal), is seen at once."""
+    ctx = make_ctx()
+    stamp = state_dir / "bus" / "switches.stamp"
+    stamp.unlink()
+    stamp.mkdir()  # the stamp cannot be opened, mapped or written
+    engine, batch = await batch_of_buys(ctx, 4)
+    assert ctx.bus.switch_token() is None
+
+    def tamper() -> None:
+        ctx.bus.cache.set(f"switch:{MAINTENANCE_MODE}", {"value": True})
+
+    after_fills(ctx, 2, tamper)
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled"] * 2 + ["refused"] * 2
+    # begin, then before each of the first three orders; once ON it stays ON for the batch
+    assert engine.gateway.kill.reads == 4
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_rebuilt_stamp_is_mapped_again_at_the_next_batch(make_ctx, state_dir,
+                                                                 autojump_clock):
+    ctx = make_ctx()
+    engine, batch = await batch_of_buys(ctx, 2)
+    stamp = state_dir / "bus" / "switches.stamp"
+    stamp.unlink()  # a bus rebuilt by another process: a new stamp file
+    stamp.write_bytes(bytes(8))
+    batch = engine.gateway.begin(engine.ledger, engine.marks)
+    house = engine.ledger.house
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        inst = engine.instruments[symbol]
+        engine.gateway.add(batch, house, symbol, Side.BUY, max(inst.min_order_qty,
+                                                              inst.qty_step), False)
+    after_fills(ctx, 1, lambda: ctx.bus.set_switch(MAINTENANCE_MODE, True, actor="ops",
+                                                   reason="drill", source="cli"))
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled", "refused", "refused"]
