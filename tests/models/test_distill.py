@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from models.artifacts import run_dir
 from models.distill import distill_group, distill_setup
 from models.distill_align import BAR_MS, HOUR_MS, align_teacher, last_closed_hour
-from models.kinds.ddqn import q_values
 from models.serving import OnnxModel
 
 from .test_training import SYMBOLS, fill_lake
