@@ -42,7 +42,8 @@ def setup_of(cfg: Config) -> automl.Setup:
     return automl.Setup(interval="5m", folds=cfg.training.folds,
                         threshold=cfg.trading.threshold,
                         costs=CostModel(cfg.sim.taker_fee, cfg.sim.slippage_bps / 10_000),
-                        seed=cfg.automl.seed, max_train_samples=cfg.automl.max_train_samples)
+                        seed=cfg.automl.seed, max_train_samples=cfg.automl.max_train_samples,
+                        device=cfg.training.device)
 
 
 def storage_url(cfg: Config) -> str | None:
@@ -119,7 +120,7 @@ def conclude(state: Path, study: optuna.Study, group: str, symbols: list[str],
                             tags={"autogen": True, "study": name, "trial": verdict.trial,
                                   "trigger": "automl"},
                             seed=setup.seed, folds=setup.folds, costs=setup.costs,
-                            threshold=setup.threshold)
+                            threshold=setup.threshold, device=setup.device)
         summary.update(run_id=run_id, receipt=receipt)
     summary["finished"] = now
     record = {k: v for k, v in summary.items() if k != "receipt"}
@@ -154,14 +155,15 @@ def setup_to_json(setup: automl.Setup, storage: str = "file") -> dict[str, Any]:
     return {"interval": setup.interval, "folds": setup.folds, "threshold": setup.threshold,
             "taker_fee": setup.costs.taker_fee, "slippage": setup.costs.slippage,
             "seed": setup.seed, "max_train_samples": setup.max_train_samples,
-            "storage": storage}
+            "device": setup.device, "storage": storage}
 
 
 def setup_from_json(d: dict[str, Any]) -> automl.Setup:
     return automl.Setup(interval=d["interval"], folds=int(d["folds"]),
                         threshold=float(d["threshold"]),
                         costs=CostModel(float(d["taker_fee"]), float(d["slippage"])),
-                        seed=int(d["seed"]), max_train_samples=int(d["max_train_samples"]))
+                        seed=int(d["seed"]), max_train_samples=int(d["max_train_samples"]),
+                        device=str(d.get("device", "cpu")))  # jobs queued before devices: cpu
 
 
 def space_to_json(space: automl.Space) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class Setup:
     costs: CostModel = CostModel()
     seed: int = 0
     max_train_samples: int = 200_000
+    device: str = "cpu"  # where the winner's run trains (``training.device``); trials: the CPU
 
 
 def suggest(trial: optuna.Trial, space: Space, days_available: float) -> dict[str, Any]:
