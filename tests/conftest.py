@@ -106,18 +106,3 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     finally:
         RedisServer(proc, port).stop()
         log.close()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, then the other end-to-end ones, each group in collection order.
-
-    xdist hands the first quarter of the tests to its workers one by one in turn, so the long
-    ones (a virtual month of ``run`` takes minutes) start at once on alternate workers instead
-    of one of them landing last and keeping a worker busy while the other idles.
-    """
-    def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("slow"):
-            return 0
-        return 1 if item.get_closest_marker("e2e") else 2
-
-    items.sort(key=rank)  # stable: the same order on every worker

@@ -14,7 +14,7 @@ from models.groups import GroupingRules
 from tests.e2e.conftest import methtrader, status_json, stderr_of
 from tests.e2e.test_run import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 SMALL = {"METHTRADER__DATASETS__DAYS": "20", "METHTRADER__TRAINING__KINDS": "rf"}
 

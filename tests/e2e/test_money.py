@@ -14,7 +14,7 @@ from tests.e2e.conftest import methtrader, status_json, stderr_of
 from tests.e2e.test_learning import SMALL, models_of
 from tests.e2e.test_run import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def test_shadow_promote_trade_then_kill_and_flatten(tmp_path, run_proc):
