@@ -13,7 +13,6 @@ service, which registers every receipt it finds.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Any, Callable
 
 import optuna
 
+from data.files import read_json_dict, write_json_atomic
 from appliance.config import Config
 from appliance.schedule import WEEK_S, duration_s, next_weekly
 from models import automl
@@ -250,18 +250,11 @@ def schedule_path(state_dir: Path) -> Path:
 def load_schedule(state_dir: Path) -> dict[str, dict[str, Any]]:
     """Each group's latest weekly study: name, market start, wall deadline, budget, and
     whether its selection was queued (kept across restarts)."""
-    try:
-        return json.loads(schedule_path(state_dir).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json_dict(schedule_path(state_dir))
 
 
 def save_schedule(state_dir: Path, schedule: dict[str, dict[str, Any]]) -> None:
-    path = schedule_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(schedule, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(schedule_path(state_dir), schedule)
 
 
 def search_over(state_dir: Path, study: str, budget: int, redis_url: str | None = None

@@ -11,8 +11,6 @@ receipts).
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from data.files import read_json_dict, write_json_atomic
 from appliance.config import Config
 from models.distill import distill_setup
 
@@ -54,18 +53,11 @@ def schedule_path(state_dir: Path) -> Path:
 
 def load_schedule(state_dir: Path) -> dict[str, dict[str, Any]]:
     """Each group's latest weekly distillation: its market start and run ids."""
-    try:
-        return json.loads(schedule_path(state_dir).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json_dict(schedule_path(state_dir))
 
 
 def save_schedule(state_dir: Path, schedule: dict[str, dict[str, Any]]) -> None:
-    path = schedule_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(schedule, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(schedule_path(state_dir), schedule)
 
 
 def _summary(receipt: dict[str, Any]) -> dict[str, Any]:
