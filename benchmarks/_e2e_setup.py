@@ -22,6 +22,7 @@ from pathlib import Path
 
 from appliance.bars import aggregate_buckets
 from appliance.bus import MAINTENANCE_MODE, Bus
+from appliance.config import ConfigError
 from appliance.exchange.simmarket import SimMarket
 from appliance.exchange.simuniverse import MAX_PAIRS
 from appliance.paths import StatePaths
@@ -57,7 +58,7 @@ def pick_universe(n: int, listed: list[tuple[int, str, float]],
     listed = sorted(listed)
     above = [i for i, _, v in listed if v > bar]
     if not 1 <= n <= len(above):
-        raise ValueError(f"bench e2e: --symbols must be in [1, {len(above)}] (the symbols "
+        raise ConfigError(f"bench e2e: --symbols must be in [1, {len(above)}] (the symbols "
                          f"above the ${bar / 1e6:.0f}M bar in a {MAX_PAIRS}-pair universe)")
     pairs = max(24, above[n - 1] + 1)
     inside = sorted(((v, s) for i, s, v in listed if i < pairs and v > bar), reverse=True)
