@@ -33,7 +33,8 @@ class Metrics:
                                        ["model_id"], registry=r)
         self.trade_latency_ms = Histogram(
             "trade_latency_ms", "Bar close to order sent, milliseconds", registry=r,
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000))
+            buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 15, 25, 50, 100, 250, 500, 1000,
+                     2500, 5000, 10_000))
         self.service_restarts_total = Counter("service_restarts", "Service restarts",
                                               ["service"], registry=r)
         self.maintenance_mode = Gauge("maintenance_mode", "1 while the kill switch is on",

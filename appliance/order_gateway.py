@@ -11,10 +11,12 @@ a bar's orders together as one :class:`OrderBatch`:
    and counted, never sent.
 2. **Write-ahead**: the batch's orders are appended to the order journal (keyed by the
    ``orderLinkId`` the venue sees, :mod:`appliance.order_journal`) *before* any is sent.
-3. **Send**: one by one, shielded from cancellation (an order in flight is never abandoned);
-   the kill switch (its bus token, read from a mapped file without a system call,
-   :mod:`appliance.kill_guard`) and the disk are checked again right before each, so a switch
-   thrown (or a disk filled) mid-batch stops every order that would add risk.
+3. **Send**: shielded from cancellation (an order in flight is never abandoned); the kill
+   switch (its bus token, read from a mapped file without a system call,
+   :mod:`appliance.kill_guard`) and the disk are checked again right before each order leaves,
+   so a switch thrown (or a disk filled) mid-batch stops every order that would add risk. A
+   venue that fills locally (the paper venues: ``BATCH_FILLS``) takes what passes in one call,
+   with nothing between its orders to throw a switch in; a network venue one order at a time.
 4. **Book**: the fills go into their books; the orders as they ended, the fills and the books
    are written to DuckDB in one transaction, and the journal is emptied.
 
@@ -40,7 +42,7 @@ from appliance.books import Book, BookFill
 from appliance.clock import VirtualClock
 from appliance.contracts import Event
 from appliance.domain import Fill, OrderIntent, Side
-from appliance.exchange.base import ExchangeError
+from appliance.exchange.base import BATCH_FILLS, ExchangeError
 from appliance.ledger import Ledger
 from appliance.ledger_store import known_orders, record_orders
 from appliance.logs import service_logger
@@ -184,7 +186,11 @@ class OrderGateway:
 
     async def send(self, batch: OrderBatch, t0: float | None = None) -> list[BookFill]:
         """Journal the batch and send it; the fills go into their books (in memory). The
-        caller records the batch (:meth:`record_args`) and then calls :meth:`settled`."""
+        caller records the batch (:meth:`record_args`) and then calls :meth:`settled`.
+
+        A venue that fills a batch in one local step (``BATCH_FILLS``: the paper venues) gets
+        every order that passes the last check in one call; any other gets them one by one,
+        each checked right before it leaves."""
         booked: list[BookFill] = []
         if not batch.orders:
             return booked
@@ -192,43 +198,67 @@ class OrderGateway:
             self.journal.append({"order_id": o.order_id, "book_id": o.book.book_id,
                                  "symbol": o.symbol, "side": o.side.value, "qty": str(o.qty),
                                  "ts": o.ts} for o in batch.orders)
-            metrics = self.ctx.metrics
-            latency = metrics.trade_latency_ms
-            filled = metrics.orders_total.labels("filled")
-            for order in batch.orders:
-                # the switch as read when the batch began, read again only when its token
-                # moved since (a switch thrown mid-batch stops the next order)
-                stop = None if order.reduce_only else (
-                    "maintenance_mode" if self.kill.on()
-                    else "disk_full" if self.ctx.disk.full else None)
-                if stop is not None:
-                    order.status, order.reason = "refused", stop
-                    metrics.orders_refused_total.labels(stop).inc()
-                    metrics.orders_total.labels("refused").inc()
-                    continue
-                if t0 is not None:
-                    latency.observe((time.perf_counter() - t0) * 1000)
-                self.order_times.append(self.rate_time(batch.decided_ms))
-                intent = OrderIntent(order.symbol, order.side, order.qty,
-                                     reduce_only=order.reduce_only,
-                                     model_id=order.book.model_id,
-                                     order_link_id=order.order_id,
-                                     decided_ms=batch.decided_ms)
+            if BATCH_FILLS in self.ctx.exchange.capabilities:
+                going = [o for o in batch.orders if not self._stopped(o)]
+                intents = [self._leaving(batch, o, t0) for o in going]
                 sent = time.perf_counter()
                 try:
-                    fill = await self.ctx.exchange.place_order(intent)
-                except ExchangeError as exc:
-                    order.status, order.reason = "failed", str(exc)
-                    self.ctx.metrics.orders_total.labels("failed").inc()
-                    self.log.error("order failed", symbol=order.symbol,
-                                   book=order.book.book_id, error=str(exc))
-                    continue
+                    results = await self.ctx.exchange.place_orders(intents) if intents else []
                 finally:
                     batch.venue_s += time.perf_counter() - sent
-                filled.inc()
-                order.status, order.fill = "filled", self._book(order.book, fill)
-                booked.append(order.fill)
+                for order, result in zip(going, results):
+                    self._outcome(order, result, booked)
+                return booked
+            for order in batch.orders:
+                if self._stopped(order):
+                    continue
+                intent = self._leaving(batch, order, t0)
+                sent = time.perf_counter()
+                try:
+                    result: Fill | ExchangeError = await self.ctx.exchange.place_order(intent)
+                except ExchangeError as exc:
+                    result = exc
+                finally:
+                    batch.venue_s += time.perf_counter() - sent
+                self._outcome(order, result, booked)
         return booked
+
+    def _stopped(self, order: Order) -> bool:
+        """Refuse an order that adds risk once the kill switch is on (the switch as read when
+        the batch began, read again only when its token moved since) or the disk is full."""
+        stop = None if order.reduce_only else (
+            "maintenance_mode" if self.kill.on()
+            else "disk_full" if self.ctx.disk.full else None)
+        if stop is None:
+            return False
+        metrics = self.ctx.metrics
+        order.status, order.reason = "refused", stop
+        metrics.orders_refused_total.labels(stop).inc()
+        metrics.orders_total.labels("refused").inc()
+        return True
+
+    def _leaving(self, batch: OrderBatch, order: Order, t0: float | None) -> OrderIntent:
+        """The order as the venue gets it; its latency and its place in the rate cap count
+        from now."""
+        if t0 is not None:
+            self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
+        self.order_times.append(self.rate_time(batch.decided_ms))
+        return OrderIntent(order.symbol, order.side, order.qty, reduce_only=order.reduce_only,
+                           model_id=order.book.model_id, order_link_id=order.order_id,
+                           decided_ms=batch.decided_ms)
+
+    def _outcome(self, order: Order, result: Fill | ExchangeError, booked: list[BookFill]
+                 ) -> None:
+        metrics = self.ctx.metrics
+        if isinstance(result, ExchangeError):
+            order.status, order.reason = "failed", str(result)
+            metrics.orders_total.labels("failed").inc()
+            self.log.error("order failed", symbol=order.symbol, book=order.book.book_id,
+                           error=str(result))
+            return
+        metrics.orders_total.labels("filled").inc()
+        order.status, order.fill = "filled", self._book(order.book, result)
+        booked.append(order.fill)
 
     def settled(self, batch: OrderBatch) -> None:
         """The batch is recorded in DuckDB: empty the journal, announce the trades."""

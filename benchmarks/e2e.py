@@ -10,7 +10,7 @@ market time at ``--speed`` :data:`SPEED`, and reports:
   :data:`SAMPLE_S` (:mod:`benchmarks._proctree`); CPU also from ``wait4``'s rusage at the end;
 * ``bar_to_orders_ms_p99``/``_p50`` from the appliance's own ``trade_latency_ms`` histogram
   (bar close → each order sent) on its Prometheus endpoint, interpolated within the bucket as
-  Prometheus' ``histogram_quantile`` does (buckets 0.1 … 1000 ms: a coarse figure);
+  Prometheus' ``histogram_quantile`` does (buckets 0.1 … 10,000 ms: a coarse figure);
 * ``candle_lag_s`` (``feed_lag_seconds``, the slowest symbol; the last value and the worst one
   after the first bar), ``training_backlog`` (jobs queued in huey at the end) and
   ``training_running``.

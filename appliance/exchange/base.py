@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -47,6 +47,9 @@ def yields_to_rate_limits() -> bool:
 PAPER = "paper"  # orders fill on the local paper engine, not at a venue
 REAL_TIME = "real_time"  # market time is wall time (no virtual clock to hold)
 VOLUME_BAR = "volume_bar"  # turnovers are USD-comparable: the $10M bar applies
+# a local engine fills a whole batch in one step (:meth:`Exchange.place_orders`), with nothing
+# between its orders that a kill switch could be thrown in: the paper venues (sim, replay)
+BATCH_FILLS = "batch_fills"
 
 
 @runtime_checkable
@@ -92,6 +95,12 @@ class Exchange(Protocol):
         ...
 
     async def place_order(self, intent: OrderIntent) -> Fill: ...
+
+    async def place_orders(self, intents: Sequence[OrderIntent]) -> list[Fill | ExchangeError]:
+        """Each order's fill, or the :class:`ExchangeError` that refused it, in order. With
+        ``BATCH_FILLS`` one step (and, in sim, one save of the account) for the lot; without
+        it one order after another, as :meth:`place_order` sends them."""
+        ...
 
     async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
         """The fill of an order we sent with ``order_link_id``, or None when the venue never

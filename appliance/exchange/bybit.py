@@ -43,7 +43,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import httpx
 import numpy as np
@@ -473,6 +473,17 @@ class BybitExchange:
                 raise ExchangeError(f"{intent.symbol}: order outcome unknown after "
                                     f"{self.settings.order_timeout_s}s; reconcile positions") \
                     from None
+
+    async def place_orders(self, intents: Sequence[OrderIntent]) -> list[Fill | ExchangeError]:
+        """One order after another (each is a round trip: the gateway sends them itself, so
+        that a kill switch thrown between two stops the rest)."""
+        out: list[Fill | ExchangeError] = []
+        for intent in intents:
+            try:
+                out.append(await self.place_order(intent))
+            except ExchangeError as exc:
+                out.append(exc)
+        return out
 
     async def _paper_fill(self, intent: OrderIntent) -> Fill:
         assert self.broker is not None

@@ -44,7 +44,7 @@ import trio
 from appliance.bars import aggregate_buckets
 from appliance.clock import Clock, now_ms
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import PAPER, ExchangeError, quote_around
+from appliance.exchange.base import BATCH_FILLS, PAPER, ExchangeError, quote_around
 from appliance.exchange.paper import PaperBroker
 from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
 from data.loaders import (CandleSeries, FundingSeries, is_funding_file, load_folder,
@@ -206,7 +206,7 @@ class ReplayExchange:
     """The Exchange protocol over real candle files; see the module docstring."""
 
     name = "replay"
-    capabilities = frozenset({PAPER})
+    capabilities = frozenset({PAPER, BATCH_FILLS})
 
     def __init__(self, clock: Clock, folder: str | Path | None, *, taker_fee: float = 0.00055,
                  slippage_bps: float = 2.0, starting_balance: float = 100_000.0,
@@ -403,6 +403,17 @@ class ReplayExchange:
     async def place_order(self, intent: OrderIntent) -> Fill:
         await trio.lowlevel.checkpoint()
         return self.fill(intent, now_ms(self.clock))
+
+    async def place_orders(self, intents: Sequence[OrderIntent]) -> list[Fill | ExchangeError]:
+        await trio.lowlevel.checkpoint()
+        now = now_ms(self.clock)
+        out: list[Fill | ExchangeError] = []
+        for intent in intents:
+            try:
+                out.append(self.fill(intent, now))
+            except ExchangeError as exc:
+                out.append(exc)
+        return out
 
     async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
         await trio.lowlevel.checkpoint()

@@ -113,6 +113,10 @@ class SimMarket:
         self._specs = build_universe(self.seed, _N_BASE + self._blocks * BLOCK)
         self.universe = self._specs[:pairs]
         self._index = {s.symbol: i for i, s in enumerate(self.universe)}
+        # constant per symbol, asked for every fill: made once
+        self._half_spreads = {s.symbol: spread_of(s) for s in self.universe}
+        self._tick_of = {s.symbol: Decimal(s.tick) for s in self.universe}
+        self._step_of = {s.symbol: Decimal(s.qty_step) for s in self.universe}
         self._betas = np.array([s.beta for s in self._specs])
         self._base_vol = np.array([s.daily_vol for s in self._specs])
         self._base_turnover = np.array([s.turnover_usd for s in self._specs])
@@ -137,13 +141,16 @@ class SimMarket:
 
     def half_spread(self, symbol: str) -> float:
         """The half spread of ``symbol`` as a fraction of the price (constant in time)."""
-        return spread_of(self.spec(symbol))
+        h = self._half_spreads.get(symbol)
+        return h if h is not None else spread_of(self.spec(symbol))
 
     def tick(self, symbol: str) -> Decimal:
-        return Decimal(self.spec(symbol).tick)
+        t = self._tick_of.get(symbol)
+        return t if t is not None else Decimal(self.spec(symbol).tick)
 
     def qty_step(self, symbol: str) -> Decimal:
-        return Decimal(self.spec(symbol).qty_step)
+        q = self._step_of.get(symbol)
+        return q if q is not None else Decimal(self.spec(symbol).qty_step)
 
     # -- lifecycle -------------------------------------------------------------------------
 

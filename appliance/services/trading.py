@@ -20,7 +20,8 @@ registry (new books for new mode periods; books of models that left theirs are c
 by reduce-only orders), funds pending books, runs every model of that interval once, batched
 over its symbols, and sizes each target the same way for prod and shadow
 (:mod:`appliance.sizing`): prod rounds to the lot and goes through the gateway, shadow is filled
-on paper. One transaction then records what every model wanted, the paper fills, the books that
+on paper. The prod models run first and their orders leave before any shadow model runs, so the
+paper books never delay an order. One transaction then records what every model wanted, the paper fills, the books that
 changed, every book's equity and the account's.
 """
 
@@ -48,7 +49,7 @@ from appliance.exchange.base import ExchangeError
 from appliance.ledger import CLOSING, OPEN, PENDING, Ledger
 from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
-from appliance.model_pool import ModelPool
+from appliance.model_pool import ModelPool, PooledModel
 from appliance.outage import Outage
 from appliance.order_gateway import OrderBatch, OrderGateway, books_of, trade_event
 from appliance.order_journal import OrderJournal
@@ -121,6 +122,9 @@ class TradingEngine:
         self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
+        # each group's symbols, sorted, and what they were grouped from (registry version,
+        # the books' groups)
+        self.grouped: tuple[object, list[tuple[str, list[str]]]] = (None, [])
         self.delisted: set[str] = set()
         self.started = False
         self.started_ms = 0
@@ -246,49 +250,66 @@ class TradingEngine:
         self.weights = self.allocation(batch.end_ms)
         if self.ledger.fund(self.weights, self.marks) or opened or closing:
             await self.save()  # a book exists in DuckDB before its first order is sent
-        rows, paper, live = [], [], []
+        rows: list[tuple] = []
+        paper: list[tuple[Book, Any]] = []
+        live: list[Book] = []
         orders = self.gateway.begin(self.ledger, self.marks, batch.end_ms)
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
         pairs = self.ctx.bus.tradable_pairs()
         tradable = None if pairs is None else set(pairs)
-        fresh = set(new)
-        for m in self.pool.of(batch.interval):
-            b = self.ledger.books.get(m.book_id)
-            if b is None or b.state != OPEN:
-                continue
-            live.append(b)
-            # a symbol that left the tradable set is only decided while the book holds it:
-            # its target is flat, so the position is closed and no new one opens
-            mine = [s for s in m.row["symbols"] if s in fresh and book.warm(s)
-                    and s not in self.delisted and s not in m.excluded
-                    and (tradable is None or s in tradable or b.qty(s))]
-            if not mine:
-                continue
-            probs = m.session.predict(book.windows(mine, m.lookback, m.columns))
-            fractions = target_fractions(probs, book.vols(mine),
-                                         threshold=self.ctx.cfg.trading.threshold)
-            if tradable is not None:
-                fractions[[s not in tradable for s in mine]] = 0.0
-            closes = np.array([self.fmarks[s] for s in mine])
-            start_equity = b.equity(self.marks_for(b))
-            for symbol, p, fraction, close in zip(mine, probs.tolist(), fractions.tolist(),
-                                                  closes.tolist()):
-                rows.append((batch.open_ms, m.model_id, symbol, m.mode, close, fraction, *p,
-                             b.book_id))
-            if m.mode == "prod":
+        models, fresh = self.pool.of(batch.interval), set(new)
+        # prod first: its orders leave before the shadow books' paper work begins
+        for m in [m for m in models if m.mode == "prod"]:
+            decided = self.targets(m, book, batch, fresh, tradable, rows, live)
+            if decided is not None:
+                b, mine, fractions, _, start_equity = decided
                 self.plan_prod(orders, b, mine, fractions, start_equity)
-            elif not paused:
-                paper += [(b, f) for f in self.desk.rebalance_many(
-                    b, mine, fractions, closes, float(start_equity),
-                    np.array([self.lots_f.get(s, np.nan) for s in mine]), batch.end_ms)]
-            self.ledger.dirty.add(b.book_id)
         await self.gateway.send(orders, t0)
         self.decide_ms = (time.perf_counter() - t0) * 1000  # bar close → last order sent
         self.decide_cpu_ms = (time.process_time() - c0) * 1000  # ... in CPU time
         self.decide_venue_ms = orders.venue_s * 1000  # ... of which in the venue's calls
+        for m in [m for m in models if m.mode != "prod"]:
+            decided = self.targets(m, book, batch, fresh, tradable, rows, live)
+            if decided is not None and not paused:
+                b, mine, fractions, closes, start_equity = decided
+                paper += [(b, f) for f in self.desk.rebalance_many(
+                    b, mine, fractions, closes, float(start_equity),
+                    np.array([self.lots_f.get(s, np.nan) for s in mine]), batch.end_ms)]
         self.tell_held()
         await self.record(batch.end_ms, rows, paper,
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
+
+    def targets(self, m: PooledModel, book: BarBook, batch: BarBatch, fresh: set[str],
+                tradable: set[str] | None, rows: list[tuple], live: list[Book]
+                ) -> tuple[Book, list[str], np.ndarray, np.ndarray, Any] | None:
+        """Run model ``m`` on the bar's symbols it serves and size its targets (the same for
+        prod and shadow); its rows join ``rows`` and its book ``live``. Returns (book,
+        symbols, target fractions, closes, the book's equity before the bar's fills), or None
+        when its book is not open or it has nothing to decide."""
+        b = self.ledger.books.get(m.book_id)
+        if b is None or b.state != OPEN:
+            return None
+        live.append(b)
+        # a symbol that left the tradable set is only decided while the book holds it:
+        # its target is flat, so the position is closed and no new one opens
+        mine = [s for s in m.row["symbols"] if s in fresh and book.warm(s)
+                and s not in self.delisted and s not in m.excluded
+                and (tradable is None or s in tradable or b.qty(s))]
+        if not mine:
+            return None
+        probs = m.session.predict(book.windows(mine, m.lookback, m.columns))
+        fractions = target_fractions(probs, book.vols(mine),
+                                     threshold=self.ctx.cfg.trading.threshold)
+        if tradable is not None:
+            fractions[[s not in tradable for s in mine]] = 0.0
+        closes = np.array([self.fmarks[s] for s in mine])
+        start_equity = b.equity(self.marks_for(b))
+        for symbol, p, fraction, close in zip(mine, probs.tolist(), fractions.tolist(),
+                                              closes.tolist()):
+            rows.append((batch.open_ms, m.model_id, symbol, m.mode, close, fraction, *p,
+                         b.book_id))
+        self.ledger.dirty.add(b.book_id)
+        return b, mine, fractions, closes, start_equity
 
     def tell_held(self) -> None:
         """Tell the feed which symbols the books hold (when that changed)."""
@@ -419,19 +440,22 @@ class TradingEngine:
         """Each group's share of the account (:mod:`appliance.allocation`). The volatilities
         are a day of bars, so they are weighed again hourly, or at once when the groups change
         or a book waits for its capital."""
-        groups: dict[str, list[str]] = {}
-        for m in self.pool.models.values():
-            groups.setdefault(m.row["group"], []).extend(m.row["symbols"])
-        for b in self.ledger.books.values():
-            groups.setdefault(b.group, [])
-        key = sorted((g, sorted(set(symbols))) for g, symbols in groups.items())
+        origin = (self.pool.version, frozenset(b.group for b in self.ledger.books.values()))
+        if self.grouped[0] != origin:  # the models or the books changed: group them again
+            groups: dict[str, list[str]] = {}
+            for m in self.pool.models.values():
+                groups.setdefault(m.row["group"], []).extend(m.row["symbols"])
+            for g in origin[1]:
+                groups.setdefault(g, [])
+            self.grouped = (origin, sorted((g, sorted(set(symbols)))
+                                           for g, symbols in groups.items()))
+        key = self.grouped[1]
         if (bar_ms - self.weighed[0] < HOUR_MS and key == self.weighed[1]
                 and not any(b.state == PENDING for b in self.ledger.books.values())):
             return self.weights
         self.weighed = (bar_ms, key)
         book = self.bar_books[TRADING_INTERVALS[0]]
-        vols = {g: group_volatility([book.returns(s) for s in sorted(set(symbols))])
-                for g, symbols in groups.items()}
+        vols = {g: group_volatility([book.returns(s) for s in symbols]) for g, symbols in key}
         return weights(vols, self.ctx.cfg.trading.allocation)
 
     async def record(self, marked_ts: int, rows: list[tuple], paper: list[tuple[Book, Any]],

@@ -1,6 +1,7 @@
 """The kill switch is read once per bar's batch, yet a switch thrown while the batch is being
-sent stops the next order: the real gateway, bus, journal and paper venue; the switch thrown
-by another process, or as a kill file."""
+sent stops the next order: the real gateway, bus, journal and paper venue (taking orders one at
+a time, as a network venue does); the switch thrown by another process, or as a kill file. A
+paper venue that fills a batch in one step gets it in one call, after the last check."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from appliance.bus import MAINTENANCE_MODE
 from appliance.domain import Side
+from appliance.exchange.base import BATCH_FILLS
+from appliance.paths import StatePaths
 from appliance.safety import write_kill_file
 from appliance.services import trading
 
@@ -36,8 +39,10 @@ async def batch_of_buys(ctx, n: int):
 
 
 def after_fills(ctx, n: int, action) -> list[str]:
-    """Make the venue run ``action`` once it has filled ``n`` orders; returns the ids it
+    """Make the venue take orders one at a time, as a network venue does (no
+    ``BATCH_FILLS``), and run ``action`` once it has filled ``n``; returns the ids it
     filled."""
+    ctx.exchange.capabilities = ctx.exchange.capabilities - {BATCH_FILLS}
     place, filled = ctx.exchange.place_order, []
 
     async def placing(intent):
@@ -60,6 +65,40 @@ async def test_a_batch_reads_the_switch_itself_once(make_ctx, autojump_clock):
     assert [o.status for o in batch.orders] == ["filled"] * 6
     assert engine.gateway.kill.reads == 1  # at begin; each send checked the token only
     assert len({o.order_id for o in batch.orders}) == 6
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_paper_venue_gets_the_batch_in_one_call_and_saves_its_account_once(
+        make_ctx, state_dir, autojump_clock, monkeypatch):
+    ctx = make_ctx()
+    ctx.exchange.account_file = StatePaths(state_dir).sim_account
+    engine, batch = await batch_of_buys(ctx, 6)
+    calls, saves = [], []
+    place_orders, save = ctx.exchange.place_orders, ctx.exchange._save
+    monkeypatch.setattr(ctx.exchange, "place_orders",
+                        lambda intents: calls.append(len(intents)) or place_orders(intents))
+    monkeypatch.setattr(ctx.exchange, "_save", lambda: saves.append(1) or save())
+    monkeypatch.setattr(ctx.exchange, "place_order", None)  # never one at a time
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["filled"] * 6
+    assert calls == [6] and len(saves) == 1
+    saved = ctx.exchange.account_file.read_text()
+    assert all(o.order_id in saved for o in batch.orders)  # every fill in the saved account
+    assert sum(o.fill.qty for o in batch.orders) == sum(
+        p.qty for p in ctx.exchange.broker.positions.values())
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_switch_thrown_before_a_paper_batch_leaves_stops_all_of_it(
+        make_ctx, autojump_clock):
+    ctx = make_ctx()
+    engine, batch = await batch_of_buys(ctx, 4)
+    ctx.bus.set_switch(MAINTENANCE_MODE, True, actor="ops", reason="drill", source="cli")
+    await engine.gateway.send(batch)
+    assert [o.status for o in batch.orders] == ["refused"] * 4
+    assert ctx.exchange.broker.by_link == {}  # the venue saw none
 
 
 @pytest.mark.trio
