@@ -69,6 +69,7 @@ class PaperBroker:
         self.positions: dict[str, Position] = {}
         self._ids = itertools.count(1)
         self.by_link: OrderedDict[str, Fill] = OrderedDict()  # orderLinkId -> its fill
+        self._saved_orders: dict[str, list] = {}  # ... as to_dict saves it
         self.funded_to: int | None = None  # funding is settled for every time <= this
         self.funding_paid: dict[str, Decimal] = {}  # per symbol, since the account opened
         # charged per funding time (the last FUNDING_LOG_KEEP), complete after log_from
@@ -175,10 +176,19 @@ class PaperBroker:
         fill = Fill(order_id=f"paper-{next(self._ids)}", symbol=intent.symbol, side=intent.side,
                     qty=intent.qty, price=price, fee=fee, ts=ts_ms)
         if intent.order_link_id:
-            self.by_link[intent.order_link_id] = fill
-            while len(self.by_link) > MAX_REMEMBERED:
-                self.by_link.popitem(last=False)
+            self.remember(intent.order_link_id, fill)
         return fill
+
+    def remember(self, order_link_id: str, fill: Fill) -> None:
+        """Keep ``fill`` for :meth:`fill_of` (the last ``MAX_REMEMBERED``), with its saved
+        form made once here rather than at every save of the account."""
+        self.by_link[order_link_id] = fill
+        self._saved_orders[order_link_id] = [fill.order_id, fill.symbol, fill.side.value,
+                                             str(fill.qty), str(fill.price), str(fill.fee),
+                                             fill.ts]
+        while len(self.by_link) > MAX_REMEMBERED:
+            link, _ = self.by_link.popitem(last=False)
+            self._saved_orders.pop(link, None)
 
     def fill_of(self, order_link_id: str) -> Fill | None:
         """The fill of the order sent with ``order_link_id`` (the venue's order history)."""
@@ -219,8 +229,7 @@ class PaperBroker:
                 "funding_log_from": self.funding_log_from,
                 "positions": {s: [str(p.qty), str(p.avg_price), str(p.realized_pnl)]
                               for s, p in self.positions.items()},
-                "orders": {link: [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price),
-                                  str(f.fee), f.ts] for link, f in self.by_link.items()}}
+                "orders": self._saved_orders}
 
     def restore(self, data: dict) -> None:
         self.wallet = Decimal(data["wallet"])
@@ -233,9 +242,11 @@ class PaperBroker:
         self.funding_log_from = data.get("funding_log_from", self.funded_to)
         self.positions = {s: Position(s, Decimal(q), Decimal(a), Decimal(r))
                           for s, (q, a, r) in data["positions"].items()}
-        self.by_link = OrderedDict(
-            (link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f), int(ts)))
-            for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items())
+        self.by_link = OrderedDict()
+        self._saved_orders = {}
+        for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items():
+            self.remember(link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f),
+                                     int(ts)))
 
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),
