@@ -31,6 +31,7 @@ the DuckDB file read-write.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import signal
 import time
@@ -161,6 +162,15 @@ def start_metrics_server(port: int, metrics: Metrics):
     return server
 
 
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up (the imported libraries: torch, scikit-learn,
+    onnxruntime — some 300,000 objects) out of the garbage collector's reach. A full
+    collection walks them all, ~135 ms here, and whichever bar it lands in waits for it; after
+    the freeze it walks only what the appliance made since. Nothing of theirs is garbage."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _watch_stop(cancel: trio.CancelScope, clock: Clock, limits: RunLimits) -> None:
     start_market = clock.now()
     deadline = None if limits.for_s is None else trio.current_time() + limits.for_s
@@ -217,6 +227,7 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
     supervisor = Supervisor(cfg.supervisor, on_incident=incident_recorder(ctx),
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
     await startup.settle(ctx, findings)
+    freeze_startup_heap()
     server = start_metrics_server(cfg.general.metrics_port, metrics)
     bus.audit(actor="appliance", action="run:start", reason="",
               details={"pid": os.getpid(), "exchange": exchange.name,

@@ -43,6 +43,7 @@ from appliance.metrics import Metrics
 from appliance.paths import StatePaths
 from appliance.services.trading import TradingEngine
 from appliance.store import Store, StoreRunner
+from appliance.supervisor import freeze_startup_heap
 from models.artifacts import write_run
 from models.features import compute_features
 from models.kinds import train
@@ -142,6 +143,7 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
             # (the venue's funding clock started at engine.start)
             for s, b in bars.items():
                 engine.bar_books["5m"].extend(s, b[:warm])
+            freeze_startup_heap()  # as `run` does once it has started
             for t in range(warm, warm + n_bars):
                 bar_end = start + (t + 1) * BAR_MS
                 clock.t = bar_end / 1000 + 1

@@ -164,6 +164,7 @@ class TradingEngine:
             self.log.warning("settled orders left pending by a crash", orders=len(settled))
         await self.reconcile()
         await self.save()
+        await self.pool.refresh()  # the sessions open now, not on the first bar's clock
         self.started = True
         self.started_ms = self.now_ms() - self.now_ms() % 60_000
 
