@@ -133,6 +133,36 @@ async def test_prod_trades_whole_lots_and_the_books_are_the_venues(make_ctx, aut
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_bars_prod_orders_leave_before_any_shadow_model_runs(make_ctx, autojump_clock):
+    """The paper books never delay an order: on each bar the venue gets the prod orders before
+    a shadow model is even run (the shadow is registered first, so it is not list order)."""
+    ctx = make_ctx(speed=60)
+    shadow = await with_model(ctx, mode="shadow", run_id="run-s")
+    await with_model(ctx, run_id="run-p")
+    engine = trading.TradingEngine(ctx)
+    await engine.start()
+    seen: list[tuple[str, int]] = []
+    place = ctx.exchange.place_orders
+
+    async def placing(intents):
+        seen.append(("orders", engine.bar_ms))
+        return await place(intents)
+
+    ctx.exchange.place_orders = placing
+    session = engine.pool.models[shadow].session
+    predict = session.predict
+    session.predict = lambda x: seen.append(("shadow", engine.bar_ms)) or predict(x)
+    await trade_for(ctx, engine, 2)
+    both = {bar for kind, bar in seen if kind == "orders"} & {
+        bar for kind, bar in seen if kind == "shadow"}
+    assert len(both) >= 10  # most bars of two hours trade both
+    for bar in both:
+        assert seen.index(("orders", bar)) < seen.index(("shadow", bar)), bar
+    assert fills(ctx, "shadow") and fills(ctx)
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_kill_switch_from_another_process_stops_orders_and_flatten_closes(make_ctx,
                                                                                state_dir,
                                                                                autojump_clock):
