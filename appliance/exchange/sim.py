@@ -84,8 +84,10 @@ class SimExchange:
         self.account_file = account_file
         if account_file is not None and account_file.exists():
             restore_account(self.broker, account_file)
-        # The market is CPU work (numpy); one thread at a time keeps its caches simple.
+        # The market is CPU work (numpy); one thread at a time keeps its caches simple. The
+        # paper account has its own: an order never waits behind the feed's candles.
         self._limiter = trio.CapacityLimiter(1)
+        self._account_limiter = trio.CapacityLimiter(1)
 
     def _closed_before(self) -> int:
         t = now_ms(self.clock)
@@ -94,11 +96,14 @@ class SimExchange:
     def _last_price(self, symbol: str) -> float | None:
         return self.market.last_price(symbol, now_ms(self.clock))
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn, *args, account: bool = False):
+        """``fn`` off the event loop, one call at a time per limiter: the market's, or with
+        ``account`` the paper account's (orders, positions, balance)."""
         if self.inline:
             await trio.lowlevel.checkpoint()
             return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        limiter = self._account_limiter if account else self._limiter
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
 
     async def server_time_ms(self) -> int:
         return now_ms(self.clock)
@@ -121,14 +126,15 @@ class SimExchange:
         return await self._run(self.market.candles, symbol, start_ms, end)
 
     async def place_order(self, intent: OrderIntent) -> Fill:
-        return await self._run(self._fill_and_save, intent, now_ms(self.clock))
+        return await self._run(self._fill_and_save, intent, now_ms(self.clock), account=True)
 
     async def place_orders(self, intents: Sequence[OrderIntent]) -> list[Fill | ExchangeError]:
         """The batch filled in one step and the account saved once (not once an order: the
         file holds the last ``MAX_REMEMBERED`` orders, and a bar sends dozens). A crash before
         the save loses the batch's fills here and in the books alike (neither recorded them),
         and the order journal then settles each order as never executed."""
-        return await self._run(self._fill_all_and_save, list(intents), now_ms(self.clock))
+        return await self._run(self._fill_all_and_save, list(intents), now_ms(self.clock),
+                               account=True)
 
     def _fill_and_save(self, intent: OrderIntent, ts: int) -> Fill:
         fill = self.broker.fill(intent, ts)
@@ -189,10 +195,10 @@ class SimExchange:
         raise ExchangeError("paper market orders fill at once; there is nothing to cancel")
 
     async def positions(self) -> list[Position]:
-        return await self._run(self._positions, now_ms(self.clock))
+        return await self._run(self._positions, now_ms(self.clock), account=True)
 
     async def balance(self) -> Balance:
-        return await self._run(self._balance, now_ms(self.clock))
+        return await self._run(self._balance, now_ms(self.clock), account=True)
 
     def rate_limit_usage(self) -> float:
         return 0.0
