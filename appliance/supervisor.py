@@ -34,6 +34,7 @@ import functools
 import gc
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -162,6 +163,11 @@ def start_metrics_server(port: int, metrics: Metrics):
     return server
 
 
+# How long a worker thread (DuckDB's, the sim market's) may hold the GIL while the event loop
+# waits for it: Python's default is 5 ms, the whole budget of a bar's orders.
+GIL_SWITCH_S = 0.001
+
+
 def freeze_startup_heap() -> None:
     """Move everything alive after start-up (the imported libraries: torch, scikit-learn,
     onnxruntime — some 300,000 objects) out of the garbage collector's reach. A full
@@ -228,6 +234,7 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
     await startup.settle(ctx, findings)
     freeze_startup_heap()
+    sys.setswitchinterval(GIL_SWITCH_S)
     server = start_metrics_server(cfg.general.metrics_port, metrics)
     bus.audit(actor="appliance", action="run:start", reason="",
               details={"pid": os.getpid(), "exchange": exchange.name,
