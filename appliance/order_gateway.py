@@ -34,7 +34,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import trio
 
@@ -119,9 +119,11 @@ class OrderGateway:
             return decided_ms / 1000
         return self.ctx.clock.now()
 
-    def new_day(self, day_ms: int, equity: Decimal) -> None:
+    def new_day(self, day_ms: int, equity_of: Callable[[], Decimal]) -> None:
+        """Start the daily loss limit's day at the account's equity (asked for only when a
+        new UTC day begins)."""
         if self.day_start is None or self.day_start[0] != day_ms:
-            self.day_start = (day_ms, equity)
+            self.day_start = (day_ms, equity_of())
 
     def begin(self, ledger: Ledger, marks: Mapping[str, Decimal],
               decided_ms: int | None = None) -> OrderBatch:

@@ -240,7 +240,8 @@ class TradingEngine:
         if not new or self.is_history(batch, book.step):
             return
         await self.settle_funding(batch.end_ms)
-        self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS, self.ledger.equity(self.marks))
+        self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS,
+                             lambda: self.ledger.equity(self.marks))
         await self.pool.refresh()
         self.bar_ms = batch.end_ms
         # a book opens at the bar it is first decided on: the venue fills its orders there
