@@ -84,8 +84,9 @@ def _calendar(open_time: np.ndarray) -> list[np.ndarray]:
 
 _WEEK_MINUTES = 7 * 1440
 _WEEK_TABLE = np.array(_calendar(_MINUTE_MS * (np.arange(_WEEK_MINUTES)
-                                               - _EPOCH_WEEKDAY * 1440 + 7 * 1440)))
-"""The four values for each minute of the week (Monday 00:00 first), from the same formulas."""
+                                               - _EPOCH_WEEKDAY * 1440 + 7 * 1440))).T.copy()
+"""The four values for each minute of the week (Monday 00:00 first), from the same formulas:
+one row per minute."""
 
 
 @indicator("tod_sin", "tod_cos", "dow_sin", "dow_cos")
@@ -95,9 +96,13 @@ def calendar(s: Series) -> list[np.ndarray]:
         minutes = open_time / _MINUTE_MS
         index = minutes.astype(np.intp)
         if np.array_equal(index, minutes):
-            index += int(_EPOCH_WEEKDAY) * 1440
-            index %= _WEEK_MINUTES
-            return list(_WEEK_TABLE.take(index, axis=1))
+            # Minutes since a Monday 00:00 at most a week before the earliest bar; within a few
+            # weeks, take's "wrap" (a subtraction or two) is cheaper than a remainder.
+            first = int(index.min())
+            index -= first - (first + int(_EPOCH_WEEKDAY) * 1440) % _WEEK_MINUTES
+            if index.max() >= 8 * _WEEK_MINUTES:
+                index %= _WEEK_MINUTES
+            return list(_WEEK_TABLE.take(index, axis=0, mode="wrap").T)
     return _calendar(open_time)
 
 
