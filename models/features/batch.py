@@ -243,20 +243,26 @@ class _Ema:
 
     def run(self, x: np.ndarray, alpha: float, carry: float, out: np.ndarray) -> None:
         """out[t] = alpha x[t] + (1 - alpha) out[t-1], with out[-1] = carry."""
+        self._blocks(x, alpha, carry, out)
+        if len(x) and not math.isfinite(out[-1]) and not math.isfinite(x.sum()):
+            # A non-finite x leaks through 0 * NaN into earlier rows of its block: again with
+            # zeros in its place, then the plain recursion from it on (NaN stays NaN).
+            first_bad = int(np.argmax(~np.isfinite(x)))
+            self._blocks(np.where(np.isfinite(x), x, 0.0), alpha, carry, out)
+            prev = out[first_bad - 1] if first_bad else carry
+            out[first_bad:] = lfilter([alpha], [1.0, alpha - 1.0], x[first_bad:],
+                                      zi=[(1.0 - alpha) * prev])[0]
+
+    def _blocks(self, x: np.ndarray, alpha: float, carry: float, out: np.ndarray) -> None:
         n = len(x)
         nb = -(-n // _EMA_BLOCK)
-        first_bad = None
-        if not math.isfinite(x.sum()):
-            first_bad = int(np.argmax(~np.isfinite(x)))
-        if n == self.x.size and first_bad is None and x.flags.c_contiguous:
+        if n == self.x.size and x.flags.c_contiguous:
             blocks = x.reshape(self.x.shape)  # a full chunk: the product reads it in place
         else:
             blocks = self.x
             flat = blocks.reshape(-1)
             flat[:n] = x
             flat[n:nb * _EMA_BLOCK] = 0.0
-            if first_bad is not None:
-                flat[:n][~np.isfinite(x)] = 0.0
         matrix, powers, tiled = self._weights(alpha)
         z = self.z
         np.matmul(blocks, matrix, out=z)
@@ -269,10 +275,6 @@ class _Ema:
         spread = carries.repeat(_EMA_BLOCK)[:n]
         spread *= tiled[:n]
         np.add(z.reshape(-1)[:n], spread, out=out)
-        if first_bad is not None:  # from there on, the plain recursion (NaN stays NaN)
-            prev = out[first_bad - 1] if first_bad else carry
-            out[first_bad:] = lfilter([alpha], [1.0, alpha - 1.0], x[first_bad:],
-                                      zi=[(1.0 - alpha) * prev])[0]
 
 
 class _Columns:
@@ -388,10 +390,10 @@ class BatchSeries:
         if ddof:
             z *= math.sqrt((w - ddof) / w)
         # Flat windows: std <= FLAT_REL |mean| implies (Samuelson) |mean| <= |K| (1 + 1e-9),
-        # so the exact rule runs on the windows with a population std under that bound.
-        bound = np.abs(k)[:, None]
-        bound *= FLAT_REL * (1.0 + 1e-6)
-        suspects = np.flatnonzero(np.less_equal(square, bound).reshape(-1)[rows])
+        # so the exact rule runs on the windows with a population std under that bound for
+        # the chunk's largest |K|.
+        bound = FLAT_REL * (1.0 + 1e-6) * max(float(k.max()), -float(k.min()))
+        suspects = np.flatnonzero(square.reshape(-1)[rows] <= bound)
         if suspects.size:
             std = square.reshape(-1)[rows][suspects] * math.sqrt(w / (w - ddof))
             current = self.inputs[name][self.start:][suspects]
