@@ -51,15 +51,19 @@ try:  # lfilter's kernel: the public function spends ~15 us a call checking its 
 except ImportError:  # pragma: no cover - a SciPy that moved it
     _linear_filter = None
 
-CHUNK = 12_288
-"""Rows per chunk: every temporary stays under 128 KiB (glibc's mmap threshold), so numpy's
-allocations are recycled from the heap instead of page-faulting fresh memory each time."""
+CHUNK = 20_480
+"""Rows per chunk: long enough that numpy's per-call costs are small against the work, short
+enough that a chunk's arrays stay in the last-level cache (a temporary is 160 KiB: glibc
+serves it from the heap once the first such block is freed, as it raises its mmap threshold)."""
 FIRST_CHUNK = 1_024
 _EMA_BLOCK = 16
 _BAND_MAX = 24
 """Windows up to this length are summed by one band product per block pair (2w products a
-value); longer ones by triangles over sub-blocks (~2 * 8 a value), which also keeps every
-product under OpenBLAS's threading threshold."""
+value); longer ones by triangles over sub-blocks (~2 * 8 a value)."""
+_PRODUCT_MAX = 600_000
+"""Most multiply-adds in one BLAS product (rows x inner x columns): OpenBLAS runs small
+products on the calling thread, larger ones on all cores, which on a shared box costs several
+times what it saves."""
 
 
 def chunks(n: int) -> list[tuple[int, int, int]]:
@@ -111,6 +115,8 @@ class _Windows:
         if self.band:
             # Row b: block b-1 then block b as deviations from K_b; then their squares.
             self.dev = next(views).reshape(2, nb, 2 * w)
+            step = max(1, _PRODUCT_MAX // (2 * w * w))
+            self.row_blocks = [slice(lo, lo + step) for lo in range(0, nb, step)]
         else:
             # [head, tail] x [deviation, square]: block b from K_b, and from K_{b+1}.
             self.dev = next(views).reshape(2, 2, nb, w)
@@ -185,7 +191,9 @@ class _Windows:
             np.copyto(used, 0.0, where=~np.isfinite(used))
         sums = self.sums
         if self.band:
-            np.matmul(dev, self._matrices(scales)[0], out=sums)
+            band = self._matrices(scales)[0]
+            for rows in self.row_blocks:
+                np.matmul(dev[:, rows], band, out=sums[:, rows])
         else:
             self._triangles(nb, scales)
         out = sums[:, 1:nb]
