@@ -1,13 +1,14 @@
-"""The batch engine: a feature set over whole candle histories, O(n), one symbol at a time.
+"""The batch engine: a feature set over whole candle histories, O(n), a chunk of rows at a time.
 
 Each symbol's candles are cut into chunks of ``CHUNK`` rows that stay in cache (the first one
-``FIRST_CHUNK`` rows, so that short histories stay cheap). Indicators see the chunk's rows; the
-inputs also hold ``3 * history`` rows before them (NaN before the first bar), so a lag is a
-view, and the smoothers carry their last value from chunk to chunk. A candle column is copied
-out of the history only when the feature set's inputs read it. Every number depends only on
-rows at or before its own and on absolute row positions (chunk and block boundaries are fixed
-multiples from row 0), so a prefix of a history gives bit-identical rows to the same rows of
-the whole history.
+``FIRST_CHUNK`` rows, so that short histories stay cheap); several symbols go chunk by chunk,
+each in turn, so that a chunk of candles is read from memory once. Indicators see the chunk's
+rows; the inputs also hold ``3 * history`` rows before them (NaN before the first bar), so a
+lag is a view, and the smoothers carry their last value from chunk to chunk. A candle column is
+copied out of the history only when the feature set's inputs read it. Every number depends only
+on rows at or before its own and on absolute row positions (chunk and block boundaries are
+fixed multiples from row 0), so a prefix of a history gives bit-identical rows to the same rows
+of the whole history.
 
 Window statistics use blocks of w rows aligned to absolute multiples of w. The window ending at
 row b*w + j is the tail of block b-1 after row j plus the head of block b up to row j, and both
@@ -19,16 +20,16 @@ temporaries. Each sum adds only values inside its window, so a spike outside it 
 residue. BLAS does the additions, in cache: for w <= ``_BAND_MAX`` one product of each block
 pair (block b-1 then block b, as deviations from K_b) with a band of 0/1 gives the w window
 sums ending in block b; longer windows take prefix sums of the heads and suffix sums of the
-tails over sub-blocks of ~8 rows (two products with triangles), plus the totals of the
-sub-blocks before (after) them. The matrices carry the statistic's scale (1/w for a mean), so
-no pass over the sums is spent on it.
+tails over sub-blocks of ~8 rows (two products with triangles), the totals of the block's other
+sub-blocks added to one value of each first. The matrices carry the statistic's scale (1/w for
+a mean), so no pass over the sums is spent on it.
 
 Smoothers run in blocks of ``_EMA_BLOCK`` rows: one matrix product gives each block's recursion
 from a zero start, lfilter's kernel the carries from block to block (a recursion 16 times
 shorter), and row j of a block adds carry * (1 - alpha)**(j+1).
 
 All products run on whole scratch arrays of one fixed shape, so BLAS takes the same path for
-every chunk (and stays on one thread: each product is under OpenBLAS's threading threshold);
+every chunk (and stays on one thread: no product exceeds ``_PRODUCT_MAX`` multiply-adds);
 rows of a product are independent, so a row's result never depends on how much history follows
 it. A non-finite input would leak through 0 * NaN into earlier rows of its block: such chunks
 compute with zeros in its place and mark the windows (or, for smoothers, the rows from it on)
@@ -41,7 +42,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from .spec import FLAT_REL, N_COLUMNS, Bar, FeatureSet, flat_windows
@@ -92,12 +93,15 @@ def _sub_block(w: int) -> int:
                  and s < w), w)
 
 
-def _first_order(decay: float, x: np.ndarray, start: float) -> np.ndarray:
-    """y[i] = decay * y[i-1] + x[i], with y[-1] = start."""
-    b, a, zi = np.ones(1), np.array([1.0, -decay]), np.array([decay * start])
+_ONE = np.ones(1)
+
+
+def _first_order(a: np.ndarray, x: np.ndarray, start: float) -> np.ndarray:
+    """y[i] = decay * y[i-1] + x[i], with y[-1] = start; ``a`` is [1, -decay]."""
+    zi = np.array([-a[1] * start])
     if _linear_filter is not None:
-        return _linear_filter(b, a, x, -1, zi)[0]
-    return lfilter(b, a, x, zi=zi)[0]  # pragma: no cover
+        return _linear_filter(_ONE, a, x, -1, zi)[0]
+    return lfilter(_ONE, a, x, zi=zi)[0]  # pragma: no cover
 
 
 class _Windows:
@@ -156,6 +160,7 @@ class _Windows:
         w + i of xs (K one per block). xs[0] starts a block; rows past the end of xs are
         padding. ``scales``: the two sums' factors."""
         w, m = self.w, len(xs)
+        xs = np.ascontiguousarray(xs)  # (inputs are; a definition's own may not be)
         nb, full = -(-m // w), m // w
         rest = m - full * w
         k, dev = self.k, self.dev
@@ -164,8 +169,8 @@ class _Windows:
         if rest:
             k[full] = xs[full * w]
         if self.band:
-            step = xs.strides[0]
-            pairs = as_strided(xs, (full - 1, 2 * w), (w * step, step), writeable=False)
+            # Overlapping rows xs[(b-1)w : (b+1)w], a view (cheaper than as_strided's).
+            pairs = np.ndarray((full - 1, 2 * w), np.float64, xs, strides=(8 * w, 8))
             np.subtract(pairs, k[1:full, None], out=dev[0, 1:full])
             if rest:
                 np.subtract(blocks[-1], k[full], out=dev[0, full, :w])
@@ -184,7 +189,7 @@ class _Windows:
             np.copyto(current, dev[0, 0, 1:nb])  # before the triangles add to it
         np.multiply(devs, devs, out=squares)
         bad = None
-        if not math.isfinite(xs.sum()):
+        if not math.isfinite(np.add.reduce(xs)):
             # A product with a 0 coefficient would carry NaN to earlier rows: compute with
             # zeros instead and mark the windows holding a non-finite value afterwards.
             bad = ~np.isfinite(xs)
@@ -238,15 +243,16 @@ class _Ema:
         self.weights: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _weights(self, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The block product's matrix, (1 - alpha)**(j+1) for row j of a block, and those
-        powers repeated over the whole scratch."""
+        """The block product's matrix, the carries' recursion [1, -(1 - alpha)**16], and
+        (1 - alpha)**(j+1) for row j of a block, repeated over the whole scratch."""
         got = self.weights.get(alpha)
         if got is None:
             beta, i = 1.0 - alpha, np.arange(_EMA_BLOCK)
             lag = (i - i[:, None]).astype(np.float64)
             matrix = np.where(lag >= 0, alpha * beta ** np.maximum(lag, 0), 0.0)
             powers = beta ** (i + 1.0)
-            got = self.weights[alpha] = (matrix, powers, np.tile(powers, self.nb))
+            got = self.weights[alpha] = (matrix, np.array([1.0, -powers[-1]]),
+                                         np.tile(powers, self.nb))
         return got
 
     def run(self, x: np.ndarray, alpha: float, carry: float, out: np.ndarray) -> None:
@@ -271,13 +277,13 @@ class _Ema:
             flat = blocks.reshape(-1)
             flat[:n] = x
             flat[n:nb * _EMA_BLOCK] = 0.0
-        matrix, powers, tiled = self._weights(alpha)
+        matrix, recursion, tiled = self._weights(alpha)
         z = self.z
         np.matmul(blocks, matrix, out=z)
         carries = np.empty(nb)
         carries[0] = carry
         if nb > 1:
-            carries[1:] = _first_order(powers[-1], z[:nb - 1, -1], carry)
+            carries[1:] = _first_order(recursion, z[:nb - 1, -1], carry)
         # + carry * powers, as flat arrays: broadcasting over rows of 16 costs three times as
         # much (and BLAS's rank-one update goes multi-threaded at this size).
         spread = carries.repeat(_EMA_BLOCK)[:n]
@@ -323,8 +329,8 @@ class _LazyBar(Bar):
     __slots__ = ("chunk", "previous")
     (open_time, open, high, low, close, volume, turnover) = map(_column, range(N_COLUMNS))
 
-    def __init__(self, chunk: _Columns, previous: bool) -> None:  # pylint: disable=super-init-not-called
-        self.chunk, self.previous = chunk, previous
+    def __init__(self, chunk: _Columns, previous: bool) -> None:
+        self.chunk, self.previous = chunk, previous  # no Bar.__init__: columns come on demand
 
 
 class BatchSeries:
