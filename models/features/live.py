@@ -19,6 +19,7 @@ class FeatureBook:
     def __init__(self, symbols: Iterable[str] = (), feature_set: FeatureSet = FS1) -> None:
         self.feature_set = feature_set
         self._h = feature_set.history
+        self._back = np.arange(1 - self._h, 1)  # a history's offsets from its newest value
         self._input_index = {name: j for j, name in enumerate(feature_set.input_names)}
         self._slots: dict[str, int] = {}
         self._free: list[int] = []
@@ -242,8 +243,7 @@ class LiveSeries:
         if got is None:
             index = self._histories.get("")
             if index is None:
-                h = self.book._h
-                index = self._histories[""] = self.newest[:, None] + np.arange(1 - h, 1)
+                index = self._histories[""] = self.newest[:, None] + self.book._back
             got = self._histories[name] = self._flat(name).take(index)
             got.flags.writeable = False
         return got
