@@ -83,21 +83,38 @@ def _calendar(open_time: np.ndarray) -> list[np.ndarray]:
 
 
 _WEEK_MINUTES = 7 * 1440
-_WEEK_TABLE = np.array(_calendar(_MINUTE_MS * (np.arange(_WEEK_MINUTES)
-                                               - _EPOCH_WEEKDAY * 1440 + 7 * 1440)))
-"""The four values for each minute of the week (Monday 00:00 first), from the same formulas."""
+_RUN_MINUTES = 4 * _WEEK_MINUTES
+_TABLE = np.array(_calendar(_MINUTE_MS * (np.arange(_RUN_MINUTES + _WEEK_MINUTES)
+                                          - _EPOCH_WEEKDAY * 1440 + 7 * 1440)))
+"""The four values for each minute of five weeks from a Monday 00:00, from the same formulas
+(every week's the same): a run of consecutive minutes is a slice of it."""
+_TABLE.flags.writeable = False
+_WEEK_TABLE = _TABLE[:, :_WEEK_MINUTES].T.copy()  # one row per minute of the week
+_STEPS = np.arange(_RUN_MINUTES, dtype=np.float64)
 
 
 @indicator("tod_sin", "tod_cos", "dow_sin", "dow_cos")
 def calendar(s: Series) -> list[np.ndarray]:
     open_time = s("open_time")
-    if open_time.size > 64:  # bars opening on the minute: look the values up (20x faster)
+    n = open_time.size
+    if n > 64:  # bars opening on the minute: look the values up (20x faster)
         minutes = open_time / _MINUTE_MS
+        first = float(minutes[0])
+        if first.is_integer() and n <= _RUN_MINUTES:
+            minutes -= first
+            if np.array_equal(minutes, _STEPS[:n]):  # one bar a minute: a slice of the table
+                start = int(first + _EPOCH_WEEKDAY * 1440) % _WEEK_MINUTES
+                return list(_TABLE[:, start:start + n])
+            minutes = open_time / _MINUTE_MS
         index = minutes.astype(np.intp)
         if np.array_equal(index, minutes):
-            index += int(_EPOCH_WEEKDAY) * 1440
-            index %= _WEEK_MINUTES
-            return list(_WEEK_TABLE.take(index, axis=1))
+            # Minutes since a Monday 00:00 at most a week before the earliest bar; within a few
+            # weeks, take's "wrap" (a subtraction or two) is cheaper than a remainder.
+            first_minute = int(index.min())
+            index -= first_minute - (first_minute + int(_EPOCH_WEEKDAY) * 1440) % _WEEK_MINUTES
+            if index.max() >= 8 * _WEEK_MINUTES:
+                index %= _WEEK_MINUTES
+            return list(_WEEK_TABLE.take(index, axis=0, mode="wrap").T)
     return _calendar(open_time)
 
 

@@ -19,6 +19,7 @@ class FeatureBook:
     def __init__(self, symbols: Iterable[str] = (), feature_set: FeatureSet = FS1) -> None:
         self.feature_set = feature_set
         self._h = feature_set.history
+        self._back = np.arange(1 - self._h, 1)  # a history's offsets from its newest value
         self._input_index = {name: j for j, name in enumerate(feature_set.input_names)}
         self._slots: dict[str, int] = {}
         self._free: list[int] = []
@@ -149,28 +150,22 @@ class FeatureBook:
                              f"got shape {bars.shape}")
         if len(set(symbols)) != k:
             raise ValueError("push: a symbol appears twice in one push")
-        known = self._slots
-        cached = self._slot_cache
         key = tuple(symbols)
+        cached = self._slot_cache
         if cached is not None and cached[0] == self._version and cached[1] == key:
-            slots = cached[2].copy()
+            slots = cached[2]  # the same symbols as the last push, all known
         else:
-            slots = np.fromiter((known.get(s, -1) for s in symbols), dtype=np.intp, count=k)
-        new = slots < 0
-        old = slots[~new]
-        stale = (self._count[old] > 0) & ~(bars[~new, OPEN_TIME] > self._last[old, OPEN_TIME])
-        if stale.any():
-            i = int(np.flatnonzero(~new)[np.argmax(stale)])
-            raise ValueError(f"push {symbols[i]}: bar open time {bars[i, OPEN_TIME]:.0f} is not "
-                             f"after the previous bar's {self._last[slots[i], OPEN_TIME]:.0f}")
-        for i in np.flatnonzero(new):
-            self.add(symbols[i])
-            slots[i] = known[symbols[i]]
-        self._slot_cache = (self._version, key, slots)
+            slots = self._new_slots(symbols, key, bars)
         count = self._count[slots]
-        seen = count > 0
         last = self._last[slots]
-        prev = np.where(seen[:, None], last, bars)
+        stale = (count > 0) & ~(bars[:, OPEN_TIME] > last[:, OPEN_TIME])
+        if stale.any():
+            i = int(np.argmax(stale))
+            raise ValueError(f"push {symbols[i]}: bar open time {bars[i, OPEN_TIME]:.0f} is not "
+                             f"after the previous bar's {last[i, OPEN_TIME]:.0f}")
+        seen = count > 0
+        first = None if seen.all() else ~seen
+        prev = last if first is None else np.where(seen[:, None], last, bars)
         fs = self.feature_set
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             inputs = fs.inputs(Bar(bars.T), Bar(prev.T))
@@ -179,14 +174,40 @@ class FeatureBook:
             flat = self._ring.reshape(len(fs.input_names), -1)
             flat[:, newest] = stacked
             flat[:, newest - self._h] = stacked
-            series = LiveSeries(self, inputs, slots, newest, ~seen)
+            series = LiveSeries(self, inputs, slots, newest, first)
             features = np.stack(fs.evaluate(series), axis=1)
-        self._count[slots] = count + 1
+        count += 1
+        self._count[slots] = count
         self._last[slots] = bars
-        warm = count + 1 > fs.warmup
+        warm = count > fs.warmup
         if not warm.all():
             features[~warm] = np.nan
         return features, warm
+
+    def _new_slots(self, symbols: Sequence[str], key: tuple[str, ...],
+                   bars: np.ndarray) -> np.ndarray:
+        """The slots of a push's symbols (cached for the next push of the same symbols),
+        adding unknown ones, once no known one's bar is stale (else nothing changes)."""
+        k = len(symbols)
+        if len(set(symbols)) != k:
+            raise ValueError("push: a symbol appears twice in one push")
+        known = self._slots
+        slots = np.fromiter((known.get(s, -1) for s in symbols), dtype=np.intp, count=k)
+        new = slots < 0
+        if new.any():
+            old = slots[~new]
+            stale = (self._count[old] > 0) & ~(bars[~new, OPEN_TIME]
+                                               > self._last[old, OPEN_TIME])
+            if stale.any():
+                i = int(np.flatnonzero(~new)[np.argmax(stale)])
+                raise ValueError(f"push {symbols[i]}: bar open time {bars[i, OPEN_TIME]:.0f} "
+                                 f"is not after the previous bar's "
+                                 f"{self._last[slots[i], OPEN_TIME]:.0f}")
+            for i in np.flatnonzero(new):
+                self.add(symbols[i])
+                slots[i] = known[symbols[i]]
+        self._slot_cache = (self._version, key, slots)
+        return slots
 
     def _smoother(self, key: str) -> np.ndarray:
         state = self._smoothers.get(key)
@@ -199,14 +220,14 @@ class LiveSeries:
     """``Series`` over the newest bar of k symbols, reading history from the book's ring."""
 
     def __init__(self, book: FeatureBook, inputs: Mapping[str, np.ndarray], slots: np.ndarray,
-                 newest: np.ndarray, first: np.ndarray) -> None:
+                 newest: np.ndarray, first: np.ndarray | None) -> None:
         self.book = book
         self.inputs = inputs
         self.slots = slots
         self.newest = newest  # flat ring index of each symbol's newest value
-        self.first = first if first.any() else None  # symbols at their first bar
+        self.first = first  # symbols at their first bar (None: none)
         self.used: set[str] = set()
-        self._index: dict[int, np.ndarray] = {}
+        self._histories: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str) -> np.ndarray:
         return self.inputs[name]
@@ -215,41 +236,49 @@ class LiveSeries:
         book = self.book
         return book._ring[book._input_index[name]].reshape(-1)
 
+    def _history(self, name: str) -> np.ndarray:
+        """(k, history): the last values of ``name``, oldest first; one gather per input and
+        push, shared by every window and lag on it (read-only)."""
+        got = self._histories.get(name)
+        if got is None:
+            index = self._histories.get("")
+            if index is None:
+                index = self._histories[""] = self.newest[:, None] + self.book._back
+            got = self._histories[name] = self._flat(name).take(index)
+            got.flags.writeable = False
+        return got
+
     def lag(self, name: str, k: int) -> np.ndarray:
-        if not 0 < k < self.book._h:
+        h = self.book._h
+        if not 0 < k < h:
             raise ValueError(f"feature definition: lag {k} needs history > {k}")
+        if name in self._histories:
+            return self._histories[name][:, h - 1 - k]
         return self._flat(name).take(self.newest - k)
 
-    def _window(self, name: str, w: int) -> np.ndarray:
-        """(k, w): the last w values of ``name``, oldest first (a copy)."""
-        index = self._index.get(w)
-        if index is None:
-            if not 1 <= w <= self.book._h:
-                raise ValueError(f"feature definition: window {w} needs history >= {w}")
-            index = self._index[w] = self.newest[:, None] + np.arange(1 - w, 1)
-        return self._flat(name).take(index)
-
     def window(self, name: str, w: int) -> np.ndarray:
-        return self._window(name, w)
+        h = self.book._h
+        if not 1 <= w <= h:
+            raise ValueError(f"feature definition: window {w} needs history >= {w}")
+        return self._history(name)[:, h - w:]
 
     def std(self, name: str, w: int, ddof: int) -> np.ndarray:
-        win = self._window(name, w)
+        win = self.window(name, w)
         mean = win.sum(axis=1, keepdims=True)
         mean *= 1.0 / w
-        win -= mean
-        var = np.einsum("ij,ij->i", win, win)
+        dev = win - mean
+        var = np.einsum("ij,ij->i", dev, dev)
         var *= 1.0 / (w - ddof)
         return np.sqrt(var, out=var)
 
     def zscore(self, name: str, w: int, ddof: int) -> np.ndarray:
-        win = self._window(name, w)
-        current = win[:, -1].copy()
         # Deviations from the current value, so no large mean is ever subtracted from x.
-        win -= current[:, None]
-        mean_dev = win.sum(axis=1, keepdims=True)
+        current = self.inputs[name]
+        dev = self.window(name, w) - current[:, None]
+        mean_dev = dev.sum(axis=1, keepdims=True)
         mean_dev *= 1.0 / w
-        win -= mean_dev
-        var = np.einsum("ij,ij->i", win, win)
+        dev -= mean_dev
+        var = np.einsum("ij,ij->i", dev, dev)
         var *= 1.0 / (w - ddof)
         std = np.sqrt(var, out=var)
         mean_dev = mean_dev[:, 0]
@@ -263,7 +292,9 @@ class LiveSeries:
             raise ValueError(f"feature definition: smoother {key!r} used twice")
         self.used.add(key)
         state = self.book._smoother(key)
-        y = alpha * x + (1.0 - alpha) * state.take(self.slots)
+        y = state.take(self.slots)
+        y *= 1.0 - alpha
+        y += alpha * x
         if self.first is not None:
             y = np.where(self.first, x, y)
         state[self.slots] = y

@@ -18,7 +18,7 @@ engine's ``Series``, next to the existing ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,13 +106,17 @@ class FeatureSet:
 
     def evaluate(self, series: Series) -> list[np.ndarray]:
         """Every feature, in ``names`` order."""
-        out: list[np.ndarray] = []
+        return list(self.columns(series))
+
+    def columns(self, series: Series) -> Iterator[np.ndarray]:
+        """Every feature, in ``names`` order, one indicator at a time (a caller that stores
+        each array as it comes lets the indicator's temporaries be reused while in cache)."""
         for ind in self.indicators:
             values = ind.compute(series)
             if len(values) != len(ind.names):
                 raise ValueError(f"indicator {ind.names} returned {len(values)} arrays")
-            out.extend(values)
-        return out
+            yield from values
+            del values
 
 
 def flat_windows(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
