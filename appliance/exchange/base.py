@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -118,6 +118,19 @@ class Exchange(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def fill_each(fill: Callable[[OrderIntent], Fill], intents: Sequence[OrderIntent]
+              ) -> list[Fill | ExchangeError]:
+    """:meth:`Exchange.place_orders` for a local engine: each order's fill, or the error that
+    refused it, in order (one refusal does not stop the others)."""
+    out: list[Fill | ExchangeError] = []
+    for intent in intents:
+        try:
+            out.append(fill(intent))
+        except ExchangeError as exc:
+            out.append(exc)
+    return out
 
 
 def decimal_or_zero(value: object) -> Decimal:

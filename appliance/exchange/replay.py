@@ -44,7 +44,8 @@ import trio
 from appliance.bars import aggregate_buckets
 from appliance.clock import Clock, now_ms
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import BATCH_FILLS, PAPER, ExchangeError, quote_around
+from appliance.exchange.base import (BATCH_FILLS, PAPER, ExchangeError, fill_each,
+                                     quote_around)
 from appliance.exchange.paper import PaperBroker
 from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
 from data.loaders import (CandleSeries, FundingSeries, is_funding_file, load_folder,
@@ -407,13 +408,7 @@ class ReplayExchange:
     async def place_orders(self, intents: Sequence[OrderIntent]) -> list[Fill | ExchangeError]:
         await trio.lowlevel.checkpoint()
         now = now_ms(self.clock)
-        out: list[Fill | ExchangeError] = []
-        for intent in intents:
-            try:
-                out.append(self.fill(intent, now))
-            except ExchangeError as exc:
-                out.append(exc)
-        return out
+        return fill_each(lambda intent: self.fill(intent, now), intents)
 
     async def order_fill(self, symbol: str, order_link_id: str) -> Fill | None:
         await trio.lowlevel.checkpoint()

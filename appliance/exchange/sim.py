@@ -21,7 +21,7 @@ import trio
 from appliance.clock import Clock, now_ms
 from appliance.config import SimConfig
 from appliance.domain import Balance, Candle, Fill, Instrument, OrderIntent, Position, Ticker
-from appliance.exchange.base import BATCH_FILLS, PAPER, VOLUME_BAR, ExchangeError
+from appliance.exchange.base import BATCH_FILLS, PAPER, VOLUME_BAR, ExchangeError, fill_each
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.simmarket import MINUTE_MS, SimMarket
 from appliance.exchange.simshock import parse_shock
@@ -143,12 +143,7 @@ class SimExchange:
 
     def _fill_all_and_save(self, intents: list[OrderIntent], ts: int
                            ) -> list[Fill | ExchangeError]:
-        out: list[Fill | ExchangeError] = []
-        for intent in intents:
-            try:
-                out.append(self.broker.fill(intent, ts))
-            except ExchangeError as exc:
-                out.append(exc)
+        out = fill_each(lambda intent: self.broker.fill(intent, ts), intents)
         if any(isinstance(o, Fill) for o in out):
             self._save()
         return out
