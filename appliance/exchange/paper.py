@@ -23,6 +23,7 @@ account can be valued as of a bar before funding times it has settled already.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import OrderedDict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
@@ -69,6 +70,9 @@ class PaperBroker:
         self.positions: dict[str, Position] = {}
         self._ids = itertools.count(1)
         self.by_link: OrderedDict[str, Fill] = OrderedDict()  # orderLinkId -> its fill
+        # orderLinkId -> (its fill, its '"link": [...]' JSON text): a save encodes each
+        # remembered order once, not every one of them again on every fill
+        self._order_json: dict[str, tuple[Fill, str]] = {}
         self.funded_to: int | None = None  # funding is settled for every time <= this
         self.funding_paid: dict[str, Decimal] = {}  # per symbol, since the account opened
         # charged per funding time (the last FUNDING_LOG_KEEP), complete after log_from
@@ -177,7 +181,8 @@ class PaperBroker:
         if intent.order_link_id:
             self.by_link[intent.order_link_id] = fill
             while len(self.by_link) > MAX_REMEMBERED:
-                self.by_link.popitem(last=False)
+                forgotten, _ = self.by_link.popitem(last=False)
+                self._order_json.pop(forgotten, None)
         return fill
 
     def fill_of(self, order_link_id: str) -> Fill | None:
@@ -210,17 +215,41 @@ class PaperBroker:
                     eq += pos.qty * (Decimal(str(last)) - pos.avg_price)
         return eq
 
-    def to_dict(self) -> dict:
-        """The account as plain data (Decimals as strings), for a venue that must persist."""
+    def _head(self) -> dict:
+        """The account but its remembered orders, as plain data (Decimals as strings)."""
         return {"wallet": str(self.wallet), "next_id": next(self._ids),
                 "funded_to": self.funded_to,
                 "funding_paid": {s: str(v) for s, v in self.funding_paid.items()},
                 "funding_log": {str(t): str(v) for t, v in self.funding_log.items()},
                 "funding_log_from": self.funding_log_from,
                 "positions": {s: [str(p.qty), str(p.avg_price), str(p.realized_pnl)]
-                              for s, p in self.positions.items()},
-                "orders": {link: [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price),
-                                  str(f.fee), f.ts] for link, f in self.by_link.items()}}
+                              for s, p in self.positions.items()}}
+
+    @staticmethod
+    def _order_row(f: Fill) -> list:
+        return [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price), str(f.fee), f.ts]
+
+    def to_dict(self) -> dict:
+        """The account as plain data (Decimals as strings), for a venue that must persist."""
+        return {**self._head(),
+                "orders": {link: self._order_row(f) for link, f in self.by_link.items()}}
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_dict())``, with each remembered order encoded once (when it
+        is filled) instead of on every save: the sim saves its account after every fill, and
+        re-encoding up to ``MAX_REMEMBERED`` orders each time made a busy run's fills cost
+        more the more it had traded."""
+        parts = []
+        cache = self._order_json
+        for link, f in self.by_link.items():
+            hit = cache.get(link)
+            if hit is None or hit[0] is not f:
+                hit = cache[link] = (f, f"{json.dumps(link)}: {json.dumps(self._order_row(f))}")
+            parts.append(hit[1])
+        if len(cache) > len(self.by_link):  # orders forgotten other than by fill()
+            for link in [k for k in cache if k not in self.by_link]:
+                del cache[link]
+        return f'{json.dumps(self._head())[:-1]}, "orders": {{{", ".join(parts)}}}}}'
 
     def restore(self, data: dict) -> None:
         self.wallet = Decimal(data["wallet"])
@@ -236,6 +265,7 @@ class PaperBroker:
         self.by_link = OrderedDict(
             (link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f), int(ts)))
             for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items())
+        self._order_json = {}
 
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),
