@@ -70,9 +70,9 @@ class PaperBroker:
         self.positions: dict[str, Position] = {}
         self._ids = itertools.count(1)
         self.by_link: OrderedDict[str, Fill] = OrderedDict()  # orderLinkId -> its fill
-        # orderLinkId -> (its fill, its '"link": [...]' JSON text): a save encodes each
-        # remembered order once, not every one of them again on every fill
-        self._order_json: dict[str, tuple[Fill, str]] = {}
+        # orderLinkId -> its '"link": [...]' JSON text, in by_link's order: a save encodes
+        # each remembered order once, not every one of them again on every fill
+        self._order_json: OrderedDict[str, str] = OrderedDict()
         self.funded_to: int | None = None  # funding is settled for every time <= this
         self.funding_paid: dict[str, Decimal] = {}  # per symbol, since the account opened
         # charged per funding time (the last FUNDING_LOG_KEEP), complete after log_from
@@ -180,6 +180,7 @@ class PaperBroker:
                     qty=intent.qty, price=price, fee=fee, ts=ts_ms)
         if intent.order_link_id:
             self.by_link[intent.order_link_id] = fill
+            self._order_json[intent.order_link_id] = self._order_text(intent.order_link_id, fill)
             while len(self.by_link) > MAX_REMEMBERED:
                 forgotten, _ = self.by_link.popitem(last=False)
                 self._order_json.pop(forgotten, None)
@@ -229,6 +230,10 @@ class PaperBroker:
     def _order_row(f: Fill) -> list:
         return [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price), str(f.fee), f.ts]
 
+    @classmethod
+    def _order_text(cls, link: str, f: Fill) -> str:
+        return f"{json.dumps(link)}: {json.dumps(cls._order_row(f))}"
+
     def to_dict(self) -> dict:
         """The account as plain data (Decimals as strings), for a venue that must persist."""
         return {**self._head(),
@@ -239,17 +244,11 @@ class PaperBroker:
         is filled) instead of on every save: the sim saves its account after every fill, and
         re-encoding up to ``MAX_REMEMBERED`` orders each time made a busy run's fills cost
         more the more it had traded."""
-        parts = []
-        cache = self._order_json
-        for link, f in self.by_link.items():
-            hit = cache.get(link)
-            if hit is None or hit[0] is not f:
-                hit = cache[link] = (f, f"{json.dumps(link)}: {json.dumps(self._order_row(f))}")
-            parts.append(hit[1])
-        if len(cache) > len(self.by_link):  # orders forgotten other than by fill()
-            for link in [k for k in cache if k not in self.by_link]:
-                del cache[link]
-        return f'{json.dumps(self._head())[:-1]}, "orders": {{{", ".join(parts)}}}}}'
+        if self._order_json.keys() != self.by_link.keys():  # by_link changed other than by fill
+            self._order_json = OrderedDict((link, self._order_text(link, f))
+                                           for link, f in self.by_link.items())
+        orders = ", ".join(self._order_json.values())
+        return f'{json.dumps(self._head())[:-1]}, "orders": {{{orders}}}}}'
 
     def restore(self, data: dict) -> None:
         self.wallet = Decimal(data["wallet"])
@@ -265,7 +264,8 @@ class PaperBroker:
         self.by_link = OrderedDict(
             (link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f), int(ts)))
             for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items())
-        self._order_json = {}
+        self._order_json = OrderedDict((link, self._order_text(link, f))
+                                       for link, f in self.by_link.items())
 
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),
