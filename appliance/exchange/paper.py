@@ -23,6 +23,7 @@ account can be valued as of a bar before funding times it has settled already.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import OrderedDict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
@@ -69,7 +70,9 @@ class PaperBroker:
         self.positions: dict[str, Position] = {}
         self._ids = itertools.count(1)
         self.by_link: OrderedDict[str, Fill] = OrderedDict()  # orderLinkId -> its fill
-        self._saved_orders: dict[str, list] = {}  # ... as to_dict saves it
+        # orderLinkId -> its '"link": [...]' JSON text, in by_link's order: a save encodes
+        # each remembered order once, not every one of them again on every fill
+        self._order_json: OrderedDict[str, str] = OrderedDict()
         self.funded_to: int | None = None  # funding is settled for every time <= this
         self.funding_paid: dict[str, Decimal] = {}  # per symbol, since the account opened
         # charged per funding time (the last FUNDING_LOG_KEEP), complete after log_from
@@ -176,19 +179,12 @@ class PaperBroker:
         fill = Fill(order_id=f"paper-{next(self._ids)}", symbol=intent.symbol, side=intent.side,
                     qty=intent.qty, price=price, fee=fee, ts=ts_ms)
         if intent.order_link_id:
-            self.remember(intent.order_link_id, fill)
+            self.by_link[intent.order_link_id] = fill
+            self._order_json[intent.order_link_id] = self._order_text(intent.order_link_id, fill)
+            while len(self.by_link) > MAX_REMEMBERED:
+                forgotten, _ = self.by_link.popitem(last=False)
+                self._order_json.pop(forgotten, None)
         return fill
-
-    def remember(self, order_link_id: str, fill: Fill) -> None:
-        """Keep ``fill`` for :meth:`fill_of` (the last ``MAX_REMEMBERED``), with its saved
-        form made once here rather than at every save of the account."""
-        self.by_link[order_link_id] = fill
-        self._saved_orders[order_link_id] = [fill.order_id, fill.symbol, fill.side.value,
-                                             str(fill.qty), str(fill.price), str(fill.fee),
-                                             fill.ts]
-        while len(self.by_link) > MAX_REMEMBERED:
-            link, _ = self.by_link.popitem(last=False)
-            self._saved_orders.pop(link, None)
 
     def fill_of(self, order_link_id: str) -> Fill | None:
         """The fill of the order sent with ``order_link_id`` (the venue's order history)."""
@@ -220,16 +216,39 @@ class PaperBroker:
                     eq += pos.qty * (Decimal(str(last)) - pos.avg_price)
         return eq
 
-    def to_dict(self) -> dict:
-        """The account as plain data (Decimals as strings), for a venue that must persist."""
+    def _head(self) -> dict:
+        """The account but its remembered orders, as plain data (Decimals as strings)."""
         return {"wallet": str(self.wallet), "next_id": next(self._ids),
                 "funded_to": self.funded_to,
                 "funding_paid": {s: str(v) for s, v in self.funding_paid.items()},
                 "funding_log": {str(t): str(v) for t, v in self.funding_log.items()},
                 "funding_log_from": self.funding_log_from,
                 "positions": {s: [str(p.qty), str(p.avg_price), str(p.realized_pnl)]
-                              for s, p in self.positions.items()},
-                "orders": self._saved_orders}
+                              for s, p in self.positions.items()}}
+
+    @staticmethod
+    def _order_row(f: Fill) -> list:
+        return [f.order_id, f.symbol, f.side.value, str(f.qty), str(f.price), str(f.fee), f.ts]
+
+    @classmethod
+    def _order_text(cls, link: str, f: Fill) -> str:
+        return f"{json.dumps(link)}: {json.dumps(cls._order_row(f))}"
+
+    def to_dict(self) -> dict:
+        """The account as plain data (Decimals as strings), for a venue that must persist."""
+        return {**self._head(),
+                "orders": {link: self._order_row(f) for link, f in self.by_link.items()}}
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_dict())``, with each remembered order encoded once (when it
+        is filled) instead of on every save: the sim saves its account after every fill, and
+        re-encoding up to ``MAX_REMEMBERED`` orders each time made a busy run's fills cost
+        more the more it had traded."""
+        if self._order_json.keys() != self.by_link.keys():  # by_link changed other than by fill
+            self._order_json = OrderedDict((link, self._order_text(link, f))
+                                           for link, f in self.by_link.items())
+        orders = ", ".join(self._order_json.values())
+        return f'{json.dumps(self._head())[:-1]}, "orders": {{{orders}}}}}'
 
     def restore(self, data: dict) -> None:
         self.wallet = Decimal(data["wallet"])
@@ -242,11 +261,11 @@ class PaperBroker:
         self.funding_log_from = data.get("funding_log_from", self.funded_to)
         self.positions = {s: Position(s, Decimal(q), Decimal(a), Decimal(r))
                           for s, (q, a, r) in data["positions"].items()}
-        self.by_link = OrderedDict()
-        self._saved_orders = {}
-        for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items():
-            self.remember(link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f),
-                                     int(ts)))
+        self.by_link = OrderedDict(
+            (link, Fill(oid, sym, Side(side), Decimal(q), Decimal(p), Decimal(f), int(ts)))
+            for link, (oid, sym, side, q, p, f, ts) in data.get("orders", {}).items())
+        self._order_json = OrderedDict((link, self._order_text(link, f))
+                                       for link, f in self.by_link.items())
 
     def balance(self) -> Balance:
         return Balance("USDT", self.wallet, self.equity(),

@@ -150,7 +150,7 @@ class SimExchange:
 
     def _save(self) -> None:
         if self.account_file is not None:
-            write_bytes_atomic(self.account_file, json.dumps(self.broker.to_dict()).encode())
+            write_bytes_atomic(self.account_file, self.broker.to_json().encode())
 
     def _settle(self, now: int) -> None:
         """Funding due up to ``now``; the account is saved when a payment was made (a time

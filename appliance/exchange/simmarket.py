@@ -39,7 +39,6 @@ from collections import OrderedDict
 from decimal import Decimal
 
 import numpy as np
-from scipy.signal import lfilter
 
 from appliance.domain import Candle, Instrument, Ticker
 from appliance.exchange.base import quote_around
@@ -47,6 +46,16 @@ from appliance.exchange.simshock import Shock
 from appliance.exchange.simuniverse import (BETA_MAX, HAND_WRITTEN, MAX_PAIRS, SimSymbol,
                                             build_universe, spread_of)
 from models.funding import FUNDING_PERIOD_MS, funding_times
+
+
+def lfilter(b, a, x, axis=-1, zi=None):
+    """``scipy.signal.lfilter``, imported on the first use: scipy.signal takes about a second
+    to import, and every ``methtrader`` command imports this module (its parser names the
+    sim's universe size), though only the market's generation filters anything."""
+    from scipy.signal import lfilter as scipy_lfilter
+
+    return scipy_lfilter(b, a, x, axis=axis, zi=zi)
+
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000

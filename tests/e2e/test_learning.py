@@ -16,7 +16,7 @@ from tests.e2e.test_run import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-SMALL = {"METHTRADER__DATASETS__DAYS": "20", "METHTRADER__TRAINING__KINDS": "rf"}
+SMALL = {"METHTRADER__DATASETS__DAYS": "3", "METHTRADER__TRAINING__KINDS": "rf"}
 
 
 def models_of(state) -> list[dict]:

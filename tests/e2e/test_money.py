@@ -19,7 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 def test_shadow_promote_trade_then_kill_and_flatten(tmp_path, run_proc):
     state = tmp_path / "state"
-    env = {**SMALL, "METHTRADER__TRADING__THRESHOLD": "0"}
+    # market time runs on while the other groups train: the first candidate is shadowed
+    # (and promoted) without waiting for every group's first model
+    env = {**SMALL, "METHTRADER__TRADING__THRESHOLD": "0",
+           "METHTRADER__TRAINING__BOOTSTRAP_HOLD_S": "0"}
     proc = run_proc(state, "--speed", "60", "--metrics-port", "0", env=env)
     shadow = wait_for(lambda: next((m for m in models_of(state) if m["mode"] == "shadow"),
                                    None), 180, "a shadow model")

@@ -1,12 +1,13 @@
 """A month of market time through `methtrader run`: the lifecycle and the books stay honest.
 
 Issue 9's acceptance run: candidates are shadowed and the nightly rule promotes them after a
-full shadow period (3 market days here); at most one prod model per group at every moment (from the audit
-log and from the books), the account identity at every bar, no parity incident, and every
+full shadow period (2 market days here); at most one prod model per group at every moment (from the
+audit log and from the books), the account identity at every bar, no parity incident, and every
 model's ``live`` figures in ``models --json`` recomputed from its own book's rows.
 
-The suite runs 8 market days (two shadow periods, eight nightly retrains) to fit CI's time;
-``METHTRADER_TEST_DAYS=30`` runs the full month (about three times as long).
+The suite runs 6 market days (three shadow periods, six nightly retrains: the first promotions
+come after two or three days, and a later shadow may replace a prod model) to fit CI's time;
+``METHTRADER_TEST_DAYS=30`` runs the full month (about five times as long).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from models.metrics import sharpe_ratio
 from tests.e2e.conftest import methtrader, stderr_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
-DAYS = int(os.environ.get("METHTRADER_TEST_DAYS", "8"))
+DAYS = int(os.environ.get("METHTRADER_TEST_DAYS", "6"))
+SHADOW_DAYS = 2
 
 # a market with an edge a model can find after spreads and funding (the default sim leaves
 # one only on its more volatile symbols): a month in which nothing earns promotion proves little
 MONTH = {"METHTRADER__DATASETS__DAYS": "10", "METHTRADER__TRAINING__KINDS": "rf",
          "METHTRADER__SIM__TREND_SHARE": "0.25",
-         "METHTRADER__SHADOW__PERIOD": "3d", "METHTRADER__SHADOW__MIN_TRADES": "5",
+         "METHTRADER__SHADOW__PERIOD": f"{SHADOW_DAYS}d", "METHTRADER__SHADOW__MIN_TRADES": "5",
          "METHTRADER__DISCOVERY__MIN_TURNOVER_USD": "100000000"}
 
 
@@ -66,7 +68,7 @@ def test_a_month_keeps_one_prod_per_group_and_honest_books(tmp_path, run_proc):
                 "ON a.action = 'promoted ' || m.model_id WHERE m.promoted IS NOT NULL"
                 ).fetchall():
             assert actor == "shadow", f"promoted by {actor}, not by the rule"
-            assert promoted - started >= 3 * 86_400  # a full shadow period first
+            assert promoted - started >= SHADOW_DAYS * 86_400  # a full shadow period first
         # ... and from the books: a group's prod books never hold equity at the same bar
         spans = defaultdict(list)
         for book_id, grp, first, last in con.execute(

@@ -72,9 +72,12 @@ def test_run_for_20s_writes_candles_serves_metrics_and_takes_the_kill_switch(
 
 def test_run_until_two_market_hours_stops_on_market_time(tmp_path, run_proc):
     state = tmp_path / "state"
-    # the clock alone: market time does not wait for the first models here
+    # the clock alone: market time does not wait for the first models here, nor for a long
+    # backfill (the sim market serves one request at a time: 90 days of every pair's history
+    # kept the feed, and so the clock, waiting for about 40 s)
     proc = run_proc(state, "--until", "2h", "--speed", "3600", "--metrics-port", "0",
-                    env={"METHTRADER__TRAINING__BOOTSTRAP_HOLD_S": "0"})
+                    env={"METHTRADER__TRAINING__BOOTSTRAP_HOLD_S": "0",
+                         "METHTRADER__DATASETS__DAYS": "1"})
     assert proc.wait(timeout=120) == 0, stderr_of(proc)[-3000:]
     st = status_json(state)
     assert st["candles"] > 0 and len(st["symbols"]) >= 10

@@ -55,3 +55,38 @@ def test_bad_orders_are_refused():
         b.fill(OrderIntent("BTCUSDT", Side.SELL, D("1"), reduce_only=True), 1)
     with pytest.raises(ExchangeError, match="no price"):
         b.fill(OrderIntent("X", Side.BUY, D("1")), 1)
+
+
+def test_the_saved_account_is_the_json_of_to_dict_as_orders_come_and_go(monkeypatch):
+    """``to_json`` (what the sim saves after every fill) encodes each remembered order once;
+    its text stays exactly ``json.dumps(to_dict())``, also once old orders are forgotten, a
+    link is reused, and after a restore."""
+    import json
+
+    import appliance.exchange.paper as paper
+
+    monkeypatch.setattr(paper, "MAX_REMEMBERED", 5)
+    prices = {"BTCUSDT": 50_000.0, "ETHUSDT": 2_000.0}
+    b = broker(prices)
+
+    def same_text(br):
+        text = br.to_json()  # both take the next order id, as a save always did
+        data = br.to_dict()
+        assert data["next_id"] == json.loads(text)["next_id"] + 1
+        assert text == json.dumps({**data, "next_id": data["next_id"] - 1})
+        return text
+
+    same_text(b)  # no orders yet
+    for i, link in enumerate([0, 1, 2, 1, 3, 4, 5, 6, 7, 6, 8, 9]):  # 1 and 6 sent again
+        symbol = "BTCUSDT" if i % 3 else "ETHUSDT"
+        b.fill(OrderIntent(symbol, Side.BUY if i % 2 else Side.SELL, D("0.010"),
+                           order_link_id=f"link-{link}"), i)
+        prices[symbol] *= 1.001
+        text = same_text(b)
+    assert list(json.loads(text)["orders"]) == list(b.by_link) and len(b.by_link) == 5
+    assert json.loads(text)["orders"]["link-6"][0] == b.by_link["link-6"].order_id
+    b.by_link.pop("link-7")  # forgotten other than by a fill: not saved either
+    assert "link-7" not in json.loads(same_text(b))["orders"]
+    again = broker(prices)
+    again.restore(json.loads(text))
+    assert json.loads(same_text(again))["orders"] == json.loads(text)["orders"]
