@@ -10,7 +10,8 @@ Rate limits, in the order they are checked:
   the answer is HTTP 403 until the window ends (announced in ``X-Bapi-Limit-Reset-Timestamp``,
   an addition of the fake — the real venue says "wait 10 minutes");
 * per endpoint: ``endpoint_limits`` per fixed 1 s window, per API key on private endpoints and
-  per IP on public ones; over it ``retCode 10006``. Every such response carries
+  per IP on public ones (by default only the private ones have a limit: Bybit's market data is
+  under the IP limit alone); over it ``retCode 10006``. Every such response carries
   ``X-Bapi-Limit``, ``X-Bapi-Limit-Status`` and a reset timestamp strictly in the future.
 
 Every response also carries ``Timenow`` (server ms), as Bybit's do.
@@ -33,10 +34,11 @@ from appliance.exchange.simmarket import DEFAULT_PAIRS, SimMarket
 
 DEFAULT_API_KEYS: Mapping[str, str] = {"fake-key": "fake-secret"}
 
+#: Bybit's per-UID limits of the private endpoints. Market data is only under the IP limit, as
+#: on Bybit: a per-endpoint kline limit (it was 100/s here) held a backfill below the 120 pages
+#: a second the IP limit allows.
 DEFAULT_ENDPOINT_LIMITS: Mapping[str, int] = {
-    "/v5/market/time": 50, "/v5/market/instruments-info": 50, "/v5/market/tickers": 50,
-    "/v5/market/kline": 100, "/v5/market/funding/history": 50, "/v5/order/create": 10,
-    "/v5/order/cancel": 10,
+    "/v5/order/create": 10, "/v5/order/cancel": 10,
     "/v5/order/realtime": 50, "/v5/position/list": 50, "/v5/account/wallet-balance": 50,
     "/v5/account/fee-rate": 10,
 }
