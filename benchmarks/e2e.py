@@ -35,11 +35,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from appliance.config import ConfigError
 from benchmarks._e2e_setup import START_S, choose_universe, write_state
 from benchmarks._proctree import TreePeak, sample_tree
 
 SPEED = 120.0
 DEFAULT_MINUTES = 240
+MINUTES_RANGE = (15, 1440)  # three 5m bars at least; a day at most (the run is cut at 7 min)
 SAMPLE_S = 0.5
 SCRAPE_S = 2.0
 WARMUP_MARKET_S = 3600.0  # the start-up backfill and first training jobs share the loop then
@@ -282,6 +284,10 @@ def _round(v: float | None) -> float | None:
 
 
 def run(symbols: int | None = None, minutes: int | None = None) -> dict[str, Any]:
+    lo, hi = MINUTES_RANGE
+    if minutes is not None and not lo <= minutes <= hi:
+        raise ConfigError(f"bench e2e: --minutes must be in [{lo}, {hi}] market minutes "
+                          f"(at least three 5m bars), got {minutes}")
     return run_e2e(24 if symbols is None else symbols,
                    DEFAULT_MINUTES if minutes is None else minutes)
 

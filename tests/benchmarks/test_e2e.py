@@ -41,3 +41,12 @@ def test_the_universe_is_the_smallest_with_n_above_the_bar_and_the_bar_cuts_at_n
     assert u.min_turnover_usd == 10 * m
     with pytest.raises(ValueError, match=r"--symbols must be in \[1, 4\]"):
         pick_universe(5, listed)
+
+
+@pytest.mark.parametrize("minutes", [-5, 0, 14, 1441])
+def test_a_run_length_outside_its_range_is_refused_before_anything_starts(minutes):
+    from appliance.config import ConfigError
+    from benchmarks.e2e import run
+
+    with pytest.raises(ConfigError, match=r"--minutes must be in \[15, 1440\]"):
+        run(symbols=24, minutes=minutes)
