@@ -10,7 +10,8 @@ yet, the payment is owed on the quantity held at the funding time and made when 
 the venue's rate
 (:meth:`Exchange.funding_rates`: the sim's series, Bybit's funding history, a replay's file).
 
-Rates are fetched once per symbol and funding time and kept for the other books. When the venue
+Rates are fetched once per symbol and funding time, all of a bar's together, and kept for the
+other books. When the venue
 cannot say (an outage), the books are not charged yet and ``funded_to`` stays: the next bar tries
 again, so a funding time is late, never lost and never paid twice.
 """
@@ -20,11 +21,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Awaitable, Callable, Iterable
 
+import trio
+
 from appliance.books import Book
 from models.funding import funding_times
 
 RatesOf = Callable[[str, int, int], Awaitable[list[tuple[int, float]]]]
 PriceAt = Callable[[str, int], "Decimal | float | None"]
+FETCHES_AT_ONCE = 8  # rate requests in flight at once on a funding bar
 
 
 class FundingClerk:
@@ -55,6 +59,8 @@ class FundingClerk:
         arrived) is owed with the quantity held *then* and paid when the price comes: paying it
         later on whatever the book holds by then would not be what the venue charged."""
         paid = self._pay_owed(price_at)
+        books = list(books)
+        await self.fetch_rates(books, upto_ms)
         for book in books:
             assert book.funded_to is not None
             for t in funding_times(book.funded_to, upto_ms):
@@ -72,6 +78,34 @@ class FundingClerk:
                         paid += 1
                 book.funded_to = t
         return paid
+
+    async def fetch_rates(self, books: list[Book], upto_ms: int) -> None:
+        """Every rate the books' funding times up to ``upto_ms`` need and the clerk lacks,
+        asked for together (at most ``FETCHES_AT_ONCE`` at a time): on a funding bar every held
+        symbol needs one, and one round trip after another to a remote venue would hold the
+        bar's orders for all of them. A failure is raised once the others are done or
+        cancelled."""
+        wanted = sorted({(s, t) for b in books if b.funded_to is not None
+                         for t in funding_times(b.funded_to, upto_ms)
+                         for s in b.open_symbols()} - self.rates.keys())
+        if len(wanted) < 2:
+            return
+        failed: list[Exception] = []
+        limiter = trio.CapacityLimiter(FETCHES_AT_ONCE)
+
+        async def one(symbol: str, t_ms: int) -> None:
+            try:
+                async with limiter:
+                    await self.rate(symbol, t_ms)
+            except Exception as exc:  # raised below, after the nursery, as itself
+                failed.append(exc)
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for symbol, t_ms in wanted:
+                nursery.start_soon(one, symbol, t_ms)
+        if failed:
+            raise failed[0]
 
     def _pay_owed(self, price_at: PriceAt) -> int:
         """Payments owed since their price was unknown, made now that it is."""
