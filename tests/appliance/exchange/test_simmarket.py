@@ -128,3 +128,16 @@ def test_last_price_is_the_close_of_the_last_candle_across_listing_edges():
             end = t - t % MINUTE_MS
             rows = m.candles(symbol, end - 2 * DAY_MS, end)
             assert m.last_price(symbol, t) == (rows[-1, 4] if len(rows) else None), (symbol, t)
+
+
+def test_funding_rates_are_the_same_whether_computed_with_the_days_candles_or_on_demand():
+    """A day's candles bring its funding rates with them (so a funding bar only reads them);
+    a market asked for the rates first must give the very same ones."""
+    t0 = EPOCH_MS + 500 * DAY_MS
+    times = [t0 + k * 8 * 3_600_000 for k in range(6)]
+    with_candles, on_demand = SimMarket(7, pairs=60), SimMarket(7, pairs=60)
+    with_candles.precompute(t0, t0 + 2 * DAY_MS)
+    rates = [[m.funding_rate(s, t) for s in m.symbols() for t in times]
+             for m in (with_candles, on_demand)]
+    assert rates[0] == rates[1]
+    assert 0.05 < np.mean(np.array(rates[0]) < 0) < 0.3  # about one in seven is negative
