@@ -38,6 +38,7 @@ hour) has begun since funding was last settled, before a fill, a balance or a po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -399,6 +400,11 @@ class BybitExchange:
         The range is cut into windows of at most 1000 candles, newest first, fetched
         concurrently (``backfill_concurrency``), each validated; the still-open candle is
         dropped. Any failing page fails the whole call: nothing partial is returned.
+
+        ``backfill_concurrency`` bounds the pages of backfills only: the one page of a live
+        update (or of an order's funding settlement) never queues behind theirs — that queue
+        is first come, first served, and a backfill of new pairs can hold hundreds of pages in
+        it — and the rate budget still serves it before them (its priority's ceiling).
         """
         if interval not in INTERVALS:
             raise ExchangeError(f"bybit: unsupported interval {interval!r}; "
@@ -418,10 +424,12 @@ class BybitExchange:
             hi = lo - step
         pages: list[np.ndarray] = [np.zeros((0, 7)) for _ in windows]
         failure: list[ExchangeError] = []
+        urgent = prio < Priority.BACKFILL and len(windows) == 1
+        slots = contextlib.nullcontext() if urgent else self._backfill
 
         async def fetch(i: int, lo: int, hi: int) -> None:
             try:
-                async with self._backfill:
+                async with slots:
                     pages[i] = await self._kline_page(symbol, wire, step, lo, hi, prio)
             except ExchangeError as exc:
                 failure.append(exc)

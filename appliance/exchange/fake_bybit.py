@@ -54,8 +54,11 @@ class FakeBybitServer:
 
     def __init__(self, app: FakeBybitApp) -> None:
         self.app = app
-        # The app is synchronous (numpy for the market, dicts for state); one worker thread at
-        # a time keeps its state consistent and big kline requests off the event loop.
+        # The app is synchronous (numpy for the market, dicts for state): API requests are
+        # processed in worker threads one at a time, in the order they came (big kline
+        # requests stay off the event loop). The admin routes and the outage check do not
+        # wait their turn behind that queue of market work: they only wait for the request in
+        # progress (the app's lock), so a fault set or lifted applies to the next request read.
         self._limiter = trio.CapacityLimiter(1)
         self._stalled = 0  # requests held by a stall outage right now
 
@@ -94,7 +97,9 @@ class FakeBybitServer:
                 return
             if self.app.faults.outage and not await self._through_outage(req):
                 return
-            resp = await trio.to_thread.run_sync(self.app.handle, req, limiter=self._limiter)
+            admin = req.path.startswith("/admin/")
+            resp = await trio.to_thread.run_sync(self.app.handle, req,
+                                                 limiter=None if admin else self._limiter)
             if resp.latency_ms:
                 await trio.sleep(resp.latency_ms / 1000)
             if resp.drop:
@@ -109,7 +114,7 @@ class FakeBybitServer:
         none; never in ``drop`` mode (its connection is closed unanswered); in ``stall`` mode
         once the outage is lifted, or never when ``stall_max_s`` passes first or
         :data:`MAX_STALLED` requests already wait."""
-        mode = await trio.to_thread.run_sync(self.app.outage_mode, req, limiter=self._limiter)
+        mode = await trio.to_thread.run_sync(self.app.outage_mode, req)
         if mode != "stall":
             return not mode
         if self._stalled >= MAX_STALLED:

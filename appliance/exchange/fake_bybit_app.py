@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -208,6 +209,9 @@ class FakeBybitApp:
         self._accounts: dict[str, Account] = {}
         self._account_cfg = dict(starting_balance=starting_balance, taker_fee=taker_fee,
                                  slippage_bps=slippage_bps)
+        #: held while a request is handled: the server answers the admin routes and looks up
+        #: outages from other threads than the one that processes API requests in turn
+        self.lock = threading.Lock()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -226,13 +230,18 @@ class FakeBybitApp:
         mode = self.faults.outage
         if not mode or req.path.startswith("/admin/"):
             return ""
-        self.stats.faults[f"outage_{mode}"] += 1
+        with self.lock:
+            self.stats.faults[f"outage_{mode}"] += 1
         return mode
 
     def handle(self, req: FakeRequest) -> FakeResponse:
+        with self.lock:
+            if req.path.startswith("/admin/"):
+                return self._admin(req)
+            return self._handle_api(req)
+
+    def _handle_api(self, req: FakeRequest) -> FakeResponse:
         now = self.now_ms()
-        if req.path.startswith("/admin/"):
-            return self._admin(req)
         self.stats.requests += 1
         self.stats.by_path[req.path] += 1
         # one draw per knob on every request keeps the fault sequence independent of settings

@@ -36,10 +36,13 @@ def start_run(state_dir: Path, *args: str, env: dict[str, str] | None = None
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     err_path = state_dir.parent / f"run-{len(list(state_dir.parent.glob('run-*.err')))}.err"
     # training at normal priority: these tests share the machine with others, and a niced
-    # job (training.job_nice) waits behind all of them, past the tests' time bounds
+    # job waits behind all of them, past the tests' time bounds. Both niceness settings: the
+    # job consumer's own (jobs.niceness, 10 by default, which its job processes inherit) and
+    # the one added for each job (training.job_nice)
     proc = subprocess.Popen([*METHTRADER, "run", "--state-dir", str(state_dir), *args],
                             stdout=subprocess.DEVNULL, stderr=open(err_path, "w"),
-                            env={"METHTRADER__TRAINING__JOB_NICE": "0", **os.environ,
+                            env={"METHTRADER__JOBS__NICENESS": "0",
+                                 "METHTRADER__TRAINING__JOB_NICE": "0", **os.environ,
                                  **(env or {})})
     proc.err_path = err_path  # type: ignore[attr-defined]
     return proc

@@ -299,6 +299,32 @@ async def test_backfill_flood_does_not_hold_up_orders():
     assert paths.count("/v5/market/kline") == 48
 
 
+async def test_a_live_update_does_not_queue_behind_the_pages_of_a_backfill():
+    """The feed's minute (one page, live priority) is sent while a backfill's pages still wait
+    for their ``backfill_concurrency`` slots, not after all of them (the datasets service
+    queues a backfill's pages at once: hundreds for new pairs)."""
+    async with fake_bybit() as (app, url), \
+            BybitExchange(settings(url, backfill_concurrency=2)) as ex:
+        app.faults = replace(app.faults, latency_ms=50.0)  # each page holds its slot a while
+        pages = 24
+        backfill_done: list[int] = []
+
+        async def backfill() -> None:
+            rows = await ex.klines_array("BTCUSDT", T0, T0 + pages * 1000 * MIN)
+            backfill_done.append(len(rows))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backfill)
+            while app.stats.by_path["/v5/market/kline"] < 2:  # both slots taken
+                await trio.sleep(0.001)
+            live = await ex.klines_array("ETHUSDT", T0, T0 + MIN)
+            served_before_live = app.stats.by_path["/v5/market/kline"] - 1
+            assert not backfill_done
+    assert len(live) == 1 and backfill_done == [pages * 1000]
+    # first come, first served, it would have been the last of the 25 requests
+    assert served_before_live < pages // 2
+
+
 async def test_paper_orders_fill_at_last_seen_price_without_private_calls():
     async with fake_bybit() as (app, url), BybitExchange(settings(url)) as ex:
         await ex.klines("SOLUSDT", "1m", T0, T0 + 10 * MIN)  # old history: not a price

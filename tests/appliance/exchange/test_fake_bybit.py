@@ -19,7 +19,7 @@ from pybit.unified_trading import HTTP
 
 from appliance.exchange.bybit import BybitExchange, BybitSettings
 from appliance.exchange.bybit_wire import sign
-from appliance.exchange.fake_bybit import FakeBybitApp, FakeLimits, Faults
+from appliance.exchange.fake_bybit import FakeBybitApp, FakeBybitServer, FakeLimits, Faults
 from appliance.exchange.fake_bybit_app import FakeRequest
 from appliance.exchange.simmarket import DAY_MS, EPOCH_MS, SimMarket
 
@@ -283,6 +283,47 @@ async def test_outage_modes_drop_or_stall_every_api_call_but_spare_the_admin_rou
                 == 400
     assert app.stats.faults == {"outage_drop": 1, "outage_stall": 2}
     assert app.stats.requests == 1  # only the stalled request answered after the lift
+
+
+@pytest.mark.trio
+async def test_a_fault_applies_at_once_while_market_work_is_queued():
+    """The admin routes and the outage check wait for the request in progress only, not for
+    the queue of API requests behind it: a drop set while big kline requests are queued
+    refuses the next request read (the requests admitted before it are still answered)."""
+    app = FakeBybitApp(7, clock=frozen(T0), fault_seed=1)
+    server = FakeBybitServer(app)
+    handle_api = app._handle_api
+
+    def slow(req: FakeRequest):
+        time.sleep(0.2)  # a big kline request
+        return handle_api(req)
+
+    app._handle_api = slow
+    backlog = 8
+    codes: list[int] = []
+    async with trio.open_nursery() as servers:
+        port = await servers.start(server.serve, 0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                                     limits=httpx.Limits(max_connections=2 * backlog)) as client:
+            async def ask() -> None:
+                codes.append((await client.get("/v5/market/time")).status_code)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(backlog):
+                    nursery.start_soon(ask)
+                with trio.fail_after(10):  # one in progress, the others waiting their turn
+                    while server._limiter.statistics().tasks_waiting < backlog - 1:
+                        await trio.sleep(0.01)
+                r = await client.post("/admin/faults", json={"outage": "drop"})
+                answered_before = app.stats.requests
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get("/v5/market/time")
+                still_queued = server._limiter.statistics().tasks_waiting
+        servers.cancel_scope.cancel()
+    assert r.status_code == 200 and r.json()["outage"] == "drop"
+    assert answered_before <= 2 and still_queued > 0  # the fault did not wait for the queue
+    assert codes == [200] * backlog  # admitted before the fault: answered
+    assert app.stats.faults == {"outage_drop": 1} and app.stats.requests == backlog
 
 
 def test_fault_sequence_is_deterministic_per_seed():
