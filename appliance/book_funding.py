@@ -10,8 +10,8 @@ yet, the payment is owed on the quantity held at the funding time and made when 
 the venue's rate
 (:meth:`Exchange.funding_rates`: the sim's series, Bybit's funding history, a replay's file).
 
-Rates are fetched once per symbol and funding time, all of a bar's together, and kept for the
-other books. When the venue
+Rates are fetched once per symbol and funding time (from a remote venue all of a bar's
+together) and kept for the other books. When the venue
 cannot say (an outage), the books are not charged yet and ``funded_to`` stays: the next bar tries
 again, so a funding time is late, never lost and never paid twice.
 """
@@ -32,8 +32,11 @@ FETCHES_AT_ONCE = 8  # rate requests in flight at once on a funding bar
 
 
 class FundingClerk:
-    def __init__(self, rates_of: RatesOf, keep: int = 4096) -> None:
+    def __init__(self, rates_of: RatesOf, keep: int = 4096, together: bool = True) -> None:
         self.rates_of = rates_of
+        # a remote venue's rates are asked for together (round trips); a local one's (the sim,
+        # a replay) in turn: there 50 tasks would cost ~1-2 ms a funding bar for nothing
+        self.together = together
         self.keep = keep
         self.rates: dict[tuple[str, int], float] = {}  # (symbol, funding time) -> rate
         # payments whose price was not known yet: (book, symbol, qty then, time, rate)
@@ -88,7 +91,7 @@ class FundingClerk:
         wanted = sorted({(s, t) for b in books if b.funded_to is not None
                          for t in funding_times(b.funded_to, upto_ms)
                          for s in b.open_symbols()} - self.rates.keys())
-        if len(wanted) < 2:
+        if not self.together or len(wanted) < 2:
             return
         failed: list[Exception] = []
         limiter = trio.CapacityLimiter(FETCHES_AT_ONCE)

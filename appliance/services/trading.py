@@ -45,7 +45,7 @@ from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.domain import Instrument
-from appliance.exchange.base import ExchangeError
+from appliance.exchange.base import REAL_TIME, ExchangeError
 from appliance.ledger import CLOSING, OPEN, PENDING, Ledger
 from appliance.ledger_store import load_books, record_bars
 from appliance.logs import service_logger
@@ -113,7 +113,8 @@ class TradingEngine:
         sim = ctx.cfg.sim
         self.costs = CostModel(sim.taker_fee, sim.slippage_bps / 10_000)
         self.desk = PaperDesk(self.costs, ctx.cfg.shadow.size_fraction, self.lot)
-        self.funding = FundingClerk(ctx.exchange.funding_rates)
+        self.funding = FundingClerk(ctx.exchange.funding_rates,
+                                    together=REAL_TIME in ctx.exchange.capabilities)
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}

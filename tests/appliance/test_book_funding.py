@@ -101,3 +101,13 @@ async def test_a_rate_the_venue_cannot_give_charges_no_book_and_the_bar_retries(
     # each missing rate asked once (those that came before the failure are kept)
     asked = [a[0] for a in venue.asked]
     assert symbols[5] in asked and len(asked) == len(set(asked)) <= len(symbols)
+
+
+async def test_a_local_venues_rates_are_asked_in_turn(autojump_clock):
+    """The sim and a replay answer from memory: asking them together would only add tasks."""
+    venue = SlowVenue()
+    symbols = venue.market.symbols()[:6]
+    books = holding_books(symbols)
+    clerk = FundingClerk(venue.funding_rates, together=False)
+    assert await clerk.settle(books, T, lambda s, t: 100.0) == 2 * len(symbols)
+    assert venue.most_in_flight == 1 and len(venue.asked) == len(symbols)
