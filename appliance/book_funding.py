@@ -88,10 +88,12 @@ class FundingClerk:
         symbol needs one, and one round trip after another to a remote venue would hold the
         bar's orders for all of them. A failure is raised once the others are done or
         cancelled."""
+        if not self.together:
+            return
         wanted = sorted({(s, t) for b in books if b.funded_to is not None
                          for t in funding_times(b.funded_to, upto_ms)
                          for s in b.open_symbols()} - self.rates.keys())
-        if not self.together or len(wanted) < 2:
+        if len(wanted) < 2:
             return
         failed: list[Exception] = []
         limiter = trio.CapacityLimiter(FETCHES_AT_ONCE)
