@@ -647,9 +647,6 @@ def build_config(path: str | Path | None = None, env: Mapping[str, str] | None =
         cfg = _apply(cfg, {s: kv for s, kv in clean.items() if kv}, "command line")
     cfg = _secrets(cfg, env)
     _check_redis(cfg)
-    if cfg.state_path.exists() and not cfg.state_path.is_dir():
-        raise ConfigError(f"'general.state_dir' {str(cfg.state_path)!r} is a file, not a "
-                          "directory: give the appliance's state directory (made if missing)")
     return cfg
 
 

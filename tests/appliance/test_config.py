@@ -167,13 +167,3 @@ def test_the_drift_section_has_its_defaults_and_checks_its_ranges():
                      ("cooldown", "soon"), ("sigma_floor", -0.1), ("persist", 0)):
         with pytest.raises(ConfigError, match=f"drift.{key}|{key}"):
             build_config(env={}, overrides={"drift": {key: bad}})
-
-
-def test_a_state_dir_that_is_a_file_is_refused_by_name(tmp_path):
-    a_file = tmp_path / "notes.txt"
-    a_file.write_text("not a state dir")
-    with pytest.raises(ConfigError, match=r"'general.state_dir' .*notes.txt.* is a file"):
-        build_config(env={}, overrides={"general": {"state_dir": str(a_file)}})
-    missing = tmp_path / "new"  # a missing one is made when needed: fine
-    assert build_config(env={}, overrides={"general": {"state_dir": str(missing)}}).state_path \
-        == missing
