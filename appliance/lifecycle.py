@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from appliance.contracts import Event
+from appliance.contracts import Event, Snapshot
 from appliance.paths import StatePaths
 from appliance.store import Store
 from models.artifacts import delete_model_files
@@ -333,8 +333,9 @@ def invariants(store: Store) -> list[str]:
 
 class Lifecycle:
     """Runs the operations above in the store's thread and carries out their effects: the
-    registry version mirrored on the bus (engines reload), a ``model_transition`` event and a
-    notification per transition, and the files of archived models deleted."""
+    registry snapshot refreshed and its version mirrored on the bus (engines reload), a
+    ``model_transition`` event and a notification per transition, and the files of archived
+    models deleted."""
 
     def __init__(self, store: Any, bus: Any, notifier: Any | None, state_dir: Path) -> None:
         self.store, self.bus, self.notifier, self.state_dir = store, bus, notifier, state_dir
@@ -342,6 +343,11 @@ class Lifecycle:
     async def apply(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = await self.store.run(functools.partial(op, self.store.store, *args, **kwargs))
         transitions = result if isinstance(result, list) else []
+        if transitions:
+            # the registry snapshot first: whoever sees the event and then asks `methtrader
+            # models` (which reads this snapshot while run holds DuckDB) sees the new mode
+            self.bus.put_snapshot(Snapshot.REGISTRY, await self.store.run(
+                list_models, self.store.store))
         self.publish(transitions)
         if any(t.to_mode == "archived" for t in transitions):
             await self.store.run(delete_archived_files, self.store.store, self.state_dir)

@@ -225,3 +225,23 @@ async def test_the_dsr_counts_the_groups_shadows_in_the_look_back_window(make_ct
     details = json.loads(details)
     assert details["trials"] == 4 and details["dsr"] == pytest.approx(checks[judged]["dsr"])
     assert details["psr"] == pytest.approx(checks[judged]["psr"])
+
+
+@pytest.mark.trio
+async def test_whoever_sees_the_shadow_event_then_lists_the_models_sees_it_in_shadow(
+        make_ctx, autojump_clock):
+    """Found by CI: `methtrader models` reads the bus's registry snapshot while `run` holds
+    DuckDB, and that snapshot was refreshed only by the training service's pass, so an operator
+    (or the TUI) who saw the `model_transition` event listed the model still as a candidate."""
+    from appliance.bus import Bus
+    from appliance.contracts import Event, Snapshot
+
+    ctx = make_ctx(speed=60, start=START)
+    model_id = add_model(ctx, "r1", 1.0)
+    await desk_of(ctx).start_shadows()
+    with Bus(ctx.cfg.state_path / "bus") as bus:
+        (event,) = bus.events_since(0, [Event.MODEL_TRANSITION])
+        assert event["data"] == {**event["data"], "model_id": model_id, "to_mode": "shadow"}
+        # what `methtrader models` lists while run holds the file (commands.list_registry)
+        listed = {m["model_id"]: m["mode"] for m in bus.snapshot(Snapshot.REGISTRY)}
+    assert listed == {model_id: "shadow"}
