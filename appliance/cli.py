@@ -50,9 +50,12 @@ def _fmt_ts(ms: int | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from appliance.safety import require_state_dir
     from appliance.status import gather_status
 
     cfg = load_config(args)
+    if cfg.state_path.exists() and not cfg.state_path.is_dir():
+        require_state_dir(cfg.state_path)  # names it; no dir (yet) is a state dir never run
     st = gather_status(cfg.state_path)
     lines = []
     age = st["heartbeat_age_s"]
@@ -334,8 +337,11 @@ def _num(x: float | None, digits: int = 2) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from appliance.commands import list_registry
+    from appliance.safety import require_state_dir
 
-    models = list_registry(load_config(args))
+    cfg = load_config(args)
+    require_state_dir(cfg.state_path)  # a mistyped path is named, never made
+    models = list_registry(cfg)
     keys = ("model_id", "run_id", "parent_run_id", "group", "symbols", "timeframe", "kind",
             "mode", "mode_since", "onnx_path", "onnx_sha256", "tags", "metrics", "live",
             "pinned", "created", "device")

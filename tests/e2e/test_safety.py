@@ -160,6 +160,31 @@ def test_state_changing_commands_refuse_a_directory_that_is_not_a_state_dir(
     assert (not target.exists()) if where == "typo" else list(target.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["typo", "empty", "file"])
+def test_read_commands_create_nothing_and_name_a_file_given_as_the_state_dir(
+        tmp_path: Path, where: str) -> None:
+    """`models` on a mistyped --state-dir made its bus/ there (and said "no models yet");
+    `status` on a file read it as a never-started state dir and exited 0."""
+    target = tmp_path / "typo"
+    if where == "empty":
+        target.mkdir()
+    elif where == "file":
+        target.write_text("not a state dir")
+    out = methtrader("models", "--state-dir", str(target), check=False)
+    assert "not a methtrader state dir" in one_error_line(out, 2)
+    status = methtrader("status", "--state-dir", str(target), check=False)
+    if where == "file":
+        assert "is not a directory" in one_error_line(status, 2)
+    else:  # nothing there yet: status says so, as for a state dir that never ran
+        assert status.returncode == 0 and "never started" in status.stdout
+    if where == "typo":
+        assert not target.exists()
+    elif where == "empty":
+        assert list(target.iterdir()) == []
+    else:
+        assert target.read_text() == "not a state dir"
+
+
 def test_kill_on_a_damaged_bus_writes_a_kill_file_that_run_honours(state: Path) -> None:
     (state / "bus" / "cache.db").write_bytes(os.urandom(20_000))
     assert "damaged" in one_error_line(methtrader("status", "--state-dir", str(state),
