@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from appliance.domain import Balance
-from models.funding import funding_times
+from models.funding import FUNDING_GRID_MS, funding_times
 
 #: books and venue agree to far below a cent; Decimal arithmetic on both sides is exact, so
 #: anything above this is a real difference, not rounding
@@ -40,4 +40,4 @@ def venue_as_of(balance: Balance, marks: dict[str, Decimal], bar_ms: int,
     log, known_after = balance.funding_log, balance.funding_known_after
     if log is not None and known_after is not None and bar_ms >= known_after:
         return equity + sum((due for t, due in log if t > bar_ms), Decimal(0))
-    return None if funding_times(bar_ms, now_ms) else equity
+    return None if funding_times(bar_ms, now_ms, FUNDING_GRID_MS) else equity

@@ -10,10 +10,18 @@ yet, the payment is owed on the quantity held at the funding time and made when 
 the venue's rate
 (:meth:`Exchange.funding_rates`: the sim's series, Bybit's funding history, a replay's file).
 
+Each symbol pays on its own schedule: every 8 hours for most, every 4, 2 or 1 hours for some on
+Bybit (the instrument's ``fundingInterval``); a book walks the hours in ``(funded_to, bar
+close]`` and at each one charges the symbols whose interval it ends.
+
 Rates are fetched once per symbol and funding time (from a remote venue all of a bar's
 together) and kept for the other books. When the venue
 cannot say (an outage), the books are not charged yet and ``funded_to`` stays: the next bar tries
-again, so a funding time is late, never lost and never paid twice.
+again, so a funding time is late, never lost and never paid twice. A venue that answers but has
+no rate for a time yet (an exchange publishes its funding history a little after the moment)
+is asked again on later bars, for ``FUNDING_GRACE_MS`` of market time; only then is the time
+taken as one without funding for that symbol (it was not listed then), rather than paid as 0
+at once while the venue charges the account.
 """
 
 from __future__ import annotations
@@ -24,16 +32,24 @@ from typing import Awaitable, Callable, Iterable
 import trio
 
 from appliance.books import Book
-from models.funding import funding_times
+from models.funding import (FUNDING_GRACE_MS, FUNDING_GRID_MS, FUNDING_PERIOD_MS,
+                            funding_times)
 
 RatesOf = Callable[[str, int, int], Awaitable[list[tuple[int, float]]]]
 PriceAt = Callable[[str, int], "Decimal | float | None"]
+IntervalOf = Callable[[str], int]
 FETCHES_AT_ONCE = 8  # rate requests in flight at once on a funding bar
 
 
+def every_8h(symbol: str) -> int:
+    return FUNDING_PERIOD_MS
+
+
 class FundingClerk:
-    def __init__(self, rates_of: RatesOf, keep: int = 4096, together: bool = True) -> None:
+    def __init__(self, rates_of: RatesOf, keep: int = 4096, together: bool = True,
+                 interval_of: IntervalOf = every_8h) -> None:
         self.rates_of = rates_of
+        self.interval_of = interval_of  # a symbol's funding interval (ms)
         # a remote venue's rates are asked for together (round trips); a local one's (the sim,
         # a replay) in turn: there 50 tasks would cost ~1-2 ms a funding bar for nothing
         self.together = together
@@ -42,11 +58,27 @@ class FundingClerk:
         # payments whose price was not known yet: (book, symbol, qty then, time, rate)
         self.owed: list[tuple[Book, str, object, int, float]] = []
 
-    async def rate(self, symbol: str, t_ms: int) -> float:
-        """The rate settled at ``t_ms`` (0 where the venue had none for the symbol)."""
+    def due(self, book: Book, upto_ms: int) -> list[tuple[int, list[str]]]:
+        """The funding times in ``(book.funded_to, upto_ms]`` (every hour: any symbol's
+        schedule lies on them) with the symbols the book holds that pay at each."""
+        if book.funded_to is None:
+            return []
+        held = book.open_symbols()
+        out = []
+        for t in funding_times(book.funded_to, upto_ms, FUNDING_GRID_MS):
+            out.append((t, [s for s in held if t % self.interval_of(s) == 0]))
+        return out
+
+    async def rate(self, symbol: str, t_ms: int, upto_ms: int | None = None) -> float | None:
+        """The rate settled at ``t_ms``; None while the venue has none for it yet and the
+        bar closing at ``upto_ms`` is within ``FUNDING_GRACE_MS`` of it (ask again later), 0
+        after that (the symbol paid no funding then)."""
         key = (symbol, t_ms)
         if key not in self.rates:
             got = dict(await self.rates_of(symbol, t_ms - 1, t_ms))
+            late = upto_ms is not None and upto_ms - t_ms < FUNDING_GRACE_MS
+            if t_ms not in got and late:
+                return None
             if len(self.rates) >= self.keep:
                 self.rates.clear()
             self.rates[key] = float(got.get(t_ms, 0.0))
@@ -66,12 +98,12 @@ class FundingClerk:
         await self.fetch_rates(books, upto_ms)
         for book in books:
             assert book.funded_to is not None
-            for t in funding_times(book.funded_to, upto_ms):
-                dues = []
-                for symbol in book.open_symbols():
-                    rate = await self.rate(symbol, t)
-                    if rate:
-                        dues.append((symbol, book.qty(symbol), rate))
+            for t, symbols in self.due(book, upto_ms):
+                rates = [await self.rate(symbol, t, upto_ms) for symbol in symbols]
+                if None in rates:
+                    break  # one is not published yet: this time and later ones wait a bar
+                dues = [(symbol, book.qty(symbol), rate)
+                        for symbol, rate in zip(symbols, rates) if rate]
                 for symbol, qty, rate in dues:
                     price = price_at(symbol, t)
                     if price is None:
@@ -90,9 +122,8 @@ class FundingClerk:
         cancelled."""
         if not self.together:
             return
-        wanted = sorted({(s, t) for b in books if b.funded_to is not None
-                         for t in funding_times(b.funded_to, upto_ms)
-                         for s in b.open_symbols()} - self.rates.keys())
+        wanted = sorted({(s, t) for b in books for t, symbols in self.due(b, upto_ms)
+                         for s in symbols} - self.rates.keys())
         if len(wanted) < 2:
             return
         failed: list[Exception] = []
@@ -101,7 +132,7 @@ class FundingClerk:
         async def one(symbol: str, t_ms: int) -> None:
             try:
                 async with limiter:
-                    await self.rate(symbol, t_ms)
+                    await self.rate(symbol, t_ms, upto_ms)
             except Exception as exc:  # raised below, after the nursery, as itself
                 failed.append(exc)
                 nursery.cancel_scope.cancel()

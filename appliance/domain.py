@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
+from models.funding import FUNDING_PERIOD_MS
+
 
 @dataclass(frozen=True, slots=True)
 class Candle:
@@ -35,6 +37,7 @@ class Instrument:
     min_order_qty: Decimal
     launch_time: int  # ms
     delivery_time: int = 0  # ms; > 0 when the venue is delisting it (settles at that time)
+    funding_interval_ms: int = FUNDING_PERIOD_MS  # funding every this long from 00:00 UTC
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """Funding of perpetual contracts (pure): when it is due and how much.
 
 A perpetual's holders pay each other funding at fixed times, every 8 hours at 00:00, 08:00 and
-16:00 UTC on Bybit's USDT perpetuals: at a positive rate longs pay shorts, at a negative rate
-shorts pay longs. The payment is ``position × price × rate`` with the signed position and the
+16:00 UTC on most of Bybit's USDT perpetuals (a symbol's instrument can set 4, 2 or 1 hours):
+at a positive rate longs pay shorts, at a negative rate shorts pay longs. The payment is ``position × price × rate`` with the signed position and the
 price at the funding time; it is not a trade and moves neither the position nor its average
 price, only the wallet.
 
@@ -21,6 +21,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 FUNDING_PERIOD_MS = 8 * 3_600_000  # Bybit's USDT perpetuals: 00:00, 08:00, 16:00 UTC
+#: the funding intervals Bybit sets per symbol (its instrument's ``fundingInterval``, in
+#: minutes): most pay every 8 hours, some every 4, 2 or 1, always on the hour from 00:00 UTC
+FUNDING_INTERVALS_MS = tuple(h * 3_600_000 for h in (1, 2, 4, 8))
+FUNDING_GRID_MS = FUNDING_INTERVALS_MS[0]  # every symbol's funding times lie on the hour
+#: an exchange publishes a funding time's rate a little after the moment: until this much later
+#: a missing rate is "not yet" (asked again), after it "none" (the symbol paid nothing then)
+FUNDING_GRACE_MS = 30 * 60_000
 
 
 def funding_times(start_ms: int, end_ms: int, period_ms: int = FUNDING_PERIOD_MS) -> list[int]:

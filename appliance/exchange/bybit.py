@@ -66,6 +66,7 @@ from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, Byb
 from appliance.exchange.paper import PaperBroker
 from appliance.exchange.ratelimit import Priority, RateLimiter, parse_limit_headers
 from models.costs import quoted_half_spread
+from models.funding import FUNDING_GRACE_MS, FUNDING_PERIOD_MS, funding_times
 
 __all__ = ["BybitExchange", "BybitSettings", "BybitApiError", "ValidationError"]
 
@@ -149,6 +150,7 @@ class BybitExchange:
         self._prices: dict[str, tuple[float, float]] = {}  # symbol -> (price, trio time)
         self._half_spreads: dict[str, float] = {}  # symbol -> of the last quoted bid/ask
         self._instruments: dict[str, Instrument] = {}
+        self._funding_retry_ms = 0  # a late funding rate is asked for again from then on
         self.invalid_payloads = 0
         self.retries = 0
         self.capabilities = frozenset({REAL_TIME, VOLUME_BAR} | ({PAPER} if settings.paper
@@ -514,8 +516,11 @@ class BybitExchange:
         if since is None or not held or now // HOUR_MS <= since // HOUR_MS:
             broker.settle_funding(now, lambda s, a, b: [], lambda s, t: None)
             return
+        if now < self._funding_retry_ms:
+            return  # a rate was late a moment ago: not asked again at every fill
         rates: dict[str, list[tuple[int, float]]] = {}
         prices: dict[tuple[str, int], float] = {}
+        upto = now
         for symbol in held:
             rates[symbol] = await self.funding_rates(symbol, since, now, priority=Priority.ORDER)
             for t, _ in rates[symbol]:
@@ -523,9 +528,24 @@ class BybitExchange:
                                                priority=Priority.ORDER)
                 if len(rows):
                     prices[(symbol, t)] = float(rows[-1, 4])
+            upto = min(upto, self._settled_to(symbol, since, now, rates[symbol]))
+        if upto < now:
+            self._funding_retry_ms = now + MINUTE_MS
         broker.settle_funding(
-            now, lambda s, a, b: [(t, r) for t, r in rates.get(s, []) if a < t <= b],
+            upto, lambda s, a, b: [(t, r) for t, r in rates.get(s, []) if a < t <= b],
             lambda s, t: prices.get((s, t)))
+
+    def _settled_to(self, symbol: str, since: int, now: int,
+                    rates: list[tuple[int, float]]) -> int:
+        """How far ``symbol``'s funding can be settled: up to now, or to just before its first
+        funding time that Bybit has no rate for yet (history is published a little after the
+        moment; the books wait for it the same way, :mod:`appliance.book_funding`)."""
+        inst = self._instruments.get(symbol)
+        every = inst.funding_interval_ms if inst is not None else FUNDING_PERIOD_MS
+        have = {t for t, _ in rates}
+        late = [t for t in funding_times(since, now, every)
+                if t not in have and now - t < FUNDING_GRACE_MS]
+        return late[0] - 1 if late else now
 
     async def _live_order(self, intent: OrderIntent) -> Fill:
         link = intent.order_link_id or f"mt-{uuid.uuid4().hex[:32]}"

@@ -24,6 +24,7 @@ import numpy as np
 
 from appliance.domain import Instrument, Position, Ticker
 from appliance.exchange.base import ExchangeError, RateLimited
+from models.funding import FUNDING_INTERVALS_MS, FUNDING_PERIOD_MS
 
 MINUTE_MS = 60_000
 
@@ -292,11 +293,26 @@ def parse_instruments(result: Mapping[str, Any]) -> tuple[list[Instrument], str]
             quote_coin=to_str(_field(item, "quoteCoin", what), f"{what} quoteCoin"),
             tick_size=tick, qty_step=step, min_order_qty=min_qty,
             launch_time=to_int(_field(item, "launchTime", what), f"{what} launchTime"),
-            delivery_time=to_int(item.get("deliveryTime") or "0", f"{what} deliveryTime")))
+            delivery_time=to_int(item.get("deliveryTime") or "0", f"{what} deliveryTime"),
+            funding_interval_ms=_funding_interval(item, what)))
     cursor = result.get("nextPageCursor", "") or ""
     if not isinstance(cursor, str):
         raise ValidationError(f"instruments: nextPageCursor is not a string: {cursor!r}")
     return out, cursor
+
+
+def _funding_interval(item: Mapping[str, Any], what: str) -> int:
+    """The instrument's ``fundingInterval`` (minutes) in ms: 8 hours where it is not given; one
+    that is not a whole number of hours dividing a day would put funding off the hour grid that
+    every book and the venue pay on, so it fails the page."""
+    raw = item.get("fundingInterval")
+    if raw in (None, ""):
+        return FUNDING_PERIOD_MS
+    minutes = to_int(raw, f"{what} fundingInterval")
+    if minutes * 60_000 not in FUNDING_INTERVALS_MS:
+        raise ValidationError(f"{what}: fundingInterval {minutes} is not 60, 120, 240 or 480 "
+                              "minutes")
+    return minutes * 60_000
 
 
 def parse_tickers(result: Mapping[str, Any]) -> list[Ticker]:

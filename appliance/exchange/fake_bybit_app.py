@@ -53,7 +53,8 @@ MAX_STALL_S = 600.0  # the longest a stalled request is held (``stall_max_s``'s 
 #: numeric knobs and their bounds (the ratios are probabilities per request)
 _BOUNDS: Mapping[str, tuple[float, float]] = {
     "latency_ms": (0.0, 60_000.0), "error_ratio": (0.0, 1.0), "drop_ratio": (0.0, 1.0),
-    "malformed_ratio": (0.0, 1.0), "stall_max_s": (0.0, MAX_STALL_S)}
+    "malformed_ratio": (0.0, 1.0), "stall_max_s": (0.0, MAX_STALL_S),
+    "funding_lag_s": (0.0, 3600.0)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Faults:
     malformed_ratio: float = 0.0  # the JSON body is cut in half
     outage: str = ""  # one of OUTAGE_MODES
     stall_max_s: float = 300.0  # a stalled request is dropped after this long
+    funding_lag_s: float = 0.0  # a funding time's rate shows in the history this much later
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -167,12 +169,13 @@ class _Windows:
         return True, limit - n - 1, reset
 
 
+FUNDING_PATH = "/v5/market/funding/history"
 _PUBLIC: Mapping[str, Callable[[SimMarket, Mapping[str, str], int], dict[str, Any]]] = {
     "/v5/market/time": lambda m, p, now: mkt.server_time(now),
     "/v5/market/instruments-info": mkt.instruments,
     "/v5/market/tickers": mkt.tickers,
     "/v5/market/kline": mkt.klines,
-    "/v5/market/funding/history": mkt.funding_history,
+    FUNDING_PATH: mkt.funding_history,
 }
 _PRIVATE: Mapping[tuple[str, str], Callable[[Account, Mapping[str, Any]], dict[str, Any]]] = {
     ("POST", "/v5/order/create"): Account.create_order,
@@ -286,7 +289,11 @@ class FakeBybitApp:
                 result = private(self.account(who), params)
             else:
                 assert public is not None
-                result = public(self.market, params, now)
+                if req.path == FUNDING_PATH:  # published a little after the moment
+                    result = public(self.market, params,
+                                    now - round(self.faults.funding_lag_s * 1000))
+                else:
+                    result = public(self.market, params, now)
         except _TooMany as fault:
             self.stats.resets_10006.append(int(fault.headers[-1][1]))
             return self._envelope(req, now, fault.ret_code, fault.ret_msg, {}, fault.headers)

@@ -16,7 +16,6 @@ import numpy as np
 from appliance.bars import aggregate_buckets
 from appliance.exchange.bybit_wire import WIRE_MINUTES
 from appliance.exchange.simmarket import DAY_MS, MINUTE_MS, SimMarket
-from models.funding import FUNDING_PERIOD_MS
 
 
 class ApiFault(Exception):
@@ -140,7 +139,8 @@ def _instrument_item(market: SimMarket, symbol: str, status: str, launch: int,
         "lotSizeFilter": {"maxOrderQty": dec(step * 10**6), "minOrderQty": dec(step),
                           "qtyStep": dec(step), "postOnlyMaxOrderQty": dec(step * 10**6),
                           "maxMktOrderQty": dec(step * 10**5), "minNotionalValue": "5"},
-        "unifiedMarginTrade": True, "fundingInterval": 480, "copyTrading": "both",
+        "unifiedMarginTrade": True, "copyTrading": "both",
+        "fundingInterval": market.funding_interval(symbol) // 60_000,
         "upperFundingRate": "0.005", "lowerFundingRate": "-0.005", "isPreListing": False,
         "preListingInfo": None,
         "riskParameters": {"priceLimitRatioX": "0.05", "priceLimitRatioY": "0.1"},
@@ -177,7 +177,7 @@ def ticker_item(market: SimMarket, symbol: str, now_ms: int) -> dict[str, Any] |
     last, prev = float(arr[-1, 4]), float(arr[0, 1])
     bid, ask = market.quote(symbol, last)
     hour = arr[arr[:, 0] >= end - 60 * MINUTE_MS]
-    funding_period = FUNDING_PERIOD_MS
+    funding_period = market.funding_interval(symbol)
     next_funding = now_ms - now_ms % funding_period + funding_period
     return {
         "symbol": symbol, "lastPrice": num(last), "indexPrice": num(last), "markPrice": num(last),
@@ -192,7 +192,8 @@ def ticker_item(market: SimMarket, symbol: str, now_ms: int) -> dict[str, Any] |
         "predictedDeliveryPrice": "", "basisRate": "", "basis": "", "deliveryFeeRate": "",
         "deliveryTime": "0", "bid1Price": num(bid), "bid1Size": "10",
         "ask1Price": num(ask), "ask1Size": "10", "preOpenPrice": "",
-        "preQty": "", "curPreListingPhase": "", "fundingIntervalHour": "8", "fundingCap": "0.005",
+        "preQty": "", "curPreListingPhase": "",
+        "fundingIntervalHour": str(funding_period // 3_600_000), "fundingCap": "0.005",
         "basisRateYear": "",
     }
 
@@ -229,7 +230,7 @@ def funding_history(market: SimMarket, params: Mapping[str, str], now_ms: int
     hi = min(end if end is not None else now_ms, now_ms)
     if start is not None and hi < start:
         raise ApiFault(10001, "params error: endTime must not be before startTime")
-    lo = hi - limit * FUNDING_PERIOD_MS  # the newest ``limit`` funding times up to hi
+    lo = hi - limit * market.funding_interval(symbol)  # the newest ``limit`` times up to hi
     if start is not None:
         lo = max(lo, start - 1)
     rows = market.funding_rates(symbol, lo, hi)[::-1][:limit]

@@ -30,7 +30,7 @@ from typing import Callable
 
 from appliance.domain import Balance, Fill, OrderIntent, Position, Side
 from appliance.exchange.base import ExchangeError
-from models.funding import funding_due, funding_times
+from models.funding import FUNDING_GRID_MS, funding_due, funding_times
 
 MAX_REMEMBERED = 10_000  # orders whose fills the paper venue can still report
 FUNDING_LOG_KEEP = 256  # funding times whose charges the account still breaks down
@@ -172,7 +172,7 @@ class PaperBroker:
         self.wallet -= fee
         if (self._funding_of is not None and self._funding_price_at is not None
                 and self.funded_to is not None and at < self.funded_to
-                and funding_times(at, self.funded_to)):
+                and funding_times(at, self.funded_to, FUNDING_GRID_MS)):
             # funding since ``at`` was charged on the position before this fill
             self._charge(intent.symbol, signed, at, self.funded_to, self._funding_of,
                          self._funding_price_at)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from decimal import Decimal
 
 import numpy as np
@@ -45,7 +46,7 @@ from appliance.exchange.base import quote_around
 from appliance.exchange.simshock import Shock
 from appliance.exchange.simuniverse import (BETA_MAX, HAND_WRITTEN, MAX_PAIRS, SimSymbol,
                                             build_universe, spread_of)
-from models.funding import FUNDING_PERIOD_MS, funding_times
+from models.funding import FUNDING_INTERVALS_MS, FUNDING_PERIOD_MS, funding_times
 
 
 def lfilter(b, a, x, axis=-1, zi=None):
@@ -105,13 +106,16 @@ class SimMarket:
 
     def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None,
                  trend_share: float = TREND_SHARE, pairs: int = _N_BASE,
-                 shock: Shock | None = None) -> None:
+                 shock: Shock | None = None,
+                 funding_intervals: Mapping[str, int] | None = None) -> None:
         """``delistings`` plants a delisting: symbol → the moment (ms) it settles and closes;
         the venue announces it (``delivery_time``) a day before (``sim.delist``).
         ``trend_share`` sizes the learnable drift (``sim.trend_share``): 0 is a market with no
         edge to find beyond the daily regimes, larger values are easier markets.
         ``pairs`` is the size of the universe (``sim.pairs``, 24..400). ``shock`` plants a
-        regime break (:mod:`appliance.exchange.simshock`, ``sim.shock_at``)."""
+        regime break (:mod:`appliance.exchange.simshock`, ``sim.shock_at``).
+        ``funding_intervals`` gives symbols another funding interval than 8 hours (ms, one of
+        :data:`models.funding.FUNDING_INTERVALS_MS`), as Bybit does for some."""
         if not _N_BASE <= pairs <= MAX_PAIRS:
             raise ValueError(f"sim pairs must be in [{_N_BASE}, {MAX_PAIRS}], not {pairs}")
         self.seed = int(seed)
@@ -123,6 +127,11 @@ class SimMarket:
         self._specs = build_universe(self.seed, _N_BASE + self._blocks * BLOCK)
         self.universe = self._specs[:pairs]
         self._index = {s.symbol: i for i, s in enumerate(self.universe)}
+        self._funding_every = dict(funding_intervals or {})
+        for symbol, every in self._funding_every.items():
+            if symbol not in self._index or every not in FUNDING_INTERVALS_MS:
+                raise ValueError(f"sim funding interval {symbol}={every}: the symbol must be in "
+                                 f"the universe and the interval one of {FUNDING_INTERVALS_MS} ms")
         # (symbol index, funding time) -> rate: the venue's account and every book ask for the
         # same rates on a funding bar, and two seeded generators cost ~35 us a rate
         self._funding: dict[tuple[int, int], float] = {}
@@ -189,7 +198,8 @@ class SimMarket:
                 base_coin=s.symbol[:-4], quote_coin="USDT", tick_size=Decimal(s.tick),
                 qty_step=Decimal(s.qty_step), min_order_qty=Decimal(s.qty_step),
                 launch_time=EPOCH_MS + s.launch_day * DAY_MS,
-                delivery_time=self.delivery_time(s.symbol, t_ms)))
+                delivery_time=self.delivery_time(s.symbol, t_ms),
+                funding_interval_ms=self.funding_interval(s.symbol)))
         return out
 
     def delivery_time(self, symbol: str, t_ms: int) -> int:
@@ -446,6 +456,10 @@ class SimMarket:
 
     # -- funding -----------------------------------------------------------------------------
 
+    def funding_interval(self, symbol: str) -> int:
+        """How often ``symbol`` pays funding (ms): 8 hours unless planted otherwise."""
+        return self._funding_every.get(symbol, FUNDING_PERIOD_MS)
+
     def funding_rate(self, symbol: str, t_ms: int) -> float:
         """The rate settled at funding time ``t_ms``: a per-(symbol, day) level around
         :data:`FUNDING_MEAN` plus noise per funding time, capped at ±:data:`FUNDING_CAP` and
@@ -461,7 +475,8 @@ class SimMarket:
 
     def _keep_rate(self, idx: int, t_ms: int, level: float) -> float:
         """Compute (from the day's ``level``) and keep the rate of symbol ``idx`` at ``t_ms``."""
-        noise = _rng(self.seed, 4_000_039, idx, t_ms // FUNDING_PERIOD_MS).normal()
+        every = self._funding_every.get(self.universe[idx].symbol, FUNDING_PERIOD_MS)
+        noise = _rng(self.seed, 4_000_039, idx, t_ms // every).normal()
         rate = FUNDING_MEAN * (1.0 + 0.8 * level + 0.5 * noise)
         rate = round(min(FUNDING_CAP, max(-FUNDING_CAP, rate)), 8)
         if len(self._funding) >= FUNDING_KEPT:
@@ -474,13 +489,13 @@ class SimMarket:
         funding bar then reads them, where two seeded generators a symbol (~35 us each) held
         the bar's orders by ~3 ms at 50 symbols."""
         start = EPOCH_MS + day * DAY_MS
-        times = range(start + (-start) % FUNDING_PERIOD_MS, start + DAY_MS, FUNDING_PERIOD_MS)
         for b in blocks:
             for idx in self._rows(b):
                 if idx >= len(self.universe):
                     break
+                every = self._funding_every.get(self.universe[idx].symbol, FUNDING_PERIOD_MS)
                 level = _rng(self.seed, 4_000_037, idx, day).normal()
-                for t in times:
+                for t in range(start + (-start) % every, start + DAY_MS, every):
                     self._keep_rate(idx, t, level)
 
     def funding_rates(self, symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, float]]:
@@ -488,5 +503,6 @@ class SimMarket:
         listed, oldest first."""
         self.spec(symbol)
         return [(t, self.funding_rate(symbol, t))
-                for t in funding_times(max(start_ms, EPOCH_MS - 1), end_ms)
+                for t in funding_times(max(start_ms, EPOCH_MS - 1), end_ms,
+                                       self.funding_interval(symbol))
                 if self.listed(symbol, t)]

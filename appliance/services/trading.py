@@ -61,7 +61,7 @@ from data.disk import is_disk_full
 from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
 from data.lake import Lake
 from models.costs import CostModel, quoted_half_spread
-from models.funding import funding_times
+from models.funding import FUNDING_PERIOD_MS
 
 NAME = "trading"
 STALE_BARS = 3  # a bar older than this many of its interval is learned, not traded on
@@ -114,7 +114,8 @@ class TradingEngine:
         self.costs = CostModel(sim.taker_fee, sim.slippage_bps / 10_000)
         self.desk = PaperDesk(self.costs, ctx.cfg.shadow.size_fraction, self.lot)
         self.funding = FundingClerk(ctx.exchange.funding_rates,
-                                    together=REAL_TIME in ctx.exchange.capabilities)
+                                    together=REAL_TIME in ctx.exchange.capabilities,
+                                    interval_of=self.funding_interval)
         self.lake = Lake(StatePaths(ctx.cfg.state_path).lake)
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, Decimal] = {}
@@ -360,8 +361,8 @@ class TradingEngine:
                             ) -> dict[tuple[str, int], float]:
         """For each funding time due and held symbol the bar books cannot price: the close of
         the last stored 1m candle at or before it, as the venue prices funding."""
-        wanted = {(symbol, t) for b in books if b.funded_to is not None
-                  for t in funding_times(b.funded_to, upto_ms) for symbol in b.open_symbols()}
+        wanted = {(symbol, t) for b in books for t, symbols in self.funding.due(b, upto_ms)
+                  for symbol in symbols}
         wanted |= {(symbol, t) for _, symbol, _, t, _ in self.funding.owed}
         wanted = {(s, t) for s, t in wanted if self.close_at(s, t) is None}
         if not wanted:
@@ -377,6 +378,11 @@ class TradingEngine:
             if rows and rows[0][1] >= t - 60_000:  # the feed is past the funding time
                 out[(symbol, t)] = float(rows[0][0])
         return out
+
+    def funding_interval(self, symbol: str) -> int:
+        """How often ``symbol`` pays funding, as its instrument says (8 hours when unknown)."""
+        inst = self.instruments.get(symbol)
+        return inst.funding_interval_ms if inst is not None else FUNDING_PERIOD_MS
 
     def close_at(self, symbol: str, t_ms: int) -> float | None:
         """The close of ``symbol``'s bar that closed at ``t_ms``, from any interval's book."""

@@ -12,7 +12,7 @@ from appliance.book_funding import FETCHES_AT_ONCE, FundingClerk
 from appliance.books import Book
 from appliance.exchange.base import ExchangeError
 from appliance.exchange.simmarket import EPOCH_MS, SimMarket
-from models.funding import FUNDING_PERIOD_MS
+from models.funding import FUNDING_GRACE_MS, FUNDING_PERIOD_MS
 
 pytestmark = pytest.mark.trio
 
@@ -23,9 +23,10 @@ LATENCY_S = 0.05
 class SlowVenue:
     """The sim market's funding history behind a round trip of ``LATENCY_S``."""
 
-    def __init__(self, fail: str | None = None) -> None:
-        self.market = SimMarket(7)
+    def __init__(self, fail: str | None = None, market: SimMarket | None = None) -> None:
+        self.market = market or SimMarket(7)
         self.fail = fail
+        self.published_to: int | None = None  # rates after this are not out yet
         self.asked: list[tuple[str, int, int]] = []
         self.in_flight = self.most_in_flight = 0
 
@@ -38,6 +39,8 @@ class SlowVenue:
             await trio.sleep(LATENCY_S)
             if symbol == self.fail:
                 raise ExchangeError(f"funding history {symbol}: HTTP 503")
+            if self.published_to is not None:
+                end_ms = min(end_ms, self.published_to)
             return self.market.funding_rates(symbol, start_ms, end_ms)
         finally:
             self.in_flight -= 1
@@ -111,3 +114,51 @@ async def test_a_local_venues_rates_are_asked_in_turn(autojump_clock):
     clerk = FundingClerk(venue.funding_rates, together=False)
     assert await clerk.settle(books, T, lambda s, t: 100.0) == 2 * len(symbols)
     assert venue.most_in_flight == 1 and len(venue.asked) == len(symbols)
+
+
+async def test_a_rate_not_published_yet_is_waited_for_not_paid_as_zero(autojump_clock):
+    """Found reading the live path: a funding time whose rate was not in the venue's history
+    yet (Bybit publishes it a little after the moment) was kept as a rate of 0, so the books
+    never paid what the venue charged. It is asked again on later bars; only after
+    FUNDING_GRACE_MS is a missing rate taken as no funding (the symbol was not listed)."""
+    venue = SlowVenue()
+    symbols = venue.market.symbols()[:3]
+    books = holding_books(symbols)
+    clerk = FundingClerk(venue.funding_rates)
+    cash = [b.cash for b in books]
+    venue.published_to = T - 1  # the 5-minute bar after T: nothing out for T yet
+
+    assert await clerk.settle(books, T + 300_000, lambda s, t: 100.0) == 0
+    assert [b.cash for b in books] == cash
+    assert all(b.funded_to == T - 60 * 60_000 for b in books)  # the hour before T: T waits
+
+    venue.published_to = None  # out now: the next bar pays it, once
+    assert await clerk.settle(books, T + 600_000, lambda s, t: 100.0) == 2 * len(symbols)
+    assert await clerk.settle(books, T + 900_000, lambda s, t: 100.0) == 0
+    rates = [venue.market.funding_rate(s, T) for s in symbols]
+    assert books[0].cash == cash[0] - sum(Decimal(100) * Decimal(str(r)) for r in rates)
+
+    # a time the venue never publishes a rate for: waited for, then none after the grace
+    later, clerk = holding_books(symbols), FundingClerk(venue.funding_rates)
+    venue.published_to = T - 1
+    assert await clerk.settle(later, T + FUNDING_GRACE_MS - 300_000, lambda s, t: 1.0) == 0
+    assert all(b.funded_to < T for b in later)
+    assert await clerk.settle(later, T + FUNDING_GRACE_MS, lambda s, t: 1.0) == 0
+    assert all(b.funded_to == T for b in later)
+
+
+async def test_each_symbol_pays_on_its_own_funding_interval(autojump_clock):
+    """4 hours after T, only the symbol funded every 4 hours pays."""
+    every = {"ETHUSDT": 4 * 3_600_000}
+    venue = SlowVenue(market=SimMarket(7, funding_intervals=every))
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    books = holding_books(symbols)
+    clerk = FundingClerk(venue.funding_rates,
+                         interval_of=lambda s: every.get(s, FUNDING_PERIOD_MS))
+    # from T - 8 h: ETH at T - 4 h and T, BTC at T; each of the two books
+    assert await clerk.settle(books, T, lambda s, t: 100.0) == 6
+    before = books[0].cash
+    assert await clerk.settle(books, T + 4 * 3_600_000, lambda s, t: 100.0) == 2  # ETH
+    eth = venue.market.funding_rate("ETHUSDT", T + 4 * 3_600_000)
+    assert eth != 0 and books[0].cash == before - Decimal(100) * Decimal(str(eth))
+    assert all(b.funded_to == T + 4 * 3_600_000 for b in books)

@@ -213,3 +213,34 @@ async def test_bybit_paper_charges_funding_from_the_venues_history():
                       D(str(market.funding_rate("SOLUSDT", t))))
     assert due != 0 and first == again == D(100_000) - fill.fee - due
     assert asked == 1
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_bybit_paper_waits_for_a_funding_rate_published_late_and_charges_it_once():
+    """Bybit's funding history shows a funding time's rate a little after the moment. The paper
+    account settled up to now with whatever rows were there, so a rate still missing was never
+    charged; it now stops short of that time, asks again a minute later (not at every fill),
+    and charges it once it is out."""
+    from dataclasses import replace
+
+    clock = {"ms": T0 + 7 * HOUR + 50 * MIN}
+    now = lambda: clock["ms"] / 1000  # noqa: E731 - one clock for the server and the adapter
+    market = SimMarket(7)
+    async with fake_bybit(clock=now) as (app, url), \
+            BybitExchange(settings(url), wall_clock=now) as ex:
+        app.faults = replace(app.faults, funding_lag_s=150.0)
+        fill = await ex.place_order(OrderIntent("SOLUSDT", Side.BUY, D("4.0")))
+        clock["ms"] = T0 + 8 * HOUR + MIN  # 08:00 has passed; its rate is not out yet
+        assert (await ex.balance()).wallet == D(100_000) - fill.fee
+        assert (await ex.balance()).wallet == D(100_000) - fill.fee
+        assert app.stats.by_path[PATH] == 1  # the second look did not ask again
+        clock["ms"] = T0 + 8 * HOUR + 3 * MIN  # out now
+        paid = (await ex.balance()).wallet
+        again = (await ex.balance()).wallet
+        asked = app.stats.by_path[PATH]
+    t = T0 + 8 * HOUR
+    due = funding_due(D("4.0"), D(str(market.last_price("SOLUSDT", t))),
+                      D(str(market.funding_rate("SOLUSDT", t))))
+    assert due != 0 and paid == again == D(100_000) - fill.fee - due
+    assert asked == 2

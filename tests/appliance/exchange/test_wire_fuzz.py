@@ -23,6 +23,7 @@ from appliance.exchange.bybit_wire import (Envelope, OrderState, ValidationError
                                            parse_server_time, parse_tickers, parse_wallet)
 from appliance.exchange.fake_bybit_account import Account
 from appliance.exchange.simmarket import SimMarket
+from models.funding import FUNDING_INTERVALS_MS
 
 from tests.appliance.exchange.bybit_fixtures import T0
 
@@ -237,6 +238,23 @@ def test_instrument_parser_never_passes_junk_on(result: Any) -> None:
         assert all(_finite_decimal(x) and x > 0 for x in (i.tick_size, i.qty_step,
                                                           i.min_order_qty))
         assert type(i.launch_time) is int and type(i.delivery_time) is int
+        assert i.funding_interval_ms in FUNDING_INTERVALS_MS
+
+
+@pytest.mark.parametrize("minutes, hours", [(480, 8), ("240", 4), (60, 1), (None, 8)])
+def test_an_instruments_funding_interval_is_read_in_whole_hours(minutes, hours) -> None:
+    item = dict(INSTRUMENTS["list"][0], fundingInterval=minutes)
+    if minutes is None:
+        del item["fundingInterval"]  # not given: Bybit's usual 8 hours
+    (inst,), _ = parse_instruments({"list": [item]})
+    assert inst.funding_interval_ms == hours * 3_600_000
+
+
+@pytest.mark.parametrize("minutes", [0, -480, 90, 1440, "8h"])
+def test_a_funding_interval_off_the_hour_grid_fails_the_page(minutes) -> None:
+    item = dict(INSTRUMENTS["list"][0], fundingInterval=minutes)
+    with pytest.raises(ValidationError, match="fundingInterval"):
+        parse_instruments({"list": [item]})
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

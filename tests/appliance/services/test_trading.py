@@ -438,7 +438,8 @@ async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock)
     prod, shadow = books[model_id], books[shadow_id]
     assert prod.funding + engine.ledger.house.funding == venue_paid  # exact: Decimal
     assert shadow.funding != 0 and isinstance(shadow.funding, float)
-    assert prod.funded_to == shadow.funded_to == int((START + 8 * 3600) * 1000)
+    # walked hour by hour (every symbol's funding times lie on the hour), paid at 08:00
+    assert prod.funded_to == shadow.funded_to == int((START + 9 * 3600) * 1000)
     assert_account_identity(ctx)
     # saved with the cash: a restart neither repeats nor skips the payment
     (saved,) = [b for b in load_books(ctx.store.store) if b.book_id == prod.book_id]
@@ -451,6 +452,32 @@ async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock)
     fee_only = parity_divergence(ctx.store.store, shadow.book_id, 0, "5m",
                                  CostModel(engine.costs.taker_fee, engine.costs.slippage))
     assert fee_only > 2 * div, (fee_only, div)  # the spreads and the funding are what made it match
+
+
+@pytest.mark.trio
+async def test_a_symbol_funded_every_4_hours_is_charged_at_04_00_to_the_books_as_by_the_venue(
+        make_ctx, autojump_clock):
+    """Bybit sets a funding interval per symbol (``fundingInterval``: 8 hours for most, 4, 2
+    or 1 for some). The books charged only 00:00, 08:00 and 16:00, so a symbol on 4 hours paid
+    the venue at 04:00, 12:00 and 20:00 and its books did not: the account identity broke by
+    that funding at each of them."""
+    from appliance.exchange.sim import SimExchange
+    from appliance.exchange.simmarket import SimMarket
+
+    ctx = make_ctx(speed=60, start=START + 2.5 * 3600)  # 02:30 UTC: 04:00 is ETH's only
+    sim = ctx.cfg.sim
+    ctx.exchange = SimExchange(ctx.clock, sim, SimMarket(sim.seed, trend_share=sim.trend_share,
+                                                         pairs=sim.pairs, funding_intervals={
+                                                             "ETHUSDT": 4 * 3_600_000}),
+                               inline=True)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 2.5)
+    paid = ctx.exchange.broker.funding_paid
+    assert paid.get("ETHUSDT", 0) != 0 and paid.get("BTCUSDT", 0) == 0  # 04:00: ETH's alone
+    (prod,) = [b for b in engine.ledger.books.values() if b.mode == "prod"]
+    assert prod.funding + engine.ledger.house.funding == paid["ETHUSDT"]
+    assert_account_identity(ctx)
 
 
 @pytest.mark.trio
