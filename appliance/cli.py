@@ -213,7 +213,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from appliance.commands import backfill
+    from appliance.commands import UnknownSymbols, backfill
     from appliance.logs import setup_logging
 
     if args.interval != "1m":
@@ -227,7 +227,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             "general": {"state_dir": args.state_dir, "exchange": args.exchange},
             "bybit": {"base_url": args.base_url}, "replay": {"folder": args.replay_folder},
             "datasets": overrides})
-    results = backfill(cfg, args.symbols, show_progress=not args.json)
+    try:
+        results = backfill(cfg, args.symbols, show_progress=not args.json)
+    except UnknownSymbols as exc:
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 2
     _emit(args, results, "\n".join(
         f"{r['symbol']:<14} rows {r['rows']:>8}  missing {r['missing']:>6}  days written "
         f"{r['days_written']:>3} skipped {r['days_skipped']:>3}  sha256 {r['sha256'][:16]}"

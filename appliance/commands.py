@@ -43,6 +43,10 @@ def discover(cfg: Config) -> list[PairRow]:
     return trio.run(_with_exchange, cfg, go)
 
 
+class UnknownSymbols(ValueError):
+    """Symbols named on the command line that the exchange does not list."""
+
+
 def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
              ) -> list[dict[str, Any]]:
     from appliance.safety import prepare_state_dir
@@ -52,6 +56,15 @@ def backfill(cfg: Config, symbols: list[str], *, show_progress: bool = True
 
     async def go(exchange: Exchange, clock) -> list[dict[str, Any]]:
         wanted = list(symbols)
+        if wanted:
+            listed = {i.symbol for i in await exchange.instruments()}
+            unknown = [s for s in wanted if s not in listed]
+            if unknown:
+                hint = [s.upper() for s in unknown if s.upper() in listed]
+                raise UnknownSymbols(
+                    f"backfill: {', '.join(unknown)} not listed on the {cfg.general.exchange} "
+                    "exchange" + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+                    + "; `methtrader discover` lists its pairs")
         if not wanted:
             with Bus(StatePaths(cfg.state_path).bus) as bus:
                 wanted = bus.tradable_pairs() or []

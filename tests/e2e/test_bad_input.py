@@ -172,6 +172,16 @@ def test_discover_and_backfill_with_the_exchange_down_fail_in_one_line(
     assert out.stdout == ""
 
 
+def test_backfill_of_a_symbol_the_exchange_does_not_list_is_refused_by_name(
+        tmp_path: Path) -> None:
+    """It was a KeyError traceback from the sim market, after the backfill had begun."""
+    out = methtrader("backfill", "BTCUSDT", "NOSUCHUSDT", "ethusdt", "--days", "1",
+                     "--state-dir", str(tmp_path / "s"), check=False)
+    line = one_error_line(out, 2)
+    assert "NOSUCHUSDT, ethusdt not listed" in line and "did you mean ETHUSDT?" in line
+    assert not list((tmp_path / "s").rglob("*.parquet"))  # nothing fetched, not even BTC
+
+
 # -- the lake ------------------------------------------------------------------------------
 
 def test_a_damaged_parquet_day_is_moved_aside_and_fetched_again(tmp_path: Path) -> None:
