@@ -346,6 +346,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     require_state_dir(cfg.state_path)  # a mistyped path is named, never made
     models = list_registry(cfg)
+    if args.check:
+        from appliance.lifecycle import file_problems, registry_problems
+
+        problems = registry_problems(models) + file_problems(models)
+        _emit(args, {"models": len(models), "problems": problems}, "\n".join(
+            problems or [f"registry OK: {len(models)} models, at most one prod per group, "
+                         "every model that can trade has its registered file"]))
+        return 1 if problems else 0
     keys = ("model_id", "run_id", "parent_run_id", "group", "symbols", "timeframe", "kind",
             "mode", "mode_since", "onnx_path", "onnx_sha256", "tags", "metrics", "live",
             "pinned", "created", "device")

@@ -164,6 +164,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the model registry")
     _add_common(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="check the registry instead of listing it: one prod per group at most, "
+                   "known modes, and every model that can still trade has its registered file "
+                   "(exit 1 on any problem)")
 
     p = sub.add_parser("report", help="why a model holds its mode: walk-forward folds, costs "
                        "per symbol, validation vs shadow vs prod (text, or --html with plots)")

@@ -44,6 +44,7 @@ from typing import Any, Callable
 from appliance.contracts import Event, Snapshot
 from appliance.paths import StatePaths
 from appliance.store import Store
+from data.files import sha256_file
 from models.artifacts import delete_model_files
 from models.registry import RegistryError, get_model, insert_candidate, list_models
 
@@ -320,14 +321,39 @@ def _check_files(store: Store, m: dict[str, Any]) -> None:
 
 def invariants(store: Store) -> list[str]:
     """What must always hold, as messages (empty when all is well): used by tests and by the
-    operator's `models --check`."""
+    operator's `models --check` (:func:`registry_problems`)."""
+    return registry_problems(list_models(store))
+
+
+def registry_problems(models: list[dict[str, Any]]) -> list[str]:
+    """:func:`invariants` over a registry listing (DuckDB's, or the bus snapshot while `run`
+    holds the file): at most one prod per group, every model in a known mode."""
     problems = []
-    for grp, n in store.sql("SELECT grp, count(*) FROM ml_models WHERE mode = 'prod' "
-                            "GROUP BY grp HAVING count(*) > 1"):
-        problems.append(f"group {grp} has {n} prod models")
-    for model_id, mode in store.sql("SELECT model_id, mode FROM ml_models"):
-        if mode not in MODES:
-            problems.append(f"{model_id} has unknown mode {mode!r}")
+    prods: dict[str, list[str]] = {}
+    for m in models:
+        if m["mode"] not in MODES:
+            problems.append(f"{m['model_id']} has unknown mode {m['mode']!r}")
+        elif m["mode"] == "prod":
+            prods.setdefault(m["group"], []).append(m["model_id"])
+    for grp, ids in sorted(prods.items()):
+        if len(ids) > 1:
+            problems.append(f"group {grp} has {len(ids)} prod models")
+    return problems
+
+
+def file_problems(models: list[dict[str, Any]]) -> list[str]:
+    """Models that can still trade (candidate, shadow, prod, retired) whose ONNX file is gone
+    or is not the file that was registered (``onnx_path`` absolute, as the CLI lists them)."""
+    problems = []
+    for m in models:
+        if m["mode"] in ("rejected", "archived") or not m.get("onnx_path"):
+            continue
+        path = Path(m["onnx_path"])
+        if not path.exists():
+            problems.append(f"{m['model_id']} ({m['mode']}): its model file {path} is missing")
+        elif m.get("onnx_sha256") and sha256_file(path) != m["onnx_sha256"]:
+            problems.append(f"{m['model_id']} ({m['mode']}): {path} does not match its "
+                            "registered sha256 (changed after training)")
     return problems
 
 

@@ -120,6 +120,34 @@ def test_effects_bump_the_bus_version_and_notify(store, state_dir):
         assert note["data"]["kind"] == "promoted" and "ops" in note["data"]["text"]
 
 
+def test_models_check_names_two_prods_a_missing_file_and_a_changed_one(
+        store, state_dir, capsys):
+    """`methtrader models --check`, which the registry's docstring promised and the CLI did
+    not have: exit 0 on a sound registry, 1 with one line per problem."""
+    from appliance.cli import main
+
+    a, b, c = (add(store, state_dir, r, kind=k) for r, k in (("a", "rf"), ("b", "mlp"),
+                                                                ("c", "lstm")))
+    lifecycle.promote(store, a, actor="ops", reason="go", now=10.0)
+    lifecycle.start_shadow(store, b, actor="ops", reason="try", now=11.0)
+    store.close()
+    args = ["models", "--check", "--state-dir", str(state_dir)]
+    assert main(args) == 0 and "registry OK: 3 models" in capsys.readouterr().out
+
+    broken = Store(state_dir / "methtrader.duckdb")
+    broken.sql("UPDATE ml_models SET mode = 'prod' WHERE model_id = ?", [b])  # behind its back
+    broken.close()
+    (state_dir / "artifacts" / "c" / "model.onnx").unlink()
+    with (state_dir / "artifacts" / "a" / "model.onnx").open("ab") as f:
+        f.write(b"tampered")
+    assert main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "group t1-a has 2 prod models" in out
+    assert any(line.startswith(f"{c} (candidate)") and "missing" in line for line in out)
+    assert any(line.startswith(f"{a} (prod)") and "sha256" in line for line in out)
+    assert len(out) == 3
+
+
 def test_migration_keeps_one_prod_per_group(state_dir):
     """Finding 1's damage in an existing file: a group with two prod models keeps the newest."""
     import duckdb
