@@ -104,7 +104,11 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    cfg = build_config(args.file, overrides={"general": {"state_dir": args.state_dir}})
+    if args.file and args.config_file and args.file != args.config_file:
+        raise ConfigError(f"config check: two files given ({args.file} and --config "
+                          f"{args.config_file}); give one")
+    cfg = build_config(args.file or args.config_file,
+                       overrides={"general": {"state_dir": args.state_dir}})
     _emit(args, cfg.to_dict(), config_as_toml(cfg).rstrip())
     return 0
 

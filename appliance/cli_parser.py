@@ -204,6 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     c = csub.add_parser("check", help="validate a config and print the effective config")
     c.add_argument("file", nargs="?", help="TOML file (default: none, i.e. the defaults)")
+    c.add_argument("--config", dest="config_file", metavar="FILE",
+                   help="the TOML file, as the other commands take it")
     c.add_argument("--state-dir")
     c.add_argument("--json", action="store_true")
 

@@ -58,3 +58,19 @@ def test_false_alarms_is_a_mode_of_bench_drift_only(capsys) -> None:
     assert "--false-alarms" in bench.format_help()
     assert main(["bench", "train", "--false-alarms"]) == 2
     assert "bench train takes no --false-alarms" in capsys.readouterr().err
+
+
+def test_config_check_takes_its_file_as_every_command_does(tmp_path, capsys) -> None:
+    """`config check --config FILE` was "unrecognized arguments": only a positional file."""
+    from appliance.cli import main
+
+    conf = tmp_path / "m.toml"
+    conf.write_text("[trading]\nthreshold = 0.25\n")
+    assert main(["config", "check", "--config", str(conf), "--json"]) == 0
+    assert '"threshold": 0.25' in capsys.readouterr().out
+    assert main(["config", "check", str(conf)]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.toml"
+    other.write_text("")
+    assert main(["config", "check", str(conf), "--config", str(other)]) == 2
+    assert "two files given" in capsys.readouterr().err
