@@ -316,6 +316,11 @@ class OrderGateway:
         never executed. Returns their ids."""
         store = self.ctx.store
         entries = self.journal.entries()
+        if self.journal.damaged:
+            await self.incident("reconciliation", (
+                f"order journal: {self.journal.damaged} damaged line(s) skipped at start; an "
+                "order they held may have reached the venue unrecorded, so reconciliation "
+                "halts any symbol whose position differs from the venue's"))
         known = await store.run(known_orders, store.store, [e["order_id"] for e in entries])
         books = {b.book_id: b for b in ledger.account_books()}
         orders = []

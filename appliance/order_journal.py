@@ -25,6 +25,7 @@ class OrderJournal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.damaged = 0  # lines the last entries() could not read (not a torn last one)
 
     def append(self, entries: Iterable[dict[str, Any]]) -> None:
         """One ``write`` for the whole batch: the entries are there, or (a crash before the
@@ -37,18 +38,27 @@ class OrderJournal:
                 view = view[os.write(self._fd, view):]
 
     def entries(self) -> list[dict[str, Any]]:
-        """What the journal holds (a torn last line, from a crash mid-write, is skipped: its
-        order was not sent)."""
-        out = []
+        """What the journal holds. A torn last line (no newline: a crash mid-write) is
+        skipped, as its order was not sent; any other line that does not read as an order is
+        skipped too and counted in ``damaged`` (its order may have left: the caller says so,
+        and reconciliation with the venue halts a symbol whose position differs)."""
+        out: list[dict[str, Any]] = []
+        self.damaged = 0
         try:
-            text = self.path.read_text()
+            text = self.path.read_text(errors="replace")
         except FileNotFoundError:
             return out
-        for line in text.splitlines():
+        lines = text.split("\n")  # the last item is "" after a complete line, else torn
+        for line in lines[:-1]:
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                entry = None
+            if isinstance(entry, dict) and {"order_id", "book_id", "symbol", "side", "qty",
+                                            "ts"} <= entry.keys():
+                out.append(entry)
+            elif line.strip():
+                self.damaged += 1
         return out
 
     def clear(self) -> None:

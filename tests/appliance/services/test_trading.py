@@ -399,6 +399,42 @@ async def test_a_fill_lost_in_a_crash_is_adopted_from_the_venue(make_ctx, autoju
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_damaged_journal_line_is_an_incident_and_its_symbol_is_halted(
+        make_ctx, autojump_clock, monkeypatch):
+    """A journal line that does not read as an order (not a torn last line) was skipped
+    without a word: the order it held may have reached the venue. It is an incident now, and
+    the venue's position in that symbol, which no book knows, halts the symbol."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    real_record = trading.record_bars
+
+    def crash(*args):
+        if args[6]:
+            raise KeyboardInterrupt("killed between the venue's fill and the write")
+        return real_record(*args)
+
+    monkeypatch.setattr(trading, "record_bars", crash)
+    with pytest.raises(BaseException):
+        await trade_for(ctx, engine, 2)
+    monkeypatch.undo()
+    path = engine.gateway.journal.path
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) >= 2
+    lost = json.loads(lines[0])
+    lines[0] = "\x00" * (len(lines[0]) - 1) + "\n"  # a damaged block, not a torn write
+    path.write_text("".join(lines))
+    restarted = trading.TradingEngine(ctx)
+    await restarted.start()
+    messages = [i["message"] for i in ctx.store.store.incidents()]
+    assert any("order journal: 1 damaged line" in m for m in messages)
+    assert lost["symbol"] in restarted.halted
+    recorded = {r["order_id"] for r in rows(ctx, "SELECT order_id FROM orders")}
+    assert lost["order_id"] not in recorded and len(recorded) == len(lines) - 1
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_a_symbol_being_delisted_is_flattened_before_it_settles(make_ctx,
                                                                       autojump_clock):
     from appliance.exchange.sim import SimExchange
