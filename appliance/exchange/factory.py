@@ -36,8 +36,13 @@ def _make_clock(cfg: Config) -> Clock:
         from appliance.exchange.replay import replay_start_ms
 
         start = _parse_date(cfg.replay.start) if cfg.replay.start else None
+        series, refused, _ = _replay_data(cfg)
+        if not series:  # say which files were refused and why, not "no series in []"
+            why = "; ".join(f"{p.name}: {r}" for p, r in refused[:5])
+            raise StartupError(f"replay: no usable candle files in {cfg.replay.folder}"
+                               + (f" ({why})" if why else " (the folder is empty)"))
         try:
-            first = replay_start_ms(_replay_data(cfg)[0], start)
+            first = replay_start_ms(series, start)
         except ExchangeError as exc:
             raise StartupError(str(exc)) from None
         return load_virtual_clock(cfg.state_path, cfg.general.speed, first / 1000)

@@ -182,6 +182,23 @@ def test_backfill_of_a_symbol_the_exchange_does_not_list_is_refused_by_name(
     assert not list((tmp_path / "s").rglob("*.parquet"))  # nothing fetched, not even BTC
 
 
+@pytest.mark.parametrize("content", ["date,open,high,low,close,volume\n"
+                                     "2022-01-01,1,2,0.5,1.5,10\nxx,yy\n", None])
+def test_run_on_a_replay_folder_with_no_usable_file_says_which_and_why(
+        tmp_path: Path, content: str | None) -> None:
+    """It said "replay: no candle series in []"."""
+    folder = tmp_path / "candles"
+    folder.mkdir()
+    if content is not None:
+        (folder / "FOOUSDT.csv").write_text(content)
+    out = methtrader("run", "--exchange", "replay", "--replay-folder", str(folder),
+                     "--until", "10m", "--metrics-port", "0", "--state-dir",
+                     str(tmp_path / "s"), check=False)
+    line = one_error_line(out, 1)
+    assert "no usable candle files" in line
+    assert ("FOOUSDT.csv: line 3 has 2 fields" in line) if content else ("empty" in line)
+
+
 # -- the lake ------------------------------------------------------------------------------
 
 def test_a_damaged_parquet_day_is_moved_aside_and_fetched_again(tmp_path: Path) -> None:
