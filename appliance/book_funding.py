@@ -57,6 +57,9 @@ class FundingClerk:
         self.rates: dict[tuple[str, int], float] = {}  # (symbol, funding time) -> rate
         # payments whose price was not known yet: (book, symbol, qty then, time, rate)
         self.owed: list[tuple[Book, str, object, int, float]] = []
+        # the last settle stopped a book at a time whose rate is not published yet: the venue
+        # may have charged it already, so the books lag the venue's account meanwhile
+        self.waiting = False
 
     def due(self, book: Book, upto_ms: int) -> list[tuple[int, list[str]]]:
         """The funding times in ``(book.funded_to, upto_ms]`` (every hour: any symbol's
@@ -96,11 +99,13 @@ class FundingClerk:
         paid = self._pay_owed(price_at)
         books = list(books)
         await self.fetch_rates(books, upto_ms)
+        self.waiting = False
         for book in books:
             assert book.funded_to is not None
             for t, symbols in self.due(book, upto_ms):
                 rates = [await self.rate(symbol, t, upto_ms) for symbol in symbols]
                 if None in rates:
+                    self.waiting = True
                     break  # one is not published yet: this time and later ones wait a bar
                 dues = [(symbol, book.qty(symbol), rate)
                         for symbol, rate in zip(symbols, rates) if rate]

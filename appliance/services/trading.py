@@ -476,12 +476,14 @@ class TradingEngine:
         venue = venue_as_of(balance, self.marks, marked_ts, self.now_ms())
         equity = self.ledger.equity(self.marks)
         self.export_account(marked_ts, equity)
-        if venue is not None and not self.funding.owed:
+        # while a payment is owed for want of its price, or a rate is not published yet, the
+        # books lag what the venue charged: not a gap, and not comparable
+        lagging = bool(self.funding.owed) or self.funding.waiting
+        if venue is not None and not lagging:
             await self.check_identity(marked_ts, equity, venue)
         account = {"equity": equity, "cash": self.ledger.house.cash,
                    "venue": venue_at(balance, self.marks),
-                   # NULL while a payment is owed for want of its price: the books lag it
-                   "venue_exact": None if self.funding.owed else venue,
+                   "venue_exact": None if lagging else venue,
                    "books": {b.book_id: b.equity(self.marks)
                              for b in self.ledger.account_books()}}
         p = self.pending

@@ -517,6 +517,42 @@ async def test_a_symbol_funded_every_4_hours_is_charged_at_04_00_to_the_books_as
 
 
 @pytest.mark.trio
+async def test_a_funding_rate_the_venue_publishes_late_is_paid_when_it_comes_no_false_gap(
+        make_ctx, autojump_clock):
+    """Live Bybit charges the account at the funding time but shows the rate in its funding
+    history a little later. The books used to take the missing rate as 0 for good (a lasting
+    gap in the account identity); they now wait for it, and the bars in between are not
+    compared (not a gap: the books lag what the venue charged)."""
+    ctx = make_ctx(speed=60, start=START + 7 * 3600)  # 07:00: 08:00 is a funding time
+    lag_ms = 12 * 60_000
+    published = ctx.exchange.funding_rates
+
+    async def late_history(symbol, start_ms, end_ms):
+        cut = int(ctx.clock.now() * 1000) - lag_ms
+        return [(t, r) for t, r in await published(symbol, start_ms, end_ms) if t <= cut]
+
+    ctx.exchange.funding_rates = late_history
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    seen_waiting = []
+    settle = engine.funding.settle
+
+    async def watched(*args, **kwargs):
+        paid = await settle(*args, **kwargs)
+        seen_waiting.append(engine.funding.waiting)
+        return paid
+
+    engine.funding.settle = watched
+    await trade_for(ctx, engine, 3)
+    venue_paid = sum(ctx.exchange.broker.funding_paid.values())
+    (prod,) = [b for b in engine.ledger.books.values() if b.mode == "prod"]
+    assert venue_paid != 0 and any(seen_waiting) and not seen_waiting[-1]
+    assert prod.funding + engine.ledger.house.funding == venue_paid
+    assert not [i for i in ctx.store.store.incidents() if "account identity" in i["message"]]
+    assert_account_identity(ctx)
+
+
+@pytest.mark.trio
 @pytest.mark.timeout(180)
 async def test_a_book_opened_by_a_lagging_engine_pays_the_funding_its_first_fills_owe(
         make_ctx, autojump_clock):
