@@ -51,6 +51,7 @@ from data.candle_checks import DAY_MS, INTERVAL_MS, fmt_ms
 from data.loaders import (CandleSeries, FundingSeries, is_funding_file, load_folder,
                           load_funding_folder)
 from models.costs import roll_half_spread
+from models.funding import FUNDING_INTERVALS_MS, FUNDING_PERIOD_MS
 
 NO_FUNDING = np.zeros((0, 2))
 
@@ -176,6 +177,20 @@ def resample(rows: np.ndarray, step_ms: int, start_ms: int, end_ms: int,
     return aggregate_buckets(rows[keep], step_ms)
 
 
+def funding_interval(rates: np.ndarray) -> int:
+    """A funding file's interval: the most common step between its times where that is one
+    of Bybit's (1, 2, 4 or 8 hours), else 8 hours. The books charge a symbol at the times on
+    its interval's grid, as the venue charges the file's rows."""
+    times = np.asarray(rates, dtype=np.float64).reshape(-1, 2)[:, 0].astype(np.int64)
+    steps = np.diff(np.unique(times))
+    if len(steps):
+        values, counts = np.unique(steps, return_counts=True)
+        common = int(values[np.argmax(counts)])
+        if common in FUNDING_INTERVALS_MS:
+            return common
+    return FUNDING_PERIOD_MS
+
+
 def _listings(series: Sequence[CandleSeries],
               funding: dict[str, np.ndarray] | None = None) -> dict[str, _Listing]:
     funding = funding or {}
@@ -197,7 +212,8 @@ def _listings(series: Sequence[CandleSeries],
         out[name] = _Listing(
             Instrument(symbol=name, status="Trading", base_coin=head.base,
                        quote_coin=head.quote, tick_size=infer_tick(prices), qty_step=step,
-                       min_order_qty=step, launch_time=int(first.open_ms[0])),
+                       min_order_qty=step, launch_time=int(first.open_ms[0]),
+                       funding_interval_ms=funding_interval(funding.get(name, NO_FUNDING))),
             tuple(tracks), max(int(t.close_ms[-1]) for t in tracks),
             roll_half_spread(tracks[0].rows[:, 4]), funding.get(name, NO_FUNDING))
     return out
@@ -330,7 +346,8 @@ class ReplayExchange:
             inst = listing.instrument
             out.append(Instrument(inst.symbol, self._status(listing, now), inst.base_coin,
                                   inst.quote_coin, inst.tick_size, inst.qty_step,
-                                  inst.min_order_qty, inst.launch_time))
+                                  inst.min_order_qty, inst.launch_time,
+                                  funding_interval_ms=inst.funding_interval_ms))
         return out
 
     def _tickers(self, now: int) -> list[Ticker]:

@@ -243,3 +243,36 @@ def test_a_folder_without_candles_is_refused_with_the_reasons(tmp_path):
                                             r"funding rates of XRPUSDT \(perp\) match no "
                                             "candle series"):
         ReplayExchange(VirtualClock(0, 1), tmp_path)
+
+
+
+@pytest.mark.trio
+async def test_a_funding_files_interval_is_the_instruments_so_the_books_charge_its_times(
+        tmp_path, autojump_clock):
+    """The replay venue charges every row of a funding file; the books charge the times on
+    the instrument's funding interval, which was always 8 hours: a file at 4 hours broke the
+    account identity at every other row."""
+    import json
+
+    from appliance.exchange.replay import funding_interval
+
+    hour = 3_600_000
+    four = np.array([[DAY0 + i * 4 * hour, 1e-4] for i in range(12)])
+    assert funding_interval(four) == 4 * hour
+    assert funding_interval(np.delete(four, 5, axis=0)) == 4 * hour  # a missing row
+    assert funding_interval(np.array([[DAY0 + i * 5 * hour, 1e-4] for i in range(5)])) \
+        == 8 * hour  # not one of Bybit's intervals: the usual 8 hours
+    assert funding_interval(np.zeros((0, 2))) == 8 * hour
+
+    futures = REAL / "freqtrade" / "futures"
+    shutil.copy(futures / "XRP_USDT_USDT-5m-futures.json", tmp_path)
+    first = json.loads((futures / "XRP_USDT_USDT-8h-funding_rate.json").read_text())[0][0]
+    (tmp_path / "XRP_USDT_USDT-4h-funding_rate.json").write_text(json.dumps(
+        [[first + i * 4 * hour + 7, 1e-4, 0, 0, 0, 0] for i in range(30)]))
+    real = {i.symbol: i.funding_interval_ms
+            for i in await ReplayExchange(VirtualClock(first / 1000, 1.0), futures,
+                                          inline=True).instruments()}
+    mine = {i.symbol: i.funding_interval_ms
+            for i in await ReplayExchange(VirtualClock(first / 1000, 1.0), tmp_path,
+                                          inline=True).instruments()}
+    assert real == {"XRPUSDT": 8 * hour} and mine == {"XRPUSDT": 4 * hour}
