@@ -50,6 +50,7 @@ def _fmt_ts(ms: int | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from appliance.paths import StatePaths
     from appliance.safety import require_state_dir
     from appliance.status import gather_status
 
@@ -62,9 +63,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     headline = "NOT RUNNING"
     if st["running"]:
         headline = "RUNNING" if st["health"] == "OK" else f"RUNNING — {st['health']}"
+    ran = StatePaths(cfg.state_path).duckdb.exists()
     lines.append(headline + (
         f" (heartbeat {age:.1f}s ago, pid {st['pid']})" if age is not None else
-        " (never started in this state dir)"))
+        " (no heartbeat: it has not run since this state dir was restored or its bus "
+        "rebuilt)" if ran else " (never started in this state dir)"))
     if st["market_time"]:
         lines.append(f"market time  {_fmt_ts(int(st['market_time'] * 1000))} UTC  "
                      f"exchange {st['exchange']}")

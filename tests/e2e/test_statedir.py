@@ -101,6 +101,9 @@ def test_backup_while_running_then_restore_elsewhere(tmp_path, run_proc):
     st = status_json(target)
     assert st["running"] is False and st["source"] == "duckdb"
     assert st["candles"] == candles and st["maintenance_mode"] is True
+    # not "never started": the restored state dir has run, its heartbeat was left behind
+    headline = methtrader("status", "--state-dir", str(target)).stdout.splitlines()[0]
+    assert headline.startswith("NOT RUNNING (no heartbeat") and "restored" in headline
     models = models_json(target)
     assert sorted(m["model_id"] for m in models) == sorted(
         r[0] for r in db_rows(backed_up, "SELECT model_id FROM ml_models"))
