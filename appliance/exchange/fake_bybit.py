@@ -64,7 +64,11 @@ class FakeBybitServer:
 
     async def serve(self, port: int = 0, host: str = "127.0.0.1", *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:  # named: "Address already in use" alone says not which
+            raise OSError(exc.errno, f"fake-bybit cannot listen on {host}:{port}: "
+                          f"{exc.strerror}; pick another --port") from None
         bound = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             task_status.started(bound)

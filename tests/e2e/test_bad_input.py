@@ -199,6 +199,16 @@ def test_run_on_a_replay_folder_with_no_usable_file_says_which_and_why(
     assert ("FOOUSDT.csv: line 3 has 2 fields" in line) if content else ("empty" in line)
 
 
+def test_fake_bybit_on_a_port_in_use_names_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = methtrader("fake-bybit", "--port", str(port), check=False, timeout=30)
+    line = one_error_line(out, 1)
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "pick another --port" in line
+
+
 # -- the lake ------------------------------------------------------------------------------
 
 def test_a_damaged_parquet_day_is_moved_aside_and_fetched_again(tmp_path: Path) -> None:
