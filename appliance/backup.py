@@ -166,6 +166,10 @@ def export_switches(bus: Bus) -> dict[str, Any]:
 def _prepare_dest(paths: StatePaths, dest: Path) -> Path:
     dest = dest.expanduser().absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        if dest.is_dir() and not (dest / MANIFEST).exists() and any(
+                (dest / name).exists() for name in (paths.duckdb.name, "lake", SWITCHES_FILE)):
+            raise BackupError(f"{dest} holds an unfinished backup (no {MANIFEST}: it was "
+                              "interrupted); remove it or pick a new destination", 2)
         raise BackupError(f"{dest} already exists and is not an empty folder; pick a new "
                           "destination", 2)
     try:

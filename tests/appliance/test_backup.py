@@ -68,3 +68,20 @@ def test_a_backup_goes_outside_the_state_dir_or_under_its_backups(tmp_path):
     assert (state / "backups" / "b1" / MANIFEST).exists()
     with pytest.raises(BackupError, match="no methtrader state"):
         make_backup(cfg_for(tmp_path / "nothing"), tmp_path / "b2")
+
+
+def test_a_destination_an_interrupted_backup_left_is_named_as_such(tmp_path, backed_up):
+    """A backup killed midway leaves its folder without MANIFEST.json: restore refuses it,
+    and a new backup to it says what it is instead of "not an empty folder"."""
+    state, dest = backed_up
+    (dest / MANIFEST).unlink()  # as if killed before the manifest was written
+    with pytest.raises(BackupError, match="not a finished methtrader backup"):
+        restore(cfg_for(tmp_path / "target"), dest)
+    with pytest.raises(BackupError, match="holds an unfinished backup .*interrupted") as err:
+        make_backup(cfg_for(state), dest)
+    assert err.value.code == 2
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(BackupError, match="already exists and is not an empty folder"):
+        make_backup(cfg_for(state), other)
