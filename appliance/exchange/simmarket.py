@@ -70,7 +70,10 @@ UNIVERSE: tuple[SimSymbol, ...] = HAND_WRITTEN  # the default universe (sim.pair
 _N_BASE = len(HAND_WRITTEN)
 DEFAULT_PAIRS = _N_BASE
 _MAX_GENERATED = MAX_PAIRS - _N_BASE
-FUNDING_MEAN = 1e-4  # 0.01% per 8 h, Bybit's usual rate
+FUNDING_MEAN = 1e-4  # 0.01% per 8 h, Bybit's usual rate (pro rata for a shorter interval)
+#: generated pairs (beyond the 24 hand-written ones) funded every 4 hours, as Bybit sets for
+#: part of its tail; Bybit does not publish the split, so the share is an assumption
+TAIL_4H_SHARE = 0.25
 FUNDING_CAP = 0.005  # Bybit's upper/lowerFundingRate on the fake's instruments
 FUNDING_KEPT = 65_536  # rates kept for the next ask (a dict of them is cleared when full)
 
@@ -114,8 +117,9 @@ class SimMarket:
         edge to find beyond the daily regimes, larger values are easier markets.
         ``pairs`` is the size of the universe (``sim.pairs``, 24..400). ``shock`` plants a
         regime break (:mod:`appliance.exchange.simshock`, ``sim.shock_at``).
-        ``funding_intervals`` gives symbols another funding interval than 8 hours (ms, one of
-        :data:`models.funding.FUNDING_INTERVALS_MS`), as Bybit does for some."""
+        ``funding_intervals`` gives symbols another funding interval than their own (ms, one
+        of :data:`models.funding.FUNDING_INTERVALS_MS`): 8 hours, or 4 for
+        :data:`TAIL_4H_SHARE` of the generated pairs."""
         if not _N_BASE <= pairs <= MAX_PAIRS:
             raise ValueError(f"sim pairs must be in [{_N_BASE}, {MAX_PAIRS}], not {pairs}")
         self.seed = int(seed)
@@ -127,8 +131,11 @@ class SimMarket:
         self._specs = build_universe(self.seed, _N_BASE + self._blocks * BLOCK)
         self.universe = self._specs[:pairs]
         self._index = {s.symbol: i for i, s in enumerate(self.universe)}
-        self._funding_every = dict(funding_intervals or {})
-        for symbol, every in self._funding_every.items():
+        self._funding_every = {
+            s.symbol: 4 * 3_600_000 for i, s in enumerate(self.universe)
+            if i >= _N_BASE and _rng(self.seed, 4_000_041, i).random() < TAIL_4H_SHARE}
+        self._funding_every.update(funding_intervals or {})
+        for symbol, every in (funding_intervals or {}).items():
             if symbol not in self._index or every not in FUNDING_INTERVALS_MS:
                 raise ValueError(f"sim funding interval {symbol}={every}: the symbol must be in "
                                  f"the universe and the interval one of {FUNDING_INTERVALS_MS} ms")
@@ -477,7 +484,7 @@ class SimMarket:
         """Compute (from the day's ``level``) and keep the rate of symbol ``idx`` at ``t_ms``."""
         every = self._funding_every.get(self.universe[idx].symbol, FUNDING_PERIOD_MS)
         noise = _rng(self.seed, 4_000_039, idx, t_ms // every).normal()
-        rate = FUNDING_MEAN * (1.0 + 0.8 * level + 0.5 * noise)
+        rate = FUNDING_MEAN * (every / FUNDING_PERIOD_MS) * (1.0 + 0.8 * level + 0.5 * noise)
         rate = round(min(FUNDING_CAP, max(-FUNDING_CAP, rate)), 8)
         if len(self._funding) >= FUNDING_KEPT:
             self._funding.clear()
