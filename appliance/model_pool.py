@@ -5,7 +5,9 @@ mirrors it on the bus), so a model that was promoted, retired or archived a mome
 up — or dropped — at the next bar. Each bar it reads the bus's mirror (a microsecond); DuckDB's
 own version is read at start and hourly, in case the bus ever missed a bump.
 A model file is opened only after its sha256 matches the registry; one that does not is refused
-(an incident) and not run. One session per model, shared by every symbol it serves.
+(an incident) and not run. One session per model, shared by every symbol it serves. Inside
+``run`` the trading service also looks between bars (:data:`appliance.services.trading.IDLE_S`),
+so a reload rarely falls on a bar's path to its orders.
 """
 
 from __future__ import annotations
@@ -98,6 +100,3 @@ class ModelPool:
             keep[model_id] = PooledModel(row, session, columns)
         self.models = keep
         return True
-
-    def of(self, timeframe: str) -> list[PooledModel]:
-        return [m for m in self.models.values() if m.timeframe == timeframe]

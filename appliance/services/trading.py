@@ -68,6 +68,10 @@ STALE_BARS = 3  # a bar older than this many of its interval is learned, not tra
 FLUSH_S = 0.5  # virtual clock: write pending bars at least this often (real seconds)
 FLUSH_BARS = 64  # ... or once this many are pending
 RECHECK_S = 60  # market seconds before an hourly check the venue failed is tried again
+#: real seconds without a bar before the loop beats, flushes and reloads the model pool if the
+#: registry moved: a reload reads DuckDB through the store's busy thread (10-30 ms inside
+#: `run`), which a bar would otherwise wait for before its orders
+IDLE_S = 0.25
 
 
 @dataclass
@@ -245,11 +249,11 @@ class TradingEngine:
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS,
                              lambda: self.ledger.equity(self.marks))
         await self.pool.refresh()
+        pooled = list(self.pool.models.values())  # the bar's models (a reload may follow)
         self.bar_ms = batch.end_ms
         # a book opens at the bar it is first decided on: the venue fills its orders there
         # and charges them every funding time after, even when the engine decides it late
-        opened, closing = self.ledger.sync(self.pool.models.values(),
-                                           self.decided_at() or self.now_ms())
+        opened, closing = self.ledger.sync(pooled, self.decided_at() or self.now_ms())
         await self.wind_down()
         self.weights = self.allocation(batch.end_ms)
         if self.ledger.fund(self.weights, self.marks) or opened or closing:
@@ -261,7 +265,8 @@ class TradingEngine:
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
         pairs = self.ctx.bus.tradable_pairs()
         tradable = None if pairs is None else set(pairs)
-        models, fresh = self.pool.of(batch.interval), set(new)
+        models = [m for m in pooled if m.timeframe == batch.interval]
+        fresh = set(new)
         # prod first: its orders leave before the shadow books' paper work begins
         for m in [m for m in models if m.mode == "prod"]:
             decided = self.targets(m, book, batch, fresh, tradable, rows, live)
@@ -614,7 +619,8 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
         while True:
             ctx.beat(NAME)
             batch = None
-            with trio.move_on_after(1.0):  # wall time: beat and reconcile even without bars
+            # wall time: beat, reload the pool and reconcile even without bars
+            with trio.move_on_after(IDLE_S):
                 try:
                     batch = await bars.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -629,7 +635,8 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
                     await engine.flush()
                 if virtual:
                     ctx.clock.release(NAME)
-            else:
+            else:  # between bars: a registry change is loaded now, not by the next bar
+                await engine.pool.refresh()
                 await engine.flush()
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
                 try:

@@ -322,6 +322,36 @@ async def test_a_promoted_shadow_starts_a_new_book_and_its_prod_record_is_its_ow
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_promotion_between_bars_is_loaded_before_the_next_bar_not_by_it(
+        make_ctx, autojump_clock):
+    """Inside `run` the pool's reload (DuckDB through the store's busy thread) took 10-30 ms,
+    and a bar waited for it before its orders whenever the registry had moved since the last
+    bar. The trading loop now reloads it between bars (every IDLE_S without a bar); the next
+    bar finds it current and trades the promoted model."""
+    ctx = make_ctx(speed=60)
+    model_id = await with_model(ctx, mode="shadow")
+    engine = trading.TradingEngine(ctx)
+    hub = BarHub()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed.run, ctx, hub)
+        nursery.start_soon(trading.run, ctx, engine, hub)
+        await trio.sleep(1.5 * HOUR)  # trading, its shadow book open
+        bar_s = 300
+        await trio.sleep((bar_s - ctx.clock.now() % bar_s + bar_s / 2) / ctx.clock.speed)
+        seen_before = engine.pool.seen  # halfway between two bars
+        effects(ctx).publish(lifecycle.promote(ctx.store.store, model_id, actor="test",
+                                               reason="t", now=ctx.clock.now()))
+        await trio.sleep(1.0)  # a quarter of the way to the next bar (market minutes)
+        assert ctx.clock.now() % bar_s < bar_s - 60  # the next bar has not closed yet
+        assert engine.pool.seen != seen_before
+        assert engine.pool.models[model_id].mode == "prod"
+        await trio.sleep(0.5 * HOUR)
+        nursery.cancel_scope.cancel()
+    assert fills(ctx, "prod")  # the promoted model traded from the next bar
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_an_archived_shadow_stops_trading_at_once(make_ctx, autojump_clock):
     """Finding 3: archiving did not bump the registry version, so the engine kept running an
     archived shadow whose file was gone."""
