@@ -146,4 +146,4 @@ def test_restore_refuses_a_tampered_or_incomplete_backup(tmp_path):
     assert unfinished.returncode == 2 and "no MANIFEST.json" in unfinished.stderr
 
     exists = methtrader("backup", str(dest), "--state-dir", str(state), check=False)
-    assert exists.returncode == 2 and "not an empty folder" in exists.stderr
+    assert exists.returncode == 2 and "holds an unfinished backup" in exists.stderr
