@@ -66,11 +66,11 @@ class FundingClerk:
         schedule lies on them) with the symbols the book holds that pay at each."""
         if book.funded_to is None:
             return []
-        held = book.open_symbols()
-        out = []
-        for t in funding_times(book.funded_to, upto_ms, FUNDING_GRID_MS):
-            out.append((t, [s for s in held if t % self.interval_of(s) == 0]))
-        return out
+        times = funding_times(book.funded_to, upto_ms, FUNDING_GRID_MS)
+        if not times:  # most bars: no hour began since the book was last funded
+            return []
+        held = [(s, self.interval_of(s)) for s in book.open_symbols()]
+        return [(t, [s for s, every in held if t % every == 0]) for t in times]
 
     async def rate(self, symbol: str, t_ms: int, upto_ms: int | None = None) -> float | None:
         """The rate settled at ``t_ms``; None while the venue has none for it yet and the

@@ -19,6 +19,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+#: what every journalled order carries (:meth:`OrderGateway.send` writes them)
+ENTRY_KEYS = frozenset({"order_id", "book_id", "symbol", "side", "qty", "ts"})
+
 
 class OrderJournal:
     def __init__(self, path: Path) -> None:
@@ -54,8 +57,7 @@ class OrderJournal:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 entry = None
-            if isinstance(entry, dict) and {"order_id", "book_id", "symbol", "side", "qty",
-                                            "ts"} <= entry.keys():
+            if isinstance(entry, dict) and ENTRY_KEYS <= entry.keys():
                 out.append(entry)
             elif line.strip():
                 self.damaged += 1
