@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,20 @@ def start_run(state_dir: Path, *args: str, env: dict[str, str] | None = None
 
 def stderr_of(proc: subprocess.Popen) -> str:
     return Path(proc.err_path).read_text()  # type: ignore[attr-defined]
+
+
+def clock_at(state: Path, hour: int) -> Path:
+    """Start ``state``'s market clock at ``hour``:00 UTC yesterday (a ``clock.json``, as a run
+    leaves it). A backfill of ``datasets.days`` reaches back to a day's start and up to the
+    clock, so a run started from the wall clock has up to a day more history in the evening
+    than just after midnight, and a quick e2e run's small dataset failed training's fold check
+    ("too little data for these folds") at some hours of the day only."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    at = time.time() // 86_400 * 86_400 - 86_400 + hour * 3_600
+    clock = state / "clock.json"
+    clock.write_text(json.dumps({"market_time": at}))
+    clock.chmod(0o600)
+    return state
 
 
 @pytest.fixture

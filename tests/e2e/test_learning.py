@@ -11,7 +11,7 @@ import pytest
 from appliance.services.training import groups_from_lake
 from data.lake import Lake
 from models.groups import GroupingRules
-from tests.e2e.conftest import methtrader, status_json, stderr_of
+from tests.e2e.conftest import clock_at, methtrader, status_json, stderr_of
 from tests.e2e.test_run import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -24,7 +24,7 @@ def models_of(state) -> list[dict]:
 
 
 def test_run_ends_with_a_candidate_for_every_group(tmp_path, run_proc):
-    state = tmp_path / "state"
+    state = clock_at(tmp_path / "state", 23)  # the same history whatever the time of day
     proc = run_proc(state, "--speed", "60", "--metrics-port", "0", env=SMALL)
 
     def every_group_served():

@@ -14,7 +14,7 @@ import pytest
 from appliance.bus import Bus
 from appliance.contracts import Event
 from appliance.paths import StatePaths
-from tests.e2e.conftest import methtrader, status_json, stderr_of
+from tests.e2e.conftest import clock_at, methtrader, status_json, stderr_of
 from tests.e2e.test_learning import SMALL, models_of
 from tests.e2e.test_run import wait_for
 
@@ -58,7 +58,7 @@ class ShadowWatch:
 
 
 def test_shadow_promote_trade_then_kill_and_flatten(tmp_path, run_proc):
-    state = tmp_path / "state"
+    state = clock_at(tmp_path / "state", 12)  # the same history whatever the time of day
     proc = run_proc(state, "--speed", "60", "--metrics-port", "0", env=ENV)
     watch = ShadowWatch(state)
     try:
