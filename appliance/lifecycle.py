@@ -357,6 +357,15 @@ def file_problems(models: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def publish_registry(store: Store, bus: Any) -> None:
+    """Put the registry on the bus (what `methtrader models` and the TUI list while `run` holds
+    DuckDB), read and written in one call on the store's thread. The store runs one call at a
+    time, so a transition that commits after this read publishes its own snapshot after this
+    one: a slower pass (the training service's) can never overwrite a newer registry with the
+    older one it read."""
+    bus.put_snapshot(Snapshot.REGISTRY, list_models(store))
+
+
 class Lifecycle:
     """Runs the operations above in the store's thread and carries out their effects: the
     registry snapshot refreshed and its version mirrored on the bus (engines reload), a
@@ -372,8 +381,7 @@ class Lifecycle:
         if transitions:
             # the registry snapshot first: whoever sees the event and then asks `methtrader
             # models` (which reads this snapshot while run holds DuckDB) sees the new mode
-            self.bus.put_snapshot(Snapshot.REGISTRY, await self.store.run(
-                list_models, self.store.store))
+            await self.store.run(publish_registry, self.store.store, self.bus)
         self.publish(transitions)
         if any(t.to_mode == "archived" for t in transitions):
             await self.store.run(delete_archived_files, self.store.store, self.state_dir)

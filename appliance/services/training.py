@@ -367,8 +367,7 @@ class Trainer:
         self.ctx.bus.put_snapshot(Snapshot.TRAINING, snap)
         self.ctx.bus.put_snapshot(Snapshot.MODELS, await self.ctx.store.run(
             models_snapshot, self.ctx.store.store, self.ctx.bus.snapshot(Snapshot.MODEL_LIVE)))
-        self.ctx.bus.put_snapshot(Snapshot.REGISTRY, await self.ctx.store.run(
-            list_models, self.ctx.store.store))
+        await self.ctx.store.run(lifecycle.publish_registry, self.ctx.store.store, self.ctx.bus)
         try:
             self.ctx.bus.put_snapshot(Snapshot.AUTOML, await self.ctx.io(
                 studies_snapshot, self.ctx.cfg.state_path, storage_url(self.ctx.cfg)))

@@ -13,6 +13,7 @@ from appliance.lifecycle import Lifecycle
 from appliance.notify import Notifier
 from appliance.schedule import utc
 from appliance.services import training
+from appliance.store import StoreRunner
 from data.lake import Lake
 from models.registry import list_models
 
@@ -157,3 +158,44 @@ async def test_queued_runs_are_announced_before_they_run(trainer_ctx, state_dir,
         assert jobs.pending() == len(queued)
     finally:
         jobs.close()
+
+
+class HoldingRunner(StoreRunner):
+    """The store runner as its thread behaves: between a call's end and its caller's next step
+    other tasks may run. Here the first registry read is held until the test lets it go."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store, inline=True)
+        self.read = trio.Event()
+        self.go_on = trio.Event()
+
+    async def run(self, fn, *args):
+        result = await super().run(fn, *args)
+        if fn in (list_models, lifecycle.publish_registry) and not self.read.is_set():
+            self.read.set()
+            await self.go_on.wait()
+        return result
+
+
+@pytest.mark.trio
+async def test_a_training_pass_never_publishes_a_registry_older_than_a_transition(
+        trainer_ctx, jobs, life, autojump_clock):
+    """`methtrader models` and the TUI list the registry from the bus while `run` holds DuckDB.
+    The training pass read the registry, and a transition committed (and published) before
+    that pass wrote what it had read: the listing went back to the model's old mode until the
+    next pass."""
+    from tests.builders import fake_run
+
+    ctx = trainer_ctx
+    receipt = fake_run(ctx.cfg.state_path, "r1", symbols=("BTCUSDT",))
+    lifecycle.register(ctx.store.store, receipt, now=ctx.clock.now())
+    ctx.store = life.store = HoldingRunner(ctx.store.store)
+    trainer = training.Trainer(ctx, jobs, life, ROOMY)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trainer.publish_snapshot)
+        await ctx.store.read.wait()  # the pass has read the registry: the model a candidate
+        await life.apply(lifecycle.start_shadow, "m-r1", actor="test", reason="t",
+                         now=ctx.clock.now())
+        ctx.store.go_on.set()
+    listed = {m["model_id"]: m["mode"] for m in ctx.bus.snapshot("registry")}
+    assert listed == {"m-r1": "shadow"}
