@@ -49,6 +49,7 @@ RETRIES = 2  # 3 attempts in all
 RETRY_DELAY_S = 5
 TRAIN_RETRY_DELAY_S = 30
 TRAINING_PREFIX = "training:"
+SKIPPED = "skipped"  # a training run's status when the group had too little history for it
 KILLED_PREFIX = "job:killed:"  # how often a job's worker died under it
 KILLED_TTL_S = 86400
 QUEUE_URL_ENV = "METHTRADER_QUEUE_REDIS_URL"  # the consumer child's Redis URL (not in argv)
@@ -335,10 +336,13 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
     """The training job: progress goes to the bus (an event per epoch and the run's state), or
     from a remote worker to huey's result store (:mod:`appliance.job_reports`).
     ``setup``: the run's timeframe, walk-forward folds, sizing threshold and cost model (see
-    :func:`models.training.run_setup`)."""
+    :func:`models.training.run_setup`). A group whose history is too short for the folds is
+    not a failure that retrying fixes: the run ends ``skipped``, with the reason, and the
+    training service queues it again later."""
     import warnings
 
     from models.training import run_kwargs, train_run
+    from models.walkforward import NotEnoughHistory
 
     # huey's worker processes are daemonic, so joblib runs forests on one core: say it once
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
@@ -365,6 +369,10 @@ def _train(state_dir: Path, run_id: str, group: str, symbols: list[str], kind: s
                             **run_kwargs(setup or {}))
         job_reports.report_receipt(receipt)
         return receipt
+    except NotEnoughHistory as exc:  # no retry can help: the training service tries later
+        progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
+                  "loss": None, "percent": 0.0, "status": SKIPPED, "error": str(exc)})
+        return {"run_id": run_id, "skipped": str(exc)}
     except Exception as exc:
         progress({"run_id": run_id, "group": group, "kind": kind, "epoch": None,
                   "loss": None, "percent": 0.0, "status": "failed",

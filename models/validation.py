@@ -36,7 +36,7 @@ from models.costs import CostModel, roll_half_spread
 from models.dataset import DataSpec, Panel
 from models.metrics import sharpe_ratio
 from models.paper_replay import Replay, metrics, replay
-from models.walkforward import walk_forward_folds
+from models.walkforward import NotEnoughHistory, walk_forward_folds
 
 EARLY_STOP_FRACTION = 0.15
 Fit = Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], Any]
@@ -104,9 +104,15 @@ def walk_forward(panel: Panel, spec: DataSpec, fit: Fit | None, *, folds: int, b
         raise ValueError("give walk_forward one of fit and fit_rows")
     purge = spec.horizon + spec.lookback
     test_size = panel.bars // (folds + 1)
+    min_train = max(200, purge + 1)
+    try:
+        layout = walk_forward_folds(panel.bars, folds, test_size, purge, 0, min_train=min_train)
+    except NotEnoughHistory as exc:
+        need = (min_train + purge) * (folds + 1)  # enough for every layout (a few less may do)
+        raise NotEnoughHistory(f"{panel.bars} {spec.interval} bars of history; {folds} "
+                               f"walk-forward folds need about {need} ({exc})") from None
     results: list[FoldResult] = []
-    for k, fold in enumerate(walk_forward_folds(panel.bars, folds, test_size, purge, 0,
-                                                min_train=max(200, purge + 1))):
+    for k, fold in enumerate(layout):
         train_rows, stop_rows = inner_split(fold.train_idx, purge)
         if fit_rows is not None:
             model = fit_rows(train_rows, stop_rows)

@@ -20,7 +20,7 @@ Windows (``window``):
 
 In the two forward windows no training row lies after its test block, so the embargo removes
 nothing there; it matters for "purged_kfold". Every fold is checked to keep at least
-``min_train`` training rows; otherwise ``ValueError``.
+``min_train`` training rows; otherwise :class:`NotEnoughHistory` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOWS = ("expanding", "rolling", "purged_kfold")
+
+
+class NotEnoughHistory(ValueError):
+    """Too few rows for the folds asked for. Not a fault that trying again fixes: more history
+    has to come first (a new pair's first hours, a short ``datasets.days``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,7 @@ def walk_forward_folds(n: int, n_folds: int, test_size: int, purge: int, embargo
         raise ValueError("a rolling window needs train_size >= 1")
     first = n - n_folds * test_size
     if first < 0:
-        raise ValueError(f"{n_folds} test blocks of {test_size} rows need more than {n} rows")
+        raise NotEnoughHistory(f"{n_folds} test blocks of {test_size} rows need more than {n} rows")
     rows = np.arange(n, dtype=np.int64)
     folds = []
     for k in range(n_folds):
@@ -68,7 +73,7 @@ def walk_forward_folds(n: int, n_folds: int, test_size: int, purge: int, embargo
         else:
             train = np.concatenate([rows[:train_end], rows[min(end + embargo, n):]])
         if len(train) < min_train:
-            raise ValueError(f"fold {k} keeps {len(train)} training rows (< {min_train}): "
+            raise NotEnoughHistory(f"fold {k} keeps {len(train)} training rows (< {min_train}): "
                              "too little data for these folds, purge and embargo")
         folds.append(Fold(train_idx=train, test_idx=rows[start:end]))
     return folds

@@ -38,7 +38,7 @@ from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
 from appliance.disk_guard import ModelFiles, plan
-from appliance.jobs import TRAINING_PREFIX, Jobs
+from appliance.jobs import SKIPPED, TRAINING_PREFIX, Jobs
 from appliance.logs import service_logger
 from appliance.paths import StatePaths
 from appliance.automl import storage_url, studies_snapshot
@@ -54,6 +54,7 @@ from models.training import run_setup
 
 NAME = "training"
 CATCH_UP_S = 6 * 3600
+SKIPPED_RETRY_S = 3600.0  # market time before a run skipped for want of history is queued again
 DiskUsage = Callable[[Path], tuple[int, int]]
 
 
@@ -206,6 +207,7 @@ class Trainer:
         self.queue_ok = True  # nothing in this pass found it unreachable
         self.held_since: float | None = None  # trio time the bootstrap hold began
         self.hold_expired = False
+        self.skipped: dict[str, float] = {}  # bootstrap run id → market time it was seen skipped
 
     def runs(self, day: str, group: Group, kinds: list[str]) -> list[tuple[str, str, str]]:
         """(run id, kind, timeframe) of a group's runs of the day: ``<day>-<group>-<kind>``,
@@ -235,18 +237,37 @@ class Trainer:
         still waiting for its first model."""
         models = await self.ctx.store.run(list_models, self.ctx.store.store)
         served = {m["group"] for m in models}
-        pending = {str(k) for k in self.ctx.bus.cache.iterkeys()
-                   if str(k).startswith(TRAINING_PREFIX)}
+        cache = self.ctx.bus.cache
+        notes = {str(k)[len(TRAINING_PREFIX):]: cache.get(k) for k in cache.iterkeys()
+                 if str(k).startswith(TRAINING_PREFIX)}
         day = day_tag(self.ctx.clock.now())
         waiting = False
         for group in self.groups:
             if group.name in served:
                 continue
-            waiting = True
             for run_id, kind, tf in self.runs(day, group, self.kinds):
-                if f"{TRAINING_PREFIX}{run_id}" not in pending:
+                note = notes.get(run_id) or {}
+                if not note or note.get("status") == SKIPPED and self.due_again(run_id, note):
                     await self.enqueue(group, kind, run_id, {"trigger": "bootstrap"}, tf)
+                    waiting = True
+                elif note.get("status") != SKIPPED:
+                    waiting = True  # queued, running, or failed (huey retries those)
         return waiting
+
+    def due_again(self, run_id: str, note: dict[str, Any]) -> bool:
+        """Whether a bootstrap run skipped for want of history (too few bars for the folds)
+        is queued again: ``SKIPPED_RETRY_S`` of market time after this service first saw it
+        skipped (said once, at info: a new pair's first hours are not a fault). Such a group
+        does not hold the market clock: only more market time brings the history it needs."""
+        now = self.ctx.clock.now()
+        if run_id not in self.skipped:
+            self.skipped[run_id] = now
+            self.log.info("not enough history to train yet; trying again later", run_id=run_id,
+                          reason=note.get("error"), retry_in_s=SKIPPED_RETRY_S)
+        if now - self.skipped[run_id] < SKIPPED_RETRY_S:
+            return False
+        del self.skipped[run_id]
+        return True
 
     def hold_for_bootstrap(self, waiting: bool) -> bool:
         """On the virtual clock, market time stands still while a group waits for its first

@@ -151,6 +151,18 @@ def test_training_shows_runs_progress_kinds_device_and_the_loss_curve(bus_state:
         assert text(app, "#folds") == ("Walk-forward 2 folds  1: 2.00 (31 tr)  2: 0.40 (27 tr)"
                                        "  ·  mean 1.20  std 0.80  score 0.80")
 
+        # a run the group's history was too short for: skipped, and the reason shown
+        publish(bus_state, "training_progress", {
+            "run_id": "r-rf-new", "group": "SOLUSDT", "kind": "rf", "epoch": None,
+            "loss": None, "percent": 0.0, "status": "skipped",
+            "error": "180 5m bars of history; 4 walk-forward folds need about 1100"})
+        await wait_for(lambda: ["r-rf-new", "skipped"] in [[r[0], r[4]]
+                                                          for r in rows(app, "#runs")])
+        assert [r[0] for r in rows(app, "#runs")][-2:] == ["r-rf-new", "r-rf-eth"]
+        await pilot.press("up")
+        await wait_for(lambda: "r-rf-new skipped: 180 5m bars of history; 4 walk-forward "
+                               "folds need about 1100" in text(app, "#loss-title"))
+
     run_scenario(app, scenario)
 
 

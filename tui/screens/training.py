@@ -24,7 +24,7 @@ from tui.screens.base import MissionScreen
 from tui.widgets import fmt
 from tui.widgets.table import fill, make_table, selected_key
 
-STATUS_ORDER = {"running": 0, "queued": 1, "failed": 2, "completed": 3}
+STATUS_ORDER = {"running": 0, "queued": 1, "failed": 2, "skipped": 3, "completed": 4}
 COLUMNS = ("Run", "Symbols", "Kind", "TF", "Status", "Progress", "Epoch", "Loss", "WF score",
            "Device")
 
@@ -155,6 +155,8 @@ class TrainingScreen(MissionScreen):
         title = self.query_one("#loss-title", Static)
         if run is None:
             title.update("Loss curve: no run selected")
+        elif run.get("status") in ("failed", "skipped") and run.get("error"):
+            title.update(f"{key} {run.get('status')}: {run.get('error')}")
         elif not curve:
             title.update(f"Loss curve of {key}: no points yet")
         else:

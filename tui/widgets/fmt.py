@@ -13,7 +13,7 @@ DASH = "—"
 
 KIND_LABELS = {"rf": "RF", "mlp": "MLP", "lstm": "LSTM", "ddqn": "DDQN", "ensemble": "ensemble"}
 STATUS_STYLES = {"queued": "dim", "running": "bold cyan", "completed": "green",
-                 "failed": "bold red",
+                 "failed": "bold red", "skipped": "yellow",
                  "starting": "cyan", "backoff": "yellow", "stopped": "dim"}
 
 

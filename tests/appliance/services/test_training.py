@@ -25,7 +25,8 @@ async def fill_lake(ctx, days=20):
     lake = Lake(ctx.cfg.state_path / "lake")
     end = int(ctx.clock.now() * 1000) // 60_000 * 60_000
     for s in SYMBOLS:
-        await backfill_symbol(ctx.exchange, lake, s, end - days * 86_400_000, end, inline=True)
+        await backfill_symbol(ctx.exchange, lake, s, end - int(days * 86_400_000), end,
+                              inline=True)
         lake.resample(s)
 
 
@@ -199,3 +200,35 @@ async def test_a_training_pass_never_publishes_a_registry_older_than_a_transitio
         ctx.store.go_on.set()
     listed = {m["model_id"]: m["mode"] for m in ctx.bus.snapshot("registry")}
     assert listed == {"m-r1": "shadow"}
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(300)
+async def test_a_group_with_too_little_history_is_skipped_and_tried_again_not_failed(
+        trainer_ctx, jobs, life, autojump_clock):
+    """A new appliance (or a short ``datasets.days``) right after midnight: the group's bars
+    cannot fill the walk-forward folds. Before, the job failed three times over (a traceback
+    each, a ``job_failed`` event) and the market clock stood still for the bootstrap hold
+    while only market time could bring the history. Now the run ends "skipped" with the
+    reason, the clock runs on, and the run is queued again an hour of market time later."""
+    ctx = trainer_ctx
+    ctx.cfg = replace(ctx.cfg, training=replace(ctx.cfg.training, nightly_at="12:00"))
+    await fill_lake(ctx, days=0.25)  # six hours of 5m bars: folds need more
+    started = ctx.clock.now()
+    with trio.move_on_after(30 * 60 / 60):  # half a market hour
+        await training.run(ctx, jobs, life, disk_usage=ROOMY)
+    assert list_models(ctx.store.store) == []
+    assert ctx.bus.events_since(0, ["job_failed"]) == []
+    notes = [n for n in ctx.bus.snapshot("training") if n.get("status") == "skipped"]
+    assert notes and all("walk-forward folds need about" in n["error"] for n in notes)
+    assert ctx.clock.now() - started >= 29 * 60  # the bootstrap hold did not stop the clock
+
+    def skips():
+        return [e for e in ctx.bus.events_since(0, ["training_progress"])
+                if e["data"]["status"] == "skipped"]
+
+    assert len(skips()) == len(notes)  # once each: no retry within the hour
+    with trio.move_on_after(75 * 60 / 60):  # a restarted service: an hour after it saw them
+        await training.run(ctx, jobs, life, disk_usage=ROOMY)
+    assert len(skips()) == 2 * len(notes)  # queued again once, skipped again
+    assert ctx.bus.events_since(0, ["job_failed"]) == []
