@@ -11,7 +11,6 @@ symbol's history is filled by the batch engine in one call (``extend``).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -25,32 +24,45 @@ from models.features import FS2, WARMUP_BARS, FeatureBook
 
 VOL = FS2.names.index("vol_12")
 HISTORY_BARS = 288  # closes kept per symbol (a day of 5m bars): allocation's volatility
+SLOT_LOOKUPS_KEPT = 64  # lists of symbols whose slots are remembered
 
 
 class BarBook:
+    """Per symbol slot, numpy rings (no Python object per bar): the feature rows kept
+    (``rows_kept``, float64 as the feature engine computes them), the last ``HISTORY_BARS``
+    closes and the newest bar's open time, so that a bar of every symbol is a few array writes
+    and a model's windows over every symbol one gather."""
+
     def __init__(self, interval: str, rows_kept: int = 64) -> None:
         self.interval = interval
         self.step = interval_ms(interval)
         self.rows_kept = rows_kept
         # the catalogue (fs1's columns first): each model reads its own columns of a row
         self.features = FeatureBook(feature_set=FS2)
-        self.rows: dict[str, deque[np.ndarray]] = {}
-        self.closes: dict[str, deque[float]] = {}
-        self.last_open: dict[str, int] = {}
-        # the same rows as one float32 ring per symbol slot (symbols × rows_kept × features),
-        # so that a model's windows over every symbol of a bar are one gather (:meth:`windows`)
-        n_features = len(FS2.names)
+        self._n_features = len(FS2.names)
         self._slot: dict[str, int] = {}
-        self._ring = np.zeros((0, rows_kept, n_features), dtype=np.float32)
+        self._slots_of: dict[tuple[str, ...], np.ndarray] = {}  # lookups (slots never move)
+        self._ring = np.zeros((0, rows_kept, self._n_features))  # slots × rows × features
         self._count = np.zeros(0, dtype=np.int64)  # rows ever kept per slot
-        self._vol = np.zeros(0, dtype=np.float64)  # the newest row's volatility per slot
+        self._vol = np.zeros(0)  # the newest row's volatility per slot
+        self._closes = np.zeros((0, HISTORY_BARS))  # slots × closes (a ring)
+        self._logs = np.zeros((0, HISTORY_BARS))  # ... and their logs (returns, allocation)
+        self._n_closes = np.zeros(0, dtype=np.int64)  # closes ever kept per slot
+        self._last_open = np.zeros(0, dtype=np.int64)  # the newest bar's open time (-1: none)
 
     @property
     def warmup_bars(self) -> int:
         return WARMUP_BARS + self.rows_kept
 
+    def last_open(self, symbol: str) -> int | None:
+        """The open time of ``symbol``'s newest bar, or None before its first."""
+        slot = self._slot.get(symbol)
+        if slot is None or self._last_open[slot] < 0:
+            return None
+        return int(self._last_open[slot])
+
     def is_new(self, symbol: str, bar: np.ndarray) -> bool:
-        last = self.last_open.get(symbol)
+        last = self.last_open(symbol)
         return last is None or bar[0] > last
 
     def push(self, symbol: str, bar: np.ndarray) -> bool:
@@ -60,26 +72,40 @@ class BarBook:
     def push_many(self, bars: Mapping[str, np.ndarray]) -> list[str]:
         """Add one closed bar per symbol in one vectorised feature step (older or repeated
         bars are ignored); returns the symbols whose bar was new, sorted."""
-        new = sorted(s for s, bar in bars.items() if self.is_new(s, bar))
-        if not new:
+        symbols = sorted(bars)
+        if not symbols:
             return []
-        rows = np.stack([np.asarray(bars[s], dtype=np.float64) for s in new])
-        features, warm = self.features.push(new, rows)
-        for symbol, bar, row, ok in zip(new, rows, features, warm):
-            self._keep(symbol, bar, row if ok else None, ring=False)
-        if warm.any():
-            slots = self.slots([s for s, ok in zip(new, warm) if ok])
-            self._ring[slots, self._count[slots] % self.rows_kept] = features[warm]
-            self._vol[slots] = features[warm, VOL]
-            self._count[slots] += 1
-        return new
+        rows = np.stack([np.asarray(bars[s], dtype=np.float64) for s in symbols])
+        slots = self.slots(symbols)
+        fresh = rows[:, 0] > self._last_open[slots]
+        if not fresh.all():
+            if not fresh.any():
+                return []
+            symbols = [s for s, ok in zip(symbols, fresh) if ok]
+            rows, slots = rows[fresh], slots[fresh]
+        features, warm = self.features.push(symbols, rows)
+        self._last_open[slots] = rows[:, 0]
+        at = self._n_closes[slots] % HISTORY_BARS
+        self._closes[slots, at] = rows[:, 4]
+        self._logs[slots, at] = np.log(rows[:, 4])
+        self._n_closes[slots] += 1
+        if warm.all():
+            self._keep_rows(slots, features)
+        elif warm.any():
+            self._keep_rows(slots[warm], features[warm])
+        return symbols
+
+    def _keep_rows(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        self._ring[slots, self._count[slots] % self.rows_kept] = rows
+        self._vol[slots] = rows[:, VOL]
+        self._count[slots] += 1
 
     def extend(self, symbol: str, bars: np.ndarray) -> int:
         """Add a run of ``symbol``'s closed bars, oldest first (those not newer than the last
         one held are ignored); returns how many were new. A symbol the book has no bars of is
         filled by the batch engine in one call; a gap in a known one bar by bar."""
         bars = np.asarray(bars, dtype=np.float64).reshape(-1, 7)
-        last = self.last_open.get(symbol)
+        last = self.last_open(symbol)
         if last is not None:
             bars = bars[bars[:, 0] > last]
         if not len(bars):
@@ -89,100 +115,165 @@ class BarBook:
                 self.push_many({symbol: bar})
             return len(bars)
         rows = self.features.prefill_rows(symbol, bars)
-        warm_from = self.features.feature_set.warmup  # a row is served from this bar on
-        for i, bar in enumerate(bars):
-            self._keep(symbol, bar, rows[i] if i >= warm_from else None)
-        return len(bars)
-
-    def _keep(self, symbol: str, bar: np.ndarray, row: np.ndarray | None,
-              ring: bool = True) -> None:
-        self.last_open[symbol] = int(bar[0])
-        self.closes.setdefault(symbol, deque(maxlen=HISTORY_BARS)).append(float(bar[4]))
-        if row is not None:
-            self.rows.setdefault(symbol, deque(maxlen=self.rows_kept)).append(row)
-            if ring:
-                slot = int(self.slots([symbol])[0])
-                self._ring[slot, self._count[slot] % self.rows_kept] = row
-                self._vol[slot] = row[VOL]
-                self._count[slot] += 1
+        slot = self.slots([symbol])
+        n = len(bars)
+        self._last_open[slot] = bars[-1, 0]
+        keep = min(n, HISTORY_BARS)
+        at = np.arange(n - keep, n) % HISTORY_BARS
+        self._closes[slot, at] = bars[n - keep:, 4]
+        self._logs[slot, at] = np.log(bars[n - keep:, 4])
+        self._n_closes[slot] = n
+        warm = rows[self.features.feature_set.warmup:]  # a row is served from this bar on
+        if len(warm):
+            keep = min(len(warm), self.rows_kept)
+            self._ring[slot, np.arange(len(warm) - keep, len(warm)) % self.rows_kept] = \
+                warm[len(warm) - keep:]
+            self._vol[slot] = warm[-1, VOL]
+            self._count[slot] = len(warm)
+        return n
 
     def slots(self, symbols: list[str]) -> np.ndarray:
-        """The ring's slot of each symbol (a new symbol gets one)."""
+        """The rings' slot of each symbol (a new symbol gets one). Answers are kept (a slot
+        never moves): a bar asks for the same lists of symbols as the last bar, most bars."""
+        key = tuple(symbols)
+        found = self._slots_of.get(key)
+        if found is not None:
+            return found
         slot = self._slot
         for s in symbols:
             if s not in slot:
                 slot[s] = len(slot)
         if len(slot) > len(self._count):
-            grow = max(8, 2 * len(self._count), len(slot)) - len(self._count)
-            self._ring = np.concatenate([self._ring, np.zeros(
-                (grow, *self._ring.shape[1:]), dtype=np.float32)])
-            self._count = np.concatenate([self._count, np.zeros(grow, dtype=np.int64)])
-            self._vol = np.concatenate([self._vol, np.zeros(grow)])
-        return np.fromiter((slot[s] for s in symbols), dtype=np.intp, count=len(symbols))
+            self._grow(max(8, len(self._count) // 2, len(slot) - len(self._count)))
+        found = np.fromiter((slot[s] for s in symbols), dtype=np.intp, count=len(symbols))
+        found.flags.writeable = False
+        if len(self._slots_of) >= SLOT_LOOKUPS_KEPT:
+            self._slots_of.clear()
+        self._slots_of[key] = found
+        return found
+
+    def _grow(self, more: int) -> None:
+        def grown(a: np.ndarray, fill: float = 0) -> np.ndarray:
+            return np.concatenate([a, np.full((more, *a.shape[1:]), fill, dtype=a.dtype)])
+
+        self._ring, self._closes, self._logs = grown(self._ring), grown(self._closes), grown(
+            self._logs)
+        self._count, self._n_closes = grown(self._count), grown(self._n_closes)
+        self._vol, self._last_open = grown(self._vol), grown(self._last_open, -1)
 
     def missing_from(self, symbol: str, end_ms: int) -> int | None:
         """The open time from which bars before ``end_ms`` are missing, or None."""
-        last = self.last_open.get(symbol)
+        last = self.last_open(symbol)
         want_last = end_ms - 2 * self.step  # the bar before the one that closes at end_ms
         if last is not None and last >= want_last:
             return None
         start = end_ms - (self.warmup_bars + 1) * self.step
         return start if last is None else max(start, last + self.step)
 
+    def _slot_with_rows(self, symbol: str) -> int | None:
+        slot = self._slot.get(symbol)
+        return slot if slot is not None and self._count[slot] > 0 else None
+
     def warm(self, symbol: str) -> bool:
-        return bool(self.rows.get(symbol))
+        return self._slot_with_rows(symbol) is not None
+
+    def rows_count(self, symbol: str) -> int:
+        """How many feature rows the book holds for ``symbol`` (at most ``rows_kept``)."""
+        slot = self._slot_with_rows(symbol)
+        return 0 if slot is None else int(min(self._count[slot], self.rows_kept))
+
+    def kept_rows(self, symbol: str) -> np.ndarray | None:
+        """The feature rows held for ``symbol``, oldest first (float64), or None when none."""
+        slot = self._slot_with_rows(symbol)
+        if slot is None:
+            return None
+        count = int(self._count[slot])
+        k = min(count, self.rows_kept)
+        return self._ring[slot, np.arange(count - k, count) % self.rows_kept]
 
     def window(self, symbol: str, lookback: int, columns: np.ndarray | None = None
                ) -> np.ndarray:
-        """The last ``lookback`` feature rows (the first repeated when fewer exist), of
-        ``columns`` only when given (:func:`models.features.serving_columns`)."""
-        rows = list(self.rows[symbol])
-        if len(rows) < lookback:
-            rows = [rows[0]] * (lookback - len(rows)) + rows
-        out = np.asarray(rows[-lookback:], dtype=np.float32)
-        return out if columns is None else out[:, columns]
+        """The last ``lookback`` feature rows as float32 (the first repeated when fewer
+        exist), of ``columns`` only when given (:func:`models.features.serving_columns`)."""
+        if not self.warm(symbol):
+            raise KeyError(symbol)
+        return self.windows([symbol], lookback, columns)[0]
 
     def windows(self, symbols: list[str], lookback: int, columns: np.ndarray | None = None
                 ) -> np.ndarray:
-        """:meth:`window` of every symbol at once, (symbols, lookback, columns): one gather
-        from the ring, the same values (float32 of the rows kept, the oldest repeated where
-        fewer than ``lookback`` exist). Each symbol must be :meth:`warm`."""
+        """:meth:`window` of every symbol at once, (symbols, lookback, columns), float32 as
+        the models take it: one gather from the ring. Each symbol must be :meth:`warm`."""
         slots = self.slots(symbols)
         count = self._count[slots]
         k = self.rows_kept
         idx = count[:, None] - lookback + np.arange(lookback)
         idx = np.maximum(idx, np.maximum(count - k, 0)[:, None]) % k
         if columns is None:
-            return self._ring[slots[:, None], idx]
-        return self._ring[slots[:, None, None], idx[:, :, None], np.asarray(columns)[None, None]]
+            out = self._ring[slots[:, None], idx]
+        else:
+            out = self._ring[slots[:, None, None], idx[:, :, None],
+                             np.asarray(columns)[None, None]]
+        return out.astype(np.float32)
 
     def vol(self, symbol: str) -> float:
-        return float(self.rows[symbol][-1][VOL])
+        slot = self._slot_with_rows(symbol)
+        if slot is None:
+            raise KeyError(symbol)
+        return float(self._vol[slot])
 
     def vols(self, symbols: list[str]) -> np.ndarray:
         """:meth:`vol` of every symbol at once (float64, as the rows hold it)."""
         return self._vol[self.slots(symbols)]
 
     def close(self, symbol: str) -> float:
-        return self.closes[symbol][-1]
+        slot = self._slot.get(symbol)
+        if slot is None or not self._n_closes[slot]:
+            raise KeyError(symbol)
+        return float(self._closes[slot, (self._n_closes[slot] - 1) % HISTORY_BARS])
+
+    def closes_of(self, symbols: list[str]) -> np.ndarray:
+        """The newest close of every symbol at once (each must have a bar)."""
+        slots = self.slots(symbols)
+        return self._closes[slots, (self._n_closes[slots] - 1) % HISTORY_BARS]
 
     def close_at(self, symbol: str, t_ms: int) -> float | None:
         """The close of the bar that closed at ``t_ms``, if the book still holds it."""
-        last = self.last_open.get(symbol)
+        last = self.last_open(symbol)
         if last is None or (t_ms - last - self.step) % self.step:
             return None
         back = (last + self.step - t_ms) // self.step
-        closes = self.closes[symbol]
-        return closes[-1 - back] if 0 <= back < len(closes) else None
+        slot = self._slot[symbol]
+        n = int(self._n_closes[slot])
+        if not 0 <= back < min(n, HISTORY_BARS):
+            return None
+        return float(self._closes[slot, (n - 1 - back) % HISTORY_BARS])
+
+    def aligned_returns(self, symbols: list[str]) -> np.ndarray:
+        """Log returns of ``symbols`` over the span all of them cover, aligned from the newest
+        bar: (symbols with two closes or more, returns), one gather (the allocation's input:
+        :func:`appliance.allocation.group_volatility` takes the rows)."""
+        known = [s for s in symbols if s in self._slot]
+        slots = self.slots(known) if known else np.zeros(0, dtype=np.intp)
+        n = self._n_closes[slots]
+        slots, n = slots[n >= 2], n[n >= 2]
+        if not len(slots):
+            return np.zeros((0, 0))
+        m = int(min(n.min(), HISTORY_BARS))
+        idx = (n[:, None] - m + np.arange(m)) % HISTORY_BARS
+        return np.diff(self._logs[slots[:, None], idx], axis=1)
 
     def close_decimal(self, symbol: str) -> Decimal:
         return Decimal(repr(self.close(symbol)))
 
     def returns(self, symbol: str) -> np.ndarray:
-        closes = self.closes.get(symbol, ())
-        # fromiter: np.asarray walks a deque ~3x slower (0.5 ms for 50 symbols' day of closes)
-        c = np.fromiter(closes, dtype=np.float64, count=len(closes))
-        return np.diff(np.log(c)) if len(c) > 1 else np.zeros(0)
+        """Log returns of the closes held for ``symbol`` (up to ``HISTORY_BARS``), oldest
+        first."""
+        slot = self._slot.get(symbol)
+        n = 0 if slot is None else int(self._n_closes[slot])
+        k = min(n, HISTORY_BARS)
+        if k < 2:
+            return np.zeros(0)
+        return np.diff(self._logs[slot, np.arange(n - k, n) % HISTORY_BARS])
 
 
 def stored_bars(store: Store, lake: Lake, symbol: str, interval: str, start_ms: int,

@@ -77,6 +77,10 @@ class OrderBatch:
     orders: list[Order] = field(default_factory=list)
     refused: list[Order] = field(default_factory=list)
     venue_s: float = 0.0  # wall time spent in the venue's place_order (the network's share)
+    # when the last order was handed to the venue (perf_counter, process_time), and each
+    # order's bar close → leaving latency (observed once the venue has answered)
+    left: tuple[float, float] | None = None
+    latencies_ms: list[float] = field(default_factory=list)
 
     @property
     def positions(self) -> dict[str, Decimal]:
@@ -200,29 +204,35 @@ class OrderGateway:
             self.journal.append({"order_id": o.order_id, "book_id": o.book.book_id,
                                  "symbol": o.symbol, "side": o.side.value, "qty": str(o.qty),
                                  "ts": o.ts} for o in batch.orders)
-            if BATCH_FILLS in self.ctx.exchange.capabilities:
-                going = [o for o in batch.orders if not self._stopped(o)]
-                intents = [self._leaving(batch, o, t0) for o in going]
-                sent = time.perf_counter()
-                try:
-                    results = await self.ctx.exchange.place_orders(intents) if intents else []
-                finally:
-                    batch.venue_s += time.perf_counter() - sent
-                for order, result in zip(going, results):
+            try:
+                if BATCH_FILLS in self.ctx.exchange.capabilities:
+                    going = [o for o in batch.orders if not self._stopped(o)]
+                    intents = [self._leaving(batch, o, t0) for o in going]
+                    sent = batch.left[0] if batch.left else time.perf_counter()
+                    try:
+                        results = await self.ctx.exchange.place_orders(intents) if intents else []
+                    finally:
+                        batch.venue_s += time.perf_counter() - sent
+                    for order, result in zip(going, results):
+                        self._outcome(order, result, booked)
+                    return booked
+                for order in batch.orders:
+                    if self._stopped(order):
+                        continue
+                    intent = self._leaving(batch, order, t0)
+                    sent = time.perf_counter()
+                    try:
+                        result: Fill | ExchangeError = await self.ctx.exchange.place_order(intent)
+                    except ExchangeError as exc:
+                        result = exc
+                    finally:
+                        batch.venue_s += time.perf_counter() - sent
                     self._outcome(order, result, booked)
-                return booked
-            for order in batch.orders:
-                if self._stopped(order):
-                    continue
-                intent = self._leaving(batch, order, t0)
-                sent = time.perf_counter()
-                try:
-                    result: Fill | ExchangeError = await self.ctx.exchange.place_order(intent)
-                except ExchangeError as exc:
-                    result = exc
-                finally:
-                    batch.venue_s += time.perf_counter() - sent
-                self._outcome(order, result, booked)
+            finally:
+                observe = self.ctx.metrics.trade_latency_ms.observe
+                for ms in batch.latencies_ms:
+                    observe(ms)
+                batch.latencies_ms.clear()
         return booked
 
     def _stopped(self, order: Order) -> bool:
@@ -240,10 +250,11 @@ class OrderGateway:
         return True
 
     def _leaving(self, batch: OrderBatch, order: Order, t0: float | None) -> OrderIntent:
-        """The order as the venue gets it; its latency and its place in the rate cap count
-        from now."""
+        """The order as the venue gets it; its latency (bar close → handed to the venue) and
+        its place in the rate cap count from now."""
+        batch.left = (time.perf_counter(), time.process_time())
         if t0 is not None:
-            self.ctx.metrics.trade_latency_ms.observe((time.perf_counter() - t0) * 1000)
+            batch.latencies_ms.append((batch.left[0] - t0) * 1000)
         self.order_times.append(self.rate_time(batch.decided_ms))
         return OrderIntent(order.symbol, order.side, order.qty, reduce_only=order.reduce_only,
                            model_id=order.book.model_id, order_link_id=order.order_id,

@@ -5,16 +5,19 @@ registers one prod and two shadow models (rf, mlp, rf, trained on sim bars) over
 symbols, and feeds it closed 5m bars as the feed would. The traded symbols are the 21 of the
 default sim universe listed over the benchmark's days, or with ``--symbols N`` the N most traded
 symbols of a 400-pair universe listed throughout them (``symbols_above_bar`` says how many of
-them trade above the $10M bar). Per bar it times what lies between
-the bar closing and the last order leaving: the bar book's features, one batched ONNX call per
-model, sizing, lot rounding, the gateway's checks and its write-ahead row, the sends, and the
-shadow books' paper fills. Recording the bar afterwards is reported apart. Budget: p99 ≤ 2 ms
-at 50 symbols, ≤ 6 ms at 150. ``bar_to_orders_ms_p50``/``_p99`` are the worst case (threshold
-0: every book rebalances every symbol every bar); ``default_*`` the default threshold.
-``bar_to_orders_ex_venue_ms_*`` leave out the time inside the venue's ``place_order`` (the
-sim's paper matching here; the network and Bybit's engine live), ``bar_to_orders_cpu_ms_*``
-count CPU time (on a shared machine the wall figures also count other processes' turns).
-``--busy N`` runs N training processes meanwhile, at the job consumer's niceness.
+them trade above the $10M bar). Per bar it times what lies between the bar closing and the
+last order leaving, i.e. handed to the venue (the sim's ``place_orders`` here; live, the
+request written to Bybit): the bar book's features, one batched ONNX call per prod model,
+sizing, lot rounding, the gateway's checks and its write-ahead journal. That is the span the
+appliance's own ``trade_latency_ms`` histogram measures per order (and ``bench e2e`` reads).
+Budget: p99 ≤ 2 ms at 50 symbols, ≤ 6 ms at 150. ``bar_to_orders_ms_p50``/``_p99`` are the
+worst case (threshold 0: every book rebalances every symbol every bar); ``default_*`` the
+default threshold. ``bar_to_fills_ms_*`` run on until the venue has answered and its fills are
+in the books (``venue_ms_p50`` of it inside the venue: the sim's paper matching here, the
+network and Bybit's engine live); ``bar_to_orders_cpu_ms_*`` count CPU time (on a shared
+machine the wall figures also count other processes' turns). The shadow books' paper work and
+recording the bar come after and are reported apart. ``--busy N`` runs N training processes
+meanwhile, at the job consumer's niceness.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                              metrics=Metrics(), inline=True)
         _register(store, state, symbols, {s: b[:warm] for s, b in bars.items()}, clock.now())
         engine = TradingEngine(ctx)
-        decide, decide_cpu, venue, record, on_batch_cpu = [], [], [], [], []
+        decide, decide_cpu, answered, venue, record, on_batch_cpu = [], [], [], [], [], []
 
         async def go() -> None:
             await engine.start()
@@ -155,6 +158,7 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                 await engine.flush()
                 decide.append(engine.decide_ms)
                 decide_cpu.append(engine.decide_cpu_ms)
+                answered.append(engine.answered_ms)
                 venue.append(engine.decide_venue_ms)
                 record.append((time.perf_counter() - t1) * 1000)
 
@@ -166,17 +170,16 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
         store.close()
         bus.close()
     ms, rec = np.array(decide), np.array(record)
-    own = ms - np.array(venue)
     return {"symbols": len(symbols), "symbols_above_bar": len(above & set(symbols)),
             "models": 3, "bars": n_bars,
             "orders_per_bar": round(orders / n_bars, 1),
             "paper_fills_per_bar": round(paper / n_bars, 1),
             "bar_to_orders_ms_p50": round(float(np.percentile(ms, 50)), 3),
             "bar_to_orders_ms_p99": round(float(np.percentile(ms, 99)), 3),
-            # the same span less the time inside the venue's place_order (the sim's paper
-            # matching engine here; the network and Bybit's engine live): the engine's own
-            "bar_to_orders_ex_venue_ms_p50": round(float(np.percentile(own, 50)), 3),
-            "bar_to_orders_ex_venue_ms_p99": round(float(np.percentile(own, 99)), 3),
+            # on until the venue answered and its fills are booked (the sim's paper matching
+            # engine here; the network and Bybit's engine live)
+            "bar_to_fills_ms_p50": round(float(np.percentile(answered, 50)), 3),
+            "bar_to_fills_ms_p99": round(float(np.percentile(answered, 99)), 3),
             "venue_ms_p50": round(float(np.percentile(venue, 50)), 3),
             # the same span in CPU time: on a shared machine, the wall figures above also
             # count the time other processes held the cores

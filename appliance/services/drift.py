@@ -225,8 +225,7 @@ class DriftMonitor:
 
     def window(self, symbol: str, served: Served) -> np.ndarray | None:
         book = self.books.get(served.timeframe)
-        rows = book.rows.get(symbol) if book is not None else None
-        return np.asarray(rows, dtype=np.float64) if rows else None
+        return book.kept_rows(symbol) if book is not None else None
 
     def measure(self) -> dict[str, dict[str, float]]:
         """Every served symbol's per-feature KL, the symbols of one model binned together."""
@@ -278,7 +277,7 @@ class DriftMonitor:
                 "line": verdict.line, "zscore": verdict.zscore, "points": verdict.points,
                 "above": verdict.above,
                 "history": [[t / 1000, v] for t, v, _ in list(h.points)[-HISTORY_POINTS:]],
-                "moved": moved, "bars": len(self.books[served.timeframe].rows[symbol]),
+                "moved": moved, "bars": self.books[served.timeframe].rows_count(symbol),
                 "vol_ratio": vol, "vol_regime": self.regimes.get(symbol),
                 "last_retrain": None if last is None else {"ts": last[0] / 1000,
                                                            "run_id": last[1] or None}}

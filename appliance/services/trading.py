@@ -137,6 +137,7 @@ class TradingEngine:
         self.pending = Pending(0.0)
         self.decide_ms = 0.0
         self.decide_cpu_ms = 0.0
+        self.answered_ms = 0.0
         self.decide_venue_ms = 0.0
         self.bar_ms: int | None = None  # close of the bar being decided (or the last one)
         self.identity_gap: Decimal | None = None  # books − venue, as last reported
@@ -274,9 +275,12 @@ class TradingEngine:
                 b, mine, fractions, _, start_equity = decided
                 self.plan_prod(orders, b, mine, fractions, start_equity)
         await self.gateway.send(orders, t0)
-        self.decide_ms = (time.perf_counter() - t0) * 1000  # bar close → last order sent
-        self.decide_cpu_ms = (time.process_time() - c0) * 1000  # ... in CPU time
-        self.decide_venue_ms = orders.venue_s * 1000  # ... of which in the venue's calls
+        answered = (time.perf_counter(), time.process_time())
+        left = orders.left or answered
+        self.decide_ms = (left[0] - t0) * 1000  # bar close → the last order handed to the venue
+        self.decide_cpu_ms = (left[1] - c0) * 1000  # ... in CPU time
+        self.answered_ms = (answered[0] - t0) * 1000  # ... → the venue's answers booked
+        self.decide_venue_ms = orders.venue_s * 1000  # time inside the venue's calls
         for m in [m for m in models if m.mode != "prod"]:
             decided = self.targets(m, book, batch, fresh, tradable, rows, live)
             if decided is not None and not paused:
@@ -469,7 +473,7 @@ class TradingEngine:
             return self.weights
         self.weighed = (bar_ms, key)
         book = self.bar_books[TRADING_INTERVALS[0]]
-        vols = {g: group_volatility([book.returns(s) for s in symbols]) for g, symbols in key}
+        vols = {g: group_volatility(book.aligned_returns(symbols)) for g, symbols in key}
         return weights(vols, self.ctx.cfg.trading.allocation)
 
     async def record(self, marked_ts: int, rows: list[tuple], paper: list[tuple[Book, Any]],

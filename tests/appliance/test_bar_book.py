@@ -84,10 +84,10 @@ def test_a_symbol_with_too_few_bars_is_not_warm(bars) -> None:
     book.extend("SOLUSDT", bars["SOLUSDT"][:WARMUP_BARS])
     assert not book.warm("SOLUSDT")
     book.push("SOLUSDT", bars["SOLUSDT"][WARMUP_BARS])
-    assert book.warm("SOLUSDT") and len(book.rows["SOLUSDT"]) == 1
+    assert book.warm("SOLUSDT") and book.rows_count("SOLUSDT") == 1
     at_once = BarBook("5m")
     at_once.extend("SOLUSDT", bars["SOLUSDT"][:WARMUP_BARS + 1])
-    assert len(at_once.rows["SOLUSDT"]) == 1
+    assert at_once.rows_count("SOLUSDT") == 1
     np.testing.assert_allclose(at_once.window("SOLUSDT", 1),
                                expected(bars["SOLUSDT"], WARMUP_BARS, 1), rtol=1e-5, atol=1e-6)
 
@@ -107,3 +107,44 @@ def test_each_model_reads_its_own_columns_of_the_catalogue_row(bars) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="not all in the catalogue"):
         serving_columns("fs2", ["nope"])
+
+
+def test_closes_wrap_around_a_day_of_bars(bars) -> None:
+    """The book keeps a day of closes per symbol (allocation's volatility, funding prices):
+    older ones roll off, whether the bars came one by one or as history at once."""
+    from appliance.bar_book import HISTORY_BARS
+
+    eth = bars["ETHUSDT"]
+    filled, pushed = BarBook("5m", rows_kept=4), BarBook("5m", rows_kept=4)
+    filled.extend("ETHUSDT", eth[:400])
+    for bar in eth[:400]:
+        pushed.push("ETHUSDT", bar)
+    for book in (filled, pushed):
+        np.testing.assert_allclose(book.returns("ETHUSDT"),  # logs taken a bar or a run at a time
+                                   np.diff(np.log(eth[400 - HISTORY_BARS:400, 4])), rtol=0,
+                                   atol=1e-15)
+        newest = int(eth[399, 0]) + STEP  # when the newest bar closed
+        assert book.close_at("ETHUSDT", newest) == eth[399, 4] == book.close("ETHUSDT")
+        oldest = newest - (HISTORY_BARS - 1) * STEP
+        assert book.close_at("ETHUSDT", oldest) == eth[400 - HISTORY_BARS, 4]
+        assert book.close_at("ETHUSDT", oldest - STEP) is None  # rolled off
+        np.testing.assert_array_equal(book.closes_of(["ETHUSDT"]), [eth[399, 4]])
+    assert len(BarBook("5m").returns("ETHUSDT")) == 0
+
+
+def test_aligned_returns_are_each_symbols_returns_over_their_common_span(bars) -> None:
+    """The allocation's volatility input, one gather: the same numbers as each symbol's own
+    returns cut to the span every symbol covers (a newer symbol has fewer bars)."""
+    from appliance.allocation import group_volatility
+
+    book = BarBook("5m", rows_kept=4)
+    book.extend("BTCUSDT", bars["BTCUSDT"][:500])
+    book.extend("ETHUSDT", bars["ETHUSDT"][400:500])  # listed later: 100 bars
+    book.extend("SOLUSDT", bars["SOLUSDT"][499:500])  # one bar: no return yet
+    got = book.aligned_returns(["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"])
+    assert got.shape == (2, 99)
+    for row, s in zip(got, ("BTCUSDT", "ETHUSDT")):
+        np.testing.assert_array_equal(row, book.returns(s)[-99:])
+    assert group_volatility(got) == group_volatility(
+        [book.returns(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")])
+    assert book.aligned_returns(["XRPUSDT"]).shape == (0, 0)
