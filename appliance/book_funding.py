@@ -60,6 +60,25 @@ class FundingClerk:
         # the last settle stopped a book at a time whose rate is not published yet: the venue
         # may have charged it already, so the books lag the venue's account meanwhile
         self.waiting = False
+        # book id -> funding time -> {symbol: qty held then}, noted by :meth:`hold` before a
+        # bar's fills and kept until that time is paid
+        self.holdings: dict[str, dict[int, dict[str, object]]] = {}
+
+    def hold(self, books: Iterable[Book], upto_ms: int) -> None:
+        """Note what each book holds at every funding time up to ``upto_ms`` it has not paid
+        yet, before any of the bar's fills: :meth:`settle` then charges those quantities,
+        whenever it runs (after the bar's orders have left, so that no order waits for the
+        venue's rates; or bars later, when a rate is published late). A book that is gone is
+        forgotten."""
+        books = list(books)
+        for book in books:
+            for t, symbols in self.due(book, upto_ms):
+                at = self.holdings.setdefault(book.book_id, {})
+                if t not in at:
+                    at[t] = {s: book.qty(s) for s in symbols}
+        ids = {b.book_id for b in books}
+        for gone in [i for i in self.holdings if i not in ids]:
+            del self.holdings[gone]
 
     def due(self, book: Book, upto_ms: int) -> list[tuple[int, list[str]]]:
         """The funding times in ``(book.funded_to, upto_ms]`` (every hour: any symbol's
@@ -71,6 +90,18 @@ class FundingClerk:
             return []
         held = [(s, self.interval_of(s)) for s in book.open_symbols()]
         return [(t, [s for s, every in held if t % every == 0]) for t in times]
+
+    def owing(self, book: Book, upto_ms: int
+              ) -> list[tuple[int, list[str], dict[str, object] | None]]:
+        """:meth:`due`, each time with the symbols that pay then and what the book held
+        then where :meth:`hold` noted it (None: what it holds now counts)."""
+        held = self.holdings.get(book.book_id, {})
+        out = []
+        for t, symbols in self.due(book, upto_ms):
+            then = held.get(t)
+            out.append((t, symbols if then is None else [s for s, q in then.items() if q],
+                        then))
+        return out
 
     async def rate(self, symbol: str, t_ms: int, upto_ms: int | None = None) -> float | None:
         """The rate settled at ``t_ms``; None while the venue has none for it yet and the
@@ -89,7 +120,8 @@ class FundingClerk:
 
     async def settle(self, books: Iterable[Book], upto_ms: int, price_at: PriceAt) -> int:
         """Charge every funding time up to ``upto_ms`` that a book has not paid yet, on the
-        positions it holds now; returns the number of payments. A failed rate fetch propagates
+        positions it held then (:meth:`hold`; where nothing was noted, as after a restart,
+        those it holds now); returns the number of payments. A failed rate fetch propagates
         (the caller retries on the next bar): a book's ``funded_to`` moves past a funding time
         only once all of that time's rates are known, so none is ever paid twice.
 
@@ -102,21 +134,23 @@ class FundingClerk:
         self.waiting = False
         for book in books:
             assert book.funded_to is not None
-            for t, symbols in self.due(book, upto_ms):
+            held = self.holdings.get(book.book_id, {})
+            for t, symbols, then in self.owing(book, upto_ms):
                 rates = [await self.rate(symbol, t, upto_ms) for symbol in symbols]
                 if None in rates:
                     self.waiting = True
                     break  # one is not published yet: this time and later ones wait a bar
-                dues = [(symbol, book.qty(symbol), rate)
+                dues = [(symbol, then[symbol] if then is not None else book.qty(symbol), rate)
                         for symbol, rate in zip(symbols, rates) if rate]
                 for symbol, qty, rate in dues:
                     price = price_at(symbol, t)
                     if price is None:
                         self.owed.append((book, symbol, qty, t, rate))
                     else:
-                        book.pay_funding(symbol, price, rate)
+                        book.pay_funding(symbol, price, rate, qty=qty)
                         paid += 1
                 book.funded_to = t
+                held.pop(t, None)
         return paid
 
     async def fetch_rates(self, books: list[Book], upto_ms: int) -> None:
@@ -127,7 +161,7 @@ class FundingClerk:
         cancelled."""
         if not self.together:
             return
-        wanted = sorted({(s, t) for b in books for t, symbols in self.due(b, upto_ms)
+        wanted = sorted({(s, t) for b in books for t, symbols, _ in self.owing(b, upto_ms)
                          for s in symbols} - self.rates.keys())
         if len(wanted) < 2:
             return

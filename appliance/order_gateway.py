@@ -51,6 +51,7 @@ from appliance.order_journal import OrderJournal
 from appliance.risk import AccountView, RiskLimits, check_order, gross_exposure, moved_gross
 
 NAME = "trading"
+ZERO = Decimal(0)
 
 
 @dataclass
@@ -165,7 +166,7 @@ class OrderGateway:
         joins the batch (a refusal is kept, with its reason, to be recorded). The batch's
         positions and running gross exposure move with each order let through."""
         view = batch.view
-        price = view.prices.get(symbol, Decimal(0))
+        price = view.prices.get(symbol, ZERO)
         order = Order(book, symbol, side, qty, reduce_only, self.next_order_id(),
                       int(self.ctx.clock.now() * 1000), price)
         reason = "halted" if symbol in self.halted else check_order(
@@ -178,13 +179,11 @@ class OrderGateway:
                           book=book.book_id, reason=reason)
             return False
         positions = view.positions  # the batch's own dict (begin made it)
-        before = positions.get(symbol, Decimal(0))
+        before = positions.get(symbol, ZERO)
         after = before + (qty if side is Side.BUY else -qty)
         positions[symbol] = after  # type: ignore[index]
-        batch.view = AccountView(view.equity, positions, view.prices,
-                                 view.orders_last_minute + 1, view.daily_pnl,
-                                 view.maintenance_mode, view.disk_full,
-                                 moved_gross(view.gross, before, after, view.prices.get(symbol)))
+        view.orders_last_minute += 1
+        view.gross = moved_gross(view.gross, before, after, view.prices.get(symbol))
         batch.orders.append(order)
         return True
 
@@ -201,14 +200,14 @@ class OrderGateway:
         if not batch.orders:
             return booked
         with trio.CancelScope(shield=True):  # orders in flight are never abandoned
-            self.journal.append({"order_id": o.order_id, "book_id": o.book.book_id,
-                                 "symbol": o.symbol, "side": o.side.value, "qty": str(o.qty),
-                                 "ts": o.ts} for o in batch.orders)
+            self.journal.append_orders((o.order_id, o.book.book_id, o.symbol, o.side.value,
+                                        o.qty, o.ts) for o in batch.orders)
             try:
                 if BATCH_FILLS in self.ctx.exchange.capabilities:
                     going = [o for o in batch.orders if not self._stopped(o)]
                     intents = [self._leaving(batch, o, t0) for o in going]
-                    sent = batch.left[0] if batch.left else time.perf_counter()
+                    batch.left = time.perf_counter(), time.process_time()
+                    sent = batch.left[0]
                     try:
                         results = await self.ctx.exchange.place_orders(intents) if intents else []
                     finally:
@@ -220,7 +219,8 @@ class OrderGateway:
                     if self._stopped(order):
                         continue
                     intent = self._leaving(batch, order, t0)
-                    sent = time.perf_counter()
+                    batch.left = time.perf_counter(), time.process_time()
+                    sent = batch.left[0]
                     try:
                         result: Fill | ExchangeError = await self.ctx.exchange.place_order(intent)
                     except ExchangeError as exc:
@@ -252,9 +252,8 @@ class OrderGateway:
     def _leaving(self, batch: OrderBatch, order: Order, t0: float | None) -> OrderIntent:
         """The order as the venue gets it; its latency (bar close → handed to the venue) and
         its place in the rate cap count from now."""
-        batch.left = (time.perf_counter(), time.process_time())
         if t0 is not None:
-            batch.latencies_ms.append((batch.left[0] - t0) * 1000)
+            batch.latencies_ms.append((time.perf_counter() - t0) * 1000)
         self.order_times.append(self.rate_time(batch.decided_ms))
         return OrderIntent(order.symbol, order.side, order.qty, reduce_only=order.reduce_only,
                            model_id=order.book.model_id, order_link_id=order.order_id,

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
 #: what every journalled order carries (:meth:`OrderGateway.send` writes them)
 ENTRY_KEYS = frozenset({"order_id", "book_id", "symbol", "side", "qty", "ts"})
+QUOTED_KEPT = 4096  # book ids and symbols kept escaped
 
 
 class OrderJournal:
@@ -29,16 +31,39 @@ class OrderJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.damaged = 0  # lines the last entries() could not read (not a torn last one)
+        self._quoted: dict[str, str] = {}  # book ids and symbols as JSON strings
 
     def append(self, entries: Iterable[dict[str, Any]]) -> None:
         """One ``write`` for the whole batch: the entries are there, or (a crash before the
         call returned) none of them was sent."""
         dumps = json.JSONEncoder(separators=(",", ":")).encode
-        data = "".join(dumps(e) + "\n" for e in entries).encode()
-        if data:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+        self._write("".join(dumps(e) + "\n" for e in entries).encode())
+
+    def append_orders(self, orders: Iterable[tuple[str, str, str, str, Decimal, int]]) -> None:
+        """:meth:`append` of the gateway's orders as (order id, book id, symbol, side, qty,
+        ts): the same lines, one ``write``, without a JSON encoder per order (it cost ~4 µs
+        an order on the path from a bar to its orders). Book ids and symbols are escaped once
+        each and remembered; order ids (the gateway's own ``mt-<hex>``), sides (Buy, Sell),
+        decimal quantities and integer times need no escaping."""
+        quoted = self._quoted
+        lines = []
+        for order_id, book_id, symbol, side, qty, ts in orders:
+            book = quoted.get(book_id) or self._quote(book_id)
+            sym = quoted.get(symbol) or self._quote(symbol)
+            lines.append(f'{{"order_id":"{order_id}","book_id":{book},"symbol":{sym},'
+                         f'"side":"{side}","qty":"{qty}","ts":{ts:d}}}\n')
+        self._write("".join(lines).encode())
+
+    def _quote(self, text: str) -> str:
+        if len(self._quoted) >= QUOTED_KEPT:
+            self._quoted.clear()
+        out = self._quoted[text] = json.dumps(text)
+        return out
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
 
     def entries(self) -> list[dict[str, Any]]:
         """What the journal holds. A torn last line (no newline: a crash mid-write) is

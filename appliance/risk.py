@@ -45,9 +45,11 @@ class RiskLimits:
     max_daily_loss: Decimal = Decimal(5_000)  # at or past -this P&L today, only reducing orders
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AccountView:
-    """What the pre-trade check needs to know of the account, as the caller measured it."""
+    """What the pre-trade check needs to know of the account, as the caller measured it. A
+    batch of orders owns its view and moves it with each order it lets through (positions,
+    the order count, the running gross), so that the next order is checked after them."""
 
     equity: Decimal
     positions: Mapping[str, Decimal]  # signed base quantity: long > 0, short < 0

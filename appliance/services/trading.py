@@ -99,6 +99,19 @@ class Pending:
                        self.book_equity + later.book_equity, self.accounts + later.accounts)
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A model's decision on a bar: its book, the symbols, their class probabilities, target
+    fractions and closes, and the book's equity before the bar's fills."""
+
+    book: Book
+    symbols: list[str]
+    probs: np.ndarray
+    fractions: np.ndarray
+    closes: np.ndarray
+    start_equity: Any
+
+
 class TradingEngine:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -128,6 +141,8 @@ class TradingEngine:
         self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
+        # (bar, groups, weights) weighed ahead for that bar (:meth:`prepare_allocation`)
+        self.prepared: tuple[int, object, dict[str, float]] | None = None
         # each group's symbols, sorted, and what they were grouped from (registry version,
         # the books' groups)
         self.grouped: tuple[object, list[tuple[str, list[str]]]] = (None, [])
@@ -246,7 +261,6 @@ class TradingEngine:
             self.fmarks[symbol] = book.close(symbol)
         if not new or self.is_history(batch, book.step):
             return
-        await self.settle_funding(batch.end_ms)
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS,
                              lambda: self.ledger.equity(self.marks))
         await self.pool.refresh()
@@ -255,6 +269,13 @@ class TradingEngine:
         # a book opens at the bar it is first decided on: the venue fills its orders there
         # and charges them every funding time after, even when the engine decides it late
         opened, closing = self.ledger.sync(pooled, self.decided_at() or self.now_ms())
+        # funding is charged on what each book held at the funding time, before this bar's
+        # fills: noted now, paid once the orders have left (no order waits for the venue's
+        # rates), except by books winding down, which pay before their cash goes home
+        assert self.ledger.house is not None
+        self.funding.hold([self.ledger.house, *self.ledger.books.values()], batch.end_ms)
+        await self.settle_funding(batch.end_ms, [b for b in self.ledger.books.values()
+                                                 if b.state == CLOSING])
         await self.wind_down()
         self.weights = self.allocation(batch.end_ms)
         if self.ledger.fund(self.weights, self.marks) or opened or closing:
@@ -268,12 +289,13 @@ class TradingEngine:
         tradable = None if pairs is None else set(pairs)
         models = [m for m in pooled if m.timeframe == batch.interval]
         fresh = set(new)
-        # prod first: its orders leave before the shadow books' paper work begins
-        for m in [m for m in models if m.mode == "prod"]:
-            decided = self.targets(m, book, batch, fresh, tradable, rows, live)
-            if decided is not None:
-                b, mine, fractions, _, start_equity = decided
-                self.plan_prod(orders, b, mine, fractions, start_equity)
+        # prod first: its orders leave before anything else of the bar (its model rows, the
+        # next hour's weights, the shadow books' paper work)
+        prod = [(m, self.targets(m, book, fresh, tradable, live)) for m in models
+                if m.mode == "prod"]
+        for m, d in prod:
+            if d is not None:
+                self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity)
         await self.gateway.send(orders, t0)
         answered = (time.perf_counter(), time.process_time())
         left = orders.left or answered
@@ -281,24 +303,29 @@ class TradingEngine:
         self.decide_cpu_ms = (left[1] - c0) * 1000  # ... in CPU time
         self.answered_ms = (answered[0] - t0) * 1000  # ... → the venue's answers booked
         self.decide_venue_ms = orders.venue_s * 1000  # time inside the venue's calls
+        await self.settle_funding(batch.end_ms)
+        for m, d in prod:
+            if d is not None:
+                self.model_rows(m, batch, d, rows)
+        self.prepare_allocation(batch.end_ms + book.step)
         for m in [m for m in models if m.mode != "prod"]:
-            decided = self.targets(m, book, batch, fresh, tradable, rows, live)
-            if decided is not None and not paused:
-                b, mine, fractions, closes, start_equity = decided
-                paper += [(b, f) for f in self.desk.rebalance_many(
-                    b, mine, fractions, closes, float(start_equity),
-                    np.array([self.lots_f.get(s, np.nan) for s in mine]), batch.end_ms)]
+            d = self.targets(m, book, fresh, tradable, live)
+            if d is None:
+                continue
+            self.model_rows(m, batch, d, rows)
+            if not paused:
+                paper += [(d.book, f) for f in self.desk.rebalance_many(
+                    d.book, d.symbols, d.fractions, d.closes, float(d.start_equity),
+                    np.array([self.lots_f.get(s, np.nan) for s in d.symbols]), batch.end_ms)]
         self.tell_held()
         await self.record(batch.end_ms, rows, paper,
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
 
-    def targets(self, m: PooledModel, book: BarBook, batch: BarBatch, fresh: set[str],
-                tradable: set[str] | None, rows: list[tuple], live: list[Book]
-                ) -> tuple[Book, list[str], np.ndarray, np.ndarray, Any] | None:
+    def targets(self, m: PooledModel, book: BarBook, fresh: set[str],
+                tradable: set[str] | None, live: list[Book]) -> Decided | None:
         """Run model ``m`` on the bar's symbols it serves and size its targets (the same for
-        prod and shadow); its rows join ``rows`` and its book ``live``. Returns (book,
-        symbols, target fractions, closes, the book's equity before the bar's fills), or None
-        when its book is not open or it has nothing to decide."""
+        prod and shadow); its book joins ``live``. None when its book is not open or it has
+        nothing to decide."""
         b = self.ledger.books.get(m.book_id)
         if b is None or b.state != OPEN:
             return None
@@ -316,13 +343,16 @@ class TradingEngine:
         if tradable is not None:
             fractions[[s not in tradable for s in mine]] = 0.0
         closes = np.array([self.fmarks[s] for s in mine])
-        start_equity = b.equity(self.marks_for(b))
-        for symbol, p, fraction, close in zip(mine, probs.tolist(), fractions.tolist(),
-                                              closes.tolist()):
-            rows.append((batch.open_ms, m.model_id, symbol, m.mode, close, fraction, *p,
-                         b.book_id))
         self.ledger.dirty.add(b.book_id)
-        return b, mine, fractions, closes, start_equity
+        return Decided(b, mine, probs, fractions, closes, b.equity(self.marks_for(b)))
+
+    @staticmethod
+    def model_rows(m: PooledModel, batch: BarBatch, d: Decided, rows: list[tuple]) -> None:
+        """What model ``m`` decided on the bar, a row per symbol (recorded with the bar)."""
+        for symbol, p, fraction, close in zip(d.symbols, d.probs.tolist(), d.fractions.tolist(),
+                                              d.closes.tolist()):
+            rows.append((batch.open_ms, m.model_id, symbol, m.mode, close, fraction, *p,
+                         d.book.book_id))
 
     def tell_held(self) -> None:
         """Tell the feed which symbols the books hold (when that changed)."""
@@ -344,13 +374,17 @@ class TradingEngine:
                                    start, batch.open_ms)
             book.extend(symbol, bars)
 
-    async def settle_funding(self, upto_ms: int) -> None:
-        """Every open book pays the funding times up to this bar on what it holds (before the
-        bar's fills, as the venue charges it); an outage delays it to a later bar. The price is
-        the close of the bar that closed at the funding time; where the bar book lacks it, the
-        close of the last stored minute at or before it (the venue's own price)."""
+    async def settle_funding(self, upto_ms: int, books: list[Book] | None = None) -> None:
+        """Every book (or ``books``) pays the funding times up to this bar on what it held
+        then (before the bar's fills, as the venue charges it; :meth:`FundingClerk.hold`); an
+        outage delays it to a later bar. The price is the close of the bar that closed at the
+        funding time; where the bar book lacks it, the close of the last stored minute at or
+        before it (the venue's own price)."""
         assert self.ledger.house is not None
-        books = [self.ledger.house, *self.ledger.books.values()]
+        if books is None:
+            books = [self.ledger.house, *self.ledger.books.values()]
+        elif not books:
+            return
         watched = {b.book_id: b for b in [*books, *(o[0] for o in self.funding.owed)]}
         before = {i: (b.funded_to, b.cash) for i, b in watched.items()}
         stored = await self.stored_closes(books, upto_ms)
@@ -370,7 +404,7 @@ class TradingEngine:
                             ) -> dict[tuple[str, int], float]:
         """For each funding time due and held symbol the bar books cannot price: the close of
         the last stored 1m candle at or before it, as the venue prices funding."""
-        wanted = {(symbol, t) for b in books for t, symbols in self.funding.due(b, upto_ms)
+        wanted = {(symbol, t) for b in books for t, symbols, _ in self.funding.owing(b, upto_ms)
                   for symbol in symbols}
         wanted |= {(symbol, t) for _, symbol, _, t, _ in self.funding.owed}
         wanted = {(s, t) for s, t in wanted if self.close_at(s, t) is None}
@@ -472,9 +506,24 @@ class TradingEngine:
                 and not any(b.state == PENDING for b in self.ledger.books.values())):
             return self.weights
         self.weighed = (bar_ms, key)
+        prepared, self.prepared = self.prepared, None
+        if prepared is not None and prepared[:2] == (bar_ms, key):
+            return prepared[2]
+        return self.weigh(key)
+
+    def weigh(self, key: list[tuple[str, list[str]]]) -> dict[str, float]:
         book = self.bar_books[TRADING_INTERVALS[0]]
         vols = {g: group_volatility(book.aligned_returns(symbols)) for g, symbols in key}
         return weights(vols, self.ctx.cfg.trading.allocation)
+
+    def prepare_allocation(self, next_bar_ms: int) -> None:
+        """Weigh the groups now, after a bar's orders left, when the next bar is due for its
+        hourly reweighing: that bar's orders then do not wait for it (~1 ms at 150 symbols).
+        Its weights come from the closes up to this bar, a day of bars less the newest one;
+        a change of models or books, or a book waiting for capital, still weighs at once."""
+        key = self.grouped[1]
+        if next_bar_ms - self.weighed[0] >= HOUR_MS and key == self.weighed[1]:
+            self.prepared = (next_bar_ms, key, self.weigh(key))
 
     async def record(self, marked_ts: int, rows: list[tuple], paper: list[tuple[Book, Any]],
                      equities: dict[str, Any], orders: OrderBatch) -> None:

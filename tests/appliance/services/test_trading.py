@@ -515,6 +515,51 @@ async def test_books_pay_the_funding_the_venue_charges(make_ctx, autojump_clock)
 
 
 @pytest.mark.trio
+@pytest.mark.timeout(180)
+async def test_a_funding_bars_orders_leave_before_the_rates_are_asked_for(make_ctx,
+                                                                          autojump_clock):
+    """On a funding bar the books paid funding before the bar's orders, so the orders waited
+    for the venue's rates (on Bybit an HTTP round trip per held symbol). Now the books note
+    what they hold at the funding time, the orders leave, and then the rates are fetched and
+    paid on the noted positions: to the last digit what the venue charged, although that
+    bar's fills moved the positions."""
+    ctx = make_ctx(speed=60, start=START + 6.5 * 3600)  # 06:30 UTC: 08:00 is a funding time
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    await engine.start()
+    seen: list[tuple[str, int | None]] = []
+    place, rates = ctx.exchange.place_orders, engine.funding.rates_of
+
+    async def placing(intents):
+        seen.append(("orders", engine.bar_ms))
+        return await place(intents)
+
+    async def asking(symbol, start_ms, end_ms):
+        seen.append(("rates", engine.bar_ms))
+        return await rates(symbol, start_ms, end_ms)
+
+    async def drop_eth_before_eight() -> None:  # the 08:00 bar closes ETH: a position moves
+        await ctx.clock.sleep_until(START + 7.95 * 3600)
+        ctx.bus.set_tradable_pairs(["BTCUSDT"])
+
+    ctx.exchange.place_orders, engine.funding.rates_of = placing, asking
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drop_eth_before_eight)
+        await trade_for(ctx, engine, 2)
+    eight = int((START + 8 * 3600) * 1000)
+    assert ("rates", eight) in seen and ("orders", eight) in seen
+    assert seen.index(("orders", eight)) < seen.index(("rates", eight))
+    closed = [f for f in fills(ctx) if eight <= f["ts"] < eight + 60_000
+              and f["symbol"] == "ETHUSDT"]
+    assert closed and engine.ledger.house.qty("ETHUSDT") == 0
+    assert ctx.exchange.broker.funding_paid.get("ETHUSDT", 0) != 0  # paid on what was held
+    venue_paid = sum(ctx.exchange.broker.funding_paid.values())
+    (prod,) = [b for b in engine.ledger.books.values() if b.mode == "prod"]
+    assert venue_paid != 0 and prod.funding + engine.ledger.house.funding == venue_paid
+    assert_account_identity(ctx)
+
+
+@pytest.mark.trio
 async def test_a_symbol_funded_every_4_hours_is_charged_at_04_00_to_the_books_as_by_the_venue(
         make_ctx, autojump_clock):
     """Bybit sets a funding interval per symbol (``fundingInterval``: 8 hours for most, 4, 2
