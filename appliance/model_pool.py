@@ -61,6 +61,17 @@ class PooledModel:
         return frozenset(costs.get("excluded") or {})
 
 
+def warm_session(path: Any, symbols: int, n_columns: int) -> OnnxModel:
+    """The model's session, run once on zeros of the shape a bar hands it: onnxruntime's first
+    run of a session allocates and plans (milliseconds), and it would otherwise be the first
+    bar's, in front of its orders. A model whose graph does not take its run's columns fails
+    here, at load, instead of on that bar."""
+    session = OnnxModel(path)
+    session.predict(np.zeros((max(1, symbols), session.lookback or 1, n_columns),
+                             dtype=np.float32))
+    return session
+
+
 class ModelPool:
     def __init__(self, ctx: Any, on_refused: Callable[[str, str], Awaitable[None]]) -> None:
         self.ctx = ctx
@@ -93,7 +104,8 @@ class ModelPool:
                 columns = serving_columns(row.get("feature_set"),
                                           (row.get("params") or {}).get("features"))
                 path = await store.run(verified_onnx_path, store.store, model_id)
-                session = await self.ctx.io(OnnxModel, path)
+                session = await self.ctx.io(warm_session, path, len(row["symbols"]),
+                                            len(columns))
             except (RegistryError, OSError, ValueError) as exc:
                 await self.on_refused("model_refused", str(exc))
                 continue

@@ -256,9 +256,10 @@ class TradingEngine:
         book = self.bar_books[batch.interval]
         await self.catch_up(book, batch)
         new = book.push_many(batch.bars)
-        for symbol in new:  # prices to Decimal once a bar (and as floats for the paper books)
-            self.marks[symbol] = book.close_decimal(symbol)
-            self.fmarks[symbol] = book.close(symbol)
+        if new:  # prices to Decimal once a bar (and as floats for sizing and the paper books)
+            closes = book.closes_of(new).tolist()
+            self.fmarks.update(zip(new, closes))
+            self.marks.update(zip(new, map(Decimal, map(repr, closes))))
         if not new or self.is_history(batch, book.step):
             return
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS,
@@ -444,10 +445,11 @@ class TradingEngine:
         steps = np.array([self.steps_f.get(s, np.nan) for s in symbols])
         held = np.array([float(b.qty(s)) for s in symbols])
         target = target_lots(fractions, float(start_equity), prices, steps)
-        for i in np.flatnonzero(lots_change(target, held, steps)):
+        lots = target.tolist()
+        for i in np.flatnonzero(lots_change(target, held, steps)).tolist():
             symbol = symbols[i]
             inst = self.instruments[symbol]
-            order = order_for(b.qty(symbol), Decimal(int(target[i])) * inst.qty_step,
+            order = order_for(b.qty(symbol), Decimal(int(lots[i])) * inst.qty_step,
                               step=inst.qty_step, min_qty=inst.min_order_qty)
             if order is not None:
                 self.gateway.add(orders, b, symbol, *order)
