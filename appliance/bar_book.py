@@ -25,6 +25,9 @@ from models.features import FS2, WARMUP_BARS, FeatureBook
 VOL = FS2.names.index("vol_12")
 HISTORY_BARS = 288  # closes kept per symbol (a day of 5m bars): allocation's volatility
 SLOT_LOOKUPS_KEPT = 64  # lists of symbols whose slots are remembered
+# each column of the catalogue's row: the index of the indicator that computes it
+_INDICATOR_OF = np.concatenate([np.full(len(c), i) for i, c in enumerate(
+    FS2.indicator_columns())]).astype(np.intp)
 
 
 class BarBook:
@@ -49,6 +52,8 @@ class BarBook:
         self._logs = np.zeros((0, HISTORY_BARS))  # ... and their logs (returns, allocation)
         self._n_closes = np.zeros(0, dtype=np.int64)  # closes ever kept per slot
         self._last_open = np.zeros(0, dtype=np.int64)  # the newest bar's open time (-1: none)
+        # the newest rows whose other indicators are still to come (:meth:`finish`)
+        self._pending: tuple[np.ndarray, ...] | None = None
 
     @property
     def warmup_bars(self) -> int:
@@ -69,9 +74,22 @@ class BarBook:
         """Add one closed bar (an older or repeated one is ignored); True when it was new."""
         return bool(self.push_many({symbol: bar}))
 
-    def push_many(self, bars: Mapping[str, np.ndarray]) -> list[str]:
+    def indicators_of(self, columns: np.ndarray) -> tuple[int, ...]:
+        """The catalogue's indicators (indices) that give ``columns`` of a row, and the one
+        that gives the volatility sizing reads."""
+        return tuple(sorted({int(i) for i in _INDICATOR_OF[np.asarray(columns, dtype=np.intp)]}
+                            | {int(_INDICATOR_OF[VOL])}))
+
+    def push_many(self, bars: Mapping[str, np.ndarray],
+                  first: tuple[int, ...] | None = None) -> list[str]:
         """Add one closed bar per symbol in one vectorised feature step (older or repeated
-        bars are ignored); returns the symbols whose bar was new, sorted."""
+        bars are ignored); returns the symbols whose bar was new, sorted.
+
+        With ``first`` (:meth:`indicators_of`) only those indicators' columns of the new rows
+        are computed now (the prod models' windows read them; the row's other columns are NaN
+        meanwhile), the rest by :meth:`finish`, which every other call on the book runs
+        first."""
+        self.finish()
         symbols = sorted(bars)
         if not symbols:
             return []
@@ -83,27 +101,47 @@ class BarBook:
                 return []
             symbols = [s for s, ok in zip(symbols, fresh) if ok]
             rows, slots = rows[fresh], slots[fresh]
-        features, warm = self.features.push(symbols, rows)
+        features, warm = self.features.push(symbols, rows, first)
         self._last_open[slots] = rows[:, 0]
         at = self._n_closes[slots] % HISTORY_BARS
         self._closes[slots, at] = rows[:, 4]
         self._logs[slots, at] = np.log(rows[:, 4])
         self._n_closes[slots] += 1
         if warm.all():
-            self._keep_rows(slots, features)
+            at = self._keep_rows(slots, features)
         elif warm.any():
-            self._keep_rows(slots[warm], features[warm])
+            slots = slots[warm]
+            at = self._keep_rows(slots, features[warm])
+        else:
+            return symbols
+        if first is not None:
+            done = np.isin(_INDICATOR_OF, first)  # the columns computed already
+            self._pending = (slots, at, features, warm, done)
         return symbols
 
-    def _keep_rows(self, slots: np.ndarray, rows: np.ndarray) -> None:
-        self._ring[slots, self._count[slots] % self.rows_kept] = rows
+    def finish(self) -> None:
+        """The rest of the rows a ``push_many(..., first=...)`` left (a no-op otherwise)."""
+        if self._pending is None:
+            self.features.finish()
+            return
+        slots, at, features, warm, _ = self._pending
+        self._pending = None
+        self.features.finish()
+        self._ring[slots, at] = features[warm] if not warm.all() else features
+
+    def _keep_rows(self, slots: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Keep a row per slot; returns where in each slot's ring it went."""
+        at = self._count[slots] % self.rows_kept
+        self._ring[slots, at] = rows
         self._vol[slots] = rows[:, VOL]
         self._count[slots] += 1
+        return at
 
     def extend(self, symbol: str, bars: np.ndarray) -> int:
         """Add a run of ``symbol``'s closed bars, oldest first (those not newer than the last
         one held are ignored); returns how many were new. A symbol the book has no bars of is
         filled by the batch engine in one call; a gap in a known one bar by bar."""
+        self.finish()
         bars = np.asarray(bars, dtype=np.float64).reshape(-1, 7)
         last = self.last_open(symbol)
         if last is not None:
@@ -187,6 +225,7 @@ class BarBook:
         slot = self._slot_with_rows(symbol)
         if slot is None:
             return None
+        self.finish()
         count = int(self._count[slot])
         k = min(count, self.rows_kept)
         return self._ring[slot, np.arange(count - k, count) % self.rows_kept]
@@ -202,7 +241,11 @@ class BarBook:
     def windows(self, symbols: list[str], lookback: int, columns: np.ndarray | None = None
                 ) -> np.ndarray:
         """:meth:`window` of every symbol at once, (symbols, lookback, columns), float32 as
-        the models take it: one gather from the ring. Each symbol must be :meth:`warm`."""
+        the models take it: one gather from the ring. Each symbol must be :meth:`warm`.
+        Columns a split push has not computed yet are computed first (:meth:`finish`)."""
+        if self._pending is not None and (columns is None
+                                          or not self._pending[4][np.asarray(columns)].all()):
+            self.finish()
         slots = self.slots(symbols)
         count = self._count[slots]
         k = self.rows_kept

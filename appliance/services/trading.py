@@ -141,6 +141,8 @@ class TradingEngine:
         self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
+        # (registry version, interval) → the indicators its prod models read
+        self.first: tuple[object, tuple[int, ...] | None] = (None, None)
         # (bar, groups, weights) weighed ahead for that bar (:meth:`prepare_allocation`)
         self.prepared: tuple[int, object, dict[str, float]] | None = None
         # each group's symbols, sorted, and what they were grouped from (registry version,
@@ -255,7 +257,7 @@ class TradingEngine:
         t0, c0 = time.perf_counter(), time.process_time()
         book = self.bar_books[batch.interval]
         await self.catch_up(book, batch)
-        new = book.push_many(batch.bars)
+        new = book.push_many(batch.bars, self.prod_indicators(book))
         if new:  # prices to Decimal once a bar (and as floats for sizing and the paper books)
             closes = book.closes_of(new).tolist()
             self.fmarks.update(zip(new, closes))
@@ -304,6 +306,7 @@ class TradingEngine:
         self.decide_cpu_ms = (left[1] - c0) * 1000  # ... in CPU time
         self.answered_ms = (answered[0] - t0) * 1000  # ... → the venue's answers booked
         self.decide_venue_ms = orders.venue_s * 1000  # time inside the venue's calls
+        book.finish()  # the rows' columns no prod model reads
         await self.settle_funding(batch.end_ms)
         for m, d in prod:
             if d is not None:
@@ -321,6 +324,17 @@ class TradingEngine:
         self.tell_held()
         await self.record(batch.end_ms, rows, paper,
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
+
+    def prod_indicators(self, book: BarBook) -> tuple[int, ...] | None:
+        """The indicators the prod models of ``book``'s interval read (None: no prod model):
+        only these are computed before the bar's orders (:meth:`BarBook.push_many`)."""
+        key = (self.pool.version, book.interval)
+        if self.first[0] != key:
+            columns = [m.columns for m in self.pool.models.values()
+                       if m.mode == "prod" and m.timeframe == book.interval]
+            self.first = (key, book.indicators_of(np.concatenate(columns)) if columns
+                          else None)
+        return self.first[1]
 
     def targets(self, m: PooledModel, book: BarBook, fresh: set[str],
                 tradable: set[str] | None, live: list[Book]) -> Decided | None:

@@ -32,6 +32,8 @@ class FeatureBook:
         self._smoothers: dict[str, np.ndarray] = {}
         self._version = 0  # bumped when symbols come or go: invalidates the slot cache
         self._slot_cache: tuple[int, tuple[str, ...], np.ndarray] | None = None
+        # a push's indicators still to compute (:meth:`finish`)
+        self._pending: tuple[LiveSeries, np.ndarray, np.ndarray, list[int]] | None = None
         for symbol in symbols:
             self.add(symbol)
 
@@ -49,6 +51,7 @@ class FeatureBook:
 
     def add(self, symbol: str) -> None:
         """Track ``symbol`` (no bars yet); a no-op if it is tracked already."""
+        self.finish()
         if symbol in self._slots:
             return
         if not self._free:
@@ -60,6 +63,7 @@ class FeatureBook:
 
     def remove(self, symbol: str) -> None:
         """Forget ``symbol`` and its history; a no-op if it is not tracked."""
+        self.finish()
         slot = self._slots.pop(symbol, None)
         if slot is not None:
             self._free.append(slot)
@@ -135,14 +139,22 @@ class FeatureBook:
         self._count[slot] = n
         return out.T.copy()
 
-    def push(self, symbols: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def push(self, symbols: Sequence[str], rows: np.ndarray,
+             first: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Add one closed candle for each of ``symbols`` (unknown ones are added) and compute
         their features in one vectorised step.
 
         ``rows`` is (k, 7) ``[open_time, open, high, low, close, volume, turnover]``; each open
         time must be after that symbol's previous one. Returns ``(features, warm)``: (k,
         features) rows, NaN where not warm, and the (k,) warm mask.
+
+        With ``first`` (indices into the feature set's indicators) only those indicators'
+        columns are computed now, the others are NaN until :meth:`finish` fills them into the
+        same array (the trading engine: the prod models' columns before the bar's orders, the
+        rest after). Any other call on the book finishes a pending push first, so its state
+        never skips a bar.
         """
+        self.finish()
         bars = np.asarray(rows, dtype=np.float64)
         k = len(symbols)
         if bars.shape != (k, N_COLUMNS):
@@ -164,7 +176,7 @@ class FeatureBook:
             raise ValueError(f"push {symbols[i]}: bar open time {bars[i, OPEN_TIME]:.0f} is not "
                              f"after the previous bar's {last[i, OPEN_TIME]:.0f}")
         seen = count > 0
-        first = None if seen.all() else ~seen
+        split, first = first, None if seen.all() else ~seen
         prev = last if first is None else np.where(seen[:, None], last, bars)
         fs = self.feature_set
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -175,14 +187,34 @@ class FeatureBook:
             flat[:, newest] = stacked
             flat[:, newest - self._h] = stacked
             series = LiveSeries(self, inputs, slots, newest, first)
-            features = np.stack(fs.evaluate(series), axis=1)
+            if split is None:
+                features = np.stack(fs.evaluate(series), axis=1)
+            else:
+                features = np.full((k, len(fs.names)), np.nan)
+                fs.evaluate_into(series, features, split)
         count += 1
         self._count[slots] = count
         self._last[slots] = bars
         warm = count > fs.warmup
         if not warm.all():
             features[~warm] = np.nan
+        if split is not None:
+            self._pending = (series, features, warm,
+                             [i for i in range(len(fs.indicators)) if i not in set(split)])
         return features, warm
+
+    def finish(self) -> bool:
+        """Compute the indicators a ``push(..., first=...)`` left, into the features array it
+        returned; False when nothing was pending."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        series, features, warm, rest = pending
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            self.feature_set.evaluate_into(series, features, rest)
+        if not warm.all():
+            features[~warm] = np.nan
+        return True
 
     def _new_slots(self, symbols: Sequence[str], key: tuple[str, ...],
                    bars: np.ndarray) -> np.ndarray:

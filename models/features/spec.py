@@ -108,6 +108,30 @@ class FeatureSet:
         """Every feature, in ``names`` order."""
         return list(self.columns(series))
 
+    def indicator_columns(self) -> list[np.ndarray]:
+        """Each indicator's columns in ``names`` (in indicator order)."""
+        out, start = [], 0
+        for ind in self.indicators:
+            out.append(np.arange(start, start + len(ind.names)))
+            start += len(ind.names)
+        return out
+
+    def evaluate_into(self, series: Series, out: np.ndarray, which: Sequence[int]) -> None:
+        """The features of indicators ``which`` (indices into ``indicators``) into their
+        columns of ``out`` (rows, features); the other columns are left as they are. Each
+        indicator reads only the series, so evaluating some now and the rest later (on the
+        same series) gives what :meth:`evaluate` gives."""
+        columns = self.indicator_columns()
+        values: list[np.ndarray] = []
+        for i in which:
+            got = self.indicators[i].compute(series)
+            if len(got) != len(self.indicators[i].names):
+                raise ValueError(f"indicator {self.indicators[i].names} returned {len(got)} "
+                                 "arrays")
+            values.extend(got)
+        if values:
+            out[:, np.concatenate([columns[i] for i in which])] = np.stack(values, axis=1)
+
     def columns(self, series: Series) -> Iterator[np.ndarray]:
         """Every feature, in ``names`` order, one indicator at a time (a caller that stores
         each array as it comes lets the indicator's temporaries be reused while in cache)."""

@@ -148,3 +148,33 @@ def test_aligned_returns_are_each_symbols_returns_over_their_common_span(bars) -
     assert group_volatility(got) == group_volatility(
         [book.returns(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")])
     assert book.aligned_returns(["XRPUSDT"]).shape == (0, 0)
+
+
+def test_a_bar_split_for_the_prod_models_serves_their_columns_then_the_rest(bars) -> None:
+    """Before a bar's orders the engine computes only the indicators its prod models read
+    (and the volatility sizing reads); a window asking for any other column, the next bar, or
+    ``finish`` completes the rows, which are then those of a whole push."""
+    whole, split = BarBook("5m", rows_kept=4), BarBook("5m", rows_kept=4)
+    for book in (whole, split):
+        for s in SYMBOLS:
+            book.extend(s, bars[s][:200])
+    fs1 = serving_columns("fs1")
+    first = split.indicators_of(fs1)
+    assert len(first) < len(FS2.indicators)
+    for t in range(200, 230):
+        batch = {s: bars[s][t] for s in SYMBOLS}
+        whole.push_many(batch)
+        split.push_many(batch, first)
+        np.testing.assert_array_equal(split.windows(list(SYMBOLS), 4, fs1),
+                                      whole.windows(list(SYMBOLS), 4, fs1))
+        np.testing.assert_array_equal(split.vols(list(SYMBOLS)), whole.vols(list(SYMBOLS)))
+        if t % 2:
+            split.finish()
+        if t % 5 == 0:  # a shadow on the whole catalogue: finished first
+            np.testing.assert_array_equal(split.windows(list(SYMBOLS), 4),
+                                          whole.windows(list(SYMBOLS), 4))
+    split.finish()
+    for s in SYMBOLS:
+        np.testing.assert_array_equal(split.kept_rows(s), whole.kept_rows(s))
+        np.testing.assert_allclose(split.window(s, 4), expected(bars[s], 229, 4), rtol=1e-5,
+                                   atol=1e-6)

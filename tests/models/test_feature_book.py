@@ -131,3 +131,36 @@ def test_bench_features_measures_what_it_says():
     assert live["features_live_5_parity_max_abs_diff"] <= BOUND
     assert live["features_live_5_step_us_p50"] <= live["features_live_5_step_us_p99"]
     assert live["features_live_5_book_bytes_per_symbol"] <= 16 * 1024
+
+
+def test_a_split_push_gives_the_same_rows_as_a_whole_one(candles):
+    """The trading engine computes the prod models' indicators before a bar's orders and the
+    rest after (``push(..., first=...)`` then ``finish``): bar after bar, with the smoothers of
+    both halves carried on, the rows are the whole push's to the last bit, and a push or a
+    prefill that comes before ``finish`` finishes the pending one first."""
+    from models.features import FS2
+
+    whole, split = FeatureBook(feature_set=FS2), FeatureBook(feature_set=FS2)
+    eth, ada = candles["ETH"], candles["ADA"]
+    for book in (whole, split):
+        book.prefill("ETH", eth[:150])
+        book.prefill("ADA", ada[:150])
+    first = [0, 1, 5, 6]  # returns, volatility, rsi, macd: smoothers on both sides (atr)
+    later = [i for i in range(len(FS2.indicators)) if i not in first]
+    now_cols = np.concatenate([FS2.indicator_columns()[i] for i in first])
+    later_cols = np.concatenate([FS2.indicator_columns()[i] for i in later])
+    for t in range(150, 190):
+        rows = np.stack([eth[t], ada[t]])
+        want, _ = whole.push(["ETH", "ADA"], rows)
+        got, warm = split.push(["ETH", "ADA"], rows, first=first)
+        assert warm.all() and np.array_equal(got[:, now_cols], want[:, now_cols])
+        assert np.isnan(got[:, later_cols]).all()
+        if t % 3:  # most bars the engine finishes; else the next push does it first
+            assert split.finish()
+            assert np.array_equal(got, want)
+    assert split.finish() and not split.finish()
+    split.push(["ETH"], eth[190][None], first=first)
+    split.prefill("ADA", ada[:191])  # finishes ETH's bar before touching the book
+    want, _ = whole.push(["ETH"], eth[190][None])
+    np.testing.assert_array_equal(split.push(["ETH"], eth[191][None])[0],
+                                  whole.push(["ETH"], eth[191][None])[0])
