@@ -208,6 +208,13 @@ class BarBook:
         start = end_ms - (self.warmup_bars + 1) * self.step
         return start if last is None else max(start, last + self.step)
 
+    def lacking(self, symbols: list[str], end_ms: int) -> list[str]:
+        """Those of ``symbols`` for which :meth:`missing_from` finds bars missing before
+        ``end_ms`` (one comparison for all of them: most bars, none)."""
+        slots = self.slots(symbols)
+        behind = np.flatnonzero(self._last_open[slots] < end_ms - 2 * self.step)
+        return [symbols[i] for i in behind.tolist()]
+
     def _slot_with_rows(self, symbol: str) -> int | None:
         slot = self._slot.get(symbol)
         return slot if slot is not None and self._count[slot] > 0 else None

@@ -381,7 +381,7 @@ class TradingEngine:
         """Bars the book lacks before this batch come from stored candles (the engine was
         restarted or cut off); never from the exchange."""
         store = self.ctx.store
-        for symbol in sorted(batch.bars):
+        for symbol in book.lacking(sorted(batch.bars), batch.end_ms):
             start = book.missing_from(symbol, batch.end_ms)
             if start is None:
                 continue

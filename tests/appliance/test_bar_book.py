@@ -72,6 +72,8 @@ def test_old_or_repeated_bars_are_ignored_and_a_gap_is_filled_in_order(bars) -> 
     assert book.push_many({"BTCUSDT": btc[200], "ETHUSDT": eth[199]}) == ["BTCUSDT"]
     assert book.extend("ETHUSDT", eth[150:210]) == 10  # only the bars after its last
     assert book.missing_from("ETHUSDT", int(eth[210, 0]) + STEP) is None
+    assert book.lacking(["BTCUSDT", "ETHUSDT", "SOLUSDT"], int(eth[210, 0]) + STEP) == [
+        "BTCUSDT", "SOLUSDT"]  # BTC's last bar is 200, SOL has none
     np.testing.assert_allclose(book.window("ETHUSDT", 4), expected(eth, 209, 4), rtol=1e-5,
                                atol=1e-6)
     assert book.close_at("ETHUSDT", int(eth[205, 0]) + STEP) == eth[205, 4]
