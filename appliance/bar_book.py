@@ -11,6 +11,7 @@ symbol's history is filled by the batch engine in one call (``extend``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -28,6 +29,14 @@ SLOT_LOOKUPS_KEPT = 64  # lists of symbols whose slots are remembered
 # each column of the catalogue's row: the index of the indicator that computes it
 _INDICATOR_OF = np.concatenate([np.full(len(c), i) for i, c in enumerate(
     FS2.indicator_columns())]).astype(np.intp)
+
+
+@functools.lru_cache(maxsize=64)
+def _computed(first: tuple[int, ...]) -> np.ndarray:
+    """Which columns of a row indicators ``first`` compute (a mask)."""
+    done = np.isin(_INDICATOR_OF, first)
+    done.flags.writeable = False
+    return done
 
 
 class BarBook:
@@ -115,8 +124,7 @@ class BarBook:
         else:
             return symbols
         if first is not None:
-            done = np.isin(_INDICATOR_OF, first)  # the columns computed already
-            self._pending = (slots, at, features, warm, done)
+            self._pending = (slots, at, features, warm, _computed(first))
         return symbols
 
     def finish(self) -> None:

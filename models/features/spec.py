@@ -18,6 +18,7 @@ engine's ``Series``, next to the existing ones.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -116,12 +117,16 @@ class FeatureSet:
             start += len(ind.names)
         return out
 
+    def columns_of(self, which: Sequence[int]) -> np.ndarray:
+        """The columns of indicators ``which``, in that order (remembered per set and list:
+        a bar asks for the same ones)."""
+        return _columns_of(self, tuple(which))
+
     def evaluate_into(self, series: Series, out: np.ndarray, which: Sequence[int]) -> None:
         """The features of indicators ``which`` (indices into ``indicators``) into their
         columns of ``out`` (rows, features); the other columns are left as they are. Each
         indicator reads only the series, so evaluating some now and the rest later (on the
         same series) gives what :meth:`evaluate` gives."""
-        columns = self.indicator_columns()
         values: list[np.ndarray] = []
         for i in which:
             got = self.indicators[i].compute(series)
@@ -130,7 +135,7 @@ class FeatureSet:
                                  "arrays")
             values.extend(got)
         if values:
-            out[:, np.concatenate([columns[i] for i in which])] = np.stack(values, axis=1)
+            out[:, self.columns_of(which)] = np.stack(values, axis=1)
 
     def columns(self, series: Series) -> Iterator[np.ndarray]:
         """Every feature, in ``names`` order, one indicator at a time (a caller that stores
@@ -141,6 +146,14 @@ class FeatureSet:
                 raise ValueError(f"indicator {ind.names} returned {len(values)} arrays")
             yield from values
             del values
+
+
+@functools.lru_cache(maxsize=64)
+def _columns_of(fs: FeatureSet, which: tuple[int, ...]) -> np.ndarray:
+    columns = fs.indicator_columns()
+    out = np.concatenate([columns[i] for i in which]) if which else np.zeros(0, dtype=np.intp)
+    out.flags.writeable = False
+    return out
 
 
 def flat_windows(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
