@@ -13,7 +13,8 @@ Its parts, each in a module named for it:
 * the **paper desk** (:mod:`appliance.services.paper_desk`): the shadow books' paper fills, at the
   venue's quoted spreads;
 * the **funding clerk** (:mod:`appliance.book_funding`): every book pays the funding of what it
-  holds at each funding time, before the bar's fills (as the venue charges it).
+  held at each funding time, before the bar's fills (as the venue charges it), noted before
+  the bar's orders and paid after they left.
 
 On each closed bar of an interval the engine updates the bar book, lets the ledger follow the
 registry (new books for new mode periods; books of models that left theirs are closed, prod ones
@@ -21,7 +22,8 @@ by reduce-only orders), funds pending books, runs every model of that interval o
 over its symbols, and sizes each target the same way for prod and shadow
 (:mod:`appliance.sizing`): prod rounds to the lot and goes through the gateway, shadow is filled
 on paper. The prod models run first and their orders leave before any shadow model runs, so the
-paper books never delay an order. One transaction then records what every model wanted, the paper fills, the books that
+paper books never delay an order, and only the indicators the prod models read are computed
+before them (the rest of the bar's rows after). One transaction then records what every model wanted, the paper fills, the books that
 changed, every book's equity and the account's.
 """
 
@@ -142,7 +144,7 @@ class TradingEngine:
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
         # (registry version, interval) → the indicators its prod models read
-        self.first: tuple[object, tuple[int, ...] | None] = (None, None)
+        self.prod_first: tuple[object, tuple[int, ...] | None] = (None, None)
         # (bar, groups, weights) weighed ahead for that bar (:meth:`prepare_allocation`)
         self.prepared: tuple[int, object, dict[str, float]] | None = None
         # each group's symbols, sorted, and what they were grouped from (registry version,
@@ -263,6 +265,7 @@ class TradingEngine:
             self.fmarks.update(zip(new, closes))
             self.marks.update(zip(new, map(Decimal, map(repr, closes))))
         if not new or self.is_history(batch, book.step):
+            book.finish()  # nothing is decided: the whole rows now
             return
         self.gateway.new_day(batch.end_ms - batch.end_ms % DAY_MS,
                              lambda: self.ledger.equity(self.marks))
@@ -329,12 +332,12 @@ class TradingEngine:
         """The indicators the prod models of ``book``'s interval read (None: no prod model):
         only these are computed before the bar's orders (:meth:`BarBook.push_many`)."""
         key = (self.pool.version, book.interval)
-        if self.first[0] != key:
+        if self.prod_first[0] != key:
             columns = [m.columns for m in self.pool.models.values()
                        if m.mode == "prod" and m.timeframe == book.interval]
-            self.first = (key, book.indicators_of(np.concatenate(columns)) if columns
+            self.prod_first = (key, book.indicators_of(np.concatenate(columns)) if columns
                           else None)
-        return self.first[1]
+        return self.prod_first[1]
 
     def targets(self, m: PooledModel, book: BarBook, fresh: set[str],
                 tradable: set[str] | None, live: list[Book]) -> Decided | None:
