@@ -28,18 +28,13 @@ def group_volatility(returns: Sequence[np.ndarray] | np.ndarray) -> float | None
     """Per-bar volatility of the equal-weighted returns of a group's symbols (aligned from the
     end), or None with fewer than 20 common bars. An (symbols, bars) array is taken as it is
     (:meth:`appliance.bar_book.BarBook.aligned_returns`: already aligned)."""
-    if isinstance(returns, np.ndarray) and returns.ndim == 2:
-        if returns.shape[0] == 0 or returns.shape[1] < 20:
-            return None
-        vol = float(np.std(np.mean(returns, axis=0), ddof=1))
-        return vol if math.isfinite(vol) and vol > 0 else None
-    series = [np.asarray(r, dtype=np.float64) for r in returns if len(r)]
-    if not series:
+    if not (isinstance(returns, np.ndarray) and returns.ndim == 2):
+        series = [np.asarray(r, dtype=np.float64) for r in returns if len(r)]
+        n = min((len(r) for r in series), default=0)
+        returns = np.array([r[-n:] for r in series]) if series else np.zeros((0, 0))
+    if returns.shape[0] == 0 or returns.shape[1] < 20:
         return None
-    n = min(len(r) for r in series)
-    if n < 20:
-        return None
-    vol = float(np.std(np.mean([r[-n:] for r in series], axis=0), ddof=1))
+    vol = float(np.std(np.mean(returns, axis=0), ddof=1))
     return vol if math.isfinite(vol) and vol > 0 else None
 
 

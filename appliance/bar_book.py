@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from decimal import Decimal
 
 import numpy as np
 
@@ -51,10 +50,9 @@ class BarBook:
         self.rows_kept = rows_kept
         # the catalogue (fs1's columns first): each model reads its own columns of a row
         self.features = FeatureBook(feature_set=FS2)
-        self._n_features = len(FS2.names)
         self._slot: dict[str, int] = {}
         self._slots_of: dict[tuple[str, ...], np.ndarray] = {}  # lookups (slots never move)
-        self._ring = np.zeros((0, rows_kept, self._n_features))  # slots × rows × features
+        self._ring = np.zeros((0, rows_kept, len(FS2.names)))  # slots × rows × features
         self._count = np.zeros(0, dtype=np.int64)  # rows ever kept per slot
         self._vol = np.zeros(0)  # the newest row's volatility per slot
         self._closes = np.zeros((0, HISTORY_BARS))  # slots × closes (a ring)
@@ -74,10 +72,6 @@ class BarBook:
         if slot is None or self._last_open[slot] < 0:
             return None
         return int(self._last_open[slot])
-
-    def is_new(self, symbol: str, bar: np.ndarray) -> bool:
-        last = self.last_open(symbol)
-        return last is None or bar[0] > last
 
     def push(self, symbol: str, bar: np.ndarray) -> bool:
         """Add one closed bar (an older or repeated one is ignored); True when it was new."""
@@ -129,13 +123,11 @@ class BarBook:
 
     def finish(self) -> None:
         """The rest of the rows a ``push_many(..., first=...)`` left (a no-op otherwise)."""
-        if self._pending is None:
-            self.features.finish()
-            return
-        slots, at, features, warm, _ = self._pending
-        self._pending = None
-        self.features.finish()
-        self._ring[slots, at] = features[warm] if not warm.all() else features
+        self.features.finish()  # (pending there alone when no new row was warm)
+        if self._pending is not None:
+            slots, at, features, warm, _ = self._pending
+            self._pending = None
+            self._ring[slots, at] = features if warm.all() else features[warm]
 
     def _keep_rows(self, slots: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Keep a row per slot; returns where in each slot's ring it went."""
@@ -319,9 +311,6 @@ class BarBook:
         m = int(min(n.min(), HISTORY_BARS))
         idx = (n[:, None] - m + np.arange(m)) % HISTORY_BARS
         return np.diff(self._logs[slots[:, None], idx], axis=1)
-
-    def close_decimal(self, symbol: str) -> Decimal:
-        return Decimal(repr(self.close(symbol)))
 
     def returns(self, symbol: str) -> np.ndarray:
         """Log returns of the closes held for ``symbol`` (up to ``HISTORY_BARS``), oldest

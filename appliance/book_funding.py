@@ -6,9 +6,9 @@ must charge the same amounts to the books that held the positions, or the accoun
 out a cost its prod book would pay. So on each decided bar every open book pays each funding
 time in ``(book.funded_to, bar close]`` on the positions it held then (noted by :meth:`hold`
 before any of the bar's fills; the payment itself comes after the bar's orders have left, so
-that no order waits for the venue's rates), at the price of that moment (the close of the bar that closed then; when that bar has not arrived
-yet, the payment is owed on the quantity held at the funding time and made when it does) and
-the venue's rate
+that no order waits for the venue's rates), at the price of that moment (the close of the bar
+that closed then; when that bar has not arrived yet, the payment is owed on the quantity held
+at the funding time and made when it does) and the venue's rate
 (:meth:`Exchange.funding_rates`: the sim's series, Bybit's funding history, a replay's file).
 
 Each symbol pays on its own schedule: every 8 hours for most, every 4, 2 or 1 hours for some on

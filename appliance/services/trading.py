@@ -329,14 +329,16 @@ class TradingEngine:
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
 
     def prod_indicators(self, book: BarBook) -> tuple[int, ...] | None:
-        """The indicators the prod models of ``book``'s interval read (None: no prod model):
-        only these are computed before the bar's orders (:meth:`BarBook.push_many`)."""
+        """The indicators the prod models of ``book``'s interval read: only these are
+        computed before the bar's orders (:meth:`BarBook.push_many`). None (no split) when
+        there is no prod model or they read every indicator."""
         key = (self.pool.version, book.interval)
         if self.prod_first[0] != key:
             columns = [m.columns for m in self.pool.models.values()
                        if m.mode == "prod" and m.timeframe == book.interval]
-            self.prod_first = (key, book.indicators_of(np.concatenate(columns)) if columns
-                          else None)
+            first = book.indicators_of(np.concatenate(columns)) if columns else None
+            whole = first is not None and len(first) == len(book.features.feature_set.indicators)
+            self.prod_first = (key, None if whole else first)
         return self.prod_first[1]
 
     def targets(self, m: PooledModel, book: BarBook, fresh: set[str],

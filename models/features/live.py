@@ -199,8 +199,9 @@ class FeatureBook:
         if not warm.all():
             features[~warm] = np.nan
         if split is not None:
+            chosen = set(split)
             self._pending = (series, features, warm,
-                             [i for i in range(len(fs.indicators)) if i not in set(split)])
+                             [i for i in range(len(fs.indicators)) if i not in chosen])
         return features, warm
 
     def finish(self) -> bool:

@@ -127,13 +127,7 @@ class FeatureSet:
         columns of ``out`` (rows, features); the other columns are left as they are. Each
         indicator reads only the series, so evaluating some now and the rest later (on the
         same series) gives what :meth:`evaluate` gives."""
-        values: list[np.ndarray] = []
-        for i in which:
-            got = self.indicators[i].compute(series)
-            if len(got) != len(self.indicators[i].names):
-                raise ValueError(f"indicator {self.indicators[i].names} returned {len(got)} "
-                                 "arrays")
-            values.extend(got)
+        values = [v for i in which for v in _computed(self.indicators[i], series)]
         if values:
             out[:, self.columns_of(which)] = np.stack(values, axis=1)
 
@@ -141,11 +135,17 @@ class FeatureSet:
         """Every feature, in ``names`` order, one indicator at a time (a caller that stores
         each array as it comes lets the indicator's temporaries be reused while in cache)."""
         for ind in self.indicators:
-            values = ind.compute(series)
-            if len(values) != len(ind.names):
-                raise ValueError(f"indicator {ind.names} returned {len(values)} arrays")
+            values = _computed(ind, series)
             yield from values
             del values
+
+
+def _computed(ind: Indicator, series: Series) -> Sequence[np.ndarray]:
+    """``ind`` on ``series``: one array per name it declares, or ValueError."""
+    values = ind.compute(series)
+    if len(values) != len(ind.names):
+        raise ValueError(f"indicator {ind.names} returned {len(values)} arrays")
+    return values
 
 
 @functools.lru_cache(maxsize=64)
