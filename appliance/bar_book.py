@@ -96,7 +96,7 @@ class BarBook:
         symbols = sorted(bars)
         if not symbols:
             return []
-        rows = np.stack([np.asarray(bars[s], dtype=np.float64) for s in symbols])
+        rows = np.array([bars[s] for s in symbols], dtype=np.float64)
         slots = self.slots(symbols)
         fresh = rows[:, 0] > self._last_open[slots]
         if not fresh.all():
@@ -221,6 +221,13 @@ class BarBook:
 
     def warm(self, symbol: str) -> bool:
         return self._slot_with_rows(symbol) is not None
+
+    def warm_of(self, symbols: list[str]) -> set[str]:
+        """Those of ``symbols`` that :meth:`warm` says are warm, in one comparison."""
+        if not symbols:
+            return set()
+        held = self._count[self.slots(symbols)] > 0
+        return set(symbols) if held.all() else {s for s, ok in zip(symbols, held) if ok}
 
     def rows_count(self, symbol: str) -> int:
         """How many feature rows the book holds for ``symbol`` (at most ``rows_kept``)."""

@@ -110,10 +110,16 @@ class Book:
         """Cash plus every open position at ``marks`` (a position without a mark is valued at
         its cost, which no mark has moved)."""
         eq = self.cash
+        exact = self.exact
         for symbol, h in self.positions.items():
             if h.qty:
                 mark = marks.get(symbol)
-                eq += h.qty * self.num(mark) if mark is not None else h.cost
+                if mark is None:
+                    eq += h.cost
+                elif exact is isinstance(mark, Decimal):  # already this book's number type
+                    eq += h.qty * mark
+                else:
+                    eq += h.qty * self.num(mark)
         return eq
 
     def apply(self, symbol: str, qty: Num, price: Num, fee: Num, ts: int) -> BookFill:

@@ -74,6 +74,11 @@ class Ledger:
         assert self.house is not None
         return account_equity(self.house, self.prod_books(), marks)
 
+    def account_equities(self, marks: Mapping[str, Num]) -> dict[str, Num]:
+        """Each account book's equity at ``marks``, the house first: they add up to
+        :meth:`equity` (for a caller that needs both)."""
+        return {b.book_id: b.equity(marks) for b in self.account_books()}
+
     def positions(self) -> dict[str, Num]:
         """What the venue should hold, per symbol."""
         return net_positions(self.account_books())
@@ -104,11 +109,12 @@ class Ledger:
     def fund(self, weights: Mapping[str, float], marks: Mapping[str, Num]) -> list[Book]:
         """Give pending books their capital; returns the books funded."""
         assert self.house is not None
+        pending = [b for b in self.books.values() if b.state == PENDING]
+        if not pending:
+            return []  # most bars: the account's equity is not needed
         funded = []
         account = self.equity(marks)
-        for b in sorted(self.books.values(), key=lambda b: (b.opened_ms, b.book_id)):
-            if b.state != PENDING:
-                continue
+        for b in sorted(pending, key=lambda b: (b.opened_ms, b.book_id)):
             share = Decimal(repr(float(weights.get(b.group, 0.0))))
             if b.mode == "shadow":
                 capital = b.num(float(account) * float(share) * self.shadow_fraction)

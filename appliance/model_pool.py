@@ -13,6 +13,7 @@ so a reload rarely falls on a bar's path to its orders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -45,16 +46,17 @@ class PooledModel:
     def timeframe(self) -> str:
         return self.row["timeframe"] or "5m"
 
-    @property
+    @cached_property
     def book_id(self) -> str:
-        """The book of this model's current mode period."""
+        """The book of this model's current mode period (the pool makes a new PooledModel
+        when the row changes, so the cached properties follow it)."""
         return book_id_of(self.mode, self.model_id, self.row["mode_since"] or 0.0)
 
     @property
     def lookback(self) -> int:
         return self.session.lookback or 1
 
-    @property
+    @cached_property
     def excluded(self) -> frozenset[str]:
         """Symbols whose spread ate its edge in validation: reported, not traded."""
         costs = (self.row.get("metrics") or {}).get("costs") or {}
@@ -97,8 +99,7 @@ class ModelPool:
         for model_id, row in rows.items():
             known = self.models.get(model_id)
             if known is not None:
-                known.row = row
-                keep[model_id] = known
+                keep[model_id] = PooledModel(row, known.session, known.columns)
                 continue
             try:
                 columns = serving_columns(row.get("feature_set"),

@@ -131,14 +131,18 @@ class OrderGateway:
             self.day_start = (day_ms, equity_of())
 
     def begin(self, ledger: Ledger, marks: Mapping[str, Decimal],
-              decided_ms: int | None = None) -> OrderBatch:
+              decided_ms: int | None = None, equity: Decimal | None = None) -> OrderBatch:
         """A batch over the account as it stands (a position without a bar yet is priced at
         its average price, so that exposure can always be measured). The kill switch is read
-        here, once a batch; the gross exposure is summed once and kept running by :meth:`add`."""
+        here, once a batch (:meth:`KillGuard.begin`: on the reading the engine took after
+        the last bar's orders, when nothing changed since); the gross exposure is summed once
+        and kept running by :meth:`add`. ``equity``: the account's at ``marks``, when the
+        caller has it."""
         now = self.rate_time(decided_ms)
         while self.order_times and self.order_times[0] < now - 60:
             self.order_times.popleft()
-        equity = ledger.equity(marks)
+        if equity is None:
+            equity = ledger.equity(marks)
         day_pnl = equity - self.day_start[1] if self.day_start is not None else Decimal(0)
         prices = dict(marks)
         for book in ledger.account_books():
@@ -151,7 +155,7 @@ class OrderGateway:
         return OrderBatch(AccountView(
             equity=equity, positions=positions, prices=prices,
             orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
-            maintenance_mode=self.kill.read(), disk_full=self.ctx.disk.full,
+            maintenance_mode=self.kill.begin(), disk_full=self.ctx.disk.full,
             gross=gross_exposure(positions, prices)), decided_ms)
 
     def next_order_id(self) -> str:
@@ -204,10 +208,17 @@ class OrderGateway:
                                         o.qty, o.ts) for o in batch.orders)
             try:
                 if BATCH_FILLS in self.ctx.exchange.capabilities:
-                    going = [o for o in batch.orders if not self._stopped(o)]
-                    intents = [self._leaving(batch, o, t0) for o in going]
+                    # one call takes them all: nothing can throw a switch between two of
+                    # them, so the last check is one for the whole batch
+                    stop = self._stop_reason()
+                    going = [o for o in batch.orders if not self._stopped(o, stop)]
+                    at = self.rate_time(batch.decided_ms)
+                    intents = [self._intent(batch, o) for o in going]
+                    self.order_times.extend([at] * len(intents))
                     batch.left = time.perf_counter(), time.process_time()
                     sent = batch.left[0]
+                    if t0 is not None:
+                        batch.latencies_ms += [(sent - t0) * 1000] * len(intents)
                     try:
                         results = await self.ctx.exchange.place_orders(intents) if intents else []
                     finally:
@@ -216,7 +227,7 @@ class OrderGateway:
                         self._outcome(order, result, booked)
                     return booked
                 for order in batch.orders:
-                    if self._stopped(order):
+                    if self._stopped(order, self._stop_reason()):
                         continue
                     intent = self._leaving(batch, order, t0)
                     batch.left = time.perf_counter(), time.process_time()
@@ -235,13 +246,16 @@ class OrderGateway:
                 batch.latencies_ms.clear()
         return booked
 
-    def _stopped(self, order: Order) -> bool:
-        """Refuse an order that adds risk once the kill switch is on (the switch as read when
-        the batch began, read again only when its token moved since) or the disk is full."""
-        stop = None if order.reduce_only else (
-            "maintenance_mode" if self.kill.on()
-            else "disk_full" if self.ctx.disk.full else None)
-        if stop is None:
+    def _stop_reason(self) -> str | None:
+        """Why no order that adds risk may leave now: the kill switch is on (the switch as
+        read when the batch began, read again only when its token moved since) or the disk
+        is full; None when they may."""
+        return ("maintenance_mode" if self.kill.on()
+                else "disk_full" if self.ctx.disk.full else None)
+
+    def _stopped(self, order: Order, stop: str | None) -> bool:
+        """Refuse ``order`` if it adds risk and ``stop`` (:meth:`_stop_reason`) says why."""
+        if stop is None or order.reduce_only:
             return False
         metrics = self.ctx.metrics
         order.status, order.reason = "refused", stop
@@ -255,6 +269,10 @@ class OrderGateway:
         if t0 is not None:
             batch.latencies_ms.append((time.perf_counter() - t0) * 1000)
         self.order_times.append(self.rate_time(batch.decided_ms))
+        return self._intent(batch, order)
+
+    @staticmethod
+    def _intent(batch: OrderBatch, order: Order) -> OrderIntent:
         return OrderIntent(order.symbol, order.side, order.qty, reduce_only=order.reduce_only,
                            model_id=order.book.model_id, order_link_id=order.order_id,
                            decided_ms=batch.decided_ms)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import trio
@@ -42,7 +42,7 @@ from appliance.account_identity import IDENTITY_TOLERANCE, venue_as_of, venue_at
 from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
 from appliance.book_funding import FundingClerk
-from appliance.books import Book
+from appliance.books import ZERO, Book, Num
 from appliance.clock import VirtualClock
 from appliance.context import ServiceContext
 from appliance.contracts import Event, Snapshot
@@ -289,15 +289,17 @@ class TradingEngine:
         rows: list[tuple] = []
         paper: list[tuple[Book, Any]] = []
         live: list[Book] = []
-        orders = self.gateway.begin(self.ledger, self.marks, batch.end_ms)
+        equity = self.ledger.account_equities(self.marks)  # before the bar's fills
+        orders = self.gateway.begin(self.ledger, self.marks, batch.end_ms,
+                                    equity=sum(equity.values(), ZERO))
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
         pairs = self.ctx.bus.tradable_pairs()
         tradable = None if pairs is None else set(pairs)
         models = [m for m in pooled if m.timeframe == batch.interval]
-        fresh = set(new)
+        fresh = book.warm_of(new)  # what a model may decide on: a new bar and a row
         # prod first: its orders leave before anything else of the bar (its model rows, the
         # next hour's weights, the shadow books' paper work)
-        prod = [(m, self.targets(m, book, fresh, tradable, live)) for m in models
+        prod = [(m, self.targets(m, book, fresh, tradable, live, equity)) for m in models
                 if m.mode == "prod"]
         for m, d in prod:
             if d is not None:
@@ -327,6 +329,7 @@ class TradingEngine:
         self.tell_held()
         await self.record(batch.end_ms, rows, paper,
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
+        self.gateway.kill.read_ahead()  # for the next bar's batch, off its path
 
     def prod_indicators(self, book: BarBook) -> tuple[int, ...] | None:
         """The indicators the prod models of ``book``'s interval read: only these are
@@ -342,29 +345,36 @@ class TradingEngine:
         return self.prod_first[1]
 
     def targets(self, m: PooledModel, book: BarBook, fresh: set[str],
-                tradable: set[str] | None, live: list[Book]) -> Decided | None:
+                tradable: set[str] | None, live: list[Book],
+                equity: Mapping[str, Num] | None = None) -> Decided | None:
         """Run model ``m`` on the bar's symbols it serves and size its targets (the same for
         prod and shadow); its book joins ``live``. None when its book is not open or it has
-        nothing to decide."""
+        nothing to decide. ``equity``: books' equity at the bar's marks, where known."""
         b = self.ledger.books.get(m.book_id)
         if b is None or b.state != OPEN:
             return None
         live.append(b)
         # a symbol that left the tradable set is only decided while the book holds it:
         # its target is flat, so the position is closed and no new one opens
-        mine = [s for s in m.row["symbols"] if s in fresh and book.warm(s)
-                and s not in self.delisted and s not in m.excluded
-                and (tradable is None or s in tradable or b.qty(s))]
+        ok = fresh - self.delisted - m.excluded
+        leaving = set() if tradable is None else ok - tradable
+        if leaving:
+            leaving = {s for s in leaving if b.qty(s)}
+            ok = (ok & tradable) | leaving  # type: ignore[operator]
+        mine = [s for s in m.row["symbols"] if s in ok]
         if not mine:
             return None
         probs = m.session.predict(book.windows(mine, m.lookback, m.columns))
         fractions = target_fractions(probs, book.vols(mine),
                                      threshold=self.ctx.cfg.trading.threshold)
-        if tradable is not None:
-            fractions[[s not in tradable for s in mine]] = 0.0
+        if leaving:
+            fractions[[s in leaving for s in mine]] = 0.0
         closes = np.array([self.fmarks[s] for s in mine])
         self.ledger.dirty.add(b.book_id)
-        return Decided(b, mine, probs, fractions, closes, b.equity(self.marks_for(b)))
+        start = (equity or {}).get(b.book_id)
+        if start is None:
+            start = b.equity(self.marks_for(b))
+        return Decided(b, mine, probs, fractions, closes, start)
 
     @staticmethod
     def model_rows(m: PooledModel, batch: BarBatch, d: Decided, rows: list[tuple]) -> None:

@@ -87,6 +87,8 @@ def test_a_symbol_with_too_few_bars_is_not_warm(bars) -> None:
     assert not book.warm("SOLUSDT")
     book.push("SOLUSDT", bars["SOLUSDT"][WARMUP_BARS])
     assert book.warm("SOLUSDT") and book.rows_count("SOLUSDT") == 1
+    book.extend("ETHUSDT", bars["ETHUSDT"][:WARMUP_BARS])
+    assert book.warm_of(["ETHUSDT", "SOLUSDT", "XRPUSDT"]) == {"SOLUSDT"}  # XRP: never seen
     at_once = BarBook("5m")
     at_once.extend("SOLUSDT", bars["SOLUSDT"][:WARMUP_BARS + 1])
     assert at_once.rows_count("SOLUSDT") == 1

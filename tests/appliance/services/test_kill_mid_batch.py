@@ -179,3 +179,51 @@ async def test_a_rebuilt_stamp_is_mapped_again_at_the_next_batch(make_ctx, state
                                                    reason="drill", source="cli"))
     await engine.gateway.send(batch)
     assert [o.status for o in batch.orders] == ["filled", "refused", "refused"]
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_batch_begins_on_the_reading_taken_after_the_last_bar_unless_it_moved(
+        make_ctx, state_dir, autojump_clock):
+    """The engine reads the switch once a bar's orders have left; the next batch begins on
+    that reading (no read of its own) when nothing was thrown since, and on a fresh read
+    when anything was: by another process through the bus, or as a kill file. A reading
+    serves one batch: the batch after reads the switch itself."""
+    ctx = make_ctx()
+    engine = trading.TradingEngine(ctx)
+    await engine.start()
+    guard = engine.gateway.kill
+    guard.read_ahead()
+    reads = guard.reads
+    assert not engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
+    assert guard.reads == reads  # began on the reading taken ahead
+    assert not engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
+    assert guard.reads == reads + 1  # that reading served one batch only
+
+    guard.read_ahead()
+    subprocess.run([sys.executable, "-c",
+                    "from appliance.bus import Bus, MAINTENANCE_MODE; "
+                    f"Bus({str(state_dir / 'bus')!r}).set_switch(MAINTENANCE_MODE, True, "
+                    "actor='ops', reason='drill', source='cli')"], check=True, timeout=60)
+    assert engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
+
+    ctx.bus.set_switch(MAINTENANCE_MODE, False, actor="ops", reason="resume", source="cli")
+    guard.read_ahead()
+    write_kill_file(state_dir, "drill", "kill from the command line")
+    assert engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(120)
+async def test_a_switch_written_behind_the_bus_is_seen_by_the_batch_after_next_at_worst(
+        make_ctx, autojump_clock):
+    """A record written straight into the bus's store (no stamp, no journal: the switches
+    service audits it and sets the switch ON) does not move the token: the batch that begins
+    on a reading taken before it misses it, the one after reads the switch itself."""
+    ctx = make_ctx()
+    engine = trading.TradingEngine(ctx)
+    await engine.start()
+    engine.gateway.kill.read_ahead()
+    ctx.bus.cache.set(f"switch:{MAINTENANCE_MODE}", {"value": True})
+    assert not engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
+    assert engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
