@@ -48,13 +48,13 @@ from appliance.ledger_store import known_orders, record_orders
 from appliance.logs import service_logger
 from appliance.kill_guard import KillGuard
 from appliance.order_journal import OrderJournal
-from appliance.risk import AccountView, RiskLimits, check_order, gross_exposure, moved_gross
+from appliance.risk import AccountView, RiskLimits, check_move, gross_exposure, moved_gross
 
 NAME = "trading"
 ZERO = Decimal(0)
 
 
-@dataclass
+@dataclass(slots=True)
 class Order:
     book: Book
     symbol: str
@@ -169,12 +169,17 @@ class OrderGateway:
         """Check one order against the account after the batch's earlier orders; True when it
         joins the batch (a refusal is kept, with its reason, to be recorded). The batch's
         positions and running gross exposure move with each order let through."""
+        if qty <= 0:
+            raise ValueError(f"order qty must be positive, got {qty}")
         view = batch.view
         price = view.prices.get(symbol, ZERO)
         order = Order(book, symbol, side, qty, reduce_only, self.next_order_id(),
                       int(self.ctx.clock.now() * 1000), price)
-        reason = "halted" if symbol in self.halted else check_order(
-            symbol, side, qty, reduce_only, price, view, self.limits)
+        positions = view.positions  # the batch's own dict (begin made it)
+        before = positions.get(symbol, ZERO)
+        after = before + qty if side is Side.BUY else before - qty
+        reason = "halted" if symbol in self.halted else check_move(
+            symbol, before, after, reduce_only, price, view, self.limits)
         if reason is not None:
             order.status, order.reason = "refused", reason
             batch.refused.append(order)
@@ -182,9 +187,6 @@ class OrderGateway:
             self.log.info("order refused", symbol=symbol, side=side.value, qty=str(qty),
                           book=book.book_id, reason=reason)
             return False
-        positions = view.positions  # the batch's own dict (begin made it)
-        before = positions.get(symbol, ZERO)
-        after = before + (qty if side is Side.BUY else -qty)
         positions[symbol] = after  # type: ignore[index]
         view.orders_last_minute += 1
         view.gross = moved_gross(view.gross, before, after, view.prices.get(symbol))

@@ -136,6 +136,13 @@ def check_order(symbol: str, side: Side, qty: Decimal, reduce_only: bool, price:
         raise ValueError(f"order qty must be positive, got {qty}")
     before = account.positions.get(symbol, Decimal(0))
     after = before + (qty if side is Side.BUY else -qty)
+    return check_move(symbol, before, after, reduce_only, price, account, limits)
+
+
+def check_move(symbol: str, before: Decimal, after: Decimal, reduce_only: bool, price: Decimal,
+               account: AccountView, limits: RiskLimits) -> str | None:
+    """:func:`check_order` of an order that moves the symbol's position in ``account`` from
+    ``before`` to ``after`` (a caller that holds both already: the order gateway)."""
     reducing = reduce_only and _shrinks(before, after)
     state, why = trading_state(account, limits)
     if state is TradingState.REDUCING and not reducing:

@@ -303,7 +303,7 @@ class TradingEngine:
                 if m.mode == "prod"]
         for m, d in prod:
             if d is not None:
-                self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity)
+                self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity, d.closes)
         await self.gateway.send(orders, t0)
         answered = (time.perf_counter(), time.process_time())
         left = orders.left or answered
@@ -466,11 +466,11 @@ class TradingEngine:
         return None
 
     def plan_prod(self, orders: OrderBatch, b: Book, symbols: list[str],
-                  fractions: np.ndarray, start_equity: Decimal) -> None:
+                  fractions: np.ndarray, start_equity: Decimal, prices: np.ndarray) -> None:
         """The prod targets in whole lots, as one order per symbol (a flip is one order) into
         the bar's batch; the gateway checks each. Sized in float64 over all the symbols at
-        once (:func:`appliance.sizing.target_lots`); Decimal only for the orders that go."""
-        prices = np.array([self.fmarks.get(s, np.nan) for s in symbols])
+        once (:func:`appliance.sizing.target_lots`) at the bar's ``prices``; Decimal only for
+        the orders that go."""
         steps = np.array([self.steps_f.get(s, np.nan) for s in symbols])
         held = np.array([float(b.qty(s)) for s in symbols])
         target = target_lots(fractions, float(start_equity), prices, steps)
