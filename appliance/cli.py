@@ -123,7 +123,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run = importlib.import_module(f"benchmarks.{args.suite}").run
     # per-suite options: given only when set, and only to a suite whose run() takes them
     options = {k: v for k, v in (("symbols", args.symbols), ("minutes", args.minutes),
-                                 ("busy", args.busy), ("false_alarms", args.false_alarms),
+                                 ("busy", args.busy), ("idle_ms", args.idle_ms),
+                                 ("false_alarms", args.false_alarms),
                                  ("device", args.device)) if v is not None}
     refused = [k for k in options if k not in inspect.signature(run).parameters]
     if refused:

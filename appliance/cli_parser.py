@@ -252,6 +252,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--busy", type=int, default=None, metavar="N",
                    help="trading: with N training processes running meanwhile, at the job "
                         "consumer's niceness (jobs.niceness)")
+    p.add_argument("--idle-ms", type=int, default=None, metavar="MS",
+                   help="trading only: the engine idles MS milliseconds after recording each "
+                        "bar, as between bars minutes apart (caches go cold; default 0)")
     p.add_argument("--false-alarms", action="store_true", default=None,
                    help="drift only: the 3σ rule over 30 stationary sim days and their shocked "
                         "twins for 12 symbol/seed pairs (hours fired, detection delay; ~2 min)")

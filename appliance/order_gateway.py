@@ -144,13 +144,16 @@ class OrderGateway:
         if equity is None:
             equity = ledger.equity(marks)
         day_pnl = equity - self.day_start[1] if self.day_start is not None else Decimal(0)
-        prices = dict(marks)
+        prices: Mapping[str, Decimal] = marks  # read only: copied when a position lacks a mark
         for book in ledger.account_books():
             for symbol in book.open_symbols():
                 if symbol not in prices:
-                    prices[symbol] = Decimal(str(book.positions[symbol].avg_price))
-        positions = {s: q if isinstance(q, Decimal) else Decimal(str(q))
-                     for s, q in ledger.positions().items()}
+                    avg = Decimal(str(book.positions[symbol].avg_price))
+                    prices = {**prices, symbol: avg}
+        positions = ledger.positions()  # the batch's own dict
+        if not all(isinstance(q, Decimal) for q in positions.values()):
+            positions = {s: q if isinstance(q, Decimal) else Decimal(str(q))
+                         for s, q in positions.items()}
         self.kill.bus = self.ctx.bus  # a rebuilt bus is a new object on the context
         return OrderBatch(AccountView(
             equity=equity, positions=positions, prices=prices,
@@ -213,7 +216,8 @@ class OrderGateway:
                     # one call takes them all: nothing can throw a switch between two of
                     # them, so the last check is one for the whole batch
                     stop = self._stop_reason()
-                    going = [o for o in batch.orders if not self._stopped(o, stop)]
+                    going = batch.orders if stop is None else [
+                        o for o in batch.orders if not self._stopped(o, stop)]
                     at = self.rate_time(batch.decided_ms)
                     intents = [self._intent(batch, o) for o in going]
                     self.order_times.extend([at] * len(intents))

@@ -18,6 +18,12 @@ network and Bybit's engine live); ``bar_to_orders_cpu_ms_*`` count CPU time (on 
 machine the wall figures also count other processes' turns). The shadow books' paper work and
 recording the bar come after and are reported apart. ``--busy N`` runs N training processes
 meanwhile, at the job consumer's niceness.
+
+Caches: each bar is processed right after the previous one was recorded (~35 ms of DuckDB),
+and the figures count the cache misses of a path that has cooled that long. They grow with
+the time between bars, even when the machine does nothing else meanwhile (on this shared
+virtual machine the caches cool with time alone): ``--idle-ms N`` lets the engine idle N ms
+after recording each bar, as it does between bars minutes apart in the appliance.
 """
 
 from __future__ import annotations
@@ -111,8 +117,8 @@ def traded_symbols(n: int | None, start: int, end: int) -> tuple[SimMarket, list
     return market, sorted(listed, key=lambda s: -turnover.get(s, 0.0))[:n]
 
 
-def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = None
-            ) -> dict[str, Any]:
+def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = None,
+            idle_ms: int = 0) -> dict[str, Any]:
     start, warm = START, WARM_BARS
     end = start + (warm + n_bars) * BAR_MS
     market, symbols = traded_symbols(n_symbols, start, end)
@@ -161,6 +167,8 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                 answered.append(engine.answered_ms)
                 venue.append(engine.decide_venue_ms)
                 record.append((time.perf_counter() - t1) * 1000)
+                if idle_ms:
+                    await trio.sleep(idle_ms / 1000)  # the engine waiting for the next bar
 
         trio.run(go)
         orders = store.sql("SELECT count(*) FROM orders WHERE status = 'filled'")[0][0]
@@ -171,7 +179,7 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
         bus.close()
     ms, rec = np.array(decide), np.array(record)
     return {"symbols": len(symbols), "symbols_above_bar": len(above & set(symbols)),
-            "models": 3, "bars": n_bars,
+            "models": 3, "bars": n_bars, "idle_ms": idle_ms,
             "orders_per_bar": round(orders / n_bars, 1),
             "paper_fills_per_bar": round(paper / n_bars, 1),
             "bar_to_orders_ms_p50": round(float(np.percentile(ms, 50)), 3),
@@ -193,7 +201,8 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
             "identity_gaps": gaps}  # books vs venue: must be 0
 
 
-def run(symbols: int | None = None, busy: int | None = None) -> dict[str, Any]:
+def run(symbols: int | None = None, busy: int | None = None, idle_ms: int | None = None
+        ) -> dict[str, Any]:
     """Worst case (threshold 0: every book rebalances every symbol every bar), then the
     default threshold of 0.1; ``symbols``: trade that many (``--symbols N``); ``busy``: with
     that many training processes running meanwhile (``--busy N``, :mod:`benchmarks._busy`) at
@@ -202,12 +211,15 @@ def run(symbols: int | None = None, busy: int | None = None) -> dict[str, Any]:
     1-minute load average before and after says how busy the (shared) machine was."""
     if busy is not None and not 0 <= busy <= 8:
         raise ConfigError(f"bench trading: --busy must be in [0, 8] training processes, got {busy}")
+    if idle_ms is not None and not 0 <= idle_ms <= 1000:
+        raise ConfigError(f"bench trading: --idle-ms must be in [0, 1000] ms between bars "
+                          f"(300 bars twice: 1000 takes 10 minutes), got {idle_ms}")
     niceness = build_config(env=dict(os.environ)).jobs.niceness if busy else None
     trainers = [_start_trainer(niceness or 0) for _ in range(busy or 0)]
     try:
         load_start = round(os.getloadavg()[0], 2)
-        worst = run_one(threshold=0.0, n_symbols=symbols)
-        usual = run_one(threshold=0.1, n_symbols=symbols)
+        worst = run_one(threshold=0.0, n_symbols=symbols, idle_ms=idle_ms or 0)
+        usual = run_one(threshold=0.1, n_symbols=symbols, idle_ms=idle_ms or 0)
         load_end = round(os.getloadavg()[0], 2)
     finally:
         for p in trainers:

@@ -140,6 +140,7 @@ class TradingEngine:
         self.marks: dict[str, Decimal] = {}
         self.fmarks: dict[str, float] = {}  # the same closes as floats (paper books, sizing)
         self.steps_f: dict[str, float] = {}  # each instrument's lot as a float (sizing)
+        self._steps: dict[tuple[str, ...], np.ndarray] = {}  # (:meth:`steps_of`)
         self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
@@ -206,6 +207,7 @@ class TradingEngine:
         instruments = await self.ctx.exchange.instruments()
         self.instruments = {i.symbol: i for i in instruments}
         self.steps_f = {i.symbol: float(i.qty_step) for i in instruments}
+        self._steps.clear()
         self.lots_f = {s: float(lot) for s in self.instruments
                        if (lot := self.lot(s)) is not None}
         lead = self.ctx.cfg.trading.delisting_lead_s * 1000
@@ -369,7 +371,7 @@ class TradingEngine:
                                      threshold=self.ctx.cfg.trading.threshold)
         if leaving:
             fractions[[s in leaving for s in mine]] = 0.0
-        closes = np.array([self.fmarks[s] for s in mine])
+        closes = book.closes_of(mine)  # the bar's closes: fmarks
         self.ledger.dirty.add(b.book_id)
         start = (equity or {}).get(b.book_id)
         if start is None:
@@ -471,8 +473,10 @@ class TradingEngine:
         the bar's batch; the gateway checks each. Sized in float64 over all the symbols at
         once (:func:`appliance.sizing.target_lots`) at the bar's ``prices``; Decimal only for
         the orders that go."""
-        steps = np.array([self.steps_f.get(s, np.nan) for s in symbols])
-        held = np.array([float(b.qty(s)) for s in symbols])
+        steps = self.steps_of(tuple(symbols))
+        positions = b.positions
+        held = np.array([float(h.qty) if (h := positions.get(s)) is not None else 0.0
+                         for s in symbols])
         target = target_lots(fractions, float(start_equity), prices, steps)
         lots = target.tolist()
         for i in np.flatnonzero(lots_change(target, held, steps)).tolist():
@@ -482,6 +486,17 @@ class TradingEngine:
                               step=inst.qty_step, min_qty=inst.min_order_qty)
             if order is not None:
                 self.gateway.add(orders, b, symbol, *order)
+
+    def steps_of(self, symbols: tuple[str, ...]) -> np.ndarray:
+        """The symbols' lots as floats (NaN: no instrument), kept until the instruments are
+        refreshed: a bar asks for the same symbols as the last."""
+        got = self._steps.get(symbols)
+        if got is None:
+            if len(self._steps) >= 16:
+                self._steps.clear()
+            got = self._steps[symbols] = np.array([self.steps_f.get(s, np.nan) for s in symbols])
+            got.flags.writeable = False
+        return got
 
     def marks_for(self, b: Book) -> dict[str, Decimal] | dict[str, float]:
         """The bar's marks in the book's number type (Decimal for prod and the house)."""
