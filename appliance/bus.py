@@ -2,8 +2,10 @@
 
 It is multi-process safe and survives restarts, so the kill switch works even when the
 appliance (or one of its services) is down: ``methtrader kill`` writes the switch here, and the
-trading path reads it once per bar's batch and its token (:meth:`Bus.switch_token`, the
-``switches.stamp`` file) before every order.
+trading path reads it once per bar's batch and its token (:meth:`Bus.switch_token`, the first
+stamp of the ``switches.stamp`` file) before every order. The file's second stamp
+(:meth:`Bus.state_token`) moves with the registry version's mirror and the tradable pairs, so
+the trading engine reads those only when they changed.
 
 Layout under ``<state>/bus``:
 
@@ -41,8 +43,9 @@ from typing import Any, Iterable, Iterator
 import diskcache
 
 from appliance.contracts import Event, command_name, event_kind, snapshot_name
-from appliance.safety import (OWNER_ONLY_DIR, OWNER_ONLY_FILE, STAMP_BYTES, SWITCH_STAMP,
-                              kill_file, operator_name, remove_kill_file, stamp_switches)
+from appliance.safety import (OWNER_ONLY_DIR, OWNER_ONLY_FILE, STAMP_BYTES, STAMP_FILE_BYTES,
+                              STATE_STAMP_AT, SWITCH_STAMP, kill_file, operator_name,
+                              remove_kill_file, stamp_state, stamp_switches)
 
 MAINTENANCE_MODE = "maintenance_mode"
 DEPLOYS_FROZEN = "deploys_frozen"
@@ -192,6 +195,18 @@ class Bus:
         stamp = self._stamp_map
         return None if stamp is None else stamp[:STAMP_BYTES]
 
+    def state_token(self) -> bytes | None:
+        """Like :meth:`switch_token`, for what the trading engine polls each bar: it changes
+        whenever a counter moves (:meth:`counter_incr`: the registry version's mirror) or the
+        tradable pairs are set. A reader keeps what it read with the token it took before
+        reading, and reads again only when the token moved (or is None). The stamp file's
+        inode is part of it: a bus rebuilt under this one (a new file, mapped again by
+        :meth:`check_stamp` or :meth:`reopen`) moves it too."""
+        stamp, ino = self._stamp_map, self._stamp_ino
+        if stamp is None or ino is None:
+            return None
+        return stamp[STATE_STAMP_AT:STATE_STAMP_AT + STAMP_BYTES] + ino.to_bytes(8, "little")
+
     def check_stamp(self) -> None:
         """Map the switch stamp again when the file was replaced or removed since it was
         mapped (no mapping, and so no token, when it cannot be)."""
@@ -212,9 +227,9 @@ class Bus:
             return
         try:
             st = os.fstat(fd)
-            if st.st_size < STAMP_BYTES:  # extends with zeros; never overwrites a stamp
-                os.ftruncate(fd, STAMP_BYTES)
-            self._stamp_map = mmap.mmap(fd, STAMP_BYTES, access=mmap.ACCESS_READ)
+            if st.st_size < STAMP_FILE_BYTES:  # extends with zeros; never overwrites a stamp
+                os.ftruncate(fd, STAMP_FILE_BYTES)
+            self._stamp_map = mmap.mmap(fd, STAMP_FILE_BYTES, access=mmap.ACCESS_READ)
             self._stamp_ino = st.st_ino
         except (OSError, ValueError):
             self._stamp_map = self._stamp_ino = None
@@ -268,6 +283,7 @@ class Bus:
 
     def set_tradable_pairs(self, symbols: Iterable[str]) -> None:
         self.cache.set("tradable_pairs", sorted(symbols))
+        stamp_state(self.path)  # after the write: a reader that sees the stamp sees it
 
     def tradable_pairs(self) -> list[str] | None:
         return self.cache.get("tradable_pairs")
@@ -311,7 +327,9 @@ class Bus:
         return None if hb is None else max(0.0, time.time() - hb["wall_ts"])
 
     def counter_incr(self, name: str, delta: int = 1) -> int:
-        return self.cache.incr(f"counter:{name}", delta)
+        value = self.cache.incr(f"counter:{name}", delta)
+        stamp_state(self.path)
+        return value
 
     def counter(self, name: str) -> int:
         return int(self.cache.get(f"counter:{name}", 0))

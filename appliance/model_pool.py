@@ -2,8 +2,9 @@
 
 It reloads when the registry version changes (every lifecycle transition bumps it in DuckDB and
 mirrors it on the bus), so a model that was promoted, retired or archived a moment ago is picked
-up — or dropped — at the next bar. Each bar it reads the bus's mirror (a microsecond); DuckDB's
-own version is read at start and hourly, in case the bus ever missed a bump.
+up — or dropped — at the next bar. Each bar it compares the bus's state token (bytes of a
+mapped file, :meth:`appliance.bus.Bus.state_token`) and reads the mirror only when the token
+moved; DuckDB's own version is read at start and hourly, in case the bus ever missed a bump.
 A model file is opened only after its sha256 matches the registry; one that does not is refused
 (an incident) and not run. One session per model, shared by every symbol it serves. Inside
 ``run`` the trading service also looks between bars (:data:`appliance.services.trading.IDLE_S`),
@@ -80,12 +81,19 @@ class ModelPool:
         self.on_refused = on_refused
         self.version = -1
         self.seen = -1  # the bus mirror at the last reload
+        self.token: bytes | None = None  # the bus's state token when the mirror was read
+        self.token_bus: Any = None  # ... and the bus it came from (a rebuilt bus is new)
         self.models: dict[str, PooledModel] = {}
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload when the registry changed; True when it did."""
         store = self.ctx.store
-        mirror = self.ctx.bus.counter(lifecycle.REGISTRY_VERSION)
+        bus = self.ctx.bus
+        token = bus.state_token()  # before the read: a bump after it moves the token again
+        if token is not None and token == self.token and bus is self.token_bus and not force:
+            return False  # the mirror has not moved since it was last read
+        self.token, self.token_bus = token, bus
+        mirror = bus.counter(lifecycle.REGISTRY_VERSION)
         if mirror == self.seen and not force:
             return False
         self.seen = mirror

@@ -135,20 +135,34 @@ def write_kill_file(state_dir: Path, reason: str, why_bus: str) -> dict[str, Any
 
 SWITCH_STAMP = "switches.stamp"
 STAMP_BYTES = 8
+STATE_STAMP_AT = STAMP_BYTES  # the second stamp of the file: bytes 8-15
+STAMP_FILE_BYTES = 2 * STAMP_BYTES
 
 
 def stamp_switches(bus_dir: Path) -> bool:
-    """Write new random bytes to the bus's switch stamp (``<bus>/switches.stamp``): every
-    switch change and kill file does, so a reader that mapped the file sees that something
-    changed without a system call (:meth:`appliance.bus.Bus.switch_token`). Random rather than
-    a counter: two writers at once can never leave the value a reader already holds. False
-    when the bus directory is not there (the kill file alone then speaks, at the next read)."""
+    """Write new random bytes to the bus's switch stamp (the first 8 bytes of
+    ``<bus>/switches.stamp``): every switch change and kill file does, so a reader that mapped
+    the file sees that something changed without a system call (:meth:`appliance.bus.Bus.
+    switch_token`). Random rather than a counter: two writers at once can never leave the
+    value a reader already holds. False when the bus directory is not there (the kill file
+    alone then speaks, at the next read)."""
+    return _stamp(bus_dir, 0)
+
+
+def stamp_state(bus_dir: Path) -> bool:
+    """The same for the bus's state stamp (the file's next 8 bytes): every change of what the
+    trading engine polls each bar (the registry version's mirror, the tradable pairs) writes
+    it (:meth:`appliance.bus.Bus.state_token`)."""
+    return _stamp(bus_dir, STATE_STAMP_AT)
+
+
+def _stamp(bus_dir: Path, at: int) -> bool:
     try:
         fd = os.open(Path(bus_dir) / SWITCH_STAMP, os.O_WRONLY | os.O_CREAT, OWNER_ONLY_FILE)
     except OSError:
         return False
     try:
-        os.pwrite(fd, os.urandom(STAMP_BYTES), 0)
+        os.pwrite(fd, os.urandom(STAMP_BYTES), at)
     finally:
         os.close(fd)
     return True

@@ -141,6 +141,7 @@ class TradingEngine:
         self.fmarks: dict[str, float] = {}  # the same closes as floats (paper books, sizing)
         self.steps_f: dict[str, float] = {}  # each instrument's lot as a float (sizing)
         self._steps: dict[tuple[str, ...], np.ndarray] = {}  # (:meth:`steps_of`)
+        self._tradable: tuple[bytes | None, Any, frozenset[str] | None] | None = None
         self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
@@ -295,8 +296,7 @@ class TradingEngine:
         orders = self.gateway.begin(self.ledger, self.marks, batch.end_ms,
                                     equity=sum(equity.values(), ZERO))
         paused = orders.view.maintenance_mode  # paper books read the switch once a bar
-        pairs = self.ctx.bus.tradable_pairs()
-        tradable = None if pairs is None else set(pairs)
+        tradable = self.tradable()
         models = [m for m in pooled if m.timeframe == batch.interval]
         fresh = book.warm_of(new)  # what a model may decide on: a new bar and a row
         # prod first: its orders leave before anything else of the bar (its model rows, the
@@ -333,6 +333,17 @@ class TradingEngine:
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
         self.gateway.kill.read_ahead()  # for the next bar's batch, off its path
 
+    def tradable(self) -> frozenset[str] | None:
+        """The tradable set discovery published (None: none yet), read again only when the
+        bus's state token moved since (:meth:`appliance.bus.Bus.state_token`)."""
+        bus = self.ctx.bus
+        token = bus.state_token()  # before the read: a change after it moves the token again
+        known = self._tradable
+        if token is None or known is None or known[0] != token or known[1] is not bus:
+            pairs = bus.tradable_pairs()
+            known = self._tradable = (token, bus, None if pairs is None else frozenset(pairs))
+        return known[2]
+
     def prod_indicators(self, book: BarBook) -> tuple[int, ...] | None:
         """The indicators the prod models of ``book``'s interval read: only these are
         computed before the bar's orders (:meth:`BarBook.push_many`). None (no split) when
@@ -347,7 +358,7 @@ class TradingEngine:
         return self.prod_first[1]
 
     def targets(self, m: PooledModel, book: BarBook, fresh: set[str],
-                tradable: set[str] | None, live: list[Book],
+                tradable: frozenset[str] | None, live: list[Book],
                 equity: Mapping[str, Num] | None = None) -> Decided | None:
         """Run model ``m`` on the bar's symbols it serves and size its targets (the same for
         prod and shadow); its book joins ``live``. None when its book is not open or it has

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -246,7 +247,6 @@ def test_an_undeclared_event_snapshot_or_command_is_refused_by_name(tmp_path):
 
 
 def test_a_bus_knows_when_its_directory_was_deleted_or_replaced_and_reopens_in_place(tmp_path):
-    import shutil
 
     bus = Bus(tmp_path / "bus")
     bus.set_switch("maintenance_mode", True, actor="t", reason="r")
@@ -270,7 +270,6 @@ def test_a_bus_knows_when_its_directory_was_deleted_or_replaced_and_reopens_in_p
 def test_event_numbers_continue_on_a_bus_rebuilt_at_the_same_path(tmp_path):
     """A client that remembered the lost bus's last event number must see every event of the
     bus rebuilt in its place: the new numbers start above the old ones, not at 1."""
-    import shutil
 
     lost = Bus(tmp_path / "bus")
     seen = [lost.publish("trade", {"i": i}) for i in range(3)]
@@ -288,7 +287,6 @@ def test_raise_sequences_carries_the_lost_bus_numbers_and_never_lowers_them(tmp_
                                                                              monkeypatch):
     """A new bus numbers from the wall clock, which may have stepped back since the lost bus
     numbered its events: ``run`` raises the new counters past what the lost one reached."""
-    import shutil
 
     bus = Bus(tmp_path / "bus")
     bus.publish("trade", {"i": 0})
@@ -305,4 +303,30 @@ def test_raise_sequences_carries_the_lost_bus_numbers_and_never_lowers_them(tmp_
     assert bus.audit(actor="ops", action="maintenance_mode=off")["seq"] == audit + 1
     bus.raise_sequences(events=1, audit=1)
     assert (bus.last_event_seq(), bus.last_audit_seq()) == (events + 1, audit + 1)
+    bus.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_state_token_moves_with_the_tradable_pairs_and_counters_not_with_switches(tmp_path):
+    """What the trading engine polls each bar (the tradable pairs, the registry version's
+    mirror) moves the state token, from any process; a switch moves only the switch token,
+    and the state token stays put while nothing changes (so the engine reads nothing)."""
+    bus = Bus(tmp_path / "bus")
+    first, switch = bus.state_token(), bus.switch_token()
+    assert first is not None and bus.state_token() == first
+    bus.set_switch("maintenance_mode", True, actor="t", reason="r")
+    assert bus.state_token() == first and bus.switch_token() != switch
+    subprocess.run([sys.executable, "-c", "from appliance.bus import Bus; "
+                    f"Bus({str(tmp_path / 'bus')!r}).set_tradable_pairs(['BTCUSDT'])"],
+                   check=True, timeout=50)
+    second = bus.state_token()
+    assert second != first and bus.tradable_pairs() == ["BTCUSDT"]
+    switch = bus.switch_token()
+    bus.counter_incr("registry_version")
+    assert bus.state_token() not in (first, second) and bus.switch_token() == switch
+    third = bus.state_token()
+    shutil.rmtree(tmp_path / "bus")
+    Bus(tmp_path / "bus").close()  # rebuilt by another process: a new, unstamped file
+    bus.reopen()
+    assert bus.state_token() not in (first, second, third, None)
     bus.close()

@@ -352,6 +352,36 @@ async def test_a_promotion_between_bars_is_loaded_before_the_next_bar_not_by_it(
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_bar_reads_the_registry_mirror_and_the_tradable_set_only_when_they_moved(
+        make_ctx, state_dir, autojump_clock):
+    """Both are bus reads (SQLite) on the path from a bar to its orders; the bus's state token
+    says when either changed, from any process, and only then are they read again."""
+    ctx = make_ctx()
+    model_id = await with_model(ctx, mode="shadow")
+    engine = trading.TradingEngine(ctx)
+    await engine.start()
+    assert engine.tradable() == set(SYMBOLS)
+    reads: list[str] = []
+    counter, pairs = ctx.bus.counter, ctx.bus.tradable_pairs
+    ctx.bus.counter = lambda name: reads.append(name) or counter(name)
+    ctx.bus.tradable_pairs = lambda: reads.append("pairs") or pairs()
+    for _ in range(3):  # bars with nothing changed
+        assert not await engine.pool.refresh()
+        assert engine.tradable() == set(SYMBOLS)
+    assert reads == []
+    subprocess.run([sys.executable, "-c", "from appliance.bus import Bus; "
+                    f"Bus({str(state_dir / 'bus')!r}).set_tradable_pairs(['BTCUSDT'])"],
+                   check=True, timeout=60)
+    assert engine.tradable() == {"BTCUSDT"} and reads == ["pairs"]
+    effects(ctx).publish(lifecycle.promote(ctx.store.store, model_id, actor="test",
+                                           reason="t", now=ctx.clock.now()))
+    assert await engine.pool.refresh()
+    assert engine.pool.models[model_id].mode == "prod"
+    assert reads == ["pairs", lifecycle.REGISTRY_VERSION]
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 async def test_an_archived_shadow_stops_trading_at_once(make_ctx, autojump_clock):
     """Finding 3: archiving did not bump the registry version, so the engine kept running an
     archived shadow whose file was gone."""
