@@ -525,8 +525,9 @@ class TradingEngine:
         house holds, and every position in a symbol the venue is delisting."""
         assert self.ledger.house is not None
         closing = [b for b in self.ledger.books.values() if b.state == CLOSING]
-        delisted = [(b, sorted(set(b.open_symbols()) & self.delisted))
-                    for b in self.ledger.prod_books() if b.state != CLOSING]
+        delisted = [(b, sorted(self.delisted.intersection(b.open_symbols())))
+                    for b in self.ledger.prod_books() if b.state != CLOSING
+                    ] if self.delisted else []
         if (any(b.mode == "prod" and b.open_symbols() for b in closing)
                 or self.ledger.house.open_symbols() or any(s for _, s in delisted)):
             # a batch (and its read of the kill switch) only when there is something to close

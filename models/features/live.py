@@ -160,12 +160,10 @@ class FeatureBook:
         if bars.shape != (k, N_COLUMNS):
             raise ValueError(f"push: expected ({k}, {N_COLUMNS}) rows for {k} symbols, "
                              f"got shape {bars.shape}")
-        if len(set(symbols)) != k:
-            raise ValueError("push: a symbol appears twice in one push")
         key = tuple(symbols)
         cached = self._slot_cache
         if cached is not None and cached[0] == self._version and cached[1] == key:
-            slots = cached[2]  # the same symbols as the last push, all known
+            slots = cached[2]  # the same symbols as the last push: known, none twice
         else:
             slots = self._new_slots(symbols, key, bars)
         count = self._count[slots]
