@@ -9,16 +9,16 @@ compares the token only (:meth:`KillGuard.on`): a switch set through the bus by 
 (``methtrader kill``, the TUI, the risk service) or a kill file written by ``kill`` since
 changes the token, and the switch is read again before that order leaves.
 
-The trading engine reads the switch for a bar's batch once that bar's orders have left
-(:meth:`KillGuard.read_ahead`, off the path from the next bar to its orders); the next batch
-then begins on that reading unless the token moved since (:meth:`KillGuard.begin`), and a
-reading serves one batch only.
+The trading engine reads the switch once a bar's orders have left, for the next bar's batch
+(:meth:`KillGuard.read_ahead`, off the path from the next bar to its orders); that batch then
+begins on the reading unless the token moved or a kill file appeared since
+(:meth:`KillGuard.begin`), and a reading serves one batch only.
 
 It fails closed: a token that cannot be read means a read of the switch before every order
 (which itself reads a missing or damaged switch as ON), and once ON within a batch it stays ON
-for the rest of it (a resume waits for the next batch). A switch record written behind the bus's back (no stamp; the
-``switches`` service audits it and sets the switch ON) is seen at the next batch that does not
-begin on a reading taken before it: at worst the bar after next.
+for the rest of it (a resume waits for the next batch). A switch record written behind the
+bus's back (no stamp; the ``switches`` service audits it and sets the switch ON) is seen at
+the next batch that does not begin on a reading taken before it: at worst the bar after next.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class SwitchSource(Protocol):
     def switch_token(self) -> object | None: ...
 
     def check_stamp(self) -> None: ...
+
+    @property
+    def kill_file_present(self) -> bool: ...
 
 
 class KillGuard:
@@ -59,11 +62,13 @@ class KillGuard:
         self.ahead = True
 
     def begin(self) -> bool:
-        """The switch for a batch that begins: the reading taken ahead of it when it is OFF
-        and the token has not moved since, else a read of the switch itself."""
+        """The switch for a batch that begins: the reading taken ahead of it when it is OFF,
+        the token has not moved since and there is no kill file (one ``stat``: ``kill``
+        stamps the token too, but the kill file is the path that works when the bus does
+        not), else a read of the switch itself."""
         ahead, self.ahead = self.ahead, False
         self.bus.check_stamp()
-        if ahead and not self.value:
+        if ahead and not self.value and not self.bus.kill_file_present:
             token = self.bus.switch_token()
             if token is not None and token == self.token:
                 return False

@@ -15,7 +15,7 @@ from appliance.bus import MAINTENANCE_MODE
 from appliance.domain import Side
 from appliance.exchange.base import BATCH_FILLS
 from appliance.paths import StatePaths
-from appliance.safety import write_kill_file
+from appliance.safety import kill_file, write_kill_file
 from appliance.services import trading
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -210,6 +210,12 @@ async def test_a_batch_begins_on_the_reading_taken_after_the_last_bar_unless_it_
     ctx.bus.set_switch(MAINTENANCE_MODE, False, actor="ops", reason="resume", source="cli")
     guard.read_ahead()
     write_kill_file(state_dir, "drill", "kill from the command line")
+    assert engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
+
+    kill_file(state_dir).unlink()
+    guard.read_ahead()
+    assert not guard.value
+    kill_file(state_dir).write_text("{}")  # a kill file whose stamp never came
     assert engine.gateway.begin(engine.ledger, engine.marks).view.maintenance_mode
 
 
