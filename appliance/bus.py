@@ -73,6 +73,24 @@ def switch_value(record: Any) -> bool | None:
     return None
 
 
+class StateWatch:
+    """Says whether what the bus's state token covers (:meth:`Bus.state_token`) may have
+    changed since this watch last said so: a reader that polls each bar reads again only
+    then. The token is taken before the reader reads, so a change after it moves the token
+    again; no token, or another bus object (a rebuilt bus), always says changed."""
+
+    def __init__(self) -> None:
+        self.token: bytes | None = None
+        self.bus: Any = None
+
+    def moved(self, bus: "Bus") -> bool:
+        token = bus.state_token()
+        if token is not None and token == self.token and bus is self.bus:
+            return False
+        self.token, self.bus = token, bus
+        return True
+
+
 class Bus:
     def __init__(self, path: Path | str, events_maxlen: int = 10_000, *,
                  command_deadline_s: float = DEFAULT_COMMAND_DEADLINE_S) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from appliance import lifecycle
+from appliance.bus import StateWatch
 from appliance.books import book_id_of
 from models.features import serving_columns
 from models.registry import RegistryError, list_models, verified_onnx_path
@@ -81,18 +82,15 @@ class ModelPool:
         self.on_refused = on_refused
         self.version = -1
         self.seen = -1  # the bus mirror at the last reload
-        self.token: bytes | None = None  # the bus's state token when the mirror was read
-        self.token_bus: Any = None  # ... and the bus it came from (a rebuilt bus is new)
+        self.watch = StateWatch()  # the mirror is read only when the bus's state moved
         self.models: dict[str, PooledModel] = {}
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload when the registry changed; True when it did."""
         store = self.ctx.store
         bus = self.ctx.bus
-        token = bus.state_token()  # before the read: a bump after it moves the token again
-        if token is not None and token == self.token and bus is self.token_bus and not force:
+        if not self.watch.moved(bus) and not force:
             return False  # the mirror has not moved since it was last read
-        self.token, self.token_bus = token, bus
         mirror = bus.counter(lifecycle.REGISTRY_VERSION)
         if mirror == self.seen and not force:
             return False

@@ -41,6 +41,7 @@ from appliance.allocation import group_volatility, weights
 from appliance.account_identity import IDENTITY_TOLERANCE, venue_as_of, venue_at
 from appliance.bar_book import BarBook, stored_bars
 from appliance.bar_hub import BarBatch, BarHub
+from appliance.bus import StateWatch
 from appliance.book_funding import FundingClerk
 from appliance.books import ZERO, Book, Num
 from appliance.clock import VirtualClock
@@ -141,7 +142,8 @@ class TradingEngine:
         self.fmarks: dict[str, float] = {}  # the same closes as floats (paper books, sizing)
         self.steps_f: dict[str, float] = {}  # each instrument's lot as a float (sizing)
         self._steps: dict[tuple[str, ...], np.ndarray] = {}  # (:meth:`steps_of`)
-        self._tradable: tuple[bytes | None, Any, frozenset[str] | None] | None = None
+        self._tradable: frozenset[str] | None = None  # (:meth:`tradable`)
+        self.tradable_watch = StateWatch()
         self.lots_f: dict[str, float] = {}  # ... and where it has one (the paper desk)
         self.weights: dict[str, float] = {}
         self.weighed: tuple[int, object] = (0, None)  # (bar, groups) the weights are from
@@ -336,13 +338,10 @@ class TradingEngine:
     def tradable(self) -> frozenset[str] | None:
         """The tradable set discovery published (None: none yet), read again only when the
         bus's state token moved since (:meth:`appliance.bus.Bus.state_token`)."""
-        bus = self.ctx.bus
-        token = bus.state_token()  # before the read: a change after it moves the token again
-        known = self._tradable
-        if token is None or known is None or known[0] != token or known[1] is not bus:
-            pairs = bus.tradable_pairs()
-            known = self._tradable = (token, bus, None if pairs is None else frozenset(pairs))
-        return known[2]
+        if self.tradable_watch.moved(self.ctx.bus):
+            pairs = self.ctx.bus.tradable_pairs()
+            self._tradable = None if pairs is None else frozenset(pairs)
+        return self._tradable
 
     def prod_indicators(self, book: BarBook) -> tuple[int, ...] | None:
         """The indicators the prod models of ``book``'s interval read: only these are
