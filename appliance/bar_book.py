@@ -129,6 +129,12 @@ class BarBook:
             self._pending = None
             self._ring[slots, at] = features if warm.all() else features[warm]
 
+    def rehearse(self) -> int:
+        """The feature step of every symbol's newest bar again, changing nothing
+        (:meth:`models.features.FeatureBook.rehearse`); returns the symbols gone over."""
+        self.finish()
+        return self.features.rehearse()
+
     def _keep_rows(self, slots: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Keep a row per slot; returns where in each slot's ring it went."""
         at = self._count[slots] % self.rows_kept

@@ -168,6 +168,10 @@ class TradingConfig:
     delisting_lead_s: float = _f(3600.0, lo=0.0, hi=30 * 86400.0,
                                  doc="close positions this long before a delisted symbol "
                                      "settles (market time)")
+    rehearse_ms: float = _f(5.0, lo=0.0, hi=200.0,
+                            doc="from a bar's close until it arrives, go over the last bar's "
+                                "path to its orders this often, changing nothing, so that "
+                                "the bar finds it in cache (wall ms; 0: never)")
     allocation: str = _f("equal_risk", choices=("equal_risk", "equal"),
                          doc="how the account's capital is split across the groups' prod "
                              "books when each opens")

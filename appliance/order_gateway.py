@@ -141,6 +141,15 @@ class OrderGateway:
         now = self.rate_time(decided_ms)
         while self.order_times and self.order_times[0] < now - 60:
             self.order_times.popleft()
+        self.kill.bus = self.ctx.bus  # a rebuilt bus is a new object on the context
+        view = self.view(ledger, marks, equity)
+        view.maintenance_mode = self.kill.begin()
+        return OrderBatch(view, decided_ms)
+
+    def view(self, ledger: Ledger, marks: Mapping[str, Decimal],
+             equity: Decimal | None = None) -> AccountView:
+        """The account as :meth:`begin` sees it, without reading the kill switch: its
+        ``maintenance_mode`` is True (no order that adds risk) until the caller sets it."""
         if equity is None:
             equity = ledger.equity(marks)
         day_pnl = equity - self.day_start[1] if self.day_start is not None else Decimal(0)
@@ -154,12 +163,11 @@ class OrderGateway:
         if not all(isinstance(q, Decimal) for q in positions.values()):
             positions = {s: q if isinstance(q, Decimal) else Decimal(str(q))
                          for s, q in positions.items()}
-        self.kill.bus = self.ctx.bus  # a rebuilt bus is a new object on the context
-        return OrderBatch(AccountView(
+        return AccountView(
             equity=equity, positions=positions, prices=prices,
             orders_last_minute=len(self.order_times), daily_pnl=day_pnl,
-            maintenance_mode=self.kill.begin(), disk_full=self.ctx.disk.full,
-            gross=gross_exposure(positions, prices)), decided_ms)
+            maintenance_mode=True, disk_full=self.ctx.disk.full,
+            gross=gross_exposure(positions, prices))
 
     def next_order_id(self) -> str:
         """A new ``orderLinkId``: this gateway's random prefix and a counter (unique across
@@ -168,15 +176,19 @@ class OrderGateway:
         return f"{self._order_prefix}{self._order_seq:08x}"
 
     def add(self, batch: OrderBatch, book: Book, symbol: str, side: Side, qty: Decimal,
-            reduce_only: bool) -> bool:
+            reduce_only: bool, rehearsal: bool = False) -> bool:
         """Check one order against the account after the batch's earlier orders; True when it
         joins the batch (a refusal is kept, with its reason, to be recorded). The batch's
-        positions and running gross exposure move with each order let through."""
+        positions and running gross exposure move with each order let through.
+
+        ``rehearsal``: the batch is a rehearsal's (:meth:`rehearse`), never sent: the order
+        takes no order id, and a refusal is neither counted nor logged."""
         if qty <= 0:
             raise ValueError(f"order qty must be positive, got {qty}")
         view = batch.view
         price = view.prices.get(symbol, ZERO)
-        order = Order(book, symbol, side, qty, reduce_only, self.next_order_id(),
+        order = Order(book, symbol, side, qty, reduce_only,
+                      "" if rehearsal else self.next_order_id(),
                       int(self.ctx.clock.now() * 1000), price)
         positions = view.positions  # the batch's own dict (begin made it)
         before = positions.get(symbol, ZERO)
@@ -186,6 +198,8 @@ class OrderGateway:
         if reason is not None:
             order.status, order.reason = "refused", reason
             batch.refused.append(order)
+            if rehearsal:
+                return False
             self.ctx.metrics.orders_refused_total.labels(reason).inc()
             self.log.info("order refused", symbol=symbol, side=side.value, qty=str(qty),
                           book=book.book_id, reason=reason)
@@ -195,6 +209,25 @@ class OrderGateway:
         view.gross = moved_gross(view.gross, before, after, view.prices.get(symbol))
         batch.orders.append(order)
         return True
+
+    def rehearsal(self, ledger: Ledger, marks: Mapping[str, Decimal],
+                  equity: Decimal | None = None) -> OrderBatch:
+        """A batch to rehearse a bar's orders in (:meth:`add` with ``rehearsal=True``, then
+        :meth:`rehearse`): over the account as :meth:`begin` sees it, with the switch taken
+        as off so that every check runs; nothing of the gateway changes."""
+        view = self.view(ledger, marks, equity)
+        view.maintenance_mode = False
+        return OrderBatch(view)
+
+    def rehearse(self, batch: OrderBatch) -> int:
+        """What :meth:`send` does to a batch up to the venue, without doing it: the journal's
+        lines and the venue's order intents are made and dropped (nothing is written or sent;
+        no order id, rate-cap time or metric is taken). Returns the orders gone over."""
+        self.journal.order_lines((o.order_id, o.book.book_id, o.symbol, o.side.value, o.qty,
+                                  o.ts) for o in batch.orders)
+        for o in batch.orders:
+            self._intent(batch, o)
+        return len(batch.orders)
 
     # -- sending ---------------------------------------------------------------------------
 

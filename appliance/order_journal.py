@@ -45,6 +45,10 @@ class OrderJournal:
         an order on the path from a bar to its orders). Book ids and symbols are escaped once
         each and remembered; order ids (the gateway's own ``mt-<hex>``), sides (Buy, Sell),
         decimal quantities and integer times need no escaping."""
+        self._write(self.order_lines(orders))
+
+    def order_lines(self, orders: Iterable[tuple[str, str, str, str, Decimal, int]]) -> bytes:
+        """What :meth:`append_orders` writes for ``orders`` (nothing is written)."""
         quoted = self._quoted
         lines = []
         for order_id, book_id, symbol, side, qty, ts in orders:
@@ -52,7 +56,7 @@ class OrderJournal:
             sym = quoted.get(symbol) or self._quote(symbol)
             lines.append(f'{{"order_id":"{order_id}","book_id":{book},"symbol":{sym},'
                          f'"side":"{side}","qty":"{qty}","ts":{ts:d}}}\n')
-        self._write("".join(lines).encode())
+        return "".join(lines).encode()
 
     def _quote(self, text: str) -> str:
         if len(self._quoted) >= QUOTED_KEPT:

@@ -19,11 +19,16 @@ machine the wall figures also count other processes' turns). The shadow books' p
 recording the bar come after and are reported apart. ``--busy N`` runs N training processes
 meanwhile, at the job consumer's niceness.
 
-Caches: each bar is processed right after the previous one was recorded (~35 ms of DuckDB),
-and the figures count the cache misses of a path that has cooled that long. They grow with
-the time between bars, even when the machine does nothing else meanwhile (on this shared
-virtual machine the caches cool with time alone): ``--idle-ms N`` lets the engine idle N ms
-after recording each bar, as it does between bars minutes apart in the appliance.
+Caches: each bar comes after the previous one was recorded (~35 ms of DuckDB), and a path that
+has cooled that long pays for cache misses. They grow with the time between bars, even when
+the machine does nothing else meanwhile (on this shared virtual machine the caches cool with
+time alone): ``--idle-ms N`` lets the engine idle N ms after recording each bar, as it does
+between bars minutes apart in the appliance. Then, as the trading loop does once the next
+bar has closed (``trading.rehearse_ms``, :mod:`appliance.rehearsal`), the engine rehearses
+the last bar's path (changing nothing), ``REHEARSALS`` times, and the bar comes at a random
+moment of the rehearsals' beat (uniform in [0, rehearse_ms) after the last). ``unrehearsed_bar_to_orders_ms_*`` is the
+worst case again without rehearsals, ``rehearsal_ms_p50`` what one rehearsal takes (its CPU
+cost every ``rehearse_ms`` from a bar's close until it arrives).
 """
 
 from __future__ import annotations
@@ -117,8 +122,15 @@ def traded_symbols(n: int | None, start: int, end: int) -> tuple[SimMarket, list
     return market, sorted(listed, key=lambda s: -turnover.get(s, 0.0))[:n]
 
 
+#: rehearsals before each bar: on the real clock the appliance's loop runs ~100 (from the
+#: close until the feed, which asks the venue half a second after it, has the bar)
+REHEARSALS = 3
+
+
 def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = None,
-            idle_ms: int = 0) -> dict[str, Any]:
+            idle_ms: int = 0, rehearse_ms: float | None = None) -> dict[str, Any]:
+    """One run of ``n_bars`` bars; ``rehearse_ms``: the trading loop's rehearsals (None: the
+    configured ``trading.rehearse_ms``; 0: none)."""
     start, warm = START, WARM_BARS
     end = start + (warm + n_bars) * BAR_MS
     market, symbols = traded_symbols(n_symbols, start, end)
@@ -132,7 +144,10 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
             "sim": {"pairs": len(market.universe)},
             "trading": {"threshold": threshold, "max_orders_per_minute": 100_000,
                         "max_symbol_notional": 1e12, "max_gross_exposure": 1e12,
-                        "max_leverage": 100.0}})
+                        "max_leverage": 100.0,
+                        **({} if rehearse_ms is None else {"rehearse_ms": rehearse_ms})}})
+        every_s = cfg.trading.rehearse_ms / 1000
+        rng = np.random.default_rng(0)
         clock = BenchClock((start + warm * BAR_MS) / 1000)
         store = Store(StatePaths(state).duckdb)
         bus = Bus(StatePaths(state).bus)
@@ -145,6 +160,7 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
         _register(store, state, symbols, {s: b[:warm] for s, b in bars.items()}, clock.now())
         engine = TradingEngine(ctx)
         decide, decide_cpu, answered, venue, record, on_batch_cpu = [], [], [], [], [], []
+        rehearsals: list[float] = []
 
         async def go() -> None:
             await engine.start()
@@ -169,6 +185,13 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                 record.append((time.perf_counter() - t1) * 1000)
                 if idle_ms:
                     await trio.sleep(idle_ms / 1000)  # the engine waiting for the next bar
+                if every_s:  # the next bar has closed: the loop rehearses every every_s
+                    for last in range(-REHEARSALS + 1, 1):  # until it comes, at any moment
+                        t2 = time.perf_counter()  # of that beat (appliance.rehearsal)
+                        engine.rehearse()
+                        rehearsals.append((time.perf_counter() - t2) * 1000)
+                        await trio.sleep(float(rng.uniform(0.0, every_s)) if not last
+                                         else every_s)
 
         trio.run(go)
         orders = store.sql("SELECT count(*) FROM orders WHERE status = 'filled'")[0][0]
@@ -180,6 +203,10 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
     ms, rec = np.array(decide), np.array(record)
     return {"symbols": len(symbols), "symbols_above_bar": len(above & set(symbols)),
             "models": 3, "bars": n_bars, "idle_ms": idle_ms,
+            "rehearse_ms": cfg.trading.rehearse_ms,
+            # one rehearsal's wall time: its CPU cost every rehearse_ms until a bar comes
+            "rehearsal_ms_p50": round(float(np.percentile(rehearsals, 50)), 3)
+            if rehearsals else None,
             "orders_per_bar": round(orders / n_bars, 1),
             "paper_fills_per_bar": round(paper / n_bars, 1),
             "bar_to_orders_ms_p50": round(float(np.percentile(ms, 50)), 3),
@@ -220,6 +247,7 @@ def run(symbols: int | None = None, busy: int | None = None, idle_ms: int | None
         load_start = round(os.getloadavg()[0], 2)
         worst = run_one(threshold=0.0, n_symbols=symbols, idle_ms=idle_ms or 0)
         usual = run_one(threshold=0.1, n_symbols=symbols, idle_ms=idle_ms or 0)
+        cold = run_one(threshold=0.0, n_symbols=symbols, idle_ms=idle_ms or 0, rehearse_ms=0)
         load_end = round(os.getloadavg()[0], 2)
     finally:
         for p in trainers:
@@ -235,6 +263,7 @@ def run(symbols: int | None = None, busy: int | None = None, idle_ms: int | None
     return {**worst, "budget_ms_p99": budget,
             **{f"default_{k}": v for k, v in usual.items()
                if k.startswith(("bar_", "orders", "record"))},
+            **{f"unrehearsed_{k}": v for k, v in cold.items() if k.startswith("bar_to_orders")},
             "busy_training_processes": busy or 0, "busy_niceness": niceness,
             "load_average_1m_start": load_start, "load_average_1m_end": load_end}
 

@@ -57,11 +57,12 @@ from appliance.outage import Outage
 from appliance.order_gateway import OrderBatch, OrderGateway, books_of, trade_event
 from appliance.order_journal import OrderJournal
 from appliance.paths import StatePaths
+from appliance.rehearsal import Rehearsals
 from appliance.risk import RiskLimits
 from appliance.services.paper_desk import PaperDesk
 from appliance.sizing import lots_change, order_for, target_fractions, target_lots
 from data.disk import is_disk_full
-from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS
+from data.intervals import DAY_MS, HOUR_MS, TRADING_INTERVALS, interval_ms
 from data.lake import Lake
 from models.costs import CostModel, quoted_half_spread
 from models.funding import FUNDING_PERIOD_MS
@@ -75,6 +76,7 @@ RECHECK_S = 60  # market seconds before an hourly check the venue failed is trie
 #: registry moved: a reload reads DuckDB through the store's busy thread (10-30 ms inside
 #: `run`), which a bar would otherwise wait for before its orders
 IDLE_S = 0.25
+BAR_STEP_MS = min(interval_ms(i) for i in TRADING_INTERVALS)  # bars close this often
 
 
 @dataclass
@@ -167,6 +169,9 @@ class TradingEngine:
         self.day_open: tuple[int, Decimal] | None = None  # (market day, equity at its start)
         self.held: list[str] | None = None  # the held symbols last told to the feed
         self.unwritten = False  # a flush met a full disk; what it held is still pending
+        # the last decided bar's interval and the symbols a model could decide on it: what
+        # :meth:`rehearse` goes over again
+        self.last_decided: tuple[str, set[str]] | None = None
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -301,12 +306,14 @@ class TradingEngine:
         tradable = self.tradable()
         models = [m for m in pooled if m.timeframe == batch.interval]
         fresh = book.warm_of(new)  # what a model may decide on: a new bar and a row
+        self.last_decided = (batch.interval, fresh)
         # prod first: its orders leave before anything else of the bar (its model rows, the
         # next hour's weights, the shadow books' paper work)
         prod = [(m, self.targets(m, book, fresh, tradable, live, equity)) for m in models
                 if m.mode == "prod"]
         for m, d in prod:
             if d is not None:
+                self.ledger.dirty.add(d.book.book_id)
                 self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity, d.closes)
         await self.gateway.send(orders, t0)
         answered = (time.perf_counter(), time.process_time())
@@ -325,6 +332,7 @@ class TradingEngine:
             d = self.targets(m, book, fresh, tradable, live)
             if d is None:
                 continue
+            self.ledger.dirty.add(d.book.book_id)
             self.model_rows(m, batch, d, rows)
             if not paused:
                 paper += [(d.book, f) for f in self.desk.rebalance_many(
@@ -334,6 +342,46 @@ class TradingEngine:
         await self.record(batch.end_ms, rows, paper,
                           {b.book_id: b.equity(self.marks_for(b)) for b in live}, orders)
         self.gateway.kill.read_ahead()  # for the next bar's batch, off its path
+
+    def next_close_ms(self) -> int | None:
+        """When the next bar closes (market ms): the shortest trading interval's next close
+        after the last decided bar; None before the first."""
+        if self.bar_ms is None:
+            return None
+        return self.bar_ms - self.bar_ms % BAR_STEP_MS + BAR_STEP_MS
+
+    def rehearse(self) -> int:
+        """Go over the last decided bar's path to its prod orders again, changing nothing:
+        the bar book's feature step, each prod model on its symbols' windows, the sizing, the
+        gateway's checks of every order and what it would journal and send (but no order id,
+        no journal line, no order, no metric, no log). Returns the orders it checked (those
+        the checks refuse included).
+
+        Why: a bar comes minutes after the last, and meanwhile the caches have gone cold, so a
+        bar's path from close to orders pays for fetching its code and data from memory: on
+        this project's shared 2-core machine a third of its time (README, "Performance").
+        Going over it shortly before a bar is due (the trading loop does, every
+        ``trading.rehearse_ms`` from the bar's close until it arrives) keeps it warm; low-
+        latency trading systems do the same (running the order path with a flag that stops
+        short of the wire). The kill switch is not read and the bus not touched: a rehearsal
+        cannot consume the reading the next bar's batch begins on (:mod:`~appliance.kill_guard`)."""
+        if self.last_decided is None or not self.started:
+            return 0
+        interval, fresh = self.last_decided
+        book = self.bar_books[interval]
+        book.rehearse()
+        prods = [m for m in self.pool.models.values()
+                 if m.mode == "prod" and m.timeframe == interval]
+        if not prods:
+            return 0
+        equity = self.ledger.account_equities(self.marks)
+        orders = self.gateway.rehearsal(self.ledger, self.marks, sum(equity.values(), ZERO))
+        for m in prods:
+            d = self.targets(m, book, fresh, self._tradable, [], equity)
+            if d is not None:
+                self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity,
+                               d.closes, rehearsal=True)
+        return self.gateway.rehearse(orders) + len(orders.refused)
 
     def tradable(self) -> frozenset[str] | None:
         """The tradable set discovery published (None: none yet), read again only when the
@@ -361,7 +409,8 @@ class TradingEngine:
                 equity: Mapping[str, Num] | None = None) -> Decided | None:
         """Run model ``m`` on the bar's symbols it serves and size its targets (the same for
         prod and shadow); its book joins ``live``. None when its book is not open or it has
-        nothing to decide. ``equity``: books' equity at the bar's marks, where known."""
+        nothing to decide (it changes nothing: the caller marks the book to be written).
+        ``equity``: books' equity at the bar's marks, where known."""
         b = self.ledger.books.get(m.book_id)
         if b is None or b.state != OPEN:
             return None
@@ -382,7 +431,6 @@ class TradingEngine:
         if leaving:
             fractions[[s in leaving for s in mine]] = 0.0
         closes = book.closes_of(mine)  # the bar's closes: fmarks
-        self.ledger.dirty.add(b.book_id)
         start = (equity or {}).get(b.book_id)
         if start is None:
             start = b.equity(self.marks_for(b))
@@ -478,11 +526,12 @@ class TradingEngine:
         return None
 
     def plan_prod(self, orders: OrderBatch, b: Book, symbols: list[str],
-                  fractions: np.ndarray, start_equity: Decimal, prices: np.ndarray) -> None:
+                  fractions: np.ndarray, start_equity: Decimal, prices: np.ndarray,
+                  rehearsal: bool = False) -> None:
         """The prod targets in whole lots, as one order per symbol (a flip is one order) into
         the bar's batch; the gateway checks each. Sized in float64 over all the symbols at
         once (:func:`appliance.sizing.target_lots`) at the bar's ``prices``; Decimal only for
-        the orders that go."""
+        the orders that go. ``rehearsal``: ``orders`` is a rehearsal's (:meth:`rehearse`)."""
         steps = self.steps_of(tuple(symbols))
         positions = b.positions
         held = np.array([float(h.qty) if (h := positions.get(s)) is not None else 0.0
@@ -495,7 +544,7 @@ class TradingEngine:
             order = order_for(b.qty(symbol), Decimal(int(lots[i])) * inst.qty_step,
                               step=inst.qty_step, min_qty=inst.min_order_qty)
             if order is not None:
-                self.gateway.add(orders, b, symbol, *order)
+                self.gateway.add(orders, b, symbol, *order, rehearsal=rehearsal)
 
     def steps_of(self, symbols: tuple[str, ...]) -> np.ndarray:
         """The symbols' lots as floats (NaN: no instrument), kept until the instruments are
@@ -725,17 +774,32 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
     await outage.ok()
     checked_at = ctx.clock.now()
     virtual = isinstance(ctx.clock, VirtualClock)
+    rehearsals = Rehearsals(ctx.cfg.trading.rehearse_ms / 1000)
+    idle_at = trio.current_time()
     try:
         while True:
             ctx.beat(NAME)
             batch = None
-            # wall time: beat, reload the pool and reconcile even without bars
-            with trio.move_on_after(IDLE_S):
+            # wall time: beat, reload the pool and reconcile even without bars; once the
+            # next bar has closed, rehearse its path until it comes (appliance.rehearsal)
+            wait, rehearse = rehearsals.wait_s(engine.next_close_ms(), engine.now_ms(),
+                                               trio.current_time(), IDLE_S, ctx.clock.speed)
+            with trio.move_on_after(wait):
                 try:
                     batch = await bars.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     raise RuntimeError("cut off by the bar hub for falling behind; catching "
                                        "up from the store") from None
+            if batch is None and rehearse:  # nothing else until the bar or the window's end
+                try:
+                    engine.rehearse()
+                except Exception as exc:  # a rehearsal never takes trading down
+                    engine.log.error("rehearsals stopped: one failed (bars are decided as "
+                                     "without them)", error=repr(exc)[:300])
+                    rehearsals.every_s = 0.0
+                continue
+            if batch is None and wait < IDLE_S and trio.current_time() - idle_at < IDLE_S:
+                continue  # woken at a bar's close
             if batch is not None:
                 if virtual:  # market time waits while bars are decided
                     ctx.clock.hold(NAME)
@@ -748,6 +812,7 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
             else:  # between bars: a registry change is loaded now, not by the next bar
                 await engine.pool.refresh()
                 await engine.flush()
+                idle_at = trio.current_time()
             if ctx.clock.now() - checked_at >= HOUR_MS / 1000:
                 try:
                     await engine.refresh_instruments()

@@ -164,3 +164,39 @@ def test_a_split_push_gives_the_same_rows_as_a_whole_one(candles):
     want, _ = whole.push(["ETH"], eth[190][None])
     np.testing.assert_array_equal(split.push(["ETH"], eth[191][None])[0],
                                   whole.push(["ETH"], eth[191][None])[0])
+
+
+def _state(book: FeatureBook) -> list[np.ndarray]:
+    return [book._ring.copy(), book._last.copy(), book._count.copy(),
+            *(v.copy() for _, v in sorted(book._smoothers.items()))]
+
+
+def test_a_rehearsal_changes_nothing_and_the_next_push_is_as_without_it(candles):
+    """The trading engine goes over a push again between bars to keep it in cache
+    (``rehearse``): the book's arrays stay bit for bit what they were, a pending split push is
+    finished as any other call would, and the next rows are the ones a book that never
+    rehearsed computes."""
+    from models.features import FS2
+
+    plain, rehearsed = FeatureBook(feature_set=FS2), FeatureBook(feature_set=FS2)
+    eth, ada = candles["ETH"], candles["ADA"]
+    assert rehearsed.rehearse() == 0  # no symbol yet
+    rehearsed.add("NEW")  # a symbol without a bar is not gone over
+    assert rehearsed.rehearse() == 0 and not rehearsed._smoothers
+    rehearsed.remove("NEW")
+    for book in (plain, rehearsed):
+        book.prefill("ETH", eth[:150])
+        book.prefill("ADA", ada[:120])
+    for t in range(150, 170):
+        rows = np.stack([eth[t], ada[t - 30]])
+        want, _ = plain.push(["ETH", "ADA"], rows)
+        got, _ = rehearsed.push(["ETH", "ADA"], rows, first=[0, 5] if t % 2 else None)
+        before = _state(rehearsed) if not t % 2 else None
+        for _ in range(3):
+            assert rehearsed.rehearse() == 2
+        if before is not None:
+            after = _state(rehearsed)
+            assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(before, after))
+        np.testing.assert_array_equal(got, want)  # a pending split push was finished
+    np.testing.assert_array_equal(rehearsed.push(["ETH"], eth[170][None])[0],
+                                  plain.push(["ETH"], eth[170][None])[0])

@@ -1,0 +1,110 @@
+"""The trading engine's rehearsal of a bar's path: it goes over the checks and changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from appliance.paths import StatePaths
+from appliance.rehearsal import WINDOW_S
+from appliance.services import trading
+from tests.appliance.services.test_trading import fills, trade_for, with_model
+
+
+def snapshot(ctx, engine: trading.TradingEngine) -> dict:
+    """Everything a rehearsal could change that a bar, an operator or the venue reads."""
+    gw, journal = engine.gateway, StatePaths(ctx.cfg.state_path).orders_journal
+    book = engine.bar_books["5m"]
+    return {
+        "books": {i: (b.cash, b.state, {s: (h.qty, h.cost) for s, h in b.positions.items()})
+                  for i, b in [("house", engine.ledger.house), *engine.ledger.books.items()]},
+        "dirty": set(engine.ledger.dirty),
+        "gateway": (gw._order_seq, list(gw.order_times), set(gw.halted), gw.day_start),
+        "kill": (gw.kill.value, gw.kill.reads, gw.kill.ahead),
+        "journal": journal.read_bytes() if journal.exists() else b"",
+        "metrics": sorted((s.name, tuple(sorted(s.labels.items())), s.value)
+                          for m in ctx.metrics.registry.collect() for s in m.samples
+                          if not s.name.endswith("_created")),
+        "tokens": (ctx.bus.switch_token(), ctx.bus.state_token()),
+        "rows": (book._ring.copy(), book._count.copy(), book.features._ring.copy(),
+                 {k: v.copy() for k, v in book.features._smoothers.items()}),
+    }
+
+
+def same(a: dict, b: dict) -> bool:
+    ra, rb = a.pop("rows"), b.pop("rows")
+    arrays = all(np.array_equal(x, y, equal_nan=True) for x, y in zip(ra[:3], rb[:3]))
+    smoothers = ra[3].keys() == rb[3].keys() and all(
+        np.array_equal(ra[3][k], rb[3][k], equal_nan=True) for k in ra[3])
+    return arrays and smoothers and a == b
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
+async def test_a_rehearsal_checks_the_bars_orders_and_changes_nothing(make_ctx, autojump_clock):
+    """With a per-symbol limit far below what the model wants, every bar's orders are refused:
+    the rehearsal sizes and checks them again (the refusal path included), yet no order id,
+    journal line, metric, refusal count, book, switch reading or feature state moves."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx, max_symbol_notional=5.0, rehearse_ms=0.0)
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 1.5)
+    assert not fills(ctx, "prod")
+    refused = ctx.metrics.orders_refused_total.labels("symbol_notional_cap")._value.get()
+    assert refused > 0
+    before = snapshot(ctx, engine)
+    for _ in range(3):
+        assert engine.rehearse() > 0  # orders sized and checked (and refused) again
+    assert same(snapshot(ctx, engine), before)
+    begun = engine.gateway.begin(engine.ledger, engine.marks)  # the next bar's batch
+    assert not begun.view.maintenance_mode
+    assert engine.gateway.kill.reads == before["kill"][1]  # on the reading taken ahead
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("every_ms", [5.0, 0.0])
+async def test_the_loop_rehearses_between_a_bars_close_and_its_arrival_only(
+        make_ctx, autojump_clock, every_ms):
+    """Inside `run`'s loop: rehearsals come after the next bar has closed on the market clock
+    and before it is decided, never earlier in the interval, at most a window's worth a bar;
+    the prod book trades as without them; ``rehearse_ms = 0`` turns them off."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx, rehearse_ms=every_ms)
+    engine = trading.TradingEngine(ctx)
+    calls: list[tuple[int, int | None, int | None]] = []
+    rehearse = engine.rehearse
+
+    def counted() -> int:
+        calls.append((engine.now_ms(), engine.next_close_ms(), engine.bar_ms))
+        return rehearse()
+
+    engine.rehearse = counted
+    await trade_for(ctx, engine, 1.5)
+    assert fills(ctx, "prod")
+    if not every_ms:
+        assert calls == []
+        return
+    assert all(now >= close for now, close, _ in calls)  # the next bar had closed
+    bars = {bar for _, _, bar in calls}
+    assert len(bars) >= 6  # most 5m bars of the hour and a half were rehearsed for
+    per_bar = max(sum(1 for c in calls if c[2] == bar) for bar in bars)
+    assert per_bar <= WINDOW_S / (every_ms / 1000) + 1  # bounded by the window
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
+async def test_a_failing_rehearsal_stops_rehearsals_not_trading(make_ctx, autojump_clock):
+    ctx = make_ctx(speed=60)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    calls = []
+
+    def broken() -> int:
+        calls.append(engine.bar_ms)
+        raise RuntimeError("a bug in the rehearsal")
+
+    engine.rehearse = broken
+    await trade_for(ctx, engine, 1.0)
+    assert len(calls) == 1  # the first one failed; none after
+    assert fills(ctx, "prod")
