@@ -8,7 +8,8 @@ over the last bar's path again without any effect; the loop runs it every ``ever
 moment the next bar closes on the market clock until that bar arrives (the feed asks for it half a
 second after the close, then the venue answers), so that the bar finds the path warm. The window
 is bounded (``window_s`` of wall time): a feed cut off by an outage does not keep the loop
-rehearsing. Off (``trading.rehearse_ms = 0``) the loop waits as it did.
+rehearsing; and on the virtual clock there is none while the feed holds market time to catch
+up (the CPU is the feed's then). Off (``trading.rehearse_ms = 0``) the loop waits as it did.
 
 Pure timing (no clock is read here): the loop passes in the times.
 """

@@ -782,8 +782,10 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
             batch = None
             # wall time: beat, reload the pool and reconcile even without bars; once the
             # next bar has closed, rehearse its path until it comes (appliance.rehearsal)
-            wait, rehearse = rehearsals.wait_s(engine.next_close_ms(), engine.now_ms(),
-                                               trio.current_time(), IDLE_S, ctx.clock.speed)
+            behind = virtual and ctx.clock.held  # the feed catching up: leave it the CPU
+            wait, rehearse = rehearsals.wait_s(None if behind else engine.next_close_ms(),
+                                               engine.now_ms(), trio.current_time(), IDLE_S,
+                                               ctx.clock.speed)
             with trio.move_on_after(wait):
                 try:
                     batch = await bars.receive()
@@ -791,6 +793,8 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
                     raise RuntimeError("cut off by the bar hub for falling behind; catching "
                                        "up from the store") from None
             if batch is None and rehearse:  # nothing else until the bar or the window's end
+                if virtual and ctx.clock.held:
+                    continue
                 try:
                     engine.rehearse()
                 except Exception as exc:  # a rehearsal never takes trading down

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trio
 
 from appliance.paths import StatePaths
 from appliance.rehearsal import WINDOW_S
@@ -108,3 +109,35 @@ async def test_a_failing_rehearsal_stops_rehearsals_not_trading(make_ctx, autoju
     await trade_for(ctx, engine, 1.0)
     assert len(calls) == 1  # the first one failed; none after
     assert fills(ctx, "prod")
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
+async def test_no_rehearsal_while_the_feed_holds_market_time_to_catch_up(make_ctx,
+                                                                         autojump_clock):
+    """On the virtual clock a feed that falls behind holds market time; the CPU is then the
+    feed's, and the loop waits for the bar without rehearsing. Without a feed at all the bar
+    never comes, and the rehearsals stop after their window."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 1.0)
+    calls: list[int] = []
+    rehearse = engine.rehearse
+    engine.rehearse = lambda: calls.append(engine.now_ms()) or rehearse()
+    hub = trading.BarHub()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trading.run, ctx, engine, hub)
+        close = engine.next_close_ms()
+        await trio.sleep(max(0.0, (close - engine.now_ms()) / 1000 / ctx.clock.speed) + 0.001)
+        ctx.clock.hold("feed")  # the next bar has closed, and the feed is behind
+        await trio.sleep(1.0)
+        assert calls == []
+        ctx.clock.release("feed")
+        await trio.sleep(WINDOW_S)
+        # the window counts from the close, the held second inside it
+        assert 0.5 / 0.005 <= len(calls) <= (WINDOW_S - 1.0) / 0.005 + 1
+        done = len(calls)
+        await trio.sleep(2.0)
+        assert len(calls) == done  # the window has ended: no bar, no more rehearsals
+        nursery.cancel_scope.cancel()
