@@ -169,9 +169,9 @@ class TradingEngine:
         self.day_open: tuple[int, Decimal] | None = None  # (market day, equity at its start)
         self.held: list[str] | None = None  # the held symbols last told to the feed
         self.unwritten = False  # a flush met a full disk; what it held is still pending
-        # the last decided bar's interval and the symbols a model could decide on it: what
+        # per interval, the symbols a model could decide on its last decided bar: what
         # :meth:`rehearse` goes over again
-        self.last_decided: tuple[str, set[str]] | None = None
+        self.last_decided: dict[str, set[str]] = {}
 
     def lot(self, symbol: str) -> Decimal | None:
         inst = self.instruments.get(symbol)
@@ -306,7 +306,7 @@ class TradingEngine:
         tradable = self.tradable()
         models = [m for m in pooled if m.timeframe == batch.interval]
         fresh = book.warm_of(new)  # what a model may decide on: a new bar and a row
-        self.last_decided = (batch.interval, fresh)
+        self.last_decided[batch.interval] = fresh
         # prod first: its orders leave before anything else of the bar (its model rows, the
         # next hour's weights, the shadow books' paper work)
         prod = [(m, self.targets(m, book, fresh, tradable, live, equity)) for m in models
@@ -351,7 +351,8 @@ class TradingEngine:
         return self.bar_ms - self.bar_ms % BAR_STEP_MS + BAR_STEP_MS
 
     def rehearse(self) -> int:
-        """Go over the last decided bar's path to its prod orders again, changing nothing:
+        """Go over the path of the bars due at the next close (each interval's last decided
+        bar) to their prod orders again, changing nothing:
         the bar book's feature step, each prod model on its symbols' windows, the sizing, the
         gateway's checks of every order and what it would journal and send (but no order id,
         no journal line, no order, no metric, no log). Returns the orders it checked (those
@@ -365,23 +366,29 @@ class TradingEngine:
         latency trading systems do the same (running the order path with a flag that stops
         short of the wire). The kill switch is not read and the bus not touched: a rehearsal
         cannot consume the reading the next bar's batch begins on (:mod:`~appliance.kill_guard`)."""
-        if self.last_decided is None or not self.started:
+        close = self.next_close_ms()
+        if close is None or not self.started:
             return 0
-        interval, fresh = self.last_decided
-        book = self.bar_books[interval]
-        book.rehearse()
-        prods = [m for m in self.pool.models.values()
-                 if m.mode == "prod" and m.timeframe == interval]
-        if not prods:
-            return 0
-        equity = self.ledger.account_equities(self.marks)
-        orders = self.gateway.rehearsal(self.ledger, self.marks, sum(equity.values(), ZERO))
-        for m in prods:
-            d = self.targets(m, book, fresh, self._tradable, [], equity)
-            if d is not None:
-                self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity,
-                               d.closes, rehearsal=True)
-        return self.gateway.rehearse(orders) + len(orders.refused)
+        checked = 0
+        for interval, fresh in self.last_decided.items():
+            if close % interval_ms(interval):
+                continue  # that interval's next bar closes later
+            book = self.bar_books[interval]
+            book.rehearse()
+            prods = [m for m in self.pool.models.values()
+                     if m.mode == "prod" and m.timeframe == interval]
+            if not prods:
+                continue
+            equity = self.ledger.account_equities(self.marks)
+            orders = self.gateway.rehearsal(self.ledger, self.marks,
+                                            sum(equity.values(), ZERO))
+            for m in prods:
+                d = self.targets(m, book, fresh, self._tradable, [], equity)
+                if d is not None:
+                    self.plan_prod(orders, d.book, d.symbols, d.fractions, d.start_equity,
+                                   d.closes, rehearsal=True)
+            checked += self.gateway.rehearse(orders) + len(orders.refused)
+        return checked
 
     def tradable(self) -> frozenset[str] | None:
         """The tradable set discovery published (None: none yet), read again only when the

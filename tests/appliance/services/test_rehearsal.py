@@ -64,6 +64,29 @@ async def test_a_rehearsal_checks_the_bars_orders_and_changes_nothing(make_ctx, 
 
 @pytest.mark.trio
 @pytest.mark.timeout(180)
+async def test_a_rehearsal_goes_over_the_intervals_whose_bars_close_next(make_ctx,
+                                                                       autojump_clock):
+    """Five minutes before the hour the 5m and the 1h bars close together: both books are
+    rehearsed; at any other 5m close only the 5m book."""
+    ctx = make_ctx(speed=60)
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    await trade_for(ctx, engine, 2.0)
+    assert set(engine.last_decided) == {"5m", "1h"}
+    gone_over: list[str] = []
+    for interval, book in engine.bar_books.items():
+        book.rehearse = lambda i=interval, f=book.rehearse: gone_over.append(i) or f()
+    hour = engine.bar_ms - engine.bar_ms % 3_600_000
+    engine.bar_ms = hour + 1_800_000  # the next bar closes at half past
+    assert engine.rehearse() >= 0 and gone_over == ["5m"]
+    gone_over.clear()
+    engine.bar_ms = hour + 3_300_000  # ... on the hour
+    engine.rehearse()
+    assert sorted(gone_over) == ["1h", "5m"]
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("every_ms", [5.0, 0.0])
 async def test_the_loop_rehearses_between_a_bars_close_and_its_arrival_only(
         make_ctx, autojump_clock, every_ms):
