@@ -7,8 +7,9 @@ days, so the exchange's 1000-candle pages are filled (36 pages for 25 days, wher
 requests would need 50): the rate limit, not our request pattern, sets the pace.
 
 Each run is validated before anything is written; minutes the exchange did not send are asked
-for once more (gap refill), and what is still missing is counted in the day's metadata and the
-manifest.
+for once more (gap refill; a gap longer than a page only when a probe of one page at its edge
+finds candles, so a pair's unlisted weeks are not asked for twice), and what is still missing
+is counted in the day's metadata and the manifest.
 
 Funding rates (:func:`backfill_funding`) go into the lake's funding file of the pair; only the
 rates newer than the stored ones are asked for once the file covers the window.
@@ -28,6 +29,7 @@ from data.lake import DAY_MS, DayBatch, Lake
 from models.funding import FUNDING_PERIOD_MS
 
 CHUNK_DAYS = 25
+PAGE_MS = 1000 * MINUTE_MS  # a page of 1m klines (Bybit's 1000 a request)
 Progress = Callable[[str, int, int], Awaitable[None] | None]
 
 
@@ -53,10 +55,25 @@ async def fetch_range(exchange: Exchange, symbol: str, start: int, end: int) -> 
 
 async def fetch_with_refill(exchange: Exchange, symbol: str, start: int, end: int
                             ) -> np.ndarray:
-    """Candles of [start, end), validated, with one more ask for every gap."""
+    """Candles of [start, end), validated, with one more ask for every gap.
+
+    A gap longer than a page is first probed with one page at its edge next to the candles
+    received (the end of a gap before them, else its start): a venue that dropped a page
+    sends candles there when asked again, and then the whole gap is asked for; one that sends
+    nothing there again has none (the pair was not listed, e.g. before its launch), and the
+    gap's other pages are not asked for twice."""
     rows = await fetch_range(exchange, symbol, start, end)
     validate(rows)
     for gap_start, gap_end in missing_ranges(rows[:, 0], start, end):
+        if gap_end - gap_start > PAGE_MS:
+            leading = gap_start == start and len(rows) > 0
+            probe = (gap_end - PAGE_MS, gap_end) if leading else (gap_start,
+                                                                   gap_start + PAGE_MS)
+            found = await fetch_range(exchange, symbol, *probe)
+            validate(found)
+            if not len(found):
+                continue
+            rows = merge(rows, found)
         refill = await fetch_range(exchange, symbol, gap_start, gap_end)
         validate(refill)
         rows = merge(rows, refill)

@@ -34,6 +34,19 @@ def num(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def nums(values: list[float]) -> list[str]:
+    """:func:`num` of many floats (a kline page's column): one ``repr`` pass, and ``num`` only
+    for the rare value that needs more (an exponent, a NaN)."""
+    texts = list(map(repr, values))
+    out = [t[:-2] if t.endswith(".0") else t for t in texts]
+    joined = "".join(texts)
+    if "e" in joined or "n" in joined:
+        for i, t in enumerate(texts):
+            if "e" in t or "n" in t:
+                out[i] = num(values[i])
+    return out
+
+
 def dec(x: Decimal) -> str:
     return format(x, "f")
 
@@ -120,7 +133,10 @@ def klines(market: SimMarket, params: Mapping[str, str], now_ms: int) -> dict[st
     if hi_bucket >= lo_bucket:
         arr = aggregate_buckets(_minutes_with_open_stub(market, symbol, lo_bucket,
                                                         hi_bucket + bucket, now_ms), bucket)
-        rows = [[str(int(r[0])), *map(num, r[1:7])] for r in arr[::-1].tolist()][:limit]
+        arr = arr[::-1][:limit]
+        columns = [list(map(str, arr[:, 0].astype(np.int64).tolist())),
+                   *(nums(arr[:, j].tolist()) for j in range(1, 7))]
+        rows = [list(r) for r in zip(*columns)]
     return {"symbol": symbol, "category": "linear", "list": rows}
 
 

@@ -86,3 +86,56 @@ async def test_gaps_are_detected_and_refilled(tmp_path):
     day = END - DAY_MS
     assert ex.asked[1:] == [(day + 10 * MINUTE_MS, day + 13 * MINUTE_MS),
                             (day + 500 * MINUTE_MS, day + 501 * MINUTE_MS)]
+
+
+class CountingExchange(SimExchange):
+    """Records every range asked for; ``drop`` minutes are left out of the first answer that
+    holds them, as a venue that lost a page does."""
+
+    def __init__(self, *a, drop=(), **k):
+        super().__init__(*a, **k)
+        self.asked: list[tuple[int, int]] = []
+        self.drop = set(drop)
+
+    async def klines_array(self, symbol, start_ms, end_ms):
+        rows = await super().klines_array(symbol, start_ms, end_ms)
+        self.asked.append((start_ms, end_ms))
+        lost = np.isin(rows[:, 0], list(self.drop))
+        if lost.any():
+            self.drop.clear()
+            return rows[~lost]
+        return rows
+
+
+@pytest.mark.trio
+async def test_weeks_a_pair_was_not_listed_are_probed_with_one_page_not_asked_twice(tmp_path):
+    """SEIUSDT is delisted from day 825 to day 840: the run's 15-day hole is probed with one
+    page at its start, which comes back empty, and is not asked for again."""
+    lake = Lake(tmp_path)
+    ex = CountingExchange(VirtualClock(END / 1000, 1.0), SimConfig(), inline=True)
+    start = EPOCH_MS + 823 * DAY_MS
+    r = await backfill_symbol(ex, lake, "SEIUSDT", start, END, inline=True)
+    hole = EPOCH_MS + 825 * DAY_MS
+    assert ex.asked == [(start, END), (hole, hole + 1000 * MINUTE_MS)]
+    assert r.missing == 15 * 1440
+    assert np.array_equal(lake.read("1m", "SEIUSDT"), sim().market.candles("SEIUSDT", start, END))
+    # a run that starts inside the hole: probed with the page right before the relisting
+    lake = Lake(tmp_path / "again")
+    ex.asked.clear()
+    start, back = EPOCH_MS + 830 * DAY_MS, EPOCH_MS + 840 * DAY_MS
+    r = await backfill_symbol(ex, lake, "SEIUSDT", start, END, inline=True)
+    assert ex.asked == [(start, END), (back - 1000 * MINUTE_MS, back)]
+    assert r.missing == 10 * 1440
+
+
+@pytest.mark.trio
+async def test_a_page_the_venue_lost_is_found_by_the_probe_and_asked_for_whole(tmp_path):
+    lake = Lake(tmp_path)
+    day = END - 2 * DAY_MS
+    lost = [day + (300 + i) * MINUTE_MS for i in range(1500)]  # 25 hours, mid-run
+    ex = CountingExchange(VirtualClock(END / 1000, 1.0), SimConfig(), inline=True, drop=lost)
+    r = await backfill_symbol(ex, lake, "BTCUSDT", day, END, inline=True)
+    assert r.missing == 0
+    assert np.array_equal(lake.read("1m", "BTCUSDT"), sim().market.candles("BTCUSDT", day, END))
+    gap = (lost[0], lost[-1] + MINUTE_MS)
+    assert ex.asked == [(day, END), (gap[0], gap[0] + 1000 * MINUTE_MS), gap]
