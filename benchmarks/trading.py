@@ -26,9 +26,10 @@ time alone): ``--idle-ms N`` lets the engine idle N ms after recording each bar,
 between bars minutes apart in the appliance. Then, as the trading loop does once the next
 bar has closed (``trading.rehearse_ms``, :mod:`appliance.rehearsal`), the engine rehearses
 the last bar's path (changing nothing), ``REHEARSALS`` times, and the bar comes at a random
-moment of the rehearsals' beat (uniform in [0, rehearse_ms) after the last). ``unrehearsed_bar_to_orders_ms_*`` is the
-worst case again without rehearsals, ``rehearsal_ms_p50`` what one rehearsal takes (its CPU
-cost every ``rehearse_ms`` from a bar's close until it arrives).
+moment of the rehearsals' beat (uniform in [0, rehearse_ms) after the last).
+``unrehearsed_bar_to_orders_ms_*`` is the worst case again without rehearsals,
+``rehearsal_ms_p50`` what one rehearsal takes (its CPU cost every ``rehearse_ms`` from a bar's
+close until it arrives).
 """
 
 from __future__ import annotations
@@ -185,13 +186,14 @@ def run_one(n_bars: int = 300, threshold: float = 0.0, n_symbols: int | None = N
                 record.append((time.perf_counter() - t1) * 1000)
                 if idle_ms:
                     await trio.sleep(idle_ms / 1000)  # the engine waiting for the next bar
-                if every_s:  # the next bar has closed: the loop rehearses every every_s
-                    for last in range(-REHEARSALS + 1, 1):  # until it comes, at any moment
-                        t2 = time.perf_counter()  # of that beat (appliance.rehearsal)
-                        engine.rehearse()
-                        rehearsals.append((time.perf_counter() - t2) * 1000)
-                        await trio.sleep(float(rng.uniform(0.0, every_s)) if not last
-                                         else every_s)
+                # the next bar has closed: the loop rehearses every every_s until it comes,
+                # at any moment of that beat (appliance.rehearsal)
+                for i in range(REHEARSALS if every_s else 0):
+                    t2 = time.perf_counter()
+                    engine.rehearse()
+                    rehearsals.append((time.perf_counter() - t2) * 1000)
+                    last = i == REHEARSALS - 1
+                    await trio.sleep(float(rng.uniform(0.0, every_s)) if last else every_s)
 
         trio.run(go)
         orders = store.sql("SELECT count(*) FROM orders WHERE status = 'filled'")[0][0]

@@ -180,7 +180,7 @@ class FeatureBook:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             inputs = fs.inputs(Bar(bars.T), Bar(prev.T))
             stacked = np.stack([inputs[name] for name in fs.input_names])
-            newest = slots * (2 * self._h) + (count % self._h) + self._h
+            newest = self._at(slots, count)
             flat = self._ring.reshape(len(fs.input_names), -1)
             flat[:, newest] = stacked
             flat[:, newest - self._h] = stacked
@@ -227,19 +227,13 @@ class FeatureBook:
         finds them warm. The values computed are thrown away: they are not the newest rows
         (each smoother steps once more)."""
         self.finish()
-        if not self._slots:
+        slots = np.fromiter(self._slots.values(), dtype=np.intp, count=len(self._slots))
+        slots = slots[self._count[slots] > 0]
+        if not len(slots):
             return 0
-        slots = self._slot_cache[2] if self._slot_cache is not None \
-            and self._slot_cache[0] == self._version else np.fromiter(
-                self._slots.values(), dtype=np.intp, count=len(self._slots))
-        count = self._count[slots]
-        if not count.all():
-            slots, count = slots[count > 0], count[count > 0]
-            if not len(slots):
-                return 0
         fs = self.feature_set
         last = self._last[slots]
-        newest = slots * (2 * self._h) + ((count - 1) % self._h) + self._h
+        newest = self._at(slots, self._count[slots] - 1)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             fs.inputs(Bar(last.T), Bar(last.T))
             flat = self._ring.reshape(len(fs.input_names), -1)
@@ -247,6 +241,11 @@ class FeatureBook:
             np.stack(fs.evaluate(LiveSeries(self, inputs, slots, newest, None, dry=True)),
                      axis=1)
         return len(slots)
+
+    def _at(self, slots: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Flat ring index (in one input's row) of each slot's value number ``i`` (its second
+        copy, so the ``history`` values before it are the run just below)."""
+        return slots * (2 * self._h) + (i % self._h) + self._h
 
     def _new_slots(self, symbols: Sequence[str], key: tuple[str, ...],
                    bars: np.ndarray) -> np.ndarray:
