@@ -194,7 +194,9 @@ class TradingEngine:
         venue = await self.ctx.exchange.balance()
         for note in self.ledger.restore(books, venue, self.now_ms()):
             self.log.info(note)
-        settled = await self.gateway.settle_pending(self.ledger)
+        # a crash between a funding bar's fills and their record lost what the books held at
+        # the funding time: before the venue's fills are adopted, the books hold it again
+        settled = await self.gateway.settle_pending(self.ledger, self.hold_funding)
         if settled:
             self.log.warning("settled orders left pending by a crash", orders=len(settled))
         await self.reconcile()
@@ -202,6 +204,12 @@ class TradingEngine:
         await self.pool.refresh()  # the sessions open now, not on the first bar's clock
         self.started = True
         self.started_ms = self.now_ms() - self.now_ms() % 60_000
+
+    def hold_funding(self, upto_ms: int) -> None:
+        """Note what every book holds at each funding time up to ``upto_ms`` it has not paid
+        (:meth:`FundingClerk.hold`): called before fills that may follow such a time."""
+        assert self.ledger.house is not None
+        self.funding.hold([self.ledger.house, *self.ledger.books.values()], upto_ms)
 
     def now_ms(self) -> int:
         return int(self.ctx.clock.now() * 1000)
@@ -288,8 +296,7 @@ class TradingEngine:
         # funding is charged on what each book held at the funding time, before this bar's
         # fills: noted now, paid once the orders have left (no order waits for the venue's
         # rates), except by books winding down, which pay before their cash goes home
-        assert self.ledger.house is not None
-        self.funding.hold([self.ledger.house, *self.ledger.books.values()], batch.end_ms)
+        self.hold_funding(batch.end_ms)
         await self.settle_funding(batch.end_ms, [b for b in self.ledger.books.values()
                                                  if b.state == CLOSING])
         await self.wind_down()

@@ -464,6 +464,50 @@ async def test_a_fill_lost_in_a_crash_is_adopted_from_the_venue(make_ctx, autoju
 
 
 @pytest.mark.trio
+@pytest.mark.timeout(240)
+async def test_a_crash_after_a_funding_bars_fills_pays_on_what_was_held_at_the_funding_time(
+        make_ctx, autojump_clock, monkeypatch):
+    """The venue charges 08:00's funding on the positions held then, before the 08:00 bar's
+    fills. A kill between those fills and their DuckDB write lost what the books had noted
+    (``FundingClerk.hold``, in memory): after the restart the books adopted the fills and paid
+    08:00 on the positions after them, and the account identity broke by the difference."""
+    ctx = make_ctx(speed=60, start=START + 6.5 * 3600)  # 06:30 UTC: 08:00 is a funding time
+    await with_model(ctx)
+    engine = trading.TradingEngine(ctx)
+    eight = int((START + 8 * 3600) * 1000)
+    real_record = trading.record_bars
+
+    def crash(*args):
+        if any(o.ts >= eight for o in args[6]):  # the 08:00 bar's orders, sent and filled
+            raise KeyboardInterrupt("killed between the venue's fills and the write")
+        return real_record(*args)
+
+    async def drop_eth_before_eight() -> None:  # the 08:00 bar closes ETH: a position moves
+        await ctx.clock.sleep_until(START + 7.95 * 3600)
+        ctx.bus.set_tradable_pairs(["BTCUSDT"])
+
+    monkeypatch.setattr(trading, "record_bars", crash)
+    with pytest.raises(BaseException):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drop_eth_before_eight)
+            await trade_for(ctx, engine, 2)
+    monkeypatch.undo()
+    journalled = engine.gateway.journal.entries()
+    assert any(e["symbol"] == "ETHUSDT" for e in journalled)  # ETH's close: sent, unrecorded
+    assert "ETHUSDT" not in {p.symbol for p in await ctx.exchange.positions()}
+    assert ctx.exchange.broker.funding_paid.get("ETHUSDT", 0) != 0  # charged on what was held
+
+    restarted = trading.TradingEngine(ctx)
+    await trade_for(ctx, restarted, 0.5)
+    assert restarted.halted == set()
+    venue_paid = sum(ctx.exchange.broker.funding_paid.values())
+    (prod,) = [b for b in restarted.ledger.books.values() if b.mode == "prod"]
+    assert prod.funded_to is not None and prod.funded_to >= eight
+    assert prod.funding + restarted.ledger.house.funding == venue_paid  # exact: Decimal
+    assert_account_identity(ctx)
+
+
+@pytest.mark.trio
 @pytest.mark.timeout(180)
 async def test_a_damaged_journal_line_is_an_incident_and_its_symbol_is_halted(
         make_ctx, autojump_clock, monkeypatch):
