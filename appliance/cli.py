@@ -450,15 +450,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_fake_bybit(args: argparse.Namespace) -> int:
     from appliance.exchange.fake_bybit import FakeLimits, faults_from_args, run_fake_bybit
+    from appliance.exchange.fake_bybit_app import check_warm_days
 
     try:
         faults = faults_from_args(args)
+        check_warm_days(args.pairs, args.warm_days)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.exit_with_parent:
         exit_with_parent()
     run_fake_bybit(args.port, args.seed, faults, {args.api_key: args.api_secret},
-                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit), pairs=args.pairs)
+                   host=args.host, limits=FakeLimits(ip_limit=args.ip_limit), pairs=args.pairs,
+                   warm_days=args.warm_days)
     return 0
 
 

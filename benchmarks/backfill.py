@@ -65,9 +65,11 @@ def ingest_rate(source: Lake, symbols: list[str], target: Path) -> float:
     return lake.rows / lake.write_s
 
 
-def _start_server(ip_limit: int, pairs: int = 24) -> tuple[subprocess.Popen, str]:
+def _start_server(ip_limit: int, pairs: int = 24, warm_days: int = 0
+                  ) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "fake-bybit", "--port", "0",
-                             "--ip-limit", str(ip_limit), "--pairs", str(pairs)],
+                             "--ip-limit", str(ip_limit), "--pairs", str(pairs),
+                             "--warm-days", str(warm_days)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("fake-bybit listening on "):
@@ -104,7 +106,9 @@ def run_one(pairs: int = 24, days: int = 90, concurrency: int = 4,
     (shared by the fake server and the client), is what binds."""
     universe = max(24, pairs)
     symbols = SimMarket(7, pairs=universe).symbols()[:pairs]
-    proc, url = _start_server(ip_limit, universe)
+    # the server computes the asked days before it listens: on this machine its CPU competes
+    # with the client's for two cores (a remote venue's would not)
+    proc, url = _start_server(ip_limit, universe, days + 1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             lake = TimedLake(Path(tmp))

@@ -28,8 +28,9 @@ from typing import Callable, Mapping, Sequence
 import h11
 import trio
 
-from appliance.exchange.fake_bybit_app import (DEFAULT_API_KEYS, FakeBybitApp, FakeLimits,
-                                               FakeRequest, FakeResponse, Faults)
+from appliance.exchange.fake_bybit_app import (DEFAULT_API_KEYS, MAX_WARM_SYMBOL_DAYS,
+                                               FakeBybitApp, FakeLimits, FakeRequest,
+                                               FakeResponse, Faults, check_warm_days)
 from appliance.exchange.simmarket import DEFAULT_PAIRS
 from appliance.exchange.simuniverse import MAX_PAIRS
 
@@ -189,25 +190,27 @@ async def serve_fake_bybit(port: int, seed: int, *, host: str = "127.0.0.1",
                            faults: Faults = Faults(), api_keys: Mapping[str, str] | None = None,
                            clock: Callable[[], float] | None = None,
                            limits: FakeLimits = FakeLimits(), fault_seed: int | None = None,
-                           pairs: int = DEFAULT_PAIRS,
+                           pairs: int = DEFAULT_PAIRS, warm_days: int = 0,
                            task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled; ``nursery.start`` gets the bound port (``port=0``: ephemeral)."""
     app = FakeBybitApp(seed, faults=faults, api_keys=api_keys, clock=clock, limits=limits,
-                       fault_seed=fault_seed, pairs=pairs)
+                       fault_seed=fault_seed, pairs=pairs, warm_days=warm_days)
     await FakeBybitServer(app).serve(port, host, task_status=task_status)
 
 
 def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str],
                    host: str = "127.0.0.1", limits: FakeLimits = FakeLimits(),
-                   pairs: int = DEFAULT_PAIRS) -> None:
-    """Block running the fake server; print the listening line; stop on Ctrl-C / SIGTERM."""
+                   pairs: int = DEFAULT_PAIRS, warm_days: int = 0) -> None:
+    """Block running the fake server; print the listening line (once ``warm_days`` are
+    computed); stop on Ctrl-C / SIGTERM."""
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(partial(serve_fake_bybit, port, seed, host=host,
                                                     faults=faults, api_keys=api_keys,
-                                                    limits=limits, pairs=pairs))
+                                                    limits=limits, pairs=pairs,
+                                                    warm_days=warm_days))
                 print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
@@ -225,6 +228,11 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
                         help=f"size of the sim universe, {DEFAULT_PAIRS}..{MAX_PAIRS} (the "
                              "appliance's sim.pairs): the same seed and pairs serve the same "
                              "market")
+    parser.add_argument("--warm-days", type=_warm_days, default=0,
+                        help="compute the candles of the last N days of every pair before "
+                             "listening (~70 KB a pair-day, kept): a bench's server then spends "
+                             "its CPU on answers, not on generating the market; the answers "
+                             "are the same")
     parser.add_argument("--latency-ms", type=float, default=d.latency_ms)
     parser.add_argument("--error-ratio", type=float, default=d.error_ratio,
                         help="fraction of requests answered HTTP 503")
@@ -253,6 +261,14 @@ def _pairs(text: str) -> int:
     return value
 
 
+def _warm_days(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_WARM_SYMBOL_DAYS // DEFAULT_PAIRS:
+        raise argparse.ArgumentTypeError(
+            f"must be in [0, {MAX_WARM_SYMBOL_DAYS // DEFAULT_PAIRS}] days")
+    return value
+
+
 def faults_from_args(ns: argparse.Namespace) -> Faults:
     return Faults(latency_ms=ns.latency_ms, error_ratio=ns.error_ratio,
                   rate_limit_storm=ns.rate_limit_storm, drop_ratio=ns.drop_ratio,
@@ -267,8 +283,10 @@ def main_fake_bybit(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         faults = faults_from_args(ns)
+        check_warm_days(ns.pairs, ns.warm_days)
     except ValueError as exc:
         parser.error(str(exc))
     run_fake_bybit(ns.port, ns.seed, faults, {ns.api_key: ns.api_secret}, host=ns.host,
-                   limits=FakeLimits(ip_limit=ns.ip_limit), pairs=ns.pairs)
+                   limits=FakeLimits(ip_limit=ns.ip_limit), pairs=ns.pairs,
+                   warm_days=ns.warm_days)
     return 0

@@ -31,7 +31,18 @@ from urllib.parse import parse_qsl
 from appliance.exchange import fake_bybit_market as mkt
 from appliance.exchange.fake_bybit_account import Account, check_auth
 from appliance.exchange.fake_bybit_market import ApiFault
-from appliance.exchange.simmarket import DEFAULT_PAIRS, SimMarket
+from appliance.exchange.simmarket import CACHE_ROW_DAYS, DAY_MS, DEFAULT_PAIRS, SimMarket
+
+MAX_WARM_SYMBOL_DAYS = 20_000
+"""Most symbol-days ``warm_days`` may hold computed (~70 KB each: ~1.4 GB)."""
+
+
+def check_warm_days(pairs: int, warm_days: int) -> None:
+    """ValueError unless ``warm_days`` days of ``pairs`` pairs may be kept computed."""
+    if warm_days < 0 or warm_days * pairs > MAX_WARM_SYMBOL_DAYS:
+        raise ValueError(f"--warm-days {warm_days} with --pairs {pairs} would keep "
+                         f"{warm_days * pairs} pair-days computed; at most "
+                         f"{MAX_WARM_SYMBOL_DAYS} (~1.4 GB): ask for fewer days")
 
 DEFAULT_API_KEYS: Mapping[str, str] = {"fake-key": "fake-secret"}
 
@@ -197,13 +208,23 @@ class FakeBybitApp:
                  clock: Callable[[], float] | None = None, limits: FakeLimits = FakeLimits(),
                  fault_seed: int | None = None, starting_balance: float = 100_000.0,
                  taker_fee: float = 0.00055, slippage_bps: float = 2.0,
-                 pairs: int = DEFAULT_PAIRS) -> None:
+                 pairs: int = DEFAULT_PAIRS, warm_days: int = 0) -> None:
         """``pairs``: the sim universe's size (``sim.pairs``); the same seed and pairs serve
-        the same instruments and candles as the appliance's ``sim`` exchange."""
-        self.market = SimMarket(seed, pairs=pairs)
+        the same instruments and candles as the appliance's ``sim`` exchange.
+
+        ``warm_days``: the candles of the last ``warm_days`` days of every pair are computed
+        now and kept, so that answering for them costs no generation. A bench's server shares
+        this machine's cores with the client it serves (a remote venue's CPU would not); the
+        answers are the same either way."""
+        check_warm_days(pairs, warm_days)
+        keep = max(CACHE_ROW_DAYS, (warm_days + 2) * pairs)
+        self.market = SimMarket(seed, pairs=pairs, cache_symbol_days=keep)
         self.faults = faults
         self.api_keys = dict(DEFAULT_API_KEYS if api_keys is None else api_keys)
         self.clock = clock or time.time
+        if warm_days:
+            now_ms = int(self.clock() * 1000)
+            self.market.precompute(now_ms - warm_days * DAY_MS, now_ms + 1)
         self.limits = limits
         self.stats = Stats()
         self._rng = random.Random(seed if fault_seed is None else fault_seed)

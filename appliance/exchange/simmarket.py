@@ -110,7 +110,8 @@ class SimMarket:
     def __init__(self, seed: int = 7, delistings: dict[str, int] | None = None,
                  trend_share: float = TREND_SHARE, pairs: int = _N_BASE,
                  shock: Shock | None = None,
-                 funding_intervals: Mapping[str, int] | None = None) -> None:
+                 funding_intervals: Mapping[str, int] | None = None,
+                 cache_symbol_days: int = CACHE_ROW_DAYS) -> None:
         """``delistings`` plants a delisting: symbol → the moment (ms) it settles and closes;
         the venue announces it (``delivery_time``) a day before (``sim.delist``).
         ``trend_share`` sizes the learnable drift (``sim.trend_share``): 0 is a market with no
@@ -119,7 +120,9 @@ class SimMarket:
         regime break (:mod:`appliance.exchange.simshock`, ``sim.shock_at``).
         ``funding_intervals`` gives symbols another funding interval than their own (ms, one
         of :data:`models.funding.FUNDING_INTERVALS_MS`): 8 hours, or 4 for
-        :data:`TAIL_4H_SHARE` of the generated pairs."""
+        :data:`TAIL_4H_SHARE` of the generated pairs. ``cache_symbol_days``: how many
+        symbol-days of computed candles are kept (~70 KB each); older ones are computed again
+        when asked."""
         if not _N_BASE <= pairs <= MAX_PAIRS:
             raise ValueError(f"sim pairs must be in [{_N_BASE}, {MAX_PAIRS}], not {pairs}")
         self.seed = int(seed)
@@ -151,6 +154,7 @@ class SimMarket:
         self._base_turnover = np.array([s.turnover_usd for s in self._specs])
         self._ticks = np.array([float(s.tick) for s in self._specs])
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # LRU
+        self._cache_limit = int(cache_symbol_days)
         self._cached_rows = 0
         self._lock = threading.Lock()
         self._levels = np.zeros((0, len(self._specs)))  # opening log-price per day
@@ -297,7 +301,7 @@ class SimMarket:
                 out = out[k:]
         for b in blocks:
             self._cache.move_to_end((day, b))
-        while self._cached_rows > CACHE_ROW_DAYS and len(self._cache) > len(blocks):
+        while self._cached_rows > self._cache_limit and len(self._cache) > len(blocks):
             self._cached_rows -= len(self._cache.popitem(last=False)[1])
         return [self._cache[(day, b)] for b in blocks]
 

@@ -326,6 +326,30 @@ async def test_a_fault_applies_at_once_while_market_work_is_queued():
     assert app.stats.faults == {"outage_drop": 1} and app.stats.requests == backlog
 
 
+def test_warm_days_are_computed_before_serving_and_answer_the_same_klines():
+    """``--warm-days``: a bench's server computes the market's last days before it listens,
+    so answering costs no generation; the answers are those of a server that computes them
+    on demand, and the warmed days stay computed (they are not evicted by each other)."""
+    def klines(app: FakeBybitApp, symbol: str, end_ms: int) -> bytes:
+        query = f"category=linear&symbol={symbol}&interval=1&limit=1000&end={end_ms}"
+        return app.handle(FakeRequest("GET", "/v5/market/kline", query, {}, b"",
+                                      "127.0.0.1")).body
+
+    cold = FakeBybitApp(7, clock=frozen(T0), pairs=40)
+    warm = FakeBybitApp(7, clock=frozen(T0), pairs=40, warm_days=45)
+    computed = warm.market._cached_rows
+    assert computed >= 45 * 40  # every pair's 45 days, before any request
+    symbols = warm.market.symbols()
+    now_ms = int(T0 * 1000)
+    for symbol in (symbols[0], symbols[23], symbols[39]):
+        for days_back in (0, 1, 20, 44):
+            end = now_ms - days_back * DAY_MS
+            assert klines(warm, symbol, end) == klines(cold, symbol, end)
+    assert warm.market._cached_rows == computed  # nothing generated on demand, none evicted
+    with pytest.raises(ValueError, match="pair-days"):
+        FakeBybitApp(7, clock=frozen(T0), pairs=400, warm_days=60)
+
+
 def test_fault_sequence_is_deterministic_per_seed():
     def run(seed: int) -> list[tuple[int, bool]]:
         app = FakeBybitApp(7, faults=Faults(error_ratio=0.3, drop_ratio=0.3), fault_seed=seed,
