@@ -81,6 +81,34 @@ class FundingClerk:
         for gone in [i for i in self.holdings if i not in ids]:
             del self.holdings[gone]
 
+    def restore(self, books: Iterable[Book], upto_ms: int,
+                fills: Iterable[tuple[str, str, str, int]]) -> None:
+        """What :meth:`hold` would have noted, after a restart: what each book held at every
+        funding time up to ``upto_ms`` it has not paid yet, taken as what it holds now less its
+        fills at or after that time (``fills``: book id, symbol, signed quantity as a decimal
+        string, time in ms; at least every fill since the earliest such time). A crash between
+        a funding bar's fills and their record, or while a rate was still unpublished, lost
+        the notes; the fills are in DuckDB (those the crash left unrecorded are adopted from
+        the venue first), so the books pay what the venue charged."""
+        since: dict[str, list[tuple[str, str, int]]] = {}
+        for book_id, symbol, qty, ts in fills:
+            since.setdefault(book_id, []).append((symbol, qty, ts))
+        for book in books:
+            if book.funded_to is None:
+                continue
+            times = funding_times(book.funded_to, upto_ms, FUNDING_GRID_MS)
+            if not times:
+                continue
+            num = Decimal if book.exact else float
+            mine = [(symbol, num(qty), ts) for symbol, qty, ts in since.get(book.book_id, [])]
+            symbols = sorted(set(book.open_symbols()) | {symbol for symbol, _, _ in mine})
+            at = self.holdings.setdefault(book.book_id, {})
+            for t in times:
+                if t not in at:
+                    at[t] = {s: book.qty(s) - sum((q for sym, q, ts in mine
+                                                   if sym == s and ts >= t), num(0))
+                             for s in symbols if t % self.interval_of(s) == 0}
+
     def due(self, book: Book, upto_ms: int) -> list[tuple[int, list[str]]]:
         """The funding times in ``(book.funded_to, upto_ms]`` (every hour: any symbol's
         schedule lies on them) with the symbols the book holds that pay at each."""

@@ -135,6 +135,15 @@ def save_book(store: Store, b: Book, ts: int) -> None:
     _transaction(store, lambda: _save_books(store, [b], ts))
 
 
+def book_fills_since(store: Store, since_ms: int) -> list[tuple[str, str, str, int]]:
+    """Every book's fills at or after ``since_ms``: (book id, symbol, signed quantity as a
+    decimal string, time in ms)."""
+    return [(book_id, symbol, qty if side == "Buy" else f"-{qty}", int(ts))
+            for book_id, symbol, side, qty, ts in store.sql(
+                "SELECT book_id, symbol, side, CAST(qty AS VARCHAR), ts FROM fills "
+                "WHERE ts >= ? AND book_id IS NOT NULL ORDER BY ts", [since_ms])]
+
+
 def load_books(store: Store, states: tuple[str, ...] = ("pending", "open", "closing")
                ) -> list[Book]:
     """The books in ``states``, exactly as they were saved."""

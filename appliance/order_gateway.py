@@ -377,15 +377,10 @@ class OrderGateway:
 
     # -- after a crash, and hourly ---------------------------------------------------------
 
-    async def settle_pending(self, ledger: Ledger,
-                             before_fills: Callable[[int], None] | None = None) -> list[str]:
+    async def settle_pending(self, ledger: Ledger) -> list[str]:
         """Journalled orders DuckDB does not know (the process died between sending them and
         recording them): adopt the venue's fill into the order's book, or record the order as
-        never executed. Returns their ids.
-
-        ``before_fills(ts)`` is called once before any fill is adopted, with the newest such
-        order's time: the books then still hold what they held when those orders left (what
-        the venue charged funding on at a funding time up to then)."""
+        never executed. Returns their ids."""
         store = self.ctx.store
         entries = self.journal.entries()
         if self.journal.damaged:
@@ -395,11 +390,10 @@ class OrderGateway:
                 "halts any symbol whose position differs from the venue's"))
         known = await store.run(known_orders, store.store, [e["order_id"] for e in entries])
         books = {b.book_id: b for b in ledger.account_books()}
-        pending = [e for e in entries if e["order_id"] not in known]
-        if pending and before_fills is not None:
-            before_fills(max(int(e["ts"]) for e in pending))
         orders = []
-        for e in pending:
+        for e in entries:
+            if e["order_id"] in known:
+                continue
             book = books.get(e["book_id"])
             if book is None:
                 self.log.error("a journalled order's book is gone", order_id=e["order_id"],

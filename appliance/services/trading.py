@@ -50,7 +50,7 @@ from appliance.contracts import Event, Snapshot
 from appliance.domain import Instrument
 from appliance.exchange.base import REAL_TIME, ExchangeError
 from appliance.ledger import CLOSING, OPEN, PENDING, Ledger
-from appliance.ledger_store import load_books, record_bars
+from appliance.ledger_store import book_fills_since, load_books, record_bars
 from appliance.logs import service_logger
 from appliance.model_pool import ModelPool, PooledModel
 from appliance.outage import Outage
@@ -194,16 +194,29 @@ class TradingEngine:
         venue = await self.ctx.exchange.balance()
         for note in self.ledger.restore(books, venue, self.now_ms()):
             self.log.info(note)
-        # a crash between a funding bar's fills and their record lost what the books held at
-        # the funding time: before the venue's fills are adopted, the books hold it again
-        settled = await self.gateway.settle_pending(self.ledger, self.hold_funding)
+        settled = await self.gateway.settle_pending(self.ledger)
         if settled:
             self.log.warning("settled orders left pending by a crash", orders=len(settled))
+        await self.restore_funding_holdings()
         await self.reconcile()
         await self.save()
         await self.pool.refresh()  # the sessions open now, not on the first bar's clock
         self.started = True
         self.started_ms = self.now_ms() - self.now_ms() % 60_000
+
+    async def restore_funding_holdings(self) -> None:
+        """What the books held at each funding time they have not paid yet, from their recorded
+        fills (:meth:`FundingClerk.restore`): what :meth:`hold_funding` noted died with the
+        last process."""
+        assert self.ledger.house is not None
+        books = [self.ledger.house, *self.ledger.books.values()]
+        now = self.now_ms()
+        first = min((t for b in books for t, _ in self.funding.due(b, now)), default=None)
+        if first is None:
+            return
+        store = self.ctx.store
+        fills = await store.run(book_fills_since, store.store, first)
+        self.funding.restore(books, now, fills)
 
     def hold_funding(self, upto_ms: int) -> None:
         """Note what every book holds at each funding time up to ``upto_ms`` it has not paid

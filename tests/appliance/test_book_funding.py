@@ -147,6 +147,51 @@ async def test_a_rate_not_published_yet_is_waited_for_not_paid_as_zero(autojump_
     assert all(b.funded_to == T for b in later)
 
 
+async def test_after_a_restart_the_books_pay_on_what_their_fills_say_they_held_then(
+        autojump_clock):
+    """What ``hold`` notes lives in memory. With T's rate not out yet the books keep trading
+    (the bar after T closes the first symbol, doubles the second, opens a third); the process
+    dies. The next one rebuilds what each book held at T from what it holds now less its
+    fills since T, and pays the venue's charge on that, not on the positions after the fills."""
+    venue = SlowVenue()
+    a, b, c = venue.market.symbols()[:3]
+    books = holding_books([a, b])
+    clerk = FundingClerk(venue.funding_rates)
+    venue.published_to = T - 1
+    clerk.hold(books, T + 300_000)  # the bar at T: noted before its fills
+    assert await clerk.settle(books, T + 300_000, lambda s, t: 100.0) == 0
+    fills = []
+    for book in books:
+        one = book.qty(a)
+        for symbol, qty in ((a, -one), (b, one), (c, one)):  # after T, before T's rate
+            book.apply(symbol, qty, book.num(101), book.num(0), T + 300_000)
+            fills.append((book.book_id, symbol, str(qty), T + 300_000))
+    fills.append((books[0].book_id, a, "5", T - 60_000))  # before T: not taken off
+    cash = [book.cash for book in books]
+
+    restarted = FundingClerk(venue.funding_rates)  # the notes died with the process
+    restarted.restore(books, T + 600_000, fills)
+    venue.published_to = None
+    assert await restarted.settle(books, T + 600_000, lambda s, t: 100.0) == 4
+    rate_a, rate_b = (venue.market.funding_rate(s, T) for s in (a, b))
+    prod, shadow = books
+    assert prod.cash == cash[0] - Decimal(100) * (Decimal(str(rate_a)) + Decimal(str(rate_b)))
+    assert shadow.cash == pytest.approx(cash[1] + 200.0 * (rate_a + rate_b), rel=1e-12)
+    assert all(book.funded_to == T for book in books)
+
+    # without the restore the same books pay on the positions after the fills: a 0, b 2, c 1
+    unrestored = holding_books([a, b])
+    for book in unrestored:
+        one = book.qty(a)
+        for symbol, qty in ((a, -one), (b, one), (c, one)):
+            book.apply(symbol, qty, book.num(101), book.num(0), T + 300_000)
+    before = unrestored[0].cash
+    await FundingClerk(venue.funding_rates).settle(unrestored, T + 600_000, lambda s, t: 100.0)
+    rate_c = Decimal(str(venue.market.funding_rate(c, T)))
+    assert before - unrestored[0].cash == Decimal(100) * (2 * Decimal(str(rate_b)) + rate_c)
+    assert before - unrestored[0].cash != cash[0] - prod.cash
+
+
 async def test_each_symbol_pays_on_its_own_funding_interval(autojump_clock):
     """4 hours after T, only the symbol funded every 4 hours pays."""
     every = {"ETHUSDT": 4 * 3_600_000}
