@@ -129,7 +129,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     refused = [k for k in options if k not in inspect.signature(run).parameters]
     if refused:
         raise ConfigError(f"bench {args.suite} takes no --{refused[0].replace('_', '-')}")
-    figures = run(**options)
+    from benchmarks._machine import machine
+
+    figures = {**run(**options), "machine": machine()}
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0
 
