@@ -209,6 +209,16 @@ def test_fake_bybit_on_a_port_in_use_names_the_port() -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in line and "pick another --port" in line
 
 
+@pytest.mark.parametrize("args, says", [
+    (("--warm-days", "900"), "--warm-days: must be in [0, 833] days"),
+    (("--warm-days", "-1"), "--warm-days: must be in [0, 833] days"),
+    (("--warm-days", "300", "--pairs", "100"), "would keep 30000 pair-days computed"),
+])
+def test_fake_bybit_refuses_more_warm_days_than_it_may_keep(args, says) -> None:
+    out = methtrader("fake-bybit", "--port", "0", *args, check=False, timeout=30)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+
+
 # -- the lake ------------------------------------------------------------------------------
 
 def test_a_damaged_parquet_day_is_moved_aside_and_fetched_again(tmp_path: Path) -> None:
