@@ -208,8 +208,7 @@ class TradingEngine:
         """What the books held at each funding time they have not paid yet, from their recorded
         fills (:meth:`FundingClerk.restore`): what :meth:`hold_funding` noted died with the
         last process."""
-        assert self.ledger.house is not None
-        books = [self.ledger.house, *self.ledger.books.values()]
+        books = self.funded_books()
         now = self.now_ms()
         first = min((t for b in books for t, _ in self.funding.due(b, now)), default=None)
         if first is None:
@@ -221,8 +220,12 @@ class TradingEngine:
     def hold_funding(self, upto_ms: int) -> None:
         """Note what every book holds at each funding time up to ``upto_ms`` it has not paid
         (:meth:`FundingClerk.hold`): called before fills that may follow such a time."""
+        self.funding.hold(self.funded_books(), upto_ms)
+
+    def funded_books(self) -> list[Book]:
+        """Every book that pays funding: the house and the models' books."""
         assert self.ledger.house is not None
-        self.funding.hold([self.ledger.house, *self.ledger.books.values()], upto_ms)
+        return [self.ledger.house, *self.ledger.books.values()]
 
     def now_ms(self) -> int:
         return int(self.ctx.clock.now() * 1000)
@@ -497,9 +500,8 @@ class TradingEngine:
         outage delays it to a later bar. The price is the close of the bar that closed at the
         funding time; where the bar book lacks it, the close of the last stored minute at or
         before it (the venue's own price)."""
-        assert self.ledger.house is not None
         if books is None:
-            books = [self.ledger.house, *self.ledger.books.values()]
+            books = self.funded_books()
         elif not books:
             return
         watched = {b.book_id: b for b in [*books, *(o[0] for o in self.funding.owed)]}
