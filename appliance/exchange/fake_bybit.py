@@ -254,15 +254,22 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-secret", default=next(iter(DEFAULT_API_KEYS.values())))
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _pairs(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not DEFAULT_PAIRS <= value <= MAX_PAIRS:
         raise argparse.ArgumentTypeError(f"must be in [{DEFAULT_PAIRS}, {MAX_PAIRS}]")
     return value
 
 
 def _warm_days(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value <= MAX_WARM_SYMBOL_DAYS // DEFAULT_PAIRS:
         raise argparse.ArgumentTypeError(
             f"must be in [0, {MAX_WARM_SYMBOL_DAYS // DEFAULT_PAIRS}] days")

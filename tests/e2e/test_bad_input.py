@@ -213,6 +213,8 @@ def test_fake_bybit_on_a_port_in_use_names_the_port() -> None:
     (("--warm-days", "900"), "--warm-days: must be in [0, 833] days"),
     (("--warm-days", "-1"), "--warm-days: must be in [0, 833] days"),
     (("--warm-days", "300", "--pairs", "100"), "would keep 30000 pair-days computed"),
+    (("--warm-days", "abc"), "--warm-days: expected a whole number, got 'abc'"),
+    (("--pairs", "many"), "--pairs: expected a whole number, got 'many'"),
 ])
 def test_fake_bybit_refuses_more_warm_days_than_it_may_keep(args, says) -> None:
     out = methtrader("fake-bybit", "--port", "0", *args, check=False, timeout=30)
