@@ -9,7 +9,10 @@ Workload: one-minute bars, minute-aligned open times, geometric random-walk clos
 lognormal volumes. Batch: BATCH_SYMBOLS symbols x BATCH_ROWS bars as one (bars, symbols, 7)
 array, best and median of REPEATS runs, wall clock and the thread's CPU time (the box is shared,
 so the CPU-time rate is the steadier figure; the 1-minute load average before and after the run
-is reported with it). Live: each book is prefilled with PREFILL bars per
+is reported with it). In turns with the engine, the textbook numpy implementation of the same
+features (``_features_peer``) is timed: ``features_over_numpy_peer`` is the engine's rate over
+its rate, the figure that holds from host to host, and ``features_numpy_peer_max_abs_diff``
+how far the textbook's running sums stray from the engine. Live: each book is prefilled with PREFILL bars per
 symbol, then LIVE_BARS bars are pushed, all symbols in one ``push`` per bar; the parity figure
 is the largest difference between those rows and ``compute_features`` over the same candles.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._features_peer import peer
 from models.features import FEATURE_NAMES, WARMUP_BARS, FeatureBook, compute_features
 
 BATCH_SYMBOLS = 4
@@ -50,19 +54,29 @@ def candles(bars: int, symbols: int, seed: int = 0) -> np.ndarray:
 
 
 def batch_rate(bars: np.ndarray, repeats: int = REPEATS) -> dict[str, Any]:
+    """The engine's rows/s, and the textbook peer's (``_features_peer``) timed in turns with
+    it, so that both see the same host."""
     compute_features(bars[:20_000])  # imports, scratch shapes
-    wall, cpu = [], []
+    peer(bars[:20_000])
+    wall, cpu, peer_wall = [], [], []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.thread_time()
         compute_features(bars)
         wall.append(time.perf_counter() - start)
         cpu.append(time.thread_time() - start_cpu)
+        start = time.perf_counter()
+        peer(bars)
+        peer_wall.append(time.perf_counter() - start)
     rows = bars.shape[0] * bars.shape[1]
+    stray = np.abs(peer(bars) - compute_features(bars))
     return {"features_rows": rows,
             "features_rows_per_s": round(rows / min(wall)),
             "features_rows_per_s_median": round(rows / float(np.median(wall))),
             "features_rows_per_cpu_s": round(rows / min(cpu)),
-            "features_budget_rows_per_s": BUDGET_ROWS_PER_S}
+            "features_budget_rows_per_s": BUDGET_ROWS_PER_S,
+            "features_numpy_peer_rows_per_s": round(rows / min(peer_wall)),
+            "features_over_numpy_peer": round(min(peer_wall) / min(wall), 2),
+            "features_numpy_peer_max_abs_diff": float(np.nanmax(stray))}
 
 
 def live_step(symbols: int, seed: int = 1) -> dict[str, Any]:
