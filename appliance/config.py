@@ -4,9 +4,10 @@ It is built once, in this order of precedence (later wins): defaults, a TOML fil
 environment (``METHTRADER_*``), then command-line flags. Every service receives the same
 ``Config`` and no module reads the environment on its own.
 
-Bad input never starts anything: an unknown key, a wrong type, a value out of range or an
-unreadable file raises :class:`ConfigError`, whose message names the key (and the TOML line when
-there is one) and says what is allowed.
+Bad input never starts anything: an unknown key, a wrong type, a value out of range, two keys
+out of order with each other, two environment variables that give one key different values or
+an unreadable file raises :class:`ConfigError`, whose message names the key (and the TOML line or
+the variable when there is one) and says what is allowed.
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ class ConfigError(ValueError):
 
 def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
        choices: tuple[str, ...] | None = None, secret: bool = False, doc: str = "",
-       pattern: str | None = None, csv_choices: tuple[str, ...] | None = None) -> Any:
+       pattern: str | None = None, csv_choices: tuple[str, ...] | None = None,
+       required: bool = False) -> Any:
     return field(default=default, repr=not secret, metadata={
         "lo": lo, "hi": hi, "choices": choices, "secret": secret, "doc": doc,
-        "pattern": pattern, "csv_choices": csv_choices})
+        "pattern": pattern, "csv_choices": csv_choices, "required": required})
 
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    state_dir: str = _f(DEFAULT_STATE_DIR, doc="where DuckDB, the lake, the bus and logs live")
+    state_dir: str = _f(DEFAULT_STATE_DIR, required=True,
+                        doc="where DuckDB, the lake, the bus and logs live")
     exchange: str = _f("sim", choices=("sim", "replay", "bybit"))
     speed: float = _f(60.0, lo=0.001, hi=1_000_000.0,
                       doc="virtual seconds per real second (sim and replay)")
@@ -505,6 +508,9 @@ def _coerce(value: Any, typ: type, meta: Mapping[str, Any], where: str) -> Any:
     elif typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if meta.get("required") and not value.strip():
+            raise ConfigError(f"{where}: empty; give a value ({meta['doc']}) or leave it unset "
+                              "for the default")
     lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
     if lo is not None and value < lo or hi is not None and value > hi:
         raise ConfigError(f"{where}: {value!r} is out of range [{lo}, {hi}]")
@@ -582,8 +588,17 @@ _ENV_SHORTCUTS = {
 }
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
+# Where each secret is read from: its environment variable, and for the API keys the key file.
+_SECRET_SOURCES = {
+    ("bybit", "api_key"): "BYBIT_API_KEY or bybit.key_file",
+    ("bybit", "api_secret"): "BYBIT_API_SECRET or bybit.key_file",
+    ("notify", "webhook_url"): "METHTRADER_WEBHOOK_URL",
+}
+
+
+def _from_env(env: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+    """``(variable, section, key, value)`` of each ``METHTRADER_*`` variable that sets a key."""
+    out: list[tuple[str, str, str, str]] = []
     for name, value in env.items():
         if name in _ENV_SHORTCUTS:
             sec, key = _ENV_SHORTCUTS[name]
@@ -595,19 +610,35 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             sec, key = parts
         else:
             continue
-        out.setdefault(sec, {})[key] = value
+        out.append((name, sec, key, value))
     return out
 
 
-def _refuse_secrets(data: Mapping[str, Any], source: str, text: str | None) -> None:
+def _apply_env(cfg: Config, env: Mapping[str, str]) -> Config:
+    """Each variable in turn, named in any error; two variables that set one key must agree."""
+    set_by: dict[tuple[str, str], tuple[str, Any]] = {}
+    for name, sec, key, value in _from_env(env):
+        source = f"environment variable {name}"
+        _refuse_secrets({sec: {key: value}}, source, None, f"unset {name}")
+        cfg = _apply(cfg, {sec: {key: value}}, source)
+        got = getattr(getattr(cfg, sec), key)
+        first = set_by.setdefault((sec, key), (name, got))
+        if first[1] != got:
+            raise ConfigError(f"environment variables {first[0]} and {name} both set "
+                              f"'{sec}.{key}', to different values; unset one of them")
+    return cfg
+
+
+def _refuse_secrets(data: Mapping[str, Any], source: str, text: str | None,
+                    instead: str = "remove it from the file") -> None:
     defaults = Config()
     for sec in fields(Config):
         for f in fields(getattr(defaults, sec.name)):
             if f.metadata.get("secret") and f.name in data.get(sec.name, {}):
-                raise ConfigError(f"{_where(source, text, sec.name, f.name)} is a secret: it "
-                                  "is never read from a config file or flag; set it in the "
-                                  "environment (BYBIT_API_KEY, BYBIT_API_SECRET, "
-                                  "METHTRADER_WEBHOOK_URL) or use bybit.key_file (mode 0600)")
+                raise ConfigError(f"{_where(source, text, sec.name, f.name)} is a secret: it is "
+                                  f"read only from {_SECRET_SOURCES[sec.name, f.name]}, never "
+                                  "from a config file, a flag or METHTRADER__<SECTION>__<KEY>; "
+                                  f"{instead} and set it there")
 
 
 def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
@@ -620,10 +651,13 @@ def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
         except OSError as exc:
             raise ConfigError(f"'bybit.key_file': cannot read {path}: "
                               f"{exc.strerror or exc}") from None
-        if len(lines) < 2:
-            raise ConfigError(f"'bybit.key_file': {path} must hold the API key on the first "
-                              "line and the secret on the second")
-        key, secret = lines[0].strip(), lines[1].strip()
+        except ConfigError as exc:
+            raise ConfigError(f"'bybit.key_file': {exc}") from None
+        key, secret = (line.strip() for line in (lines + ["", ""])[:2])
+        if not (key and secret):
+            missing = "line 2 (the API secret)" if key else "line 1 (the API key)"
+            raise ConfigError(f"'bybit.key_file': {path}: {missing} is missing or empty; put "
+                              "the API key on the first line and the secret on the second")
     webhook = env.get("METHTRADER_WEBHOOK_URL", "")
     if webhook:
         check_webhook_url(webhook)
@@ -643,15 +677,28 @@ def build_config(path: str | Path | None = None, env: Mapping[str, str] | None =
         data, text = load_toml(Path(path))
         _refuse_secrets(data, str(path), text)
         cfg = _apply(cfg, data, str(path), text)
-    from_env = _from_env(env)
-    _refuse_secrets(from_env, "environment", None)
-    cfg = _apply(cfg, from_env, "environment")
+    cfg = _apply_env(cfg, env)
     if overrides:
         clean = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
         cfg = _apply(cfg, {s: kv for s, kv in clean.items() if kv}, "command line")
+    _check_pairs(cfg)
     cfg = _secrets(cfg, env)
     _check_redis(cfg)
     return cfg
+
+
+def _check_pairs(cfg: Config) -> None:
+    """Keys whose values must keep an order: each ``low`` is at most its ``high``."""
+    pairs = (("risk", "unfreeze_drawdown", "freeze_drawdown",
+              "deploys freeze at a drawdown of freeze_drawdown and thaw once it recovers below "
+              "unfreeze_drawdown"),
+             ("supervisor", "backoff_initial_s", "backoff_max_s",
+              "the restart delay starts at backoff_initial_s and doubles up to backoff_max_s"))
+    for sec, low, high, why in pairs:
+        lo, hi = getattr(getattr(cfg, sec), low), getattr(getattr(cfg, sec), high)
+        if lo > hi:
+            raise ConfigError(f"'{sec}.{low}' ({lo}) is above '{sec}.{high}' ({hi}): {why}; "
+                              f"lower {low} or raise {high}")
 
 
 def _check_redis(cfg: Config) -> None:
@@ -703,13 +750,32 @@ def check_webhook_url(url: str) -> None:
                           "unset it")
 
 
+_NOT_REGULAR = {"d": "a directory", "p": "a FIFO", "c": "a character device",
+                "b": "a block device", "s": "a socket"}
+
+
 def read_secret_file(path: Path) -> str:
-    """Read a secret from a file only the owner can read (mode 0600 or stricter)."""
+    """Read a secret from a regular file of UTF-8 text only the owner can read (mode 0600 or
+    stricter); a symlink is followed and its target checked, before anything is opened."""
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        kind = _NOT_REGULAR.get(stat.filemode(st.st_mode)[0], "a special file")
+        raise ConfigError(f"{path} is {kind}, not a regular file; give a plain file of mode "
+                          "0600")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{path} is readable by group or others (mode "
                           f"{stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}")
-    return path.read_text(encoding="utf-8").strip()
+    # O_NONBLOCK: a FIFO swapped in after the check cannot block the open either
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB (is it really "
+                          "a secret file?)")
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as "
+                          "UTF-8") from None
 
 
 def config_as_toml(cfg: Config) -> str:
@@ -721,8 +787,8 @@ def config_as_toml(cfg: Config) -> str:
         lines.append(f"[{sec}]")
         for key, value in values.items():
             if (sec, key) in secret:
-                lines.append(f"# {key} = {'set (****)' if value else 'not set'}, from the "
-                             "environment or key_file only")
+                lines.append(f"# {key} = {'set (****)' if value else 'not set'}, from "
+                             f"{_SECRET_SOURCES[sec, key]} only")
                 continue
             if isinstance(value, bool):
                 rendered = "true" if value else "false"

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,122 @@ def test_the_drift_section_has_its_defaults_and_checks_its_ranges():
                      ("cooldown", "soon"), ("sigma_floor", -0.1), ("persist", 0)):
         with pytest.raises(ConfigError, match=f"drift.{key}|{key}"):
             build_config(env={}, overrides={"drift": {key: bad}})
+
+
+def private_keys(tmp_path: Path, content: bytes) -> Path:
+    keys = tmp_path / "bybit.keys"
+    keys.write_bytes(content)
+    keys.chmod(0o600)
+    return keys
+
+
+def with_key_file(tmp_path: Path, keys: Path) -> Path:
+    return write(tmp_path, f"[bybit]\nkey_file = '{keys}'\n")
+
+
+def test_a_key_file_that_is_not_utf8_or_too_large_is_refused_in_one_line(tmp_path):
+    keys = private_keys(tmp_path, b"\xff\xfeK\nS\n")
+    with pytest.raises(ConfigError, match=r"'bybit.key_file'.*not UTF-8.*byte 0") as info:
+        build_config(with_key_file(tmp_path, keys), env={})
+    assert "\n" not in str(info.value)
+    keys = private_keys(tmp_path, b"K\nS\n" + b"x" * (2 << 20))
+    with pytest.raises(ConfigError, match=r"'bybit.key_file'.*larger than"):
+        build_config(with_key_file(tmp_path, keys), env={})
+
+
+@pytest.mark.timeout(10, method="signal")
+def test_a_key_file_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
+    fifo = tmp_path / "bybit.fifo"
+    os.mkfifo(fifo, 0o600)
+    link = tmp_path / "link.keys"
+    link.symlink_to(fifo)
+    for keys in (fifo, link):
+        with pytest.raises(ConfigError, match=r"'bybit.key_file'.*is a FIFO, not a regular file"):
+            build_config(with_key_file(tmp_path, keys), env={})
+    with pytest.raises(ConfigError, match="is a directory, not a regular file"):
+        build_config(with_key_file(tmp_path, tmp_path), env={})
+    good = private_keys(tmp_path, b"KFILE\nSFILE\n")
+    link.unlink()
+    link.symlink_to(good)  # a link to a private file is followed, as before
+    cfg = build_config(with_key_file(tmp_path, link), env={})
+    assert (cfg.bybit.api_key, cfg.bybit.api_secret) == ("KFILE", "SFILE")
+
+
+@pytest.mark.parametrize("content, missing", [
+    (b"k e y\n\nsecret\n", "line 2 (the API secret)"),
+    (b"KEY\n   \n", "line 2 (the API secret)"),
+    (b"KEY\n", "line 2 (the API secret)"),
+    (b"\n\n", "line 1 (the API key)"),
+])
+def test_a_key_file_needs_the_key_and_the_secret_on_its_first_two_lines(tmp_path, content,
+                                                                         missing):
+    keys = private_keys(tmp_path, content)
+    with pytest.raises(ConfigError, match=rf"'bybit.key_file'.*{re.escape(missing)}"):
+        build_config(with_key_file(tmp_path, keys), env={})
+
+
+@pytest.mark.parametrize("content", [b"KFILE  \nSFILE  \n", b"KFILE\r\nSFILE\r\n",
+                                     b"KFILE\nSFILE\n\n\n", b"KFILE\nSFILE"])
+def test_the_accepted_key_file_forms_still_load(tmp_path, content):
+    cfg = build_config(with_key_file(tmp_path, private_keys(tmp_path, content)), env={})
+    assert (cfg.bybit.api_key, cfg.bybit.api_secret) == ("KFILE", "SFILE")
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_state_dir_is_refused_from_every_source(tmp_path, value):
+    toml = write(tmp_path, f"[general]\nstate_dir = '{value}'\n")
+    with pytest.raises(ConfigError, match=r"'general.state_dir' \(.*line 2\): empty"):
+        build_config(toml, env={})
+    with pytest.raises(ConfigError, match=r"'general.state_dir' \(environment variable "
+                                          r"METHTRADER_STATE_DIR\): empty"):
+        build_config(env={"METHTRADER_STATE_DIR": value})
+    with pytest.raises(ConfigError, match=r"'general.state_dir' \(command line\): empty"):
+        build_config(env={}, overrides={"general": {"state_dir": value}})
+
+
+def test_two_environment_variables_for_one_key_must_agree():
+    env = {"METHTRADER_SPEED": "20", "METHTRADER__GENERAL__SPEED": "30"}
+    with pytest.raises(ConfigError, match=r"METHTRADER_SPEED and METHTRADER__GENERAL__SPEED "
+                                          r"both set 'general.speed'"):
+        build_config(env=env)
+    with pytest.raises(ConfigError, match=r"METHTRADER__GENERAL__SPEED and METHTRADER_SPEED"):
+        build_config(env=dict(reversed(env.items())))
+    agreed = build_config(env={"METHTRADER_SPEED": "20", "METHTRADER__GENERAL__SPEED": "20.0"})
+    assert agreed.general.speed == 20.0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[risk]\nfreeze_drawdown = 0.01\nunfreeze_drawdown = 0.5\n",
+     r"'risk.unfreeze_drawdown' \(0.5\) is above 'risk.freeze_drawdown' \(0.01\)"),
+    ("[supervisor]\nbackoff_initial_s = 10\nbackoff_max_s = 1\n",
+     r"'supervisor.backoff_initial_s' \(10.0\) is above 'supervisor.backoff_max_s' \(1.0\)"),
+])
+def test_inconsistent_pairs_of_keys_are_refused(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        build_config(write(tmp_path, text), env={})
+
+
+def test_equal_pairs_of_keys_are_allowed(tmp_path):
+    cfg = build_config(write(tmp_path, "[risk]\nfreeze_drawdown = 0.05\nunfreeze_drawdown = 0.05\n"
+                                       "[supervisor]\nbackoff_initial_s = 2\nbackoff_max_s = 2\n"),
+                       env={})
+    assert (cfg.risk.unfreeze_drawdown, cfg.supervisor.backoff_initial_s) == (0.05, 2.0)
+
+
+@pytest.mark.parametrize("name, reads_from", [
+    ("METHTRADER__BYBIT__API_KEY", "BYBIT_API_KEY"),
+    ("METHTRADER__BYBIT__API_SECRET", "BYBIT_API_SECRET"),
+    ("METHTRADER__NOTIFY__WEBHOOK_URL", "METHTRADER_WEBHOOK_URL"),
+])
+def test_a_secret_in_a_generic_variable_names_the_variable_it_is_read_from(name, reads_from):
+    with pytest.raises(ConfigError) as info:
+        build_config(env={name: "x"})
+    message = str(info.value)
+    assert f"environment variable {name}" in message and f"only from {reads_from}" in message
+    assert "(environment)" not in message
+
+
+def test_the_printed_config_says_where_each_secret_comes_from():
+    shown = config_as_toml(build_config(env={}))
+    assert "# webhook_url = not set, from METHTRADER_WEBHOOK_URL only" in shown
+    assert "# api_key = not set, from BYBIT_API_KEY or bybit.key_file only" in shown
