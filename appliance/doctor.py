@@ -6,7 +6,10 @@ missing, the state dir unwritable, the metrics port taken by something else, a c
 exchange that does not answer). The exit code is 1 when any check fails, else 0 — a machine
 with no GPU, no network and a fresh state dir is a healthy one for the default sim market.
 
-Nothing here changes the state dir: it is probed, never created.
+Nothing here changes the state dir: it is probed, never created. The state files ``run`` opens
+(the DuckDB file, the SQLite job queue, the virtual clock) are read as ``run`` reads them, so a
+damaged one fails here with ``run``'s own words; while ``run`` holds the state dir they are left
+alone (it opened them, and a second open of its DuckDB file would be refused anyway).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from appliance.config import Config
+from appliance.paths import StatePaths
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 #: what `run` imports; the name users know first, the module second
@@ -37,6 +42,11 @@ PACKAGES: tuple[tuple[str, str], ...] = (
 #: below this much free space a backfill cannot finish a day's files
 MIN_FREE_BYTES = 1 << 30
 FULL_RATIO = 0.80  # the disk guard's default threshold (training.disk_threshold)
+#: a DuckDB file starts with its main header and two database headers, 4 KiB each; its blocks
+#: follow
+DUCKDB_HEADERS = 3 * 4096
+#: a state file while `run` holds the state dir: it opened the file, doctor leaves it alone
+HELD = "held by the running appliance (not opened while it runs)"
 
 
 @dataclass(frozen=True)
@@ -219,11 +229,116 @@ def check_exchange(cfg: Config) -> Finding:
     return Finding("exchange", OK, f"bybit at {host} answered")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _running(state_dir: Path) -> bool:
+    from appliance.liveness import is_running
+
+    return state_dir.is_dir() and is_running(state_dir)
+
+
+def check_database(state_dir: Path) -> Finding:
+    """The DuckDB file, opened read-only as ``run`` opens it (same connect, same schema
+    query) plus one O(1) look at its size: a file cut short still opens, and ``run`` then
+    stops at the first block it cannot read. Never a scan: this stays fast on any size."""
+    path = StatePaths(state_dir).duckdb
+    if _running(state_dir):
+        return Finding("database", OK, f"{path}: {HELD}")
+    if not path.exists():
+        return Finding("database", OK, f"{path}: none yet (run creates it)")
+    try:
+        import duckdb
+
+        from appliance.startup import DUCKDB_FIX, unusable_duckdb
+        from appliance.store import SCHEMA_VERSION, StoreError, connect, schema_version
+    except ImportError as exc:
+        return Finding("database", WARN, f"{path} not checked ({_first_line(exc)})",
+                       "re-run ./install.sh")
+    try:
+        con = connect(path, read_only=True)
+    except StoreError as exc:  # open read-write elsewhere, and not by run (no run lock)
+        return Finding("database", WARN, str(exc), "run waits 10 s for it, then gives up: "
+                       "stop whatever holds it")
+    except duckdb.Error as exc:
+        return Finding("database", FAIL, unusable_duckdb(path, _first_line(exc)), DUCKDB_FIX)
+    try:
+        version = schema_version(con)
+        block_size, blocks = con.execute(
+            "SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+    except duckdb.Error as exc:
+        return Finding("database", FAIL, unusable_duckdb(path, _first_line(exc)), DUCKDB_FIX)
+    finally:
+        con.close()
+    size, needed = path.stat().st_size, DUCKDB_HEADERS + blocks * block_size
+    if size < needed:
+        return Finding("database", FAIL, unusable_duckdb(
+            path, f"truncated: {size} bytes, its header needs {needed} for {blocks} blocks"),
+            DUCKDB_FIX)
+    if version > SCHEMA_VERSION:
+        return Finding("database", FAIL, f"{path} is at schema version {version}, newer than "
+                       f"this methtrader ({SCHEMA_VERSION})",
+                       "upgrade methtrader (or restore a backup made by this version)")
+    return Finding("database", OK, f"{path}: schema version {version}, "
+                   f"{size / 2**20:.1f} MiB")
+
+
+def check_queue_file(state_dir: Path) -> Finding:
+    """The SQLite job queue, read-only through ``PRAGMA quick_check`` (huey's own open would
+    stop ``run`` with a traceback on a damaged one)."""
+    path = StatePaths(state_dir).queue
+    if _running(state_dir):
+        return Finding("job queue", OK, f"sqlite: {path}: {HELD}")
+    if not path.exists():
+        return Finding("job queue", OK, f"sqlite: {path}: none yet (run creates it)")
+    from appliance.startup import sqlite_damage
+
+    # with no -wal (or an empty one) the file is all there is: read it as immutable, so that
+    # the read-only open neither leaves an empty -wal and -shm beside it nor writes the -shm
+    wal = path.with_name(f"{path.name}-wal")
+    why = sqlite_damage(path, immutable=not (wal.exists() and wal.stat().st_size > 0))
+    if why is not None:
+        return Finding("job queue", FAIL, f"{path} is not a usable SQLite file ({why})",
+                       f"move it (and any {path.name}-wal, {path.name}-shm) aside and start "
+                       "again; run creates an empty queue, queued jobs are lost")
+    return Finding("job queue", OK, f"sqlite: {path} (one box; passes quick_check)")
+
+
+def check_virtual_clock(cfg: Config) -> Finding:
+    """``clock.json`` through ``run``'s own loader; bybit runs on the wall clock and never
+    reads it."""
+    path = StatePaths(cfg.state_path).clock
+    if cfg.general.exchange not in ("sim", "replay"):
+        return Finding("virtual clock", OK, f"{cfg.general.exchange} runs on the wall clock "
+                       f"({path.name} is not read)")
+    if _running(cfg.state_path):
+        return Finding("virtual clock", OK, f"{path}: {HELD}")
+    if not path.exists():
+        return Finding("virtual clock", OK, f"{path}: none yet (run starts the market clock "
+                       "at the current time)")
+    from appliance.clock import ClockFileError, load_virtual_clock
+
+    try:
+        clock = load_virtual_clock(cfg.state_path, 1.0, 0.0)
+    except ClockFileError as exc:
+        what, sep, fix = str(exc).rpartition("; ")
+        if not sep:  # "cannot be read (...)": run's words give no advice
+            what, fix = fix, (f"make {path.name} readable, or delete it to restart the "
+                              "virtual clock at the current time")
+        return Finding("virtual clock", FAIL, what, fix)
+    at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock.now()))
+    return Finding("virtual clock", OK, f"{path}: resumes at {at}")
+
+
 def check_job_queue(cfg: Config) -> Finding:
-    """One box needs nothing; a Redis queue or study must answer, and the artifact root must
-    hold the lake the jobs read."""
-    if cfg.jobs.backend != "redis" and cfg.automl.storage != "redis":
-        return Finding("job queue", OK, f"sqlite: {cfg.state_path / 'queue.db'} (one box)")
+    """One box: the SQLite queue file must be sound; a Redis queue or study must answer, and
+    the artifact root must hold the lake the jobs read."""
+    if cfg.jobs.backend != "redis":
+        queue = check_queue_file(cfg.state_path)
+        if queue.status != OK or cfg.automl.storage != "redis":
+            return queue
     from appliance.redis_support import mask_url
     from appliance.worker import check_redis
 
@@ -246,7 +361,7 @@ def diagnose(cfg: Config) -> list[Finding]:
     return [check_python(), *check_packages(), *check_onnx_and_gpu(),
             *check_state_dir(cfg.state_path), check_clock(),
             check_metrics_port(cfg.general.metrics_port, cfg.state_path), check_exchange(cfg),
-            check_job_queue(cfg)]
+            check_database(cfg.state_path), check_job_queue(cfg), check_virtual_clock(cfg)]
 
 
 def render(findings: list[Finding]) -> str:

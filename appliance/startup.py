@@ -77,24 +77,40 @@ def open_store(state_dir: Path, patience_s: float = 10.0) -> Store:
                 raise
             time.sleep(0.1)
         except duckdb.Error as exc:
-            raise StartupError(f"{path} is not a usable DuckDB file "
-                               f"({str(exc).splitlines()[0]}); move it aside (or restore a "
-                               "backup) and start again") from None
+            raise StartupError(f"{unusable_duckdb(path, str(exc).splitlines()[0])}; "
+                               f"{DUCKDB_FIX}") from None
+
+
+#: what to do with a DuckDB file that cannot be opened (``run``'s refusal, ``doctor``'s fix)
+DUCKDB_FIX = "move it aside (or restore a backup) and start again"
+
+
+def unusable_duckdb(path: Path, why: str) -> str:
+    """What is wrong with the DuckDB file, in the words ``run`` and ``doctor`` both use."""
+    return f"{path} is not a usable DuckDB file ({why})"
+
+
+def sqlite_damage(db: Path, *, immutable: bool = False) -> str | None:
+    """Why the SQLite file ``db`` fails ``PRAGMA quick_check``, or None. Opened read-only;
+    ``immutable`` also skips locking and the empty ``-wal``/``-shm`` files a read-only open of
+    a WAL-mode file creates (for a file no process has open, and no ``-wal`` to read)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro" + ("&immutable=1" if immutable else ""),
+                              uri=True, timeout=30)
+        try:
+            verdict = con.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if verdict == "ok" else verdict
 
 
 def bus_damage(path: Path) -> str | None:
     """Why the bus's SQLite files fail an integrity check, or None (also when absent)."""
     for db in sorted(path.glob("**/cache.db")):
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-            try:
-                verdict = con.execute("PRAGMA quick_check").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            return f"{db.relative_to(path.parent)}: {exc}"
-        if verdict != "ok":
-            return f"{db.relative_to(path.parent)}: {verdict}"
+        if (why := sqlite_damage(db)) is not None:
+            return f"{db.relative_to(path.parent)}: {why}"
     return None
 
 

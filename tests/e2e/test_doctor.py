@@ -3,14 +3,21 @@ and exits 1 only when `run` could not work — and it changes nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import socket
 from pathlib import Path
 
 import pytest
 
+from appliance.exchange.factory import StartupError
 from appliance.liveness import RunLock
+from appliance.startup import open_store
+from appliance.store import Store
 from tests.e2e.conftest import methtrader
+from tests.e2e.safety_helpers import QUIET, copy_state, run_briefly
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -109,3 +116,149 @@ def test_a_redis_job_queue_is_asked_and_a_dead_one_fails(tmp_path: Path, redis_u
     assert found["job queue"]["status"] == "fail" and "cannot reach Redis" in \
         found["job queue"]["detail"]
     assert "hunter2" not in out.stdout + out.stderr
+
+
+# -- the state files `run` opens: a damaged one fails here, as `run` would ------------------
+
+#: each state file and the doctor check that reads it
+CHECK_OF = {"methtrader.duckdb": "database", "queue.db": "job queue",
+            "clock.json": "virtual clock"}
+
+
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory) -> Path:
+    """A state dir as `run` leaves it: DuckDB file, SQLite queue, clock.json, bus."""
+    state = tmp_path_factory.mktemp("ran") / "state"
+    run_briefly(state)
+    assert all((state / name).is_file() for name in CHECK_OF)
+    return state
+
+
+@pytest.fixture
+def state(ran_once: Path, tmp_path: Path) -> Path:
+    return copy_state(ran_once, tmp_path / "state")
+
+
+def truncate_to_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def overwrite_first_16k(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.write(random.Random(7).randbytes(16 * 1024))
+
+
+def contents(root: Path) -> dict[str, str]:
+    """Every path under ``root`` → its sha256 (files) or "dir"."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
+
+
+def test_a_state_dir_run_left_passes_and_doctor_changes_nothing_in_it(state: Path):
+    before = contents(state)
+    code, found = doctor("--state-dir", str(state), *QUIET)
+    assert code == 0, found
+    for name, check in CHECK_OF.items():
+        assert found[check]["status"] == "ok", found[check]
+        assert str(state / name) in found[check]["detail"]
+    assert "schema version" in found["database"]["detail"]
+    assert contents(state) == before  # no byte written, no -wal or -shm left behind
+
+
+@pytest.mark.parametrize("damage", [truncate_to_half, overwrite_first_16k])
+@pytest.mark.parametrize("name", list(CHECK_OF))
+def test_a_damaged_state_file_fails_naming_the_file_and_what_to_do(state: Path, name: str,
+                                                                   damage) -> None:
+    damage(state / name)
+    code, found = doctor("--state-dir", str(state), *QUIET)
+    assert code == 1
+    finding = found[CHECK_OF[name]]
+    assert finding["status"] == "fail", finding
+    assert finding["detail"].startswith(str(state / name)), finding
+    assert ("not a usable" in finding["detail"] or "is damaged" in finding["detail"]), finding
+    assert finding["fix"], finding
+    assert [c for c, f in found.items() if f["status"] == "fail"] == [CHECK_OF[name]]
+
+
+def test_every_damaged_state_file_is_one_fail_line_and_run_cannot_work(state: Path):
+    for name in CHECK_OF:
+        overwrite_first_16k(state / name)
+    out = methtrader("doctor", "--state-dir", str(state), *QUIET, check=False)
+    assert out.returncode == 1, out.stderr
+    fails = [line for line in out.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == len(CHECK_OF), out.stdout
+    for line, (name, check) in zip(fails, CHECK_OF.items()):
+        assert line.split(None, 1)[1].startswith(check) and str(state / name) in line, line
+    assert "3 failing" in out.stdout and "cannot work" in out.stdout
+
+
+def test_the_database_is_refused_with_the_words_run_uses(state: Path):
+    overwrite_first_16k(state / "methtrader.duckdb")
+    _, found = doctor("--state-dir", str(state), *QUIET)
+    with pytest.raises(StartupError) as refused:
+        open_store(state, patience_s=0)
+    finding = found["database"]
+    assert str(refused.value) == f"{finding['detail']}; {finding['fix']}"
+
+
+def leave_a_wal(state: Path) -> Path:
+    """Commit incidents that stay in the DuckDB WAL, as after a `run` killed before its
+    checkpoint."""
+    store = Store(state / "methtrader.duckdb")
+    try:
+        store.sql("PRAGMA disable_checkpoint_on_shutdown")
+        store.sql("SET wal_autocheckpoint = '1GB'")
+        for i in range(50):
+            store.record_incident("test", "probe", f"incident {i} " + "x" * 200)
+    finally:
+        store.close()
+    wal = state / "methtrader.duckdb.wal"
+    assert wal.stat().st_size > 0
+    return wal
+
+
+def flip_the_last_entry(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(-64, os.SEEK_END)
+        fh.write(random.Random(7).randbytes(64))
+
+
+@pytest.mark.parametrize("damage", [flip_the_last_entry, truncate_to_half,
+                                    overwrite_first_16k])
+def test_doctor_and_run_agree_on_a_damaged_wal(state: Path, damage) -> None:
+    """DuckDB refuses a WAL entry whose checksum fails, and replays a torn or foreign WAL up
+    to what it can trust: doctor says what `run` will do, either way."""
+    damage(leave_a_wal(state))
+    code, found = doctor("--state-dir", str(state), *QUIET)
+    finding = found["database"]
+    try:
+        open_store(state, patience_s=0).close()
+    except StartupError as exc:
+        assert code == 1 and finding["status"] == "fail", finding
+        assert str(exc) == f"{finding['detail']}; {finding['fix']}"
+    else:
+        assert code == 0 and finding["status"] == "ok", finding
+    if damage is flip_the_last_entry:
+        assert finding["status"] == "fail" and "WAL" in finding["detail"], finding
+
+
+def test_while_run_holds_the_state_dir_its_files_are_left_alone(state: Path):
+    overwrite_first_16k(state / "methtrader.duckdb")  # it would fail, were it opened
+    lock = RunLock(state).acquire()
+    try:
+        code, found = doctor("--state-dir", str(state), *QUIET)
+    finally:
+        lock.release()
+    assert code == 0, found
+    for check in CHECK_OF.values():
+        assert found[check]["status"] == "ok" and "running appliance" in found[check]["detail"]
+
+
+def test_a_fresh_state_dir_has_no_state_files_and_that_is_fine(tmp_path: Path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    code, found = doctor("--state-dir", str(state), *QUIET)
+    assert code == 0, found
+    for check in CHECK_OF.values():
+        assert found[check]["status"] == "ok" and "none yet" in found[check]["detail"]
+    assert list(state.iterdir()) == []
