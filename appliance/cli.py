@@ -84,6 +84,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                  f"retired {m['retired']} rejected {m['rejected']} archived {m['archived']}   "
                  f"trades {st['trades']}   equity {st['equity']:.2f}")
     _emit(args, st, "\n".join(lines))
+    if st["store_error"]:  # what the bus knows is printed; the damage is the error
+        print(f"methtrader: {st['store_error']}; move it aside and `methtrader restore` a "
+              "backup", file=sys.stderr)
+        return 1
     return 0
 
 

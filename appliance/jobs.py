@@ -21,6 +21,17 @@ No process outlives ``run`` (:mod:`appliance.consumer_process`).
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # The consumer child: `run` may stop (SIGINT) before this module and huey have imported,
+    # which is a stop, not an error. Until the consumer installs its own handlers, SIGINT
+    # ends the start-up quietly instead of printing a KeyboardInterrupt traceback.
+    import signal as _signal
+
+    def _stop_quietly(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    _signal.signal(_signal.SIGINT, _stop_quietly)
+
 import argparse
 import contextlib
 import functools
@@ -200,13 +211,14 @@ class Jobs:
         return [cache.get(k) for k in cache.iterkeys() if str(k).startswith(RUNNING_PREFIX)]
 
     def requeue_interrupted(self) -> int:
-        """Put back every job whose note outlived its consumer; call before a consumer starts."""
+        """Put back every job whose note outlived its consumer, ahead of the queue (it was being
+        worked on); call before a consumer starts."""
         cache = self.bus.cache
         n = 0
         for key in [k for k in cache.iterkeys() if str(k).startswith(RUNNING_PREFIX)]:
             note = cache.get(key)
             if note is not None and note["name"] in self.tasks:
-                self.enqueue(note["name"], *note["args"], **note["kwargs"])
+                self._put_back(note)
                 n += 1
             cache.delete(key)
         return n

@@ -4,7 +4,9 @@ Whether it runs is :func:`appliance.liveness.is_running` (the run lock), the sam
 gives; the heartbeat only tells how fresh the figures are. While ``run`` is up it owns the
 DuckDB file, so the answer comes from the bus (the heartbeat and the ``status`` snapshot it
 keeps current). After it stopped, the DuckDB file is read directly (read-only) so the figures
-are exact. Nothing is created: a directory with no bus is reported as never started.
+are exact. Nothing is created: a directory with no bus is reported as never started. A DuckDB
+file that cannot be read is reported (``store_error``) beside what the bus still knows: whether
+it runs and the kill switch are the answers an operator needs most then.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
 from appliance.contracts import Snapshot
 from appliance.liveness import is_running, lock_holder
 from appliance.paths import StatePaths
 from appliance.services.heartbeat import status_snapshot
-from appliance.store import Store, StoreError
+from appliance.store import Store, StoreDamaged, StoreError
 
 
 def gather_status(state_dir: Path) -> dict[str, Any]:
@@ -29,15 +33,21 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
         age = bus.heartbeat_age() if bus else None
         snap = (bus.snapshot(Snapshot.STATUS) if bus else None) or {}
         source = "bus"
+        store_error = None
         if not running and paths.duckdb.exists():
             try:
                 store = Store(paths.duckdb, read_only=True)
+            except duckdb.Error as exc:  # not a DuckDB file (any more): keep the snapshot
+                store_error = f"{paths.duckdb} cannot be read ({str(exc).splitlines()[0]})"
             except StoreError:
                 pass  # someone holds it (a run starting up): keep the snapshot
             else:
                 try:
                     snap = status_snapshot(store)
                     source = "duckdb"
+                except StoreDamaged as exc:
+                    store_error = (f"{paths.duckdb} is damaged "
+                                   f"({str(exc.__cause__ or exc).splitlines()[0]})")
                 finally:
                     store.close()
         services = {name: {"state": st.get("state"), "restarts": st.get("restarts", 0),
@@ -67,6 +77,7 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
             "daily_pnl": snap.get("daily_pnl"),
             "sharpe": snap.get("sharpe"),
             "source": source,
+            "store_error": store_error,
             "state_dir": str(state_dir),
         }
     finally:

@@ -200,6 +200,21 @@ class StoreError(RuntimeError):
     """The DuckDB file cannot be used as asked (locked, or at another schema version)."""
 
 
+class StoreDamaged(StoreError):
+    """The DuckDB file failed a checksum or could not be read back: it is damaged on disk.
+
+    ``fatal``: the supervisor does not restart a service over it; ``run`` sets maintenance
+    mode ON and stops, since fills, equity and the audit trail can no longer be trusted to
+    the file (fail closed)."""
+
+    fatal = True
+
+
+DAMAGE_MARKS = ("corrupt database file", "does not match stored checksum",
+                "could not read enough bytes")
+"""How DuckDB words a damaged file (a block's checksum, a block cut short), lower case."""
+
+
 class InjectedWriteFault(StoreError):
     """A write refused on purpose (``chaos_store_fault``, :mod:`appliance.chaos_hook`)."""
 
@@ -525,6 +540,7 @@ class Store:
             if is_disk_full(exc):
                 self.disk.failed("duckdb", exc, ticket)
             self._note_invalidated(exc)
+            self._refuse_damage(exc)
             raise
         durable = head.startswith("CHECKPOINT") or (write and self._tx_writes is None)
         if head.startswith("BEGIN"):
@@ -560,7 +576,17 @@ class Store:
             return [dict(zip(names, row)) for row in cur.fetchall()]
         except Exception as exc:
             self._note_invalidated(exc)
+            self._refuse_damage(exc)
             raise
+
+    def _refuse_damage(self, exc: BaseException) -> None:
+        """Raise :class:`StoreDamaged` (from ``exc``) when DuckDB says the file is damaged."""
+        text = str(exc)
+        if any(mark in text.lower() for mark in DAMAGE_MARKS):
+            raise StoreDamaged(
+                f"{self.path} is damaged ({text.splitlines()[0][:200]}); the appliance stopped "
+                "with maintenance mode ON: move the file aside, `methtrader restore` a backup, "
+                "then `methtrader resume`") from exc
 
     def _note_invalidated(self, exc: BaseException) -> None:
         """After a fatal DuckDB error the database is unusable until it is opened again."""

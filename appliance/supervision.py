@@ -9,7 +9,9 @@ from a clean slate (a cause that went away heals itself). An exchange outage is 
 all (:mod:`appliance.outage`), and neither is a full disk: a service whose write was refused for
 want of space (:func:`data.disk.is_disk_full`) is marked *degraded*, waits (half a second,
 doubling to :data:`DISK_MAX_WAIT_S`) and starts again, however often, never counted toward
-failed; the appliance says once that the disk is full (:mod:`appliance.disk_full`).
+failed; the appliance says once that the disk is full (:mod:`appliance.disk_full`). An error
+marked ``fatal`` (a damaged DuckDB file, :class:`appliance.store.StoreDamaged`) is not
+restarted at all: restarting cannot mend it, so it is recorded and raised, and ``run`` stops.
 
 All waiting here uses trio's clock (wall time in the appliance), never the market clock:
 recovery time is a real-time promise (a crashed service is healthy again in < 2 s).
@@ -152,6 +154,14 @@ class Supervisor:
                     why, st.crash_requested = st.crash_requested, None
                     raise ChaosCrash(f"injected crash in {name}: {why}")
             except Exception as exc:  # Cancelled is a BaseException and passes through
+                if getattr(exc, "fatal", False):
+                    st.state = FAILED
+                    st.last_error = f"{type(exc).__name__}: {exc}"
+                    self._log.critical("fatal error: the appliance stops", service_name=name,
+                                       error=st.last_error)
+                    await self._incident(name, "fatal", st.last_error,
+                                         "".join(traceback.format_exception(exc)))
+                    raise
                 if is_disk_full(exc):
                     await self._wait_for_disk(st, exc, trio.current_time() - began)
                     continue

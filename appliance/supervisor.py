@@ -30,10 +30,12 @@ the DuckDB file read-write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from prometheus_client import start_http_server
 
 from appliance import backup, chaos_hook, report, startup
 from appliance.bar_hub import BarHub
+from appliance.bus import MAINTENANCE_MODE
 from appliance.clock import Clock, VirtualClock, save_virtual_clock
 from appliance.config import Config
 from appliance.context import ServiceContext
@@ -55,8 +58,9 @@ from appliance.metrics import Metrics
 from appliance.jobs import Jobs, jobs_for
 from appliance.notify import Notifier
 from appliance.lifecycle import Lifecycle
+from appliance.paths import StatePaths
 from appliance.operator_commands import REGISTRY_COMMANDS, summarize
-from appliance.safety import prepare_state_dir
+from appliance.safety import prepare_state_dir, write_kill_file
 from appliance.services import (alerts, chaos, consumer, datasets, discovery, drift, feed,
                                  heartbeat, housekeeping, operator, risk, shadow, trading,
                                  training)
@@ -228,11 +232,28 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
     ctx = ServiceContext(cfg=cfg, clock=clock, bus=bus, store=StoreRunner(store),
                          exchange=exchange, metrics=metrics)
     started_at = time.time()
-    jobs = jobs_for(cfg)
+    try:
+        jobs = jobs_for(cfg)
+    except sqlite3.DatabaseError as exc:  # huey opens queue.db: a damaged one says so here
+        for close in (store.close, bus.close):
+            with contextlib.suppress(Exception):
+                close()
+        queue = StatePaths(state_dir).queue
+        raise StartupError(f"{queue} is not a usable SQLite file ({exc}); move it (and any "
+                           f"{queue.name}-wal, {queue.name}-shm) aside and start again; run "
+                           "creates an empty queue, queued jobs are lost") from None
 
     supervisor = Supervisor(cfg.supervisor, on_incident=incident_recorder(ctx),
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
-    await startup.settle(ctx, findings)
+    try:
+        await startup.settle(ctx, findings)
+    except BaseException as exc:
+        if (fatal_at_start := _fatal_cause(exc)) is not None:
+            _fail_closed(ctx, fatal_at_start)
+        for close in (store.close, jobs.close, bus.close):
+            with contextlib.suppress(Exception):
+                close()
+        raise
     freeze_startup_heap()
     sys.setswitchinterval(GIL_SWITCH_S)
     server = start_metrics_server(cfg.general.metrics_port, metrics)
@@ -241,11 +262,17 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
                        "speed": cfg.general.speed, "market_time": clock.now()})
     log.info("appliance starting", state_dir=str(state_dir), exchange=exchange.name,
              speed=cfg.general.speed, market_time=clock.now())
+    fatal: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             for name, fn in build_services(ctx, supervisor, jobs, started_at).items():
                 await nursery.start(supervisor.supervise, name, fn)
             nursery.start_soon(_watch_stop, nursery.cancel_scope, clock, limits)
+    except BaseException as exc:
+        fatal = _fatal_cause(exc)
+        if fatal is not None:
+            _fail_closed(ctx, fatal)
+        raise
     finally:
         failures: list[str] = []
         with trio.move_on_after(cfg.supervisor.shutdown_timeout_s) as scope:
@@ -261,10 +288,32 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
             await _step(failures, what, close)
     if failures:
         log.error("appliance stopped, but not everything was saved", failures=failures)
+        if fatal is not None:  # the cause says more than what the shutdown could not do
+            return 1
         raise startup.ShutdownIncomplete("stopped, but shutdown could not "
                                          + "; ".join(failures))
     log.info("appliance stopped")
     return 0
+
+
+def _fatal_cause(exc: BaseException) -> BaseException | None:
+    """The error marked ``fatal`` that stopped the services (it leaves them in a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return next((c for e in exc.exceptions if (c := _fatal_cause(e)) is not None), None)
+    return exc if getattr(exc, "fatal", False) else None
+
+
+def _fail_closed(ctx: ServiceContext, cause: BaseException) -> None:
+    """Maintenance mode ON (on the bus, journalled) before the appliance stops on ``cause``:
+    nothing trades again until an operator has looked and resumed."""
+    reason = f"fatal: {str(cause).splitlines()[0][:300]}"
+    log.critical("the appliance stops with maintenance mode ON", reason=reason)
+    try:
+        ctx.bus.set_switch(MAINTENANCE_MODE, True, actor="appliance", reason=reason,
+                           source="supervisor")
+    except Exception as exc:  # the bus may be gone too; the KILL file holds the switch then
+        log.exception("maintenance mode could not be set on the bus; writing the kill file")
+        write_kill_file(ctx.cfg.state_path, reason, why_bus=str(exc)[:300])
 
 
 async def _step(failures: list[str], what: str, fn: Callable[[], object]) -> None:

@@ -1,4 +1,5 @@
-"""State dirs with real (tiny) ONNX models registered, for the relocation and backup tests."""
+"""State dirs with real (tiny) ONNX models registered, for the relocation and backup tests; and
+a DuckDB file damaged block by block, for the damaged-store tests."""
 
 from __future__ import annotations
 
@@ -56,3 +57,24 @@ def tree_digest(root: Path) -> dict[str, str]:
     """Every file under ``root`` by relative path → sha256."""
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
             if p.is_file()}
+
+
+def damage_blocks(path: Path, table: str) -> list[int]:
+    """Overwrite 4 KiB inside each storage block that holds ``table``'s data (the file keeps
+    its size, its headers and its catalogue): what a failing disk or a stray write leaves.
+    Returns the block numbers."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        blocks = sorted(b for (b,) in con.execute(
+            f"SELECT DISTINCT block_id FROM pragma_storage_info('{table}') WHERE block_id >= 0"
+        ).fetchall())
+    finally:
+        con.close()
+    rng = np.random.default_rng(7)
+    with open(path, "r+b") as f:
+        for block in blocks:
+            f.seek(3 * 4096 + block * 262_144 + 64)  # past the three headers, inside the block
+            f.write(rng.bytes(4096))
+    return blocks

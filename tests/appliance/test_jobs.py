@@ -106,6 +106,22 @@ def test_a_job_whose_worker_died_is_requeued_first_and_given_up_after_three_deat
         jobs.close()
 
 
+def test_a_job_interrupted_by_a_stop_is_requeued_ahead_of_the_queue_at_the_next_start(tmp_path):
+    from appliance.jobs import RUNNING_PREFIX
+
+    jobs = Jobs(tmp_path, defaults=False)
+    try:
+        jobs.register("work", lambda state_dir, tag: None)
+        jobs.enqueue("work", "queued earlier")
+        note = {"name": "work", "args": ["interrupted"], "kwargs": {}, "started": 0.0, "pid": 1}
+        jobs.bus.cache.set(f"{RUNNING_PREFIX}x", note)  # left by the consumer a stop ended
+        assert jobs.requeue_interrupted() == 1
+        assert jobs.running() == [] and jobs.pending() == 2
+        assert jobs.huey.dequeue().args == ("interrupted",)  # it was being worked on: first
+    finally:
+        jobs.close()
+
+
 ALWAYS_FAILS = """
 import sys
 from pathlib import Path

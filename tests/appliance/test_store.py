@@ -9,7 +9,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from appliance.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, migrate, schema_version
+from appliance.store import (MIGRATIONS, SCHEMA_VERSION, Store, StoreDamaged, StoreError, migrate,
+                             schema_version)
+from tests.statedir_helpers import damage_blocks
 
 
 def candles(start_ms: int, n: int, price: float = 100.0) -> np.ndarray:
@@ -227,4 +229,21 @@ def test_a_transaction_begun_after_an_invalidated_one_rolls_back_for_real(tmp_pa
     store.upsert_candles("ETHUSDT", "1m", candles(1_700_000_000_000, 10))
     store.sql("ROLLBACK")
     assert store.candle_count() == 0
+    store.close()
+
+
+def test_a_damaged_block_is_named_as_damage_and_never_read_as_data(tmp_path):
+    path = tmp_path / "m.duckdb"
+    store = Store(path)
+    store.upsert_candles("BTCUSDT", "1m", candles(1_700_000_000_000, 50_000))
+    store.sql("CHECKPOINT")
+    store.close()
+    assert damage_blocks(path, "candles")
+    store = Store(path)  # the headers and the catalogue are intact: it opens
+    with pytest.raises(StoreDamaged) as raised:
+        store.sql("SELECT sum(close) FROM candles")
+    message = str(raised.value)
+    assert str(path) in message and "damaged" in message and "checksum" in message
+    assert "maintenance mode ON" in message and "methtrader restore" in message
+    assert raised.value.fatal and isinstance(raised.value, StoreError)
     store.close()

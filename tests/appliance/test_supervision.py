@@ -4,6 +4,7 @@ import pytest
 import trio
 
 from appliance.config import SupervisorConfig
+from appliance.store import StoreDamaged
 from appliance.supervision import FAILED, RUNNING, STOPPED, Supervisor, backoff_delay
 
 
@@ -161,3 +162,36 @@ async def test_recovery_time_is_measured(autojump_clock):
 
     await sup.supervise("svc", once_broken)
     assert sup.states["svc"].recovered_in_s == pytest.approx(0.5)
+
+
+@pytest.mark.trio
+async def test_a_fatal_error_is_never_restarted_and_stops_every_service(autojump_clock):
+    """A damaged DuckDB file cannot be mended by a restart: the error is recorded once and
+    raised, which cancels the other services (``run`` then fails closed and stops)."""
+    cfg = SupervisorConfig(backoff_initial_s=0.1, backoff_jitter=0.0, max_crashes=3)
+    incidents = []
+
+    async def record(service, kind, message, tb):
+        incidents.append((service, kind, message))
+
+    sup = Supervisor(cfg, on_incident=record)
+    starts = 0
+
+    async def healthy():
+        await trio.sleep_forever()
+
+    async def reader():
+        nonlocal starts
+        starts += 1
+        await trio.sleep(5)
+        raise StoreDamaged("m.duckdb is damaged (checksum)")
+
+    with pytest.raises(BaseExceptionGroup) as raised:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.supervise, "healthy", healthy)
+            await nursery.start(sup.supervise, "reader", reader)
+    assert [type(e) for e in raised.value.exceptions] == [StoreDamaged]
+    assert starts == 1 and sup.states["reader"].restarts == 0
+    assert sup.states["reader"].state == FAILED
+    assert sup.states["healthy"].state == STOPPED
+    assert incidents == [("reader", "fatal", "StoreDamaged: m.duckdb is damaged (checksum)")]

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import methtrader, status_json
 from tests.e2e.safety_helpers import QUIET, copy_state, one_error_line, run_briefly
+from tests.statedir_helpers import damage_blocks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -127,6 +128,23 @@ def test_a_damaged_duckdb_file_is_named_and_left_as_it_was(state: Path) -> None:
                                                  check=False), 1)
 
 
+@pytest.mark.parametrize("table", ["audit_log", "candles"])
+def test_a_damaged_block_in_duckdb_stops_run_with_maintenance_mode_on(state: Path,
+                                                                     table: str) -> None:
+    """audit_log is read while `run` starts, candles once its services run: either way it stops
+    at the first damaged read, in one line, and nothing trades until an operator resumes."""
+    assert damage_blocks(state / "methtrader.duckdb", table)
+    out = methtrader("run", "--state-dir", str(state), "--for", "20s", *QUIET, timeout=120,
+                     check=False)
+    line = one_error_line(out, 1)
+    assert "methtrader.duckdb is damaged" in line and "maintenance mode ON" in line
+    status = methtrader("status", "--json", "--state-dir", str(state), check=False)
+    report = json.loads(status.stdout)
+    assert report["maintenance_mode"] is True and not report["running"]
+    if table == "candles":  # what status reads itself: the damage is its error, the rest shown
+        assert "is damaged" in one_error_line(status, 1) and "checksum" in report["store_error"]
+
+
 @pytest.mark.parametrize("content", ['{"market_time": NaN}', '{"market_time": 1e300}',
                                      '{"market_time": "soon"}', "garbage", "[]"])
 def test_a_damaged_clock_file_is_named(state: Path, content: str) -> None:
@@ -134,6 +152,14 @@ def test_a_damaged_clock_file_is_named(state: Path, content: str) -> None:
     out = run_briefly(state, check=False)
     assert "clock.json is damaged" in one_error_line(out, 1)
     assert (state / "clock.json").read_text() == content
+
+
+def test_a_damaged_job_queue_is_named_in_one_line(state: Path) -> None:
+    queue = state / "queue.db"
+    with open(queue, "r+b") as f:
+        f.write(os.urandom(8192))
+    line = one_error_line(run_briefly(state, check=False), 1)
+    assert "queue.db is not a usable SQLite file" in line and "aside" in line
 
 
 @pytest.mark.parametrize("content", ["not json", '{"wallet": "NaN", "next_id": 1, '
