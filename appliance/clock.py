@@ -129,6 +129,12 @@ class VirtualClock:
             if self._released is not None:
                 self._released.set()
 
+    def advance_to(self, t: float) -> None:
+        """Move market time forward to ``t``; never back (a ``t`` in the past changes nothing)."""
+        now = self.now()
+        if t > now:
+            self._start += t - now
+
     async def sleep_until(self, t: float) -> None:
         while True:
             if self._holders and self._released is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 
 from appliance.bus import Bus, BusError
+from appliance.clock import VirtualClock
 from appliance.config import Config
 from appliance.contracts import Event
 from appliance.exchange.factory import StartupError
@@ -173,6 +174,42 @@ async def settle(ctx, findings: Findings) -> None:
     switches = await settle_at_start(ctx.bus, _store_call(ctx), fresh=findings.fresh,
                                      incident=incident)
     log.info("switches settled", **switches)
+    await keep_clock_ahead_of_store(ctx, incident)
+
+
+CLOCK_BEHIND_INCIDENT_S = 3600.0
+"""A virtual clock found further behind the stored candles than this is an incident (a
+clock.json restored from elsewhere, edited, or deleted after a fast run); less is the lag a
+SIGKILL leaves between the last save of the clock and the last candle stored."""
+
+
+async def keep_clock_ahead_of_store(ctx, incident) -> None:
+    """A virtual clock never starts before the close of the newest stored 1m candle.
+
+    Behind it, the feed would wait for bars it already has, training would be dated in the
+    past and a shadow period would count days already lived; so market time moves forward to
+    that close (never back), with a warning, and an incident when the gap is large."""
+    clock = ctx.clock
+    if not isinstance(clock, VirtualClock):
+        return
+    newest = await ctx.store.call("latest_open_times")
+    if not newest:
+        return
+    close = max(newest.values()) / 1000.0 + 60.0
+    gap = close - clock.now()
+    if gap <= 0:
+        return
+    was = clock.now()
+    clock.advance_to(close)
+    what = (f"market time moved forward {gap / 3600:.2f} h, from {_utc(was)} to {_utc(close)} "
+            "(the close of the newest stored candle): clock.json was behind the stored data")
+    log.warning(what)
+    if gap > CLOCK_BEHIND_INCIDENT_S:
+        await incident("clock_behind", what)
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 async def recover_lost_bus(ctx, sync_audit) -> bool:

@@ -48,3 +48,16 @@ async def test_worker_threads_see_the_same_market_time(autojump_clock):
     await trio.sleep(1)
     in_thread = await trio.to_thread.run_sync(clock.now)
     assert in_thread == pytest.approx(clock.now()) == pytest.approx(1_000_600.0)
+
+
+@pytest.mark.trio
+async def test_advance_to_moves_market_time_forward_never_back(autojump_clock):
+    clock = VirtualClock(start=1_000.0, speed=60.0)
+    await trio.sleep(1)
+    assert clock.now() == pytest.approx(1_060.0)
+    clock.advance_to(5_000.0)
+    assert clock.now() == pytest.approx(5_000.0)
+    clock.advance_to(100.0)  # the past: nothing changes
+    assert clock.now() == pytest.approx(5_000.0)
+    await trio.sleep(1)
+    assert clock.now() == pytest.approx(5_060.0)  # and it runs on at its speed

@@ -108,6 +108,20 @@ def test_after_a_clean_stop_status_and_the_tui_say_not_running_at_once(state: Pa
     assert status_json(state)["running"] is False
 
 
+def test_a_clock_file_moved_back_a_week_resumes_at_the_newest_stored_candle(state: Path) -> None:
+    newest_open_ms = rows(state, "SELECT max(open_time) FROM candles WHERE interval = '1m'")[0][0]
+    saved = json.loads((state / "clock.json").read_text())
+    saved["market_time"] -= 7 * 86_400
+    (state / "clock.json").write_text(json.dumps(saved))
+    run_briefly(state)
+    assert json.loads((state / "clock.json").read_text())["market_time"] >= (
+        newest_open_ms / 1000 + 60)
+    found = rows(state, "SELECT message FROM incidents WHERE kind = 'clock_behind'")
+    assert len(found) == 1 and found[0][0].startswith("market time moved forward")
+    hours = float(found[0][0].split()[4])
+    assert 7 * 24 - 0.5 < hours <= 7 * 24  # back to where the stored candles end
+
+
 # -- the kill switch fails closed (hole 2) --------------------------------------------------
 
 def test_a_truncated_bus_after_kill_restores_the_switch_from_duckdb(state: Path) -> None:
