@@ -27,6 +27,7 @@ from data.lake import Lake
 from models.features import FS1, FeatureSet, compute
 from models.labels import UNLABELLED, label_classes
 from models.reward import sample_weights
+from models.walkforward import NotEnoughHistory
 
 VOL_FEATURE = "vol_12"  # the sizing's per-bar volatility, in every feature set
 
@@ -135,13 +136,14 @@ def build_panel(candles: dict[str, np.ndarray], spec: DataSpec, *,
     vol_at = feature_set.names.index(VOL_FEATURE)
     symbols = tuple(s for s in sorted(candles) if len(candles[s]) >= 200)
     if not symbols:
-        raise ValueError("no symbol of the group has enough history to train on "
-                         f"({spec.interval} candles)")
+        raise NotEnoughHistory("no symbol of the group has enough history to train on "
+                               f"({spec.interval} candles: 200 needed)")
     common = candles[symbols[0]][:, 0]
     for s in symbols[1:]:
         common = np.intersect1d(common, candles[s][:, 0], assume_unique=True)
     if len(common) < 200:
-        raise ValueError(f"the group's symbols share only {len(common)} {spec.interval} bars")
+        raise NotEnoughHistory(f"the group's symbols share only {len(common)} {spec.interval} "
+                               "bars (200 needed)")
     aligned = {s: candles[s][np.isin(candles[s][:, 0], common)] for s in symbols}
     cost: dict[str, float] = {"margin": margin}
     if taker_fee is not None:

@@ -7,7 +7,9 @@ time range, sha256) of each in the lake and in DuckDB's ``datasets``, counts
 ``datasets_built_total`` and enqueues the feature job on the huey queue. Progress goes to the
 bus as ``data_source_update`` events with a percent, and as the ``backfill`` snapshot.
 
-Once a market day it tops up every dataset to the present, so training always sees fresh data.
+Once a market day it tops up every dataset to the present, so training always sees fresh data,
+and fetches again any day of the window that is missing (a damaged day is quarantined by the
+lake); a pair DuckDB records but whose lake files are gone is built again from scratch.
 On the virtual clock (sim, replay) market time stands still while a new pair's history is being
 backfilled, so the outcome of a run does not depend on how fast the machine backfills.
 Pairs are backfilled a few at a time; through the Bybit adapter backfill requests run at the
@@ -88,7 +90,17 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
     for m in await ctx.io(lake.manifests):  # written by `methtrader backfill` meanwhile
         if m.dataset_id not in known:
             await ctx.store.call("save_dataset", m)
-    built = {d["symbol"]: d for d in await ctx.store.call("datasets") if d["interval"] == "1m"}
+    on_disk = set(await ctx.io(lake.symbols, "1m"))
+    built = {}
+    for d in await ctx.store.call("datasets"):
+        if d["interval"] != "1m":
+            continue
+        if d["symbol"] in on_disk:
+            built[d["symbol"]] = d
+        else:  # the lake lost it (deleted, restored without it): a tradable pair is rebuilt
+            service_logger(NAME).warning("dataset recorded but its lake files are gone; it is "
+                                         "built again when the pair is tradable",
+                                         symbol=d["symbol"])
     refreshed_at: dict[str, float] = {}
     progress: dict[str, float] = {}
     limiter = trio.CapacityLimiter(cfg.concurrency)
@@ -97,7 +109,7 @@ async def run(ctx: ServiceContext, jobs: Jobs | None) -> None:
 
     async def one(symbol: str, refresh: bool, scope: trio.CancelScope) -> None:
         async with limiter:
-            days = 2 if refresh else cfg.days
+            days = cfg.days  # a refresh skips stored days: it fetches the new and the lost
             try:
                 m = await build_dataset(ctx, lake, jobs, symbol, days, progress)
             except ExchangeError as exc:  # the venue's fault; what is in the lake stays

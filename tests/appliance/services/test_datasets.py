@@ -1,3 +1,4 @@
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -75,6 +76,39 @@ async def test_a_damaged_day_in_the_lake_is_refetched_not_a_crash_loop(make_ctx,
     assert lake.manifest("BTCUSDT").rows >= built.rows
     assert victim.exists() and victim.stat().st_size > 512
     assert len(list((state_dir / "lake" / "quarantine").rglob("*.corrupt-*"))) == 1
+
+
+@pytest.mark.trio
+async def test_a_lost_lake_is_built_again_and_a_lost_old_day_comes_back_at_the_refresh(
+        make_ctx, state_dir, autojump_clock):
+    """DuckDB still records the datasets but the lake lost them: a deleted lake is backfilled
+    again from scratch at the next start, and an old day that went missing (deleted, or
+    quarantined as damaged) is fetched again at the next daily refresh."""
+    ctx = make_ctx(speed=60)
+    ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, days=3))
+    ctx.bus.set_tradable_pairs(["BTCUSDT"])
+    with trio.move_on_after(60):
+        await datasets.run(ctx, None)
+    lake = Lake(state_dir / "lake")
+    built = lake.manifest("BTCUSDT")
+    shutil.rmtree(state_dir / "lake")
+
+    ctx2 = make_ctx(speed=60, start=ctx.clock.now())
+    ctx2.cfg = ctx.cfg
+    with trio.move_on_after(60):
+        await datasets.run(ctx2, None)
+    assert lake.manifest("BTCUSDT").rows >= built.rows
+
+    old_day = lake.files("1m", "BTCUSDT")[1]
+    old_day.unlink()
+    ctx3 = make_ctx(speed=60, start=ctx2.clock.now())
+    ctx3.cfg = ctx.cfg
+    with trio.move_on_after(30):  # half a market hour: no refresh yet
+        await datasets.run(ctx3, None)
+    assert not old_day.exists()
+    with trio.move_on_after(86_400 / 60 + 120):  # past the daily refresh
+        await datasets.run(ctx3, None)
+    assert old_day.exists() and lake.manifest("BTCUSDT").missing == 0
 
 
 @pytest.mark.trio
