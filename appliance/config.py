@@ -644,6 +644,11 @@ def _refuse_secrets(data: Mapping[str, Any], source: str, text: str | None,
 def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
     """API keys from BYBIT_API_KEY / BYBIT_API_SECRET, else from the 0600 key file."""
     key, secret = env.get("BYBIT_API_KEY", ""), env.get("BYBIT_API_SECRET", "")
+    if bool(key) != bool(secret):  # half a pair signs nothing, and must not hide the key file
+        given, lacking = (("BYBIT_API_KEY", "BYBIT_API_SECRET") if key else
+                          ("BYBIT_API_SECRET", "BYBIT_API_KEY"))
+        raise ConfigError(f"environment variable {given} is set but {lacking} is not; set "
+                          "both, or neither (and use bybit.key_file)")
     if not (key and secret) and cfg.bybit.key_file:
         path = Path(cfg.bybit.key_file).expanduser()
         try:

@@ -287,3 +287,22 @@ def test_the_printed_config_says_where_each_secret_comes_from():
     shown = config_as_toml(build_config(env={}))
     assert "# webhook_url = not set, from METHTRADER_WEBHOOK_URL only" in shown
     assert "# api_key = not set, from BYBIT_API_KEY or bybit.key_file only" in shown
+
+
+@pytest.mark.parametrize("env, given, lacking", [
+    ({"BYBIT_API_KEY": "k3y-v4lue"}, "BYBIT_API_KEY", "BYBIT_API_SECRET"),
+    ({"BYBIT_API_SECRET": "s3cr3t-v4lue"}, "BYBIT_API_SECRET", "BYBIT_API_KEY"),
+])
+def test_half_an_api_key_pair_in_the_environment_is_refused(tmp_path, env, given, lacking):
+    key_file = tmp_path / "keys"
+    key_file.write_text("KEY\nSECRET\n")
+    key_file.chmod(0o600)
+    toml = tmp_path / "m.toml"
+    toml.write_text(f'[bybit]\nkey_file = "{key_file}"\n')
+    for path in (None, toml):  # alone, and beside a key file it would have hidden
+        with pytest.raises(ConfigError) as raised:
+            build_config(path, env=env)
+        assert f"{given} is set but {lacking} is not" in str(raised.value)
+        assert "v4lue" not in str(raised.value)  # the value itself is never shown
+    both = build_config(toml, env={"BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s"})
+    assert (both.bybit.api_key, both.bybit.api_secret) == ("k", "s")
