@@ -34,7 +34,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import trio
 
@@ -264,6 +264,7 @@ class OrderGateway:
                         batch.venue_s += time.perf_counter() - sent
                     for order, result in zip(going, results):
                         self._outcome(order, result, booked)
+                    _raise_fatal(results)
                     return booked
                 for order in batch.orders:
                     if self._stopped(order, self._stop_reason()):
@@ -278,6 +279,7 @@ class OrderGateway:
                     finally:
                         batch.venue_s += time.perf_counter() - sent
                     self._outcome(order, result, booked)
+                    _raise_fatal([result])
             finally:
                 observe = self.ctx.metrics.trade_latency_ms.observe
                 for ms in batch.latencies_ms:
@@ -438,3 +440,12 @@ class OrderGateway:
         await self.ctx.store.call("record_incident", NAME, kind, message, None)
         self.ctx.bus.publish(Event.INCIDENT, {"service": NAME, "kind": kind, "message": message},
                              service=NAME, market_ts=self.ctx.clock.now())
+
+
+def _raise_fatal(results: Sequence[object]) -> None:
+    """Once the outcomes are recorded: an order refused for a reason no retry mends (Bybit
+    refused the API key) stops ``run`` with maintenance mode ON, instead of failing every
+    order of every bar after it."""
+    fatal = next((r for r in results if getattr(r, "fatal", False)), None)
+    if isinstance(fatal, BaseException):
+        raise fatal

@@ -43,7 +43,11 @@ class Outage:
         return self.since is not None
 
     async def failed(self, exc: Exception) -> None:
-        """The venue failed a call: record the outage when it begins, then wait the backoff."""
+        """The venue failed a call: record the outage when it begins, then wait the backoff.
+        An error marked ``fatal`` (Bybit refused the API key) is no outage: it is raised, and
+        the supervisor stops ``run`` with maintenance mode ON."""
+        if getattr(exc, "fatal", False):
+            raise exc
         self.failures += 1
         reason = f"exchange outage: {type(exc).__name__}: {exc}"
         self.ctx.degraded[self.service] = reason

@@ -54,7 +54,8 @@ from appliance.domain import (Balance, Candle, Fill, Instrument, OrderIntent, Po
                               Ticker)
 from appliance.exchange.base import (PAPER, REAL_TIME, VOLUME_BAR, ExchangeError, RateLimited,
                                      yields_to_rate_limits)
-from appliance.exchange.bybit_wire import (INTERVALS, TERMINAL_ORDER_STATES, BybitApiError,
+from appliance.exchange.bybit_wire import (AUTH_RET_CODES, INTERVALS, TERMINAL_ORDER_STATES,
+                                           BybitApiError, BybitAuthError,
                                            BybitRateLimited,
                                            Envelope, MalformedResponse, OrderState,
                                            ValidationError, json_body, parse_envelope,
@@ -275,6 +276,8 @@ class BybitExchange:
                             attempts)
                 await self._retry_sleep(attempt)
                 continue
+            if status == 401 and signed:
+                raise BybitAuthError(path, 401, f"HTTP 401: {self._redact(resp.text[:200])}")
             if status != 200:
                 raise ExchangeError(f"{path}: HTTP {status}: {self._redact(resp.text[:200])}")
             try:
@@ -286,7 +289,8 @@ class BybitExchange:
                 continue
             if env.ret_code == 0:
                 return env
-            last = (BybitRateLimited if env.ret_code == 10006 else BybitApiError)(
+            last = (BybitRateLimited if env.ret_code == 10006 else BybitAuthError
+                    if env.ret_code in AUTH_RET_CODES else BybitApiError)(
                 path, env.ret_code, self._redact(env.ret_msg))
             if env.ret_code == 10006:
                 delay = self.limiter.backoff(path, self._reset_delay(resp,

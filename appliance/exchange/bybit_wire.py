@@ -62,6 +62,28 @@ class BybitApiError(ExchangeError):
         self.ret_msg = ret_msg
 
 
+AUTH_RET_CODES = frozenset({10003, 10004, 10005, 10010})
+"""The key is invalid (or for the other network), the signature is wrong (the secret), the key
+lacks a permission, or it is bound to other IP addresses: no retry mends them."""
+
+
+class BybitAuthError(BybitApiError):
+    """Bybit refused the API key (:data:`AUTH_RET_CODES`, or HTTP 401).
+
+    ``fatal``: not an outage to wait out. Until an operator fixes the key nothing private
+    works (no order, no position, no balance), so ``run`` stops with maintenance mode ON and
+    says what to check."""
+
+    fatal = True
+
+    def __init__(self, path: str, ret_code: int, ret_msg: str) -> None:
+        super().__init__(path, ret_code, ret_msg)
+        self.args = (f"Bybit refused the API key ({path}: retCode {ret_code}: {ret_msg}); check "
+                     "BYBIT_API_KEY / BYBIT_API_SECRET (or bybit.key_file), bybit.network "
+                     "(mainnet or testnet keys), the key's permissions and its IP whitelist; "
+                     "the appliance stopped with maintenance mode ON",)
+
+
 class BybitRateLimited(BybitApiError, RateLimited):
     """retCode 10006: too many visits to one endpoint."""
 

@@ -851,6 +851,8 @@ async def run(ctx: ServiceContext, engine: TradingEngine, hub: BarHub) -> None:
                     await engine.refresh_instruments()
                     await engine.reconcile()
                 except ExchangeError as exc:  # an outage: the hourly check waits for the venue
+                    if getattr(exc, "fatal", False):
+                        raise
                     engine.log.warning("hourly check with the venue postponed a minute",
                                        error=str(exc))
                     checked_at = ctx.clock.now() - HOUR_MS / 1000 + RECHECK_S

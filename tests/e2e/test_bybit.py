@@ -84,3 +84,23 @@ def test_run_on_the_bybit_adapter_feeds_candles(tmp_path, fake_bybit, run_proc):
     assert st["exchange"] == "bybit" and st["candles"] > 0 and len(st["symbols"]) >= 10
     assert not any(s["state"] == "failed" for s in st["services"].values())
     assert all(s["restarts"] == 0 for s in st["services"].values()), st["services"]
+
+
+def test_run_with_keys_bybit_refuses_stops_in_one_line_with_maintenance_on(tmp_path, fake_bybit,
+                                                                          run_proc):
+    """A refused API key (retCode 10003) is no outage to wait out: nothing private works until
+    an operator fixes it, so live `run` stops at once, fails closed, and never shows the key."""
+    url = fake_bybit()
+    live = tmp_path / "live.toml"
+    live.write_text("[bybit]\npaper = false\n")
+    state = tmp_path / "state"
+    keys = {"BYBIT_API_KEY": "not-a-key-4c1e", "BYBIT_API_SECRET": "not-a-secret-9d2f"}
+    proc = run_proc(state, "--config", str(live), *bybit(url), "--for", "60s",
+                    "--metrics-port", "0", env=keys)
+    assert proc.wait(timeout=60) == 1
+    err = stderr_of(proc)
+    lines = [line for line in err.splitlines() if line.startswith("methtrader: ")]
+    assert len(lines) == 1 and "Bybit refused the API key" in lines[0]
+    assert "retCode 10003" in lines[0] and "maintenance mode ON" in lines[0]
+    assert "not-a-secret-9d2f" not in err
+    assert status_json(state)["maintenance_mode"] is True

@@ -14,7 +14,8 @@ import trio
 
 from appliance.domain import OrderIntent, Side
 from appliance.exchange.base import Exchange, ExchangeError, RateLimited, yielding_to_rate_limits
-from appliance.exchange.bybit import BybitApiError, BybitExchange, BybitSettings, ValidationError
+from appliance.exchange.bybit import (BybitApiError, BybitAuthError, BybitExchange, BybitSettings,
+                                     ValidationError)
 from appliance.exchange.fake_bybit import FakeLimits
 from appliance.exchange.ratelimit import Priority, RateLimiter
 from appliance.exchange.simmarket import SimMarket
@@ -253,6 +254,9 @@ async def test_bad_signature_and_unknown_key_are_clear_errors(caplog):
                 await ex2.positions()
     assert bad_sign.value.ret_code == 10004 and "retCode 10004" in str(bad_sign.value)
     assert bad_key.value.ret_code == 10003
+    for refused in (bad_sign.value, bad_key.value):  # no retry mends a key: run stops on it
+        assert isinstance(refused, BybitAuthError) and refused.fatal
+        assert str(refused).startswith("Bybit refused the API key")
     text = str(bad_sign.value) + repr(ex) + repr(ex.settings) + caplog.text
     assert "not-the-secret" not in text and KEY not in str(bad_sign.value)
 
