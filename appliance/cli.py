@@ -18,7 +18,7 @@ from typing import Any, Callable
 from appliance.cli_common import emit as _emit, load_config, state_bus
 from appliance.cli_parser import _parser
 from appliance.cli_switches import cmd_unfreeze, set_maintenance
-from appliance.config import ConfigError, build_config, config_as_toml
+from appliance.config import Config, ConfigError, build_config, config_as_toml
 from appliance.exchange.factory import StartupError
 from appliance.parent_watch import exit_with_parent
 from appliance.store import StoreError
@@ -51,12 +51,11 @@ def _fmt_ts(ms: int | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from appliance.paths import StatePaths
-    from appliance.safety import require_state_dir
+    from appliance.safety import refuse_a_file
     from appliance.status import gather_status
 
     cfg = load_config(args)
-    if cfg.state_path.exists() and not cfg.state_path.is_dir():
-        require_state_dir(cfg.state_path)  # names it; no dir (yet) is a state dir never run
+    refuse_a_file(cfg.state_path)
     st = gather_status(cfg.state_path)
     lines = []
     age = st["heartbeat_age_s"]
@@ -111,11 +110,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from appliance.safety import refuse_a_file
+
     if args.file and args.config_file and args.file != args.config_file:
         raise ConfigError(f"config check: two files given ({args.file} and --config "
                           f"{args.config_file}); give one")
     cfg = build_config(args.file or args.config_file,
                        overrides={"general": {"state_dir": args.state_dir}})
+    refuse_a_file(cfg.state_path)
     _emit(args, cfg.to_dict(), config_as_toml(cfg).rstrip())
     return 0
 
@@ -210,8 +212,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 def cmd_discover(args: argparse.Namespace) -> int:
     from appliance.commands import discover
     from appliance.logs import setup_logging
+    from appliance.safety import refuse_a_file
 
     cfg = load_config(args)
+    refuse_a_file(cfg.state_path)
     setup_logging(None, cfg.general.log_level)  # JSON lines on stderr, as every command's
     rows = discover(cfg)
     data = [{"symbol": r.symbol, "turnover24h": r.turnover_24h, "tradable": r.tradable,
@@ -253,10 +257,21 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_lake(cfg: Config) -> None:
+    """train, automl and distill read the lake: a state dir with none (a mistyped path, a
+    file) is refused before their bus is created there."""
+    from appliance.paths import StatePaths
+    from appliance.safety import require_state_dir
+
+    if not StatePaths(cfg.state_path).lake.is_dir():
+        require_state_dir(cfg.state_path)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from appliance.commands import train_groups
 
     cfg = load_config(args)
+    _require_lake(cfg)
     kinds = [args.kind] if args.kind else [k for k in cfg.training.kinds.split(",") if k]
     try:
         results = train_groups(cfg, kinds, args.groups, show_progress=not args.json)
@@ -276,8 +291,10 @@ def cmd_automl(args: argparse.Namespace) -> int:
     from appliance.automl import storage_url
     from appliance.automl_report import latest_report, render_report
     from appliance.commands import automl_groups
+    from appliance.safety import refuse_a_file
 
     cfg = load_config(args)
+    refuse_a_file(cfg.state_path)
     if args.report:
         try:
             report = latest_report(cfg.state_path, args.report, storage_url(cfg))
@@ -289,6 +306,7 @@ def cmd_automl(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         print("methtrader: --trials must be at least 1", file=sys.stderr)
         return 2
+    _require_lake(cfg)
 
     def progress(p: dict[str, Any]) -> None:
         best = "-" if p["best"] is None else f"{p['best']:.2f}"
@@ -315,6 +333,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from appliance.distill import distill_groups, progress_bar
 
     cfg = load_config(args)
+    _require_lake(cfg)
     try:
         with progress_bar(show=not args.json) as progress:
             results = distill_groups(cfg, args.groups, progress=progress)
@@ -543,6 +562,8 @@ def _expected_error(exc: BaseException) -> tuple[int, str] | None:
         return 1, (f"{exc}; `methtrader run` moves it aside and rebuilds it on its next start, "
                    "and `methtrader kill` still works")
     if isinstance(exc, ExchangeError):
+        if getattr(exc, "fatal", False):  # says itself what to check (a refused API key)
+            return 1, str(exc)
         return 1, f"the exchange failed: {exc}; try again later"
     if isinstance(exc, duckdb.Error):
         return 1, (f"the DuckDB file cannot be used ({str(exc).splitlines()[0]}); move it "

@@ -7,8 +7,15 @@ command's code stays next to its siblings in ``appliance/cli.py``.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 
 from appliance.schedule import duration_s
+
+# Python 3.11's argparse takes "-5" and "-.5" for values but "-5s" for an unknown option, so
+# `--for -5s` was "expected one argument"; as newer Pythons' argparse does, anything from "-"
+# and a digit is a value here, and the flag's own check names what is wrong with it.
+NEGATIVE_VALUE = re.compile(r"-\.?\d")
 
 
 def parse_duration(text: str) -> float:
@@ -16,6 +23,17 @@ def parse_duration(text: str) -> float:
         return duration_s(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    """``backup --wait``: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return value
 
 
 def _lanes(text: str) -> int:
@@ -56,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the appliance (default: the simulated market)")
+    p._negative_number_matcher = NEGATIVE_VALUE
     _add_common(p)
     _add_exchange(p)
     p.add_argument("--speed", type=float, help="virtual seconds per real second (sim; "
@@ -134,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("automl", help="run an AutoML study per group in the foreground (trials "
                        "in-process); --report GROUP prints a study's parameter importances")
+    p._negative_number_matcher = NEGATIVE_VALUE
     _add_common(p)
     p.add_argument("groups", nargs="*", metavar="GROUP", help="default: every group")
     p.add_argument("--trials", type=int, help="trials per study (default automl.trials)")
@@ -181,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
                        "up), with a MANIFEST.json of sha256s")
     _add_common(p)
     p.add_argument("dest", metavar="DEST", help="a new (or empty) folder")
-    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for a running appliance to copy its database")
     p.add_argument("--json", action="store_true")
 

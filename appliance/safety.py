@@ -58,6 +58,14 @@ def require_state_dir(state_dir: Path) -> Path:
     return d
 
 
+def refuse_a_file(state_dir: Path) -> None:
+    """:class:`StateDirError` when ``state_dir`` is there but is not a directory (one not there
+    yet is a state dir never used: the commands that write one create it)."""
+    d = Path(state_dir)
+    if d.exists() and not d.is_dir():
+        require_state_dir(d)
+
+
 def prepare_state_dir(state_dir: Path) -> bool:
     """Create the state dir (0700) if needed and check that it is a writable directory.
 

@@ -20,8 +20,10 @@ Faults can be changed while running: ``POST /admin/faults`` with a JSON object o
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
 from functools import partial
 from typing import Callable, Mapping, Sequence
 
@@ -40,6 +42,7 @@ __all__ = ["FakeBybitApp", "FakeLimits", "Faults", "FakeBybitServer", "serve_fak
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+MAX_PORT = 65535
 IDLE_TIMEOUT_S = 60.0
 STALL_POLL_S = 0.05  # how often a stalled request looks whether the outage was lifted
 MAX_STALLED = 512  # requests a stall holds at once; any more are dropped
@@ -68,8 +71,8 @@ class FakeBybitServer:
         try:
             listeners = await trio.open_tcp_listeners(port, host=host)
         except OSError as exc:  # named: "Address already in use" alone says not which
-            raise OSError(exc.errno, f"fake-bybit cannot listen on {host}:{port}: "
-                          f"{exc.strerror}; pick another --port") from None
+            raise OSError(exc.errno, f"fake-bybit cannot listen on {_netloc(host, port)}: "
+                          f"{exc.strerror}; pick another {_culprit(exc)}") from None
         bound = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             task_status.started(bound)
@@ -186,6 +189,20 @@ class FakeBybitServer:
             pass
 
 
+def _netloc(host: str, port: int) -> str:
+    """``host:port`` as a URL writes it: an IPv6 address in brackets (``[::1]:18080``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _culprit(exc: OSError) -> str:
+    """The flag to change when listening failed: a host that does not resolve or is not this
+    machine's, else the port (in use, or below 1024 without the right)."""
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL,
+                                                         errno.EAFNOSUPPORT):
+        return "--host"
+    return "--port"
+
+
 async def serve_fake_bybit(port: int, seed: int, *, host: str = "127.0.0.1",
                            faults: Faults = Faults(), api_keys: Mapping[str, str] | None = None,
                            clock: Callable[[], float] | None = None,
@@ -211,7 +228,7 @@ def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str
                                                     faults=faults, api_keys=api_keys,
                                                     limits=limits, pairs=pairs,
                                                     warm_days=warm_days))
-                print(f"fake-bybit listening on http://{host}:{bound}", flush=True)
+                print(f"fake-bybit listening on http://{_netloc(host, bound)}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     return
@@ -221,7 +238,7 @@ def run_fake_bybit(port: int, seed: int, faults: Faults, api_keys: dict[str, str
 
 def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
     d = Faults()
-    parser.add_argument("--port", type=int, default=18080, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=18080, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--seed", type=int, default=7, help="sim market and fault RNG seed")
     parser.add_argument("--pairs", type=_pairs, default=DEFAULT_PAIRS,
@@ -259,6 +276,13 @@ def _integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_PORT}] (0 picks a free port)")
+    return value
 
 
 def _pairs(text: str) -> int:

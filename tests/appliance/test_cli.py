@@ -7,6 +7,8 @@ import argparse
 import re
 from pathlib import Path
 
+import pytest
+
 from appliance.cli import COMMANDS, _parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +76,33 @@ def test_config_check_takes_its_file_as_every_command_does(tmp_path, capsys) -> 
     other.write_text("")
     assert main(["config", "check", str(conf), "--config", str(other)]) == 2
     assert "two files given" in capsys.readouterr().err
+
+
+def _refused(argv: list[str], capsys) -> str:
+    """The parser's error line for ``argv`` (it exits 2, as for any bad flag)."""
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("port", ["70000", "65536", "-1"])
+def test_fake_bybit_refuses_a_port_outside_0_to_65535(port: str, capsys) -> None:
+    """70000 listened on 4464 (the port wrapped), 65536 on a random port, -1 failed in
+    getaddrinfo."""
+    line = _refused(["fake-bybit", "--port", port], capsys)
+    assert line.endswith("argument --port: must be in [0, 65535] (0 picks a free port)")
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1"])
+def test_backup_wait_is_a_finite_number_of_seconds(wait: str, capsys) -> None:
+    line = _refused(["backup", "dest", "--wait", wait], capsys)
+    assert line.endswith(f"argument --wait: {wait!r} is not a number of seconds, 0 or more")
+
+
+@pytest.mark.parametrize("argv", [["run", "--for", "-5s"], ["run", "--until", "-.5h"],
+                                  ["automl", "--timeout", "-1m"]])
+def test_a_negative_duration_is_named_as_with_an_equals_sign(argv: list[str], capsys) -> None:
+    """`--for -5s` was argparse's "expected one argument"; `--for=-5s` named the value."""
+    line = _refused(argv, capsys)
+    assert f"argument {argv[1]}: {argv[2]!r} is not a duration" in line

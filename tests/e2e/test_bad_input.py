@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.conftest import methtrader, status_json
+from tests.e2e.conftest import METHTRADER, methtrader, status_json
 from tests.e2e.safety_helpers import QUIET, copy_state, one_error_line, run_briefly
 from tests.statedir_helpers import damage_blocks
 
@@ -91,12 +94,28 @@ def test_config_check_refuses_an_invalid_webhook_and_never_prints_it(tmp_path: P
 
 # -- the state dir itself -------------------------------------------------------------------
 
-def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["run", *QUIET], ["train"], ["automl"], ["distill"],
+                                     ["discover"], ["config", "check"]])
+def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path, command: list[str]) -> None:
+    """train, automl and distill said "Not a directory (.../bus)" with exit 1, discover
+    that clock.json cannot be read, and config check printed the config (exit 0)."""
     target = tmp_path / "file"
     target.write_text("not a directory")
-    out = methtrader("run", "--state-dir", str(target), *QUIET, check=False)
-    assert "not a directory" in one_error_line(out, 2)
+    out = methtrader(*command, "--state-dir", str(target), check=False)
+    assert f"{target} is not a directory" in one_error_line(out, 2)
     assert target.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("command", [["train", "NOSUCH"], ["automl", "NOSUCH"],
+                                     ["distill", "NOSUCH"], ["distill"]])
+def test_training_commands_create_no_state_dir_on_bad_input(tmp_path: Path,
+                                                           command: list[str]) -> None:
+    """They said "unknown group(s)" (or "backfill first"), exit 2, after creating
+    <state>/bus/ at the mistyped path."""
+    target = tmp_path / "typo" / "state"
+    out = methtrader(*command, "--state-dir", str(target), check=False)
+    assert f"{target} does not exist" in one_error_line(out, 2)
+    assert not (tmp_path / "typo").exists()
 
 
 def test_a_read_only_state_dir_is_refused(tmp_path: Path) -> None:
@@ -233,6 +252,31 @@ def test_fake_bybit_on_a_port_in_use_names_the_port() -> None:
         out = methtrader("fake-bybit", "--port", str(port), check=False, timeout=30)
     line = one_error_line(out, 1)
     assert f"cannot listen on 127.0.0.1:{port}" in line and "pick another --port" in line
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])
+def test_fake_bybit_on_a_host_it_cannot_listen_on_names_the_host(host: str) -> None:
+    """A name that does not resolve, or an address that is not this machine's, said "pick
+    another --port"."""
+    out = methtrader("fake-bybit", "--host", host, "--port", "0", check=False, timeout=30)
+    line = one_error_line(out, 1)
+    assert f"cannot listen on {host}:0" in line and line.endswith("pick another --host")
+
+
+def test_fake_bybit_writes_an_ipv6_host_in_brackets() -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    proc = subprocess.Popen([*METHTRADER, "fake-bybit", "--host", "::1", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert re.fullmatch(r"fake-bybit listening on http://\[::1\]:\d+", line), line
 
 
 @pytest.mark.parametrize("args, says", [
