@@ -133,9 +133,20 @@ def kill_file(state_dir: Path) -> Path:
     return StatePaths(state_dir).kill_file
 
 
+KILL_FILE_HISTORY = 50
+"""Earlier kills a kill file keeps (newest first): with the bus broken it is the only record."""
+
+
 def write_kill_file(state_dir: Path, reason: str, why_bus: str) -> dict[str, Any]:
-    entry = {"actor": operator_name(), "uid": os.getuid(), "reason": reason, "ts": time.time(),
-             "bus_error": why_bus}
+    """Write the kill file; a kill file already there (an earlier kill, not yet honoured)
+    goes into ``earlier``, so every operator's who and why reaches the audit log."""
+    entry: dict[str, Any] = {"actor": operator_name(), "uid": os.getuid(), "reason": reason,
+                             "ts": time.time(), "bus_error": why_bus}
+    previous = read_kill_file(state_dir)
+    if previous is not None:
+        earlier = previous.pop("earlier", [])
+        entry["earlier"] = ([previous] + (earlier if isinstance(earlier, list) else [])
+                            )[:KILL_FILE_HISTORY]
     _write_private(kill_file(state_dir), entry)
     stamp_switches(StatePaths(state_dir).bus)  # an order being sent now sees it at once
     return entry

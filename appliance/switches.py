@@ -143,8 +143,11 @@ async def honour_kill_file(bus: Bus, incident: Incident) -> bool:
     bus.set_switch(SWITCHES[0], True, actor=str(entry.get("actor", "unknown")), reason=reason,
                    source="kill-file", details={"kill_file": entry})
     remove_kill_file(bus.path.parent)
+    earlier = entry.get("earlier") if isinstance(entry.get("earlier"), list) else []
     await incident("kill_file", f"maintenance_mode ON from a kill file by "
-                   f"{entry.get('actor', 'unknown')}: {entry.get('reason', '')}")
+                   f"{entry.get('actor', 'unknown')}: {entry.get('reason', '')}"
+                   + (f" (and {len(earlier)} earlier kill(s) in the audit log's details)"
+                      if earlier else ""))
     return True
 
 

@@ -10,6 +10,7 @@ import diskcache
 import pytest
 
 from appliance.bus import DEPLOYS_FROZEN, MAINTENANCE_MODE, Bus
+from appliance.safety import read_kill_file, write_kill_file
 from appliance.store import Store
 from appliance.switches import SwitchWatch, audit_log_switches, settle_at_start
 
@@ -137,6 +138,20 @@ async def test_a_kill_file_becomes_an_audited_on_and_goes_away(world: World) -> 
     assert ("maintenance_mode=on", "kill file: bus broken") in world.actions()
     assert [k for k, _ in world.incidents] == ["kill_file"]
     assert world.bus.switch_meta(MAINTENANCE_MODE)["actor"] == "carol"
+
+
+async def test_a_second_kill_on_a_broken_bus_keeps_the_first_ones_who_and_why(
+        world: World) -> None:
+    await world.settle(fresh=True)
+    write_kill_file(world.state, "first: spread blew out", "bus damaged")
+    write_kill_file(world.state, "second: still bad", "bus damaged")
+    kept = read_kill_file(world.state)
+    assert kept["reason"] == "second: still bad"
+    assert [e["reason"] for e in kept["earlier"]] == ["first: spread blew out"]
+    assert (await world.settle())[MAINTENANCE_MODE] is True
+    assert "1 earlier kill(s)" in world.incidents[-1][1]
+    details = world.bus.audit_entries()[-1]["details"]["kill_file"]
+    assert details["earlier"][0]["reason"] == "first: spread blew out"
 
 
 async def test_the_watch_trusts_a_record_journalled_only_in_duckdb(world: World) -> None:
