@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config import build_config
+from appliance.doctor import check_database, check_queue_file, check_virtual_clock
 from appliance.exchange.factory import StartupError
 from appliance.liveness import RunLock
 from appliance.startup import open_store
@@ -139,6 +141,16 @@ def state(ran_once: Path, tmp_path: Path) -> Path:
     return copy_state(ran_once, tmp_path / "state")
 
 
+def state_checks(state: Path) -> tuple[int, dict[str, dict]]:
+    """doctor's three state-file checks, in this process (a doctor subprocess spends seconds
+    importing what it checks; the CLI around them is tested by the tests that run it): the
+    exit code doctor would give on them, and the findings by check."""
+    cfg = build_config(env={}, overrides={"general": {"state_dir": str(state)}})
+    found = [check_database(state), check_queue_file(state), check_virtual_clock(cfg)]
+    code = 1 if any(f.status == "fail" for f in found) else 0
+    return code, {f.check: f.as_dict() for f in found}
+
+
 def truncate_to_half(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
@@ -170,7 +182,7 @@ def test_a_state_dir_run_left_passes_and_doctor_changes_nothing_in_it(state: Pat
 def test_a_damaged_state_file_fails_naming_the_file_and_what_to_do(state: Path, name: str,
                                                                    damage) -> None:
     damage(state / name)
-    code, found = doctor("--state-dir", str(state), *QUIET)
+    code, found = state_checks(state)
     assert code == 1
     finding = found[CHECK_OF[name]]
     assert finding["status"] == "fail", finding
@@ -194,7 +206,7 @@ def test_every_damaged_state_file_is_one_fail_line_and_run_cannot_work(state: Pa
 
 def test_the_database_is_refused_with_the_words_run_uses(state: Path):
     overwrite_first_16k(state / "methtrader.duckdb")
-    _, found = doctor("--state-dir", str(state), *QUIET)
+    _, found = state_checks(state)
     with pytest.raises(StartupError) as refused:
         open_store(state, patience_s=0)
     finding = found["database"]
@@ -229,7 +241,7 @@ def test_doctor_and_run_agree_on_a_damaged_wal(state: Path, damage) -> None:
     """DuckDB refuses a WAL entry whose checksum fails, and replays a torn or foreign WAL up
     to what it can trust: doctor says what `run` will do, either way."""
     damage(leave_a_wal(state))
-    code, found = doctor("--state-dir", str(state), *QUIET)
+    code, found = state_checks(state)
     finding = found["database"]
     try:
         open_store(state, patience_s=0).close()
@@ -246,7 +258,7 @@ def test_while_run_holds_the_state_dir_its_files_are_left_alone(state: Path):
     overwrite_first_16k(state / "methtrader.duckdb")  # it would fail, were it opened
     lock = RunLock(state).acquire()
     try:
-        code, found = doctor("--state-dir", str(state), *QUIET)
+        code, found = state_checks(state)
     finally:
         lock.release()
     assert code == 0, found
