@@ -135,9 +135,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     refused = [k for k in options if k not in inspect.signature(run).parameters]
     if refused:
         raise ConfigError(f"bench {args.suite} takes no --{refused[0].replace('_', '-')}")
-    from benchmarks._machine import machine
+    from benchmarks._machine import machine, python_speed
 
-    figures = {**run(**options), "machine": machine()}
+    figures = {**run(**options), "machine": machine(),
+               "host_python_m_loops_per_s": python_speed()}
     _emit(args, figures, "\n".join(f"{k:<32} {v}" for k, v in figures.items()))
     return 0
 

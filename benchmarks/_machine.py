@@ -2,14 +2,17 @@
 
 The same code gives different figures on different hosts: on this project's shared 2-core VM
 `bench features` read 10.2-10.5 M rows/s one day and 8.2-8.5 M the next, on a host with another
-processor behind the same name, while `bench trading` got faster. A figure without its machine
-cannot be compared with another.
+processor behind the same name, while `bench trading` got faster; on a third night both were
+2-3 times slower, for the code of that day and of the day before alike. A figure without its
+machine cannot be compared with another, and a model name does not say how fast the machine
+was that hour: :func:`python_speed` times a fixed loop in the same run.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +47,17 @@ def machine() -> str:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return describe(cpuinfo, int(cpus or 1), {"Python": platform.python_version(),
                                               "numpy": np.__version__})
+
+
+def python_speed(iterations: int = 2_000_000, repeats: int = 3) -> float:
+    """Millions of iterations per second of a fixed pure-Python loop (an add and a compare
+    each), best of ``repeats``: the interpreter's speed on this host now, which the latency
+    benches (bar → orders) follow."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        total = 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(iterations / best / 1e6, 2)

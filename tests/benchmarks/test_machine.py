@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from benchmarks._machine import describe, machine
+from benchmarks._machine import describe, machine, python_speed
 
 XEON = """processor	: 0
 model name	: Intel(R) Xeon(R) Processor
@@ -33,4 +33,11 @@ def test_this_machine_is_described_and_a_bench_prints_it():
     assert "CPUs" in here and f"Python {sys.version.split()[0]}" in here
     out = subprocess.run([sys.executable, "-m", "appliance.cli", "bench", "backtest", "--json"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
-    assert json.loads(out)["machine"] == here
+    figures = json.loads(out)
+    assert figures["machine"] == here
+    assert figures["host_python_m_loops_per_s"] > 0  # the host's speed that hour, beside it
+
+
+def test_the_python_yardstick_is_a_rate_in_millions_a_second():
+    speed = python_speed(iterations=100_000, repeats=1)
+    assert isinstance(speed, float) and speed > 0 and speed == round(speed, 2)
