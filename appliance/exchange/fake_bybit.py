@@ -265,7 +265,7 @@ def add_fake_bybit_args(parser: argparse.ArgumentParser) -> None:
                              "POST /admin/faults {\"outage\": \"\"}")
     parser.add_argument("--stall-max-s", type=float, default=d.stall_max_s,
                         help="a stalled request's connection is closed after this long")
-    parser.add_argument("--ip-limit", type=int, default=FakeLimits().ip_limit,
+    parser.add_argument("--ip-limit", type=_ip_limit, default=FakeLimits().ip_limit,
                         help="requests per 5 s per IP before HTTP 403 (Bybit: 600)")
     parser.add_argument("--api-key", default=next(iter(DEFAULT_API_KEYS)))
     parser.add_argument("--api-secret", default=next(iter(DEFAULT_API_KEYS.values())))
@@ -282,6 +282,13 @@ def _port(text: str) -> int:
     value = _integer(text)
     if not 0 <= value <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"must be in [0, {MAX_PORT}] (0 picks a free port)")
+    return value
+
+
+def _ip_limit(text: str) -> int:
+    value = _integer(text)
+    if value < 1:  # 0 or less would answer every request with HTTP 403
+        raise argparse.ArgumentTypeError("must be 1 or more requests per 5 s")
     return value
 
 

@@ -94,6 +94,13 @@ def test_fake_bybit_refuses_a_port_outside_0_to_65535(port: str, capsys) -> None
     assert line.endswith("argument --port: must be in [0, 65535] (0 picks a free port)")
 
 
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_fake_bybit_refuses_an_ip_limit_below_one(limit: str, capsys) -> None:
+    """-1 was taken: every request was then answered HTTP 403."""
+    line = _refused(["fake-bybit", "--ip-limit", limit], capsys)
+    assert line.endswith("argument --ip-limit: must be 1 or more requests per 5 s")
+
+
 @pytest.mark.parametrize("wait", ["nan", "inf", "-1"])
 def test_backup_wait_is_a_finite_number_of_seconds(wait: str, capsys) -> None:
     line = _refused(["backup", "dest", "--wait", wait], capsys)
