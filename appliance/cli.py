@@ -72,6 +72,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                      f"exchange {st['exchange']}")
     lines.append(f"maintenance_mode {'ON' if st['maintenance_mode'] else 'off'}   "
                  f"deploys_frozen {'ON' if st['deploys_frozen'] else 'off'}")
+    if st["maintenance_why"]:
+        lines.append(f"  maintenance_mode {st['maintenance_why']}")
     for name, s in sorted(st["services"].items()):
         err = f"  last error: {s['last_error']}" if s.get("last_error") else ""
         lines.append(f"  {name:<12} {s['state']:<9} restarts {s['restarts']}{err}")

@@ -643,7 +643,8 @@ def _refuse_secrets(data: Mapping[str, Any], source: str, text: str | None,
 
 def _secrets(cfg: Config, env: Mapping[str, str]) -> Config:
     """API keys from BYBIT_API_KEY / BYBIT_API_SECRET, else from the 0600 key file."""
-    key, secret = env.get("BYBIT_API_KEY", ""), env.get("BYBIT_API_SECRET", "")
+    # stripped as the key file's lines are: a stray space or \r is never part of a key
+    key, secret = env.get("BYBIT_API_KEY", "").strip(), env.get("BYBIT_API_SECRET", "").strip()
     if bool(key) != bool(secret):  # half a pair signs nothing, and must not hide the key file
         given, lacking = (("BYBIT_API_KEY", "BYBIT_API_SECRET") if key else
                           ("BYBIT_API_SECRET", "BYBIT_API_KEY"))

@@ -66,6 +66,7 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
             "symbols": list(snap.get("symbols") or []),
             "latest": dict(snap.get("latest") or {}),
             MAINTENANCE_MODE: bus.maintenance_mode if bus else True,
+            "maintenance_why": _why(bus, MAINTENANCE_MODE) if bus else None,
             DEPLOYS_FROZEN: bus.deploys_frozen if bus else True,
             "models": {"prod": 0, "shadow": 0, "candidate": 0, "retired": 0, "rejected": 0,
                        "archived": 0, **(snap.get("models") or {})},
@@ -83,6 +84,14 @@ def gather_status(state_dir: Path) -> dict[str, Any]:
     finally:
         if bus is not None:
             bus.close()
+
+
+def _why(bus: Bus, name: str) -> str | None:
+    """Who set a switch that is ON, and why (the journalled record); None when it is off."""
+    meta = bus.switch_meta(name)
+    if not meta or not meta.get("value"):
+        return None
+    return f"by {meta.get('actor', 'unknown')}: {meta.get('reason', '')}"
 
 
 def health(services: dict[str, dict[str, Any]]) -> str:

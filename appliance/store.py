@@ -305,6 +305,7 @@ class Store:
         self._tx_writes: int | None = None
         self._invalidated: str | None = None  # DuckDB's fatal error, until the file is reopened
         self._tx_lost = False  # a transaction in progress went with the invalidated database
+        self.damage: str | None = None  # the StoreDamaged message, once a read met damage
         self.reopened = 0
         self._con = connect(self.path, read_only=read_only)
         if not read_only:
@@ -583,10 +584,11 @@ class Store:
         """Raise :class:`StoreDamaged` (from ``exc``) when DuckDB says the file is damaged."""
         text = str(exc)
         if any(mark in text.lower() for mark in DAMAGE_MARKS):
-            raise StoreDamaged(
+            self.damage = (
                 f"{self.path} is damaged ({text.splitlines()[0][:200]}); the appliance stopped "
                 "with maintenance mode ON: move the file aside, `methtrader restore` a backup, "
-                "then `methtrader resume`") from exc
+                "then `methtrader resume`")
+            raise StoreDamaged(self.damage) from exc
 
     def _note_invalidated(self, exc: BaseException) -> None:
         """After a fatal DuckDB error the database is unusable until it is opened again."""

@@ -64,7 +64,7 @@ from appliance.safety import prepare_state_dir, write_kill_file
 from appliance.services import (alerts, chaos, consumer, datasets, discovery, drift, feed,
                                  heartbeat, housekeeping, operator, risk, shadow, trading,
                                  training)
-from appliance.store import StoreRunner
+from appliance.store import StoreDamaged, StoreRunner
 from appliance.supervision import IncidentFn, Supervisor
 
 log = service_logger("supervisor")
@@ -279,6 +279,9 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
             scope.shield = True
             failures = await _shutdown(ctx, supervisor, started_at)
             await _step(failures, "close the exchange", exchange.aclose)
+        if fatal is None and store.damage is not None:  # first met by the final checkpoint
+            fatal = StoreDamaged(store.damage)
+            _fail_closed(ctx, fatal)
         closers = [("close the DuckDB file", store.close), ("close the job queue", jobs.close),
                    ("close the bus", bus.close)]
         if server is not None:
@@ -288,8 +291,9 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
             await _step(failures, what, close)
     if failures:
         log.error("appliance stopped, but not everything was saved", failures=failures)
-        if fatal is not None:  # the cause says more than what the shutdown could not do
-            return 1
+    if fatal is not None:  # found by the shutdown (else it is on its way out already)
+        raise fatal
+    if failures:
         raise startup.ShutdownIncomplete("stopped, but shutdown could not "
                                          + "; ".join(failures))
     log.info("appliance stopped")

@@ -306,3 +306,15 @@ def test_half_an_api_key_pair_in_the_environment_is_refused(tmp_path, env, given
         assert "v4lue" not in str(raised.value)  # the value itself is never shown
     both = build_config(toml, env={"BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s"})
     assert (both.bybit.api_key, both.bybit.api_secret) == ("k", "s")
+
+
+def test_api_keys_in_the_environment_are_stripped_and_blank_ones_are_unset(tmp_path):
+    key_file = tmp_path / "keys"
+    key_file.write_text("FILEKEY\nFILESECRET\n")
+    key_file.chmod(0o600)
+    toml = tmp_path / "m.toml"
+    toml.write_text(f'[bybit]\nkey_file = "{key_file}"\n')
+    blank = build_config(toml, env={"BYBIT_API_KEY": " ", "BYBIT_API_SECRET": "\t"})
+    assert (blank.bybit.api_key, blank.bybit.api_secret) == ("FILEKEY", "FILESECRET")
+    padded = build_config(None, env={"BYBIT_API_KEY": " k ", "BYBIT_API_SECRET": "sec\r\n"})
+    assert (padded.bybit.api_key, padded.bybit.api_secret) == ("k", "sec")

@@ -246,4 +246,5 @@ def test_a_damaged_block_is_named_as_damage_and_never_read_as_data(tmp_path):
     assert str(path) in message and "damaged" in message and "checksum" in message
     assert "maintenance mode ON" in message and "methtrader restore" in message
     assert raised.value.fatal and isinstance(raised.value, StoreError)
+    assert store.damage == message  # kept: run's shutdown checks it after its last checkpoint
     store.close()

@@ -160,6 +160,8 @@ def test_a_damaged_block_in_duckdb_stops_run_with_maintenance_mode_on(state: Pat
     status = methtrader("status", "--json", "--state-dir", str(state), check=False)
     report = json.loads(status.stdout)
     assert report["maintenance_mode"] is True and not report["running"]
+    assert report["maintenance_why"].startswith("by appliance: fatal: ")
+    assert "methtrader.duckdb is damaged" in report["maintenance_why"]  # why it is ON
     if table == "candles":  # what status reads itself: the damage is its error, the rest shown
         assert "is damaged" in one_error_line(status, 1) and "checksum" in report["store_error"]
 
