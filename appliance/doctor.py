@@ -185,8 +185,8 @@ def check_metrics_port(port: int, state_dir: Path) -> Finding:
     if port == 0:
         return Finding("metrics port", OK, "disabled (metrics_port = 0)")
     if state_dir.is_dir() and is_running(state_dir):
-        return Finding("metrics port", OK, f"127.0.0.1:{port}: the appliance is running on "
-                       "this state dir")
+        return Finding("metrics port", OK, f"127.0.0.1:{port} not tested: the appliance is "
+                       "running on this state dir (with the port it was started with)")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -374,7 +374,9 @@ def render(findings: list[Finding]) -> str:
     fails = sum(f.status == FAIL for f in findings)
     warns = sum(f.status == WARN for f in findings)
     lines.append("")
+    running = any(HELD in f.detail for f in findings)
     lines.append(f"{fails} failing, {warns} warning(s): " + (
         "`methtrader run` cannot work until the failing checks are fixed" if fails
+        else "`methtrader run` is running on this state dir" if running
         else "`methtrader run` can start"))
     return "\n".join(lines)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from appliance.config import build_config
-from appliance.doctor import check_database, check_queue_file, check_virtual_clock
+from appliance.doctor import (check_database, check_metrics_port, check_queue_file,
+                              check_virtual_clock, render)
 from appliance.exchange.factory import StartupError
 from appliance.liveness import RunLock
 from appliance.startup import open_store
@@ -264,6 +265,16 @@ def test_while_run_holds_the_state_dir_its_files_are_left_alone(state: Path):
     assert code == 0, found
     for check in CHECK_OF.values():
         assert found[check]["status"] == "ok" and "running appliance" in found[check]["detail"]
+
+
+def test_while_run_holds_the_state_dir_doctor_does_not_say_run_can_start(state: Path):
+    lock = RunLock(state).acquire()
+    try:
+        text = render([check_database(state), check_metrics_port(9108, state)])
+    finally:
+        lock.release()
+    assert text.endswith("0 failing, 0 warning(s): `methtrader run` is running on this state dir")
+    assert "127.0.0.1:9108 not tested" in text  # run may listen on another port (or none)
 
 
 def test_a_fresh_state_dir_has_no_state_files_and_that_is_fine(tmp_path: Path):
