@@ -93,7 +93,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from appliance.commands import registry_command
+    from appliance.commands import UnknownModelId, registry_command
     from appliance.safety import require_state_dir
 
     cfg = load_config(args)
@@ -102,6 +102,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
         "model_id": args.model_id}
     try:
         result = registry_command(cfg, args.command, {**target, "reason": args.reason})
+    except UnknownModelId as exc:  # bad input, as `report` of an unknown model
+        print(f"methtrader: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"methtrader: {exc}", file=sys.stderr)
         return 1

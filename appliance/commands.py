@@ -255,6 +255,10 @@ class CommandFailed(RuntimeError):
     """An operator command did not run, or ran and failed; the message says which."""
 
 
+class UnknownModelId(CommandFailed):
+    """The command named a model the registry does not have (bad input: exit 2)."""
+
+
 def send_and_wait(bus: Bus, command: str, args: dict[str, Any], *, deadline_s: float,
                   source: str = "cli", poll_s: float = 0.1) -> dict[str, Any]:
     """Queue a command for the running appliance and wait for its result up to its deadline.
@@ -286,7 +290,11 @@ def send_and_wait(bus: Bus, command: str, args: dict[str, Any], *, deadline_s: f
 
 def _checked(result: dict[str, Any]) -> dict[str, Any]:
     if not result.get("ok"):
-        raise CommandFailed(result.get("error", "refused"))
+        error = str(result.get("error", "refused"))
+        name, _, message = error.partition(": ")
+        if name == "ModelNotFound":  # the running appliance's words for an unknown model id
+            raise UnknownModelId(message)
+        raise CommandFailed(error)
     return result
 
 
@@ -297,7 +305,7 @@ def registry_command(cfg: Config, command: str, args: dict[str, Any]) -> dict[st
     from appliance.lifecycle import delete_archived_files
     from appliance.liveness import is_running
     from appliance.operator_commands import REGISTRY_COMMANDS, summarize
-    from models.registry import RegistryError
+    from models.registry import ModelNotFound, RegistryError
 
     args = {**args, "actor": operator_name(), "keep_retired": cfg.lifecycle.keep_retired}
     paths = StatePaths(cfg.state_path)
@@ -313,6 +321,8 @@ def registry_command(cfg: Config, command: str, args: dict[str, Any]) -> dict[st
             if isinstance(result, list):
                 _offline_lifecycle(cfg, store, bus).publish(result)
                 delete_archived_files(store, cfg.state_path)
+        except ModelNotFound as exc:
+            raise UnknownModelId(str(exc)) from None
         except RegistryError as exc:
             raise CommandFailed(str(exc)) from None
         finally:

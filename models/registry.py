@@ -34,6 +34,10 @@ class RegistryError(RuntimeError):
     """A registry rule was broken (unknown model, tampered file, bad mode)."""
 
 
+class ModelNotFound(RegistryError):
+    """No model of that id: the operator named one that does not exist (bad input)."""
+
+
 def insert_candidate(store: Store, r: dict[str, Any], now: float) -> dict[str, Any] | None:
     """Insert a finished run and its model (mode unset: the lifecycle makes it a candidate in
     the same transaction); None when the run is already registered. Call only from
@@ -136,7 +140,7 @@ def get_model(store: Store, model_id: str) -> dict[str, Any]:
     for m in list_models(store):
         if m["model_id"] == model_id:
             return m
-    raise RegistryError(f"no model {model_id!r} in the registry (methtrader models lists them)")
+    raise ModelNotFound(f"no model {model_id!r} in the registry (methtrader models lists them)")
 
 
 def state_paths(store: Store) -> StatePaths:

@@ -113,3 +113,16 @@ def test_a_negative_duration_is_named_as_with_an_equals_sign(argv: list[str], ca
     """`--for -5s` was argparse's "expected one argument"; `--for=-5s` named the value."""
     line = _refused(argv, capsys)
     assert f"argument {argv[1]}: {argv[2]!r} is not a duration" in line
+
+
+def test_the_running_appliances_answer_for_an_unknown_model_is_bad_input_too() -> None:
+    """Through `run`, the registry's error comes back as text: an unknown model id is still
+    UnknownModelId (exit 2), any other refusal a plain CommandFailed (exit 1)."""
+    from appliance.commands import CommandFailed, UnknownModelId, _checked
+
+    with pytest.raises(UnknownModelId, match=r"^no model 'm-x' in the registry"):
+        _checked({"ok": False, "error": "ModelNotFound: no model 'm-x' in the registry"})
+    with pytest.raises(CommandFailed) as other:
+        _checked({"ok": False, "error": "LifecycleError: no model in group 'g'"})
+    assert not isinstance(other.value, UnknownModelId)
+    assert _checked({"ok": True, "moved": 1}) == {"ok": True, "moved": 1}

@@ -175,6 +175,13 @@ def test_a_damaged_clock_file_is_named(state: Path, content: str) -> None:
     assert (state / "clock.json").read_text() == content
 
 
+@pytest.mark.parametrize("command", ["promote", "demote", "pin", "unpin"])
+def test_a_model_id_the_registry_does_not_have_is_bad_input(state: Path, command: str) -> None:
+    out = methtrader(command, "m-none", "--reason", "typo", "--state-dir", str(state),
+                     check=False)
+    assert "no model 'm-none' in the registry" in one_error_line(out, 2)
+
+
 def test_a_damaged_job_queue_is_named_in_one_line(state: Path) -> None:
     queue = state / "queue.db"
     with open(queue, "r+b") as f:
