@@ -52,15 +52,21 @@ async def test_new_pairs_get_a_dataset_a_manifest_and_a_feature_job(make_ctx, st
         jobs.close()
 
 
-@pytest.mark.trio
-async def test_a_damaged_day_in_the_lake_is_refetched_not_a_crash_loop(make_ctx, state_dir,
-                                                                      autojump_clock):
-    """Issue 11 #7: a torn day file is moved aside and fetched again on the next build."""
+async def btc_built(make_ctx):
+    """A context whose datasets service has built BTCUSDT's last 3 days (a market hour)."""
     ctx = make_ctx(speed=60)
     ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, days=3))
     ctx.bus.set_tradable_pairs(["BTCUSDT"])
     with trio.move_on_after(60):
         await datasets.run(ctx, None)
+    return ctx
+
+
+@pytest.mark.trio
+async def test_a_damaged_day_in_the_lake_is_refetched_not_a_crash_loop(make_ctx, state_dir,
+                                                                      autojump_clock):
+    """Issue 11 #7: a torn day file is moved aside and fetched again on the next build."""
+    ctx = await btc_built(make_ctx)
     lake = Lake(state_dir / "lake")
     built = lake.manifest("BTCUSDT")
     victim = lake.files("1m", "BTCUSDT")[1]
@@ -84,11 +90,7 @@ async def test_a_lost_lake_is_built_again_and_a_lost_old_day_comes_back_at_the_r
     """DuckDB still records the datasets but the lake lost them: a deleted lake is backfilled
     again from scratch at the next start, and an old day that went missing (deleted, or
     quarantined as damaged) is fetched again at the next daily refresh."""
-    ctx = make_ctx(speed=60)
-    ctx.cfg = replace(ctx.cfg, datasets=replace(ctx.cfg.datasets, days=3))
-    ctx.bus.set_tradable_pairs(["BTCUSDT"])
-    with trio.move_on_after(60):
-        await datasets.run(ctx, None)
+    ctx = await btc_built(make_ctx)
     lake = Lake(state_dir / "lake")
     built = lake.manifest("BTCUSDT")
     shutil.rmtree(state_dir / "lake")
