@@ -293,16 +293,14 @@ def check_queue_file(state_dir: Path) -> Finding:
         return Finding("job queue", OK, f"sqlite: {path}: {HELD}")
     if not path.exists():
         return Finding("job queue", OK, f"sqlite: {path}: none yet (run creates it)")
-    from appliance.startup import sqlite_damage
+    from appliance.startup import sqlite_damage, unusable_queue
 
     # with no -wal (or an empty one) the file is all there is: read it as immutable, so that
     # the read-only open neither leaves an empty -wal and -shm beside it nor writes the -shm
     wal = path.with_name(f"{path.name}-wal")
     why = sqlite_damage(path, immutable=not (wal.exists() and wal.stat().st_size > 0))
     if why is not None:
-        return Finding("job queue", FAIL, f"{path} is not a usable SQLite file ({why})",
-                       f"move it (and any {path.name}-wal, {path.name}-shm) aside and start "
-                       "again; run creates an empty queue, queued jobs are lost")
+        return Finding("job queue", FAIL, *unusable_queue(path, why))
     return Finding("job queue", OK, f"sqlite: {path} (one box; passes quick_check)")
 
 

@@ -91,6 +91,14 @@ def unusable_duckdb(path: Path, why: str) -> str:
     return f"{path} is not a usable DuckDB file ({why})"
 
 
+def unusable_queue(path: Path, why: str) -> tuple[str, str]:
+    """What is wrong with the SQLite job queue and what to do, in the words ``run`` and
+    ``doctor`` both use."""
+    return (f"{path} is not a usable SQLite file ({why})",
+            f"move it (and any {path.name}-wal, {path.name}-shm) aside and start again; run "
+            "creates an empty queue, queued jobs are lost")
+
+
 def sqlite_damage(db: Path, *, immutable: bool = False) -> str | None:
     """Why the SQLite file ``db`` fails ``PRAGMA quick_check``, or None. Opened read-only;
     ``immutable`` also skips locking and the empty ``-wal``/``-shm`` files a read-only open of
@@ -196,10 +204,10 @@ async def keep_clock_ahead_of_store(ctx, incident) -> None:
     if not newest:
         return
     close = max(newest.values()) / 1000.0 + 60.0
-    gap = close - clock.now()
+    was = clock.now()
+    gap = close - was
     if gap <= 0:
         return
-    was = clock.now()
     clock.advance_to(close)
     what = (f"market time moved forward {gap / 3600:.2f} h, from {_utc(was)} to {_utc(close)} "
             "(the close of the newest stored candle): clock.json was behind the stored data")

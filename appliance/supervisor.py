@@ -238,10 +238,8 @@ async def _run_locked(cfg: Config, limits: RunLimits, findings: startup.Findings
         for close in (store.close, bus.close):
             with contextlib.suppress(Exception):
                 close()
-        queue = StatePaths(state_dir).queue
-        raise StartupError(f"{queue} is not a usable SQLite file ({exc}); move it (and any "
-                           f"{queue.name}-wal, {queue.name}-shm) aside and start again; run "
-                           "creates an empty queue, queued jobs are lost") from None
+        raise StartupError("; ".join(startup.unusable_queue(StatePaths(state_dir).queue,
+                                                            str(exc)))) from None
 
     supervisor = Supervisor(cfg.supervisor, on_incident=incident_recorder(ctx),
                             on_restart=lambda n: metrics.service_restarts_total.labels(n).inc())
